@@ -1,0 +1,387 @@
+"""The client: ``neoq.new()`` and ``Neoq``, the object applications hold."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from .backends.base import Backend
+from .backends.memory import MemoryBackend
+from .clock import SYSTEM_CLOCK, Clock
+from .defaults import DEFAULT_LIST_LIMIT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_URL
+from .errors import ConfigurationError, InvalidJobError
+from .handler import Handler, HandlerFunc, as_handler
+from .job import Job, JobStatus, prepare_job, to_seconds, validate_queue_name
+from .worker import RecoveryCallback, Worker
+
+if TYPE_CHECKING:
+    from .cron import CronScheduler
+
+__all__ = ["Neoq", "new"]
+
+_default_logger = logging.getLogger("neoq")
+
+_SCHEMES = ("memory", "postgresql", "postgres")
+
+
+def _seconds(value: timedelta | float | int, name: str) -> float:
+    try:
+        seconds = to_seconds(value, name)
+    except TypeError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if seconds < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {seconds:g} seconds")
+    return seconds
+
+
+def _backend_from_url(url: str, options: dict[str, Any], clock: Clock) -> Backend:
+    if not isinstance(url, str):
+        raise ConfigurationError(f"url must be a str, not {type(url).__name__}")
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if scheme == "memory":
+        if options:
+            raise ConfigurationError(
+                f"memory:// takes no backend options; got {', '.join(sorted(options))}"
+            )
+        return MemoryBackend(clock=clock)
+    if scheme in ("postgresql", "postgres"):
+        from .backends.postgres import PostgresBackend
+
+        return PostgresBackend(url, **options)
+    shown = scheme + "://" if scheme else repr(url.split("://")[0][:40])
+    raise ConfigurationError(
+        f"unknown backend URL scheme {shown}; accepted: memory://, postgresql://, postgres:// "
+        "(or pass backend=<a neoq.backends.Backend>)"
+    )
+
+
+def new(
+    url: str | None = None,
+    *,
+    backend: Backend | None = None,
+    shutdown_timeout: timedelta | float = DEFAULT_SHUTDOWN_TIMEOUT,
+    logger: logging.Logger | None = None,
+    recovery_callback: RecoveryCallback | None = None,
+    clock: Clock | None = None,
+    **options: Any,
+) -> Neoq:
+    """Create a client on a backend and open it.
+
+    ``url`` picks the backend: ``memory://`` (the default) or ``postgresql://...``
+    (``postgres://`` too). With neither ``url`` nor ``backend``, ``NEOQ_URL`` is read, else
+    ``memory://``. ``backend`` passes a ``neoq.backends.Backend`` object instead. Other keyword
+    ``options`` go to the URL's backend (for PostgreSQL: ``idle_transaction_timeout``,
+    ``pool_min_size``, ``pool_max_size``, ``synchronous_commit``, ...). Raises
+    ``ConfigurationError`` for an unknown scheme, both ``url`` and ``backend``, or a backend
+    whose driver is missing; ``BackendConnectionError`` when the store cannot be reached.
+    """
+    clock = clock or SYSTEM_CLOCK
+    if url is not None and backend is not None:
+        raise ConfigurationError("give neoq.new() either a url or a backend, not both")
+    if backend is not None:
+        if not isinstance(backend, Backend):
+            raise ConfigurationError(
+                f"backend must be a neoq.backends.Backend instance, not {type(backend).__name__}"
+            )
+        if options:
+            raise ConfigurationError(
+                f"backend options ({', '.join(sorted(options))}) go to the backend's own constructor "
+                "when backend= is given"
+            )
+    else:
+        if url is None:
+            url = os.environ.get("NEOQ_URL") or DEFAULT_URL
+        backend = _backend_from_url(url, options, clock)
+    client = Neoq(
+        backend,
+        shutdown_timeout=shutdown_timeout,
+        logger=logger,
+        recovery_callback=recovery_callback,
+        clock=clock,
+    )
+    backend.open()
+    return client
+
+
+class Neoq:
+    """A neoq client: enqueue jobs, run handlers, inspect and manage jobs.
+
+    Create it with ``neoq.new()``. Thread-safe. Use it as a context manager, or call
+    ``shutdown()`` when done, so its threads and connections are closed.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        shutdown_timeout: timedelta | float = DEFAULT_SHUTDOWN_TIMEOUT,
+        logger: logging.Logger | None = None,
+        recovery_callback: RecoveryCallback | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise ConfigurationError(f"logger must be a logging.Logger, not {type(logger).__name__}")
+        if recovery_callback is not None and not callable(recovery_callback):
+            raise ConfigurationError("recovery_callback must be callable as callback(job, exc)")
+        #: The backend this client stores jobs in.
+        self.backend: Backend = backend
+        #: The default grace time of ``shutdown()``, in seconds.
+        self.shutdown_timeout: float = _seconds(shutdown_timeout, "shutdown_timeout")
+        #: Where job outcome lines are logged.
+        self.logger: logging.Logger = logger or _default_logger
+        self._clock = clock or SYSTEM_CLOCK
+        self._lock = threading.Lock()
+        self._handlers: dict[str, Handler] = {}
+        self._worker = Worker(
+            backend, clock=self._clock, log=self.logger, recovery_callback=recovery_callback
+        )
+        self._cron: CronScheduler | None = None
+        self._closed = False
+        self._stop_requested = threading.Event()
+        self._force = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"<Neoq backend={self.backend!r} queues={sorted(self._handlers)}>"
+
+    def __enter__(self) -> Neoq:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown()
+
+    # -- enqueueing ----------------------------------------------------------------------
+
+    def enqueue(self, job: Job, *, connection: Any = None) -> str:
+        """Store ``job`` and return its id.
+
+        Raises ``InvalidJobError`` (nothing stored) for a job that cannot be stored and
+        ``DuplicateJobError`` while a job with the same queue and fingerprint is ``NEW``.
+        ``connection``: on PostgreSQL, a ``psycopg.Connection`` whose transaction the job is
+        inserted in; it exists, and workers are woken, only when that transaction commits.
+        """
+        self._check_open()
+        prepared, _ = prepare_job(job)
+        return self.backend.enqueue([prepared], connection=connection)[0]
+
+    def enqueue_many(self, jobs: Iterable[Job], *, connection: Any = None) -> list[str]:
+        """Store several jobs atomically (one round trip where the backend allows); return their ids.
+
+        The same checks as ``enqueue`` apply to each job; if any fails, none is stored.
+        """
+        self._check_open()
+        if isinstance(jobs, (Job, str, bytes)) or not isinstance(jobs, Iterable):
+            raise InvalidJobError("enqueue_many takes an iterable of neoq.Job")
+        prepared = []
+        for index, job in enumerate(jobs):
+            try:
+                prepared.append(prepare_job(job)[0])
+            except InvalidJobError as exc:
+                raise InvalidJobError(f"job {index}: {exc}") from None
+        if not prepared:
+            return []
+        return self.backend.enqueue(prepared, connection=connection)
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def _register(self, queue: str, handler: Handler) -> None:
+        if not isinstance(queue, str):
+            raise ConfigurationError(f"queue must be a str, not {type(queue).__name__}")
+        try:
+            validate_queue_name(queue)
+        except InvalidJobError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if queue in self._handlers:
+            raise ConfigurationError(f"queue {queue!r} already has a handler in this client")
+        self._handlers[queue] = handler
+
+    def start(self, queue: str, handler: Handler | HandlerFunc, **settings: Any) -> None:
+        """Start processing ``queue`` now, in background threads.
+
+        ``handler`` is a callable taking the ``Job`` or a ``Handler``; keyword ``settings``
+        (``concurrency``, ``timeout``, ``max_retries``, ``backoff``) build the ``Handler``
+        for a plain callable. A second handler for the same queue raises ``ConfigurationError``.
+        """
+        resolved = as_handler(handler, **settings)
+        with self._lock:
+            self._check_open()
+            self._register(queue, resolved)
+        self._worker.start(queue, resolved)
+
+    def handler(self, queue: str, **settings: Any) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Register the decorated function as ``queue``'s handler, started by ``run()``/``drain()``.
+
+        ``settings`` are ``Handler`` settings. Returns the function unchanged.
+        """
+
+        def register(func: HandlerFunc) -> HandlerFunc:
+            resolved = as_handler(func, **settings)
+            with self._lock:
+                self._check_open()
+                self._register(queue, resolved)
+            return func
+
+        return register
+
+    @property
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers of this client by queue, started or registered (a copy)."""
+        return dict(self._handlers)
+
+    def run(self, queues: Iterable[str] | None = None, *, install_signal_handlers: bool = True) -> None:
+        """Start the registered handlers (of ``queues``, default all) and block until stopped.
+
+        A first SIGINT or SIGTERM (or ``stop()``) shuts down gracefully; a second one while
+        shutting down stops waiting for running attempts. Returns once the client is shut down.
+        Signal handlers are installed only when called from the main thread.
+        """
+        wanted = set(self._handlers) if queues is None else set(queues)
+        unknown = wanted - set(self._handlers)
+        if unknown:
+            raise ConfigurationError(f"no handler registered for queue(s): {', '.join(sorted(unknown))}")
+        with self._lock:
+            self._check_open()
+            for queue in sorted(wanted):
+                if not self._worker.is_started(queue):
+                    self._worker.start(queue, self._handlers[queue])
+        restore: dict[int, Any] = {}
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                restore[signum] = signal.signal(signum, self._on_signal)
+        try:
+            self._stop_requested.wait()
+            self.shutdown()
+        finally:
+            for signum, previous in restore.items():
+                signal.signal(signum, previous)
+
+    def stop(self) -> None:
+        """Ask a blocking ``run()`` to shut down gracefully; a second call cuts the grace time short."""
+        if self._stop_requested.is_set():
+            self._force.set()
+        self._stop_requested.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop_requested.is_set():
+            self.logger.warning("neoq: second signal %d: stopping at once", signum)
+        else:
+            self.logger.info("neoq: signal %d: shutting down gracefully", signum)
+        self.stop()
+
+    def drain(self, timeout: timedelta | float | None = None) -> int:
+        """Run this client's handlers until no job of their queues is due, then return.
+
+        For tests and one-shot scripts: enqueue, ``drain()``, assert. Runs in burst threads
+        that are all joined before it returns. Retries that are not due yet are left waiting.
+        ``timeout`` stops claiming after that long. Returns the number of attempts run.
+        """
+        self._check_open()
+        seconds = None if timeout is None else _seconds(timeout, "timeout")
+        with self._lock:
+            handlers = {q: h for q, h in self._handlers.items() if not self._worker.is_started(q)}
+        return self._worker.drain(handlers, seconds)
+
+    # -- periodic jobs -------------------------------------------------------------------
+
+    def start_cron(
+        self,
+        spec: str,
+        handler: Handler | HandlerFunc,
+        *,
+        queue: str | None = None,
+        timezone: str = "UTC",
+    ) -> None:
+        """Run ``handler`` on a cron schedule: each tick enqueues one job, run exactly once.
+
+        ``spec``: 5 fields (minute first), 6 fields (seconds first) or ``@hourly``-style.
+        See the cron guide for the queue name, the payload and the multi-process guarantee.
+        """
+        from .cron import CronScheduler, cron_queue_name, parse_spec
+
+        resolved = as_handler(handler)
+        trigger = parse_spec(spec, timezone)
+        name = cron_queue_name(resolved.func) if queue is None else queue
+        with self._lock:
+            self._check_open()
+            self._register(name, resolved)
+            if self._cron is None:
+                self._cron = CronScheduler(self, clock=self._clock)
+        self._worker.start(name, resolved)
+        self._cron.add(name, spec, trigger)
+
+    # -- inspecting and managing ---------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job | None:
+        """Return the job with id ``job_id``, or ``None`` for an unknown id."""
+        return self.backend.get_job(str(job_id))
+
+    def list_jobs(
+        self, queue: str | None = None, status: JobStatus | str | None = None, limit: int = DEFAULT_LIST_LIMIT
+    ) -> list[Job]:
+        """Return up to ``limit`` jobs, newest first, optionally of one queue and/or status."""
+        parsed: JobStatus | None = None
+        if status is not None:
+            try:
+                parsed = JobStatus(status)
+            except ValueError:
+                accepted = ", ".join(s.value for s in JobStatus)
+                raise ConfigurationError(f"unknown status {status!r}; accepted: {accepted}") from None
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigurationError(f"limit must be an int >= 0, not {limit!r}")
+        return self.backend.list_jobs(queue, parsed, limit)
+
+    def retry_job(self, job_id: str) -> None:
+        """Run a ``FAILED``, ``CANCELLED`` or ``PROCESSED`` job again (``NEW``, due now, retries 0).
+
+        A ``NEW`` job is left as it is. Raises ``JobNotFoundError`` for an unknown id and
+        ``DuplicateJobError`` when another job with the same fingerprint is waiting.
+        """
+        self.backend.retry_job(str(job_id))
+
+    def cancel_job(self, job_id: str) -> None:
+        """Cancel a job: a waiting one never runs; a running one is told to stop; both end ``CANCELLED``.
+
+        A finished job is left as it is. Raises ``JobNotFoundError`` for an unknown id.
+        """
+        self.backend.cancel_job(str(job_id))
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Return ``{queue: {"new": n, "processed": n, "failed": n, "cancelled": n}}``."""
+        return self.backend.stats()
+
+    # -- shutting down -------------------------------------------------------------------
+
+    def shutdown(self, timeout: timedelta | float | None = None) -> None:
+        """Stop claiming, let running attempts finish within ``timeout``, cancel the rest, close.
+
+        ``timeout`` defaults to the client's ``shutdown_timeout``. Stops cron, closes the
+        client's threads and connections. Calling it again does nothing.
+        """
+        grace = self.shutdown_timeout if timeout is None else _seconds(timeout, "timeout")
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            cron, self._cron = self._cron, None
+        self._stop_requested.set()
+        if cron is not None:
+            cron.stop()
+        self._worker.stop(grace, self._force)
+        self.backend.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has been called."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigurationError("this neoq client was shut down; create a new one with neoq.new()")

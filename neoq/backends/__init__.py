@@ -1,0 +1,25 @@
+"""Backends: where jobs are stored. ``Backend`` is the contract; subclass it to add a store.
+
+``MemoryBackend`` needs nothing installed. ``PostgresBackend`` needs the ``postgres`` extra
+(``pip install neoq[postgres]``); it is imported on first use, so ``import neoq`` works without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import Backend, Claim, Outcome
+from .memory import MemoryBackend
+
+if TYPE_CHECKING:
+    from .postgres import PostgresBackend
+
+__all__ = ["Backend", "Claim", "MemoryBackend", "Outcome", "PostgresBackend"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresBackend":
+        from .postgres import PostgresBackend
+
+        return PostgresBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

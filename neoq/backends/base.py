@@ -1,0 +1,211 @@
+"""The backend contract: what a store must do for the neoq runtime.
+
+A backend stores, claims and settles jobs. Everything else (retry policy, timeouts, deadlines,
+concurrency, cron, shutdown) lives once in the runtime (``neoq.worker``), so a backend is a few
+hundred lines that pass the behaviour suite in ``neoq.testing``.
+
+The life of a job as a backend sees it::
+
+    enqueue ──► NEW (waiting; due once run_after <= now)
+                 │ claim()                        ▲ settle(NEW + run_after): a retry
+                 ▼                                │
+              NEW (claimed: one owner at a time) ─┼─► settle(PROCESSED | FAILED | CANCELLED)
+                 │ the owner's process dies       │
+                 └── claimable again (attempts counted), at once or after the store notices
+
+Threads: every method may be called from any thread, concurrently, after ``open()``.
+Times: the backend keeps aware UTC datetimes and compares ``run_after`` with its own clock
+(PostgreSQL: the database's ``now()``; memory: the ``Clock`` it was given).
+Errors: a backend raises only ``NeoqError`` subclasses; driver errors are wrapped in
+``BackendError`` (``BackendConnectionError`` when the store cannot be reached).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..job import Job, JobStatus
+
+__all__ = ["Backend", "Claim", "Outcome"]
+
+
+@dataclass(eq=False)
+class Claim:
+    """One attempt's hold on one job, from ``Backend.claim`` until ``Backend.release``.
+
+    While a claim is held no other claim on the same job can be made, in any process.
+    """
+
+    #: The job as claimed: status ``NEW``, ``attempts`` counting this attempt, ``ran_at`` now.
+    job: Job
+    #: The store transaction the handler may use (PostgreSQL: a ``psycopg.Connection``), else ``None``.
+    transaction: Any = None
+    #: Backend-private state (a connection, a version number, ...). The runtime never reads it.
+    token: Any = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as the runtime decided it; ``Backend.settle`` stores it.
+
+    ``status`` is ``PROCESSED``; ``NEW`` for a retry (with ``run_after`` and ``retries`` set);
+    ``FAILED``; or ``CANCELLED``. ``error`` is ``None`` for ``PROCESSED``.
+    """
+
+    #: The status to store.
+    status: JobStatus
+    #: ``"<ExceptionClass>: <message>"`` of the failure, or ``None``.
+    error: str | None = None
+    #: For a retry: when it becomes due (aware UTC).
+    run_after: datetime | None = None
+    #: For a retry: the job's new ``retries`` value.
+    retries: int | None = None
+
+
+#: Called by a backend with a job id when ``cancel_job`` targets a job claimed in this process.
+CancelCallback = Callable[[str], None]
+
+
+class Backend(abc.ABC):
+    """Base class of every neoq backend; subclass it to add a store.
+
+    Subclasses implement the abstract methods; the others have working defaults. Check a
+    subclass with the behaviour suite: ``neoq.testing.BackendSuite``.
+    """
+
+    _cancel_callback: CancelCallback | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect and prepare the store (create or migrate its schema). Idempotent.
+
+        Called by ``neoq.new()`` before the client is returned, so a bad URL or an
+        unreachable store fails there. Raises ``BackendConnectionError`` within the
+        backend's connect timeout when the store cannot be reached.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release everything the backend opened (threads, pools, connections). Idempotent.
+
+        After it returns no thread of the backend runs and no connection of it is open,
+        except connections held by claims whose handler threads were abandoned.
+        """
+
+    def set_cancel_callback(self, callback: CancelCallback | None) -> None:
+        """Register the runtime's callback for cancellations of jobs claimed in this process.
+
+        When ``cancel_job`` targets a job that is claimed (running) here or, for shared
+        stores, in whichever process holds it, the backend calls ``callback(job_id)`` in the
+        holding process, from any thread, without holding its own locks. The runtime then
+        settles the claim as ``CANCELLED``.
+        """
+        self._cancel_callback = callback
+
+    def _notify_cancel(self, job_id: str) -> None:
+        callback = self._cancel_callback
+        if callback is not None:
+            callback(job_id)
+
+    # -- producing -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
+        """Store ``jobs`` atomically and return their ids (``str``), in order.
+
+        The jobs were validated by ``neoq.job.prepare_job``: each has a ``fingerprint``, UTC
+        datetimes (``run_after`` ``None`` means now) and a JSON-safe ``payload``. All or
+        nothing: if any job has the same ``(queue, fingerprint)`` as a stored ``NEW`` job, or
+        as another job of the batch, raise ``DuplicateJobError`` (with the existing job's id
+        where known) and store none. Wake claimers of the jobs' queues once stored.
+        ``connection``: a caller's store transaction to write through (PostgreSQL); backends
+        that cannot do so raise ``ConfigurationError`` when it is not ``None``.
+        """
+
+    # -- consuming -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim(self, queue: str, timeout: float) -> Claim | None:
+        """Claim one due ``NEW`` job of ``queue``, waiting up to ``timeout`` seconds for one.
+
+        Blocks until a job is due (woken by enqueues, retries and ``run_after`` coming due,
+        never by a busy poll), ``timeout`` passes, or ``wakeup(queue)`` is called; returns
+        ``None`` in the last two cases. ``timeout`` 0 means do not wait. Jobs are claimed in
+        order of ``run_after`` then id. The claim increments ``attempts`` in a way that
+        survives the claiming process dying, sets ``ran_at``, and excludes every other claim
+        on the job until ``settle`` or the death of this process. Jobs whose deadline passed
+        are still returned: the runtime settles them ``FAILED``.
+        """
+
+    @abc.abstractmethod
+    def settle(self, claim: Claim, outcome: Outcome) -> None:
+        """Store ``outcome`` for the claimed job and end the claim's hold on it.
+
+        ``PROCESSED`` clears ``error``; ``NEW`` makes the job due again at
+        ``outcome.run_after`` with ``outcome.retries``; ``FAILED`` and ``CANCELLED`` are
+        terminal. On PostgreSQL a failure rolls back the handler's writes first. Called once per
+        claim, possibly from another thread than the handler's while the handler still runs
+        (after ``interrupt``). After it returns the job's fingerprint is free again unless the
+        status is ``NEW``.
+        """
+
+    def interrupt(self, claim: Claim) -> None:  # noqa: B027 - optional hook
+        """Stop the claim's store work in progress before a settle from another thread.
+
+        Called when the runtime ends an attempt whose handler is still running (timeout,
+        deadline, cancellation, forced shutdown). PostgreSQL cancels the running statement.
+        Must not block for long and must not raise.
+        """
+
+    def release(self, claim: Claim) -> None:  # noqa: B027 - optional hook
+        """Free the claim's resources (return its connection to the pool).
+
+        Called exactly once per claim, after ``settle`` and after the handler returned, from
+        the thread that ran the handler. Must not raise.
+        """
+
+    def wakeup(self, queue: str, waiters: int) -> None:  # noqa: B027 - optional hook
+        """Make up to ``waiters`` calls of ``claim(queue, ...)`` blocked now return at once.
+
+        Used at shutdown so worker threads stop promptly. A wake-up that finds nobody
+        waiting may make a later ``claim`` return ``None`` early; that is harmless.
+        """
+
+    # -- inspecting and managing ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_job(self, job_id: str) -> Job | None:
+        """Return the job with id ``job_id`` as stored now, or ``None`` if there is none."""
+
+    @abc.abstractmethod
+    def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
+        """Return up to ``limit`` jobs, newest first, optionally of one queue and/or status."""
+
+    @abc.abstractmethod
+    def retry_job(self, job_id: str) -> None:
+        """Make a ``PROCESSED``, ``FAILED`` or ``CANCELLED`` job ``NEW`` and due now.
+
+        ``retries``, ``attempts`` and ``error`` reset to 0/0/None. A ``NEW`` job is left as it is.
+        Raises ``JobNotFoundError`` for an unknown id and ``DuplicateJobError`` if another
+        ``NEW`` job holds the same queue and fingerprint.
+        """
+
+    @abc.abstractmethod
+    def cancel_job(self, job_id: str) -> None:
+        """Cancel a job: a waiting one becomes ``CANCELLED`` at once and never runs.
+
+        A claimed (running) one: tell its holder through the cancel callback (in whichever
+        process holds it); the holder settles it ``CANCELLED``. A finished job is left as it is.
+        Raises ``JobNotFoundError`` for an unknown id.
+        """
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Return ``{queue: {"new": n, "processed": n, "failed": n, "cancelled": n}}``.
+
+        Every queue that has jobs appears, with all four keys (zeros included).
+        """

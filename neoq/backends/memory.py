@@ -1,0 +1,278 @@
+"""The in-memory backend: the embedded default, private to one client.
+
+Due jobs wait in a ``queue.Queue`` per queue, which the claim loops block on; future jobs and
+retries wait in one heap ordered by ``run_after``, moved to their queue at that moment by a timer
+thread that sleeps on a condition until the next one is due (started with the first future job).
+Every record has a version; a queue entry or heap entry whose version is stale (the job was
+cancelled, retried or rescheduled since) is skipped, so nothing has to be removed from the middle
+of a queue or heap.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import queue as queue_module
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import ConfigurationError, DuplicateJobError, JobNotFoundError
+from ..job import Job, JobStatus
+from .base import Backend, Claim, Outcome
+
+__all__ = ["MemoryBackend"]
+
+_EMPTY_STATS = ("new", "processed", "failed", "cancelled")
+
+
+class _Record:
+    __slots__ = ("job", "payload_text", "seq", "version", "claimed")
+
+    def __init__(self, job: Job, payload_text: str, seq: int) -> None:
+        self.job = job  # payload is kept as JSON text and decoded per read, so readers get copies
+        self.payload_text = payload_text
+        self.seq = seq
+        self.version = 0
+        self.claimed = False
+
+
+class MemoryBackend(Backend):
+    """Jobs in this process's memory: fast, private to one client, gone when the process ends."""
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock or SYSTEM_CLOCK
+        self._lock = threading.Lock()
+        self._timer_cond = threading.Condition(self._lock)
+        self._records: dict[str, _Record] = {}
+        self._unique: dict[tuple[str, str], str] = {}
+        self._ready: dict[str, queue_module.Queue[tuple[str, int] | None]] = {}
+        self._delayed: list[tuple[float, int, str, int]] = []
+        self._ids = itertools.count(1)
+        self._timer: threading.Thread | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return "MemoryBackend()"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        with self._lock:
+            self._closed = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            timer = self._timer
+            self._timer = None
+            self._timer_cond.notify_all()
+        if timer is not None and timer is not threading.current_thread():
+            timer.join()
+
+    # -- producing -------------------------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
+        if connection is not None:
+            raise ConfigurationError("enqueue(connection=...) needs the PostgreSQL backend; memory:// has none")
+        now = self._clock.now()
+        with self._lock:
+            keys: dict[tuple[str, str], int] = {}
+            for index, job in enumerate(jobs):
+                key = (job.queue, job.fingerprint or "")
+                existing = self._unique.get(key)
+                if existing is not None:
+                    raise DuplicateJobError(
+                        f"job {index} duplicates job {existing} of queue {job.queue!r}, which is still new",
+                        existing,
+                    )
+                if key in keys:
+                    raise DuplicateJobError(
+                        f"jobs {keys[key]} and {index} of the batch have the same queue {job.queue!r} and fingerprint"
+                    )
+                keys[key] = index
+            ids: list[str] = []
+            for job in jobs:
+                seq = next(self._ids)
+                job_id = str(seq)
+                stored = replace(job, id=job_id, created_at=now, run_after=job.run_after or now)
+                record = _Record(stored, _dumps(job.payload), seq)
+                self._records[job_id] = record
+                self._unique[(job.queue, job.fingerprint or "")] = job_id
+                self._schedule(record, now)
+                ids.append(job_id)
+            return ids
+
+    def _schedule(self, record: _Record, now: datetime) -> None:
+        # Called with the lock held.
+        job = record.job
+        run_after = job.run_after
+        if run_after is None or run_after <= now:
+            self._ready_queue(job.queue).put((job.id or "", record.version))
+            return
+        entry = (run_after.timestamp(), record.seq, job.id or "", record.version)
+        heapq.heappush(self._delayed, entry)
+        if self._timer is None and not self._closed:
+            self._timer = threading.Thread(target=self._run_timer, name="neoq-memory-timer", daemon=True)
+            self._timer.start()
+        elif self._delayed[0] is entry:
+            self._timer_cond.notify()
+
+    def _ready_queue(self, name: str) -> queue_module.Queue[tuple[str, int] | None]:
+        ready = self._ready.get(name)
+        if ready is None:
+            ready = self._ready[name] = queue_module.Queue()
+        return ready
+
+    def _run_timer(self) -> None:
+        cond = self._timer_cond
+        with cond:
+            while not self._closed:
+                delayed = self._delayed
+                now = self._clock.now().timestamp()
+                while delayed and delayed[0][0] <= now:
+                    _, _, job_id, version = heapq.heappop(delayed)
+                    record = self._records.get(job_id)
+                    if record is not None and record.version == version:
+                        self._ready_queue(record.job.queue).put((job_id, version))
+                cond.wait(delayed[0][0] - now if delayed else None)
+
+    # -- consuming -------------------------------------------------------------------------
+
+    def claim(self, queue: str, timeout: float) -> Claim | None:
+        with self._lock:
+            ready = self._ready_queue(queue)
+        clock = self._clock
+        end = clock.monotonic() + timeout
+        while True:
+            try:
+                if timeout > 0:
+                    item = ready.get(timeout=max(0.0, end - clock.monotonic()))
+                else:
+                    item = ready.get_nowait()
+            except queue_module.Empty:
+                return None
+            if item is None:
+                return None
+            job_id, version = item
+            with self._lock:
+                record = self._records.get(job_id)
+                if (
+                    record is None
+                    or record.version != version
+                    or record.claimed
+                    or record.job.status is not JobStatus.NEW
+                ):
+                    continue
+                record.claimed = True
+                record.job = job = replace(
+                    record.job, attempts=record.job.attempts + 1, ran_at=clock.now()
+                )
+                text = record.payload_text
+            return Claim(replace(job, payload=json.loads(text)), token=version)
+
+    def settle(self, claim: Claim, outcome: Outcome) -> None:
+        job_id = claim.job.id or ""
+        with self._lock:
+            record = self._records.get(job_id)
+            if record is None or not record.claimed:
+                return
+            record.claimed = False
+            job = record.job
+            status = outcome.status
+            if status is JobStatus.NEW:
+                record.version += 1
+                record.job = replace(
+                    job,
+                    error=outcome.error,
+                    run_after=outcome.run_after or self._clock.now(),
+                    retries=job.retries if outcome.retries is None else outcome.retries,
+                )
+                self._schedule(record, self._clock.now())
+                return
+            record.job = replace(job, status=status, error=None if status is JobStatus.PROCESSED else outcome.error)
+            self._unique.pop((job.queue, job.fingerprint or ""), None)
+
+    def wakeup(self, queue: str, waiters: int) -> None:
+        with self._lock:
+            ready = self._ready_queue(queue)
+        for _ in range(waiters):
+            ready.put(None)
+
+    # -- inspecting and managing ---------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._lock:
+            record = self._records.get(job_id) if isinstance(job_id, str) else None
+            if record is None:
+                return None
+            job, text = record.job, record.payload_text
+        return replace(job, payload=json.loads(text))
+
+    def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
+        with self._lock:
+            records = [
+                (record.seq, record.job, record.payload_text)
+                for record in self._records.values()
+                if (queue is None or record.job.queue == queue) and (status is None or record.job.status is status)
+            ]
+        records.sort(key=lambda item: item[0], reverse=True)
+        return [replace(job, payload=json.loads(text)) for _, job, text in records[:limit]]
+
+    def retry_job(self, job_id: str) -> None:
+        with self._lock:
+            record = self._get(job_id)
+            job = record.job
+            if job.status is JobStatus.NEW:
+                return
+            key = (job.queue, job.fingerprint or "")
+            holder = self._unique.get(key)
+            if holder is not None:
+                raise DuplicateJobError(
+                    f"job {holder} of queue {job.queue!r} with the same fingerprint is still new", holder
+                )
+            now = self._clock.now()
+            self._unique[key] = job.id or ""
+            record.version += 1
+            record.job = replace(job, status=JobStatus.NEW, run_after=now, retries=0, attempts=0, error=None)
+            self._schedule(record, now)
+
+    def cancel_job(self, job_id: str) -> None:
+        with self._lock:
+            record = self._get(job_id)
+            job = record.job
+            if job.status is not JobStatus.NEW:
+                return
+            running = record.claimed
+            if not running:
+                record.version += 1
+                record.job = replace(job, status=JobStatus.CANCELLED)
+                self._unique.pop((job.queue, job.fingerprint or ""), None)
+        if running:
+            # Outside the lock: the runtime settles the claim, which takes the lock again.
+            self._notify_cancel(job_id)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for record in self._records.values():
+                job = record.job
+                counts = result.get(job.queue)
+                if counts is None:
+                    counts = result[job.queue] = dict.fromkeys(_EMPTY_STATS, 0)
+                counts[job.status.value] += 1
+        return result
+
+    def _get(self, job_id: str) -> _Record:
+        record = self._records.get(job_id) if isinstance(job_id, str) else None
+        if record is None:
+            raise JobNotFoundError(f"no job has id {job_id!r}")
+        return record
+
+
+def _dumps(payload: Any) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)

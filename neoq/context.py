@@ -1,0 +1,67 @@
+"""What a running handler can learn about its attempt: ``current_job()`` and ``job_context()``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+import time
+from datetime import datetime
+from typing import Any
+
+from .job import Job
+
+__all__ = ["JobContext", "current_job", "job_context"]
+
+_local = threading.local()
+
+
+class JobContext:
+    """The attempt the current thread is running.
+
+    ``cancelled`` is set when the attempt is ended from outside: at its timeout or deadline, by
+    ``cancel_job``, or at a forced shutdown. A long handler should check it (or wait on it)
+    and return early; neoq cannot stop a thread.
+    """
+
+    __slots__ = ("job", "deadline", "cancelled", "transaction", "_ends_at", "_monotonic")
+
+    def __init__(
+        self,
+        job: Job,
+        deadline: datetime | None,
+        ends_at: float,
+        transaction: Any = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        #: The job being run.
+        self.job: Job = job
+        #: When this attempt ends (aware UTC): ``min(start + timeout, job.deadline)``; ``None`` if never.
+        self.deadline: datetime | None = deadline
+        #: Set when this attempt is ended from outside; the handler should stop.
+        self.cancelled: threading.Event = threading.Event()
+        #: PostgreSQL: the ``psycopg.Connection`` of the job's transaction; ``None`` elsewhere.
+        self.transaction: Any = transaction
+        self._ends_at = ends_at  # monotonic seconds; inf when the attempt has no end
+        self._monotonic = monotonic
+
+    def time_remaining(self) -> float:
+        """Return the seconds left before this attempt ends, never negative (``inf`` if no end)."""
+        return max(0.0, self._ends_at - self._monotonic())
+
+    def __repr__(self) -> str:
+        return f"<JobContext job={self.job.id} queue={self.job.queue!r} cancelled={self.cancelled.is_set()}>"
+
+
+def job_context() -> JobContext | None:
+    """Return the ``JobContext`` of the job this thread is running, or ``None`` outside a handler."""
+    return getattr(_local, "context", None)
+
+
+def current_job() -> Job | None:
+    """Return the job this thread is running, or ``None`` outside a handler."""
+    context: JobContext | None = getattr(_local, "context", None)
+    return None if context is None else context.job
+
+
+def _set_context(context: JobContext | None) -> None:
+    _local.context = context

@@ -1,0 +1,106 @@
+"""``Handler``: a function and how its queue runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from .backoff import default_backoff
+from .defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from .errors import ConfigurationError
+from .job import to_seconds
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["Handler", "HandlerFunc"]
+
+#: What a handler is: any callable taking the ``Job``. Its return value is ignored.
+HandlerFunc = Callable[["Job"], Any]
+
+
+class Handler:
+    """A handler function with its queue settings.
+
+    ``concurrency``: the most jobs of the queue this client runs at once.
+    ``timeout``: the longest one attempt may run (a ``timedelta`` or seconds; ``None``: no limit
+    but the job's deadline). ``max_retries``: used for jobs that do not set their own.
+    ``backoff``: ``backoff(retries) -> timedelta | float``, the delay before each retry.
+    Invalid settings raise ``ConfigurationError``.
+    """
+
+    __slots__ = ("func", "concurrency", "timeout", "max_retries", "backoff")
+
+    def __init__(
+        self,
+        func: HandlerFunc,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: timedelta | float | None = DEFAULT_TIMEOUT,
+        max_retries: int | None = None,
+        backoff: Callable[[int], timedelta | float] | None = None,
+    ) -> None:
+        if not callable(func):
+            raise ConfigurationError(f"handler must be callable, got {type(func).__name__}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        seconds: float | None = None
+        if timeout is not None:
+            try:
+                seconds = to_seconds(timeout, "timeout")
+            except TypeError as exc:
+                raise ConfigurationError(str(exc)) from None
+            if seconds < 0:
+                raise ConfigurationError(f"timeout must not be negative, got {seconds!r} seconds")
+        if max_retries is not None and (
+            isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+        ):
+            raise ConfigurationError(f"max_retries must be an int >= 0 or None, not {max_retries!r}")
+        if backoff is not None and not callable(backoff):
+            raise ConfigurationError(f"backoff must be callable, got {type(backoff).__name__}")
+        #: The function that runs each job.
+        self.func: HandlerFunc = func
+        #: The most jobs of this queue one client runs at once.
+        self.concurrency: int = concurrency
+        #: The longest one attempt may run, in seconds; ``None`` for no limit.
+        self.timeout: float | None = seconds
+        #: Retries for jobs that do not set ``max_retries``; ``None`` means ``DEFAULT_MAX_RETRIES``.
+        self.max_retries: int | None = max_retries
+        #: The retry delay policy.
+        self.backoff: Callable[[int], timedelta | float] = backoff or default_backoff
+
+    def max_retries_for(self, job: Job) -> int:
+        """Return how many retries ``job`` gets: its own, else this handler's, else the default."""
+        if job.max_retries is not None:
+            return job.max_retries
+        if self.max_retries is not None:
+            return self.max_retries
+        return DEFAULT_MAX_RETRIES
+
+    def retry_delay(self, retries: int) -> float:
+        """Return the delay in seconds before retry number ``retries``, never negative."""
+        delay = self.backoff(retries)
+        seconds = to_seconds(delay, "backoff result")
+        return max(0.0, seconds)
+
+    @property
+    def name(self) -> str:
+        """The handler function's qualified name, for logs."""
+        func = self.func
+        return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+
+    def __repr__(self) -> str:
+        return (
+            f"Handler({self.name}, concurrency={self.concurrency}, timeout={self.timeout}, "
+            f"max_retries={self.max_retries})"
+        )
+
+
+def as_handler(handler: Handler | HandlerFunc, **settings: Any) -> Handler:
+    """Return ``handler`` if it is a ``Handler``, else wrap the callable with ``settings``."""
+    if isinstance(handler, Handler):
+        if settings:
+            raise ConfigurationError("give settings either to Handler(...) or as keyword arguments, not both")
+        return handler
+    return Handler(handler, **settings)

@@ -1,0 +1,224 @@
+"""The ``Job`` value, its status, and the checks a job passes before it is stored."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .defaults import MAX_QUEUE_NAME_LENGTH
+from .errors import InvalidJobError
+
+__all__ = [
+    "Job",
+    "JobStatus",
+    "canonical_json",
+    "fingerprint",
+    "prepare_job",
+    "to_seconds",
+]
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its life."""
+
+    #: Waiting to run, running, or waiting for a retry.
+    NEW = "new"
+    #: An attempt succeeded. Terminal until ``retry_job``.
+    PROCESSED = "processed"
+    #: Retries exhausted, or the deadline passed. Terminal until ``retry_job``.
+    FAILED = "failed"
+    #: Cancelled by ``cancel_job``, whether it was waiting or running. Terminal until ``retry_job``.
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """A unit of work: a JSON payload for the handler of a queue.
+
+    Applications set ``queue``, ``payload`` and optionally ``run_after``, ``deadline``,
+    ``max_retries`` and ``fingerprint``; the backend sets the rest.
+    """
+
+    #: The queue whose handler runs the job: non-empty, at most 128 characters.
+    queue: str
+    #: JSON-serialisable mapping with string keys, given to the handler.
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    #: Not run before this aware datetime; ``None`` means now.
+    run_after: datetime | None = None
+    #: The job must finish by this aware datetime: not started after it, stopped at it.
+    deadline: datetime | None = None
+    #: Retries allowed after the first attempt; ``None`` means the handler's, else 25.
+    max_retries: int | None = None
+    #: Uniqueness key among waiting jobs of the queue; ``None`` means computed from queue and payload.
+    fingerprint: str | None = None
+    #: Set by the backend: the job's id.
+    id: str | None = None
+    #: Set by the backend: see ``JobStatus``.
+    status: JobStatus = JobStatus.NEW
+    #: Retries scheduled so far: 0 on the first run, 1 while waiting for and during the first retry.
+    retries: int = 0
+    #: Attempts started so far, counted even when a worker dies mid-attempt (a neoq addition).
+    attempts: int = 0
+    #: ``"<ExceptionClass>: <message>"`` of the last failed attempt; ``None`` once one succeeds.
+    error: str | None = None
+    #: Set by the backend: when the job was stored (aware UTC).
+    created_at: datetime | None = None
+    #: Set by the backend: when the latest attempt started (aware UTC).
+    ran_at: datetime | None = None
+
+
+def to_seconds(value: timedelta | float | int, name: str) -> float:
+    """Return ``value`` (a ``timedelta`` or a number of seconds) as float seconds.
+
+    Raises ``TypeError`` naming ``name`` for anything else; callers turn it into their own error.
+    """
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}")
+    if math.isnan(value) or math.isinf(value):
+        raise TypeError(f"{name} must be a finite number of seconds, not {value!r}")
+    return float(value)
+
+
+def _check_keys(value: Any, path: str) -> None:
+    # json.dumps quietly turns int, float, bool and None keys into strings, which would not
+    # round-trip; strict JSON objects have string keys only, at every depth.
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidJobError(
+                    f"payload key {key!r} at {path} is a {type(key).__name__}; JSON object keys must be strings"
+                )
+            _check_keys(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_keys(item, f"{path}[{index}]")
+
+
+def canonical_json(payload: Mapping[str, Any]) -> str:
+    """Return the canonical JSON text of ``payload``: sorted keys, no whitespace, ASCII only."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def fingerprint(queue: str, payload: Mapping[str, Any]) -> str:
+    """Return the stable hex digest of ``queue`` and the canonical JSON of ``payload``.
+
+    The same on every process, machine and Python version.
+    """
+    digest = hashlib.sha256()
+    digest.update(queue.encode("utf-8"))
+    digest.update(b"\x00")
+    digest.update(canonical_json(payload).encode("ascii"))
+    return digest.hexdigest()
+
+
+def validate_queue_name(queue: object) -> str:
+    """Return ``queue`` if it is a valid queue name, else raise ``InvalidJobError``."""
+    if not isinstance(queue, str):
+        raise InvalidJobError(f"queue must be a str, not {type(queue).__name__}")
+    if not queue or not queue.strip():
+        raise InvalidJobError("queue must be a non-empty name")
+    if len(queue) > MAX_QUEUE_NAME_LENGTH:
+        raise InvalidJobError(f"queue name is {len(queue)} characters; the limit is {MAX_QUEUE_NAME_LENGTH}")
+    if "\x00" in queue:
+        raise InvalidJobError("queue name must not contain NUL characters")
+    return queue
+
+
+def _check_aware(value: object, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidJobError(f"{name} must be an aware datetime or None, not {type(value).__name__}")
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise InvalidJobError(f"{name} is a naive datetime; give a timezone-aware one (e.g. tzinfo=timezone.utc)")
+    return value.astimezone(timezone.utc)
+
+
+def _check_text(payload: str, path: str) -> None:
+    if "\x00" in payload:
+        # PostgreSQL jsonb cannot store U+0000; refuse it everywhere so every backend round-trips alike.
+        raise InvalidJobError(f"payload text at {path} contains a NUL character, which JSON stores cannot keep")
+
+
+def _walk_strings(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        _check_text(value, path)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_text(key, path)
+            _walk_strings(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _walk_strings(item, f"{path}[{index}]")
+
+
+def encode_payload(payload: object) -> str:
+    """Return the JSON text of ``payload`` or raise ``InvalidJobError`` saying what to fix."""
+    if not isinstance(payload, Mapping):
+        raise InvalidJobError(f"payload must be a mapping with string keys, not {type(payload).__name__}")
+    _check_keys(payload, "payload")
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidJobError(f"payload is not JSON-serialisable: {exc}") from None
+    _walk_strings(payload, "payload")
+    return text
+
+
+def prepare_job(job: object) -> tuple[Job, str]:
+    """Validate ``job`` for storing and return it normalised, with its payload's JSON text.
+
+    The returned job has a fingerprint, UTC datetimes and a payload that is a fresh copy decoded
+    from the JSON text, so later changes to the caller's dict change nothing stored. Raises
+    ``InvalidJobError`` naming what to fix.
+    """
+    if not isinstance(job, Job):
+        raise InvalidJobError(f"expected a neoq.Job, got {type(job).__name__}")
+    validate_queue_name(job.queue)
+    text = encode_payload(job.payload)
+    payload = json.loads(text)
+    run_after = _check_aware(job.run_after, "run_after")
+    deadline = _check_aware(job.deadline, "deadline")
+    max_retries = job.max_retries
+    if max_retries is not None and (
+        isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+    ):
+        raise InvalidJobError(f"max_retries must be an int >= 0 or None, not {max_retries!r}")
+    fp = job.fingerprint
+    if fp is None:
+        fp = fingerprint(job.queue, payload)
+    elif not isinstance(fp, str) or not fp or len(fp) > 256:
+        raise InvalidJobError("fingerprint must be a non-empty str of at most 256 characters, or None")
+    prepared = replace(
+        job,
+        payload=payload,
+        run_after=run_after,
+        deadline=deadline,
+        fingerprint=fp,
+        id=None,
+        status=JobStatus.NEW,
+        retries=0,
+        attempts=0,
+        error=None,
+        created_at=None,
+        ran_at=None,
+    )
+    return prepared, text
+
+
+def error_text(exc: BaseException) -> str:
+    """Return ``"<ExceptionClass>: <message>"`` for ``exc``, as kept in ``Job.error``."""
+    message = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {message}" if message else name

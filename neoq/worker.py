@@ -1,0 +1,491 @@
+"""The worker runtime, written once for every backend.
+
+Per started queue, a ``ThreadPoolExecutor`` with ``concurrency`` threads; each thread is a claim
+loop (claim a due job, run the handler, settle the outcome) so a job costs no executor hand-off.
+One watchdog thread ends attempts at ``min(start + timeout, deadline)`` without waiting for the
+handler: it sets ``JobContext.cancelled``, interrupts the claim's store work and settles the
+attempt as failed. Whichever of the handler's return, the watchdog, a cancellation or a forced
+shutdown comes first decides the outcome (``_Attempt.take``); the others change nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from datetime import timedelta
+from typing import Any
+
+from .backends.base import Backend, Claim, Outcome
+from .clock import Clock
+from .context import JobContext, _set_context
+from .errors import DeadlineExceededError, JobTimeoutError, NeoqError
+from .handler import Handler
+from .job import Job, JobStatus, error_text
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger(__name__)
+
+#: How long one claim call blocks before the loop looks at its stop flag again. Shutdown wakes
+#: blocked claims through ``Backend.wakeup``, so this only bounds a lost wake-up.
+CLAIM_WAIT = 2.0
+
+#: After a forced shutdown sets ``cancelled``, how long to wait for cooperative handlers to return.
+CANCEL_GRACE = 1.0
+
+#: The longest pause between claims after a backend error (they double from 0.05 s).
+MAX_ERROR_PAUSE = 5.0
+
+RecoveryCallback = Callable[[Job, BaseException], Any]
+
+
+class _Attempt:
+    """One running attempt; ``take()`` returns True to exactly one caller, the one that settles it."""
+
+    __slots__ = ("claim", "handler", "context", "started", "ends_at", "by_deadline", "_lock", "_taken")
+
+    def __init__(
+        self,
+        claim: Claim,
+        handler: Handler,
+        context: JobContext,
+        started: float,
+        ends_at: float,
+        by_deadline: bool,
+    ) -> None:
+        self.claim = claim
+        self.started = started
+        self.handler = handler
+        self.context = context
+        self.ends_at = ends_at
+        self.by_deadline = by_deadline
+        self._lock = threading.Lock()
+        self._taken = False
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._taken:
+                return False
+            self._taken = True
+            return True
+
+    @property
+    def taken(self) -> bool:
+        return self._taken
+
+
+class _Watchdog:
+    """One thread that fires attempts whose end time came, to the millisecond."""
+
+    def __init__(self, fire: Callable[[_Attempt], None], monotonic: Callable[[], float]) -> None:
+        self._fire = fire
+        self._monotonic = monotonic
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Attempt]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def add(self, attempt: _Attempt) -> None:
+        entry = (attempt.ends_at, next(self._seq), attempt)
+        with self._cond:
+            heap = self._heap
+            # Settled attempts are dropped lazily; compact when they dominate the heap.
+            if len(heap) > 1024 and len(heap) % 1024 == 0:
+                live = [e for e in heap if not e[2].taken]
+                if len(live) * 2 < len(heap):
+                    heapq.heapify(live)
+                    self._heap = heap = live
+            heapq.heappush(heap, entry)
+            if self._thread is None:
+                self._stopping = False
+                self._thread = threading.Thread(target=self._run, name="neoq-watchdog", daemon=True)
+                self._thread.start()
+            elif heap[0] is entry:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            due: list[_Attempt] = []
+            with cond:
+                while not self._stopping:
+                    heap = self._heap
+                    while heap and heap[0][2].taken:
+                        heapq.heappop(heap)
+                    if not heap:
+                        cond.wait()
+                        continue
+                    delay = heap[0][0] - self._monotonic()
+                    if delay <= 0:
+                        break
+                    cond.wait(delay)
+                if self._stopping:
+                    return
+                now = self._monotonic()
+                heap = self._heap
+                while heap and heap[0][0] <= now:
+                    attempt = heapq.heappop(heap)[2]
+                    if not attempt.taken:
+                        due.append(attempt)
+            for attempt in due:
+                try:
+                    self._fire(attempt)
+                except Exception:  # pragma: no cover - _fire logs its own errors
+                    logger.exception("neoq watchdog failed to end an attempt")
+
+    def stop(self) -> None:
+        with self._cond:
+            thread = self._thread
+            self._thread = None
+            self._stopping = True
+            self._heap = []
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+
+class _QueueRunner:
+    """The claim loops of one queue."""
+
+    def __init__(self, queue: str, handler: Handler, burst: bool) -> None:
+        self.queue = queue
+        self.handler = handler
+        self.burst = burst
+        self.stopping = threading.Event()
+        self.executor: ThreadPoolExecutor | None = None
+        self.futures: list[Future[None]] = []
+        self.ran = 0
+
+
+class Worker:
+    """Runs handlers for queues of one client against one backend."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        clock: Clock,
+        log: logging.Logger,
+        recovery_callback: RecoveryCallback | None = None,
+        events: Any = None,
+    ) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._log = log
+        self._recovery_callback = recovery_callback
+        self._events = events
+        self._lock = threading.Lock()
+        self._runners: dict[str, _QueueRunner] = {}
+        self._running: dict[str, _Attempt] = {}
+        self._watchdog = _Watchdog(self._expire, clock.monotonic)
+        self._stopped = False
+        backend.set_cancel_callback(self._cancel_running)
+
+    # -- starting ------------------------------------------------------------------------
+
+    def start(self, queue: str, handler: Handler) -> None:
+        """Start ``concurrency`` claim loops for ``queue`` in background threads."""
+        runner = _QueueRunner(queue, handler, burst=False)
+        with self._lock:
+            self._runners[queue] = runner
+            self._stopped = False
+        self._launch(runner)
+
+    def _launch(self, runner: _QueueRunner) -> None:
+        concurrency = runner.handler.concurrency
+        runner.executor = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix=f"neoq-{runner.queue[:40]}"
+        )
+        runner.futures = [runner.executor.submit(self._loop, runner) for _ in range(concurrency)]
+
+    def is_started(self, queue: str) -> bool:
+        """Return True if ``queue`` has running claim loops."""
+        return queue in self._runners
+
+    # -- the claim loop ------------------------------------------------------------------
+
+    def _loop(self, runner: _QueueRunner) -> None:
+        backend = self._backend
+        queue = runner.queue
+        stopping = runner.stopping
+        pause = 0.0
+        wait = 0.0 if runner.burst else CLAIM_WAIT
+        while not stopping.is_set():
+            try:
+                claim = backend.claim(queue, wait)
+            except NeoqError as exc:
+                pause = min(MAX_ERROR_PAUSE, max(0.05, pause * 2))
+                self._log.warning("neoq: claiming from queue %r failed (%s); retrying in %.2fs", queue, exc, pause)
+                if runner.burst:
+                    return
+                stopping.wait(pause)
+                continue
+            except Exception:  # pragma: no cover - a backend bug; keep the loop alive
+                self._log.exception("neoq: backend %r raised while claiming from %r", backend, queue)
+                stopping.wait(MAX_ERROR_PAUSE)
+                continue
+            pause = 0.0
+            if claim is None:
+                if runner.burst:
+                    return
+                continue
+            runner.ran += 1
+            self._run(runner.handler, claim)
+
+    def _run(self, handler: Handler, claim: Claim) -> None:
+        job = claim.job
+        clock = self._clock
+        now = clock.now()
+        if job.deadline is not None and job.deadline <= now:
+            self._settle_unrun(
+                claim,
+                Outcome(JobStatus.FAILED, "DeadlineExceededError: the deadline passed before the job could start"),
+            )
+            return
+        max_retries = handler.max_retries_for(job)
+        if job.attempts > max_retries + 1:
+            # Earlier attempts ended without an outcome: their worker died or hung.
+            self._settle_unrun(
+                claim,
+                Outcome(
+                    JobStatus.FAILED,
+                    f"WorkerLostError: {job.attempts - 1} attempts started and none finished "
+                    f"(max_retries={max_retries}); the worker running it died or hung"
+                    + (f"; last error: {job.error}" if job.error else ""),
+                ),
+            )
+            return
+        start = clock.monotonic()
+        ends_at = math.inf if handler.timeout is None else start + handler.timeout
+        by_deadline = False
+        if job.deadline is not None:
+            deadline_at = start + (job.deadline - now).total_seconds()
+            if deadline_at <= ends_at:
+                ends_at, by_deadline = deadline_at, True
+        attempt_deadline = None if ends_at == math.inf else now + timedelta(seconds=ends_at - start)
+        context = JobContext(job, attempt_deadline, ends_at, claim.transaction, clock.monotonic)
+        attempt = _Attempt(claim, handler, context, start, ends_at, by_deadline)
+        job_id = job.id or ""
+        self._running[job_id] = attempt
+        if ends_at != math.inf:
+            self._watchdog.add(attempt)
+        events = self._events
+        if events is not None:
+            events.started(job)
+        error: BaseException | None = None
+        _set_context(context)
+        try:
+            handler.func(job)
+        except Exception as exc:
+            error = exc
+        finally:
+            _set_context(None)
+        try:
+            if attempt.take():
+                duration = clock.monotonic() - start
+                if error is None:
+                    self._settle(claim, Outcome(JobStatus.PROCESSED), duration)
+                else:
+                    self._recover(job, error)
+                    self._settle(claim, self._failure(job, handler, error_text(error)), duration, error)
+            elif error is not None:
+                self._log.debug(
+                    "neoq: job %s (queue %r) raised after its attempt had ended: %s", job.id, job.queue, error
+                )
+        finally:
+            self._running.pop(job_id, None)
+            try:
+                self._backend.release(claim)
+            except Exception:  # pragma: no cover - release must not raise; keep the loop alive
+                self._log.exception("neoq: releasing job %s failed", job.id)
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def _failure(self, job: Job, handler: Handler, error: str, *, final: bool = False) -> Outcome:
+        """Return the outcome of a failed attempt: a retry, or FAILED when none is left."""
+        if final or job.attempts > handler.max_retries_for(job):
+            return Outcome(JobStatus.FAILED, error)
+        retries = max(job.retries + 1, job.attempts)
+        try:
+            delay = handler.retry_delay(retries)
+        except Exception as exc:
+            self._log.error(
+                "neoq: backoff of queue %r raised %s; retrying job %s in 1s", job.queue, error_text(exc), job.id
+            )
+            delay = 1.0
+        run_after = self._clock.now() + timedelta(seconds=delay)
+        if job.deadline is not None and run_after >= job.deadline:
+            return Outcome(JobStatus.FAILED, error)
+        return Outcome(JobStatus.NEW, error, run_after, retries)
+
+    def _settle(
+        self, claim: Claim, outcome: Outcome, duration: float, exc: BaseException | None = None
+    ) -> None:
+        job = claim.job
+        try:
+            self._backend.settle(claim, outcome)
+        except NeoqError as err:
+            # The outcome is lost, not the job: its claim ends with the connection and it runs again.
+            self._log.error(
+                "neoq: job %s (queue %r, attempt %d) could not be settled as %s: %s",
+                job.id, job.queue, job.attempts, outcome.status.value, err,
+            )
+            return
+        self._report(job, outcome, duration, exc)
+
+    def _settle_unrun(self, claim: Claim, outcome: Outcome) -> None:
+        try:
+            self._settle(claim, outcome, 0.0)
+        finally:
+            try:
+                self._backend.release(claim)
+            except Exception:  # pragma: no cover
+                self._log.exception("neoq: releasing job %s failed", claim.job.id)
+
+    def _report(self, job: Job, outcome: Outcome, duration: float, exc: BaseException | None) -> None:
+        log = self._log
+        status = outcome.status
+        ms = duration * 1000.0
+        if status is JobStatus.PROCESSED:
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "neoq: job %s queue=%r attempt=%d processed in %.1fms", job.id, job.queue, job.attempts, ms
+                )
+        elif status is JobStatus.NEW:
+            log.warning(
+                "neoq: job %s queue=%r attempt=%d failed in %.1fms, retry %d at %s: %s",
+                job.id, job.queue, job.attempts, ms, outcome.retries,
+                outcome.run_after.isoformat() if outcome.run_after else "now", outcome.error,
+            )
+        elif status is JobStatus.FAILED:
+            log.error(
+                "neoq: job %s queue=%r attempt=%d failed for good after %.1fms: %s",
+                job.id, job.queue, job.attempts, ms, outcome.error,
+            )
+        else:
+            log.info("neoq: job %s queue=%r attempt=%d cancelled after %.1fms", job.id, job.queue, job.attempts, ms)
+        events = self._events
+        if events is not None:
+            events.settled(job, outcome, duration, exc)
+
+    def _recover(self, job: Job, exc: BaseException) -> None:
+        callback = self._recovery_callback
+        if callback is None:
+            return
+        try:
+            callback(job, exc)
+        except Exception:
+            self._log.exception("neoq: recovery_callback raised for job %s (queue %r)", job.id, job.queue)
+
+    def _end_from_outside(self, attempt: _Attempt, outcome: Outcome) -> None:
+        """Settle an attempt whose handler is still running (it already passed ``take``)."""
+        attempt.context.cancelled.set()
+        try:
+            self._backend.interrupt(attempt.claim)
+        except Exception:  # pragma: no cover - interrupt must not raise
+            self._log.exception("neoq: interrupting job %s failed", attempt.claim.job.id)
+        self._settle(attempt.claim, outcome, self._clock.monotonic() - attempt.started)
+
+    def _expire(self, attempt: _Attempt) -> None:
+        """The watchdog's action at an attempt's end time."""
+        if not attempt.take():
+            return
+        job = attempt.claim.job
+        exc: NeoqError
+        if attempt.by_deadline:
+            exc = DeadlineExceededError("the job's deadline passed while it was running")
+        else:
+            exc = JobTimeoutError(f"the attempt ran past the handler's timeout of {attempt.handler.timeout:g}s")
+        outcome = self._failure(job, attempt.handler, error_text(exc), final=attempt.by_deadline)
+        self._end_from_outside(attempt, outcome)
+
+    def _cancel_running(self, job_id: str) -> None:
+        """The backend's cancel callback: end a running attempt as CANCELLED."""
+        attempt = self._running.get(job_id)
+        if attempt is None or not attempt.take():
+            return
+        self._end_from_outside(attempt, Outcome(JobStatus.CANCELLED, attempt.claim.job.error))
+
+    # -- draining and stopping -----------------------------------------------------------
+
+    def drain(self, handlers: dict[str, Handler], timeout: float | None) -> int:
+        """Run ``handlers`` in burst mode until no job of their queues is due; return attempts run."""
+        clock = self._clock
+        end = math.inf if timeout is None else clock.monotonic() + timeout
+        total = 0
+        try:
+            while True:
+                runners = [_QueueRunner(queue, handler, burst=True) for queue, handler in handlers.items()]
+                for runner in runners:
+                    self._launch(runner)
+                for runner in runners:
+                    remaining = None if end == math.inf else max(0.0, end - clock.monotonic())
+                    wait_futures(runner.futures, timeout=remaining)
+                timed_out = clock.monotonic() >= end
+                if timed_out:
+                    for runner in runners:
+                        runner.stopping.set()
+                for runner in runners:
+                    assert runner.executor is not None
+                    runner.executor.shutdown(wait=True)
+                ran = sum(runner.ran for runner in runners)
+                total += ran
+                if ran == 0 or timed_out:
+                    return total
+        finally:
+            if not self._runners:
+                self._watchdog.stop()
+
+    def stop(self, timeout: float, force: threading.Event | None = None) -> None:
+        """Stop claiming, wait up to ``timeout`` for running attempts, then end the rest.
+
+        Attempts still running at the end are cancelled (``JobContext.cancelled`` is set) and
+        put back as waiting (due now, the attempt counted), so no job is lost.
+        """
+        with self._lock:
+            runners = list(self._runners.values())
+            self._runners.clear()
+            self._stopped = True
+        # 1. Stop claiming: flag every loop, then wake the ones blocked in claim().
+        for runner in runners:
+            runner.stopping.set()
+        for runner in runners:
+            self._backend.wakeup(runner.queue, runner.handler.concurrency)
+        # 2. Let running attempts finish within the grace time (a second signal cuts it short).
+        futures = [future for runner in runners for future in runner.futures]
+        end = self._clock.monotonic() + max(0.0, timeout)
+        while futures:
+            remaining = end - self._clock.monotonic()
+            if remaining <= 0 or (force is not None and force.is_set()):
+                break
+            _, pending = wait_futures(futures, timeout=min(remaining, 0.1) if force is not None else remaining)
+            futures = list(pending)
+        # 3. End what is still running: cancelled, and back to waiting for a later run.
+        if futures:
+            for attempt in list(self._running.values()):
+                if attempt.take():
+                    job = attempt.claim.job
+                    self._log.warning(
+                        "neoq: shutdown ended job %s (queue %r) while it was running; it will run again",
+                        job.id, job.queue,
+                    )
+                    self._end_from_outside(
+                        attempt,
+                        Outcome(JobStatus.NEW, job.error, self._clock.now(), job.retries),
+                    )
+            if force is None or not force.is_set():
+                wait_futures(futures, timeout=CANCEL_GRACE)
+        # 4. Close: threads that returned are joined; a handler that ignores cancellation keeps its thread.
+        for runner in runners:
+            if runner.executor is not None:
+                finished = all(future.done() for future in runner.futures)
+                runner.executor.shutdown(wait=finished, cancel_futures=True)
+        self._watchdog.stop()
+

@@ -175,6 +175,32 @@ class Backend(abc.ABC):
         waiting may make a later ``claim`` return ``None`` early; that is harmless.
         """
 
+    # -- periodic jobs and retention -------------------------------------------------------
+
+    @abc.abstractmethod
+    def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
+        """Store ``job`` for cron tick ``tick`` of schedule ``key``, once across all processes.
+
+        Atomically: if ``(key, tick)`` was recorded before (by any process sharing the store),
+        store nothing and return ``None``; else record it, store ``job`` as ``enqueue`` would
+        and return its id. Whatever became of the earlier tick's job, a tick is stored once.
+        A ``DuplicateJobError`` from the job itself propagates and records nothing.
+        """
+
+    @abc.abstractmethod
+    def last_tick(self, key: str) -> datetime | None:
+        """Return the latest tick recorded by ``enqueue_tick`` for ``key``, or ``None``."""
+
+    @abc.abstractmethod
+    def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
+        """Delete up to ``limit`` jobs whose status is a key of ``older_than`` and that
+        finished (were last updated) before that status's datetime; return how many.
+
+        Only ``PROCESSED``, ``FAILED`` and ``CANCELLED`` appear as keys. Must not block claims
+        for long (PostgreSQL: small batches, ``SKIP LOCKED``). Cron tick records older than
+        the oldest cutoff may be deleted too.
+        """
+
     # -- inspecting and managing ---------------------------------------------------------
 
     @abc.abstractmethod

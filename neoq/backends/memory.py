@@ -31,7 +31,7 @@ _EMPTY_STATS = ("new", "processed", "failed", "cancelled")
 
 
 class _Record:
-    __slots__ = ("job", "payload_text", "seq", "version", "claimed")
+    __slots__ = ("job", "payload_text", "seq", "version", "claimed", "finished_at")
 
     def __init__(self, job: Job, payload_text: str, seq: int) -> None:
         self.job = job  # payload is kept as JSON text and decoded per read, so readers get copies
@@ -39,6 +39,7 @@ class _Record:
         self.seq = seq
         self.version = 0
         self.claimed = False
+        self.finished_at: datetime | None = None  # when it last became PROCESSED, FAILED or CANCELLED
 
 
 class MemoryBackend(Backend):
@@ -55,6 +56,8 @@ class MemoryBackend(Backend):
         self._ids = itertools.count(1)
         self._timer: threading.Thread | None = None
         self._closed = False
+        self._ticks: dict[str, datetime] = {}
+        self._tick_set: set[tuple[str, datetime]] = set()
 
     def __repr__(self) -> str:
         return "MemoryBackend()"
@@ -79,33 +82,36 @@ class MemoryBackend(Backend):
     def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
         if connection is not None:
             raise ConfigurationError("enqueue(connection=...) needs the PostgreSQL backend; memory:// has none")
-        now = self._clock.now()
         with self._lock:
-            keys: dict[tuple[str, str], int] = {}
-            for index, job in enumerate(jobs):
-                key = (job.queue, job.fingerprint or "")
-                existing = self._unique.get(key)
-                if existing is not None:
-                    raise DuplicateJobError(
-                        f"job {index} duplicates job {existing} of queue {job.queue!r}, which is still new",
-                        existing,
-                    )
-                if key in keys:
-                    raise DuplicateJobError(
-                        f"jobs {keys[key]} and {index} of the batch have the same queue {job.queue!r} and fingerprint"
-                    )
-                keys[key] = index
-            ids: list[str] = []
-            for job in jobs:
-                seq = next(self._ids)
-                job_id = str(seq)
-                stored = replace(job, id=job_id, created_at=now, run_after=job.run_after or now)
-                record = _Record(stored, _dumps(job.payload), seq)
-                self._records[job_id] = record
-                self._unique[(job.queue, job.fingerprint or "")] = job_id
-                self._schedule(record, now)
-                ids.append(job_id)
-            return ids
+            return self._store(jobs)
+
+    def _store(self, jobs: Sequence[Job]) -> list[str]:
+        # Called with the lock held: checks every job, then stores all of them.
+        now = self._clock.now()
+        keys: dict[tuple[str, str], int] = {}
+        for index, job in enumerate(jobs):
+            key = (job.queue, job.fingerprint or "")
+            existing = self._unique.get(key)
+            if existing is not None:
+                raise DuplicateJobError(
+                    f"job {index} duplicates job {existing} of queue {job.queue!r}, which is still new", existing
+                )
+            if key in keys:
+                raise DuplicateJobError(
+                    f"jobs {keys[key]} and {index} of the batch have the same queue {job.queue!r} and fingerprint"
+                )
+            keys[key] = index
+        ids: list[str] = []
+        for job in jobs:
+            seq = next(self._ids)
+            job_id = str(seq)
+            stored = replace(job, id=job_id, created_at=now, run_after=job.run_after or now)
+            record = _Record(stored, _dumps(job.payload), seq)
+            self._records[job_id] = record
+            self._unique[(job.queue, job.fingerprint or "")] = job_id
+            self._schedule(record, now)
+            ids.append(job_id)
+        return ids
 
     def _schedule(self, record: _Record, now: datetime) -> None:
         # Called with the lock held.
@@ -195,6 +201,7 @@ class MemoryBackend(Backend):
                 self._schedule(record, self._clock.now())
                 return
             record.job = replace(job, status=status, error=None if status is JobStatus.PROCESSED else outcome.error)
+            record.finished_at = self._clock.now()
             self._unique.pop((job.queue, job.fingerprint or ""), None)
 
     def wakeup(self, queue: str, waiters: int) -> None:
@@ -202,6 +209,37 @@ class MemoryBackend(Backend):
             ready = self._ready_queue(queue)
         for _ in range(waiters):
             ready.put(None)
+
+    # -- periodic jobs and retention -------------------------------------------------------
+
+    def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
+        with self._lock:
+            if (key, tick) in self._tick_set:
+                return None
+            job_id = self._store([job])[0]
+            self._tick_set.add((key, tick))
+            last = self._ticks.get(key)
+            if last is None or tick > last:
+                self._ticks[key] = tick
+            return job_id
+
+    def last_tick(self, key: str) -> datetime | None:
+        with self._lock:
+            return self._ticks.get(key)
+
+    def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
+        deleted = 0
+        with self._lock:
+            for job_id, record in list(self._records.items()):
+                if deleted >= limit:
+                    break
+                job = record.job
+                cutoff = older_than.get(job.status)
+                if cutoff is None or record.claimed or record.finished_at is None or record.finished_at >= cutoff:
+                    continue
+                del self._records[job_id]
+                deleted += 1
+        return deleted
 
     # -- inspecting and managing ---------------------------------------------------------
 
@@ -251,6 +289,7 @@ class MemoryBackend(Backend):
             if not running:
                 record.version += 1
                 record.job = replace(job, status=JobStatus.CANCELLED)
+                record.finished_at = self._clock.now()
                 self._unique.pop((job.queue, job.fingerprint or ""), None)
         if running:
             # Outside the lock: the runtime settles the claim, which takes the lock again.

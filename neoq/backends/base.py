@@ -84,6 +84,8 @@ class Backend(abc.ABC):
     def open(self) -> None:  # noqa: B027 - optional hook
         """Connect and prepare the store (create or migrate its schema). Idempotent.
 
+        ``open()`` after ``close()`` opens the backend again, over the same store.
+
         Called by ``neoq.new()`` before the client is returned, so a bad URL or an
         unreachable store fails there. Raises ``BackendConnectionError`` within the
         backend's connect timeout when the store cannot be reached.

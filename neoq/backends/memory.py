@@ -1,7 +1,7 @@
 """The in-memory backend: the embedded default, private to one client.
 
-Due jobs wait in a ``queue.Queue`` per queue, which the claim loops block on; future jobs and
-retries wait in one heap ordered by ``run_after``, moved to their queue at that moment by a timer
+Due jobs wait in a ``queue.PriorityQueue`` per queue (ordered by ``run_after`` then id), which
+the claim loops block on; future jobs and retries wait in one heap ordered by ``run_after``, moved to their queue at that moment by a timer
 thread that sleeps on a condition until the next one is due (started with the first future job).
 Every record has a version; a queue entry or heap entry whose version is stale (the job was
 cancelled, retried or rescheduled since) is skipped, so nothing has to be removed from the middle
@@ -29,6 +29,12 @@ __all__ = ["MemoryBackend"]
 
 _EMPTY_STATS = ("new", "processed", "failed", "cancelled")
 
+#: A ready-queue entry: (run_after timestamp, sequence, job id, record version).
+_Entry = tuple[float, int, str, int]
+
+#: Put by ``wakeup``: sorts before every job, and makes one blocked claim return None.
+_WAKE: _Entry = (float("-inf"), 0, "", -1)
+
 
 class _Record:
     __slots__ = ("job", "payload_text", "seq", "version", "claimed", "finished_at")
@@ -51,7 +57,7 @@ class MemoryBackend(Backend):
         self._timer_cond = threading.Condition(self._lock)
         self._records: dict[str, _Record] = {}
         self._unique: dict[tuple[str, str], str] = {}
-        self._ready: dict[str, queue_module.Queue[tuple[str, int] | None]] = {}
+        self._ready: dict[str, queue_module.PriorityQueue[_Entry]] = {}
         self._delayed: list[tuple[float, int, str, int]] = []
         self._ids = itertools.count(1)
         self._timer: threading.Thread | None = None
@@ -117,10 +123,10 @@ class MemoryBackend(Backend):
         # Called with the lock held.
         job = record.job
         run_after = job.run_after
+        entry = ((run_after or now).timestamp(), record.seq, job.id or "", record.version)
         if run_after is None or run_after <= now:
-            self._ready_queue(job.queue).put((job.id or "", record.version))
+            self._ready_queue(job.queue).put(entry)
             return
-        entry = (run_after.timestamp(), record.seq, job.id or "", record.version)
         heapq.heappush(self._delayed, entry)
         if self._timer is None and not self._closed:
             self._timer = threading.Thread(target=self._run_timer, name="neoq-memory-timer", daemon=True)
@@ -128,10 +134,10 @@ class MemoryBackend(Backend):
         elif self._delayed[0] is entry:
             self._timer_cond.notify()
 
-    def _ready_queue(self, name: str) -> queue_module.Queue[tuple[str, int] | None]:
+    def _ready_queue(self, name: str) -> queue_module.PriorityQueue[_Entry]:
         ready = self._ready.get(name)
         if ready is None:
-            ready = self._ready[name] = queue_module.Queue()
+            ready = self._ready[name] = queue_module.PriorityQueue()
         return ready
 
     def _run_timer(self) -> None:
@@ -141,10 +147,10 @@ class MemoryBackend(Backend):
                 delayed = self._delayed
                 now = self._clock.now().timestamp()
                 while delayed and delayed[0][0] <= now:
-                    _, _, job_id, version = heapq.heappop(delayed)
-                    record = self._records.get(job_id)
-                    if record is not None and record.version == version:
-                        self._ready_queue(record.job.queue).put((job_id, version))
+                    entry = heapq.heappop(delayed)
+                    record = self._records.get(entry[2])
+                    if record is not None and record.version == entry[3]:
+                        self._ready_queue(record.job.queue).put(entry)
                 cond.wait(delayed[0][0] - now if delayed else None)
 
     # -- consuming -------------------------------------------------------------------------
@@ -162,9 +168,9 @@ class MemoryBackend(Backend):
                     item = ready.get_nowait()
             except queue_module.Empty:
                 return None
-            if item is None:
+            if item is _WAKE:
                 return None
-            job_id, version = item
+            _, _, job_id, version = item
             with self._lock:
                 record = self._records.get(job_id)
                 if (
@@ -208,7 +214,7 @@ class MemoryBackend(Backend):
         with self._lock:
             ready = self._ready_queue(queue)
         for _ in range(waiters):
-            ready.put(None)
+            ready.put(_WAKE)
 
     # -- periodic jobs and retention -------------------------------------------------------
 

@@ -1,0 +1,20 @@
+"""Shared fixtures. PostgreSQL fixtures live in pgfixtures.py (a fresh database per test run)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from neoq.testing import neoq_threads
+
+pytest_plugins = ["pgfixtures"]
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Fail a test that leaves a neoq thread running (a leak), once its own fixtures are done."""
+    yield
+    from neoq.testing import wait_for
+
+    wait_for(lambda: not neoq_threads(), timeout=5) if neoq_threads() else None

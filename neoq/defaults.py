@@ -34,3 +34,18 @@ MAX_QUEUE_NAME_LENGTH = 128
 
 #: The default page size of ``list_jobs``.
 DEFAULT_LIST_LIMIT = 100
+
+#: How deeply payload objects and arrays may nest.
+MAX_PAYLOAD_DEPTH = 200
+
+#: How long ``PROCESSED`` and ``CANCELLED`` jobs are kept before workers delete them, in seconds (7 days).
+DEFAULT_RETENTION_PROCESSED = 7 * 24 * 3600.0
+
+#: How long ``FAILED`` jobs are kept before workers delete them, in seconds (30 days).
+DEFAULT_RETENTION_FAILED = 30 * 24 * 3600.0
+
+#: The longest pause between two pruning rounds of a worker, in seconds (shorter for short retentions).
+DEFAULT_PRUNE_INTERVAL = 60.0
+
+#: The most jobs one pruning statement deletes, so it never holds many rows at once.
+DEFAULT_PRUNE_BATCH = 500

@@ -244,10 +244,8 @@ class Worker:
         clock = self._clock
         now = clock.now()
         if job.deadline is not None and job.deadline <= now:
-            self._settle_unrun(
-                claim,
-                Outcome(JobStatus.FAILED, "DeadlineExceededError: the deadline passed before the job could start"),
-            )
+            late = DeadlineExceededError("the deadline passed before the job could start")
+            self._settle_unrun(claim, Outcome(JobStatus.FAILED, error_text(late)), late)
             return
         max_retries = handler.max_retries_for(job)
         if job.attempts > max_retries + 1:
@@ -340,9 +338,9 @@ class Worker:
             return
         self._report(job, outcome, duration, exc)
 
-    def _settle_unrun(self, claim: Claim, outcome: Outcome) -> None:
+    def _settle_unrun(self, claim: Claim, outcome: Outcome, exc: BaseException | None = None) -> None:
         try:
-            self._settle(claim, outcome, 0.0)
+            self._settle(claim, outcome, 0.0, exc)
         finally:
             try:
                 self._backend.release(claim)
@@ -353,24 +351,38 @@ class Worker:
         log = self._log
         status = outcome.status
         ms = duration * 1000.0
+        # The same facts as fields of the record, for structured (e.g. JSON) log formatters.
+        fields = {"job_id": job.id, "queue": job.queue, "attempt": job.attempts, "duration_ms": round(ms, 1)}
         if status is JobStatus.PROCESSED:
             if log.isEnabledFor(logging.INFO):
                 log.info(
-                    "neoq: job %s queue=%r attempt=%d processed in %.1fms", job.id, job.queue, job.attempts, ms
+                    "neoq: job %s queue=%r attempt=%d processed in %.1fms", job.id, job.queue, job.attempts, ms,
+                    extra={**fields, "outcome": "processed"},
                 )
+        elif status is JobStatus.NEW and exc is None:
+            # Only a shutdown puts an attempt back without a failure: the job runs again later.
+            log.warning(
+                "neoq: job %s queue=%r attempt=%d interrupted by shutdown after %.1fms; it will run again",
+                job.id, job.queue, job.attempts, ms, extra={**fields, "outcome": "interrupted"},
+            )
         elif status is JobStatus.NEW:
             log.warning(
                 "neoq: job %s queue=%r attempt=%d failed in %.1fms, retry %d at %s: %s",
                 job.id, job.queue, job.attempts, ms, outcome.retries,
                 outcome.run_after.isoformat() if outcome.run_after else "now", outcome.error,
+                extra={**fields, "outcome": "retry", "error": outcome.error},
             )
         elif status is JobStatus.FAILED:
             log.error(
                 "neoq: job %s queue=%r attempt=%d failed for good after %.1fms: %s",
                 job.id, job.queue, job.attempts, ms, outcome.error,
+                extra={**fields, "outcome": "failed", "error": outcome.error},
             )
         else:
-            log.info("neoq: job %s queue=%r attempt=%d cancelled after %.1fms", job.id, job.queue, job.attempts, ms)
+            log.info(
+                "neoq: job %s queue=%r attempt=%d cancelled after %.1fms", job.id, job.queue, job.attempts, ms,
+                extra={**fields, "outcome": "cancelled"},
+            )
         events = self._events
         if events is not None:
             events.settled(job, outcome, duration, exc)
@@ -384,14 +396,14 @@ class Worker:
         except Exception:
             self._log.exception("neoq: recovery_callback raised for job %s (queue %r)", job.id, job.queue)
 
-    def _end_from_outside(self, attempt: _Attempt, outcome: Outcome) -> None:
+    def _end_from_outside(self, attempt: _Attempt, outcome: Outcome, exc: BaseException | None = None) -> None:
         """Settle an attempt whose handler is still running (it already passed ``take``)."""
         attempt.context.cancelled.set()
         try:
             self._backend.interrupt(attempt.claim)
         except Exception:  # pragma: no cover - interrupt must not raise
             self._log.exception("neoq: interrupting job %s failed", attempt.claim.job.id)
-        self._settle(attempt.claim, outcome, self._clock.monotonic() - attempt.started)
+        self._settle(attempt.claim, outcome, self._clock.monotonic() - attempt.started, exc)
 
     def _expire(self, attempt: _Attempt) -> None:
         """The watchdog's action at an attempt's end time."""
@@ -404,7 +416,7 @@ class Worker:
         else:
             exc = JobTimeoutError(f"the attempt ran past the handler's timeout of {attempt.handler.timeout:g}s")
         outcome = self._failure(job, attempt.handler, error_text(exc), final=attempt.by_deadline)
-        self._end_from_outside(attempt, outcome)
+        self._end_from_outside(attempt, outcome, exc)
 
     def _cancel_running(self, job_id: str) -> None:
         """The backend's cancel callback: end a running attempt as CANCELLED."""
@@ -472,10 +484,6 @@ class Worker:
             for attempt in list(self._running.values()):
                 if attempt.take():
                     job = attempt.claim.job
-                    self._log.warning(
-                        "neoq: shutdown ended job %s (queue %r) while it was running; it will run again",
-                        job.id, job.queue,
-                    )
                     self._end_from_outside(
                         attempt,
                         Outcome(JobStatus.NEW, job.error, self._clock.now(), job.retries),

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import timedelta
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -15,10 +16,18 @@ from urllib.parse import urlsplit
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
 from .clock import SYSTEM_CLOCK, Clock
-from .defaults import DEFAULT_LIST_LIMIT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_URL
+from .defaults import (
+    DEFAULT_LIST_LIMIT,
+    DEFAULT_RETENTION_FAILED,
+    DEFAULT_RETENTION_PROCESSED,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_URL,
+)
 from .errors import ConfigurationError, InvalidJobError
 from .handler import Handler, HandlerFunc, as_handler
+from .hooks import Hook, Hooks
 from .job import Job, JobStatus, prepare_job, to_seconds, validate_queue_name
+from .retention import Pruner
 from .worker import RecoveryCallback, Worker
 
 if TYPE_CHECKING:
@@ -39,6 +48,10 @@ def _seconds(value: timedelta | float | int, name: str) -> float:
     if seconds < 0:
         raise ConfigurationError(f"{name} must not be negative, got {seconds:g} seconds")
     return seconds
+
+
+def _retention(value: timedelta | float | None, name: str) -> float | None:
+    return None if value is None else _seconds(value, name)
 
 
 def _backend_from_url(url: str, options: dict[str, Any], clock: Clock) -> Backend:
@@ -70,6 +83,8 @@ def new(
     logger: logging.Logger | None = None,
     recovery_callback: RecoveryCallback | None = None,
     clock: Clock | None = None,
+    retention_processed: timedelta | float | None = DEFAULT_RETENTION_PROCESSED,
+    retention_failed: timedelta | float | None = DEFAULT_RETENTION_FAILED,
     **options: Any,
 ) -> Neoq:
     """Create a client on a backend and open it.
@@ -81,6 +96,10 @@ def new(
     ``pool_min_size``, ``pool_max_size``, ``synchronous_commit``, ...). Raises
     ``ConfigurationError`` for an unknown scheme, both ``url`` and ``backend``, or a backend
     whose driver is missing; ``BackendConnectionError`` when the store cannot be reached.
+
+    ``retention_processed`` (default 7 days) and ``retention_failed`` (default 30 days) are how
+    long finished jobs are kept (``PROCESSED`` and ``CANCELLED``, resp. ``FAILED``) before the
+    workers of this client delete them; ``None`` keeps them forever.
     """
     clock = clock or SYSTEM_CLOCK
     if url is not None and backend is not None:
@@ -105,6 +124,8 @@ def new(
         logger=logger,
         recovery_callback=recovery_callback,
         clock=clock,
+        retention_processed=retention_processed,
+        retention_failed=retention_failed,
     )
     backend.open()
     return client
@@ -125,6 +146,8 @@ class Neoq:
         logger: logging.Logger | None = None,
         recovery_callback: RecoveryCallback | None = None,
         clock: Clock | None = None,
+        retention_processed: timedelta | float | None = DEFAULT_RETENTION_PROCESSED,
+        retention_failed: timedelta | float | None = DEFAULT_RETENTION_FAILED,
     ) -> None:
         if logger is not None and not isinstance(logger, logging.Logger):
             raise ConfigurationError(f"logger must be a logging.Logger, not {type(logger).__name__}")
@@ -139,8 +162,21 @@ class Neoq:
         self._clock = clock or SYSTEM_CLOCK
         self._lock = threading.Lock()
         self._handlers: dict[str, Handler] = {}
+        #: How long PROCESSED and CANCELLED jobs are kept, in seconds; ``None``: forever.
+        self.retention_processed: float | None = _retention(retention_processed, "retention_processed")
+        #: How long FAILED jobs are kept, in seconds; ``None``: forever.
+        self.retention_failed: float | None = _retention(retention_failed, "retention_failed")
+        self._hooks = Hooks(self.logger)
         self._worker = Worker(
-            backend, clock=self._clock, log=self.logger, recovery_callback=recovery_callback
+            backend, clock=self._clock, log=self.logger, recovery_callback=recovery_callback, events=self._hooks
+        )
+        # Started with the first handler (see _start_worker), so producers never prune.
+        self._pruner = Pruner(
+            backend,
+            processed=self.retention_processed,
+            failed=self.retention_failed,
+            clock=self._clock,
+            log=self.logger,
         )
         self._cron: CronScheduler | None = None
         self._closed = False
@@ -170,7 +206,10 @@ class Neoq:
         """
         self._check_open()
         prepared, _ = prepare_job(job)
-        return self.backend.enqueue([prepared], connection=connection)[0]
+        job_id = self.backend.enqueue([prepared], connection=connection)[0]
+        if self._hooks:
+            self._hooks.enqueued([replace(prepared, id=job_id)])
+        return job_id
 
     def enqueue_many(self, jobs: Iterable[Job], *, connection: Any = None) -> list[str]:
         """Store several jobs atomically (one round trip where the backend allows); return their ids.
@@ -188,7 +227,10 @@ class Neoq:
                 raise InvalidJobError(f"job {index}: {exc}") from None
         if not prepared:
             return []
-        return self.backend.enqueue(prepared, connection=connection)
+        ids = self.backend.enqueue(prepared, connection=connection)
+        if self._hooks:
+            self._hooks.enqueued([replace(job, id=job_id) for job, job_id in zip(prepared, ids, strict=True)])
+        return ids
 
     # -- handlers ------------------------------------------------------------------------
 
@@ -214,7 +256,7 @@ class Neoq:
         with self._lock:
             self._check_open()
             self._register(queue, resolved)
-        self._worker.start(queue, resolved)
+        self._start_worker(queue, resolved)
 
     def handler(self, queue: str, **settings: Any) -> Callable[[HandlerFunc], HandlerFunc]:
         """Register the decorated function as ``queue``'s handler, started by ``run()``/``drain()``.
@@ -230,6 +272,34 @@ class Neoq:
             return func
 
         return register
+
+    def _start_worker(self, queue: str, handler: Handler) -> None:
+        self._worker.start(queue, handler)
+        self._pruner.start()
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def on(self, event: str, hook: Hook | None = None) -> Any:
+        """Call ``hook(JobEvent)`` on each ``event``; without ``hook``, a decorator that registers one.
+
+        ``event`` is one of ``enqueued``, ``started``, ``succeeded``, ``failed`` (every failed
+        attempt, with its exception), ``retried``, ``finally_failed`` and ``cancelled``; see the
+        hooks guide. Hooks run in the thread of the event; one that raises is logged and ignored.
+        Returns ``hook`` (so the decorator leaves the function as it is).
+        """
+
+        def register(func: Hook) -> Hook:
+            try:
+                self._hooks.add(event, func)
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError(str(exc)) from None
+            return func
+
+        return register if hook is None else register(hook)
+
+    def off(self, event: str, hook: Hook) -> None:
+        """Stop calling ``hook`` on ``event``; a hook that was not registered is ignored."""
+        self._hooks.remove(event, hook)
 
     @property
     def handlers(self) -> dict[str, Handler]:
@@ -251,7 +321,7 @@ class Neoq:
             self._check_open()
             for queue in sorted(wanted):
                 if not self._worker.is_started(queue):
-                    self._worker.start(queue, self._handlers[queue])
+                    self._start_worker(queue, self._handlers[queue])
         restore: dict[int, Any] = {}
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -260,8 +330,8 @@ class Neoq:
             self._stop_requested.wait()
             self.shutdown()
         finally:
-            for signum, previous in restore.items():
-                signal.signal(signum, previous)
+            for number, previous in restore.items():
+                signal.signal(number, previous)
 
     def stop(self) -> None:
         """Ask a blocking ``run()`` to shut down gracefully; a second call cuts the grace time short."""
@@ -314,7 +384,7 @@ class Neoq:
             self._register(name, resolved)
             if self._cron is None:
                 self._cron = CronScheduler(self, clock=self._clock)
-        self._worker.start(name, resolved)
+        self._start_worker(name, resolved)
         self._cron.add(name, spec, trigger)
 
     # -- inspecting and managing ---------------------------------------------------------
@@ -374,7 +444,10 @@ class Neoq:
         self._stop_requested.set()
         if cron is not None:
             cron.stop()
+        # Asked first so it stops between batches while the grace time runs; joined before close.
+        self._pruner.stop()
         self._worker.stop(grace, self._force)
+        self._pruner.join()
         self.backend.close()
 
     @property

@@ -34,6 +34,7 @@ from .errors import (
     NeoqError,
 )
 from .handler import Handler
+from .hooks import JobEvent
 from .job import Job, JobStatus
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "InvalidJobError",
     "Job",
     "JobContext",
+    "JobEvent",
     "JobNotFoundError",
     "JobStatus",
     "JobTimeoutError",

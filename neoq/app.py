@@ -317,16 +317,17 @@ class Neoq:
         unknown = wanted - set(self._handlers)
         if unknown:
             raise ConfigurationError(f"no handler registered for queue(s): {', '.join(sorted(unknown))}")
-        with self._lock:
-            self._check_open()
-            for queue in sorted(wanted):
-                if not self._worker.is_started(queue):
-                    self._start_worker(queue, self._handlers[queue])
         restore: dict[int, Any] = {}
+        # Signal handlers go in before any job can start, so a signal never meets the default one.
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 restore[signum] = signal.signal(signum, self._on_signal)
         try:
+            with self._lock:
+                self._check_open()
+                for queue in sorted(wanted):
+                    if not self._worker.is_started(queue):
+                        self._start_worker(queue, self._handlers[queue])
             self._stop_requested.wait()
             self.shutdown()
         finally:

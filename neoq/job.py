@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .defaults import MAX_QUEUE_NAME_LENGTH
+from .defaults import MAX_PAYLOAD_DEPTH, MAX_QUEUE_NAME_LENGTH
 from .errors import InvalidJobError
 
 __all__ = [
@@ -90,21 +90,6 @@ def to_seconds(value: timedelta | float | int, name: str) -> float:
     return float(value)
 
 
-def _check_keys(value: Any, path: str) -> None:
-    # json.dumps quietly turns int, float, bool and None keys into strings, which would not
-    # round-trip; strict JSON objects have string keys only, at every depth.
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidJobError(
-                    f"payload key {key!r} at {path} is a {type(key).__name__}; JSON object keys must be strings"
-                )
-            _check_keys(item, f"{path}.{key}")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _check_keys(item, f"{path}[{index}]")
-
-
 def canonical_json(payload: Mapping[str, Any]) -> str:
     """Return the canonical JSON text of ``payload``: sorted keys, no whitespace, ASCII only."""
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
@@ -145,34 +130,44 @@ def _check_aware(value: object, name: str) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
-def _check_text(payload: str, path: str) -> None:
-    if "\x00" in payload:
-        # PostgreSQL jsonb cannot store U+0000; refuse it everywhere so every backend round-trips alike.
-        raise InvalidJobError(f"payload text at {path} contains a NUL character, which JSON stores cannot keep")
-
-
-def _walk_strings(value: Any, path: str) -> None:
-    if isinstance(value, str):
-        _check_text(value, path)
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_text(key, path)
-            _walk_strings(item, f"{path}.{key}")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _walk_strings(item, f"{path}[{index}]")
+def _check_structure(payload: Mapping[str, Any]) -> None:
+    """Refuse what strict JSON would not round-trip; iterative, so depth cannot blow the stack."""
+    # json.dumps quietly turns int, float, bool and None keys into strings, which would not
+    # round-trip; strict JSON objects have string keys only, at every depth. PostgreSQL's jsonb
+    # cannot store U+0000, so it is refused everywhere and every backend round-trips alike.
+    stack: list[tuple[Any, str, int]] = [(payload, "payload", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise InvalidJobError(f"payload text at {path} contains a NUL character, which JSON stores cannot keep")
+        elif isinstance(value, Mapping):
+            if depth > MAX_PAYLOAD_DEPTH:
+                raise InvalidJobError(f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels at {path}")
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InvalidJobError(
+                        f"payload key {key!r} at {path} is a {type(key).__name__}; JSON object keys must be strings"
+                    )
+                if "\x00" in key:
+                    raise InvalidJobError(f"payload key at {path} contains a NUL character")
+                stack.append((item, f"{path}.{key}", depth + 1))
+        elif isinstance(value, (list, tuple)):
+            if depth > MAX_PAYLOAD_DEPTH:
+                raise InvalidJobError(f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels at {path}")
+            for index, item in enumerate(value):
+                stack.append((item, f"{path}[{index}]", depth + 1))
 
 
 def encode_payload(payload: object) -> str:
     """Return the JSON text of ``payload`` or raise ``InvalidJobError`` saying what to fix."""
     if not isinstance(payload, Mapping):
         raise InvalidJobError(f"payload must be a mapping with string keys, not {type(payload).__name__}")
-    _check_keys(payload, "payload")
+    _check_structure(payload)
     try:
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidJobError(f"payload is not JSON-serialisable: {exc}") from None
-    _walk_strings(payload, "payload")
     return text
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from neoq.testing import neoq_threads
+from neoq.testing import neoq_threads, wait_for
 
 pytest_plugins = ["pgfixtures"]
 
@@ -15,6 +15,5 @@ pytest_plugins = ["pgfixtures"]
 def no_thread_leaks() -> Iterator[None]:
     """Fail a test that leaves a neoq thread running (a leak), once its own fixtures are done."""
     yield
-    from neoq.testing import wait_for
-
-    wait_for(lambda: not neoq_threads(), timeout=5) if neoq_threads() else None
+    if neoq_threads():
+        wait_for(lambda: not neoq_threads(), timeout=5)

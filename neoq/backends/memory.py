@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import math
 import queue as queue_module
 import threading
 from collections.abc import Sequence
@@ -35,6 +36,9 @@ _Entry = tuple[float, int, str, int]
 #: Put by ``wakeup``: sorts before every job, and makes one blocked claim return None.
 _WAKE: _Entry = (float("-inf"), 0, "", -1)
 
+#: Put when a queue's next due time moved earlier: one blocked claim recomputes how long to wait.
+_REFRESH: _Entry = (float("-inf"), 1, "", -2)
+
 
 class _Record:
     __slots__ = ("job", "payload_text", "seq", "version", "claimed", "finished_at")
@@ -54,13 +58,11 @@ class MemoryBackend(Backend):
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock = clock or SYSTEM_CLOCK
         self._lock = threading.Lock()
-        self._timer_cond = threading.Condition(self._lock)
         self._records: dict[str, _Record] = {}
         self._unique: dict[tuple[str, str], str] = {}
         self._ready: dict[str, queue_module.PriorityQueue[_Entry]] = {}
-        self._delayed: list[tuple[float, int, str, int]] = []
+        self._delayed: dict[str, list[_Entry]] = {}
         self._ids = itertools.count(1)
-        self._timer: threading.Thread | None = None
         self._closed = False
         self._ticks: dict[str, datetime] = {}
         self._tick_set: set[tuple[str, datetime]] = set()
@@ -77,11 +79,6 @@ class MemoryBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            timer = self._timer
-            self._timer = None
-            self._timer_cond.notify_all()
-        if timer is not None and timer is not threading.current_thread():
-            timer.join()
 
     # -- producing -------------------------------------------------------------------------
 
@@ -127,12 +124,10 @@ class MemoryBackend(Backend):
         if run_after is None or run_after <= now:
             self._ready_queue(job.queue).put(entry)
             return
-        heapq.heappush(self._delayed, entry)
-        if self._timer is None and not self._closed:
-            self._timer = threading.Thread(target=self._run_timer, name="neoq-memory-timer", daemon=True)
-            self._timer.start()
-        elif self._delayed[0] is entry:
-            self._timer_cond.notify()
+        delayed = self._delayed.setdefault(job.queue, [])
+        heapq.heappush(delayed, entry)
+        if delayed[0] is entry:
+            self._ready_queue(job.queue).put(_REFRESH)
 
     def _ready_queue(self, name: str) -> queue_module.PriorityQueue[_Entry]:
         ready = self._ready.get(name)
@@ -140,36 +135,40 @@ class MemoryBackend(Backend):
             ready = self._ready[name] = queue_module.PriorityQueue()
         return ready
 
-    def _run_timer(self) -> None:
-        cond = self._timer_cond
-        with cond:
-            while not self._closed:
-                delayed = self._delayed
-                now = self._clock.now().timestamp()
-                while delayed and delayed[0][0] <= now:
-                    entry = heapq.heappop(delayed)
-                    record = self._records.get(entry[2])
-                    if record is not None and record.version == entry[3]:
-                        self._ready_queue(record.job.queue).put(entry)
-                cond.wait(delayed[0][0] - now if delayed else None)
+    def _promote(self, queue: str, ready: queue_module.PriorityQueue[_Entry]) -> float:
+        """Move the queue's delayed jobs that came due into ``ready``; return seconds to the next one."""
+        # Called with the lock held.
+        delayed = self._delayed.get(queue)
+        if not delayed:
+            return math.inf
+        now = self._clock.now().timestamp()
+        while delayed and delayed[0][0] <= now:
+            entry = heapq.heappop(delayed)
+            record = self._records.get(entry[2])
+            if record is not None and record.version == entry[3]:
+                ready.put(entry)
+        return delayed[0][0] - now if delayed else math.inf
 
     # -- consuming -------------------------------------------------------------------------
 
     def claim(self, queue: str, timeout: float) -> Claim | None:
-        with self._lock:
-            ready = self._ready_queue(queue)
         clock = self._clock
         end = clock.monotonic() + timeout
         while True:
+            with self._lock:
+                ready = self._ready_queue(queue)
+                next_due = self._promote(queue, ready)
+            wait = min(end - clock.monotonic(), next_due)
             try:
-                if timeout > 0:
-                    item = ready.get(timeout=max(0.0, end - clock.monotonic()))
-                else:
-                    item = ready.get_nowait()
+                item = ready.get(timeout=wait) if wait > 0 else ready.get_nowait()
             except queue_module.Empty:
-                return None
+                if clock.monotonic() >= end:
+                    return None
+                continue  # a delayed job came due: promote it
             if item is _WAKE:
                 return None
+            if item is _REFRESH:
+                continue
             _, _, job_id, version = item
             with self._lock:
                 record = self._records.get(job_id)
@@ -181,9 +180,7 @@ class MemoryBackend(Backend):
                 ):
                     continue
                 record.claimed = True
-                record.job = job = replace(
-                    record.job, attempts=record.job.attempts + 1, ran_at=clock.now()
-                )
+                record.job = job = replace(record.job, attempts=record.job.attempts + 1, ran_at=clock.now())
                 text = record.payload_text
             return Claim(replace(job, payload=json.loads(text)), token=version)
 

@@ -369,10 +369,13 @@ class Neoq:
         *,
         queue: str | None = None,
         timezone: str = "UTC",
+        catch_up: timedelta | float | None = None,
     ) -> None:
         """Run ``handler`` on a cron schedule: each tick enqueues one job, run exactly once.
 
         ``spec``: 5 fields (minute first), 6 fields (seconds first) or ``@hourly``-style.
+        ``catch_up``: at start, also enqueue the ticks of that last stretch of time that no
+        process enqueued (by default missed ticks are not run later).
         See the cron guide for the queue name, the payload and the multi-process guarantee.
         """
         from .cron import CronScheduler, cron_queue_name, parse_spec
@@ -380,13 +383,15 @@ class Neoq:
         resolved = as_handler(handler)
         trigger = parse_spec(spec, timezone)
         name = cron_queue_name(resolved.func) if queue is None else queue
+        window = None if catch_up is None else _seconds(catch_up, "catch_up")
         with self._lock:
             self._check_open()
             self._register(name, resolved)
             if self._cron is None:
                 self._cron = CronScheduler(self, clock=self._clock)
+            cron = self._cron
         self._start_worker(name, resolved)
-        self._cron.add(name, spec, trigger)
+        cron.add(name, spec, trigger, catch_up=window)
 
     # -- inspecting and managing ---------------------------------------------------------
 

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint format bench clean
+.PHONY: help venv demo test test-fast lint format bench docs clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,13 @@ lint: $(STAMP) ## ruff and mypy (strict on neoq/)
 format: $(STAMP) ## format the code with ruff
 	$(VENV)/bin/ruff format neoq
 	$(VENV)/bin/ruff check --fix neoq tests examples
+
+$(VENV)/.docs-installed: $(STAMP) setup.cfg
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed ## build the HTML documentation into site/ (mkdocs, warnings are errors)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean: ## remove the virtualenv and build leftovers
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -21,7 +21,10 @@ def default_backoff(retries: int) -> float:
 
 
 def exponential_backoff(
-    base: float = 1.0, factor: float = 2.0, max: float = 3600.0, jitter: bool = True  # noqa: A002 - API name
+    base: float = 1.0,
+    factor: float = 2.0,
+    max: float = 3600.0,  # noqa: A002 - the name API.md gives
+    jitter: bool = True,
 ) -> Callable[[int], float]:
     """Build a policy whose delay is ``min(max, base * factor**(retries - 1))`` seconds.
 

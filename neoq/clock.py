@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-__all__ = ["Clock", "SYSTEM_CLOCK"]
+__all__ = ["SYSTEM_CLOCK", "Clock"]
 
 
 class Clock:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ class JobContext:
     and return early; neoq cannot stop a thread.
     """
 
-    __slots__ = ("job", "deadline", "cancelled", "transaction", "_ends_at", "_monotonic")
+    __slots__ = ("_ends_at", "_monotonic", "cancelled", "deadline", "job", "transaction")
 
     def __init__(
         self,

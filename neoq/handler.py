@@ -30,7 +30,7 @@ class Handler:
     Invalid settings raise ``ConfigurationError``.
     """
 
-    __slots__ = ("func", "concurrency", "timeout", "max_retries", "backoff")
+    __slots__ = ("backoff", "concurrency", "func", "max_retries", "timeout")
 
     def __init__(
         self,

@@ -48,7 +48,7 @@ RecoveryCallback = Callable[[Job, BaseException], Any]
 class _Attempt:
     """One running attempt; ``take()`` returns True to exactly one caller, the one that settles it."""
 
-    __slots__ = ("claim", "handler", "context", "started", "ends_at", "by_deadline", "_lock", "_taken")
+    __slots__ = ("_lock", "_taken", "by_deadline", "claim", "context", "ends_at", "handler", "started")
 
     def __init__(
         self,
@@ -200,9 +200,7 @@ class Worker:
 
     def _launch(self, runner: _QueueRunner) -> None:
         concurrency = runner.handler.concurrency
-        runner.executor = ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix=f"neoq-{runner.queue[:40]}"
-        )
+        runner.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"neoq-{runner.queue[:40]}")
         runner.futures = [runner.executor.submit(self._loop, runner) for _ in range(concurrency)]
 
     def is_started(self, queue: str) -> bool:
@@ -323,9 +321,7 @@ class Worker:
             return Outcome(JobStatus.FAILED, error)
         return Outcome(JobStatus.NEW, error, run_after, retries)
 
-    def _settle(
-        self, claim: Claim, outcome: Outcome, duration: float, exc: BaseException | None = None
-    ) -> None:
+    def _settle(self, claim: Claim, outcome: Outcome, duration: float, exc: BaseException | None = None) -> None:
         job = claim.job
         try:
             self._backend.settle(claim, outcome)
@@ -333,7 +329,11 @@ class Worker:
             # The outcome is lost, not the job: its claim ends with the connection and it runs again.
             self._log.error(
                 "neoq: job %s (queue %r, attempt %d) could not be settled as %s: %s",
-                job.id, job.queue, job.attempts, outcome.status.value, err,
+                job.id,
+                job.queue,
+                job.attempts,
+                outcome.status.value,
+                err,
             )
             return
         self._report(job, outcome, duration, exc)
@@ -356,31 +356,52 @@ class Worker:
         if status is JobStatus.PROCESSED:
             if log.isEnabledFor(logging.INFO):
                 log.info(
-                    "neoq: job %s queue=%r attempt=%d processed in %.1fms", job.id, job.queue, job.attempts, ms,
+                    "neoq: job %s queue=%r attempt=%d processed in %.1fms",
+                    job.id,
+                    job.queue,
+                    job.attempts,
+                    ms,
                     extra={**fields, "outcome": "processed"},
                 )
         elif status is JobStatus.NEW and exc is None:
             # Only a shutdown puts an attempt back without a failure: the job runs again later.
             log.warning(
                 "neoq: job %s queue=%r attempt=%d interrupted by shutdown after %.1fms; it will run again",
-                job.id, job.queue, job.attempts, ms, extra={**fields, "outcome": "interrupted"},
+                job.id,
+                job.queue,
+                job.attempts,
+                ms,
+                extra={**fields, "outcome": "interrupted"},
             )
         elif status is JobStatus.NEW:
             log.warning(
                 "neoq: job %s queue=%r attempt=%d failed in %.1fms, retry %d at %s: %s",
-                job.id, job.queue, job.attempts, ms, outcome.retries,
-                outcome.run_after.isoformat() if outcome.run_after else "now", outcome.error,
+                job.id,
+                job.queue,
+                job.attempts,
+                ms,
+                outcome.retries,
+                outcome.run_after.isoformat() if outcome.run_after else "now",
+                outcome.error,
                 extra={**fields, "outcome": "retry", "error": outcome.error},
             )
         elif status is JobStatus.FAILED:
             log.error(
                 "neoq: job %s queue=%r attempt=%d failed for good after %.1fms: %s",
-                job.id, job.queue, job.attempts, ms, outcome.error,
+                job.id,
+                job.queue,
+                job.attempts,
+                ms,
+                outcome.error,
                 extra={**fields, "outcome": "failed", "error": outcome.error},
             )
         else:
             log.info(
-                "neoq: job %s queue=%r attempt=%d cancelled after %.1fms", job.id, job.queue, job.attempts, ms,
+                "neoq: job %s queue=%r attempt=%d cancelled after %.1fms",
+                job.id,
+                job.queue,
+                job.attempts,
+                ms,
                 extra={**fields, "outcome": "cancelled"},
             )
         events = self._events
@@ -496,4 +517,3 @@ class Worker:
                 finished = all(future.done() for future in runner.futures)
                 runner.executor.shutdown(wait=finished, cancel_futures=True)
         self._watchdog.stop()
-

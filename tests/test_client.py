@@ -117,7 +117,8 @@ def test_drain_runs_registered_handlers_until_idle() -> None:
         assert work is not None
         nq.handler("never_due_backoff", backoff=lambda n: 3600)(fail)
         ids = nq.enqueue_many([Job(queue="drain", payload={"n": n}) for n in range(20)])
-        later = nq.enqueue(Job(queue="drain", payload={"n": 99}, run_after=datetime.now(timezone.utc) + timedelta(hours=1)))
+        in_an_hour = datetime.now(timezone.utc) + timedelta(hours=1)
+        later = nq.enqueue(Job(queue="drain", payload={"n": 99}, run_after=in_an_hour))
         slow = nq.enqueue(Job(queue="never_due_backoff", payload={}))
         ran = nq.drain(timeout=30)
         assert neoq_threads() == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import threading
 import time
@@ -125,6 +126,6 @@ def test_retry_starts_no_earlier_than_its_backoff() -> None:
         nq.start("retry", Handler(handler, max_retries=2, backoff=lambda n: 0.1 * n))
         job_id = nq.enqueue(Job(queue="retry", payload={}))
         wait_for(lambda: nq.get_job(job_id).status is JobStatus.PROCESSED)  # type: ignore[union-attr]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[0] >= 0.1 - 0.002 and gaps[1] >= 0.2 - 0.002
     assert gaps[0] < 0.2 and gaps[1] < 0.3

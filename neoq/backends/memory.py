@@ -1,8 +1,10 @@
 """The in-memory backend: the embedded default, private to one client.
 
 Due jobs wait in a ``queue.PriorityQueue`` per queue (ordered by ``run_after`` then id), which
-the claim loops block on; future jobs and retries wait in one heap ordered by ``run_after``, moved to their queue at that moment by a timer
-thread that sleeps on a condition until the next one is due (started with the first future job).
+the claim loops block on; future jobs and retries wait in a heap per queue ordered by
+``run_after``. A blocked claim waits on its queue no longer than until the heap's next due time,
+then moves what came due into the queue: no timer thread and no polling tick. A future job that
+becomes the heap's new head puts a ``_REFRESH`` entry in the queue so one waiter re-times itself.
 Every record has a version; a queue entry or heap entry whose version is stale (the job was
 cancelled, retried or rescheduled since) is skipped, so nothing has to be removed from the middle
 of a queue or heap.
@@ -41,7 +43,7 @@ _REFRESH: _Entry = (float("-inf"), 1, "", -2)
 
 
 class _Record:
-    __slots__ = ("job", "payload_text", "seq", "version", "claimed", "finished_at")
+    __slots__ = ("claimed", "finished_at", "job", "payload_text", "seq", "version")
 
     def __init__(self, job: Job, payload_text: str, seq: int) -> None:
         self.job = job  # payload is kept as JSON text and decoded per read, so readers get copies

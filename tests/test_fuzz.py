@@ -42,16 +42,18 @@ moments = st.one_of(
 )
 
 
-def strict_json_ok(value: Any) -> bool:
+def strict_json_ok(value: Any, depth: int = 1) -> bool:
     """What neoq must accept: strict JSON with string keys and no NUL, nested at most 200 deep."""
+    if isinstance(value, (list, dict)) and depth > 200:
+        return False
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, str):
         return "\x00" not in value
     if isinstance(value, list):
-        return all(strict_json_ok(item) for item in value)
+        return all(strict_json_ok(item, depth + 1) for item in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and "\x00" not in k and strict_json_ok(v) for k, v in value.items())
+        return all(isinstance(k, str) and "\x00" not in k and strict_json_ok(v, depth + 1) for k, v in value.items())
     return True
 
 

@@ -29,6 +29,9 @@ MIN_PRUNE_INTERVAL = 0.1
 #: The most batches one round deletes before it pauses, so a large backlog is spread out.
 MAX_BATCHES_PER_ROUND = 20
 
+#: How long ``shutdown()`` waits for a pruning batch in progress, in seconds.
+PRUNER_JOIN_TIMEOUT = 10.0
+
 
 def prune_interval(processed: float | None, failed: float | None) -> float:
     """Return the pause between pruning rounds for these retentions (seconds; ``None`` = keep).
@@ -68,6 +71,8 @@ class Pruner:
         self._lock = threading.Lock()
         #: Jobs deleted by this pruner so far.
         self.deleted = 0
+        #: Pruning rounds completed so far (failed ones included).
+        self.rounds = 0
 
     @property
     def enabled(self) -> bool:
@@ -86,8 +91,12 @@ class Pruner:
         """Ask the thread to stop after its current batch; does not wait (see ``join``)."""
         self._stopping.set()
 
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the thread to end (after ``stop``)."""
+    def join(self, timeout: float | None = PRUNER_JOIN_TIMEOUT) -> None:
+        """Wait up to ``timeout`` seconds for the thread to end (after ``stop``).
+
+        Bounded: a store that hangs mid-batch must not hang ``shutdown()``; the thread is a
+        daemon and ends with its batch.
+        """
         with self._lock:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -136,5 +145,6 @@ class Pruner:
                 failures = 0
                 if deleted:
                     self._log.debug("neoq: pruned %d finished jobs past their retention", deleted)
+            self.rounds += 1
             # Jitter keeps workers from pruning in lockstep; failures back off up to 8 intervals.
             delay = self._interval * random.uniform(0.75, 1.25) * min(8, 2**failures)

@@ -1,0 +1,1093 @@
+"""The PostgreSQL backend: durable jobs shared by any number of processes and machines.
+
+How it works, in one screen:
+
+- **A claim is a transaction.** ``claim()`` takes a connection from the worker pool and runs
+  ``SELECT ... FOR UPDATE SKIP LOCKED`` (``run_after <= now()`` in the query itself) followed by a
+  ``SAVEPOINT``, pipelined into one round trip. The open transaction holds the job's row lock
+  until ``settle()`` writes the outcome and commits; if the process dies, PostgreSQL rolls the
+  transaction back and the job is claimable again. The handler gets that connection as
+  ``Claim.transaction``; a failure rolls back to the savepoint before recording the outcome.
+- **Attempts survive crashes.** The attempt counter lives in ``neoq_attempts`` and is committed
+  on a second (autocommit) connection before the handler runs: the job row itself is locked by
+  the claim, and a counter written inside the claim's transaction would vanish with a crash.
+- **Wake-ups.** One LISTEN connection per client, on one channel for all queues; the payload is
+  ``q:<queue>`` (jobs to look at) or ``c:<job id>`` (cancel that running job). Enqueues notify
+  inside their transaction, so nothing wakes before the commit. Blocked claims wait on a
+  per-queue condition that the listener signals; each empty probe also returns when the queue's
+  next job comes due (by the database's clock), so future jobs and retries are picked up on time
+  in every process; a poll every ``poll_interval`` is the safety net.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import select
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow, tuple_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ...defaults import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TRANSACTION_TIMEOUT, DEFAULT_POLL_INTERVAL
+from ...errors import (
+    BackendConnectionError,
+    BackendError,
+    ConfigurationError,
+    DuplicateJobError,
+    JobNotFoundError,
+    NeoqError,
+)
+from ...job import Job, JobStatus, to_seconds
+from ..base import Backend, Claim, Outcome
+from .migrations import migrate
+from .queries import QUERIES
+
+__all__ = ["CHANNEL", "PostgresBackend"]
+
+logger = logging.getLogger(__name__)
+
+#: The one LISTEN/NOTIFY channel of every queue.
+CHANNEL = "neoq"
+
+#: The savepoint taken before each handler; a failure rolls back to it.
+_SAVEPOINT = "SAVEPOINT neoq_handler"
+_ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT neoq_handler"
+
+#: Connections of the pool for short autocommit work (enqueue, attempt counters, inspection).
+_AUX_POOL_MAX = 4
+
+#: While due jobs of a queue are held by others, re-probe this often (seconds), so a job whose
+#: worker died is picked up soon after PostgreSQL ends the dead session, without a notification.
+_HELD_JOBS_POLL = 0.25
+
+#: How long (seconds) the listener re-delivers a cancellation to the runtime, and remembers one for
+#: a job whose claim is still on its way.
+_CANCEL_MEMORY = 2.0
+
+_SYNCHRONOUS_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
+
+_STATS_KEYS = ("new", "processed", "failed", "cancelled")
+
+Conn = psycopg.Connection[TupleRow]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(timezone.utc)
+
+
+def _parse_id(job_id: object) -> int | None:
+    # Ids are the decimal text of a bigint; anything else names no job (and never reaches SQL).
+    if not isinstance(job_id, str) or not job_id.isascii() or not job_id.isdigit():
+        return None
+    if len(job_id) > 19 or (len(job_id) > 1 and job_id[0] == "0"):
+        return None
+    value = int(job_id)
+    return value if 0 < value < 2**63 else None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:
+        # Client-side failures (cannot connect, connection lost) carry no SQLSTATE.
+        return isinstance(exc, psycopg.OperationalError)
+    # 08: connection exception; 57P0x: the server is shutting down or ended the session.
+    return state.startswith("08") or state.startswith("57P")
+
+
+def _dumps(payload: Any) -> str:
+    # The same text the job was validated with (neoq.job.encode_payload).
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class _Held:
+    """Backend-private state of one claim (``Claim.token``): its connection and who is done with it.
+
+    ``settle`` and ``release`` may run in different threads and in either order when the
+    runtime ends an attempt from outside (timeout, cancellation, forced shutdown); ``lock``
+    orders them, and the connection goes back to the pool once both happened.
+    """
+
+    __slots__ = ("conn", "interrupted", "job_id", "lock", "released", "returned", "settled")
+
+    def __init__(self, conn: Conn, job_id: str) -> None:
+        self.conn = conn
+        self.job_id = job_id
+        self.lock = threading.Lock()
+        self.settled = False
+        self.released = False
+        self.interrupted = False
+        self.returned = False
+
+
+class _QueueState:
+    """Waiting claims of one queue: woken by the listener, by wakeup() and by local enqueues."""
+
+    __slots__ = ("cond", "generation", "waiting", "wakeups")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.cond = threading.Condition(lock)
+        #: Bumped on every signal, so a claim that was probing when it came probes again.
+        self.generation = 0
+        #: wakeup() requests not yet consumed by a waiting claim.
+        self.wakeups = 0
+        self.waiting = 0
+
+
+class _Pools:
+    """What one open() created; close() tears it down."""
+
+    def __init__(self, work: ConnectionPool[Conn], aux: ConnectionPool[Conn], listener: _Listener) -> None:
+        self.work = work
+        self.aux = aux
+        self.listener = listener
+
+
+# -- the backend ---------------------------------------------------------------------------
+
+
+class PostgresBackend(Backend):
+    """Jobs in a PostgreSQL database, shared by every client that uses it.
+
+    ``url`` is a libpq connection string or URL (``postgresql://user:pw@host:5432/db?sslmode=...``);
+    its own parameters apply to every connection. Options:
+
+    - ``idle_transaction_timeout`` (default 60 s): PostgreSQL's ``idle_in_transaction_session_timeout``
+      on the worker connections; a handler whose transaction sits idle longer has its session
+      ended, and the job runs again. ``0`` disables it.
+    - ``pool_min_size`` / ``pool_max_size``: the worker pool (one connection per running job).
+      By default it grows to the number of worker threads that claim jobs.
+    - ``synchronous_commit`` (default on): ``True``/``False`` or a PostgreSQL value.
+    - ``connect_timeout`` (default the URL's, else 10 s): how long connecting may take.
+    - ``poll_interval`` (default 2 s): the safety-net poll of waiting claims.
+    - ``application_name`` (default the URL's, else ``"neoq"``).
+    - ``migrate`` (default True): create or upgrade the schema in ``open()``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        idle_transaction_timeout: timedelta | float = DEFAULT_IDLE_TRANSACTION_TIMEOUT,
+        pool_min_size: int | None = None,
+        pool_max_size: int | None = None,
+        synchronous_commit: bool | str = True,
+        connect_timeout: timedelta | float | None = None,
+        poll_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
+        application_name: str | None = None,
+        migrate: bool = True,
+    ) -> None:
+        if not isinstance(url, str):
+            raise ConfigurationError(f"the PostgreSQL url must be a str, not {type(url).__name__}")
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error:
+            raise ConfigurationError(
+                "the PostgreSQL url cannot be parsed; expected postgresql://user@host:port/dbname or "
+                "'host=... dbname=...'"
+            ) from None
+        self._password = str(params.get("password") or "")
+        self._safe_url = _describe(params)
+        self._idle_ms = round(_non_negative(idle_transaction_timeout, "idle_transaction_timeout") * 1000)
+        self._poll_interval = _non_negative(poll_interval, "poll_interval") or DEFAULT_POLL_INTERVAL
+        if connect_timeout is None:
+            try:
+                connect_timeout = float(params.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
+            except ValueError:
+                raise ConfigurationError("connect_timeout in the PostgreSQL url must be a number") from None
+            if connect_timeout <= 0:
+                connect_timeout = DEFAULT_CONNECT_TIMEOUT
+        self._connect_timeout = _non_negative(connect_timeout, "connect_timeout") or DEFAULT_CONNECT_TIMEOUT
+        if isinstance(synchronous_commit, bool):
+            synchronous_commit = "on" if synchronous_commit else "off"
+        if synchronous_commit not in _SYNCHRONOUS_COMMIT:
+            raise ConfigurationError(
+                f"synchronous_commit must be a bool or one of {', '.join(_SYNCHRONOUS_COMMIT)}; "
+                f"got {synchronous_commit!r}"
+            )
+        self._synchronous_commit = synchronous_commit
+        for name, value in (("pool_min_size", pool_min_size), ("pool_max_size", pool_max_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigurationError(f"{name} must be an int >= 1 or None, not {value!r}")
+        if pool_min_size is not None and pool_max_size is not None and pool_min_size > pool_max_size:
+            raise ConfigurationError("pool_min_size must not be larger than pool_max_size")
+        self._pool_min = pool_min_size or 1
+        self._pool_max_fixed = pool_max_size
+        self._pool_max = pool_max_size or max(self._pool_min, 2)
+        if application_name is None:
+            application_name = str(params.get("application_name") or "neoq")
+        self.application_name = application_name
+        self._migrate = migrate
+        self._url = url
+        user_options = str(params.get("options") or "")
+        base_kwargs: dict[str, Any] = {
+            "application_name": application_name,
+            "connect_timeout": max(2, math.ceil(self._connect_timeout)),
+        }
+        sc = f"-c synchronous_commit={synchronous_commit}"
+        idle = f"-c idle_in_transaction_session_timeout={self._idle_ms}"
+        self._work_kwargs = dict(base_kwargs, autocommit=False, options=f"{user_options} {sc} {idle}".strip())
+        self._aux_kwargs = dict(base_kwargs, autocommit=True, options=f"{user_options} {sc} {idle}".strip())
+        # The listener sits idle for long stretches: TCP keepalives let it notice a vanished server.
+        self._listen_kwargs = dict(base_kwargs, autocommit=True)
+        for key, value in (("keepalives", 1), ("keepalives_idle", 30), ("keepalives_interval", 10)):
+            if key not in params:
+                self._listen_kwargs[key] = value
+
+        self._lock = threading.Lock()
+        self._pools: _Pools | None = None
+        self._states: dict[str, _QueueState] = {}
+        self._claims: dict[str, _Held] = {}
+        self._cancel_seen: dict[str, float] = {}  # job id -> when a cancellation for it arrived
+        self._claimers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({self._safe_url!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect, create or upgrade the schema, start the listener. Idempotent.
+
+        Raises ``BackendConnectionError`` within the connect timeout when the server cannot be
+        reached.
+        """
+        with self._lock:
+            if self._pools is not None:
+                return
+            listen_conn = self._connect(self._listen_kwargs)
+            try:
+                if self._migrate:
+                    migrate(listen_conn)
+                listener = _Listener(self, listen_conn)
+                work: ConnectionPool[Conn] = ConnectionPool(
+                    self._url,
+                    kwargs=self._work_kwargs,
+                    min_size=self._pool_min,
+                    max_size=self._pool_max,
+                    open=False,
+                    timeout=self._connect_timeout,
+                    name="neoq-work",
+                )
+                aux: ConnectionPool[Conn] = ConnectionPool(
+                    self._url,
+                    kwargs=self._aux_kwargs,
+                    min_size=1,
+                    max_size=_AUX_POOL_MAX,
+                    open=False,
+                    timeout=self._connect_timeout,
+                    name="neoq-aux",
+                )
+                work.open(wait=False)
+                aux.open(wait=False)
+            except psycopg.Error as exc:
+                listen_conn.close()
+                raise self._wrap(exc, "preparing the neoq schema") from exc
+            except BaseException:
+                listen_conn.close()
+                raise
+            self._pools = _Pools(work, aux, listener)
+            listener.start()
+
+    def close(self) -> None:
+        """Close the pools and the listener and join the backend's threads. Idempotent."""
+        with self._lock:
+            pools, self._pools = self._pools, None
+            states = list(self._states.values())
+            leftover = list(self._claims.values())
+        if pools is None:
+            return
+        # Blocked claims return None at once and see the backend closed.
+        for state in states:
+            with state.cond:
+                state.generation += 1
+                state.cond.notify_all()
+        pools.listener.stop()
+        # Claims whose handler thread was abandoned: end their transactions so nothing stays
+        # locked or open. Their late release() finds the connection closed and tolerates it.
+        for held in leftover:
+            with held.lock:
+                if not held.returned:
+                    _close_quietly(held.conn)
+        pools.work.close(timeout=5.0)
+        pools.aux.close(timeout=5.0)
+
+    def migrate(self) -> list[int]:
+        """Create or upgrade the schema now; return the migration versions applied."""
+        conn = self._connect(self._listen_kwargs)
+        try:
+            return migrate(conn)
+        except psycopg.Error as exc:
+            raise self._wrap(exc, "migrating the neoq schema") from exc
+        finally:
+            conn.close()
+
+    def _connect(self, kwargs: dict[str, Any]) -> Conn:
+        try:
+            return psycopg.connect(self._url, row_factory=tuple_row, **kwargs)
+        except psycopg.Error as exc:
+            raise BackendConnectionError(
+                f"cannot connect to PostgreSQL at {self._safe_url}: {self._scrub(str(exc).strip())}"
+            ) from exc
+
+    def _require(self) -> _Pools:
+        pools = self._pools
+        if pools is None:
+            raise BackendError("the PostgreSQL backend is not open (call open(), or use neoq.new())")
+        return pools
+
+    # -- errors --------------------------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._password, "***") if self._password else text
+
+    def _wrap(self, exc: BaseException, doing: str) -> BackendError:
+        message = self._scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        if _is_connection_error(exc):
+            return BackendConnectionError(f"PostgreSQL at {self._safe_url} failed while {doing}: {message}")
+        return BackendError(f"PostgreSQL failed while {doing}: {message}")
+
+    @contextmanager
+    def _aux(self, doing: str) -> Iterator[Conn]:
+        """An autocommit connection for short work; driver errors leave it wrapped."""
+        pool = self._require().aux
+        try:
+            with pool.connection(timeout=self._connect_timeout) as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise BackendConnectionError(
+                f"no PostgreSQL connection to {self._safe_url} within {self._connect_timeout:g}s while {doing}"
+            ) from exc
+        except psycopg.Error as exc:
+            raise self._wrap(exc, doing) from exc
+
+    # -- producing -------------------------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
+        if not jobs:
+            return []
+        seen: dict[tuple[str, str], int] = {}
+        for index, job in enumerate(jobs):
+            key = (job.queue, job.fingerprint or "")
+            if key in seen:
+                raise DuplicateJobError(
+                    f"jobs {seen[key]} and {index} of the batch have the same queue {job.queue!r} and fingerprint"
+                )
+            seen[key] = index
+        params = {
+            "queues": [job.queue for job in jobs],
+            "fingerprints": [job.fingerprint or "" for job in jobs],
+            "payloads": [_dumps(job.payload) for job in jobs],
+            "run_afters": [job.run_after for job in jobs],
+            "deadlines": [job.deadline for job in jobs],
+            "max_retries": [job.max_retries for job in jobs],
+            "channel": CHANNEL,
+        }
+        if connection is not None:
+            return self._enqueue_through(connection, params)
+        with self._aux("enqueueing jobs") as conn:
+            try:
+                rows = conn.execute(QUERIES["enqueue"], params).fetchall()
+            except pg_errors.UniqueViolation:
+                raise self._duplicate(conn, params) from None
+        # Claims of this process need not wait for the notification's round trip.
+        self._signal({job.queue for job in jobs})
+        return [str(row[0]) for row in rows]
+
+    def _enqueue_through(self, connection: Any, params: dict[str, Any]) -> list[str]:
+        """Insert through the caller's connection, inside its transaction; never commit it."""
+        if not isinstance(connection, psycopg.Connection):
+            raise ConfigurationError(f"connection must be a psycopg.Connection (sync), not {type(connection).__name__}")
+        try:
+            cur = connection.cursor(row_factory=tuple_row)
+            if connection.autocommit:
+                # One statement is its own transaction: all or nothing, notified on its commit.
+                try:
+                    rows = cur.execute(QUERIES["enqueue"], params).fetchall()
+                except pg_errors.UniqueViolation:
+                    raise self._duplicate(connection, params) from None
+            else:
+                # A savepoint keeps a duplicate from aborting the caller's transaction.
+                cur.execute("SAVEPOINT neoq_enqueue")
+                try:
+                    rows = cur.execute(QUERIES["enqueue"], params).fetchall()
+                except pg_errors.UniqueViolation:
+                    cur.execute("ROLLBACK TO SAVEPOINT neoq_enqueue")
+                    duplicate = self._duplicate(connection, params)
+                    cur.execute("RELEASE SAVEPOINT neoq_enqueue")
+                    raise duplicate from None
+                cur.execute("RELEASE SAVEPOINT neoq_enqueue")
+        except psycopg.Error as exc:
+            raise self._wrap(exc, "enqueueing jobs through the caller's connection") from exc
+        return [str(row[0]) for row in rows]
+
+    def _duplicate(self, conn: Conn | psycopg.Connection[Any], params: dict[str, Any]) -> DuplicateJobError:
+        row = (
+            conn.cursor(row_factory=tuple_row)
+            .execute(QUERIES["find_duplicate"], {"queues": params["queues"], "fingerprints": params["fingerprints"]})
+            .fetchone()
+        )
+        holder = None if row is None else str(row[0])
+        if holder is None:
+            return DuplicateJobError("a job with the same queue and fingerprint is still new")
+        return DuplicateJobError(f"job {holder} with the same queue and fingerprint is still new", holder)
+
+    # -- consuming -------------------------------------------------------------------------
+
+    def claim(self, queue: str, timeout: float) -> Claim | None:
+        self._require()
+        state = self._state(queue)
+        self._count_claimer()
+        clock = time.monotonic
+        end = clock() + max(0.0, timeout)
+        while True:
+            with state.cond:
+                generation = state.generation
+            result = self._probe(queue, timeout, end)
+            if isinstance(result, Claim):
+                # More due jobs may be waiting: hand the baton to one more sleeping claim.
+                with state.cond:
+                    if state.waiting:
+                        state.cond.notify()
+                return result
+            next_due, busy = result
+            now = clock()
+            if now >= end or self._pools is None:
+                return None
+            wait = min(end - now, self._poll_interval)
+            if next_due is not None:
+                # A millisecond past the due time: the next probe's now() is then surely past it.
+                wait = min(wait, max(0.0, next_due) + 0.001)
+            if busy:
+                wait = min(wait, _HELD_JOBS_POLL)
+            with state.cond:
+                if state.generation != generation:
+                    continue  # signalled while probing: look again at once
+                if state.wakeups:
+                    state.wakeups -= 1
+                    return None
+                state.waiting += 1
+                try:
+                    state.cond.wait(wait)
+                finally:
+                    state.waiting -= 1
+                if state.wakeups:
+                    state.wakeups -= 1
+                    return None
+
+    def _probe(self, queue: str, timeout: float, end: float) -> Claim | tuple[float | None, bool]:
+        """Try once to claim a due job; else return (seconds until the next is due, others hold due jobs)."""
+        pools = self._require()
+        while True:
+            conn = self._getconn(pools, min(max(timeout, 1.0), self._connect_timeout))
+            if conn is None:
+                return (None, True)  # every connection runs a job: look again soon
+            try:
+                with conn.pipeline():
+                    cur = conn.execute(QUERIES["claim"], {"queue": queue})
+                    conn.execute(_SAVEPOINT)
+                row = cur.fetchone()
+                if row is None or row[0] is None:
+                    conn.rollback()
+            except psycopg.Error as exc:
+                self._putconn(pools, conn)  # the pool rolls back or discards it
+                raise self._wrap(exc, f"claiming a job of queue {queue!r}") from exc
+            if row is None or row[0] is None:
+                self._putconn(pools, conn)
+                return (None, False) if row is None else (row[11], bool(row[12]))
+            job_id = str(row[0])
+            held = _Held(conn, job_id)
+            with self._lock:
+                # Registered before anything else, so a cancellation arriving from now on finds it.
+                self._claims[job_id] = held
+                cancelled = self._cancel_seen.pop(job_id, None) is not None
+            job = Job(
+                queue=row[1],
+                payload=row[3],
+                run_after=_utc(row[4]),
+                deadline=_utc(row[5]),
+                max_retries=row[6],
+                fingerprint=row[2],
+                id=job_id,
+                status=JobStatus.NEW,
+                retries=row[7],
+                error=row[8],
+                created_at=_utc(row[9]),
+            )
+            if row[10] or cancelled:
+                # Cancelled while it waited for this claim: record it and never run it.
+                self._settle_unrun(held, job)
+                if time.monotonic() >= end:
+                    return (None, False)
+                continue
+            try:
+                attempts, ran_at = self._count_attempt(pools, job_id)
+            except BaseException:
+                # Without a counted attempt the job must not run: end the claim (it is due again).
+                self._forget(held)
+                _close_quietly(conn)
+                self._putconn(pools, conn)
+                raise
+            return Claim(replace(job, attempts=attempts, ran_at=_utc(ran_at)), transaction=conn, token=held)
+
+    def _count_attempt(self, pools: _Pools, job_id: str) -> tuple[int, datetime]:
+        """Commit the attempt counter on a second connection before the handler runs.
+
+        The write is committed with synchronous_commit off: it has to survive the *worker*
+        dying, which it does once the server has it (the WAL is flushed within a fraction of a
+        second, with or without our process). Only a crash of the server itself could lose it,
+        and that also rolls back every running claim, so a job would at worst be counted one
+        attempt short; in exchange each job saves an fsync.
+        """
+        try:
+            with pools.aux.connection(timeout=self._connect_timeout) as conn:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    conn.execute("SET LOCAL synchronous_commit TO OFF")
+                    cur = conn.execute(QUERIES["count_attempt"], {"id": int(job_id)})
+                    conn.execute("COMMIT")
+                row = cur.fetchone()
+        except PoolTimeout as exc:
+            raise BackendConnectionError(
+                f"no PostgreSQL connection to {self._safe_url} within {self._connect_timeout:g}s "
+                "while counting an attempt"
+            ) from exc
+        except psycopg.Error as exc:
+            raise self._wrap(exc, f"counting an attempt of job {job_id}") from exc
+        assert row is not None
+        return int(row[0]), row[1]
+
+    def _settle_unrun(self, held: _Held, job: Job) -> None:
+        """A claimed job with a pending cancellation: store CANCELLED and end the claim."""
+        conn = held.conn
+        held.settled = held.released = held.returned = True
+        self._forget(held)
+        try:
+            with conn.pipeline():
+                conn.execute(QUERIES["settle"], self._settle_params(job, Outcome(JobStatus.CANCELLED, job.error)))
+                conn.commit()
+        except psycopg.Error as exc:
+            _close_quietly(conn)
+            self._putconn(self._pools, conn)
+            raise self._wrap(exc, f"cancelling job {job.id}") from exc
+        logger.info("neoq: job %s queue=%r was cancelled before it could start", job.id, job.queue)
+        self._putconn(self._pools, conn)
+
+    def _getconn(self, pools: _Pools, timeout: float) -> Conn | None:
+        try:
+            return pools.work.getconn(timeout=timeout)
+        except PoolTimeout as exc:
+            stats = pools.work.get_stats()
+            if stats.get("pool_size", 0) >= stats.get("pool_max", self._pool_max):
+                return None  # every connection is held by a running job: wait for one
+            raise BackendConnectionError(f"no PostgreSQL connection to {self._safe_url} within {timeout:g}s") from exc
+
+    def _putconn(self, pools: _Pools | None, conn: Conn) -> None:
+        pool = pools.work if pools is not None else None
+        if pool is None:
+            _close_quietly(conn)
+            return
+        try:
+            pool.putconn(conn)
+        except Exception:  # a closed pool, or a connection of an earlier open(): just close it
+            _close_quietly(conn)
+
+    def _count_claimer(self) -> None:
+        thread = threading.current_thread()
+        if thread in self._claimers:
+            return
+        with self._lock:
+            self._claimers.add(thread)
+            wanted = len(self._claimers)
+            pools = self._pools
+            if self._pool_max_fixed is not None or pools is None or wanted <= self._pool_max:
+                return
+            # Each claiming thread holds at most one connection: size the pool to them.
+            self._pool_max = wanted
+            pools.work.resize(self._pool_min, wanted)
+
+    def _forget(self, held: _Held) -> None:
+        with self._lock:
+            if self._claims.get(held.job_id) is held:
+                del self._claims[held.job_id]
+            self._cancel_seen.pop(held.job_id, None)
+
+    def _settle_params(self, job: Job, outcome: Outcome) -> dict[str, Any]:
+        status = outcome.status
+        return {
+            "id": int(job.id or 0),
+            "status": status.value,
+            "error": None if status is JobStatus.PROCESSED else outcome.error,
+            "run_after": outcome.run_after if status is JobStatus.NEW else None,
+            "retries": outcome.retries if status is JobStatus.NEW else None,
+            "channel": CHANNEL,
+        }
+
+    def settle(self, claim: Claim, outcome: Outcome) -> None:
+        held = claim.token
+        if not isinstance(held, _Held):
+            raise BackendError("settle() got a claim that this PostgreSQL backend did not make")
+        with held.lock:
+            if held.settled:
+                return
+            held.settled = True
+            try:
+                self._write_outcome(held, claim.job, outcome)
+            finally:
+                self._forget(held)
+                if held.released:
+                    self._return(held)
+                elif held.interrupted:
+                    # The handler may still run: close its transaction to it, so its later
+                    # statements fail instead of running outside the job's transaction.
+                    self._close_under_handler(held)
+
+    def _write_outcome(self, held: _Held, job: Job, outcome: Outcome) -> None:
+        conn = held.conn
+        params = self._settle_params(job, outcome)
+        doing = f"settling job {job.id} as {outcome.status.value}"
+        try:
+            if conn.closed:
+                raise BackendConnectionError(f"the connection of job {job.id} was closed before it was settled")
+            status = conn.info.transaction_status
+            if status == pq.TransactionStatus.IDLE:
+                raise BackendError(
+                    f"job {job.id}'s transaction was ended by its handler (handlers must not commit or roll back "
+                    "job_context().transaction); the outcome is lost and the job will run again"
+                )
+            if outcome.status is JobStatus.PROCESSED:
+                if status == pq.TransactionStatus.INERROR:
+                    raise BackendError(
+                        f"job {job.id}'s handler returned with its transaction in error, so its writes cannot "
+                        "commit; the job will run again"
+                    )
+                with conn.pipeline():
+                    conn.execute(QUERIES["settle"], params)
+                    conn.commit()
+                return
+            # A failure: undo the handler's writes, keep the claim's lock, record the outcome.
+            for attempt in range(3):
+                try:
+                    with conn.pipeline():
+                        conn.execute(_ROLLBACK_TO_SAVEPOINT)
+                        conn.execute(QUERIES["settle"], params)
+                        conn.commit()
+                    return
+                except pg_errors.QueryCanceled:
+                    # interrupt()'s cancel request can land after the handler's statement ended,
+                    # on ours instead; the savepoint is still there, so do it again.
+                    if not held.interrupted or attempt == 2:
+                        raise
+        except psycopg.Error as exc:
+            with suppress(psycopg.Error):
+                if not conn.closed:
+                    conn.rollback()
+            raise self._wrap(exc, doing) from exc
+        except NeoqError:
+            with suppress(psycopg.Error):
+                if not conn.closed:
+                    conn.rollback()
+            raise
+
+    def _close_under_handler(self, held: _Held) -> None:
+        conn = held.conn
+        lock: threading.Lock = conn.lock
+        # The handler thread holds the connection's lock while one of its statements runs;
+        # closing the libpq connection under it would pull the rug from a running call.
+        if lock.acquire(timeout=0.5):
+            try:
+                _close_quietly(conn)
+            finally:
+                lock.release()
+            return
+        with suppress(Exception):
+            conn.cancel_safe(timeout=2.0)
+        if lock.acquire(timeout=2.0):
+            try:
+                _close_quietly(conn)
+            finally:
+                lock.release()
+        # Else release() closes it once the handler returns: whatever the handler does in the
+        # meantime runs in a transaction that is never committed.
+
+    def interrupt(self, claim: Claim) -> None:
+        held = claim.token
+        if not isinstance(held, _Held):
+            return
+        held.interrupted = True
+        conn = held.conn
+        if conn.closed or held.settled:
+            return
+        try:
+            conn.cancel_safe(timeout=min(5.0, self._connect_timeout))
+        except Exception as exc:  # interrupt must not raise; settle copes with a live statement
+            logger.debug("neoq: cancelling the statement of job %s failed: %s", held.job_id, exc)
+
+    def release(self, claim: Claim) -> None:
+        held = claim.token
+        if not isinstance(held, _Held):
+            return
+        try:
+            with held.lock:
+                held.released = True
+                if held.settled:
+                    self._return(held)
+                # Else an outside settle is on its way; it returns the connection when done.
+        except Exception:  # release must not raise
+            logger.exception("neoq: releasing the connection of job %s failed", held.job_id)
+
+    def _return(self, held: _Held) -> None:
+        # Called with held.lock: the connection goes back exactly once, in a clean state.
+        if held.returned:
+            return
+        held.returned = True
+        conn = held.conn
+        if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                _close_quietly(conn)
+        self._putconn(self._pools, conn)
+
+    def wakeup(self, queue: str, waiters: int) -> None:
+        state = self._state(queue)
+        with state.cond:
+            state.wakeups += waiters
+            state.cond.notify(waiters)
+
+    def _state(self, queue: str) -> _QueueState:
+        state = self._states.get(queue)
+        if state is None:
+            with self._lock:
+                state = self._states.get(queue)
+                if state is None:
+                    state = self._states[queue] = _QueueState(threading.Lock())
+        return state
+
+    def _signal(self, queues: set[str] | None) -> None:
+        """Wake one waiting claim of each queue (every known queue when ``queues`` is None)."""
+        states = self._states
+        for name in list(states) if queues is None else queues:
+            state = states.get(name)
+            if state is None:
+                continue
+            with state.cond:
+                state.generation += 1
+                state.cond.notify()
+
+    # -- cancellation --------------------------------------------------------------------
+
+    def cancel_job(self, job_id: str) -> None:
+        key = _parse_id(job_id)
+        if key is None:
+            raise JobNotFoundError(f"no job has id {job_id!r}")
+        with self._aux("cancelling a job") as conn:
+            if conn.execute(QUERIES["cancel_waiting"], {"id": key}).fetchone() is not None:
+                return
+            row = conn.execute(QUERIES["job_status"], {"id": key}).fetchone()
+            if row is None:
+                raise JobNotFoundError(f"no job has id {job_id!r}")
+            if row[0] != JobStatus.NEW.value:
+                return
+            # Held by a claim (running): leave a durable request and tell its holder.
+            conn.execute(QUERIES["request_cancel"], {"id": key, "channel": CHANNEL})
+        self._on_cancel(str(key))
+
+    def _on_cancel(self, job_id: str) -> None:
+        """A cancellation request for ``job_id`` reached this process."""
+        with self._lock:
+            self._cancel_seen[job_id] = time.monotonic()
+            held = job_id in self._claims
+        if held:
+            self._notify_cancel(job_id)
+
+    def _redeliver_cancels(self) -> bool:
+        """Tell the runtime again about cancelled jobs it may have missed; True while any remain.
+
+        A notification can arrive between claim() returning and the runtime registering the
+        attempt; the runtime ignores repeats, so repeating for a short while closes that gap.
+        """
+        now = time.monotonic()
+        with self._lock:
+            for job_id, seen in list(self._cancel_seen.items()):
+                if now - seen > _CANCEL_MEMORY:
+                    del self._cancel_seen[job_id]
+            due = [job_id for job_id in self._cancel_seen if job_id in self._claims]
+            remaining = bool(self._cancel_seen)
+        for job_id in due:
+            self._notify_cancel(job_id)
+        return remaining
+
+    def _held_ids(self) -> list[int]:
+        with self._lock:
+            return [int(job_id) for job_id in self._claims]
+
+    # -- periodic jobs and retention -------------------------------------------------------
+
+    def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
+        params = {
+            "queues": [job.queue],
+            "fingerprints": [job.fingerprint or ""],
+            "payloads": [_dumps(job.payload)],
+            "run_afters": [job.run_after],
+            "deadlines": [job.deadline],
+            "max_retries": [job.max_retries],
+            "channel": CHANNEL,
+        }
+        with self._aux("enqueueing a cron tick") as conn:
+            try:
+                with conn.transaction():
+                    # A concurrent insert of the same tick waits here for the first to commit.
+                    if conn.execute(QUERIES["record_tick"], {"key": key, "tick": tick}).fetchone() is None:
+                        return None
+                    row = conn.execute(QUERIES["enqueue"], params).fetchone()
+                    assert row is not None
+                    conn.execute(QUERIES["tick_job"], {"job_id": row[0], "key": key, "tick": tick})
+            except pg_errors.UniqueViolation:
+                raise self._duplicate(conn, params) from None
+        self._signal({job.queue})
+        return str(row[0])
+
+    def last_tick(self, key: str) -> datetime | None:
+        with self._aux("reading the last cron tick") as conn:
+            row = conn.execute(QUERIES["last_tick"], {"key": key}).fetchone()
+        return None if row is None else _utc(row[0])
+
+    def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
+        cutoffs = {status.value: older_than.get(status) for status in JobStatus if status is not JobStatus.NEW}
+        deleted = 0
+        with self._aux("pruning jobs") as conn:
+            # Small batches, each its own transaction, so no lock is held for long.
+            while deleted < limit:
+                batch = min(500, limit - deleted)
+                row = conn.execute(QUERIES["prune"], dict(cutoffs, limit=batch)).fetchone()
+                count = 0 if row is None else int(row[0])
+                deleted += count
+                if count < batch:
+                    break
+            known = [cutoff for cutoff in older_than.values() if cutoff is not None]
+            if known:
+                conn.execute(QUERIES["prune_ticks"], {"cutoff": min(known)})
+        return deleted
+
+    # -- inspecting and managing ---------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job | None:
+        key = _parse_id(job_id)
+        if key is None:
+            return None
+        with self._aux("reading a job") as conn:
+            row = conn.execute(QUERIES["get_job"], {"id": key}).fetchone()
+        return None if row is None else _job_from_row(row)
+
+    def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
+        params = {"queue": queue, "status": None if status is None else status.value, "limit": limit}
+        with self._aux("listing jobs") as conn:
+            rows = conn.execute(QUERIES["list_jobs"], params).fetchall()
+        return [_job_from_row(row) for row in rows]
+
+    def retry_job(self, job_id: str) -> None:
+        key = _parse_id(job_id)
+        if key is None:
+            raise JobNotFoundError(f"no job has id {job_id!r}")
+        with self._aux("retrying a job") as conn:
+            try:
+                row = conn.execute(QUERIES["retry_job"], {"id": key, "channel": CHANNEL}).fetchone()
+            except pg_errors.UniqueViolation:
+                holder = conn.execute(QUERIES["fingerprint_holder"], {"id": key}).fetchone()
+                holder_id = None if holder is None else str(holder[0])
+                raise DuplicateJobError(
+                    f"job {holder_id or '?'} with the same queue and fingerprint is still new", holder_id
+                ) from None
+            if row is None:
+                if conn.execute(QUERIES["job_status"], {"id": key}).fetchone() is None:
+                    raise JobNotFoundError(f"no job has id {job_id!r}")
+                return  # a NEW job is left as it is
+        self._signal({row[0]})
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        with self._aux("reading stats") as conn:
+            rows = conn.execute(QUERIES["stats"]).fetchall()
+        for queue, status, count in rows:
+            counts = result.get(queue)
+            if counts is None:
+                counts = result[queue] = dict.fromkeys(_STATS_KEYS, 0)
+            counts[status] = int(count)
+        return result
+
+
+def _job_from_row(row: TupleRow) -> Job:
+    return Job(
+        queue=row[1],
+        payload=row[3],
+        run_after=_utc(row[5]),
+        deadline=_utc(row[6]),
+        max_retries=row[7],
+        fingerprint=row[2],
+        id=str(row[0]),
+        status=JobStatus(row[4]),
+        retries=row[8],
+        attempts=row[9],
+        error=row[10],
+        created_at=_utc(row[11]),
+        ran_at=_utc(row[12]),
+    )
+
+
+def _close_quietly(conn: psycopg.Connection[Any]) -> None:
+    with suppress(Exception):
+        conn.close()
+
+
+def _non_negative(value: timedelta | float, name: str) -> float:
+    try:
+        seconds = to_seconds(value, name)
+    except TypeError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if seconds < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {seconds:g} seconds")
+    return seconds
+
+
+def _describe(params: dict[str, Any]) -> str:
+    """The connection string without its password, for messages and repr."""
+    shown = {key: value for key, value in params.items() if key != "password" and value is not None}
+    return make_conninfo(**shown) if shown else "(libpq defaults)"
+
+
+# -- the listener ----------------------------------------------------------------------------
+
+
+class _Listener:
+    """The client's LISTEN connection and its thread; reconnects by itself.
+
+    It waits on the connection's socket and on a pipe that ``stop()`` writes to, so closing
+    never waits for a timeout. psycopg's own ``notifies()`` would hold the connection lock
+    while waiting, which is fine here: nothing else uses this connection.
+    """
+
+    def __init__(self, backend: PostgresBackend, conn: Conn) -> None:
+        self._backend = backend
+        self._listen(conn)
+        self._conn: Conn | None = conn
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="neoq-pg-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with suppress(OSError):
+            os.write(self._wake_w, b"x")
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _close_quietly(conn)
+        for fd in (self._wake_r, self._wake_w):
+            with suppress(OSError):
+                os.close(fd)
+
+    def _listen(self, conn: Conn) -> None:
+        conn.execute(f"LISTEN {CHANNEL}")
+
+    def _run(self) -> None:
+        backend = self._backend
+        pause = 0.0
+        while not self._stop.is_set():
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = self._reconnect(pause)
+                if conn is None:
+                    pause = min(5.0, max(0.1, pause * 2))
+                    continue
+                pause = 0.0
+            try:
+                timeout = 0.2 if backend._redeliver_cancels() else 30.0
+                ready, _, _ = select.select([conn.pgconn.socket, self._wake_r], [], [], timeout)
+                if self._wake_r in ready or self._stop.is_set():
+                    return
+                if not ready:
+                    continue
+                conn.pgconn.consume_input()
+                if conn.pgconn.status != pq.ConnStatus.OK:
+                    raise psycopg.OperationalError("the listener's connection was lost")
+                while True:
+                    notify = conn.pgconn.notifies()
+                    if notify is None:
+                        break
+                    self._dispatch(notify.extra.decode("utf-8", "replace"))
+            except (psycopg.Error, OSError, ValueError) as exc:
+                if self._stop.is_set():
+                    return
+                logger.warning("neoq: the PostgreSQL listener lost its connection (%s); reconnecting", exc)
+                self._conn = None
+                _close_quietly(conn)
+            except Exception:  # pragma: no cover - keep the wake-ups alive whatever happens
+                logger.exception("neoq: the PostgreSQL listener failed; reconnecting")
+                self._conn = None
+                _close_quietly(conn)
+
+    def _dispatch(self, payload: str) -> None:
+        kind, _, value = payload.partition(":")
+        if kind == "q":
+            self._backend._signal({value})
+        elif kind == "c":
+            self._backend._on_cancel(value)
+
+    def _reconnect(self, pause: float) -> Conn | None:
+        if pause and self._wait(pause):
+            return None
+        backend = self._backend
+        try:
+            conn = backend._connect(backend._listen_kwargs)
+        except BackendConnectionError as exc:
+            logger.debug("neoq: the PostgreSQL listener cannot reconnect yet: %s", exc)
+            return None
+        try:
+            self._listen(conn)
+            held = backend._held_ids()
+            pending = conn.execute(QUERIES["pending_cancels"], {"ids": held}).fetchall() if held else []
+        except psycopg.Error as exc:
+            logger.debug("neoq: the PostgreSQL listener cannot listen yet: %s", exc)
+            _close_quietly(conn)
+            return None
+        if self._stop.is_set():
+            _close_quietly(conn)
+            return None
+        self._conn = conn
+        logger.info("neoq: the PostgreSQL listener is connected again")
+        # Notifications sent while it was away are lost: every waiting claim looks again.
+        backend._signal(None)
+        for (job_id,) in pending:
+            backend._on_cancel(str(job_id))
+        return conn
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` unless stopped; True if stopped."""
+        with suppress(OSError, ValueError):
+            select.select([self._wake_r], [], [], seconds)
+        return self._stop.is_set()

@@ -1,0 +1,76 @@
+"""Numbered schema migrations, applied in order under an advisory lock.
+
+Each ``sql/migrations/NNNN_name.sql`` file runs once per database, in its own step of one
+transaction that holds ``pg_advisory_xact_lock``; the versions applied are recorded in
+``neoq_migrations``. Several processes starting at once queue on the lock: the first applies
+what is missing, the others find it done.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import psycopg
+
+__all__ = ["MIGRATIONS_LOCK_ID", "available_migrations", "migrate"]
+
+logger = logging.getLogger(__name__)
+
+#: The advisory lock key neoq's migrations take ("neoqmigr" as 8 bytes).
+MIGRATIONS_LOCK_ID = int.from_bytes(b"neoqmigr", "big") & 0x7FFFFFFFFFFFFFFF
+
+_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS neoq_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@lru_cache(maxsize=1)
+def available_migrations() -> tuple[tuple[int, str, str], ...]:
+    """Return ``(version, name, sql)`` of every migration shipped with neoq, in order."""
+    folder = resources.files(__package__).joinpath("sql").joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = _FILE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [version for version, _, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"neoq migrations must be numbered 1..n without gaps, found {versions}")
+    return tuple(found)
+
+
+def migrate(conn: psycopg.Connection[Any]) -> list[int]:
+    """Apply the migrations ``conn``'s database lacks; return the versions applied.
+
+    ``conn`` must be idle in autocommit mode. Everything happens in one transaction, so a
+    failed migration leaves the schema as it was.
+    """
+    applied_now: list[int] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATIONS_LOCK_ID])
+        conn.execute(_CREATE_TABLE)
+        done = {row[0] for row in conn.execute("SELECT version FROM neoq_migrations").fetchall()}
+        for version, name, text in available_migrations():
+            if version in done:
+                continue
+            logger.info("neoq: applying PostgreSQL migration %04d_%s", version, name)
+            conn.execute(text.encode("utf-8"))
+            conn.execute("INSERT INTO neoq_migrations (version, name) VALUES (%s, %s)", [version, name])
+            applied_now.append(version)
+        newer = sorted(done - {version for version, _, _ in available_migrations()})
+        if newer:
+            logger.warning(
+                "neoq: the database has schema versions %s that this neoq does not know; upgrade neoq", newer
+            )
+    return applied_now

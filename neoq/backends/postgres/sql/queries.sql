@@ -1,0 +1,171 @@
+-- Named queries of the PostgreSQL backend, loaded once by neoq.backends.postgres.queries.
+--
+-- A block starts with "-- name: <name>" and runs to the next one. Every value is a bound
+-- parameter (%(name)s); the notification channel is a parameter of pg_notify().
+-- Job columns come back in the order of neoq.backends.postgres.backend._JOB_COLUMNS.
+
+-- name: claim
+-- Lock the next due job of a queue, or, when there is none, say when the next one comes due
+-- (seconds from now, by the database's clock) and whether due jobs exist that others hold.
+WITH job AS (
+    SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
+           j.error, j.created_at
+    FROM neoq_jobs j
+    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
+    ORDER BY j.run_after, j.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
+       job.retries, job.error, job.created_at,
+       EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
+       NULL::float8 AS next_due,
+       false AS busy
+FROM job
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
+        FROM neoq_jobs n
+        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()),
+       EXISTS (SELECT 1 FROM neoq_jobs b WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now())
+WHERE NOT EXISTS (SELECT 1 FROM job);
+
+-- name: count_attempt
+-- Runs on a second connection, committed before the handler starts (see backend._count_attempt).
+INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at)
+VALUES (%(id)s, 1, clock_timestamp())
+ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at
+RETURNING a.attempts, a.ran_at;
+
+-- name: settle
+-- Store an attempt's outcome in the claim's transaction. A cancellation request that arrived
+-- while the job ran turns a retry (or a put-back at shutdown) into CANCELLED.
+WITH cancel AS (
+    DELETE FROM neoq_cancellations WHERE job_id = %(id)s RETURNING job_id
+), outcome AS (
+    SELECT CASE WHEN %(status)s::text = 'new' AND EXISTS (SELECT 1 FROM cancel) THEN 'cancelled'
+                ELSE %(status)s::text END AS status
+)
+UPDATE neoq_jobs j
+SET status = o.status,
+    error = %(error)s,
+    run_after = coalesce(%(run_after)s, j.run_after),
+    retries = coalesce(%(retries)s, j.retries),
+    finished_at = CASE WHEN o.status = 'new' THEN NULL ELSE now() END
+FROM outcome o
+WHERE j.id = %(id)s
+RETURNING j.status, CASE WHEN j.status = 'new' THEN pg_notify(%(channel)s, 'q:' || j.queue) IS NULL END;
+
+-- name: enqueue
+-- Insert a batch in one statement; each row notifies its queue (PostgreSQL folds identical
+-- notifications of one transaction, and delivers them only on commit).
+WITH ins AS (
+    INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries)
+    SELECT t.queue, t.fingerprint, t.payload::json, coalesce(t.run_after, now()), t.deadline, t.max_retries
+    FROM unnest(%(queues)s::text[], %(fingerprints)s::text[], %(payloads)s::text[],
+                %(run_afters)s::timestamptz[], %(deadlines)s::timestamptz[], %(max_retries)s::integer[])
+         WITH ORDINALITY AS t(queue, fingerprint, payload, run_after, deadline, max_retries, ord)
+    ORDER BY t.ord
+    RETURNING id, queue
+)
+SELECT ins.id, pg_notify(%(channel)s, 'q:' || ins.queue) IS NULL FROM ins ORDER BY ins.id;
+
+-- name: find_duplicate
+-- The waiting job that holds the fingerprint of one of a batch's jobs, in batch order.
+SELECT j.id
+FROM unnest(%(queues)s::text[], %(fingerprints)s::text[]) WITH ORDINALITY AS t(queue, fingerprint, ord)
+JOIN neoq_jobs j ON j.queue = t.queue AND j.fingerprint = t.fingerprint AND j.status = 'new'
+ORDER BY t.ord
+LIMIT 1;
+
+-- name: get_job
+SELECT j.id, j.queue, j.fingerprint, j.payload, j.status, j.run_after, j.deadline, j.max_retries, j.retries,
+       coalesce(a.attempts, 0), j.error, j.created_at, a.ran_at
+FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id
+WHERE j.id = %(id)s;
+
+-- name: list_jobs
+SELECT j.id, j.queue, j.fingerprint, j.payload, j.status, j.run_after, j.deadline, j.max_retries, j.retries,
+       coalesce(a.attempts, 0), j.error, j.created_at, a.ran_at
+FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id
+WHERE (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+  AND (%(status)s::text IS NULL OR j.status = %(status)s::text)
+ORDER BY j.id DESC
+LIMIT %(limit)s;
+
+-- name: stats
+SELECT queue, status, count(*) FROM neoq_jobs GROUP BY queue, status;
+
+-- name: retry_job
+-- A finished job becomes due now with fresh counters; its queue is woken on commit.
+WITH job AS (
+    UPDATE neoq_jobs
+    SET status = 'new', run_after = now(), retries = 0, error = NULL, finished_at = NULL
+    WHERE id = %(id)s AND status <> 'new'
+    RETURNING id, queue
+), attempts AS (
+    DELETE FROM neoq_attempts a USING job WHERE a.job_id = job.id
+), cancels AS (
+    DELETE FROM neoq_cancellations c USING job WHERE c.job_id = job.id
+)
+SELECT job.queue, pg_notify(%(channel)s, 'q:' || job.queue) IS NULL FROM job;
+
+-- name: job_status
+SELECT status FROM neoq_jobs WHERE id = %(id)s;
+
+-- name: fingerprint_holder
+-- The waiting job that holds the same queue and fingerprint as job %(id)s.
+SELECT h.id
+FROM neoq_jobs j JOIN neoq_jobs h ON h.queue = j.queue AND h.fingerprint = j.fingerprint AND h.status = 'new'
+WHERE j.id = %(id)s AND h.id <> j.id;
+
+-- name: cancel_waiting
+-- A waiting job nobody holds becomes CANCELLED at once; a held (running) one is skipped.
+UPDATE neoq_jobs
+SET status = 'cancelled', finished_at = now()
+WHERE id = (SELECT id FROM neoq_jobs WHERE id = %(id)s AND status = 'new' FOR UPDATE SKIP LOCKED)
+RETURNING id;
+
+-- name: request_cancel
+-- A running job: leave a durable request and tell every client; its holder acts on it.
+WITH request AS (
+    INSERT INTO neoq_cancellations (job_id) VALUES (%(id)s) ON CONFLICT (job_id) DO NOTHING
+)
+SELECT pg_notify(%(channel)s, 'c:' || %(id)s::text) IS NULL;
+
+-- name: pending_cancels
+SELECT job_id FROM neoq_cancellations WHERE job_id = ANY(%(ids)s::bigint[]);
+
+-- name: record_tick
+INSERT INTO neoq_ticks (key, tick) VALUES (%(key)s, %(tick)s) ON CONFLICT (key, tick) DO NOTHING RETURNING key;
+
+-- name: tick_job
+UPDATE neoq_ticks SET job_id = %(job_id)s WHERE key = %(key)s AND tick = %(tick)s;
+
+-- name: last_tick
+SELECT max(tick) FROM neoq_ticks WHERE key = %(key)s;
+
+-- name: prune
+-- One small batch of finished jobs; rows someone holds (retry_job) are skipped, never waited for.
+WITH doomed AS (
+    SELECT id FROM neoq_jobs
+    WHERE status <> 'new' AND (
+           (status = 'processed' AND finished_at < %(processed)s::timestamptz)
+        OR (status = 'failed' AND finished_at < %(failed)s::timestamptz)
+        OR (status = 'cancelled' AND finished_at < %(cancelled)s::timestamptz))
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM neoq_jobs j USING doomed d WHERE j.id = d.id RETURNING j.id
+), attempts AS (
+    DELETE FROM neoq_attempts a USING gone g WHERE a.job_id = g.id
+), cancels AS (
+    DELETE FROM neoq_cancellations c USING gone g WHERE c.job_id = g.id
+)
+SELECT count(*) FROM gone;
+
+-- name: prune_ticks
+-- Tick records older than the cutoff, except each schedule's latest (last_tick() reads it).
+DELETE FROM neoq_ticks t
+WHERE t.tick < %(cutoff)s::timestamptz
+  AND t.tick < (SELECT max(m.tick) FROM neoq_ticks m WHERE m.key = t.key);

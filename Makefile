@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint format bench docs clean
+.PHONY: help venv demo test test-fast lint format bench docs tox tox-extra dist smoke clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,31 @@ $(VENV)/.docs-installed: $(STAMP) setup.cfg
 
 docs: $(VENV)/.docs-installed ## build the HTML documentation into site/ (mkdocs, warnings are errors)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+# tox looks for python3.X on PATH; pyenv's shims answer only for its global version, so put every
+# installed 3.x interpreter on PATH for tox.
+PYENV_ROOT ?= $(HOME)/.pyenv
+empty :=
+space := $(empty) $(empty)
+TOX_PATH := $(subst $(space),:,$(strip $(wildcard $(PYENV_ROOT)/versions/3.1[0-9]*/bin) $(PATH)))
+TOX := PATH="$(TOX_PATH)" $(VENV)/bin/tox
+
+$(VENV)/.tox-installed: $(STAMP)
+	$(PY) -m pip install --quiet 'tox>=4.11' 'build>=1.2'
+	touch $@
+
+tox: $(VENV)/.tox-installed ## the matrix: Python 3.10-3.13, PostgreSQL 14-18, lint, type, docs (TOX_ARGS=...)
+	$(TOX) $(TOX_ARGS)
+
+tox-extra: $(VENV)/.tox-installed ## CI's extra leg: the PostgreSQL tests on Python 3.12 and PostgreSQL 16
+	$(TOX) -e py312-pg16 --skip-missing-interpreters false -- -q -m "postgres and not slow"
+
+dist: $(VENV)/.tox-installed ## build the wheel and the sdist into dist/
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+
+smoke: dist ## install the wheel and the sdist in clean virtualenvs and check they work
+	$(PY) tools/smoke_dist.py dist
 
 clean: ## remove the virtualenv and build leftovers
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

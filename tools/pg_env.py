@@ -162,8 +162,19 @@ def cluster(major: int) -> Iterator[str]:
         subprocess.run(
             _as_user(
                 user,
-                [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-o", options, "-w",
-                 "-t", str(START_TIMEOUT), "start"],
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(logfile),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    str(START_TIMEOUT),
+                    "start",
+                ],
             ),
             check=True,
             env=env,

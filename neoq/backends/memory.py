@@ -19,13 +19,12 @@ import math
 import queue as queue_module
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigurationError, DuplicateJobError, JobNotFoundError
-from ..job import Job, JobStatus
+from ..job import Job, JobStatus, evolve
 from .base import Backend, Claim, Outcome
 
 __all__ = ["MemoryBackend"]
@@ -110,7 +109,7 @@ class MemoryBackend(Backend):
         for job in jobs:
             seq = next(self._ids)
             job_id = str(seq)
-            stored = replace(job, id=job_id, created_at=now, run_after=job.run_after or now)
+            stored = evolve(job, id=job_id, created_at=now, run_after=job.run_after or now)
             record = _Record(stored, _dumps(job.payload), seq)
             self._records[job_id] = record
             self._unique[(job.queue, job.fingerprint or "")] = job_id
@@ -182,9 +181,9 @@ class MemoryBackend(Backend):
                 ):
                     continue
                 record.claimed = True
-                record.job = job = replace(record.job, attempts=record.job.attempts + 1, ran_at=clock.now())
+                record.job = job = evolve(record.job, attempts=record.job.attempts + 1, ran_at=clock.now())
                 text = record.payload_text
-            return Claim(replace(job, payload=json.loads(text)), token=version)
+            return Claim(evolve(job, payload=json.loads(text)), token=version)
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
         job_id = claim.job.id or ""
@@ -197,7 +196,7 @@ class MemoryBackend(Backend):
             status = outcome.status
             if status is JobStatus.NEW:
                 record.version += 1
-                record.job = replace(
+                record.job = evolve(
                     job,
                     error=outcome.error,
                     run_after=outcome.run_after or self._clock.now(),
@@ -205,7 +204,7 @@ class MemoryBackend(Backend):
                 )
                 self._schedule(record, self._clock.now())
                 return
-            record.job = replace(job, status=status, error=None if status is JobStatus.PROCESSED else outcome.error)
+            record.job = evolve(job, status=status, error=None if status is JobStatus.PROCESSED else outcome.error)
             record.finished_at = self._clock.now()
             self._unique.pop((job.queue, job.fingerprint or ""), None)
 
@@ -254,7 +253,7 @@ class MemoryBackend(Backend):
             if record is None:
                 return None
             job, text = record.job, record.payload_text
-        return replace(job, payload=json.loads(text))
+        return evolve(job, payload=json.loads(text))
 
     def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
         with self._lock:
@@ -264,7 +263,7 @@ class MemoryBackend(Backend):
                 if (queue is None or record.job.queue == queue) and (status is None or record.job.status is status)
             ]
         records.sort(key=lambda item: item[0], reverse=True)
-        return [replace(job, payload=json.loads(text)) for _, job, text in records[:limit]]
+        return [evolve(job, payload=json.loads(text)) for _, job, text in records[:limit]]
 
     def retry_job(self, job_id: str) -> None:
         with self._lock:
@@ -281,7 +280,7 @@ class MemoryBackend(Backend):
             now = self._clock.now()
             self._unique[key] = job.id or ""
             record.version += 1
-            record.job = replace(job, status=JobStatus.NEW, run_after=now, retries=0, attempts=0, error=None)
+            record.job = evolve(job, status=JobStatus.NEW, run_after=now, retries=0, attempts=0, error=None)
             self._schedule(record, now)
 
     def cancel_job(self, job_id: str) -> None:
@@ -293,7 +292,7 @@ class MemoryBackend(Backend):
             running = record.claimed
             if not running:
                 record.version += 1
-                record.job = replace(job, status=JobStatus.CANCELLED)
+                record.job = evolve(job, status=JobStatus.CANCELLED)
                 record.finished_at = self._clock.now()
                 self._unique.pop((job.queue, job.fingerprint or ""), None)
         if running:

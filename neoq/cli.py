@@ -178,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="list jobs, newest first")
-    listing.add_argument("--queue", metavar="Q")
-    listing.add_argument("--status", choices=[status.value for status in JobStatus])
+    listing.add_argument("--queue", metavar="Q", help="only jobs of this queue")
+    listing.add_argument("--status", choices=[status.value for status in JobStatus], help="only jobs in this status")
     listing.add_argument("--limit", type=_non_negative_int, default=100, metavar="N", help="at most N (default 100)")
     listing.set_defaults(func=_cmd_jobs_list)
     for name, func, text in (

@@ -60,9 +60,7 @@ def _backend_from_url(url: str, options: dict[str, Any], clock: Clock) -> Backen
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme == "memory":
         if options:
-            raise ConfigurationError(
-                f"memory:// takes no backend options; got {', '.join(sorted(options))}"
-            )
+            raise ConfigurationError(f"memory:// takes no backend options; got {', '.join(sorted(options))}")
         return MemoryBackend(clock=clock)
     if scheme in ("postgresql", "postgres"):
         from .backends.postgres import PostgresBackend
@@ -106,9 +104,7 @@ def new(
         raise ConfigurationError("give neoq.new() either a url or a backend, not both")
     if backend is not None:
         if not isinstance(backend, Backend):
-            raise ConfigurationError(
-                f"backend must be a neoq.backends.Backend instance, not {type(backend).__name__}"
-            )
+            raise ConfigurationError(f"backend must be a neoq.backends.Backend instance, not {type(backend).__name__}")
         if options:
             raise ConfigurationError(
                 f"backend options ({', '.join(sorted(options))}) go to the backend's own constructor "

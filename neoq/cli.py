@@ -276,9 +276,7 @@ def _cmd_enqueue(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise CommandError(f"the payload is not valid JSON ({exc}); give an object like '{{\"to\": 7}}'") from None
     if not isinstance(payload, dict):
-        raise CommandError(
-            f"the payload must be a JSON object like '{{\"to\": 7}}', not a JSON {_json_kind(payload)}"
-        )
+        raise CommandError(f"the payload must be a JSON object like '{{\"to\": 7}}', not a JSON {_json_kind(payload)}")
     job = Job(
         queue=args.queue,
         payload=payload,
@@ -325,8 +323,15 @@ def _cmd_jobs_list(args: argparse.Namespace) -> int:
     with _client(args, shared=True) as nq:
         jobs = nq.list_jobs(queue=args.queue, status=args.status, limit=args.limit)
     rows = [
-        [job.id or "", job.queue, job.status.value, str(job.attempts), _when(job.created_at),
-         _when(job.run_after), _truncate(job.error or "", 60)]
+        [
+            job.id or "",
+            job.queue,
+            job.status.value,
+            str(job.attempts),
+            _when(job.created_at),
+            _when(job.run_after),
+            _truncate(job.error or "", 60),
+        ]
         for job in jobs
     ]
     headers = ["ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "RUN AFTER", "ERROR"]
@@ -462,7 +467,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     served = sorted(nq.handlers) if queues is None else sorted(set(queues))
     if not served:
         raise CommandError(
-            f"{args.app} has no handlers: register them with @nq.handler(\"queue\") before running a worker"
+            f'{args.app} has no handlers: register them with @nq.handler("queue") before running a worker'
         )
     unknown = sorted(set(served) - set(nq.handlers))
     if unknown:
@@ -472,7 +477,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     signals = _install_signal_handlers(nq)
     logger.info(
         "neoq worker %s (pid %d) on %s: serving %s; stop with SIGTERM or SIGINT",
-        args.app, os.getpid(), mask_secrets(repr(nq.backend)), ", ".join(served),
+        args.app,
+        os.getpid(),
+        mask_secrets(repr(nq.backend)),
+        ", ".join(served),
     )
     try:
         nq.run(served, install_signal_handlers=False)
@@ -498,7 +506,8 @@ def _install_signal_handlers(nq: Neoq) -> dict[int, Any]:
         received.append(signum)
         logger.warning(
             "neoq: signal %d: finishing running jobs (up to %gs); send it again to exit at once",
-            signum, nq.shutdown_timeout,
+            signum,
+            nq.shutdown_timeout,
         )
         nq.stop()
 
@@ -615,4 +624,3 @@ def _when(value: datetime | None) -> str:
 def _truncate(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
-

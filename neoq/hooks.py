@@ -98,7 +98,10 @@ class Hooks:
             except Exception:
                 self._log.exception(
                     "neoq: %s hook %r raised for job %s (queue %r); ignored",
-                    event.name, hook, event.job.id, event.job.queue,
+                    event.name,
+                    hook,
+                    event.job.id,
+                    event.job.queue,
                 )
 
     # -- called by the client and the worker runtime -------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -184,3 +184,31 @@ def test_pruning_that_fails_or_hangs_never_blocks_jobs(caplog):
         assert any("pruning finished jobs failed (the store is down)" in r.getMessage() for r in caplog.records)
         backend.fail = False
         wait_for(lambda: nq.stats().get("q", {}).get("processed", 0) == 0, timeout=10)
+
+
+@pytest.mark.postgres
+def test_short_ages_are_pruned_on_postgres(pg_clean):
+    with neoq.new(pg_clean, retention_processed=1.0, retention_failed=2.5, shutdown_timeout=5) as nq:
+
+        def handler(job: Job) -> None:
+            if job.payload.get("fail"):
+                raise RuntimeError("fails")
+
+        nq.start("retention-pg", handler, max_retries=0)
+        ok = nq.enqueue(Job(queue="retention-pg", payload={"ok": 1}))
+        bad = nq.enqueue(Job(queue="retention-pg", payload={"fail": 1}))
+        cancelled = nq.enqueue(Job(queue="retention-pg", payload={"later": 1}, run_after=far_future()))
+        nq.cancel_job(cancelled)
+        waiting = nq.enqueue(Job(queue="retention-pg", payload={"later": 2}, run_after=far_future()))
+        wait_for(lambda: nq.get_job(ok).status is JobStatus.PROCESSED and nq.get_job(bad).status is JobStatus.FAILED)
+        finished = time.monotonic()
+        wait_for(lambda: nq.get_job(ok) is None and nq.get_job(cancelled) is None, timeout=10)
+        assert time.monotonic() - finished >= 0.9
+        assert nq.get_job(bad) is not None
+        wait_for(lambda: nq.get_job(bad) is None, timeout=10)
+        assert time.monotonic() - finished >= 2.4
+        assert nq.get_job(waiting).status is JobStatus.NEW  # never pruned
+
+
+def far_future() -> datetime:
+    return datetime.now(timezone.utc) + timedelta(days=1)

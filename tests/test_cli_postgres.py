@@ -1,0 +1,197 @@
+"""The ``neoq`` command and job management against a real PostgreSQL server, across processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+from cli_helpers import NeoqProcess, neoq_env, run_neoq
+
+import neoq
+from neoq import Job, JobStatus, cli
+from neoq.testing import wait_for
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def nq(pg_clean: str) -> Iterator[neoq.Neoq]:
+    client = neoq.new(pg_clean, shutdown_timeout=5)
+    yield client
+    client.shutdown()
+
+
+@pytest.fixture
+def worker(pg_clean: str) -> Iterator[object]:
+    started: list[NeoqProcess] = []
+
+    def start(*extra: str, shutdown: float = 5.0) -> NeoqProcess:
+        env = neoq_env(CLI_APP_SHUTDOWN=str(shutdown))
+        process = NeoqProcess(["--url", pg_clean, *extra, "worker", "cli_app:make"], env=env)
+        started.append(process)
+        # Ready once the worker has logged that it serves its queues.
+        process.expect_log("serving other, work", timeout=15)
+        return process
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_commands_in_process(pg_clean, nq, capsys):
+    url = pg_clean
+    status, out, _ = main(capsys, "--url", url, "migrate")
+    assert status == 0 and out.strip().endswith("schema is up to date")
+    status, out, _ = main(capsys, "--url", url, "--json", "enqueue", "mail", '{"to": 1}', "--max-retries", "3")
+    first = json.loads(out)["id"]
+    status, out, _ = main(capsys, "--url", url, "enqueue", "mail", '{"to": 2}', "--run-after", "2099-01-01T00:00Z")
+    second = out.strip()
+    assert status == 0 and nq.get_job(second).run_after.year == 2099
+    assert nq.get_job(first).max_retries == 3
+
+    status, out, _ = main(capsys, "--url", url, "jobs", "list", "--queue", "mail")
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "RUN", "AFTER", "ERROR"]
+    assert [line.split()[0] for line in lines[1:]] == [second, first]  # newest first
+    assert lines[0].index("STATUS") == lines[1].index("new")  # aligned
+    status, out, _ = main(capsys, "--url", url, "--json", "jobs", "list", "--status", "new", "--limit", "1")
+    assert [job["id"] for job in json.loads(out)] == [second]
+
+    status, out, _ = main(capsys, "--url", url, "jobs", "show", first)
+    assert status == 0 and "queue" in out and '"to": 1' in out
+    status, out, _ = main(capsys, "--url", url, "--json", "jobs", "show", first)
+    assert json.loads(out)["payload"] == {"to": 1} and json.loads(out)["status"] == "new"
+
+    status, out, _ = main(capsys, "--url", url, "jobs", "cancel", first)
+    assert out.strip() == f"job {first} cancelled" and nq.get_job(first).status is JobStatus.CANCELLED
+    status, out, _ = main(capsys, "--url", url, "jobs", "cancel", first)
+    assert "already finished (cancelled); nothing changed" in out
+    status, out, _ = main(capsys, "--url", url, "--json", "jobs", "retry", first)
+    assert json.loads(out) == {"id": first, "status": "new"}
+    status, out, _ = main(capsys, "--url", url, "jobs", "retry", first)
+    assert "already waiting or running" in out
+
+    status, out, _ = main(capsys, "--url", url, "stats")
+    assert out.splitlines()[0].split() == ["QUEUE", "NEW", "PROCESSED", "FAILED", "CANCELLED"]
+    assert out.splitlines()[1].split() == ["mail", "2", "0", "0", "0"]
+    status, out, _ = main(capsys, "--url", url, "--json", "stats")
+    assert json.loads(out) == {"mail": {"new": 2, "processed": 0, "failed": 0, "cancelled": 0}}
+
+    for action in ("show", "retry", "cancel"):
+        for job_id in ("987654321", "not-a-number"):
+            status, out, err = main(capsys, "--url", url, "jobs", action, job_id)
+            assert status == 1 and out == "" and err == f"neoq: error: no job has id {job_id!r}\n", (action, err)
+
+
+def test_empty_store_and_duplicates(pg_clean, capsys):
+    status, out, _ = main(capsys, "--url", pg_clean, "jobs", "list")
+    assert (status, out) == (0, "no jobs\n")
+    status, out, _ = main(capsys, "--url", pg_clean, "stats")
+    assert (status, out) == (0, "no jobs\n")
+    assert main(capsys, "--url", pg_clean, "enqueue", "dup", "{}")[0] == 0
+    status, out, err = main(capsys, "--url", pg_clean, "enqueue", "dup", "{}")
+    assert status == 1 and err.startswith("neoq: error: ") and err.count("\n") == 1
+
+
+def test_unreachable_server_and_password_masking():
+    result = run_neoq(["--url", "postgresql://app:hunter2@127.0.0.1:1/app", "stats"])
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("neoq: error: ") and "127.0.0.1" in lines[0]
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_subprocess_commands_share_the_database(pg_clean, nq):
+    env = neoq_env(NEOQ_URL=pg_clean)  # the URL from the environment this time
+    result = run_neoq(["enqueue", "shared", '{"n": 1}'], env=env)
+    assert result.returncode == 0 and result.stderr == ""
+    job_id = result.stdout.strip()
+    assert nq.get_job(job_id).payload == {"n": 1}
+    result = run_neoq(["--json", "jobs", "show", job_id], env=env)
+    assert json.loads(result.stdout)["queue"] == "shared"
+
+
+def test_worker_drains_on_sigterm_and_exits_0(worker, nq):
+    process = worker()
+    job_id = nq.enqueue(Job(queue="work", payload={"sleep": 0.8}))
+    assert process.expect("started", timeout=10) == f"started {job_id}"
+    process.send(signal.SIGTERM)
+    assert process.expect("finished") == f"finished {job_id}"
+    assert process.wait(10) == 0
+    assert nq.get_job(job_id).status is JobStatus.PROCESSED
+
+
+def test_second_signal_exits_at_once_and_the_job_runs_again(worker, nq):
+    process = worker(shutdown=60)
+    job_id = nq.enqueue(Job(queue="work", payload={"sleep": 60, "stubborn": True}))
+    process.expect("started", timeout=10)
+    process.send(signal.SIGTERM)
+    process.expect_log("finishing running jobs")
+    process.send(signal.SIGTERM)
+    assert process.wait(5) == 143
+    # The attempt's transaction died with the process: the job is waiting again, its attempt counted.
+    job = wait_for(lambda: (j := nq.get_job(job_id)) is not None and j.status is JobStatus.NEW and j)
+    assert job.attempts == 1
+    again = worker(shutdown=60)
+    assert again.expect("started", timeout=10) == f"started {job_id}"
+    again.send(signal.SIGINT)
+    again.expect_log("finishing running jobs")
+    again.send(signal.SIGINT)
+    assert again.wait(5) == 130
+
+
+def test_cancel_reaches_a_job_running_in_another_process_within_1s(worker, nq):
+    process = worker()
+    job_id = nq.enqueue(Job(queue="work", payload={"sleep": 30}))
+    process.expect("started", timeout=10)
+    asked = time.monotonic()
+    nq.cancel_job(job_id)
+    assert process.expect("cancelled", timeout=5) == f"cancelled {job_id}"
+    assert time.monotonic() - asked < 1.0
+    wait_for(lambda: nq.get_job(job_id).status is JobStatus.CANCELLED)
+    assert any(f"job {job_id} queue='work' attempt=1 cancelled after" in line for line in process.stderr)
+    process.send(signal.SIGTERM)
+    assert process.wait(10) == 0
+
+
+def test_cli_cancel_of_a_running_job(worker, pg_clean, nq):
+    process = worker()
+    job_id = nq.enqueue(Job(queue="work", payload={"sleep": 30}))
+    process.expect("started", timeout=10)
+    result = run_neoq(["--url", pg_clean, "jobs", "cancel", job_id])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in (
+        f"job {job_id} is running: its worker was asked to stop it, and it will end cancelled",
+        f"job {job_id} cancelled",  # the worker was faster than the command's second read
+    )
+    assert process.expect("cancelled", timeout=1.0) == f"cancelled {job_id}"
+    wait_for(lambda: nq.get_job(job_id).status is JobStatus.CANCELLED)
+    process.send(signal.SIGTERM)
+    assert process.wait(10) == 0
+
+
+def test_retry_and_stats_after_a_worker_ran_jobs(worker, nq, pg_clean):
+    process = worker()
+    ok = nq.enqueue(Job(queue="work", payload={"sleep": 0}))
+    bad = nq.enqueue(Job(queue="work", payload={"fail": True}, max_retries=0))
+    wait_for(lambda: nq.get_job(bad).status is JobStatus.FAILED and nq.get_job(ok).status is JobStatus.PROCESSED)
+    assert nq.stats()["work"] == {"new": 0, "processed": 1, "failed": 1, "cancelled": 0}
+    assert nq.get_job(bad).error == "RuntimeError: asked to fail"
+    result = run_neoq(["--url", pg_clean, "jobs", "list", "--status", "failed"])
+    assert result.stdout.splitlines()[1].split()[:4] == [bad, "work", "failed", "1"]
+    assert "RuntimeError: asked to fail" in result.stdout
+    process.expect(f"started {bad}")  # the first run
+    nq.retry_job(bad)
+    process.expect(f"started {bad}", timeout=10)  # run again (and it fails again: the payload says so)
+    wait_for(lambda: nq.get_job(bad).status is JobStatus.FAILED and nq.get_job(bad).attempts == 1)
+    process.send(signal.SIGTERM)
+    assert process.wait(10) == 0

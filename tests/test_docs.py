@@ -179,9 +179,7 @@ def test_examples_run(path: Path, request: pytest.FixtureRequest) -> None:
     blocks = [block for block in extract_blocks(path.read_text(encoding="utf-8"), relative) if block.run]
     if any(PG_PLACEHOLDER in block.code for block in blocks):
         url = _pg_url(request)
-        blocks = [
-            Block(block.path, block.line, block.code.replace(PG_PLACEHOLDER, url), block.run) for block in blocks
-        ]
+        blocks = [Block(block.path, block.line, block.code.replace(PG_PLACEHOLDER, url), block.run) for block in blocks]
     env = {key: value for key, value in os.environ.items() if key != "NEOQ_URL"}
     result = run_blocks(blocks, env)
     if result.returncode != 0:
@@ -238,11 +236,14 @@ def test_runner_shares_a_namespace_and_names_the_failing_line() -> None:
     assert result.returncode == 1
     assert 'File "sample.md", line 16' in result.stderr
     assert "the block at sample.md:15 raised" in result.stderr
-    assert run_blocks(blocks[:1] + [Block("sample.md", 15, "assert x + 1 == 2\n", True)]).returncode == 0
+    assert run_blocks([*blocks[:1], Block("sample.md", 15, "assert x + 1 == 2\n", True)]).returncode == 0
 
 
 def test_runner_refuses_a_block_that_leaves_threads_running() -> None:
-    code = "import threading\nthreading.Thread(target=threading.Event().wait, args=(5,), name='neoq-leak', daemon=True).start()\n"
+    code = (
+        "import threading\n"
+        "threading.Thread(target=threading.Event().wait, args=(5,), name='neoq-leak', daemon=True).start()\n"
+    )
     result = run_blocks([Block("leak.md", 3, code, True)])
     assert result.returncode == 1
     assert "left neoq threads running: ['neoq-leak']" in result.stderr

@@ -385,3 +385,152 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         if time.monotonic() >= end:
             raise AssertionError(f"timed out after {timeout}s waiting until {what}")
         time.sleep(interval)
+
+
+# -- worker processes --------------------------------------------------------------------------
+
+#: Handlers in worker processes record what they did here (through the job's transaction).
+EFFECTS_TABLE = """
+CREATE TABLE IF NOT EXISTS neoq_test_effects (
+    job_id   bigint NOT NULL,
+    queue    text NOT NULL,
+    pid      integer NOT NULL,
+    attempt  integer NOT NULL,
+    started  double precision NOT NULL,
+    run_after double precision
+)
+"""
+
+
+@pytest.fixture
+def pg_effects(pg_url: str) -> str:
+    """Make sure the effects table of worker processes exists; returns the database URL."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(4242)")
+        try:
+            conn.execute(EFFECTS_TABLE)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(4242)")
+    return pg_url
+
+
+class WorkerProcess:
+    """A ``neoq`` worker in a child process running ``_worker_main`` with ``spec``.
+
+    ``spec``: ``{"url": ..., "app": application_name, "queues": {name: {"concurrency": n,
+    "timeout": s, "max_retries": n, "backoff": s}}}``. What each job does is in its payload
+    (see ``_handle``). ``stop()`` sends SIGTERM and returns the child's report.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        import json
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), json.dumps(spec)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"worker process did not start: {line!r} (exit {self.proc.wait()})")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 30) -> dict[str, Any]:
+        import json
+        import signal
+
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"worker process exited {self.proc.returncode}: {out!r}")
+        report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return report
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait(30)
+
+
+def _worker_main(spec_text: str) -> None:  # pragma: no cover - runs in a child process
+    import json
+    import logging
+    import signal
+
+    import neoq
+
+    spec = json.loads(spec_text)
+    logging.basicConfig(level=logging.WARNING)
+    lock = threading.Lock()
+    running: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    def handle(job: neoq.Job) -> None:
+        started = time.time()
+        context = neoq.job_context()
+        assert context is not None
+        conn = context.transaction
+        payload = job.payload
+        with lock:
+            running[job.queue] = running.get(job.queue, 0) + 1
+            peak[job.queue] = max(peak.get(job.queue, 0), running[job.queue])
+        try:
+            mode = payload.get("mode", "effect")
+            if mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if mode == "block_once" and job.attempts == 1:
+                Path(payload["flag"]).write_text(str(os.getpid()))
+                threading.Event().wait()
+            if mode == "wait_cancel":
+                Path(payload["flag"]).write_text(str(time.time()))
+                if context.cancelled.wait(30):
+                    Path(payload["flag"] + ".cancelled").write_text(str(time.time()))
+                return
+            if mode == "fail_once" and job.attempts == 1:
+                conn.execute(
+                    "INSERT INTO neoq_test_effects VALUES (%s, %s, %s, %s, %s, %s)",
+                    [int(job.id or 0), job.queue, -1, job.attempts, started, None],
+                )
+                raise RuntimeError("the first attempt fails")
+            if payload.get("sleep"):
+                time.sleep(payload["sleep"])
+            run_after = job.run_after.timestamp() if job.run_after else None
+            conn.execute(
+                "INSERT INTO neoq_test_effects VALUES (%s, %s, %s, %s, %s, %s)",
+                [int(job.id or 0), job.queue, os.getpid(), job.attempts, started, run_after],
+            )
+        finally:
+            with lock:
+                running[job.queue] -= 1
+
+    client = neoq.new(spec["url"], application_name=spec["app"], **spec.get("options", {}))
+    for queue, settings in spec["queues"].items():
+        backoff = settings.pop("backoff", None)
+        if backoff is not None:
+            settings["backoff"] = lambda retries, delay=backoff: delay
+        client.start(queue, neoq.Handler(handle, **settings))
+    print("ready", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    stop.wait()
+    client.shutdown(timeout=10)
+    print(json.dumps({"peak": peak, "pid": os.getpid()}), flush=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    _worker_main(sys.argv[1])

@@ -98,6 +98,11 @@ def new(
     ``retention_processed`` (default 7 days) and ``retention_failed`` (default 30 days) are how
     long finished jobs are kept (``PROCESSED`` and ``CANCELLED``, resp. ``FAILED``) before the
     workers of this client delete them; ``None`` keeps them forever.
+
+    ``shutdown_timeout`` (default 30 s) is the grace time of ``shutdown()``. ``logger`` receives
+    one line per job outcome (default: the ``neoq`` logger). ``recovery_callback`` is called as
+    ``callback(job, exc)`` when a handler raises; its own errors are logged, never raised.
+    ``clock`` is where the client reads time (default: the system clock).
     """
     clock = clock or SYSTEM_CLOCK
     if url is not None and backend is not None:
@@ -280,8 +285,8 @@ class Neoq:
 
         ``event`` is one of ``enqueued``, ``started``, ``succeeded``, ``failed`` (every failed
         attempt, with its exception), ``retried``, ``finally_failed`` and ``cancelled``; see the
-        hooks guide. Hooks run in the thread of the event; one that raises is logged and ignored.
-        Returns ``hook`` (so the decorator leaves the function as it is).
+        hooks section of the deployment guide. Hooks run in the thread of the event; one that
+        raises is logged and ignored. Returns ``hook`` (so the decorator leaves the function as it is).
         """
 
         def register(func: Hook) -> Hook:
@@ -348,6 +353,7 @@ class Neoq:
 
         For tests and one-shot scripts: enqueue, ``drain()``, assert. Runs in burst threads
         that are all joined before it returns. Retries that are not due yet are left waiting.
+        Queues already started with ``start()`` run in the background and are left to it.
         ``timeout`` stops claiming after that long. Returns the number of attempts run.
         """
         self._check_open()

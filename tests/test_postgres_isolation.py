@@ -140,7 +140,7 @@ def test_hostile_queue_names_work_as_plain_names_end_to_end(pg_clean: str) -> No
         assert done.wait(20), f"ran only {sorted(seen)}"
         assert seen == {queue: {"queue": queue} for queue in HOSTILE_QUEUES}
         assert set(nq.stats()) == set(HOSTILE_QUEUES)
-        for queue, job_id in zip(HOSTILE_QUEUES, ids):
+        for queue, job_id in zip(HOSTILE_QUEUES, ids, strict=True):
             assert [job.id for job in nq.list_jobs(queue=queue)] == [job_id]
     with psycopg.connect(pg_clean) as conn:
         assert conn.execute("SELECT count(*) FROM neoq_jobs").fetchone() == (len(HOSTILE_QUEUES),)

@@ -1,0 +1,8 @@
+from django.urls import path
+from shop import views
+
+urlpatterns = [
+    path("orders/", views.create_order),
+    path("orders/on-commit/", views.create_order_on_commit),
+    path("orders/task/", views.create_order_with_task),
+]

@@ -1,0 +1,16 @@
+"""Imported at startup by neoq.contrib.django (AUTODISCOVER): registers the shop's handlers."""
+
+import logging
+
+from neoq import Job
+from neoq.contrib.django import handler
+
+from .models import Receipt
+
+log = logging.getLogger(__name__)
+
+
+@handler("receipts", concurrency=2, max_retries=0)
+def write_receipt(job: Job) -> None:
+    Receipt.objects.create(order_id=job.payload["order"], via=job.payload.get("via", "handler"))
+    log.info("receipt written for order %s (job %s)", job.payload["order"], job.id)

@@ -1,0 +1,26 @@
+"""django.tasks tasks of the shop: they run on neoq workers (TASKS uses NeoqTaskBackend)."""
+
+import django
+
+if django.VERSION >= (6, 0):
+    from django.tasks import task
+else:
+    from django_tasks import task
+
+from .models import Receipt
+
+
+@task
+def send_receipt_email(order_id: int) -> str:
+    Receipt.objects.create(order_id=order_id, via="task")
+    return f"sent {order_id}"
+
+
+@task(queue_name="mail", takes_context=True)
+def send_with_context(context, order_id: int) -> None:
+    Receipt.objects.create(order_id=order_id, via=f"attempt-{context.attempt}")
+
+
+@task
+def explode(message: str) -> None:
+    raise ValueError(message)

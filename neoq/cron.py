@@ -434,6 +434,7 @@ class CronScheduler:
             job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1_000_000},
         )
         self._started = False
+        self._store_away = False
         self._schedules: dict[str, str] = {}
 
     def __repr__(self) -> str:
@@ -500,6 +501,9 @@ class CronScheduler:
     def _store_tick(self, queue: str, tick: datetime, give_up_after: float) -> None:
         pause = _RETRY_FIRST
         while True:
+            if self._store_away and self._stopping.is_set():
+                logger.error("neoq cron: tick %s of queue %r not enqueued: stopping", tick.isoformat(), queue)
+                return
             late = (self._clock.now() - tick).total_seconds()
             if late > give_up_after:
                 logger.error(
@@ -517,6 +521,9 @@ class CronScheduler:
                 return
             except NeoqError as exc:
                 if self._stopping.is_set():
+                    # One failure while stopping means the store is away: skip the remaining ticks
+                    # rather than make shutdown wait for each of them to fail in turn.
+                    self._store_away = True
                     logger.error(
                         "neoq cron: tick %s of queue %r not enqueued while stopping: %s", tick.isoformat(), queue, exc
                     )

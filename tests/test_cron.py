@@ -632,3 +632,51 @@ def test_shutdown_right_after_start_cron() -> None:
         client.start_cron("* * * * * *", lambda job: None, queue="quick")
         client.shutdown(timeout=5)
         assert scheduler_threads() == []
+
+
+def test_shutdown_while_the_store_fails_is_prompt() -> None:
+    class DownStore(MemoryBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
+            self.calls += 1
+            raise BackendError("store unreachable (test)")
+
+    store = DownStore()
+    client = neoq.new(backend=store)
+    client.start_cron("* * * * * *", lambda job: None, queue="down")
+    wait_for(lambda: store.calls >= 2, timeout=10)  # the first tick is being retried
+    started = time.monotonic()
+    client.shutdown(timeout=5)
+    assert time.monotonic() - started < 3
+    assert scheduler_threads() == []
+    assert client.list_jobs(queue="down") == []
+
+
+def test_cron_scheduler_refuses_duplicates_and_use_after_stop() -> None:
+    from neoq.cron import CronScheduler
+
+    client = neoq.new()
+    cron = CronScheduler(client)
+    try:
+        trigger = parse_spec("@yearly")
+        cron.add("yearly", "@yearly", trigger)
+        assert cron.schedules == {"yearly": "@yearly"}
+        assert "yearly" in repr(cron)
+        with pytest.raises(ConfigurationError, match="already has a cron schedule"):
+            cron.add("yearly", "@yearly", trigger)
+    finally:
+        cron.stop()
+        cron.stop()
+        client.shutdown()
+    with pytest.raises(ConfigurationError, match="stopped"):
+        cron.add("again", "@yearly", parse_spec("@yearly"))
+    assert scheduler_threads() == []
+
+
+def test_timezone_may_be_a_tzinfo() -> None:
+    from zoneinfo import ZoneInfo
+
+    assert first_ticks("0 9 * * *", utc(2024, 7, 1), 1, ZoneInfo("Europe/Paris")) == [utc(2024, 7, 1, 7)]  # type: ignore[arg-type]

@@ -58,8 +58,11 @@ $(VENV)/.tox-installed: $(STAMP)
 tox: $(VENV)/.tox-installed ## the matrix: Python 3.10-3.13, PostgreSQL 14-18, lint, type, docs (TOX_ARGS=...)
 	$(TOX) $(TOX_ARGS)
 
-tox-extra: $(VENV)/.tox-installed ## CI's extra leg: the PostgreSQL tests on Python 3.12 and PostgreSQL 16
-	$(TOX) -e py312-pg16 --skip-missing-interpreters false -- -q -m "postgres and not slow"
+# CI's extra leg stays short: the backend behaviour suite and the framework integrations.
+TOX_EXTRA_TESTS ?= tests/test_postgres_suite.py tests/test_django.py tests/test_flask.py
+
+tox-extra: $(VENV)/.tox-installed ## CI's extra leg: PostgreSQL suite + Flask/Django on Python 3.12 and PostgreSQL 16
+	$(TOX) -e py312-pg16 --skip-missing-interpreters false -- -q -m "postgres and not slow" $(TOX_EXTRA_TESTS)
 
 dist: $(VENV)/.tox-installed ## build the wheel and the sdist into dist/
 	rm -rf dist

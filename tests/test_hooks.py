@@ -69,7 +69,8 @@ def test_failures_fire_failed_with_the_exception_then_retried_or_finally_failed(
     def handler(job: Job) -> None:
         raise boom
 
-    nq.start("q", handler, max_retries=1, backoff=no_backoff)
+    # One thread: with more, another could claim the retry before this one fired "retried".
+    nq.start("q", handler, max_retries=1, backoff=no_backoff, concurrency=1)
     job_id = nq.enqueue(Job(queue="q"))
     wait_for(lambda: record.of("finally_failed"))
     assert record.names(job_id) == [

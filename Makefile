@@ -71,5 +71,18 @@ dist: $(VENV)/.tox-installed ## build the wheel and the sdist into dist/
 smoke: dist ## install the wheel and the sdist in clean virtualenvs and check they work
 	$(PY) tools/smoke_dist.py dist
 
+bench: $(STAMP) ## benchmark neoq (memory, PostgreSQL) beside minimal loops; BENCH_ARGS=--quick, BENCH_ROUNDS=n
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: setup.cfg benchmarks/requirements-peers.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[postgres]' -r benchmarks/requirements-peers.txt
+	touch $@
+
+bench-peers: $(BENCH_VENV)/.installed ## the same beside huey, procrastinate, pgqueuer (own virtualenv .venv-bench)
+	$(BENCH_VENV)/bin/python -m benchmarks.run --peers $(BENCH_ARGS)
+
 clean: ## remove the virtualenv and build leftovers
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -1,0 +1,277 @@
+"""Run the benchmark plan, print one table with ratios, check the targets, write JSON.
+
+    python -m benchmarks.run [--peers] [--quick] [--only SUBJECT ...]
+
+Without ``--peers``: neoq on memory and on PostgreSQL beside the minimal hand-written loops
+(``make bench``). With ``--peers``: huey, procrastinate and pgqueuer too (``make bench-peers``,
+which runs this in the ``.venv-bench`` virtualenv that has them). Every (subject, workload)
+runs in a fresh interpreter (``benchmarks.one``); every figure is the median of its rounds, and
+every ratio is neoq's figure divided by the row's, from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .harness import WORKLOADS, server_version, sizes_from
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One figure of the table: ``subject``'s ``method`` shown as ``workload`` on ``backend``."""
+
+    backend: str
+    workload: str
+    subject: str
+    method: str
+    label: str
+    peer: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.backend}/{self.workload}/{self.label}"
+
+
+def _rows() -> list[Row]:
+    mem, pg = "memory", "postgresql"
+    return [
+        Row(mem, "enqueue", "neoq-memory", "enqueue", "neoq"),
+        Row(mem, "enqueue", "huey-memory", "enqueue", "huey (MemoryHuey)", peer=True),
+        Row(mem, "enqueue", "min-queue", "enqueue", "min: queue.Queue.put"),
+        Row(mem, "enqueue_many", "neoq-memory", "enqueue_many", "neoq"),
+        Row(mem, "enqueue_many", "huey-memory", "enqueue_many", "huey (Task.map)", peer=True),
+        Row(mem, "process", "neoq-memory", "process", "neoq"),
+        Row(mem, "process", "huey-memory", "process", "huey (MemoryHuey, 10 threads)", peer=True),
+        Row(mem, "process", "min-queue", "process", "min: queue.Queue, 10 threads"),
+        Row(mem, "process", "min-executor", "process", "min: ThreadPoolExecutor.submit"),
+        Row(mem, "pickup", "neoq-memory", "pickup", "neoq"),
+        Row(mem, "pickup", "huey-memory", "pickup", "huey (MemoryHuey, 10 threads)", peer=True),
+        Row(mem, "pickup", "min-queue", "pickup", "min: queue.Queue, 10 threads"),
+        Row(mem, "pickup", "min-executor", "pickup", "min: ThreadPoolExecutor.submit"),
+        Row(pg, "enqueue", "neoq-postgres", "enqueue", "neoq"),
+        Row(pg, "enqueue", "procrastinate", "enqueue", "procrastinate (defer)", peer=True),
+        Row(pg, "enqueue", "pgqueuer", "enqueue", "pgqueuer (enqueue)", peer=True),
+        Row(pg, "enqueue", "min-postgres", "enqueue", "min: single-row INSERT"),
+        Row(pg, "enqueue_many", "neoq-postgres", "enqueue_many", "neoq"),
+        Row(pg, "enqueue_many", "procrastinate", "enqueue_many", "procrastinate (batch_defer)", peer=True),
+        Row(pg, "enqueue_many", "pgqueuer", "enqueue_many", "pgqueuer (enqueue lists)", peer=True),
+        Row(pg, "enqueue_many", "min-postgres", "enqueue_many", "min: multi-row INSERT"),
+        Row(pg, "enqueue_many", "min-postgres", "enqueue_copy", "min: COPY"),
+        Row(pg, "process", "neoq-postgres", "process", "neoq"),
+        Row(pg, "process", "procrastinate", "process", "procrastinate", peer=True),
+        Row(pg, "process", "pgqueuer", "process", "pgqueuer", peer=True),
+        Row(pg, "process", "min-postgres", "process", "min: 10 threads SKIP LOCKED"),
+        Row(pg, "pickup", "neoq-postgres", "pickup", "neoq"),
+        Row(pg, "pickup", "procrastinate", "pickup", "procrastinate", peer=True),
+        Row(pg, "pickup", "pgqueuer", "pickup", "pgqueuer", peer=True),
+        Row(pg, "pickup", "min-postgres", "pickup", "min: LISTEN/NOTIFY"),
+    ]
+
+
+def _measure(row: Row, quick: bool) -> dict[str, Any]:
+    command = [sys.executable, "-m", "benchmarks.one", row.subject, row.method] + (["--quick"] if quick else [])
+    started = time.monotonic()
+    proc = subprocess.run(
+        command, capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=1800
+    )
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return {"error": lines[-1] if lines else f"exit {proc.returncode}", "elapsed": elapsed}
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["elapsed"] = elapsed
+    return result
+
+
+def _fmt(workload: str, figure: dict[str, float] | None) -> str:
+    if figure is None:
+        return "n/a"
+    if workload == "pickup":
+        return f"p50 {figure['p50_ms']:.2f} ms, p99 {figure['p99_ms']:.2f} ms"
+    return f"{figure['rate']:,.0f} jobs/s"
+
+
+def _ratio(workload: str, neoq: dict[str, float] | None, other: dict[str, float] | None) -> str:
+    if neoq is None or other is None:
+        return ""
+    if workload == "pickup":
+        return f"p50 {neoq['p50_ms'] / other['p50_ms']:.2f}x, p99 {neoq['p99_ms'] / other['p99_ms']:.2f}x"
+    return f"{neoq['rate'] / other['rate']:.2f}x"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    text: str
+    backend: str
+    workload: str
+    other: str | None  # a row label; None: an absolute bound on neoq's own figure
+    field: str
+    op: str  # how the ratio (or value) must compare with bound: ">=", "<=" or "<"
+    bound: float
+
+
+TARGETS = [
+    Target("memory processing >= 2x huey", "memory", "process", "huey (MemoryHuey, 10 threads)", "rate", ">=", 2.0),
+    Target(
+        "memory processing >= 1.0x ThreadPoolExecutor.submit",
+        "memory", "process", "min: ThreadPoolExecutor.submit", "rate", ">=", 1.0,
+    ),
+    Target("memory pickup p50 < 0.5 ms", "memory", "pickup", None, "p50_ms", "<", 0.5),
+    Target("memory pickup p99 < 5 ms", "memory", "pickup", None, "p99_ms", "<", 5.0),
+    Target("postgres processing >= 3x procrastinate", "postgresql", "process", "procrastinate", "rate", ">=", 3.0),
+    Target(
+        "postgres processing >= 1.0x minimal SKIP LOCKED loop",
+        "postgresql", "process", "min: 10 threads SKIP LOCKED", "rate", ">=", 1.0,
+    ),
+    Target(
+        "postgres enqueue >= 0.9x minimal single-row INSERT",
+        "postgresql", "enqueue", "min: single-row INSERT", "rate", ">=", 0.9,
+    ),
+    Target(
+        "postgres enqueue_many >= 1.5x pgqueuer batch",
+        "postgresql", "enqueue_many", "pgqueuer (enqueue lists)", "rate", ">=", 1.5,
+    ),
+    Target("postgres enqueue_many >= 0.6x minimal COPY", "postgresql", "enqueue_many", "min: COPY", "rate", ">=", 0.6),
+    Target(
+        "postgres pickup p50 <= 1.2x minimal LISTEN/NOTIFY",
+        "postgresql", "pickup", "min: LISTEN/NOTIFY", "p50_ms", "<=", 1.2,
+    ),
+    Target("postgres pickup p50 below pgqueuer's", "postgresql", "pickup", "pgqueuer", "p50_ms", "<", 1.0),
+    Target("postgres pickup p99 < 15 ms", "postgresql", "pickup", None, "p99_ms", "<", 15.0),
+]
+
+
+def check_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return each target with its measured value and whether it is met (None: not measured)."""
+    checks = []
+    for target in TARGETS:
+        neoq = figures.get(f"{target.backend}/{target.workload}/neoq")
+        value: float | None = None
+        if neoq is not None:
+            if target.other is None:
+                value = neoq[target.field]
+            else:
+                other = figures.get(f"{target.backend}/{target.workload}/{target.other}")
+                if other is not None:
+                    value = neoq[target.field] / other[target.field]
+        met = None
+        if value is not None:
+            met = {">=": value >= target.bound, "<=": value <= target.bound, "<": value < target.bound}[target.op]
+        checks.append({"target": target.text, "value": value, "met": met})
+    return checks
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in ("neoq", "psycopg", "huey", "procrastinate", "pgqueuer"):
+        try:
+            from importlib.metadata import version
+
+            versions[name] = version(name)
+        except Exception:
+            continue
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "postgresql": server_version(),
+        "versions": versions,
+    }
+
+
+def print_table(rows: list[Row], results: dict[str, Any], out: Any = sys.stdout) -> None:
+    header = ("backend", "workload", "subject", "figure (median)", "neoq / this")
+    lines = []
+    for row in rows:
+        result = results.get(row.key, {})
+        figure = result.get("figure")
+        neoq = results.get(f"{row.backend}/{row.workload}/neoq", {}).get("figure")
+        shown = _fmt(row.workload, figure) if figure else f"n/a ({result.get('error', 'not run')})"[:70]
+        ratio = "" if row.label == "neoq" else _ratio(row.workload, neoq, figure)
+        lines.append((row.backend, WORKLOADS[row.workload][0], row.label, shown, ratio))
+    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{width}}}" for width in widths)
+    print(fmt.format(*header), file=out)
+    print(fmt.format(*("-" * width for width in widths)), file=out)
+    previous = None
+    for line in lines:
+        if previous is not None and line[:2] != previous[:2]:
+            print(file=out)
+        print(fmt.format(*line), file=out)
+        previous = line
+
+
+def print_targets(checks: list[dict[str, Any]], out: Any = sys.stdout) -> None:
+    print("\ntargets (ratios from this run):", file=out)
+    for check in checks:
+        value = check["value"]
+        shown = "not measured" if value is None else f"{value:.2f}"
+        verdict = {True: "MET", False: "NOT MET", None: "-"}[check["met"]]
+        print(f"  {verdict:<8} {check['target']:<55} {shown}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
+    parser.add_argument("--peers", action="store_true", help="also run huey, procrastinate and pgqueuer")
+    parser.add_argument("--quick", action="store_true", help="1 round, 2,000 jobs, 100 pickups")
+    parser.add_argument("--only", nargs="*", help="run only these subjects (e.g. neoq-memory min-queue)")
+    args = parser.parse_args(argv)
+    rows = [row for row in _rows() if args.peers or not row.peer]
+    if args.only:
+        rows = [row for row in rows if row.subject in args.only]
+    sizes = sizes_from(args.quick)
+    info = machine()
+    print(
+        f"neoq benchmarks: {sizes.jobs:,} jobs, {sizes.pickup_jobs} pickups at {sizes.pickup_rate:g}/s, "
+        f"median of {sizes.rounds} round(s); {info['nproc']} cores ({info['cpu']}), "
+        f"PostgreSQL {info['postgresql']}, Python {info['python']}",
+        flush=True,
+    )
+    started = time.monotonic()
+    results: dict[str, Any] = {}
+    for row in rows:
+        print(f"  {row.backend:<10} {row.workload:<12} {row.label} ...", end=" ", flush=True)
+        result = _measure(row, args.quick)
+        results[row.key] = result
+        figure = result.get("figure")
+        print(_fmt(row.workload, figure) if figure else f"failed: {result['error']}", flush=True)
+    print(f"\n({time.monotonic() - started:.0f} s)\n")
+    print_table(rows, results)
+    figures = {key: value["figure"] for key, value in results.items() if "figure" in value}
+    checks = check_targets(figures)
+    print_targets(checks)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{'peers' if args.peers else 'bench'}-{stamp}.json"
+    path.write_text(
+        json.dumps(
+            {"machine": info, "sizes": dataclasses.asdict(sizes), "results": results, "targets": checks},
+            indent=2,
+        )
+    )
+    print(f"\nwritten: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

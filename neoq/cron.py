@@ -407,6 +407,8 @@ class _Scheduler(BackgroundScheduler):  # type: ignore[misc]
 
     def start(self, *args: Any, **kwargs: Any) -> None:
         super().start(*args, **kwargs)
+        # BackgroundScheduler always names its thread "APScheduler"; rename it so neoq's thread checks
+        # see it. The attribute is private: if it ever moves, the name stays and stop() still joins it.
         thread = getattr(self, "_thread", None)
         if isinstance(thread, threading.Thread):
             thread.name = "neoq-cron"
@@ -431,6 +433,8 @@ class CronScheduler:
         self._scheduler = _Scheduler(
             timezone=_UTC,
             executors={"default": self._executor},
+            # _TickExecutor already hands over every run time; these say the same to APScheduler, so no
+            # run is merged (coalesce) or counted as missed (misfire) on its side either.
             job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1_000_000},
         )
         self._started = False

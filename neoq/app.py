@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import timedelta
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 from .backends.base import Backend
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["Neoq", "new"]
 
 _default_logger = logging.getLogger("neoq")
+
+_H = TypeVar("_H", bound=Hook)
 
 _SCHEMES = ("memory", "postgresql", "postgres")
 
@@ -279,6 +281,12 @@ class Neoq:
         self._pruner.start()
 
     # -- hooks ---------------------------------------------------------------------------
+
+    @overload
+    def on(self, event: str) -> Callable[[_H], _H]: ...
+
+    @overload
+    def on(self, event: str, hook: _H) -> _H: ...
 
     def on(self, event: str, hook: Hook | None = None) -> Any:
         """Call ``hook(JobEvent)`` on each ``event``; without ``hook``, a decorator that registers one.

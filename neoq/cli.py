@@ -345,7 +345,7 @@ def _cmd_jobs_show(args: argparse.Namespace) -> int:
     if job is None:
         raise CommandError(f"no job has id {args.job_id!r}")
     data = job_to_dict(job)
-    lines = [[key, "" if value is None else str(value)] for key, value in data.items() if key != "payload"]
+    lines = [[key, "-" if value is None else str(value)] for key, value in data.items() if key != "payload"]
     text = format_table(None, lines) + "\npayload\n" + json.dumps(job.payload, indent=2, ensure_ascii=False)
     _emit(args, data, text)
     return EXIT_OK
@@ -383,9 +383,9 @@ def _cmd_jobs_cancel(args: argparse.Namespace) -> int:
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     with _client(args, shared=True) as nq:
-        stats = nq.stats()
+        stats = dict(sorted(nq.stats().items()))
     columns = [status.value for status in JobStatus]
-    rows = [[queue] + [str(counts.get(column, 0)) for column in columns] for queue, counts in sorted(stats.items())]
+    rows = [[queue] + [str(counts.get(column, 0)) for column in columns] for queue, counts in stats.items()]
     if len(rows) > 1:
         rows.append(["(all)"] + [str(sum(c.get(column, 0) for c in stats.values())) for column in columns])
     headers = ["QUEUE"] + [column.upper() for column in columns]
@@ -586,18 +586,27 @@ def _setup_logging(as_json: bool, level: str | None) -> None:
 # -- formatting ------------------------------------------------------------------------------------
 
 
+#: The order of a job's fields in ``jobs show`` and its JSON; fields not named here follow.
+_JOB_FIELDS = (
+    "id", "queue", "status", "payload", "attempts", "retries", "max_retries", "error",
+    "created_at", "run_after", "ran_at", "deadline", "fingerprint",
+)  # fmt: skip
+
+
 def job_to_dict(job: Job) -> dict[str, Any]:
     """Return ``job`` as a JSON-ready dict: every field, datetimes in ISO-8601, the status's value."""
+    names = [name for name in _JOB_FIELDS if hasattr(job, name)]
+    names += [field.name for field in fields(job) if field.name not in names]
     data: dict[str, Any] = {}
-    for field in fields(job):
-        value = getattr(job, field.name)
+    for name in names:
+        value = getattr(job, name)
         if isinstance(value, datetime):
             value = value.isoformat()
         elif isinstance(value, Enum):
             value = value.value
-        elif field.name == "payload":
+        elif name == "payload":
             value = dict(value)
-        data[field.name] = value
+        data[name] = value
     return data
 
 

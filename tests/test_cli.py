@@ -150,6 +150,8 @@ BAD_INPUT = [
     (["worker", "goodapp:explodes"], "RuntimeError: factory failed"),
     (["worker", "goodapp:empty"], "has no handlers"),
     (["stats"], "memory:// is private to each process"),
+    (["--url", "postgresql://app:topsecret@127.0.0.1:1/app", "stats"], "cannot connect to PostgreSQL"),
+    (["--url", "postgresql://app:topsecret@127.0.0.1:1/app", "migrate"], "Connection refused"),
 ]
 
 

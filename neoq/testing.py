@@ -401,13 +401,14 @@ class BackendSuite:
             with lock:
                 running[job.queue] += 1
                 peak[job.queue] = max(peak[job.queue], running[job.queue])
-            time.sleep(0.02)
+            time.sleep(0.05)
             with lock:
                 running[job.queue] -= 1
 
+        # Everything is queued before the handlers start, so each queue can reach its limit at once.
+        ids = nq.enqueue_many([Job(queue=q, payload={"n": n}) for n in range(12) for q in limits])
         for queue, limit in limits.items():
             nq.start(queue, Handler(handler, concurrency=limit))
-        ids = [nq.enqueue(Job(queue=q, payload={"n": n})) for n in range(12) for q in limits]
         for job_id in ids:
             self.wait_status(nq, job_id, JobStatus.PROCESSED)
         assert peak == limits

@@ -1,0 +1,159 @@
+"""PostgresBackend details: options, handlers that misuse the transaction, pool exhaustion, late cancellations."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from pgfixtures import unique_name, wait_until
+
+import neoq
+from neoq import ConfigurationError, Handler, Job, JobStatus
+from neoq.backends.postgres import PostgresBackend
+from neoq.backends.postgres.queries import parse_queries
+from neoq.job import prepare_job
+
+pytestmark = pytest.mark.postgres
+
+URL = "postgresql://u:pw@127.0.0.1:5432/db"
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"pool_min_size": 0}, "pool_min_size"),
+        ({"pool_max_size": True}, "pool_max_size"),
+        ({"pool_min_size": 5, "pool_max_size": 2}, "pool_min_size"),
+        ({"synchronous_commit": "sometimes"}, "synchronous_commit"),
+        ({"idle_transaction_timeout": -1}, "idle_transaction_timeout"),
+        ({"poll_interval": "2"}, "poll_interval"),
+        ({"connect_timeout": float("nan")}, "connect_timeout"),
+    ],
+)
+def test_bad_options_raise_configuration_error(options: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment):
+        PostgresBackend(URL, **options)
+
+
+def test_bad_urls_raise_configuration_error_without_the_password() -> None:
+    with pytest.raises(ConfigurationError):
+        PostgresBackend(123)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError) as info:
+        PostgresBackend("postgresql://u:hunter2@host:notaport/db?bogus_option=1")
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigurationError):
+        neoq.new("postgresql://u@h/db", pool_min_size=-3)
+    backend = PostgresBackend(URL, synchronous_commit=False, application_name="mine")
+    assert "pw" not in repr(backend) and "127.0.0.1" in repr(backend)
+    assert backend.application_name == "mine"
+
+
+def test_named_queries_are_parsed_once_and_strictly() -> None:
+    parsed = parse_queries("-- name: a\n-- a comment\nSELECT 1;\n\n-- name: b\nSELECT\n  2;\n")
+    assert parsed == {"a": "SELECT 1", "b": "SELECT\n  2"}
+    with pytest.raises(ValueError, match="twice"):
+        parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+
+
+def test_primitives_before_open_raise_backend_error() -> None:
+    backend = PostgresBackend(URL)
+    with pytest.raises(neoq.BackendError):
+        backend.claim("q", 0)
+    with pytest.raises(neoq.BackendError):
+        backend.stats()
+    backend.close()  # closing what was never opened is harmless
+
+
+def test_a_handler_that_commits_the_job_transaction_is_reported_and_the_job_runs_again(
+    pg_clean: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempts: list[int] = []
+
+    def handler(job: Job) -> None:
+        attempts.append(job.attempts)
+        if job.attempts == 1:
+            neoq.job_context().transaction.commit()  # type: ignore[union-attr]
+
+    with neoq.new(pg_clean, application_name=unique_name()) as nq:
+        nq.start("commits", Handler(handler, concurrency=1))
+        job_id = nq.enqueue(Job(queue="commits", payload={}))
+        wait_until(lambda: nq.get_job(job_id).status is JobStatus.PROCESSED, 10, "processed")  # type: ignore[union-attr]
+    assert attempts == [1, 2]
+    assert any("must not commit" in record.getMessage() for record in caplog.records)
+
+
+def test_a_handler_returning_with_its_transaction_in_error_is_not_processed(pg_clean: str) -> None:
+    attempts: list[int] = []
+
+    def handler(job: Job) -> None:
+        attempts.append(job.attempts)
+        if job.attempts == 1:
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                neoq.job_context().transaction.execute("SELECT 1/0")  # type: ignore[union-attr]
+
+    with neoq.new(pg_clean, application_name=unique_name()) as nq:
+        nq.start("inerror", Handler(handler, concurrency=1))
+        job_id = nq.enqueue(Job(queue="inerror", payload={}))
+        job = wait_until(
+            lambda: (j := nq.get_job(job_id)) is not None and j.status is JobStatus.PROCESSED and j, 10, "processed"
+        )
+    assert attempts == [1, 2] and job.attempts == 2
+
+
+def test_jobs_wait_for_a_connection_when_the_pool_is_smaller_than_the_concurrency(
+    pg_clean: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    running, peak = [0], [0]
+    lock = threading.Lock()
+
+    def handler(job: Job) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.03)
+        with lock:
+            running[0] -= 1
+
+    with neoq.new(pg_clean, application_name=unique_name(), pool_max_size=2) as nq:
+        nq.start("small", Handler(handler, concurrency=5))
+        ids = nq.enqueue_many([Job(queue="small", payload={"n": n}) for n in range(12)])
+        for job_id in ids:
+            wait_until(lambda job_id=job_id: nq.get_job(job_id).status is JobStatus.PROCESSED, 20, "processed")  # type: ignore[union-attr]
+    assert peak[0] <= 2
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "neoq" in r.name]
+
+
+def test_a_cancellation_that_raced_the_claim_cancels_the_job_without_running_it(
+    pg_clean: str, pg_backend_factory: Callable[..., PostgresBackend]
+) -> None:
+    backend = pg_backend_factory(synchronous_commit="local")
+    (job_id,) = backend.enqueue([prepare_job(Job(queue="raced", payload={}))[0]])
+    with psycopg.connect(pg_clean, autocommit=True) as conn:
+        conn.execute("INSERT INTO neoq_cancellations (job_id) VALUES (%s)", [int(job_id)])
+    assert backend.claim("raced", 0) is None
+    job = backend.get_job(job_id)
+    assert job is not None and job.status is JobStatus.CANCELLED and job.attempts == 0
+
+
+def test_a_cancellation_during_the_settle_of_a_retry_makes_the_job_cancelled(
+    pg_clean: str, pg_backend_factory: Callable[..., PostgresBackend]
+) -> None:
+    backend = pg_backend_factory()
+    (job_id,) = backend.enqueue([prepare_job(Job(queue="retrycancel", payload={}))[0]])
+    claim = backend.claim("retrycancel", 5)
+    assert claim is not None
+    cancelled: list[str] = []
+    backend.set_cancel_callback(cancelled.append)
+    backend.cancel_job(job_id)  # running: a request and a notification
+    wait_until(lambda: cancelled, 5, "the cancel callback is called")
+    backend.settle(claim, neoq.backends.Outcome(JobStatus.NEW, "ValueError: x", None, 1))
+    backend.release(claim)
+    job = backend.get_job(job_id)
+    assert job is not None and job.status is JobStatus.CANCELLED
+    with psycopg.connect(pg_clean) as conn:
+        assert conn.execute("SELECT count(*) FROM neoq_cancellations").fetchone() == (0,)

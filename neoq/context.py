@@ -13,6 +13,7 @@ from .job import Job
 __all__ = ["JobContext", "current_job", "job_context"]
 
 _local = threading.local()
+_cancelled_lock = threading.Lock()
 
 
 class JobContext:
@@ -23,7 +24,7 @@ class JobContext:
     and return early; neoq cannot stop a thread.
     """
 
-    __slots__ = ("_ends_at", "_monotonic", "cancelled", "deadline", "job", "transaction")
+    __slots__ = ("_cancelled", "_ends_at", "_monotonic", "deadline", "job", "transaction")
 
     def __init__(
         self,
@@ -37,12 +38,22 @@ class JobContext:
         self.job: Job = job
         #: When this attempt ends (aware UTC): ``min(start + timeout, job.deadline)``; ``None`` if never.
         self.deadline: datetime | None = deadline
-        #: Set when this attempt is ended from outside; the handler should stop.
-        self.cancelled: threading.Event = threading.Event()
+        self._cancelled: threading.Event | None = None  # made on first use: most attempts never look
         #: PostgreSQL: the ``psycopg.Connection`` of the job's transaction; ``None`` elsewhere.
         self.transaction: Any = transaction
         self._ends_at = ends_at  # monotonic seconds; inf when the attempt has no end
         self._monotonic = monotonic
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when this attempt is ended from outside; the handler should stop."""
+        event = self._cancelled
+        if event is None:
+            with _cancelled_lock:  # the handler and the watchdog may ask at the same moment
+                event = self._cancelled
+                if event is None:
+                    event = self._cancelled = threading.Event()
+        return event
 
     def time_remaining(self) -> float:
         """Return the seconds left before this attempt ends, never negative (``inf`` if no end)."""

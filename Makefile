@@ -84,5 +84,8 @@ $(BENCH_VENV)/.installed: setup.cfg benchmarks/requirements-peers.txt
 bench-peers: $(BENCH_VENV)/.installed ## the same beside huey, procrastinate, pgqueuer (own virtualenv .venv-bench)
 	$(BENCH_VENV)/bin/python -m benchmarks.run --peers $(BENCH_ARGS)
 
+bench-scale: $(STAMP) ## neoq on PostgreSQL with 100,000 jobs queued and 1,000,000 processed kept
+	$(PY) -m benchmarks.scale $(BENCH_ARGS)
+
 clean: ## remove the virtualenv and build leftovers
 	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

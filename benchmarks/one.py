@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    # A terminated run still drops its database (the finally clauses run on SystemExit).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sizes = sizes_from(args.quick)
     _, _, needs_db = SUBJECTS[args.subject]
     if needs_db:

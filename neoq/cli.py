@@ -42,7 +42,7 @@ from .backends.memory import MemoryBackend
 from .errors import NeoqError
 from .job import Job, JobStatus
 
-__all__ = ["CommandError", "build_parser", "load_client", "main", "mask_secrets"]
+__all__ = ["CommandError", "build_parser", "load_client", "main", "mask_secrets", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -461,23 +461,32 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         os.environ["NEOQ_URL"] = args.url
     nq = load_client(args.app)
     _setup_logging(args.json, args.log_level)
+    return run_worker(nq, args.queue, name=args.app)
+
+
+def run_worker(nq: Neoq, queues: Sequence[str] | None = None, *, name: str = "neoq") -> int:
+    """Run ``nq``'s handlers (of ``queues``, default all) as a worker process would, until a signal.
+
+    What ``neoq worker`` does once it has the client, for other launchers (framework commands) to
+    reuse: the first SIGTERM/SIGINT drains gracefully and this returns 0; a second one exits the
+    process at once with ``128 + signal``; handler threads that ignored cancellation do not keep
+    the process alive after the drain. ``name`` names the worker in log lines. Raises
+    ``CommandError`` when ``nq`` is shut down or has no handler for a queue asked for.
+    """
     if nq.closed:
-        raise CommandError(f"the client {args.app} was already shut down")
-    queues: list[str] | None = args.queue
+        raise CommandError(f"the client {name} was already shut down")
     served = sorted(nq.handlers) if queues is None else sorted(set(queues))
     if not served:
-        raise CommandError(
-            f'{args.app} has no handlers: register them with @nq.handler("queue") before running a worker'
-        )
+        raise CommandError(f'{name} has no handlers: register them with @nq.handler("queue") before running a worker')
     unknown = sorted(set(served) - set(nq.handlers))
     if unknown:
         raise CommandError(
-            f"{args.app} has no handler for queue(s) {', '.join(unknown)}; it has: {', '.join(sorted(nq.handlers))}"
+            f"{name} has no handler for queue(s) {', '.join(unknown)}; it has: {', '.join(sorted(nq.handlers))}"
         )
     signals = _install_signal_handlers(nq)
     logger.info(
         "neoq worker %s (pid %d) on %s: serving %s; stop with SIGTERM or SIGINT",
-        args.app,
+        name,
         os.getpid(),
         mask_secrets(repr(nq.backend)),
         ", ".join(served),
@@ -487,7 +496,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     finally:
         for number, previous in signals.items():
             signal.signal(number, previous)
-    logger.info("neoq worker %s (pid %d) stopped", args.app, os.getpid())
+    logger.info("neoq worker %s (pid %d) stopped", name, os.getpid())
     _exit_without_abandoned_threads()
     return EXIT_OK
 

@@ -143,7 +143,7 @@ class _Held:
 class _QueueState:
     """Waiting claims of one queue: woken by the listener, by wakeup() and by local enqueues."""
 
-    __slots__ = ("cond", "generation", "waiting", "wakeups")
+    __slots__ = ("cond", "generation", "polling_held", "waiting", "wakeups")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.cond = threading.Condition(lock)
@@ -152,6 +152,8 @@ class _QueueState:
         #: wakeup() requests not yet consumed by a waiting claim.
         self.wakeups = 0
         self.waiting = 0
+        #: One waiting claim per queue and process looks often while others hold due jobs.
+        self.polling_held = False
 
 
 class _Pools:
@@ -307,6 +309,8 @@ class PostgresBackend(Backend):
                 listen_conn.close()
                 raise
             self._pools = _Pools(work, aux, listener)
+            # Wake-ups left from an earlier open() (shutdown's) must not cut the new claims short.
+            self._states.clear()
             listener.start()
 
     def close(self) -> None:
@@ -328,7 +332,7 @@ class PostgresBackend(Backend):
         for held in leftover:
             with held.lock:
                 if not held.returned:
-                    _close_quietly(held.conn)
+                    self._close_under_handler(held)
         pools.work.close(timeout=5.0)
         pools.aux.close(timeout=5.0)
 
@@ -478,19 +482,23 @@ class PostgresBackend(Backend):
             if next_due is not None:
                 # A millisecond past the due time: the next probe's now() is then surely past it.
                 wait = min(wait, max(0.0, next_due) + 0.001)
-            if busy:
-                wait = min(wait, _HELD_JOBS_POLL)
             with state.cond:
                 if state.generation != generation:
                     continue  # signalled while probing: look again at once
                 if state.wakeups:
                     state.wakeups -= 1
                     return None
+                polling = busy and not state.polling_held
+                if polling:
+                    state.polling_held = True
+                    wait = min(wait, _HELD_JOBS_POLL)
                 state.waiting += 1
                 try:
                     state.cond.wait(wait)
                 finally:
                     state.waiting -= 1
+                    if polling:
+                        state.polling_held = False
                 if state.wakeups:
                     state.wakeups -= 1
                     return None

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture(scope="module")
 def project(pg_url: str) -> Iterator[None]:
     """Django set up on the test database (one per test run), the shop's tables migrated."""
+    saved = {name: os.environ.get(name) for name in ("NEOQ_TEST_DJANGO_DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
     os.environ["NEOQ_TEST_DJANGO_DATABASE_URL"] = pg_url
     os.environ["DJANGO_SETTINGS_MODULE"] = "djproject.settings"
     if str(PROJECT) not in sys.path:
@@ -39,6 +40,12 @@ def project(pg_url: str) -> Iterator[None]:
     from django.db import connections
 
     connections.close_all()
+    # Django keeps its settings; only the environment of later tests' subprocesses is restored.
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

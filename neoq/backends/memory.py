@@ -1,10 +1,11 @@
 """The in-memory backend: the embedded default, private to one client.
 
-Due jobs wait in a ``queue.PriorityQueue`` per queue (ordered by ``run_after`` then id), which
-the claim loops block on; future jobs and retries wait in a heap per queue ordered by
-``run_after``. A blocked claim waits on its queue no longer than until the heap's next due time,
-then moves what came due into the queue: no timer thread and no polling tick. A future job that
-becomes the heap's new head puts a ``_REFRESH`` entry in the queue so one waiter re-times itself.
+Due jobs wait in a heap per queue (ordered by ``run_after`` then id) that the claim loops wait
+on through the queue's condition, which shares the backend's one lock, so a claim takes a single
+lock; future jobs and retries wait in a second heap per queue ordered by ``run_after``. A blocked
+claim waits no longer than until that heap's next due time, then moves what came due into the
+ready heap: no timer thread and no polling tick. A future job that becomes the delayed heap's new
+head notifies the condition so one waiter re-times itself.
 Every record has a version; a queue entry or heap entry whose version is stale (the job was
 cancelled, retried or rescheduled since) is skipped, so nothing has to be removed from the middle
 of a queue or heap.
@@ -16,7 +17,6 @@ import heapq
 import itertools
 import json
 import math
-import queue as queue_module
 import threading
 from collections.abc import Sequence
 from datetime import datetime
@@ -34,11 +34,17 @@ _EMPTY_STATS = ("new", "processed", "failed", "cancelled")
 #: A ready-queue entry: (run_after timestamp, sequence, job id, record version).
 _Entry = tuple[float, int, str, int]
 
-#: Put by ``wakeup``: sorts before every job, and makes one blocked claim return None.
-_WAKE: _Entry = (float("-inf"), 0, "", -1)
 
-#: Put when a queue's next due time moved earlier: one blocked claim recomputes how long to wait.
-_REFRESH: _Entry = (float("-inf"), 1, "", -2)
+class _Ready:
+    """The due jobs of one queue and the claims waiting for them; guarded by the backend's lock."""
+
+    __slots__ = ("cond", "heap", "wakeups")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.cond = threading.Condition(lock)
+        self.heap: list[_Entry] = []
+        #: ``wakeup`` requests not yet consumed: each makes one claim return None, before any job.
+        self.wakeups = 0
 
 
 class _Record:
@@ -61,7 +67,7 @@ class MemoryBackend(Backend):
         self._lock = threading.Lock()
         self._records: dict[str, _Record] = {}
         self._unique: dict[tuple[str, str], str] = {}
-        self._ready: dict[str, queue_module.PriorityQueue[_Entry]] = {}
+        self._ready: dict[str, _Ready] = {}
         self._delayed: dict[str, list[_Entry]] = {}
         self._ids = itertools.count(1)
         self._closed = False
@@ -123,20 +129,23 @@ class MemoryBackend(Backend):
         run_after = job.run_after
         entry = ((run_after or now).timestamp(), record.seq, job.id or "", record.version)
         if run_after is None or run_after <= now:
-            self._ready_queue(job.queue).put(entry)
+            ready = self._ready_queue(job.queue)
+            heapq.heappush(ready.heap, entry)
+            ready.cond.notify()
             return
         delayed = self._delayed.setdefault(job.queue, [])
         heapq.heappush(delayed, entry)
         if delayed[0] is entry:
-            self._ready_queue(job.queue).put(_REFRESH)
+            self._ready_queue(job.queue).cond.notify()  # the next due time moved earlier
 
-    def _ready_queue(self, name: str) -> queue_module.PriorityQueue[_Entry]:
+    def _ready_queue(self, name: str) -> _Ready:
+        # Called with the lock held.
         ready = self._ready.get(name)
         if ready is None:
-            ready = self._ready[name] = queue_module.PriorityQueue()
+            ready = self._ready[name] = _Ready(self._lock)
         return ready
 
-    def _promote(self, queue: str, ready: queue_module.PriorityQueue[_Entry]) -> float:
+    def _promote(self, queue: str, ready: _Ready) -> float:
         """Move the queue's delayed jobs that came due into ``ready``; return seconds to the next one."""
         # Called with the lock held.
         delayed = self._delayed.get(queue)
@@ -147,7 +156,7 @@ class MemoryBackend(Backend):
             entry = heapq.heappop(delayed)
             record = self._records.get(entry[2])
             if record is not None and record.version == entry[3]:
-                ready.put(entry)
+                heapq.heappush(ready.heap, entry)
         return delayed[0][0] - now if delayed else math.inf
 
     # -- consuming -------------------------------------------------------------------------
@@ -155,35 +164,38 @@ class MemoryBackend(Backend):
     def claim(self, queue: str, timeout: float) -> Claim | None:
         clock = self._clock
         end = clock.monotonic() + timeout
-        while True:
-            with self._lock:
-                ready = self._ready_queue(queue)
-                next_due = self._promote(queue, ready)
-            wait = min(end - clock.monotonic(), next_due)
-            try:
-                item = ready.get(timeout=wait) if wait > 0 else ready.get_nowait()
-            except queue_module.Empty:
-                if clock.monotonic() >= end:
+        records = self._records
+        with self._lock:
+            ready = self._ready_queue(queue)
+            heap = ready.heap
+            while True:
+                if ready.wakeups:
+                    ready.wakeups -= 1
                     return None
-                continue  # a delayed job came due: promote it
-            if item is _WAKE:
-                return None
-            if item is _REFRESH:
-                continue
-            _, _, job_id, version = item
-            with self._lock:
-                record = self._records.get(job_id)
-                if (
-                    record is None
-                    or record.version != version
-                    or record.claimed
-                    or record.job.status is not JobStatus.NEW
-                ):
-                    continue
-                record.claimed = True
-                record.job = job = evolve(record.job, attempts=record.job.attempts + 1, ran_at=clock.now())
-                text = record.payload_text
-            return Claim(evolve(job, payload=json.loads(text)), token=version)
+                next_due = self._promote(queue, ready)
+                while heap:
+                    _, _, job_id, version = heapq.heappop(heap)
+                    record = records.get(job_id)
+                    if (
+                        record is None
+                        or record.version != version
+                        or record.claimed
+                        or record.job.status is not JobStatus.NEW
+                    ):
+                        continue  # stale: cancelled, retried or rescheduled since it was queued
+                    record.claimed = True
+                    record.job = job = evolve(record.job, attempts=record.job.attempts + 1, ran_at=clock.now())
+                    text = record.payload_text
+                    break
+                else:
+                    wait = min(end - clock.monotonic(), next_due)
+                    if wait > 0:
+                        ready.cond.wait(wait)
+                    elif clock.monotonic() >= end:
+                        return None
+                    continue  # woken, timed out, or a delayed job came due: look again
+                break
+        return Claim(evolve(job, payload=json.loads(text)), token=version)
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
         job_id = claim.job.id or ""
@@ -211,8 +223,8 @@ class MemoryBackend(Backend):
     def wakeup(self, queue: str, waiters: int) -> None:
         with self._lock:
             ready = self._ready_queue(queue)
-        for _ in range(waiters):
-            ready.put(_WAKE)
+            ready.wakeups += waiters
+            ready.cond.notify(waiters)
 
     # -- periodic jobs and retention -------------------------------------------------------
 

@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser(
         "jobs",
         help="list, show, retry or cancel jobs",
-        description="Inspect and manage jobs in a shared backend (PostgreSQL; " + _MEMORY_NOTE.split(", so")[0] + ").",
+        description="Inspect and manage jobs in a shared backend (PostgreSQL; memory:// is private to each process).",
     )
     actions = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="list jobs, newest first")
@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser(
         "stats",
         help="count jobs per queue and status",
-        description="Count jobs per queue and status in a shared backend (PostgreSQL).",
+        description="Count jobs per queue and status in a shared backend (PostgreSQL; memory:// is private to each "
+        "process).",
     )
     stats.set_defaults(func=_cmd_stats)
     return parser

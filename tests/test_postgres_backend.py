@@ -157,3 +157,26 @@ def test_a_cancellation_during_the_settle_of_a_retry_makes_the_job_cancelled(
     assert job is not None and job.status is JobStatus.CANCELLED
     with psycopg.connect(pg_clean) as conn:
         assert conn.execute("SELECT count(*) FROM neoq_cancellations").fetchone() == (0,)
+
+
+def test_a_job_retried_right_after_its_cancellation_runs(pg_clean: str) -> None:
+    entered = threading.Event()
+    runs: list[bool] = []
+
+    def handler(job: Job) -> None:
+        context = neoq.job_context()
+        assert context is not None
+        runs.append(True)
+        if len(runs) == 1:
+            entered.set()
+            context.cancelled.wait(10)
+
+    with neoq.new(pg_clean, application_name=unique_name()) as nq:
+        nq.start("cancel-retry", handler)
+        job_id = nq.enqueue(Job(queue="cancel-retry", payload={}))
+        assert entered.wait(10)
+        nq.cancel_job(job_id)
+        wait_until(lambda: nq.get_job(job_id).status is JobStatus.CANCELLED, 5, "cancelled")  # type: ignore[union-attr]
+        nq.retry_job(job_id)  # within the time the cancellation is remembered
+        wait_until(lambda: nq.get_job(job_id).status is JobStatus.PROCESSED, 5, "processed")  # type: ignore[union-attr]
+    assert runs == [True, True]

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import queue as queue_module
 import select
 import threading
 import time
@@ -128,11 +129,13 @@ class _Held:
     orders them, and the connection goes back to the pool once both happened.
     """
 
-    __slots__ = ("conn", "interrupted", "job_id", "lock", "released", "returned", "settled")
+    __slots__ = ("claimed_at", "conn", "interrupted", "job_id", "lock", "released", "returned", "settled")
 
-    def __init__(self, conn: Conn, job_id: str) -> None:
+    def __init__(self, conn: Conn, job_id: str, claimed_at: float) -> None:
         self.conn = conn
         self.job_id = job_id
+        #: When the claim query was sent (monotonic): cancellations seen earlier were for an older claim.
+        self.claimed_at = claimed_at
         self.lock = threading.Lock()
         self.settled = False
         self.released = False
@@ -159,10 +162,13 @@ class _QueueState:
 class _Pools:
     """What one open() created; close() tears it down."""
 
-    def __init__(self, work: ConnectionPool[Conn], aux: ConnectionPool[Conn], listener: _Listener) -> None:
+    def __init__(
+        self, work: ConnectionPool[Conn], aux: ConnectionPool[Conn], listener: _Listener, canceller: _Canceller
+    ) -> None:
         self.work = work
         self.aux = aux
         self.listener = listener
+        self.canceller = canceller
 
 
 # -- the backend ---------------------------------------------------------------------------
@@ -308,10 +314,12 @@ class PostgresBackend(Backend):
             except BaseException:
                 listen_conn.close()
                 raise
-            self._pools = _Pools(work, aux, listener)
+            canceller = _Canceller(self)
+            self._pools = _Pools(work, aux, listener, canceller)
             # Wake-ups left from an earlier open() (shutdown's) must not cut the new claims short.
             self._states.clear()
             listener.start()
+            canceller.start()
 
     def close(self) -> None:
         """Close the pools and the listener and join the backend's threads. Idempotent."""
@@ -327,6 +335,7 @@ class PostgresBackend(Backend):
                 state.generation += 1
                 state.cond.notify_all()
         pools.listener.stop()
+        pools.canceller.stop()
         # Claims whose handler thread was abandoned: end their transactions so nothing stays
         # locked or open. Their late release() finds the connection closed and tolerates it.
         for held in leftover:
@@ -510,6 +519,7 @@ class PostgresBackend(Backend):
             conn = self._getconn(pools, min(max(timeout, 1.0), self._connect_timeout))
             if conn is None:
                 return (None, True)  # every connection runs a job: look again soon
+            probe_started = time.monotonic()
             try:
                 with conn.pipeline():
                     cur = conn.execute(QUERIES["claim"], {"queue": queue})
@@ -524,11 +534,13 @@ class PostgresBackend(Backend):
                 self._putconn(pools, conn)
                 return (None, False) if row is None else (row[11], bool(row[12]))
             job_id = str(row[0])
-            held = _Held(conn, job_id)
+            held = _Held(conn, job_id, probe_started)
             with self._lock:
                 # Registered before anything else, so a cancellation arriving from now on finds it.
+                # One that arrived while the claim query ran may have missed its snapshot.
                 self._claims[job_id] = held
-                cancelled = self._cancel_seen.pop(job_id, None) is not None
+                seen = self._cancel_seen.get(job_id)
+                cancelled = seen is not None and seen >= probe_started
             job = Job(
                 queue=row[1],
                 payload=row[3],
@@ -823,11 +835,13 @@ class PostgresBackend(Backend):
 
     def _on_cancel(self, job_id: str) -> None:
         """A cancellation request for ``job_id`` reached this process."""
+        now = time.monotonic()
         with self._lock:
-            self._cancel_seen[job_id] = time.monotonic()
-            held = job_id in self._claims
-        if held:
-            self._notify_cancel(job_id)
+            self._cancel_seen[job_id] = now
+            held = self._claims.get(job_id)
+            pools = self._pools
+        if held is not None and pools is not None:
+            pools.canceller.deliver(job_id)
 
     def _redeliver_cancels(self) -> bool:
         """Tell the runtime again about cancelled jobs it may have missed; True while any remain.
@@ -840,10 +854,17 @@ class PostgresBackend(Backend):
             for job_id, seen in list(self._cancel_seen.items()):
                 if now - seen > _CANCEL_MEMORY:
                     del self._cancel_seen[job_id]
-            due = [job_id for job_id in self._cancel_seen if job_id in self._claims]
+            claims = self._claims
+            due = [
+                job_id
+                for job_id, seen in self._cancel_seen.items()
+                if job_id in claims and seen >= claims[job_id].claimed_at
+            ]
             remaining = bool(self._cancel_seen)
-        for job_id in due:
-            self._notify_cancel(job_id)
+            pools = self._pools
+        if pools is not None:
+            for job_id in due:
+                pools.canceller.deliver(job_id)
         return remaining
 
     def _held_ids(self) -> list[int]:
@@ -982,6 +1003,44 @@ def _describe(params: dict[str, Any]) -> str:
     """The connection string without its password, for messages and repr."""
     shown = {key: value for key, value in params.items() if key != "password" and value is not None}
     return make_conninfo(**shown) if shown else "(libpq defaults)"
+
+
+# -- cancellations -----------------------------------------------------------------------------
+
+
+class _Canceller:
+    """Calls the runtime's cancel callback from a thread of its own.
+
+    The runtime settles the cancelled attempt inside the callback (a statement cancel and a
+    round trip that may wait for the handler's statement to stop); doing that on the listener
+    thread would hold up every other wake-up meanwhile.
+    """
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._backend = backend
+        self._queue: queue_module.SimpleQueue[str | None] = queue_module.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="neoq-pg-cancel", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def deliver(self, job_id: str) -> None:
+        self._queue.put(job_id)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None:
+                return
+            try:
+                self._backend._notify_cancel(job_id)
+            except Exception:  # pragma: no cover - the runtime logs its own errors
+                logger.exception("neoq: delivering the cancellation of job %s failed", job_id)
 
 
 # -- the listener ----------------------------------------------------------------------------

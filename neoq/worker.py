@@ -10,6 +10,7 @@ shutdown comes first decides the outcome (``_Attempt.take``); the others change 
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -41,6 +42,9 @@ CANCEL_GRACE = 1.0
 
 #: The longest pause between claims after a backend error (they double from 0.05 s).
 MAX_ERROR_PAUSE = 5.0
+
+#: New attempts the watchdog takes in at once while it sleeps; also when it compacts its heap.
+_WATCHDOG_BATCH = 1024
 
 RecoveryCallback = Callable[[Job, BaseException], Any]
 
@@ -81,34 +85,65 @@ class _Attempt:
 
 
 class _Watchdog:
-    """One thread that fires attempts whose end time came, to the millisecond."""
+    """One thread that fires attempts whose end time came, to the millisecond.
+
+    ``add`` runs once per job in every claim loop, so it takes no lock in the common case: it
+    appends to ``_incoming`` (a deque, safe to append to from any thread) and wakes the thread
+    only when the new attempt ends before the thread's planned wake-up, ``_wake_at``. The thread
+    keeps ``_wake_at`` at -inf whenever it is not waiting (it is set under the lock just before
+    each wait and reset right after), and it moves ``_incoming`` into its heap before it plans,
+    so an ``add`` that races with it either was moved already or sees a plan it can compare
+    with (or -inf, and notifies).
+    """
 
     def __init__(self, fire: Callable[[_Attempt], None], monotonic: Callable[[], float]) -> None:
         self._fire = fire
         self._monotonic = monotonic
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, _Attempt]] = []
+        self._incoming: collections.deque[tuple[float, int, _Attempt]] = collections.deque()
+        self._wake_at = -math.inf
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopping = False
 
     def add(self, attempt: _Attempt) -> None:
         entry = (attempt.ends_at, next(self._seq), attempt)
+        incoming = self._incoming
+        incoming.append(entry)
+        if self._thread is not None and entry[0] >= self._wake_at and len(incoming) < _WATCHDOG_BATCH:
+            return  # the thread wakes before this attempt ends, and takes it in then
         with self._cond:
-            heap = self._heap
-            # Settled attempts are dropped lazily; compact when they dominate the heap.
-            if len(heap) > 1024 and len(heap) % 1024 == 0:
-                live = [e for e in heap if not e[2].taken]
-                if len(live) * 2 < len(heap):
-                    heapq.heapify(live)
-                    self._heap = heap = live
-            heapq.heappush(heap, entry)
             if self._thread is None:
                 self._stopping = False
                 self._thread = threading.Thread(target=self._run, name="neoq-watchdog", daemon=True)
                 self._thread.start()
-            elif heap[0] is entry:
-                self._cond.notify()
+            elif len(incoming) >= _WATCHDOG_BATCH:
+                self._absorb()  # so settled attempts do not pile up while the thread sleeps
+            self._cond.notify()
+
+    def _absorb(self) -> None:
+        # Called with the lock held: move new attempts into the heap, dropping settled ones.
+        heap = self._heap
+        incoming = self._incoming
+        while incoming:
+            entry = incoming.popleft()
+            if not entry[2].taken:
+                heapq.heappush(heap, entry)
+        # Settled attempts in the heap are dropped lazily; compact when they dominate it.
+        if len(heap) > _WATCHDOG_BATCH:
+            live = [e for e in heap if not e[2].taken]
+            if len(live) * 2 < len(heap):
+                heapq.heapify(live)
+                self._heap = live
+
+    def _wait(self, until: float) -> None:
+        # Called with the lock held: sleep until ``until`` (monotonic) or a notify.
+        self._wake_at = until
+        try:
+            self._cond.wait(None if until == math.inf else max(0.0, until - self._monotonic()))
+        finally:
+            self._wake_at = -math.inf
 
     def _run(self) -> None:
         cond = self._cond
@@ -116,16 +151,16 @@ class _Watchdog:
             due: list[_Attempt] = []
             with cond:
                 while not self._stopping:
+                    self._absorb()
                     heap = self._heap
                     while heap and heap[0][2].taken:
                         heapq.heappop(heap)
                     if not heap:
-                        cond.wait()
+                        self._wait(math.inf)
                         continue
-                    delay = heap[0][0] - self._monotonic()
-                    if delay <= 0:
+                    if heap[0][0] <= self._monotonic():
                         break
-                    cond.wait(delay)
+                    self._wait(heap[0][0])
                 if self._stopping:
                     return
                 now = self._monotonic()
@@ -146,6 +181,7 @@ class _Watchdog:
             self._thread = None
             self._stopping = True
             self._heap = []
+            self._incoming.clear()
             self._cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join()

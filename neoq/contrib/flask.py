@@ -230,7 +230,9 @@ def worker_command(queues: tuple[str, ...], log_level: str | None) -> None:
     client = _current_client()
     if not client.handlers:
         raise click.ClickException("no neoq handler is registered on this app (use @nq.handler(queue))")
+    from neoq.cli import CommandError, run_worker
+
     try:
-        client.run(queues or None)
-    except ConfigurationError as exc:
+        run_worker(client, queues or None, name=f"flask app {current_app.name!r}")
+    except (CommandError, ConfigurationError) as exc:
         raise click.ClickException(str(exc)) from None

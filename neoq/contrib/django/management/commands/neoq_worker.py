@@ -8,6 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from neoq.cli import CommandError as WorkerCommandError
+from neoq.cli import run_worker
 from neoq.contrib.django import get_client, shutdown_client
 from neoq.errors import NeoqError
 
@@ -38,8 +40,8 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django ships no type hints
                     "no neoq handler is registered: define @neoq.contrib.django.handler functions in "
                     "<app>/neoq_jobs.py, or configure a NeoqTaskBackend in TASKS"
                 )
-            client.run(queues)
-        except NeoqError as exc:
+            run_worker(client, queues, name="django project")
+        except (NeoqError, WorkerCommandError) as exc:
             raise CommandError(str(exc)) from None
         finally:
             shutdown_client()

@@ -517,12 +517,13 @@ def _worker_main(spec_text: str) -> None:  # pragma: no cover - runs in a child 
                 running[job.queue] -= 1
 
     client = neoq.new(spec["url"], application_name=spec["app"], **spec.get("options", {}))
+    # Connected: say so before starting, since a poison job may kill the process at once.
+    print("ready", flush=True)
     for queue, settings in spec["queues"].items():
         backoff = settings.pop("backoff", None)
         if backoff is not None:
             settings["backoff"] = lambda retries, delay=backoff: delay
         client.start(queue, neoq.Handler(handle, **settings))
-    print("ready", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     stop.wait()

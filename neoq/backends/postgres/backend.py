@@ -71,6 +71,12 @@ _ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT neoq_handler"
 #: Connections of the pool for short autocommit work (enqueue, attempt counters, inspection).
 _AUX_POOL_MAX = 4
 
+#: How long the pools keep re-trying one lost connection on their own. psycopg_pool doubles the
+#: delay between attempts (1, 2, 4, ... s) up to this, so with its default (5 minutes) a pool
+#: refills only at its next attempt, long after the server is back; giving up soon hands
+#: reconnection back to demand: the next getconn that has to wait grows the pool at once.
+_POOL_RECONNECT_TIMEOUT = 3.0
+
 #: While due jobs of a queue are held by others, re-probe this often (seconds), so a job whose
 #: worker died is picked up soon after PostgreSQL ends the dead session, without a notification.
 _HELD_JOBS_POLL = 0.25
@@ -268,6 +274,8 @@ class PostgresBackend(Backend):
         self._claims: dict[str, _Held] = {}
         self._cancel_seen: dict[str, float] = {}  # job id -> when a cancellation for it arrived
         self._claimers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        #: Set when a connection error was seen, cleared by the next aux work that succeeds.
+        self._unreachable = False
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self._safe_url!r})"
@@ -295,6 +303,7 @@ class PostgresBackend(Backend):
                     max_size=self._pool_max,
                     open=False,
                     timeout=self._connect_timeout,
+                    reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
                     name="neoq-work",
                 )
                 aux: ConnectionPool[Conn] = ConnectionPool(
@@ -304,6 +313,7 @@ class PostgresBackend(Backend):
                     max_size=_AUX_POOL_MAX,
                     open=False,
                     timeout=self._connect_timeout,
+                    reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
                     name="neoq-aux",
                 )
                 work.open(wait=False)
@@ -359,6 +369,7 @@ class PostgresBackend(Backend):
         try:
             return psycopg.connect(self._url, row_factory=tuple_row, **kwargs)
         except psycopg.Error as exc:
+            self._unreachable = True
             raise BackendConnectionError(
                 f"cannot connect to PostgreSQL at {self._safe_url}: {self._scrub(str(exc).strip())}"
             ) from exc
@@ -377,6 +388,7 @@ class PostgresBackend(Backend):
     def _wrap(self, exc: BaseException, doing: str) -> BackendError:
         message = self._scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         if _is_connection_error(exc):
+            self._unreachable = True
             return BackendConnectionError(f"PostgreSQL at {self._safe_url} failed while {doing}: {message}")
         return BackendError(f"PostgreSQL failed while {doing}: {message}")
 
@@ -385,9 +397,16 @@ class PostgresBackend(Backend):
         """An autocommit connection for short work; driver errors leave it wrapped."""
         pool = self._require().aux
         try:
+            if self._unreachable and not pool.get_stats().get("pool_available"):
+                # After a connection error, with no pooled connection at hand, the pool would
+                # wait the whole connect timeout for a server that may refuse at once: ask the
+                # server directly, so an outage is reported promptly (BackendConnectionError).
+                self._connect(self._aux_kwargs).close()
             with pool.connection(timeout=self._connect_timeout) as conn:
                 yield conn
+            self._unreachable = False
         except PoolTimeout as exc:
+            self._unreachable = True
             raise BackendConnectionError(
                 f"no PostgreSQL connection to {self._safe_url} within {self._connect_timeout:g}s while {doing}"
             ) from exc

@@ -26,7 +26,7 @@ from .defaults import (
 from .errors import ConfigurationError, InvalidJobError
 from .handler import Handler, HandlerFunc, as_handler
 from .hooks import Hook, Hooks
-from .job import Job, JobStatus, prepare_job, to_seconds, validate_queue_name
+from .job import Job, JobStatus, prepare_job, setting_seconds, validate_queue_name
 from .retention import Pruner
 from .worker import RecoveryCallback, Worker
 
@@ -42,18 +42,8 @@ _H = TypeVar("_H", bound=Hook)
 _SCHEMES = ("memory", "postgresql", "postgres")
 
 
-def _seconds(value: timedelta | float | int, name: str) -> float:
-    try:
-        seconds = to_seconds(value, name)
-    except TypeError as exc:
-        raise ConfigurationError(str(exc)) from None
-    if seconds < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {seconds:g} seconds")
-    return seconds
-
-
 def _retention(value: timedelta | float | None, name: str) -> float | None:
-    return None if value is None else _seconds(value, name)
+    return None if value is None else setting_seconds(value, name)
 
 
 def _backend_from_url(url: str, options: dict[str, Any], clock: Clock) -> Backend:
@@ -159,7 +149,7 @@ class Neoq:
         #: The backend this client stores jobs in.
         self.backend: Backend = backend
         #: The default grace time of ``shutdown()``, in seconds.
-        self.shutdown_timeout: float = _seconds(shutdown_timeout, "shutdown_timeout")
+        self.shutdown_timeout: float = setting_seconds(shutdown_timeout, "shutdown_timeout")
         #: Where job outcome lines are logged.
         self.logger: logging.Logger = logger or _default_logger
         self._clock = clock or SYSTEM_CLOCK
@@ -365,7 +355,7 @@ class Neoq:
         ``timeout`` stops claiming after that long. Returns the number of attempts run.
         """
         self._check_open()
-        seconds = None if timeout is None else _seconds(timeout, "timeout")
+        seconds = None if timeout is None else setting_seconds(timeout, "timeout")
         with self._lock:
             handlers = {q: h for q, h in self._handlers.items() if not self._worker.is_started(q)}
         return self._worker.drain(handlers, seconds)
@@ -393,7 +383,7 @@ class Neoq:
         resolved = as_handler(handler)
         trigger = parse_spec(spec, timezone)
         name = cron_queue_name(resolved.func) if queue is None else queue
-        window = None if catch_up is None else _seconds(catch_up, "catch_up")
+        window = None if catch_up is None else setting_seconds(catch_up, "catch_up")
         with self._lock:
             self._check_open()
             self._register(name, resolved)
@@ -451,7 +441,7 @@ class Neoq:
         ``timeout`` defaults to the client's ``shutdown_timeout``. Stops cron, closes the
         client's threads and connections. Calling it again does nothing.
         """
-        grace = self.shutdown_timeout if timeout is None else _seconds(timeout, "timeout")
+        grace = self.shutdown_timeout if timeout is None else setting_seconds(timeout, "timeout")
         with self._lock:
             if self._closed:
                 return

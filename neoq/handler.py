@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .backoff import default_backoff
 from .defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from .errors import ConfigurationError
-from .job import to_seconds
+from .job import setting_seconds, to_seconds
 
 if TYPE_CHECKING:
     from .job import Job
@@ -45,14 +45,7 @@ class Handler:
             raise ConfigurationError(f"handler must be callable, got {type(func).__name__}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, not {concurrency!r}")
-        seconds: float | None = None
-        if timeout is not None:
-            try:
-                seconds = to_seconds(timeout, "timeout")
-            except TypeError as exc:
-                raise ConfigurationError(str(exc)) from None
-            if seconds < 0:
-                raise ConfigurationError(f"timeout must not be negative, got {seconds!r} seconds")
+        seconds = None if timeout is None else setting_seconds(timeout, "timeout")
         if max_retries is not None and (
             isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
         ):

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .defaults import MAX_PAYLOAD_DEPTH, MAX_QUEUE_NAME_LENGTH
-from .errors import InvalidJobError
+from .errors import ConfigurationError, InvalidJobError
 
 __all__ = [
     "Job",
@@ -133,6 +133,20 @@ def _check_aware(value: object, name: str) -> datetime | None:
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise InvalidJobError(f"{name} is a naive datetime; give a timezone-aware one (e.g. tzinfo=timezone.utc)")
     return value.astimezone(timezone.utc)
+
+
+def setting_seconds(value: timedelta | float | int, name: str) -> float:
+    """Return a duration setting as float seconds, or raise ``ConfigurationError`` naming ``name``.
+
+    Accepts a ``timedelta`` or a number of seconds; negative values are refused.
+    """
+    try:
+        seconds = to_seconds(value, name)
+    except TypeError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if seconds < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {seconds:g} seconds")
+    return seconds
 
 
 def _check_structure(payload: Mapping[str, Any]) -> None:

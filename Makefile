@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CORE_STAMP := $(VENV)/.core-installed
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo test test-fast lint format bench docs tox tox-extra dist smoke clean
@@ -10,15 +11,20 @@ STAMP := $(VENV)/.installed
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): setup.cfg setup.py pyproject.toml
+# The demo needs neoq alone (quick on a fresh machine); tests and lint add the dev tools.
+$(CORE_STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $(CORE_STAMP)
+
+$(STAMP): $(CORE_STAMP)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install neoq with its dev tools
 
-demo: $(STAMP) ## run a worker on the in-memory backend and print what it does
+demo: $(CORE_STAMP) ## run a worker on the in-memory backend and print what it does
 	$(PY) examples/demo.py
 
 test: $(STAMP) ## run the whole test suite (PostgreSQL included) with coverage

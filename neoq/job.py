@@ -122,7 +122,19 @@ def validate_queue_name(queue: object) -> str:
         raise InvalidJobError(f"queue name is {len(queue)} characters; the limit is {MAX_QUEUE_NAME_LENGTH}")
     if "\x00" in queue:
         raise InvalidJobError("queue name must not contain NUL characters")
+    if not queue.isascii():
+        _check_utf8(queue, "queue name")
     return queue
+
+
+def _check_utf8(text: str, what: str) -> None:
+    # A lone surrogate ("\ud800") is a Python str but no UTF-8: no store (nor JSON) could keep it.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidJobError(
+            f"{what} contains {text[exc.start]!r}, a lone surrogate that UTF-8 cannot encode"
+        ) from None
 
 
 def _check_aware(value: object, name: str) -> datetime | None:
@@ -132,7 +144,10 @@ def _check_aware(value: object, name: str) -> datetime | None:
         raise InvalidJobError(f"{name} must be an aware datetime or None, not {type(value).__name__}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise InvalidJobError(f"{name} is a naive datetime; give a timezone-aware one (e.g. tzinfo=timezone.utc)")
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidJobError(f"{name} {value.isoformat()} is out of range once converted to UTC") from None
 
 
 def setting_seconds(value: timedelta | float | int, name: str) -> float:
@@ -187,6 +202,8 @@ def encode_payload(payload: object) -> str:
         text = _COMPACT.encode(payload)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidJobError(f"payload is not JSON-serialisable: {exc}") from None
+    if not text.isascii():
+        _check_utf8(text, "payload text")
     return text
 
 

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORE_STAMP := $(VENV)/.core-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint format bench docs tox tox-extra dist smoke clean
+.PHONY: help venv demo test test-fast chaos soak lint format bench docs tox tox-extra dist smoke clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,13 @@ test: $(STAMP) ## run the whole test suite (PostgreSQL included) with coverage
 
 test-fast: $(STAMP) ## run the tests that need no PostgreSQL
 	$(PY) -m pytest -m "not postgres and not slow" $(PYTEST_ARGS)
+
+chaos: $(STAMP) ## the fault suite at full size: SIGKILLed workers, database restarts, lost wake-ups, poison jobs
+	NEOQ_CHAOS=full $(PY) -m pytest -s tests/chaos --ignore=tests/chaos/test_chaos_soak.py $(PYTEST_ARGS)
+
+SOAK_SECONDS ?= 600
+soak: $(STAMP) ## a mixed load for SOAK_SECONDS (default 600) checking threads, files, connections, memory stay flat
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -s tests/chaos/test_chaos_soak.py $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff and mypy (strict on neoq/)
 	$(VENV)/bin/ruff check neoq tests examples

@@ -249,7 +249,13 @@ class Neoq:
         with self._lock:
             self._check_open()
             self._register(queue, resolved)
-        self._start_worker(queue, resolved)
+        try:
+            self._start_worker(queue, resolved)
+        except ConfigurationError:
+            # The backend refused the handler (Backend.prepare_queue): leave no trace of it.
+            with self._lock:
+                self._handlers.pop(queue, None)
+            raise
 
     def handler(self, queue: str, **settings: Any) -> Callable[[HandlerFunc], HandlerFunc]:
         """Register the decorated function as ``queue``'s handler, started by ``run()``/``drain()``.

@@ -14,7 +14,11 @@ from .job import setting_seconds, to_seconds
 if TYPE_CHECKING:
     from .job import Job
 
-__all__ = ["Handler", "HandlerFunc"]
+__all__ = ["HANDLER_MODES", "Handler", "HandlerFunc"]
+
+#: How a backend may run a queue's attempts: ``"transaction"`` (one store transaction per attempt,
+#: every backend) or ``"lease"`` (a renewed lease, no transaction held; PostgreSQL).
+HANDLER_MODES = ("transaction", "lease")
 
 #: What a handler is: any callable taking the ``Job``. Its return value is ignored.
 HandlerFunc = Callable[["Job"], Any]
@@ -27,10 +31,12 @@ class Handler:
     ``timeout``: the longest one attempt may run (a ``timedelta`` or seconds; ``None``: no limit
     but the job's deadline). ``max_retries``: used for jobs that do not set their own.
     ``backoff``: ``backoff(retries) -> timedelta | float``, the delay before each retry.
+    ``mode``: ``"transaction"`` or ``"lease"`` (see ``HANDLER_MODES``); ``None``, the default, takes
+    the backend's default mode (``"transaction"`` unless the backend was told otherwise).
     Invalid settings raise ``ConfigurationError``.
     """
 
-    __slots__ = ("backoff", "concurrency", "func", "max_retries", "timeout")
+    __slots__ = ("backoff", "concurrency", "func", "max_retries", "mode", "timeout")
 
     def __init__(
         self,
@@ -40,6 +46,7 @@ class Handler:
         timeout: timedelta | float | None = DEFAULT_TIMEOUT,
         max_retries: int | None = None,
         backoff: Callable[[int], timedelta | float] | None = None,
+        mode: str | None = None,
     ) -> None:
         if not callable(func):
             raise ConfigurationError(f"handler must be callable, got {type(func).__name__}")
@@ -52,6 +59,8 @@ class Handler:
             raise ConfigurationError(f"max_retries must be an int >= 0 or None, not {max_retries!r}")
         if backoff is not None and not callable(backoff):
             raise ConfigurationError(f"backoff must be callable, got {type(backoff).__name__}")
+        if mode is not None and mode not in HANDLER_MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(map(repr, HANDLER_MODES))} or None, not {mode!r}")
         #: The function that runs each job.
         self.func: HandlerFunc = func
         #: The most jobs of this queue one client runs at once.
@@ -62,6 +71,8 @@ class Handler:
         self.max_retries: int | None = max_retries
         #: The retry delay policy.
         self.backoff: Callable[[int], timedelta | float] = backoff or default_backoff
+        #: ``"transaction"``, ``"lease"``, or ``None`` for the backend's default.
+        self.mode: str | None = mode
 
     def max_retries_for(self, job: Job) -> int:
         """Return how many retries ``job`` gets: its own, else this handler's, else the default."""

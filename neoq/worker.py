@@ -228,6 +228,8 @@ class Worker:
 
     def start(self, queue: str, handler: Handler) -> None:
         """Start ``concurrency`` claim loops for ``queue`` in background threads."""
+        # Before anything starts: a mode the backend cannot serve fails here, with nothing running.
+        self._backend.prepare_queue(queue, handler)
         runner = _QueueRunner(queue, handler, burst=False)
         with self._lock:
             self._runners[queue] = runner
@@ -492,6 +494,8 @@ class Worker:
         clock = self._clock
         end = math.inf if timeout is None else clock.monotonic() + timeout
         total = 0
+        for queue, handler in handlers.items():
+            self._backend.prepare_queue(queue, handler)
         try:
             while True:
                 runners = [_QueueRunner(queue, handler, burst=True) for queue, handler in handlers.items()]

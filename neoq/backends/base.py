@@ -26,9 +26,13 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigurationError
 from ..job import Job, JobStatus
+
+if TYPE_CHECKING:
+    from ..handler import Handler
 
 __all__ = ["Backend", "Claim", "Outcome"]
 
@@ -129,6 +133,19 @@ class Backend(abc.ABC):
         """
 
     # -- consuming -------------------------------------------------------------------------
+
+    def prepare_queue(self, queue: str, handler: Handler) -> None:
+        """Get ready to serve ``queue`` with ``handler``; called before its claim loops start.
+
+        The runtime calls it from ``start``/``drain``, so a setting the backend cannot honour
+        fails there. The default supports only the ``"transaction"`` mode (``handler.mode``
+        ``None`` or ``"transaction"``) and raises ``ConfigurationError`` for any other.
+        """
+        if handler.mode not in (None, "transaction"):
+            raise ConfigurationError(
+                f"{type(self).__name__} does not support mode={handler.mode!r} (queue {queue!r}); "
+                "the lease mode needs the PostgreSQL backend"
+            )
 
     @abc.abstractmethod
     def claim(self, queue: str, timeout: float) -> Claim | None:

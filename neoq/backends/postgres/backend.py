@@ -43,7 +43,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ...defaults import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TRANSACTION_TIMEOUT, DEFAULT_POLL_INTERVAL
+from ...defaults import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TRANSACTION_TIMEOUT,
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_POLL_INTERVAL,
+)
 from ...errors import (
     BackendConnectionError,
     BackendError,
@@ -52,8 +57,10 @@ from ...errors import (
     JobNotFoundError,
     NeoqError,
 )
+from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus, to_seconds
 from ..base import Backend, Claim, Outcome
+from .lease import LeaseEngine, LeaseToken
 from .migrations import migrate
 from .queries import QUERIES
 
@@ -196,6 +203,13 @@ class PostgresBackend(Backend):
     - ``poll_interval`` (default 2 s): the safety-net poll of waiting claims.
     - ``application_name`` (default the URL's, else ``"neoq"``).
     - ``migrate`` (default True): create or upgrade the schema in ``open()``.
+    - ``mode`` (default ``"transaction"``): the mode of queues whose ``Handler`` does not name one;
+      ``"lease"`` holds no transaction while handlers run (docs/lease-mode.md).
+    - ``lease`` (default 30 s): how long a lease lasts; running jobs renew it while their process lives.
+    - ``listen`` (default True): False opens no LISTEN connection (PgBouncer in transaction pooling
+      cannot deliver notifications); waiting claims then poll every ``poll_interval``.
+    - ``prepare_threshold`` (default psycopg's, 5): psycopg's server-side prepared statements;
+      ``None`` disables them, as PgBouncer in transaction pooling needs.
     """
 
     def __init__(
@@ -210,6 +224,10 @@ class PostgresBackend(Backend):
         poll_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
         application_name: str | None = None,
         migrate: bool = True,
+        mode: str = "transaction",
+        lease: timedelta | float = DEFAULT_LEASE_DURATION,
+        listen: bool = True,
+        prepare_threshold: int | None = 5,
     ) -> None:
         if not isinstance(url, str):
             raise ConfigurationError(f"the PostgreSQL url must be a str, not {type(url).__name__}")
@@ -253,10 +271,26 @@ class PostgresBackend(Backend):
         self.application_name = application_name
         self._migrate = migrate
         self._url = url
+        if mode not in HANDLER_MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(map(repr, HANDLER_MODES))}, not {mode!r}")
+        self._default_mode = mode
+        self._lease_seconds = _non_negative(lease, "lease")
+        if self._lease_seconds < 0.1:
+            raise ConfigurationError(f"lease must be at least 0.1 seconds, got {self._lease_seconds:g}")
+        self._listen_enabled = bool(listen)
+        if prepare_threshold is not None and (
+            isinstance(prepare_threshold, bool) or not isinstance(prepare_threshold, int)
+        ):
+            raise ConfigurationError(f"prepare_threshold must be an int or None, not {prepare_threshold!r}")
+        #: Each queue's mode and claim prefetch (Backend.prepare_queue); others take the default mode.
+        self._queue_modes: dict[str, str] = {}
+        self._prefetch: dict[str, int] = {}
+        self._lease_engine: LeaseEngine | None = None
         user_options = str(params.get("options") or "")
         base_kwargs: dict[str, Any] = {
             "application_name": application_name,
             "connect_timeout": max(2, math.ceil(self._connect_timeout)),
+            "prepare_threshold": prepare_threshold,
         }
         sc = f"-c synchronous_commit={synchronous_commit}"
         idle = f"-c idle_in_transaction_session_timeout={self._idle_ms}"
@@ -328,7 +362,8 @@ class PostgresBackend(Backend):
             self._pools = _Pools(work, aux, listener, canceller)
             # Wake-ups left from an earlier open() (shutdown's) must not cut the new claims short.
             self._states.clear()
-            listener.start()
+            if self._listen_enabled:
+                listener.start()
             canceller.start()
 
     def close(self) -> None:
@@ -337,6 +372,9 @@ class PostgresBackend(Backend):
             pools, self._pools = self._pools, None
             states = list(self._states.values())
             leftover = list(self._claims.values())
+            lease_engine, self._lease_engine = self._lease_engine, None
+        if lease_engine is not None:
+            lease_engine.close()
         if pools is None:
             return
         # Blocked claims return None at once and see the backend closed.
@@ -396,6 +434,9 @@ class PostgresBackend(Backend):
     def _aux(self, doing: str) -> Iterator[Conn]:
         """An autocommit connection for short work; driver errors leave it wrapped."""
         pool = self._require().aux
+        lease_engine = self._lease_engine
+        if lease_engine is not None:
+            lease_engine.barrier()  # read this client's own outcomes, batched by the lease mode
         try:
             if self._unreachable and not pool.get_stats().get("pool_available"):
                 # After a connection error, with no pooled connection at hand, the pool would
@@ -486,7 +527,23 @@ class PostgresBackend(Backend):
 
     # -- consuming -------------------------------------------------------------------------
 
+    def prepare_queue(self, queue: str, handler: Handler) -> None:
+        """Serve ``queue`` in ``handler.mode``, else this backend's default mode."""
+        self._queue_modes[queue] = handler.mode or self._default_mode
+        self._prefetch[queue] = handler.concurrency
+
+    def _lease(self) -> LeaseEngine:
+        """The lease engine of this open backend, started on first use."""
+        with self._lock:
+            engine = self._lease_engine
+            if engine is None:
+                self._require()
+                engine = self._lease_engine = LeaseEngine(self, self._lease_seconds)
+        return engine
+
     def claim(self, queue: str, timeout: float) -> Claim | None:
+        if self._queue_modes.get(queue, self._default_mode) == "lease":
+            return self._lease().claim(queue, timeout, self._prefetch.get(queue, 0))
         self._require()
         state = self._state(queue)
         self._count_claimer()
@@ -684,6 +741,8 @@ class PostgresBackend(Backend):
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
         held = claim.token
+        if isinstance(held, LeaseToken):
+            return held.engine.settle(claim, outcome)
         if not isinstance(held, _Held):
             raise BackendError("settle() got a claim that this PostgreSQL backend did not make")
         with held.lock:
@@ -784,6 +843,8 @@ class PostgresBackend(Backend):
 
     def release(self, claim: Claim) -> None:
         held = claim.token
+        if isinstance(held, LeaseToken):
+            return held.engine.release(claim)
         if not isinstance(held, _Held):
             return
         try:

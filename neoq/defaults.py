@@ -23,6 +23,9 @@ DEFAULT_IDLE_TRANSACTION_TIMEOUT = 60.0
 #: How long connecting to a store may take before ``BackendConnectionError``, in seconds.
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
+#: How long a lease of the PostgreSQL lease mode lasts, in seconds; running jobs renew it.
+DEFAULT_LEASE_DURATION = 30.0
+
 #: The safety-net poll of backends that are woken by notifications, in seconds.
 DEFAULT_POLL_INTERVAL = 2.0
 

@@ -1,0 +1,539 @@
+"""The lease mode of the PostgreSQL backend: no transaction is held while a handler runs.
+
+How it works (see docs/lease-mode.md and ``sql/lease.sql``):
+
+- **Claims in batches.** A claim leases up to as many due jobs as the queue has idle claim loops,
+  in one statement (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)``), and
+  commits at once. The lease is the job's ``run_after`` moved to ``now() + lease``, with a fresh
+  fencing token (``lease_token``); the attempt is counted in the same statement. The first loop
+  gets the first job; the others wait in a per-queue buffer for the loops that asked with it.
+- **Heartbeat.** One thread per client renews every running lease of the client in one batched
+  UPDATE, so a lease lives as long as its process does, however long the handler runs. The same
+  statement reports leases this client lost: cancelled ones reach the runtime as cancellations.
+- **Batched outcomes.** ``settle`` hands the outcome to one flusher thread and returns; the flusher
+  writes every outcome waiting at that moment in one fenced statement, within a few milliseconds.
+  Every other call of this client that touches the database first waits for the outcomes settled
+  before it (``barrier``), so the client reads its own writes (a finished job's fingerprint is
+  free for its next ``enqueue``). An outcome not yet written when the process dies is simply
+  lost: the job runs again once its lease expires (at-least-once).
+- **Prefetch.** A claim leases jobs for the idle claim loops plus up to ``concurrency`` more, kept
+  in a buffer for loops that finish soon; a buffered job nobody started within a heartbeat
+  interval is put back, so a busy process does not sit on jobs that others could run.
+- **Crash recovery without a leader.** A dead or frozen worker stops renewing; when its lease
+  expires the job is simply due again (``run_after <= now()``) for any worker. Its fencing token
+  no longer matches, so a late outcome from the old holder changes nothing.
+
+The guarantee is at-least-once with fencing: ``Claim.transaction`` is ``None`` in this mode, and
+exactly-once effects through the job's transaction are a feature of the transaction mode.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ...errors import BackendConnectionError, BackendError, NeoqError
+from ...job import Job, JobStatus
+from ..base import Claim, Outcome
+from .queries import parse_queries
+
+if TYPE_CHECKING:
+    from .backend import PostgresBackend
+
+__all__ = ["LeaseEngine", "LeaseToken", "heartbeat_interval"]
+
+logger = logging.getLogger(__name__)
+
+#: The named queries of the lease mode.
+LEASE_QUERIES: dict[str, str] = parse_queries(
+    resources.files(__package__).joinpath("sql").joinpath("lease.sql").read_text(encoding="utf-8")
+)
+
+#: The longest pause between two heartbeats (seconds): it also bounds how long a cancellation
+#: of a running job takes to reach its handler, since in this mode the job row is not locked.
+_HEARTBEAT_MAX = 0.5
+
+#: The most jobs one claim statement leases.
+_MAX_BATCH = 100
+
+#: The most outcomes one flush writes.
+_MAX_FLUSH = 500
+
+#: How long a claim loop waits for another loop's claim statement before looking again.
+_FETCH_WAIT = 1.0
+
+Conn = psycopg.Connection[TupleRow]
+
+
+def heartbeat_interval(lease: float) -> float:
+    """Seconds between heartbeats for a lease of ``lease`` seconds: a third of it, at most 0.5 s."""
+    return max(0.01, min(_HEARTBEAT_MAX, lease / 3.0))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(timezone.utc)
+
+
+@dataclass(eq=False)
+class LeaseToken:
+    """``Claim.token`` of a lease-mode claim: which lease the claim holds."""
+
+    #: The engine that made the claim (it settles it, even after the backend reopened).
+    engine: LeaseEngine = field(repr=False)
+    job_id: int
+    queue: str
+    #: The fencing token: the job's ``lease_token`` when this claim leased it.
+    token: int
+    #: When the job was due before it was leased (a finished job gets it back).
+    due_at: datetime
+    #: Set once by ``settle``; later calls change nothing.
+    settled: bool = False
+    #: Set when the heartbeat found the lease gone.
+    lost: bool = False
+    #: When the claim was made (monotonic): a buffered claim left unstarted too long is put back.
+    leased_at: float = 0.0
+
+
+class _Pending:
+    """One outcome waiting for the flusher."""
+
+    __slots__ = ("lease", "outcome", "seq")
+
+    def __init__(self, lease: LeaseToken, outcome: Outcome) -> None:
+        self.lease = lease
+        self.outcome = outcome
+        self.seq = 0
+
+
+class _LeaseQueue:
+    """The claim loops of one lease-mode queue in this client, and the jobs leased for them."""
+
+    __slots__ = ("buffer", "fetching", "idle")
+
+    def __init__(self) -> None:
+        #: Claims leased by one loop for the others that were idle with it.
+        self.buffer: collections.deque[Claim] = collections.deque()
+        #: Loops inside claim() now.
+        self.idle = 0
+        #: True while one loop runs the claim statement for all of them.
+        self.fetching = False
+
+
+class LeaseEngine:
+    """The lease mode of one open ``PostgresBackend``: claims, heartbeat and the outcome flusher.
+
+    Created by the backend when a lease-mode queue first claims, closed by ``backend.close()``.
+    It has a connection pool of its own (autocommit; no connection is held between statements),
+    a heartbeat thread and a flusher thread.
+    """
+
+    def __init__(self, backend: PostgresBackend, lease: float) -> None:
+        self._backend = backend
+        self._lease = lease
+        self._interval = heartbeat_interval(lease)
+        #: Who holds the leases this engine takes, as stored in ``lease_owner``.
+        self.owner = f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._lock = threading.Lock()
+        self._queues: dict[str, _LeaseQueue] = {}
+        #: Leases this client holds and renews: running, or waiting in a buffer.
+        self._leases: dict[int, LeaseToken] = {}
+        self._pending: collections.deque[_Pending] = collections.deque()
+        #: Guards _pending and the sequence numbers; the flusher waits on it, so does barrier().
+        self._wake = threading.Condition(threading.Lock())
+        #: Outcomes handed to the flusher so far, and how many of them it has dealt with.
+        self._submitted = 0
+        self._flushed = 0
+        #: Retries (or put-backs) waiting to be written: a claim writes them first.
+        self._pending_retries = 0
+        self._closed = threading.Event()
+        self._pool: ConnectionPool[Conn] = ConnectionPool(
+            backend._url,
+            kwargs=backend._aux_kwargs,
+            min_size=1,
+            max_size=4,
+            open=False,
+            timeout=backend._connect_timeout,
+            reconnect_timeout=3.0,
+            name="neoq-lease",
+        )
+        self._pool.open(wait=False)
+        self._flusher = threading.Thread(target=self._flush_loop, name="neoq-pg-lease-flusher", daemon=True)
+        self._heart = threading.Thread(target=self._heartbeat_loop, name="neoq-pg-lease-heartbeat", daemon=True)
+        self._flusher.start()
+        self._heart.start()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write the outcomes still waiting, put unstarted leased jobs back, stop. Idempotent."""
+        if self._closed.is_set():
+            return
+        with self._wake:
+            self._closed.set()
+            self._wake.notify_all()
+        for thread in (self._flusher, self._heart):
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join()
+        with self._lock:
+            unstarted = [claim for state in self._queues.values() for claim in state.buffer]
+            for state in self._queues.values():
+                state.buffer.clear()
+        if unstarted:
+            self._put_back([claim.token for claim in unstarted if isinstance(claim.token, LeaseToken)])
+        # Leases of handlers still running (abandoned at shutdown) expire on their own.
+        self._pool.close(timeout=5.0)
+
+    @contextmanager
+    def _conn(self, doing: str) -> Iterator[Conn]:
+        backend = self._backend
+        try:
+            with self._pool.connection(timeout=backend._connect_timeout) as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise BackendConnectionError(
+                f"no PostgreSQL connection to {backend._safe_url} within {backend._connect_timeout:g}s while {doing}"
+            ) from exc
+        except psycopg.Error as exc:
+            raise backend._wrap(exc, doing) from exc
+
+    # -- claiming --------------------------------------------------------------------------
+
+    def claim(self, queue: str, timeout: float, prefetch: int = 0) -> Claim | None:
+        """``Backend.claim`` for a lease-mode queue: a leased job, or None after ``timeout``.
+
+        ``prefetch``: how many jobs beyond the idle claim loops one claim statement may lease.
+        """
+        backend = self._backend
+        state = backend._state(queue)
+        cond = state.cond
+        clock = time.monotonic
+        end = clock() + max(0.0, timeout)
+        with cond:
+            mine = self._queues.get(queue)
+            if mine is None:
+                mine = self._queues[queue] = _LeaseQueue()
+            mine.idle += 1
+        try:
+            while True:
+                with cond:
+                    while True:
+                        if mine.buffer:
+                            return mine.buffer.popleft()
+                        if self._closed.is_set() or backend._pools is None:
+                            return None
+                        if not mine.fetching:
+                            break
+                        # Another loop is leasing jobs for every idle loop, this one included.
+                        cond.wait(_FETCH_WAIT)
+                    mine.fetching = True
+                    limit = min(_MAX_BATCH, max(1, mine.idle + prefetch))
+                    generation = state.generation
+                try:
+                    claims, next_due = self._fetch(queue, limit)
+                finally:
+                    with cond:
+                        mine.fetching = False
+                        # Loops that waited for this fetch look at the buffer (or fetch again).
+                        cond.notify_all()
+                if claims:
+                    with cond:
+                        mine.buffer.extend(claims[1:])
+                    return claims[0]
+                now = clock()
+                if now >= end or self._closed.is_set():
+                    return None
+                wait = min(end - now, backend._poll_interval)
+                if next_due is not None:
+                    # A millisecond past the due time (a lease expiry too): then now() is surely past it.
+                    wait = min(wait, max(0.0, next_due) + 0.001)
+                with cond:
+                    if state.generation != generation or mine.buffer:
+                        continue  # signalled while leasing: look again at once
+                    if state.wakeups:
+                        state.wakeups -= 1
+                        return None
+                    state.waiting += 1
+                    try:
+                        cond.wait(wait)
+                    finally:
+                        state.waiting -= 1
+                    if mine.buffer:
+                        continue
+                    if state.wakeups:
+                        state.wakeups -= 1
+                        return None
+        finally:
+            with cond:
+                mine.idle -= 1
+
+    def _fetch(self, queue: str, limit: int) -> tuple[list[Claim], float | None]:
+        """Lease up to ``limit`` due jobs; return their claims, or when the next job comes due."""
+        if self._pending_retries:
+            self.barrier()  # a retry due now that this client settled must be claimable
+        params = {"queue": queue, "limit": limit, "lease": self._lease, "owner": self.owner}
+        with self._conn(f"leasing jobs of queue {queue!r}") as conn:
+            # Losing a lease claim in a server crash loses nothing (the job is due again), so it
+            # needs no fsync of its own; the outcome that follows is written durably. Pipelined:
+            # one round trip.
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute("SET LOCAL synchronous_commit TO OFF")
+                cur = conn.execute(LEASE_QUERIES["lease_claim"], params)
+                conn.execute("COMMIT")
+            rows = cur.fetchall()
+        if len(rows) == 1 and rows[0][0] is None:
+            return [], rows[0][14]
+        rows.sort(key=lambda row: (row[4], row[0]))
+        claims: list[Claim] = []
+        cancelled: list[_Pending] = []
+        now = time.monotonic()
+        with self._lock:
+            for row in rows:
+                lease = LeaseToken(self, int(row[0]), row[1], int(row[10]), row[4], leased_at=now)
+                self._leases[lease.job_id] = lease
+                job = Job(
+                    queue=row[1],
+                    payload=row[3],
+                    run_after=_utc(row[4]),
+                    deadline=_utc(row[5]),
+                    max_retries=row[6],
+                    fingerprint=row[2],
+                    id=str(row[0]),
+                    status=JobStatus.NEW,
+                    retries=row[7],
+                    attempts=int(row[11]),
+                    error=row[8],
+                    created_at=_utc(row[9]),
+                    ran_at=_utc(row[12]),
+                )
+                if row[13]:
+                    # A cancellation request left by the transaction mode: never run it.
+                    lease.settled = True
+                    cancelled.append(_Pending(lease, Outcome(JobStatus.CANCELLED, job.error)))
+                    continue
+                claims.append(Claim(job, transaction=None, token=lease))
+        for pending in cancelled:
+            self._submit(pending)
+            logger.info("neoq: job %s queue=%r was cancelled before it could start", pending.lease.job_id, queue)
+        return claims, None
+
+    # -- settling --------------------------------------------------------------------------
+
+    def settle(self, claim: Claim, outcome: Outcome) -> None:
+        """``Backend.settle``: queue the outcome for the flusher (one fenced write for many).
+
+        Returns at once; this client's next database call waits for the write (``barrier``).
+        A lease lost meanwhile (the job was claimed again elsewhere) makes the write a no-op.
+        """
+        lease = claim.token
+        assert isinstance(lease, LeaseToken)
+        with self._lock:
+            if lease.settled:
+                return
+            lease.settled = True
+        self._submit(_Pending(lease, outcome))
+
+    def barrier(self) -> None:
+        """Wait until every outcome settled so far was written (or failed to be)."""
+        with self._wake:
+            target = self._submitted
+            while self._flushed < target and self._flusher.is_alive():
+                self._wake.wait(1.0)
+
+    def release(self, claim: Claim) -> None:
+        """``Backend.release``: an unsettled claim's lease is no longer renewed, so it expires."""
+        lease = claim.token
+        if not isinstance(lease, LeaseToken):
+            return
+        with self._lock:
+            if not lease.settled and self._leases.get(lease.job_id) is lease:
+                del self._leases[lease.job_id]
+
+    def _submit(self, pending: _Pending) -> None:
+        with self._wake:
+            if not self._flusher.is_alive():
+                raise BackendError("the PostgreSQL backend is closed; the outcome was not written")
+            self._submitted += 1
+            pending.seq = self._submitted
+            if pending.outcome.status is JobStatus.NEW:
+                self._pending_retries += 1
+            self._pending.append(pending)
+            self._wake.notify_all()
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed.is_set():
+                    self._wake.wait()
+                if not self._pending:
+                    return  # closed, and nothing left to write
+                batch = [self._pending.popleft() for _ in range(min(_MAX_FLUSH, len(self._pending)))]
+            try:
+                self._flush(batch)
+            except Exception:  # pragma: no cover - keep flushing whatever happens
+                logger.exception("neoq: writing lease outcomes failed")
+            finally:
+                with self._lock:
+                    for pending in batch:
+                        lease = pending.lease
+                        if self._leases.get(lease.job_id) is lease:
+                            del self._leases[lease.job_id]  # written (or its lease expires): stop renewing
+                with self._wake:
+                    self._flushed = batch[-1].seq
+                    self._pending_retries -= sum(1 for p in batch if p.outcome.status is JobStatus.NEW)
+                    self._wake.notify_all()
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        """Write ``batch``'s outcomes in one statement and wake their settle calls."""
+        params: dict[str, Any] = {
+            "ids": [],
+            "tokens": [],
+            "statuses": [],
+            "errors": [],
+            "run_afters": [],
+            "retries": [],
+            "channel": _channel(),
+        }
+        for pending in batch:
+            lease, outcome = pending.lease, pending.outcome
+            status = outcome.status
+            retry = status is JobStatus.NEW
+            params["ids"].append(lease.job_id)
+            params["tokens"].append(lease.token)
+            params["statuses"].append(status.value)
+            params["errors"].append(None if status is JobStatus.PROCESSED else outcome.error)
+            # A retry is due at its own time; a finished job gets back the time it was due.
+            params["run_afters"].append(outcome.run_after if retry and outcome.run_after else lease.due_at)
+            params["retries"].append(outcome.retries if retry else None)
+        try:
+            with self._conn(f"writing the outcomes of {len(batch)} jobs") as conn:
+                written = {int(row[0]) for row in conn.execute(LEASE_QUERIES["lease_settle"], params).fetchall()}
+        except NeoqError as exc:
+            # The jobs are not lost: their leases expire and they run again (at-least-once).
+            logger.error(
+                "neoq: the outcomes of %d jobs could not be written (%s); they run again once their leases expire",
+                len(batch),
+                exc,
+            )
+            return
+        for pending in batch:
+            lease = pending.lease
+            if lease.job_id not in written and pending.outcome.status is not JobStatus.CANCELLED:
+                logger.warning(
+                    "neoq: job %s queue=%r lost its lease before its outcome (%s) was written: it was claimed "
+                    "again or changed meanwhile, so this outcome is discarded",
+                    lease.job_id,
+                    lease.queue,
+                    pending.outcome.status.value,
+                )
+
+    # -- the heartbeat ---------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        while not self._closed.wait(self._interval):
+            try:
+                self._heartbeat()
+            except NeoqError as exc:
+                # The leases run out if this goes on; their jobs then run again elsewhere.
+                logger.warning("neoq: renewing leases failed (%s); trying again in %.2fs", exc, self._interval)
+            except Exception:  # pragma: no cover - keep renewing whatever happens
+                logger.exception("neoq: the lease heartbeat failed")
+
+    def _heartbeat(self) -> None:
+        """Renew this client's leases in one statement; act on the ones it lost."""
+        self._return_stale()
+        with self._lock:
+            leases = list(self._leases.values())
+        if not leases:
+            return
+        params = {
+            "ids": [lease.job_id for lease in leases],
+            "tokens": [lease.token for lease in leases],
+            "lease": self._lease,
+            # Renew once a third of the lease has passed: fewer row versions for short jobs.
+            "renew_below": self._lease * 2.0 / 3.0,
+        }
+        with self._conn("renewing leases") as conn:
+            lost = conn.execute(LEASE_QUERIES["lease_heartbeat"], params).fetchall()
+        for job_id, status in lost:
+            self._lost(int(job_id), status)
+
+    def _return_stale(self) -> None:
+        """Put back prefetched jobs that waited a whole heartbeat interval for a free claim loop."""
+        cutoff = time.monotonic() - self._interval
+        stale: list[LeaseToken] = []
+        with self._lock:
+            for state in self._queues.values():
+                while state.buffer and state.buffer[0].token.leased_at < cutoff:
+                    lease = state.buffer.popleft().token
+                    lease.settled = True
+                    self._leases.pop(lease.job_id, None)
+                    stale.append(lease)
+        if stale:
+            self._put_back(stale)
+
+    def _put_back(self, tokens: list[LeaseToken]) -> None:
+        """Give unstarted leased jobs back (due as before, attempt uncounted); else their leases expire."""
+        try:
+            with self._conn("putting unstarted leased jobs back") as conn:
+                conn.execute(
+                    LEASE_QUERIES["lease_return"],
+                    {
+                        "ids": [t.job_id for t in tokens],
+                        "tokens": [t.token for t in tokens],
+                        "due_ats": [t.due_at for t in tokens],
+                        "channel": _channel(),
+                    },
+                )
+        except NeoqError as exc:
+            logger.warning(
+                "neoq: %d leased jobs could not be put back (%s); they run once their leases expire", len(tokens), exc
+            )
+
+    def _lost(self, job_id: int, status: str | None) -> None:
+        with self._lock:
+            lease = self._leases.get(job_id)
+            if lease is None or lease.settled or lease.lost:
+                return  # settled meanwhile: the heartbeat's list was older than the outcome
+            lease.lost = True
+            del self._leases[job_id]
+            buffered = None
+            state = self._queues.get(lease.queue)
+            if state is not None:
+                buffered = next((c for c in state.buffer if c.token is lease), None)
+                if buffered is not None:
+                    state.buffer.remove(buffered)
+        if buffered is not None:
+            return  # never started: nothing to stop
+        if status == JobStatus.CANCELLED.value:
+            # cancel_job() found the job unlocked and cancelled it: stop its handler.
+            self._backend._notify_cancel(str(job_id))
+            return
+        logger.warning(
+            "neoq: job %s queue=%r lost its lease (the job is now %s): this process was too slow to renew it, "
+            "so another run may have started; this run's outcome will be discarded",
+            job_id,
+            lease.queue,
+            status or "deleted",
+        )
+
+
+def _channel() -> str:
+    from .backend import CHANNEL
+
+    return CHANNEL

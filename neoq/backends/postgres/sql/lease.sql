@@ -1,0 +1,104 @@
+-- Named queries of the PostgreSQL lease mode, loaded once by neoq.backends.postgres.lease.
+--
+-- A lease is (run_after = expiry, lease_token = fencing token, lease_owner) on a job that stays
+-- 'new' (see migrations/0002_lease.sql). Every write of a holder names its token, so a holder
+-- whose lease expired and was claimed again changes nothing. Every value is a bound parameter.
+
+-- name: lease_claim
+-- Lease up to %(limit)s due jobs of a queue in one statement and count their attempts; or, when
+-- none is due, say when the next one comes due (seconds, by the database's clock). Rows a
+-- transaction-mode claim holds are locked and skipped.
+WITH picked AS (
+    SELECT j.id, j.run_after
+    FROM neoq_jobs j
+    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
+    ORDER BY j.run_after, j.id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE neoq_jobs j
+    SET run_after = now() + make_interval(secs => %(lease)s),
+        lease_token = j.lease_token + 1,
+        lease_owner = %(owner)s
+    FROM picked p
+    WHERE j.id = p.id
+    RETURNING j.id, j.queue, j.fingerprint, j.payload, p.run_after AS due_at, j.deadline, j.max_retries,
+              j.retries, j.error, j.created_at, j.lease_token
+), counted AS (
+    INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at)
+    SELECT l.id, 1, clock_timestamp() FROM leased l
+    ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at
+    RETURNING a.job_id, a.attempts, a.ran_at
+)
+SELECT l.id, l.queue, l.fingerprint, l.payload, l.due_at, l.deadline, l.max_retries, l.retries, l.error,
+       l.created_at, l.lease_token, c.attempts, c.ran_at,
+       EXISTS (SELECT 1 FROM neoq_cancellations x WHERE x.job_id = l.id) AS cancel_requested,
+       NULL::float8 AS next_due
+FROM leased l JOIN counted c ON c.job_id = l.id
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
+        FROM neoq_jobs n
+        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now())
+WHERE NOT EXISTS (SELECT 1 FROM leased);
+
+-- name: lease_settle
+-- Write the outcomes of many attempts in one statement, each fenced by its token. Returns the
+-- rows written; a missing id is a lease that was lost (expired and claimed again, or cancelled).
+-- A retry or a put-back wakes its queue's workers on commit.
+WITH t AS (
+    SELECT *
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(statuses)s::text[], %(errors)s::text[],
+                %(run_afters)s::timestamptz[], %(retries)s::integer[])
+         AS t(id, token, status, error, run_after, retries)
+), done AS (
+    UPDATE neoq_jobs j
+    SET status = t.status,
+        error = t.error,
+        run_after = t.run_after,
+        retries = coalesce(t.retries, j.retries),
+        finished_at = CASE WHEN t.status = 'new' THEN NULL ELSE now() END,
+        lease_owner = NULL
+    FROM t
+    WHERE j.id = t.id AND j.lease_token = t.token AND j.status = 'new'
+    RETURNING j.id, j.status, j.queue
+), requests AS (
+    DELETE FROM neoq_cancellations c USING done d WHERE c.job_id = d.id
+)
+SELECT d.id, CASE WHEN d.status = 'new' THEN pg_notify(%(channel)s, 'q:' || d.queue) IS NULL END
+FROM done d;
+
+-- name: lease_heartbeat
+-- Renew the leases that are past a third of their time, in one statement, and report the ones
+-- this holder lost (with the job's status then: 'cancelled' means cancel_job reached it). Rows a
+-- concurrent settle holds are skipped, not waited for: they are renewed next time, if still ours.
+WITH t AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS t(id, token)
+), mine AS (
+    SELECT j.id
+    FROM neoq_jobs j JOIN t ON j.id = t.id AND j.lease_token = t.token
+    WHERE j.status = 'new' AND j.run_after < now() + make_interval(secs => %(renew_below)s)
+    FOR UPDATE OF j SKIP LOCKED
+), renewed AS (
+    UPDATE neoq_jobs j SET run_after = now() + make_interval(secs => %(lease)s)
+    FROM mine m WHERE j.id = m.id
+    RETURNING j.id
+)
+SELECT t.id, j.status
+FROM t LEFT JOIN neoq_jobs j ON j.id = t.id
+WHERE j.id IS NULL OR j.lease_token <> t.token OR j.status <> 'new';
+
+-- name: lease_return
+-- Put leased jobs that never started back as they were (due at their old time, the attempt
+-- uncounted), and wake their queues.
+WITH t AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(due_ats)s::timestamptz[]) AS t(id, token, due_at)
+), back AS (
+    UPDATE neoq_jobs j SET run_after = t.due_at, lease_owner = NULL
+    FROM t
+    WHERE j.id = t.id AND j.lease_token = t.token AND j.status = 'new'
+    RETURNING j.id, j.queue
+), uncounted AS (
+    UPDATE neoq_attempts a SET attempts = a.attempts - 1 FROM back b WHERE a.job_id = b.id AND a.attempts > 0
+)
+SELECT b.id, pg_notify(%(channel)s, 'q:' || b.queue) IS NULL FROM back b;

@@ -1,0 +1,240 @@
+"""The lease mode on PostgreSQL: long jobs without timeout tuning, timeouts, PgBouncer (issue 9, points 1, 3, 4).
+
+The long job runs far past both ``idle_transaction_timeout`` (1 s) and its lease (2 s): the
+heartbeat renews the lease while the process lives. ``NEOQ_LEASE_JOB_SECONDS=600`` makes it the
+10-minute job of the issue (marked slow). The PgBouncer test starts its own PgBouncer (from the
+Debian package ``pgbouncer``; .ci/run installs it) in transaction pooling mode in front of the test
+database, with fewer server connections than worker threads, and runs lease-mode jobs through it
+with LISTEN off (claims poll) and no server-side prepared statements.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from pgfixtures import free_port, unique_name, wait_until, with_database
+
+import neoq
+from neoq import ConfigurationError, Job, JobStatus
+from neoq.backends.postgres import PostgresBackend
+
+pytestmark = pytest.mark.postgres
+
+LONG_JOB = float(os.environ.get("NEOQ_LEASE_JOB_SECONDS", "10"))
+
+
+def test_lease_options_are_validated(pg_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="mode must be one of"):
+        PostgresBackend(pg_url, mode="leases")
+    with pytest.raises(ConfigurationError, match="lease must be at least"):
+        PostgresBackend(pg_url, lease=0.01)
+    with pytest.raises(ConfigurationError, match="prepare_threshold"):
+        PostgresBackend(pg_url, prepare_threshold="no")  # type: ignore[arg-type]
+
+
+def test_a_lease_claim_takes_many_jobs_in_one_statement_and_holds_no_transaction(pg_clean: str) -> None:
+    queue = unique_name("lease-batch")
+    app = unique_name("neoq-lease-batch")
+    entered = threading.Barrier(5, timeout=20)
+    release = threading.Event()
+    seen: list[object] = []
+
+    def handler(job: Job) -> None:
+        context = neoq.job_context()
+        assert context is not None
+        seen.append(context.transaction)
+        entered.wait()
+        release.wait(20)
+
+    with neoq.new(pg_clean, mode="lease", lease=2, application_name=app) as nq:
+        nq.enqueue_many([Job(queue=queue, payload={"i": i}) for i in range(4)])
+        nq.start(queue, neoq.Handler(handler, concurrency=4))
+        entered.wait()  # four handlers run at once
+        with psycopg.connect(pg_clean, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT state FROM pg_stat_activity WHERE application_name = %s AND state LIKE 'idle in%%'", [app]
+            ).fetchall()
+            leases = conn.execute(
+                "SELECT count(*), count(DISTINCT lease_owner), bool_and(run_after > now()) FROM neoq_jobs "
+                "WHERE queue = %s AND status = 'new' AND lease_token > 0",
+                [queue],
+            ).fetchone()
+        release.set()
+        assert rows == []  # no transaction is open while the handlers run
+        assert leases == (4, 1, True)  # four live leases, one holder
+        assert seen == [None] * 4  # Claim.transaction is None in lease mode
+        wait_until(lambda: nq.stats()[queue]["processed"] == 4, 20, "the jobs were processed")
+
+
+@pytest.mark.slow
+def test_a_long_job_outlives_its_lease_and_the_idle_timeout(pg_clean: str) -> None:
+    queue = unique_name("lease-long")
+    started = threading.Event()
+
+    def handler(job: Job) -> None:
+        started.set()
+        time.sleep(LONG_JOB)  # never touches the database
+
+    with neoq.new(pg_clean, mode="lease", lease=2, idle_transaction_timeout=1) as nq:
+        job_id = nq.enqueue(Job(queue=queue, payload={}))
+        nq.start(queue, neoq.Handler(handler, timeout=None, max_retries=0))
+        assert started.wait(20)
+        job = wait_until(
+            lambda: (j := nq.get_job(job_id)) is not None and j.status is not JobStatus.NEW and j,
+            LONG_JOB + 20,
+            "the long job finished",
+        )
+    assert job.status is JobStatus.PROCESSED and job.attempts == 1 and job.error is None
+
+
+def test_a_timeout_still_ends_a_lease_mode_attempt(pg_clean: str) -> None:
+    queue = unique_name("lease-timeout")
+    cancelled = threading.Event()
+
+    def handler(job: Job) -> None:
+        context = neoq.job_context()
+        assert context is not None
+        if context.cancelled.wait(30):
+            cancelled.set()
+
+    with neoq.new(pg_clean, mode="lease", lease=2) as nq:
+        job_id = nq.enqueue(Job(queue=queue, payload={}))
+        began = time.monotonic()
+        nq.start(queue, neoq.Handler(handler, timeout=1, max_retries=0))
+        job = wait_until(
+            lambda: (j := nq.get_job(job_id)) is not None and j.status is JobStatus.FAILED and j, 20, "timed out"
+        )
+        assert time.monotonic() - began < 10
+        assert cancelled.wait(5)
+    assert job.error is not None and job.error.startswith("JobTimeoutError:") and job.attempts == 1
+
+
+def test_cancelling_a_running_lease_mode_job_reaches_its_handler(pg_clean: str) -> None:
+    queue = unique_name("lease-cancel")
+    entered, cancelled = threading.Event(), threading.Event()
+
+    def handler(job: Job) -> None:
+        context = neoq.job_context()
+        assert context is not None
+        entered.set()
+        if context.cancelled.wait(30):
+            cancelled.set()
+
+    with neoq.new(pg_clean, mode="lease", lease=30) as nq, neoq.new(pg_clean) as other:
+        job_id = nq.enqueue(Job(queue=queue, payload={}))
+        nq.start(queue, neoq.Handler(handler, timeout=None))
+        assert entered.wait(20)
+        began = time.monotonic()
+        other.cancel_job(job_id)  # from another client: the heartbeat finds it cancelled
+        assert cancelled.wait(5)
+        assert time.monotonic() - began < 1.5
+        assert nq.get_job(job_id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+
+
+# -- PgBouncer -----------------------------------------------------------------------------------
+
+
+def _pgbouncer() -> str | None:
+    return shutil.which("pgbouncer") or next(
+        (path for path in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(path)), None
+    )
+
+
+@pytest.fixture
+def pgbouncer_url(pg_url: str) -> Iterator[str]:
+    """A PgBouncer in transaction pooling mode in front of the test database; yields its URL."""
+    binary = _pgbouncer()
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("pgbouncer is required under CI=true (apt-get install pgbouncer)", pytrace=False)
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    server = urlsplit(pg_url)
+    dbname = server.path.lstrip("/")
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="neoq-pgbouncer-"))
+    (tmp / "userlist.txt").write_text(f'"{server.username or "postgres"}" ""\n')
+    (tmp / "pgbouncer.ini").write_text(
+        f"""[databases]
+{dbname} = host={server.hostname or "127.0.0.1"} port={server.port or 5432} dbname={dbname}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {tmp / "userlist.txt"}
+pool_mode = transaction
+; fewer server connections than worker threads: sessions are really shared
+default_pool_size = 2
+max_client_conn = 200
+; libpq's options (synchronous_commit, idle timeout) cannot pass PgBouncer
+ignore_startup_parameters = options, extra_float_digits
+logfile = {tmp / "pgbouncer.log"}
+pidfile = {tmp / "pgbouncer.pid"}
+"""
+    )
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # PgBouncer refuses to run as root
+        shutil.chown(tmp, "postgres")
+        for name in ("userlist.txt", "pgbouncer.ini"):
+            shutil.chown(tmp / name, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    proc = subprocess.Popen([*prefix, binary, str(tmp / "pgbouncer.ini")], stderr=subprocess.PIPE, text=True)
+    url = with_database(f"postgresql://{server.username or 'postgres'}@127.0.0.1:{port}/x", dbname)
+
+    def answers() -> bool:
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=2, prepare_threshold=None) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error:
+            assert proc.poll() is None, f"pgbouncer exited: {proc.stderr.read() if proc.stderr else ''}"
+            return False
+        return True
+
+    try:
+        wait_until(answers, 20, "pgbouncer answers", interval=0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_lease_mode_through_pgbouncer_in_transaction_pooling(pg_clean: str, pgbouncer_url: str) -> None:
+    queue = unique_name("lease-bouncer")
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def handler(job: Job) -> None:
+        if job.payload["i"] % 10 == 0 and job.attempts == 1:
+            raise RuntimeError("first attempts of every tenth job fail")
+        with lock:
+            done.append(job.payload["i"])
+
+    options = {"mode": "lease", "lease": 2, "listen": False, "prepare_threshold": None, "poll_interval": 0.05}
+    with neoq.new(pgbouncer_url, application_name=unique_name("neoq-bouncer"), **options) as nq:
+        nq.enqueue_many([Job(queue=queue, payload={"i": i}) for i in range(200)])
+        nq.start(queue, neoq.Handler(handler, concurrency=8, backoff=lambda retries: 0.1))
+        wait_until(lambda: nq.stats().get(queue, {}).get("processed") == 200, 60, "every job was processed")
+        # Waiting claims poll (no LISTEN through PgBouncer): a new job still starts promptly.
+        began = time.monotonic()
+        late = nq.enqueue(Job(queue=queue, payload={"i": 1001}))
+        wait_until(lambda: nq.get_job(late).status is JobStatus.PROCESSED, 10, "the late job ran")  # type: ignore[union-attr]
+        assert time.monotonic() - began < 2
+        failed_once = [job for job in nq.list_jobs(queue=queue, limit=300) if job.attempts == 2]
+    assert sorted(done) == [*range(200), 1001]
+    assert len(failed_once) == 20

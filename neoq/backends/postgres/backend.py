@@ -78,6 +78,9 @@ _ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT neoq_handler"
 #: Connections of the pool for short autocommit work (enqueue, attempt counters, inspection).
 _AUX_POOL_MAX = 4
 
+#: While the aux pool has no connection to give, ask the server directly this often (seconds).
+_AUX_PROBE_EVERY = 0.25
+
 #: How long the pools keep re-trying one lost connection on their own. psycopg_pool doubles the
 #: delay between attempts (1, 2, 4, ... s) up to this, so with its default (5 minutes) a pool
 #: refills only at its next attempt, long after the server is back; giving up soon hands
@@ -438,13 +441,11 @@ class PostgresBackend(Backend):
         if lease_engine is not None:
             lease_engine.barrier()  # read this client's own outcomes, batched by the lease mode
         try:
-            if self._unreachable and not pool.get_stats().get("pool_available"):
-                # After a connection error, with no pooled connection at hand, the pool would
-                # wait the whole connect timeout for a server that may refuse at once: ask the
-                # server directly, so an outage is reported promptly (BackendConnectionError).
-                self._connect(self._aux_kwargs).close()
-            with pool.connection(timeout=self._connect_timeout) as conn:
+            conn = self._aux_getconn(pool)
+            try:
                 yield conn
+            finally:
+                pool.putconn(conn)
             self._unreachable = False
         except PoolTimeout as exc:
             self._unreachable = True
@@ -453,6 +454,25 @@ class PostgresBackend(Backend):
             ) from exc
         except psycopg.Error as exc:
             raise self._wrap(exc, doing) from exc
+
+    def _aux_getconn(self, pool: ConnectionPool[Conn]) -> Conn:
+        """A pooled connection within the connect timeout; an outage is reported at once.
+
+        While the pool has no connection to give (busy, or refilling after an outage), the server
+        is asked directly every ``_AUX_PROBE_EVERY`` seconds, and at once after a connection error:
+        a server that refuses connections raises ``BackendConnectionError`` in milliseconds, where
+        the pool alone would wait out the whole connect timeout.
+        """
+        end = time.monotonic() + self._connect_timeout
+        while True:
+            if self._unreachable and not pool.get_stats().get("pool_available"):
+                self._connect(self._aux_kwargs).close()
+            try:
+                return pool.getconn(timeout=max(0.001, min(end - time.monotonic(), _AUX_PROBE_EVERY)))
+            except PoolTimeout:
+                if time.monotonic() >= end:
+                    raise
+            self._connect(self._aux_kwargs).close()
 
     # -- producing -------------------------------------------------------------------------
 

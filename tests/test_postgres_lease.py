@@ -77,6 +77,7 @@ def test_a_lease_claim_takes_many_jobs_in_one_statement_and_holds_no_transaction
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(LONG_JOB + 120)  # the 10-minute run outlasts the suite's default per-test timeout
 def test_a_long_job_outlives_its_lease_and_the_idle_timeout(pg_clean: str) -> None:
     queue = unique_name("lease-long")
     started = threading.Event()

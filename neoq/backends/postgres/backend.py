@@ -26,20 +26,22 @@ import logging
 import math
 import os
 import queue as queue_module
+import re
 import select
 import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
+from psycopg.adapt import Transformer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.errors import error_from_result
 from psycopg.rows import TupleRow, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -75,7 +77,7 @@ CHANNEL = "neoq"
 _SAVEPOINT = "SAVEPOINT neoq_handler"
 _ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT neoq_handler"
 
-#: Connections of the pool for short autocommit work (enqueue, attempt counters, inspection).
+#: Connections of the pool for short autocommit work (enqueue, inspection).
 _AUX_POOL_MAX = 4
 
 #: While the aux pool has no connection to give, ask the server directly this often (seconds).
@@ -132,9 +134,158 @@ def _is_connection_error(exc: BaseException) -> bool:
     return state.startswith("08") or state.startswith("57P")
 
 
-def _dumps(payload: Any) -> str:
-    # The same text the job was validated with (neoq.job.encode_payload).
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: The same text the job was validated with (neoq.job.encode_payload); built once, as json.dumps()
+#: with options builds a new encoder per call.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+#: Batches at least this large are written with COPY (see _enqueue_copy); smaller ones with one INSERT.
+_COPY_MIN = 64
+
+#: COPY's text format: backslash, tab, newline and carriage return are escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def _copy_time(value: datetime | None) -> str:
+    return "\\N" if value is None else value.isoformat()
+
+
+# -- the hot path on the wire --------------------------------------------------------------------
+#
+# Claiming, counting an attempt and settling a processed job run once per job, always with the
+# same statements. They go to the server as protocol-level prepared statements, in libpq pipelines
+# sent straight through the connection's ``pgconn``: one round trip each, parameters bound, and
+# none of the per-statement Python work of psycopg's cursors and ``pipeline()`` (which, on the
+# pure-Python implementation, cost more CPU per job than the server spends on it). The connection
+# is left the way psycopg expects it (out of pipeline mode, no pending results), so the handler
+# and every other path use it through psycopg as usual.
+
+
+def _numbered(query: str) -> tuple[bytes, tuple[str, ...]]:
+    """A named query's ``%(name)s`` placeholders as ``$n``, and the names in ``$n`` order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, query).encode(), tuple(names)
+
+
+#: name -> (wire name, SQL with $n placeholders, parameter names in order)
+_PREPARED = {
+    name: (f"neoq_{name}".encode(), *_numbered(QUERIES[name]))
+    for name in ("claim", "settle", "count_attempt", "enqueue_one")
+}
+_WORK_STATEMENTS = ("claim", "settle")
+_COUNTER_STATEMENTS = ("count_attempt",)
+_AUX_STATEMENTS = ("enqueue_one",)
+_BEGIN = b"BEGIN"
+_COMMIT = b"COMMIT"
+_SAVEPOINT_B = _SAVEPOINT.encode()
+_PROCESSED_B = JobStatus.PROCESSED.value.encode()
+_CHANNEL_B = CHANNEL.encode()
+_PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
+_BAD = pq.ConnStatus.BAD
+
+
+class _Hot(NamedTuple):
+    """The hot path's statements: prepared (by name), or sent whole each time (PgBouncer)."""
+
+    prepared: bool
+    claim: bytes
+    settle: bytes
+    counter: bytes
+    enqueue_one: bytes
+
+
+_HOT_NAMES = ("claim", "settle", "count_attempt", "enqueue_one")
+_HOT_PREPARED = _Hot(True, *(_PREPARED[name][0] for name in _HOT_NAMES))
+_HOT_UNNAMED = _Hot(False, *(_PREPARED[name][1] for name in _HOT_NAMES))
+
+#: One command of an exchange: (SQL text or prepared statement name, text parameters, prepared?).
+_Command = tuple[bytes, "Sequence[bytes | None] | None", bool]
+
+
+def _prepare(conn: psycopg.Connection[Any], names: Sequence[str]) -> None:
+    """Prepare the named hot-path statements on ``conn`` (protocol level, no transaction)."""
+    pgconn = conn.pgconn
+    with conn.lock:
+        for name in names:
+            wire, text, _ = _PREPARED[name]
+            result = pgconn.prepare(wire, text)
+            if result.status == _FATAL_ERROR:
+                if (result.error_field(pq.DiagnosticField.SQLSTATE) or b"") == b"42P05":
+                    continue  # prepared already (a pool connection configured twice)
+                raise _result_error(conn, result)
+
+
+def _result_error(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> psycopg.Error:
+    if not result.error_field(pq.DiagnosticField.SQLSTATE) or conn.pgconn.status == _BAD:
+        # No SQLSTATE: the client's side failed (the connection is lost), as psycopg reports it.
+        return psycopg.OperationalError(result.get_error_message(conn.info.encoding).strip() or "connection lost")
+    return error_from_result(result, conn.info.encoding)
+
+
+def _exchange(conn: psycopg.Connection[Any], commands: Sequence[_Command]) -> list[pq.abc.PGresult]:
+    """Send ``commands`` in one libpq pipeline, wait for every result, return them (binary rows).
+
+    Raises the psycopg error of the first command that failed (the later ones were skipped by
+    the server). A connection that breaks half-way is closed, so the pool discards it.
+    """
+    pgconn = conn.pgconn
+    with conn.lock:
+        if pgconn.status == _BAD:
+            raise psycopg.OperationalError("the connection is closed")
+        results: list[pq.abc.PGresult] = []
+        pgconn.enter_pipeline_mode()
+        try:
+            for text, params, prepared in commands:
+                if prepared:
+                    pgconn.send_query_prepared(text, params, result_format=pq.Format.BINARY)
+                else:
+                    pgconn.send_query_params(text, params, result_format=pq.Format.BINARY)
+            pgconn.pipeline_sync()
+            while pgconn.flush():
+                select.select([], [pgconn.socket], [])
+            for _ in commands:
+                result = pgconn.get_result()  # blocks without the GIL until the result is in
+                if result is None:
+                    raise psycopg.OperationalError("the connection was lost")
+                results.append(result)
+                if pgconn.get_result() is not None:
+                    raise psycopg.OperationalError("unexpected results from the server")
+            sync = pgconn.get_result()
+            if sync is None or sync.status != _PIPELINE_SYNC:
+                if sync is not None and sync.status == _FATAL_ERROR:
+                    raise _result_error(conn, sync)
+                raise psycopg.OperationalError("the connection was lost")
+            pgconn.exit_pipeline_mode()
+        except BaseException:
+            # Half-way through a pipeline the connection's state is unknown: drop it.
+            pgconn.finish()
+            raise
+    for result in results:
+        if result.status == _FATAL_ERROR:
+            raise _result_error(conn, result)
+    return results
+
+
+def _load_row(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> tuple[Any, ...] | None:
+    """The first row of ``result`` as psycopg would load it, or None."""
+    if result.ntuples == 0:
+        return None
+    transformer = Transformer.from_context(conn)
+    transformer.set_pgresult(result)
+    return transformer.load_row(0, tuple)
 
 
 class _Held:
@@ -179,12 +330,18 @@ class _Pools:
     """What one open() created; close() tears it down."""
 
     def __init__(
-        self, work: ConnectionPool[Conn], aux: ConnectionPool[Conn], listener: _Listener, canceller: _Canceller
+        self,
+        work: ConnectionPool[Conn],
+        aux: ConnectionPool[Conn],
+        listener: _Listener,
+        canceller: _Canceller,
+        counters: _Counters,
     ) -> None:
         self.work = work
         self.aux = aux
         self.listener = listener
         self.canceller = canceller
+        self.counters = counters
 
 
 # -- the backend ---------------------------------------------------------------------------
@@ -295,10 +452,16 @@ class PostgresBackend(Backend):
             "connect_timeout": max(2, math.ceil(self._connect_timeout)),
             "prepare_threshold": prepare_threshold,
         }
+        #: The hot path's statements are prepared unless prepared statements are off (PgBouncer).
+        self._hot = _HOT_PREPARED if prepare_threshold is not None else _HOT_UNNAMED
         sc = f"-c synchronous_commit={synchronous_commit}"
         idle = f"-c idle_in_transaction_session_timeout={self._idle_ms}"
         self._work_kwargs = dict(base_kwargs, autocommit=False, options=f"{user_options} {sc} {idle}".strip())
         self._aux_kwargs = dict(base_kwargs, autocommit=True, options=f"{user_options} {sc} {idle}".strip())
+        # Attempt counters are committed without waiting for the WAL flush (see _count_attempt).
+        self._counter_kwargs = dict(
+            base_kwargs, autocommit=True, options=f"{user_options} -c synchronous_commit=off {idle}".strip()
+        )
         # The listener sits idle for long stretches: TCP keepalives let it notice a vanished server.
         self._listen_kwargs = dict(base_kwargs, autocommit=True)
         for key, value in (("keepalives", 1), ("keepalives_idle", 30), ("keepalives_interval", 10)):
@@ -342,6 +505,7 @@ class PostgresBackend(Backend):
                     timeout=self._connect_timeout,
                     reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
                     name="neoq-work",
+                    configure=_prepare_work if self._hot.prepared else None,
                 )
                 aux: ConnectionPool[Conn] = ConnectionPool(
                     self._url,
@@ -352,6 +516,7 @@ class PostgresBackend(Backend):
                     timeout=self._connect_timeout,
                     reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
                     name="neoq-aux",
+                    configure=_prepare_aux if self._hot.prepared else None,
                 )
                 work.open(wait=False)
                 aux.open(wait=False)
@@ -362,7 +527,7 @@ class PostgresBackend(Backend):
                 listen_conn.close()
                 raise
             canceller = _Canceller(self)
-            self._pools = _Pools(work, aux, listener, canceller)
+            self._pools = _Pools(work, aux, listener, canceller, _Counters(self))
             # Wake-ups left from an earlier open() (shutdown's) must not cut the new claims short.
             self._states.clear()
             if self._listen_enabled:
@@ -387,6 +552,7 @@ class PostgresBackend(Backend):
                 state.cond.notify_all()
         pools.listener.stop()
         pools.canceller.stop()
+        pools.counters.close()
         # Claims whose handler thread was abandoned: end their transactions so nothing stays
         # locked or open. Their late release() finds the connection closed and tolerates it.
         for held in leftover:
@@ -487,10 +653,11 @@ class PostgresBackend(Backend):
                     f"jobs {seen[key]} and {index} of the batch have the same queue {job.queue!r} and fingerprint"
                 )
             seen[key] = index
+        payloads = [_dumps(job.payload) for job in jobs]
         params = {
             "queues": [job.queue for job in jobs],
             "fingerprints": [job.fingerprint or "" for job in jobs],
-            "payloads": [_dumps(job.payload) for job in jobs],
+            "payloads": payloads,
             "run_afters": [job.run_after for job in jobs],
             "deadlines": [job.deadline for job in jobs],
             "max_retries": [job.max_retries for job in jobs],
@@ -500,12 +667,83 @@ class PostgresBackend(Backend):
             return self._enqueue_through(connection, params)
         with self._aux("enqueueing jobs") as conn:
             try:
-                rows = conn.execute(QUERIES["enqueue"], params).fetchall()
+                if len(jobs) == 1:
+                    ids = [self._enqueue_one(conn, jobs[0], payloads[0])]
+                elif len(jobs) >= _COPY_MIN:
+                    ids = self._enqueue_copy(conn, jobs, payloads)
+                else:
+                    ids = [str(row[0]) for row in conn.execute(QUERIES["enqueue"], params).fetchall()]
             except pg_errors.UniqueViolation:
                 raise self._duplicate(conn, params) from None
         # Claims of this process need not wait for the notification's round trip.
         self._signal({job.queue for job in jobs})
-        return [str(row[0]) for row in rows]
+        return ids
+
+    def _enqueue_one(self, conn: Conn, job: Job, payload: str) -> str:
+        """One job: one prepared statement, parameters sent as text (no adaptation), one round trip."""
+        encoding = conn.info.encoding
+        run_after, deadline, max_retries = job.run_after, job.deadline, job.max_retries
+        values = (
+            job.queue.encode(encoding),
+            (job.fingerprint or "").encode(encoding),
+            payload.encode(encoding),
+            None if run_after is None else run_after.isoformat().encode(),
+            None if deadline is None else deadline.isoformat().encode(),
+            None if max_retries is None else str(max_retries).encode(),
+            _CHANNEL_B,
+        )
+        hot = self._hot
+        command: tuple[_Command] = ((hot.enqueue_one, values, hot.prepared),)
+        try:
+            result = _exchange(conn, command)[0]
+        except pg_errors.InvalidSqlStatementName:
+            if not hot.prepared:
+                raise
+            _prepare(conn, _AUX_STATEMENTS)  # deallocated by someone: prepare again
+            result = _exchange(conn, command)[0]
+        value = result.get_value(0, 0)
+        assert value is not None
+        return str(int.from_bytes(value, "big", signed=True))
+
+    def _enqueue_copy(self, conn: Conn, jobs: Sequence[Job], payloads: list[str]) -> list[str]:
+        """A large batch: ids reserved in one statement, rows written with COPY, in one transaction.
+
+        Jobs without ``run_after`` get the column's default, the transaction's ``now()`` (as the
+        INSERT's ``coalesce(run_after, now())``): they go in a COPY that leaves the column out.
+        """
+        queues = sorted({job.queue for job in jobs})
+        with conn.transaction():
+            row = conn.execute(QUERIES["reserve_ids"], {"n": len(jobs)}).fetchone()
+            assert row is not None and row[0] is not None
+            ids: list[str] = row[0].split(",")
+            timed = [index for index, job in enumerate(jobs) if job.run_after is not None]
+            untimed = [index for index, job in enumerate(jobs) if job.run_after is None] if timed else range(len(jobs))
+            cur = conn.cursor()
+            for indexes, with_run_after in ((untimed, False), (timed, True)):
+                if not indexes:
+                    continue
+                lines = []
+                for index in indexes:
+                    job = jobs[index]
+                    fields = [
+                        ids[index],
+                        _copy_text(job.queue),
+                        _copy_text(job.fingerprint or ""),
+                        _copy_text(payloads[index]),
+                        _copy_time(job.deadline),
+                        "\\N" if job.max_retries is None else str(job.max_retries),
+                    ]
+                    if with_run_after:
+                        fields.append(_copy_time(job.run_after))
+                    lines.append("\t".join(fields))
+                lines.append("")
+                columns = "id, queue, fingerprint, payload, deadline, max_retries" + (
+                    ", run_after" if with_run_after else ""
+                )
+                with cur.copy(f"COPY neoq_jobs ({columns}) FROM STDIN") as copy:
+                    copy.write("\n".join(lines))
+            conn.execute(QUERIES["notify_queues"], {"queues": queues, "channel": CHANNEL})
+        return ids
 
     def _enqueue_through(self, connection: Any, params: dict[str, Any]) -> list[str]:
         """Insert through the caller's connection, inside its transaction; never commit it."""
@@ -617,10 +855,7 @@ class PostgresBackend(Backend):
                 return (None, True)  # every connection runs a job: look again soon
             probe_started = time.monotonic()
             try:
-                with conn.pipeline():
-                    cur = conn.execute(QUERIES["claim"], {"queue": queue})
-                    conn.execute(_SAVEPOINT)
-                row = cur.fetchone()
+                row = self._claim_row(conn, queue)
                 if row is None or row[0] is None:
                     conn.rollback()
             except psycopg.Error as exc:
@@ -637,22 +872,9 @@ class PostgresBackend(Backend):
                 self._claims[job_id] = held
                 seen = self._cancel_seen.get(job_id)
                 cancelled = seen is not None and seen >= probe_started
-            job = Job(
-                queue=row[1],
-                payload=row[3],
-                run_after=_utc(row[4]),
-                deadline=_utc(row[5]),
-                max_retries=row[6],
-                fingerprint=row[2],
-                id=job_id,
-                status=JobStatus.NEW,
-                retries=row[7],
-                error=row[8],
-                created_at=_utc(row[9]),
-            )
             if row[10] or cancelled:
                 # Cancelled while it waited for this claim: record it and never run it.
-                self._settle_unrun(held, job)
+                self._settle_unrun(held, _claimed_job(row, job_id, 0, None))
                 if time.monotonic() >= end:
                     return (None, False)
                 continue
@@ -664,7 +886,26 @@ class PostgresBackend(Backend):
                 _close_quietly(conn)
                 self._putconn(pools, conn)
                 raise
-            return Claim(replace(job, attempts=attempts, ran_at=_utc(ran_at)), transaction=conn, token=held)
+            return Claim(_claimed_job(row, job_id, attempts, ran_at), transaction=conn, token=held)
+
+    def _claim_row(self, conn: Conn, queue: str) -> tuple[Any, ...] | None:
+        """BEGIN, the claim query and the handler's SAVEPOINT, in one round trip; the claim's row."""
+        hot = self._hot
+        commands: tuple[_Command, ...] = (
+            (_BEGIN, None, False),
+            (hot.claim, (queue.encode(conn.info.encoding),), hot.prepared),
+            (_SAVEPOINT_B, None, False),
+        )
+        try:
+            results = _exchange(conn, commands)
+        except pg_errors.InvalidSqlStatementName:
+            if not hot.prepared:
+                raise
+            # Someone deallocated neoq's statements on this connection (DEALLOCATE ALL): again.
+            conn.rollback()
+            _prepare(conn, _WORK_STATEMENTS)
+            results = _exchange(conn, commands)
+        return _load_row(conn, results[1])
 
     def _count_attempt(self, pools: _Pools, job_id: str) -> tuple[int, datetime]:
         """Commit the attempt counter on a second connection before the handler runs.
@@ -675,21 +916,18 @@ class PostgresBackend(Backend):
         and that also rolls back every running claim, so a job would at worst be counted one
         attempt short; in exchange each job saves an fsync.
         """
+        counters = pools.counters
+        conn = counters.get()
         try:
-            with pools.aux.connection(timeout=self._connect_timeout) as conn:
-                with conn.pipeline():
-                    conn.execute("BEGIN")
-                    conn.execute("SET LOCAL synchronous_commit TO OFF")
-                    cur = conn.execute(QUERIES["count_attempt"], {"id": int(job_id)})
-                    conn.execute("COMMIT")
-                row = cur.fetchone()
-        except PoolTimeout as exc:
-            raise BackendConnectionError(
-                f"no PostgreSQL connection to {self._safe_url} within {self._connect_timeout:g}s "
-                "while counting an attempt"
-            ) from exc
+            # One statement on an autocommit connection whose synchronous_commit is off.
+            hot = self._hot
+            result = _exchange(conn, ((hot.counter, (job_id.encode(),), hot.prepared),))[0]
+            row = _load_row(conn, result)
         except psycopg.Error as exc:
+            _close_quietly(conn)
             raise self._wrap(exc, f"counting an attempt of job {job_id}") from exc
+        finally:
+            counters.put(conn)
         assert row is not None
         return int(row[0]), row[1]
 
@@ -799,9 +1037,10 @@ class PostgresBackend(Backend):
                         f"job {job.id}'s handler returned with its transaction in error, so its writes cannot "
                         "commit; the job will run again"
                     )
-                with conn.pipeline():
-                    conn.execute(QUERIES["settle"], params)
-                    conn.commit()
+                # The outcome and the commit in one round trip, through the prepared statement.
+                processed = (str(params["id"]).encode(), _PROCESSED_B, None, None, None, _CHANNEL_B)
+                hot = self._hot
+                _exchange(conn, ((hot.settle, processed, hot.prepared), (_COMMIT, None, False)))
                 return
             # A failure: undo the handler's writes, keep the claim's lock, record the outcome.
             for attempt in range(3):
@@ -1082,6 +1321,79 @@ def _job_from_row(row: TupleRow) -> Job:
         created_at=_utc(row[11]),
         ran_at=_utc(row[12]),
     )
+
+
+def _prepare_work(conn: Conn) -> None:
+    """The worker pool's configure hook: prepare the claim and settle statements."""
+    _prepare(conn, _WORK_STATEMENTS)
+
+
+def _prepare_aux(conn: Conn) -> None:
+    """The short-work pool's configure hook: prepare the one-job enqueue."""
+    _prepare(conn, _AUX_STATEMENTS)
+
+
+def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datetime | None) -> Job:
+    return Job(
+        queue=row[1],
+        payload=row[3],
+        run_after=_utc(row[4]),
+        deadline=_utc(row[5]),
+        max_retries=row[6],
+        fingerprint=row[2],
+        id=job_id,
+        status=JobStatus.NEW,
+        retries=row[7],
+        attempts=attempts,
+        error=row[8],
+        created_at=_utc(row[9]),
+        ran_at=_utc(ran_at),
+    )
+
+
+class _Counters:
+    """Autocommit connections that commit attempt counters, kept in a stack and grown on demand.
+
+    A counter write takes one round trip, so a few connections serve many worker threads; there
+    are never more than the threads counting at the same moment. Cheaper per job than a pool.
+    """
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._backend = backend
+        self._idle: list[Conn] = []
+        self._closed = False
+
+    def get(self) -> Conn:
+        try:
+            return self._idle.pop()  # atomic; the most recently used connection first
+        except IndexError:
+            pass
+        backend = self._backend
+        conn = backend._connect(backend._counter_kwargs)
+        try:
+            if backend._hot.prepared:
+                _prepare(conn, _COUNTER_STATEMENTS)
+        except psycopg.Error as exc:
+            _close_quietly(conn)
+            raise backend._wrap(exc, "preparing the attempt counter") from exc
+        return conn
+
+    def put(self, conn: Conn) -> None:
+        if self._closed or conn.closed:
+            _close_quietly(conn)
+            return
+        self._idle.append(conn)
+        if self._closed:
+            self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                break
+            _close_quietly(conn)
 
 
 def _close_quietly(conn: psycopg.Connection[Any]) -> None:

@@ -27,7 +27,10 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
         FROM neoq_jobs n
         WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()),
-       EXISTS (SELECT 1 FROM neoq_jobs b WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now())
+       -- ORDER BY ... LIMIT 1 keeps the planner on the neoq_jobs_due index (a bare EXISTS may pick a
+       -- sequential scan, which an idle probe would then pay for on a large table).
+       EXISTS (SELECT 1 FROM neoq_jobs b WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now()
+               ORDER BY b.run_after LIMIT 1)
 WHERE NOT EXISTS (SELECT 1 FROM job);
 
 -- name: count_attempt
@@ -69,6 +72,24 @@ WITH ins AS (
     RETURNING id, queue
 )
 SELECT ins.id, pg_notify(%(channel)s, 'q:' || ins.queue) IS NULL FROM ins ORDER BY ins.id;
+
+-- name: enqueue_one
+-- One job (enqueue() called with a single job): the same as enqueue, without the arrays.
+WITH ins AS (
+    INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries)
+    VALUES (%(queue)s::text, %(fingerprint)s::text, %(payload)s::json, coalesce(%(run_after)s::timestamptz, now()),
+            %(deadline)s::timestamptz, %(max_retries)s::integer)
+    RETURNING id, queue
+)
+SELECT ins.id, pg_notify(%(channel)s::text, 'q:' || ins.queue) IS NULL FROM ins;
+
+-- name: reserve_ids
+-- Ids for a batch written with COPY, ascending, as one comma-separated text.
+SELECT string_agg(s.id::text, ',' ORDER BY s.id)
+FROM (SELECT nextval(pg_get_serial_sequence('neoq_jobs', 'id')) AS id FROM generate_series(1, %(n)s::integer)) s;
+
+-- name: notify_queues
+SELECT pg_notify(%(channel)s::text, 'q:' || q) IS NULL FROM unnest(%(queues)s::text[]) AS q;
 
 -- name: find_duplicate
 -- The waiting job that holds the fingerprint of one of a batch's jobs, in batch order.

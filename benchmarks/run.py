@@ -4,9 +4,10 @@
 
 Without ``--peers``: neoq on memory and on PostgreSQL beside the minimal hand-written loops
 (``make bench``). With ``--peers``: huey, procrastinate and pgqueuer too (``make bench-peers``,
-which runs this in the ``.venv-bench`` virtualenv that has them). Every (subject, workload)
-runs in a fresh interpreter (``benchmarks.one``); every figure is the median of its rounds, and
-every ratio is neoq's figure divided by the row's, from the same run.
+which runs this in the ``.venv-bench`` virtualenv that has them). Every round of every
+(subject, workload) runs in a fresh interpreter (``benchmarks.one``), rounds interleaved across
+subjects; every figure is the median of its rounds, and every ratio is neoq's figure divided by
+the row's, from the same run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import WORKLOADS, server_version, sizes_from
+from .harness import WORKLOADS, median, server_version, sizes_from
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -81,10 +82,16 @@ def _rows() -> list[Row]:
 
 
 def _measure(row: Row, quick: bool) -> dict[str, Any]:
+    """Run one round of ``row`` in a fresh interpreter."""
     command = [sys.executable, "-m", "benchmarks.one", row.subject, row.method] + (["--quick"] if quick else [])
     started = time.monotonic()
     proc = subprocess.run(
-        command, capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=1800
+        command,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=1800,
+        env={**os.environ, "BENCH_ROUNDS": "1"},
     )
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
@@ -249,12 +256,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.monotonic()
     results: dict[str, Any] = {}
+    # Rounds are the outer loop: load from elsewhere on a shared machine comes and goes over
+    # minutes, and interleaving spreads it over every subject instead of a few.
+    rounds: dict[str, list[dict[str, Any]]] = {row.key: [] for row in rows}
+    for number in range(1, sizes.rounds + 1):
+        print(f"round {number} of {sizes.rounds}", flush=True)
+        for row in rows:
+            print(f"  {row.backend:<10} {row.workload:<12} {row.label} ...", end=" ", flush=True)
+            result = _measure(row, args.quick)
+            figure = result.get("figure")
+            print(_fmt(row.workload, figure) if figure else f"failed: {result['error']}", flush=True)
+            if figure is not None:
+                rounds[row.key].append(figure)
+            elif row.key not in results:
+                results[row.key] = result  # the error, unless a later round succeeds
     for row in rows:
-        print(f"  {row.backend:<10} {row.workload:<12} {row.label} ...", end=" ", flush=True)
-        result = _measure(row, args.quick)
-        results[row.key] = result
-        figure = result.get("figure")
-        print(_fmt(row.workload, figure) if figure else f"failed: {result['error']}", flush=True)
+        figures = rounds[row.key]
+        if figures:
+            keys = figures[0].keys()
+            results[row.key] = {
+                "figure": {key: median([figure[key] for figure in figures]) for key in keys},
+                "rounds": figures,
+            }
     print(f"\n({time.monotonic() - started:.0f} s)\n")
     print_table(rows, results)
     figures = {key: value["figure"] for key, value in results.items() if "figure" in value}

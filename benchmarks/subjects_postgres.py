@@ -42,8 +42,12 @@ class NeoqPostgres(NeoqMemory):
         self._dsn = dsn
 
     def reset(self) -> None:
-        super().reset()  # a new client: the first one creates the schema
+        # Empty the tables while no client is open (a starting client's connections take locks
+        # on them, and TRUNCATE could deadlock with that), then open a new client; the first one
+        # finds no tables and creates the schema.
+        self.close()
         _truncate_tables(self._dsn, "neoq_", keep=("neoq_migrations",))
+        super().reset()
 
     def wait_all_done(self, done: Countdown, n: int) -> float:
         # The last handler returned; the job is done once its PROCESSED status is committed.

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORE_STAMP := $(VENV)/.core-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast chaos soak lint format bench docs tox tox-extra dist smoke clean
+.PHONY: help venv demo test test-fast chaos soak lint format bench bench-peers bench-scale docs tox tox-extra dist smoke clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'

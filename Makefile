@@ -94,7 +94,7 @@ $(BENCH_VENV)/.installed: setup.cfg benchmarks/requirements-peers.txt
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[postgres]' -r benchmarks/requirements-peers.txt
 	touch $@
 
-bench-peers: $(BENCH_VENV)/.installed ## the same beside huey, procrastinate, pgqueuer (own virtualenv .venv-bench)
+bench-peers: $(BENCH_VENV)/.installed ## the same beside huey, procrastinate, pgqueuer, rq, Celery (own virtualenv .venv-bench)
 	$(BENCH_VENV)/bin/python -m benchmarks.run --peers $(BENCH_ARGS)
 
 bench-scale: $(STAMP) ## neoq on PostgreSQL with 100,000 jobs queued and 1,000,000 processed kept

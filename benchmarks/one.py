@@ -27,6 +27,10 @@ SUBJECTS: dict[str, tuple[str, str, bool]] = {
     "min-postgres": ("benchmarks.subjects_postgres", "MinPostgres", True),
     "procrastinate": ("benchmarks.subjects_peers", "Procrastinate", True),
     "pgqueuer": ("benchmarks.subjects_peers", "PgQueuer", True),
+    "rq-fork": ("benchmarks.subjects_redis", "RqFork", False),
+    "rq-simple": ("benchmarks.subjects_redis", "RqSimple", False),
+    "rq-pool": ("benchmarks.subjects_redis", "RqPool", False),
+    "celery": ("benchmarks.subjects_redis", "Celery", False),
 }
 
 

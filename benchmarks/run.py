@@ -3,7 +3,7 @@
     python -m benchmarks.run [--peers] [--quick] [--only SUBJECT ...]
 
 Without ``--peers``: neoq on memory and on PostgreSQL beside the minimal hand-written loops
-(``make bench``). With ``--peers``: huey, procrastinate and pgqueuer too (``make bench-peers``,
+(``make bench``). With ``--peers``: huey, procrastinate, pgqueuer, rq and Celery too (``make bench-peers``,
 which runs this in the ``.venv-bench`` virtualenv that has them). Every round of every
 (subject, workload) runs in a fresh interpreter (``benchmarks.one``), rounds interleaved across
 subjects; every figure is the median of its rounds, and every ratio is neoq's figure divided by
@@ -46,7 +46,7 @@ class Row:
 
 
 def _rows() -> list[Row]:
-    mem, pg = "memory", "postgresql"
+    mem, pg, rd = "memory", "postgresql", "redis"
     return [
         Row(mem, "enqueue", "neoq-memory", "enqueue", "neoq"),
         Row(mem, "enqueue", "huey-memory", "enqueue", "huey (MemoryHuey)", peer=True),
@@ -78,6 +78,16 @@ def _rows() -> list[Row]:
         Row(pg, "pickup", "procrastinate", "pickup", "procrastinate", peer=True),
         Row(pg, "pickup", "pgqueuer", "pickup", "pgqueuer", peer=True),
         Row(pg, "pickup", "min-postgres", "pickup", "min: LISTEN/NOTIFY"),
+        # Redis: no neoq row of its own; the ratios are taken against neoq on memory and on PostgreSQL.
+        Row(rd, "enqueue", "rq-simple", "enqueue", "rq (Queue.enqueue)", peer=True),
+        Row(rd, "enqueue", "celery", "enqueue", "Celery (delay)", peer=True),
+        Row(rd, "process", "rq-fork", "process", "rq Worker: fork per job, 1 at a time", peer=True),
+        Row(rd, "process", "rq-simple", "process", "rq SimpleWorker: 1 at a time", peer=True),
+        Row(rd, "process", "rq-pool", "process", "rq worker-pool -n 10 (fork per job)", peer=True),
+        Row(rd, "process", "celery", "process", "Celery -P threads -c 10", peer=True),
+        Row(rd, "pickup", "rq-fork", "pickup", "rq Worker: fork per job, 1 at a time", peer=True),
+        Row(rd, "pickup", "rq-simple", "pickup", "rq SimpleWorker: 1 at a time", peer=True),
+        Row(rd, "pickup", "celery", "pickup", "Celery -P threads -c 10", peer=True),
     ]
 
 
@@ -190,7 +200,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for name in ("neoq", "psycopg", "huey", "procrastinate", "pgqueuer"):
+    for name in ("neoq", "psycopg", "huey", "procrastinate", "pgqueuer", "rq", "celery", "kombu", "redis"):
         try:
             from importlib.metadata import version
 
@@ -202,8 +212,20 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "python": platform.python_version(),
         "postgresql": server_version(),
+        "redis": redis_version(),
         "versions": versions,
     }
+
+
+def redis_version() -> str:
+    try:
+        import redis
+
+        from .subjects_redis import redis_url
+
+        return str(redis.Redis.from_url(redis_url(), socket_timeout=5).info("server")["redis_version"])
+    except Exception as exc:  # not installed (make bench) or not running
+        return f"unavailable ({type(exc).__name__})"
 
 
 def print_table(rows: list[Row], results: dict[str, Any], out: Any = sys.stdout) -> None:
@@ -214,7 +236,12 @@ def print_table(rows: list[Row], results: dict[str, Any], out: Any = sys.stdout)
         figure = result.get("figure")
         neoq = results.get(f"{row.backend}/{row.workload}/neoq", {}).get("figure")
         shown = _fmt(row.workload, figure) if figure else f"n/a ({result.get('error', 'not run')})"[:70]
-        ratio = "" if row.label == "neoq" else _ratio(row.workload, neoq, figure)
+        if row.backend == "redis":  # against neoq on both of its stores
+            against = {short: results.get(f"{backend}/{row.workload}/neoq", {}).get("figure")
+                       for short, backend in (("mem", "memory"), ("pg", "postgresql"))}
+            ratio = "; ".join(f"{short} {_ratio(row.workload, neoq, figure)}" for short, neoq in against.items())
+        else:
+            ratio = "" if row.label == "neoq" else _ratio(row.workload, neoq, figure)
         lines.append((row.backend, WORKLOADS[row.workload][0], row.label, shown, ratio))
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{width}}}" for width in widths)
@@ -239,7 +266,7 @@ def print_targets(checks: list[dict[str, Any]], out: Any = sys.stdout) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
-    parser.add_argument("--peers", action="store_true", help="also run huey, procrastinate and pgqueuer")
+    parser.add_argument("--peers", action="store_true", help="also run huey, procrastinate, pgqueuer, rq and Celery")
     parser.add_argument("--quick", action="store_true", help="1 round, 2,000 jobs, 100 pickups")
     parser.add_argument("--only", nargs="*", help="run only these subjects (e.g. neoq-memory min-queue)")
     args = parser.parse_args(argv)

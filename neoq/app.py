@@ -39,8 +39,6 @@ _default_logger = logging.getLogger("neoq")
 
 _H = TypeVar("_H", bound=Hook)
 
-_SCHEMES = ("memory", "postgresql", "postgres")
-
 
 def _retention(value: timedelta | float | None, name: str) -> float | None:
     return None if value is None else setting_seconds(value, name)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final
 
 from .job import Job
 
@@ -14,6 +14,16 @@ __all__ = ["JobContext", "current_job", "job_context"]
 
 _local = threading.local()
 _cancelled_lock = threading.Lock()
+
+
+class _LazyDeadline:
+    """Given as ``JobContext(deadline=...)``: the attempt's wall-clock end is computed on first read."""
+
+    __slots__ = ()
+
+
+#: The runtime passes this (with ``now``) instead of a datetime; most attempts never read it.
+LAZY_DEADLINE: Final = _LazyDeadline()
 
 
 class JobContext:
@@ -24,25 +34,36 @@ class JobContext:
     and return early; neoq cannot stop a thread.
     """
 
-    __slots__ = ("_cancelled", "_ends_at", "_monotonic", "deadline", "job", "transaction")
+    __slots__ = ("_cancelled", "_deadline", "_ends_at", "_monotonic", "_now", "job", "transaction")
 
     def __init__(
         self,
         job: Job,
-        deadline: datetime | None,
+        deadline: datetime | _LazyDeadline | None,
         ends_at: float,
         transaction: Any = None,
         monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         #: The job being run.
         self.job: Job = job
-        #: When this attempt ends (aware UTC): ``min(start + timeout, job.deadline)``; ``None`` if never.
-        self.deadline: datetime | None = deadline
+        self._deadline = deadline
+        self._now = now  # with LAZY_DEADLINE: the wall clock that ``deadline`` is worked out from
         self._cancelled: threading.Event | None = None  # made on first use: most attempts never look
         #: PostgreSQL: the ``psycopg.Connection`` of the job's transaction; ``None`` elsewhere.
         self.transaction: Any = transaction
         self._ends_at = ends_at  # monotonic seconds; inf when the attempt has no end
         self._monotonic = monotonic
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When this attempt ends (aware UTC): ``min(start + timeout, job.deadline)``; ``None`` if never."""
+        deadline = self._deadline
+        if isinstance(deadline, _LazyDeadline):
+            now = self._now or _utcnow
+            # The wall-clock moment ``_ends_at`` (monotonic) stands for, fixed at the first read.
+            deadline = self._deadline = now() + timedelta(seconds=self._ends_at - self._monotonic())
+        return deadline
 
     @property
     def cancelled(self) -> threading.Event:
@@ -61,6 +82,10 @@ class JobContext:
 
     def __repr__(self) -> str:
         return f"<JobContext job={self.job.id} queue={self.job.queue!r} cancelled={self.cancelled.is_set()}>"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def job_context() -> JobContext | None:

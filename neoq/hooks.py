@@ -72,6 +72,8 @@ class Hooks:
         self._log = log
         self._lock = threading.Lock()
         self._hooks: dict[str, tuple[Hook, ...]] = dict.fromkeys(EVENTS, ())
+        #: Whether any hook is registered: the runtime checks it per attempt before anything else.
+        self.active = False
 
     def add(self, name: str, hook: Hook) -> None:
         """Call ``hook(event)`` on each event called ``name``; raise ``ValueError`` for an unknown name."""
@@ -81,15 +83,17 @@ class Hooks:
             raise TypeError(f"a hook must be callable as hook(event), got {type(hook).__name__}")
         with self._lock:
             self._hooks[name] = (*self._hooks[name], hook)
+            self.active = True
 
     def remove(self, name: str, hook: Hook) -> None:
         """Stop calling ``hook`` on ``name`` events (every registration of it); unknown pairs are ignored."""
         with self._lock:
             if name in self._hooks:
                 self._hooks[name] = tuple(h for h in self._hooks[name] if h != hook)
+                self.active = any(self._hooks.values())
 
     def __bool__(self) -> bool:
-        return any(self._hooks.values())
+        return self.active
 
     def _fire(self, hooks: Sequence[Hook], event: JobEvent) -> None:
         for hook in hooks:

@@ -264,6 +264,19 @@ def evolve(job: Job, **changes: Any) -> Job:
     return clone
 
 
+def copy_job(job: Job) -> Job:
+    """Return a copy of ``job`` whose ``__dict__`` the caller may change before anyone else sees it.
+
+    For the hot paths that set one or two fields: cheaper than ``evolve``, which takes keywords.
+    A subclass is copied through ``replace``.
+    """
+    if type(job) is not Job:
+        return replace(job)
+    clone = object.__new__(Job)
+    clone.__dict__.update(job.__dict__)
+    return clone
+
+
 def error_text(exc: BaseException) -> str:
     """Return ``"<ExceptionClass>: <message>"`` for ``exc``, as kept in ``Job.error``."""
     message = str(exc)

@@ -24,7 +24,7 @@ from typing import Any
 
 from .backends.base import Backend, Claim, Outcome
 from .clock import Clock
-from .context import JobContext, _set_context
+from .context import LAZY_DEADLINE, JobContext, _local
 from .errors import DeadlineExceededError, JobTimeoutError, NeoqError
 from .handler import Handler
 from .job import Job, JobStatus, error_text
@@ -48,11 +48,14 @@ _WATCHDOG_BATCH = 1024
 
 RecoveryCallback = Callable[[Job, BaseException], Any]
 
+#: The outcome of every attempt that returned: immutable, so one object serves them all.
+_PROCESSED = Outcome(JobStatus.PROCESSED)
+
 
 class _Attempt:
     """One running attempt; ``take()`` returns True to exactly one caller, the one that settles it."""
 
-    __slots__ = ("_lock", "_taken", "by_deadline", "claim", "context", "ends_at", "handler", "started")
+    __slots__ = ("_token", "by_deadline", "claim", "context", "ends_at", "handler", "started")
 
     def __init__(
         self,
@@ -69,19 +72,19 @@ class _Attempt:
         self.context = context
         self.ends_at = ends_at
         self.by_deadline = by_deadline
-        self._lock = threading.Lock()
-        self._taken = False
+        # One item that exactly one ``take`` pops: ``list.pop`` is atomic, and a list is cheaper
+        # to make per attempt than a lock.
+        self._token: list[bool] = [True]
 
     def take(self) -> bool:
-        with self._lock:
-            if self._taken:
-                return False
-            self._taken = True
-            return True
+        try:
+            return self._token.pop()
+        except IndexError:
+            return False
 
     @property
     def taken(self) -> bool:
-        return self._taken
+        return not self._token
 
 
 class _Watchdog:
@@ -278,54 +281,67 @@ class Worker:
     def _run(self, handler: Handler, claim: Claim) -> None:
         job = claim.job
         clock = self._clock
-        now = clock.now()
-        if job.deadline is not None and job.deadline <= now:
-            late = DeadlineExceededError("the deadline passed before the job could start")
-            self._settle_unrun(claim, Outcome(JobStatus.FAILED, error_text(late)), late)
-            return
-        max_retries = handler.max_retries_for(job)
-        if job.attempts > max_retries + 1:
-            # Earlier attempts ended without an outcome: their worker died or hung.
-            self._settle_unrun(
-                claim,
-                Outcome(
-                    JobStatus.FAILED,
-                    f"WorkerLostError: {job.attempts - 1} attempts started and none finished "
-                    f"(max_retries={max_retries}); the worker running it died or hung"
-                    + (f"; last error: {job.error}" if job.error else ""),
-                ),
-            )
-            return
+        deadline = job.deadline
+        now = None
+        if deadline is not None:
+            now = clock.now()
+            if deadline <= now:
+                late = DeadlineExceededError("the deadline passed before the job could start")
+                self._settle_unrun(claim, Outcome(JobStatus.FAILED, error_text(late)), late)
+                return
+        attempts = job.attempts
+        if attempts > 1:  # at most max_retries + 1 attempts, and max_retries >= 0
+            max_retries = handler.max_retries_for(job)
+            if attempts > max_retries + 1:
+                # Earlier attempts ended without an outcome: their worker died or hung.
+                self._settle_unrun(
+                    claim,
+                    Outcome(
+                        JobStatus.FAILED,
+                        f"WorkerLostError: {attempts - 1} attempts started and none finished "
+                        f"(max_retries={max_retries}); the worker running it died or hung"
+                        + (f"; last error: {job.error}" if job.error else ""),
+                    ),
+                )
+                return
         start = clock.monotonic()
-        ends_at = math.inf if handler.timeout is None else start + handler.timeout
+        timeout = handler.timeout
+        ends_at = math.inf if timeout is None else start + timeout
         by_deadline = False
-        if job.deadline is not None:
-            deadline_at = start + (job.deadline - now).total_seconds()
+        if now is None:
+            # No deadline: the attempt's wall-clock end is worked out only if the handler asks.
+            context = JobContext(
+                job, None if timeout is None else LAZY_DEADLINE, ends_at, claim.transaction, clock.monotonic, clock.now
+            )
+        else:
+            deadline_at = start + (deadline - now).total_seconds()  # type: ignore[operator]
             if deadline_at <= ends_at:
                 ends_at, by_deadline = deadline_at, True
-        attempt_deadline = None if ends_at == math.inf else now + timedelta(seconds=ends_at - start)
-        context = JobContext(job, attempt_deadline, ends_at, claim.transaction, clock.monotonic)
+            attempt_deadline = None if ends_at == math.inf else now + timedelta(seconds=ends_at - start)
+            context = JobContext(job, attempt_deadline, ends_at, claim.transaction, clock.monotonic)
         attempt = _Attempt(claim, handler, context, start, ends_at, by_deadline)
         job_id = job.id or ""
-        self._running[job_id] = attempt
+        running = self._running
+        running[job_id] = attempt
         if ends_at != math.inf:
             self._watchdog.add(attempt)
         events = self._events
-        if events is not None:
+        if events is not None and events.active:
             events.started(job)
         error: BaseException | None = None
-        _set_context(context)
+        local = _local
+        local.context = context
         try:
             handler.func(job)
         except Exception as exc:
             error = exc
         finally:
-            _set_context(None)
+            local.context = None
         try:
             if attempt.take():
                 duration = clock.monotonic() - start
                 if error is None:
-                    self._settle(claim, Outcome(JobStatus.PROCESSED), duration)
+                    self._settle(claim, _PROCESSED, duration)
                 else:
                     self._recover(job, error)
                     self._settle(claim, self._failure(job, handler, error_text(error)), duration, error)
@@ -334,7 +350,8 @@ class Worker:
                     "neoq: job %s (queue %r) raised after its attempt had ended: %s", job.id, job.queue, error
                 )
         finally:
-            self._running.pop(job_id, None)
+            if running.get(job_id) is attempt:
+                running.pop(job_id, None)
             try:
                 self._backend.release(claim)
             except Exception:  # pragma: no cover - release must not raise; keep the loop alive
@@ -446,7 +463,7 @@ class Worker:
                 extra={**fields, "outcome": "cancelled"},
             )
         events = self._events
-        if events is not None:
+        if events is not None and events.active:
             events.settled(job, outcome, duration, exc)
 
     def _recover(self, job: Job, exc: BaseException) -> None:

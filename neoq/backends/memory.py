@@ -25,6 +25,7 @@ from typing import Any
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigurationError, DuplicateJobError, JobNotFoundError
 from ..job import Job, JobStatus, evolve
+from ..job import copy_job as _copy
 from .base import Backend, Claim, Outcome
 
 __all__ = ["MemoryBackend"]
@@ -48,11 +49,14 @@ class _Ready:
 
 
 class _Record:
-    __slots__ = ("claimed", "finished_at", "job", "payload_text", "seq", "version")
+    __slots__ = ("claimed", "finished_at", "flat", "job", "payload_text", "seq", "version")
 
-    def __init__(self, job: Job, payload_text: str, seq: int) -> None:
-        self.job = job  # payload is kept as JSON text and decoded per read, so readers get copies
-        self.payload_text = payload_text
+    def __init__(self, job: Job, payload_text: str | None, flat: dict[str, Any] | None, seq: int) -> None:
+        self.job = job  # each read gets its own payload: a copy of ``flat``, or decoded from the text
+        #: A private dict whose values are all immutable (str, int, float, bool, None): a shallow
+        #: copy of it is a full copy, and cheaper than decoding. ``None`` for any other payload.
+        self.flat = flat
+        self.payload_text = payload_text  # the payload as JSON text, when it is not flat
         self.seq = seq
         self.version = 0
         self.claimed = False
@@ -116,7 +120,9 @@ class MemoryBackend(Backend):
             seq = next(self._ids)
             job_id = str(seq)
             stored = evolve(job, id=job_id, created_at=now, run_after=job.run_after or now)
-            record = _Record(stored, _dumps(job.payload), seq)
+            payload = job.payload
+            flat = _flat_copy(payload)
+            record = _Record(stored, None if flat is not None else _dumps(payload), flat, seq)
             self._records[job_id] = record
             self._unique[(job.queue, job.fingerprint or "")] = job_id
             self._schedule(record, now)
@@ -163,16 +169,17 @@ class MemoryBackend(Backend):
 
     def claim(self, queue: str, timeout: float) -> Claim | None:
         clock = self._clock
-        end = clock.monotonic() + timeout
+        end = math.nan  # set on the first wait: the common claim finds a job at once
         records = self._records
+        now = clock.now()  # read before the lock, so the lock is held for less; again after a wait
         with self._lock:
-            ready = self._ready_queue(queue)
+            ready = self._ready.get(queue) or self._ready_queue(queue)
             heap = ready.heap
             while True:
                 if ready.wakeups:
                     ready.wakeups -= 1
                     return None
-                next_due = self._promote(queue, ready)
+                next_due = self._promote(queue, ready) if self._delayed.get(queue) else math.inf
                 while heap:
                     _, _, job_id, version = heapq.heappop(heap)
                     record = records.get(job_id)
@@ -184,21 +191,32 @@ class MemoryBackend(Backend):
                     ):
                         continue  # stale: cancelled, retried or rescheduled since it was queued
                     record.claimed = True
-                    record.job = job = evolve(record.job, attempts=record.job.attempts + 1, ran_at=clock.now())
-                    text = record.payload_text
+                    stored = record.job
+                    record.job = job = _copy(stored)
+                    state = job.__dict__
+                    state["attempts"] = stored.attempts + 1
+                    state["ran_at"] = now
+                    flat = record.flat
                     break
                 else:
+                    if end != end:  # nan: the first wait
+                        end = clock.monotonic() + timeout
                     wait = min(end - clock.monotonic(), next_due)
                     if wait > 0:
                         ready.cond.wait(wait)
+                        now = clock.now()
                     elif clock.monotonic() >= end:
                         return None
                     continue  # woken, timed out, or a delayed job came due: look again
                 break
-        return Claim(evolve(job, payload=json.loads(text)), token=version)
+        claimed = _copy(job)
+        # The handler's own payload: a fresh dict of immutable values, or decoded from the text.
+        claimed.__dict__["payload"] = _payload_copy(record.payload_text, flat)
+        return Claim(claimed, token=version)
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
         job_id = claim.job.id or ""
+        now = self._clock.now()  # read before the lock, so the lock is held for less
         with self._lock:
             record = self._records.get(job_id)
             if record is None or not record.claimed:
@@ -211,13 +229,16 @@ class MemoryBackend(Backend):
                 record.job = evolve(
                     job,
                     error=outcome.error,
-                    run_after=outcome.run_after or self._clock.now(),
+                    run_after=outcome.run_after or now,
                     retries=job.retries if outcome.retries is None else outcome.retries,
                 )
-                self._schedule(record, self._clock.now())
+                self._schedule(record, now)
                 return
-            record.job = evolve(job, status=status, error=None if status is JobStatus.PROCESSED else outcome.error)
-            record.finished_at = self._clock.now()
+            record.job = settled = _copy(job)
+            state = settled.__dict__
+            state["status"] = status
+            state["error"] = None if status is JobStatus.PROCESSED else outcome.error
+            record.finished_at = now
             self._unique.pop((job.queue, job.fingerprint or ""), None)
 
     def wakeup(self, queue: str, waiters: int) -> None:
@@ -264,18 +285,18 @@ class MemoryBackend(Backend):
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None:
                 return None
-            job, text = record.job, record.payload_text
-        return evolve(job, payload=json.loads(text))
+            job, text, flat = record.job, record.payload_text, record.flat
+        return evolve(job, payload=_payload_copy(text, flat))
 
     def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
         with self._lock:
             records = [
-                (record.seq, record.job, record.payload_text)
+                (record.seq, record.job, record.payload_text, record.flat)
                 for record in self._records.values()
                 if (queue is None or record.job.queue == queue) and (status is None or record.job.status is status)
             ]
         records.sort(key=lambda item: item[0], reverse=True)
-        return [evolve(job, payload=json.loads(text)) for _, job, text in records[:limit]]
+        return [evolve(job, payload=_payload_copy(text, flat)) for _, job, text, flat in records[:limit]]
 
     def retry_job(self, job_id: str) -> None:
         with self._lock:
@@ -334,3 +355,35 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # built 
 
 def _dumps(payload: Any) -> str:
     return _ENCODER.encode(payload)
+
+
+#: The exact types whose values JSON keeps as they are and that cannot change in place.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _flat_copy(payload: Any) -> dict[str, Any] | None:
+    """Return a private copy of ``payload`` if it is a dict of immutable JSON scalars, else None.
+
+    Such a payload's JSON round trip gives back an equal dict (same keys, order and values), so
+    a shallow copy isolates a reader as well as decoding would.
+    """
+    if type(payload) is not dict:
+        return None
+    scalars = _SCALARS
+    for key, value in payload.items():
+        if type(key) is not str or type(value) not in scalars:
+            return None
+        if type(value) is float and (value != value or value in (_INF, -_INF)):
+            return None  # NaN and infinities: JSON text keeps them only as non-standard tokens
+    return dict(payload)
+
+
+_INF = float("inf")
+
+
+def _payload_copy(text: str | None, flat: dict[str, Any] | None) -> Any:
+    """Return a fresh payload for a reader: a copy of the flat dict, or decoded from the text."""
+    if flat is not None:
+        return dict(flat)
+    assert text is not None
+    return json.loads(text)

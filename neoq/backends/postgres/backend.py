@@ -190,6 +190,7 @@ _AUX_STATEMENTS = ("enqueue_one",)
 _BEGIN = b"BEGIN"
 _COMMIT = b"COMMIT"
 _SAVEPOINT_B = _SAVEPOINT.encode()
+_RELEASE_SAVEPOINT_B = b"RELEASE SAVEPOINT neoq_handler"
 _PROCESSED_B = JobStatus.PROCESSED.value.encode()
 _CHANNEL_B = CHANNEL.encode()
 _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
@@ -1040,7 +1041,16 @@ class PostgresBackend(Backend):
                 # The outcome and the commit in one round trip, through the prepared statement.
                 processed = (str(params["id"]).encode(), _PROCESSED_B, None, None, None, _CHANNEL_B)
                 hot = self._hot
-                _exchange(conn, ((hot.settle, processed, hot.prepared), (_COMMIT, None, False)))
+                # The savepoint is released first, so that the job row is updated by the transaction
+                # that locked it. Updated inside the savepoint's subtransaction, the row's old version
+                # gets a MultiXact as its xmax (the parent's lock and the child's update), which every
+                # claim whose index scan passes it has to look up: claims under concurrency slowed down.
+                commands: tuple[_Command, ...] = (
+                    (_RELEASE_SAVEPOINT_B, None, False),
+                    (hot.settle, processed, hot.prepared),
+                    (_COMMIT, None, False),
+                )
+                _exchange(conn, commands)
                 return
             # A failure: undo the handler's writes, keep the claim's lock, record the outcome.
             for attempt in range(3):

@@ -106,6 +106,11 @@ class _Watchdog:
         self._heap: list[tuple[float, int, _Attempt]] = []
         self._incoming: collections.deque[tuple[float, int, _Attempt]] = collections.deque()
         self._wake_at = -math.inf
+        #: The earliest end among attempts that were settled before the thread took them in. The
+        #: thread still plans a wake-up there (finding nothing due), so that an idle heap does not
+        #: make it sleep without end and every ``add`` wake it: with quick jobs nearly every attempt
+        #: is settled before the thread runs, and those wake-ups cost a thread switch per job.
+        self._phantom = math.inf
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -129,10 +134,14 @@ class _Watchdog:
         # Called with the lock held: move new attempts into the heap, dropping settled ones.
         heap = self._heap
         incoming = self._incoming
+        phantom = self._phantom
         while incoming:
             entry = incoming.popleft()
             if not entry[2].taken:
                 heapq.heappush(heap, entry)
+            elif entry[0] < phantom:
+                phantom = entry[0]
+        self._phantom = phantom
         # Settled attempts in the heap are dropped lazily; compact when they dominate it.
         if len(heap) > _WATCHDOG_BATCH:
             live = [e for e in heap if not e[2].taken]
@@ -158,12 +167,12 @@ class _Watchdog:
                     heap = self._heap
                     while heap and heap[0][2].taken:
                         heapq.heappop(heap)
-                    if not heap:
-                        self._wait(math.inf)
-                        continue
-                    if heap[0][0] <= self._monotonic():
+                    if self._phantom <= self._monotonic():
+                        self._phantom = math.inf  # its attempt was settled long ago: nothing to do
+                    plan = min(heap[0][0] if heap else math.inf, self._phantom)
+                    if heap and heap[0][0] <= self._monotonic():
                         break
-                    self._wait(heap[0][0])
+                    self._wait(plan)
                 if self._stopping:
                     return
                 now = self._monotonic()
@@ -184,6 +193,7 @@ class _Watchdog:
             self._thread = None
             self._stopping = True
             self._heap = []
+            self._phantom = math.inf
             self._incoming.clear()
             self._cond.notify_all()
         if thread is not None and thread is not threading.current_thread():

@@ -191,10 +191,11 @@ class MemoryBackend(Backend):
                     ):
                         continue  # stale: cancelled, retried or rescheduled since it was queued
                     record.claimed = True
-                    stored = record.job
-                    record.job = job = _copy(stored)
+                    # ``record.job`` is this backend's own object (readers get copies made under
+                    # the lock), so it is updated in place rather than copied.
+                    job = record.job
                     state = job.__dict__
-                    state["attempts"] = stored.attempts + 1
+                    state["attempts"] += 1
                     state["ran_at"] = now
                     flat = record.flat
                     break
@@ -209,7 +210,7 @@ class MemoryBackend(Backend):
                         return None
                     continue  # woken, timed out, or a delayed job came due: look again
                 break
-        claimed = _copy(job)
+        claimed = _copy(job)  # outside the lock: only this claim's settle changes the record now
         # The handler's own payload: a fresh dict of immutable values, or decoded from the text.
         claimed.__dict__["payload"] = _payload_copy(record.payload_text, flat)
         return Claim(claimed, token=version)
@@ -234,8 +235,7 @@ class MemoryBackend(Backend):
                 )
                 self._schedule(record, now)
                 return
-            record.job = settled = _copy(job)
-            state = settled.__dict__
+            state = job.__dict__  # in place, as in ``claim``
             state["status"] = status
             state["error"] = None if status is JobStatus.PROCESSED else outcome.error
             record.finished_at = now
@@ -285,18 +285,26 @@ class MemoryBackend(Backend):
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None:
                 return None
-            job, text, flat = record.job, record.payload_text, record.flat
-        return evolve(job, payload=_payload_copy(text, flat))
+            job = _copy(record.job)  # under the lock: claim and settle change record.job in place
+            text, flat = record.payload_text, record.flat
+        job.__dict__["payload"] = _payload_copy(text, flat)
+        return job
 
     def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
         with self._lock:
-            records = [
-                (record.seq, record.job, record.payload_text, record.flat)
+            matching = [
+                record
                 for record in self._records.values()
                 if (queue is None or record.job.queue == queue) and (status is None or record.job.status is status)
             ]
-        records.sort(key=lambda item: item[0], reverse=True)
-        return [evolve(job, payload=_payload_copy(text, flat)) for _, job, text, flat in records[:limit]]
+            matching.sort(key=lambda record: record.seq, reverse=True)
+            # copied under the lock: claim and settle change record.job in place
+            records = [(_copy(record.job), record.payload_text, record.flat) for record in matching[:limit]]
+        jobs = []
+        for job, text, flat in records:
+            job.__dict__["payload"] = _payload_copy(text, flat)
+            jobs.append(job)
+        return jobs
 
     def retry_job(self, job_id: str) -> None:
         with self._lock:

@@ -255,16 +255,17 @@ def _exchange(conn: psycopg.Connection[Any], commands: Sequence[_Command]) -> li
                 else:
                     pgconn.send_query_params(text, params, result_format=pq.Format.BINARY)
             pgconn.pipeline_sync()
+            socket = pgconn.socket
             while pgconn.flush():
-                select.select([], [pgconn.socket], [])
+                select.select([], [socket], [])
             for _ in commands:
-                result = pgconn.get_result()  # blocks without the GIL until the result is in
+                result = _get_result(pgconn, socket)
                 if result is None:
                     raise psycopg.OperationalError("the connection was lost")
                 results.append(result)
-                if pgconn.get_result() is not None:
+                if _get_result(pgconn, socket) is not None:
                     raise psycopg.OperationalError("unexpected results from the server")
-            sync = pgconn.get_result()
+            sync = _get_result(pgconn, socket)
             if sync is None or sync.status != _PIPELINE_SYNC:
                 if sync is not None and sync.status == _FATAL_ERROR:
                     raise _result_error(conn, sync)
@@ -278,6 +279,19 @@ def _exchange(conn: psycopg.Connection[Any], commands: Sequence[_Command]) -> li
         if result.status == _FATAL_ERROR:
             raise _result_error(conn, result)
     return results
+
+
+def _get_result(pgconn: pq.abc.PGconn, socket: int) -> pq.abc.PGresult | None:
+    """``pgconn.get_result()`` once it would not block, waiting for the server in ``select``.
+
+    psycopg's C implementation calls ``PQgetResult`` holding the GIL: called while the server is
+    still working, it blocks every other thread of the process for the whole round trip, so the
+    claim loops of one worker took turns instead of waiting for the server together.
+    """
+    while pgconn.is_busy():
+        select.select([socket], [], [])  # releases the GIL
+        pgconn.consume_input()
+    return pgconn.get_result()
 
 
 def _load_row(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> tuple[Any, ...] | None:

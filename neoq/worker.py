@@ -104,7 +104,7 @@ class _Watchdog:
         self._monotonic = monotonic
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, _Attempt]] = []
-        self._incoming: collections.deque[tuple[float, int, _Attempt]] = collections.deque()
+        self._incoming: collections.deque[_Attempt] = collections.deque()
         self._wake_at = -math.inf
         #: The earliest end among attempts that were settled before the thread took them in. The
         #: thread still plans a wake-up there (finding nothing due), so that an idle heap does not
@@ -116,10 +116,9 @@ class _Watchdog:
         self._stopping = False
 
     def add(self, attempt: _Attempt) -> None:
-        entry = (attempt.ends_at, next(self._seq), attempt)
         incoming = self._incoming
-        incoming.append(entry)
-        if self._thread is not None and entry[0] >= self._wake_at and len(incoming) < _WATCHDOG_BATCH:
+        incoming.append(attempt)  # its heap entry is made when the thread takes it in, if still running
+        if self._thread is not None and attempt.ends_at >= self._wake_at and len(incoming) < _WATCHDOG_BATCH:
             return  # the thread wakes before this attempt ends, and takes it in then
         with self._cond:
             if self._thread is None:
@@ -135,12 +134,13 @@ class _Watchdog:
         heap = self._heap
         incoming = self._incoming
         phantom = self._phantom
+        seq = self._seq
         while incoming:
-            entry = incoming.popleft()
-            if not entry[2].taken:
-                heapq.heappush(heap, entry)
-            elif entry[0] < phantom:
-                phantom = entry[0]
+            attempt = incoming.popleft()
+            if not attempt.taken:
+                heapq.heappush(heap, (attempt.ends_at, next(seq), attempt))
+            elif attempt.ends_at < phantom:
+                phantom = attempt.ends_at
         self._phantom = phantom
         # Settled attempts in the heap are dropped lazily; compact when they dominate it.
         if len(heap) > _WATCHDOG_BATCH:
@@ -234,6 +234,8 @@ class Worker:
         self._runners: dict[str, _QueueRunner] = {}
         self._running: dict[str, _Attempt] = {}
         self._watchdog = _Watchdog(self._expire, clock.monotonic)
+        #: Whether ``release`` must be called: not when the backend keeps the base class's no-op.
+        self._releases = getattr(type(backend), "release", None) is not Backend.release
         self._stopped = False
         backend.set_cancel_callback(self._cancel_running)
 
@@ -362,10 +364,11 @@ class Worker:
         finally:
             if running.get(job_id) is attempt:
                 running.pop(job_id, None)
-            try:
-                self._backend.release(claim)
-            except Exception:  # pragma: no cover - release must not raise; keep the loop alive
-                self._log.exception("neoq: releasing job %s failed", job.id)
+            if self._releases:
+                try:
+                    self._backend.release(claim)
+                except Exception:  # pragma: no cover - release must not raise; keep the loop alive
+                    self._log.exception("neoq: releasing job %s failed", job.id)
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -415,6 +418,11 @@ class Worker:
     def _report(self, job: Job, outcome: Outcome, duration: float, exc: BaseException | None) -> None:
         log = self._log
         status = outcome.status
+        if status is JobStatus.PROCESSED and not log.isEnabledFor(logging.INFO):
+            events = self._events  # the common case: nothing to log; hooks maybe
+            if events is not None and events.active:
+                events.settled(job, outcome, duration, exc)
+            return
         ms = duration * 1000.0
         if status is JobStatus.PROCESSED and not log.isEnabledFor(logging.INFO):
             fields = {}  # the common case: nothing to log, so nothing to build

@@ -1,11 +1,13 @@
 """The in-memory backend: the embedded default, private to one client.
 
-Due jobs wait in a heap per queue (ordered by ``run_after`` then id) that the claim loops wait
-on through the queue's condition, which shares the backend's one lock, so a claim takes a single
-lock; future jobs and retries wait in a second heap per queue ordered by ``run_after``. A blocked
-claim waits no longer than until that heap's next due time, then moves what came due into the
-ready heap: no timer thread and no polling tick. A future job that becomes the delayed heap's new
-head notifies the condition so one waiter re-times itself.
+Due jobs wait in a heap per queue (ordered by ``run_after`` then id) guarded by the backend's one
+lock, so a claim takes a single lock; future jobs and retries wait in a second heap per queue
+ordered by ``run_after``. A claim that finds nothing due waits on a lock of its own, queued on
+the queue's waiters (a condition variable, as ``threading.Condition`` makes one, except that
+``enqueue`` wakes the waiter after releasing the backend's lock, so the woken claim does not
+block on it a second time). A blocked claim waits no longer than until the delayed heap's next
+due time, then moves what came due into the ready heap: no timer thread and no polling tick. A
+future job that becomes the delayed heap's new head wakes one waiter so it re-times itself.
 Every record has a version; a queue entry or heap entry whose version is stale (the job was
 cancelled, retried or rescheduled since) is skipped, so nothing has to be removed from the middle
 of a queue or heap.
@@ -13,6 +15,7 @@ of a queue or heap.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import json
@@ -30,6 +33,8 @@ from .base import Backend, Claim, Outcome
 
 __all__ = ["MemoryBackend"]
 
+_allocate_lock = threading.Lock
+
 _EMPTY_STATS = ("new", "processed", "failed", "cancelled")
 
 #: A ready-queue entry: (run_after timestamp, sequence, job id, record version).
@@ -39,11 +44,12 @@ _Entry = tuple[float, int, str, int]
 class _Ready:
     """The due jobs of one queue and the claims waiting for them; guarded by the backend's lock."""
 
-    __slots__ = ("cond", "heap", "wakeups")
+    __slots__ = ("heap", "waiters", "wakeups")
 
-    def __init__(self, lock: threading.Lock) -> None:
-        self.cond = threading.Condition(lock)
+    def __init__(self) -> None:
         self.heap: list[_Entry] = []
+        #: The locks blocked claims wait on (held; released to wake), oldest first.
+        self.waiters: collections.deque[threading.Lock] = collections.deque()
         #: ``wakeup`` requests not yet consumed: each makes one claim return None, before any job.
         self.wakeups = 0
 
@@ -75,6 +81,8 @@ class MemoryBackend(Backend):
         self._delayed: dict[str, list[_Entry]] = {}
         self._ids = itertools.count(1)
         self._closed = False
+        #: While ``enqueue`` holds the lock: the waiters to wake once it is released.
+        self._deferred: list[threading.Lock] | None = None
         self._ticks: dict[str, datetime] = {}
         self._tick_set: set[tuple[str, datetime]] = set()
 
@@ -96,8 +104,17 @@ class MemoryBackend(Backend):
     def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
         if connection is not None:
             raise ConfigurationError("enqueue(connection=...) needs the PostgreSQL backend; memory:// has none")
-        with self._lock:
-            return self._store(jobs)
+        deferred: list[threading.Lock] = []
+        try:
+            with self._lock:
+                self._deferred = deferred
+                try:
+                    return self._store(jobs)
+                finally:
+                    self._deferred = None
+        finally:
+            for waiter in deferred:  # woken after the lock is released: they need it at once
+                waiter.release()
 
     def _store(self, jobs: Sequence[Job]) -> list[str]:
         # Called with the lock held: checks every job, then stores all of them.
@@ -137,19 +154,31 @@ class MemoryBackend(Backend):
         if run_after is None or run_after <= now:
             ready = self._ready_queue(job.queue)
             heapq.heappush(ready.heap, entry)
-            ready.cond.notify()
+            self._notify(ready)
             return
         delayed = self._delayed.setdefault(job.queue, [])
         heapq.heappush(delayed, entry)
         if delayed[0] is entry:
-            self._ready_queue(job.queue).cond.notify()  # the next due time moved earlier
+            self._notify(self._ready_queue(job.queue))  # the next due time moved earlier
 
     def _ready_queue(self, name: str) -> _Ready:
         # Called with the lock held.
         ready = self._ready.get(name)
         if ready is None:
-            ready = self._ready[name] = _Ready(self._lock)
+            ready = self._ready[name] = _Ready()
         return ready
+
+    def _notify(self, ready: _Ready, n: int = 1) -> None:
+        # Called with the lock held: wake up to ``n`` blocked claims, now or (in enqueue) just after.
+        waiters = ready.waiters
+        deferred = self._deferred
+        while waiters and n > 0:
+            n -= 1
+            waiter = waiters.popleft()
+            if deferred is None:
+                waiter.release()
+            else:
+                deferred.append(waiter)
 
     def _promote(self, queue: str, ready: _Ready) -> float:
         """Move the queue's delayed jobs that came due into ``ready``; return seconds to the next one."""
@@ -204,7 +233,7 @@ class MemoryBackend(Backend):
                         end = clock.monotonic() + timeout
                     wait = min(end - clock.monotonic(), next_due)
                     if wait > 0:
-                        ready.cond.wait(wait)
+                        self._wait(ready, wait)
                         now = clock.now()
                     elif clock.monotonic() >= end:
                         return None
@@ -214,6 +243,25 @@ class MemoryBackend(Backend):
         # The handler's own payload: a fresh dict of immutable values, or decoded from the text.
         claimed.__dict__["payload"] = _payload_copy(record.payload_text, flat)
         return Claim(claimed, token=version)
+
+    def _wait(self, ready: _Ready, timeout: float) -> None:
+        # Called with the lock held; returns with it held: ``threading.Condition.wait``'s steps.
+        waiter = _allocate_lock()
+        waiter.acquire()
+        ready.waiters.append(waiter)
+        lock = self._lock
+        lock.release()
+        try:
+            if timeout < threading.TIMEOUT_MAX:
+                waiter.acquire(True, timeout)
+            else:
+                waiter.acquire()
+        finally:
+            lock.acquire()
+        try:
+            ready.waiters.remove(waiter)  # timed out: nobody took it off
+        except ValueError:
+            pass  # woken: the notifier took it off
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
         job_id = claim.job.id or ""
@@ -245,7 +293,7 @@ class MemoryBackend(Backend):
         with self._lock:
             ready = self._ready_queue(queue)
             ready.wakeups += waiters
-            ready.cond.notify(waiters)
+            self._notify(ready, waiters)
 
     # -- periodic jobs and retention -------------------------------------------------------
 

@@ -105,11 +105,7 @@ def fingerprint(queue: str, payload: Mapping[str, Any]) -> str:
 
     The same on every process, machine and Python version.
     """
-    digest = hashlib.sha256()
-    digest.update(queue.encode("utf-8"))
-    digest.update(b"\x00")
-    digest.update(canonical_json(payload).encode("ascii"))
-    return digest.hexdigest()
+    return _fingerprint_text(queue, canonical_json(payload))
 
 
 def validate_queue_name(queue: object) -> str:
@@ -193,18 +189,56 @@ def _check_structure(payload: Mapping[str, Any]) -> None:
                 stack.append((item, f"{path}[{index}]", depth + 1))
 
 
+_NONE = type(None)
+
+
+def _is_flat(payload: Mapping[str, Any]) -> bool:
+    """Return True if ``payload`` is a dict of str keys and JSON scalar values with nothing to refuse.
+
+    The common payload: such a dict needs no structure walk, and its JSON round trip is a
+    shallow copy. Anything else (or anything to refuse) returns False for the full checks.
+    """
+    if type(payload) is not dict:
+        return False
+    for key, value in payload.items():
+        if type(key) is not str or "\x00" in key:
+            return False
+        kind = type(value)
+        if kind is str:
+            if "\x00" in value:
+                return False
+        elif kind is not int and kind is not bool and kind is not _NONE and kind is not float:
+            return False
+    return True
+
+
 def encode_payload(payload: object) -> str:
     """Return the JSON text of ``payload`` or raise ``InvalidJobError`` saying what to fix."""
+    return _encode_payload(payload)[0]
+
+
+def _encode_payload(payload: object) -> tuple[str, bool]:
+    # The JSON text, and whether the payload is flat (see ``_is_flat``).
     if not isinstance(payload, Mapping):
         raise InvalidJobError(f"payload must be a mapping with string keys, not {type(payload).__name__}")
-    _check_structure(payload)
+    flat = _is_flat(payload)
+    if not flat:
+        _check_structure(payload)
     try:
         text = _COMPACT.encode(payload)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidJobError(f"payload is not JSON-serialisable: {exc}") from None
     if not text.isascii():
         _check_utf8(text, "payload text")
-    return text
+    return text, flat
+
+
+def _fingerprint_text(queue: str, canonical: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(queue.encode("utf-8"))
+    digest.update(b"\x00")
+    digest.update(canonical.encode("ascii"))
+    return digest.hexdigest()
 
 
 def prepare_job(job: object) -> tuple[Job, str]:
@@ -217,8 +251,9 @@ def prepare_job(job: object) -> tuple[Job, str]:
     if not isinstance(job, Job):
         raise InvalidJobError(f"expected a neoq.Job, got {type(job).__name__}")
     validate_queue_name(job.queue)
-    text = encode_payload(job.payload)
-    payload = json.loads(text)
+    text, flat = _encode_payload(job.payload)
+    # A flat payload's decoded copy is a shallow copy (its values are immutable scalars).
+    payload = dict(job.payload) if flat else json.loads(text)
     run_after = _check_aware(job.run_after, "run_after")
     deadline = _check_aware(job.deadline, "deadline")
     max_retries = job.max_retries
@@ -228,14 +263,37 @@ def prepare_job(job: object) -> tuple[Job, str]:
         raise InvalidJobError(f"max_retries must be an int >= 0 or None, not {max_retries!r}")
     fp = job.fingerprint
     if fp is None:
-        fp = fingerprint(job.queue, payload)
+        # The canonical text of a flat payload with sorted keys and ASCII text is its compact text
+        # (the ASCII encoder escapes DEL, U+007F, which the compact one keeps as it is).
+        if flat and text.isascii() and "\x7f" not in text and _sorted_keys(payload):
+            fp = _fingerprint_text(job.queue, text)
+        else:
+            fp = fingerprint(job.queue, payload)
     elif not isinstance(fp, str) or not fp or len(fp) > 256:
         raise InvalidJobError("fingerprint must be a non-empty str of at most 256 characters, or None")
-    prepared = evolve(
-        job,
+    if type(job) is not Job:
+        prepared = evolve(
+            job,
+            payload=payload,
+            run_after=run_after,
+            deadline=deadline,
+            fingerprint=fp,
+            id=None,
+            status=JobStatus.NEW,
+            retries=0,
+            attempts=0,
+            error=None,
+            created_at=None,
+            ran_at=None,
+        )
+        return prepared, text
+    prepared = object.__new__(Job)
+    prepared.__dict__.update(
+        queue=job.queue,
         payload=payload,
         run_after=run_after,
         deadline=deadline,
+        max_retries=max_retries,
         fingerprint=fp,
         id=None,
         status=JobStatus.NEW,
@@ -246,6 +304,15 @@ def prepare_job(job: object) -> tuple[Job, str]:
         ran_at=None,
     )
     return prepared, text
+
+
+def _sorted_keys(payload: dict[str, Any]) -> bool:
+    previous = ""
+    for key in payload:
+        if key < previous:
+            return False
+        previous = key
+    return True
 
 
 def evolve(job: Job, **changes: Any) -> Job:

@@ -268,29 +268,34 @@ class Worker:
         stopping = runner.stopping
         pause = 0.0
         wait = 0.0 if runner.burst else CLAIM_WAIT
-        while not stopping.is_set():
-            try:
-                claim = backend.claim(queue, wait)
-            except NeoqError as exc:
-                pause = min(MAX_ERROR_PAUSE, max(0.05, pause * 2))
-                self._log.warning("neoq: claiming from queue %r failed (%s); retrying in %.2fs", queue, exc, pause)
-                if runner.burst:
-                    return
-                stopping.wait(pause)
-                continue
-            except Exception:  # pragma: no cover - a backend bug; keep the loop alive
-                self._log.exception("neoq: backend %r raised while claiming from %r", backend, queue)
-                stopping.wait(MAX_ERROR_PAUSE)
-                continue
-            pause = 0.0
+        claim: Claim | None = None
+        # ``claim`` is not None when the previous attempt's settle claimed the next job in the same
+        # step: it runs even if the loop was told to stop meanwhile, as if claimed just before.
+        while claim is not None or not stopping.is_set():
             if claim is None:
-                if runner.burst:
-                    return
-                continue
+                try:
+                    claim = backend.claim(queue, wait)
+                except NeoqError as exc:
+                    pause = min(MAX_ERROR_PAUSE, max(0.05, pause * 2))
+                    self._log.warning("neoq: claiming from queue %r failed (%s); retrying in %.2fs", queue, exc, pause)
+                    if runner.burst:
+                        return
+                    stopping.wait(pause)
+                    continue
+                except Exception:  # pragma: no cover - a backend bug; keep the loop alive
+                    self._log.exception("neoq: backend %r raised while claiming from %r", backend, queue)
+                    stopping.wait(MAX_ERROR_PAUSE)
+                    continue
+                pause = 0.0
+                if claim is None:
+                    if runner.burst:
+                        return
+                    continue
             runner.ran += 1
-            self._run(runner.handler, claim)
+            claim = self._run(runner.handler, claim, None if stopping.is_set() else queue)
 
-    def _run(self, handler: Handler, claim: Claim) -> None:
+    def _run(self, handler: Handler, claim: Claim, chain: str | None = None) -> Claim | None:
+        """Run one attempt; with ``chain`` (the queue), maybe return the next job, claimed as it settled."""
         job = claim.job
         clock = self._clock
         deadline = job.deadline
@@ -300,7 +305,7 @@ class Worker:
             if deadline <= now:
                 late = DeadlineExceededError("the deadline passed before the job could start")
                 self._settle_unrun(claim, Outcome(JobStatus.FAILED, error_text(late)), late)
-                return
+                return None
         attempts = job.attempts
         if attempts > 1:  # at most max_retries + 1 attempts, and max_retries >= 0
             max_retries = handler.max_retries_for(job)
@@ -315,7 +320,7 @@ class Worker:
                         + (f"; last error: {job.error}" if job.error else ""),
                     ),
                 )
-                return
+                return None
         start = clock.monotonic()
         timeout = handler.timeout
         ends_at = math.inf if timeout is None else start + timeout
@@ -349,11 +354,12 @@ class Worker:
             error = exc
         finally:
             local.context = None
+        following: Claim | None = None
         try:
             if attempt.take():
                 duration = clock.monotonic() - start
                 if error is None:
-                    self._settle(claim, _PROCESSED, duration)
+                    following = self._settle(claim, _PROCESSED, duration, chain=chain)
                 else:
                     self._recover(job, error)
                     self._settle(claim, self._failure(job, handler, error_text(error)), duration, error)
@@ -369,6 +375,7 @@ class Worker:
                     self._backend.release(claim)
                 except Exception:  # pragma: no cover - release must not raise; keep the loop alive
                     self._log.exception("neoq: releasing job %s failed", job.id)
+        return following
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -389,10 +396,23 @@ class Worker:
             return Outcome(JobStatus.FAILED, error)
         return Outcome(JobStatus.NEW, error, run_after, retries)
 
-    def _settle(self, claim: Claim, outcome: Outcome, duration: float, exc: BaseException | None = None) -> None:
+    def _settle(
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        duration: float,
+        exc: BaseException | None = None,
+        *,
+        chain: str | None = None,
+    ) -> Claim | None:
+        """Store the outcome and report it; with ``chain``, maybe return that queue's next job claimed."""
         job = claim.job
+        following = None
         try:
-            self._backend.settle(claim, outcome)
+            if chain is None:
+                self._backend.settle(claim, outcome)
+            else:
+                following = self._backend._settle_then_claim(claim, outcome, chain)
         except NeoqError as err:
             # The outcome is lost, not the job: its claim ends with the connection and it runs again.
             self._log.error(
@@ -403,8 +423,9 @@ class Worker:
                 outcome.status.value,
                 err,
             )
-            return
+            return None
         self._report(job, outcome, duration, exc)
+        return following
 
     def _settle_unrun(self, claim: Claim, outcome: Outcome, exc: BaseException | None = None) -> None:
         try:

@@ -180,6 +180,17 @@ class Backend(abc.ABC):
         Must not block for long and must not raise.
         """
 
+    def _settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
+        """The runtime's fast path after an attempt that returned: ``settle(claim, outcome)``, then,
+        if the backend can do it in the same step, claim a job of ``queue`` that is due now (never
+        waiting) and return it; else return None and the claim loop calls ``claim`` as usual.
+
+        Private to neoq: the default settles only. The memory backend overrides it to take its
+        lock once per job instead of twice.
+        """
+        self.settle(claim, outcome)
+        return None
+
     def release(self, claim: Claim) -> None:  # noqa: B027 - optional hook
         """Free the claim's resources (return its connection to the pool).
 

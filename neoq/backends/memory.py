@@ -199,50 +199,71 @@ class MemoryBackend(Backend):
     def claim(self, queue: str, timeout: float) -> Claim | None:
         clock = self._clock
         end = math.nan  # set on the first wait: the common claim finds a job at once
-        records = self._records
         now = clock.now()  # read before the lock, so the lock is held for less; again after a wait
         with self._lock:
             ready = self._ready.get(queue) or self._ready_queue(queue)
-            heap = ready.heap
             while True:
                 if ready.wakeups:
                     ready.wakeups -= 1
                     return None
                 next_due = self._promote(queue, ready) if self._delayed.get(queue) else math.inf
-                while heap:
-                    _, _, job_id, version = heapq.heappop(heap)
-                    record = records.get(job_id)
-                    if (
-                        record is None
-                        or record.version != version
-                        or record.claimed
-                        or record.job.status is not JobStatus.NEW
-                    ):
-                        continue  # stale: cancelled, retried or rescheduled since it was queued
-                    record.claimed = True
-                    # ``record.job`` is this backend's own object (readers get copies made under
-                    # the lock), so it is updated in place rather than copied.
-                    job = record.job
-                    state = job.__dict__
-                    state["attempts"] += 1
-                    state["ran_at"] = now
-                    flat = record.flat
+                record = self._take(ready, now)
+                if record is not None:
                     break
-                else:
-                    if end != end:  # nan: the first wait
-                        end = clock.monotonic() + timeout
-                    wait = min(end - clock.monotonic(), next_due)
-                    if wait > 0:
-                        self._wait(ready, wait)
-                        now = clock.now()
-                    elif clock.monotonic() >= end:
-                        return None
-                    continue  # woken, timed out, or a delayed job came due: look again
-                break
-        claimed = _copy(job)  # outside the lock: only this claim's settle changes the record now
+                if end != end:  # nan: the first wait
+                    end = clock.monotonic() + timeout
+                wait = min(end - clock.monotonic(), next_due)
+                if wait > 0:
+                    self._wait(ready, wait)
+                    now = clock.now()
+                elif clock.monotonic() >= end:
+                    return None
+                # woken, timed out, or a delayed job came due: look again
+            job, version, flat = record.job, record.version, record.flat
+        return self._claim_of(record, job, version, flat)
+
+    def _take(self, ready: _Ready, now: datetime) -> _Record | None:
+        # Called with the lock held: claim the first due job of ``ready``, if any.
+        records = self._records
+        heap = ready.heap
+        while heap:
+            _, _, job_id, version = heapq.heappop(heap)
+            record = records.get(job_id)
+            if record is None or record.version != version or record.claimed or record.job.status is not JobStatus.NEW:
+                continue  # stale: cancelled, retried or rescheduled since it was queued
+            record.claimed = True
+            # ``record.job`` is this backend's own object (readers get copies made under the
+            # lock), so it is updated in place rather than copied.
+            state = record.job.__dict__
+            state["attempts"] += 1
+            state["ran_at"] = now
+            return record
+        return None
+
+    def _claim_of(self, record: _Record, job: Job, version: int, flat: dict[str, Any] | None) -> Claim:
+        # Outside the lock: only this claim's settle changes the record now.
+        claimed = _copy(job)
         # The handler's own payload: a fresh dict of immutable values, or decoded from the text.
         claimed.__dict__["payload"] = _payload_copy(record.payload_text, flat)
         return Claim(claimed, token=version)
+
+    def _settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
+        cls = type(self)
+        if cls.settle is not MemoryBackend.settle or cls.claim is not MemoryBackend.claim:
+            return super()._settle_then_claim(claim, outcome, queue)  # a subclass changed one of them
+        now = self._clock.now()
+        with self._lock:
+            self._settle_locked(claim, outcome, now)
+            ready = self._ready.get(queue)
+            if ready is None or ready.wakeups:
+                return None  # a wake-up is for the claim loop's own claim call
+            if self._delayed.get(queue):
+                self._promote(queue, ready)
+            record = self._take(ready, now)
+            if record is None:
+                return None
+            job, version, flat = record.job, record.version, record.flat
+        return self._claim_of(record, job, version, flat)
 
     def _wait(self, ready: _Ready, timeout: float) -> None:
         # Called with the lock held; returns with it held: ``threading.Condition.wait``'s steps.
@@ -264,30 +285,33 @@ class MemoryBackend(Backend):
             pass  # woken: the notifier took it off
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
-        job_id = claim.job.id or ""
         now = self._clock.now()  # read before the lock, so the lock is held for less
         with self._lock:
-            record = self._records.get(job_id)
-            if record is None or not record.claimed:
-                return
-            record.claimed = False
-            job = record.job
-            status = outcome.status
-            if status is JobStatus.NEW:
-                record.version += 1
-                record.job = evolve(
-                    job,
-                    error=outcome.error,
-                    run_after=outcome.run_after or now,
-                    retries=job.retries if outcome.retries is None else outcome.retries,
-                )
-                self._schedule(record, now)
-                return
-            state = job.__dict__  # in place, as in ``claim``
-            state["status"] = status
-            state["error"] = None if status is JobStatus.PROCESSED else outcome.error
-            record.finished_at = now
-            self._unique.pop((job.queue, job.fingerprint or ""), None)
+            self._settle_locked(claim, outcome, now)
+
+    def _settle_locked(self, claim: Claim, outcome: Outcome, now: datetime) -> None:
+        # Called with the lock held.
+        record = self._records.get(claim.job.id or "")
+        if record is None or not record.claimed:
+            return
+        record.claimed = False
+        job = record.job
+        status = outcome.status
+        if status is JobStatus.NEW:
+            record.version += 1
+            record.job = evolve(
+                job,
+                error=outcome.error,
+                run_after=outcome.run_after or now,
+                retries=job.retries if outcome.retries is None else outcome.retries,
+            )
+            self._schedule(record, now)
+            return
+        state = job.__dict__  # in place, as in ``claim``
+        state["status"] = status
+        state["error"] = None if status is JobStatus.PROCESSED else outcome.error
+        record.finished_at = now
+        self._unique.pop((job.queue, job.fingerprint or ""), None)
 
     def wakeup(self, queue: str, waiters: int) -> None:
         with self._lock:

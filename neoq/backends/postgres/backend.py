@@ -257,7 +257,7 @@ def _exchange(conn: psycopg.Connection[Any], commands: Sequence[_Command]) -> li
             pgconn.pipeline_sync()
             socket = pgconn.socket
             while pgconn.flush():
-                select.select([], [socket], [])
+                _wait_fds((socket,), None, write=True)
             for _ in commands:
                 result = _get_result(pgconn, socket)
                 if result is None:
@@ -289,9 +289,35 @@ def _get_result(pgconn: pq.abc.PGconn, socket: int) -> pq.abc.PGresult | None:
     claim loops of one worker took turns instead of waiting for the server together.
     """
     while pgconn.is_busy():
-        select.select([socket], [], [])  # releases the GIL
+        _wait_readable(socket)  # releases the GIL
         pgconn.consume_input()
     return pgconn.get_result()
+
+
+def _wait_readable(fd: int) -> None:
+    """Block until ``fd`` is readable."""
+    _wait_fds((fd,), None)
+
+
+def _wait_fds(fds: Sequence[int], timeout: float | None, *, write: bool = False) -> list[int]:
+    """The ``fds`` that are readable (writable with ``write``) within ``timeout`` seconds (None: no limit).
+
+    poll() where there is one: select() refuses file descriptors past 1023, which a process with
+    many open files (or connections) hands out.
+    """
+    if _HAS_POLL:
+        poller = select.poll()
+        mask = select.POLLOUT if write else select.POLLIN
+        for fd in fds:
+            poller.register(fd, mask)
+        events = poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
+        return [fd for fd, _ in events]
+    if write:  # pragma: no cover - Windows
+        return select.select([], list(fds), [], timeout)[1]
+    return select.select(list(fds), [], [], timeout)[0]  # pragma: no cover - Windows
+
+
+_HAS_POLL = hasattr(select, "poll")
 
 
 def _load_row(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> tuple[Any, ...] | None:
@@ -1530,7 +1556,7 @@ class _Listener:
                 pause = 0.0
             try:
                 timeout = 0.2 if backend._redeliver_cancels() else 30.0
-                ready, _, _ = select.select([conn.pgconn.socket, self._wake_r], [], [], timeout)
+                ready = _wait_fds((conn.pgconn.socket, self._wake_r), timeout)
                 if self._wake_r in ready or self._stop.is_set():
                     return
                 if not ready:
@@ -1592,5 +1618,5 @@ class _Listener:
     def _wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds`` unless stopped; True if stopped."""
         with suppress(OSError, ValueError):
-            select.select([self._wake_r], [], [], seconds)
+            _wait_fds((self._wake_r,), seconds)
         return self._stop.is_set()

@@ -151,6 +151,15 @@ def _copy_text(value: str) -> str:
     return value
 
 
+def _wire_text(value: object) -> bytes | None:
+    """A settle parameter in PostgreSQL's text format (``None`` is SQL NULL)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat().encode()
+    return str(value).encode()
+
+
 def _copy_time(value: datetime | None) -> str:
     return "\\N" if value is None else value.isoformat()
 
@@ -191,6 +200,7 @@ _BEGIN = b"BEGIN"
 _COMMIT = b"COMMIT"
 _SAVEPOINT_B = _SAVEPOINT.encode()
 _RELEASE_SAVEPOINT_B = b"RELEASE SAVEPOINT neoq_handler"
+_ROLLBACK_TO_SAVEPOINT_B = b"ROLLBACK TO SAVEPOINT neoq_handler"
 _PROCESSED_B = JobStatus.PROCESSED.value.encode()
 _CHANNEL_B = CHANNEL.encode()
 _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
@@ -236,11 +246,15 @@ def _result_error(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> psy
     return error_from_result(result, conn.info.encoding)
 
 
-def _exchange(conn: psycopg.Connection[Any], commands: Sequence[_Command]) -> list[pq.abc.PGresult]:
+def _exchange(
+    conn: psycopg.Connection[Any], commands: Sequence[_Command], *, close_after: bool = False
+) -> list[pq.abc.PGresult]:
     """Send ``commands`` in one libpq pipeline, wait for every result, return them (binary rows).
 
     Raises the psycopg error of the first command that failed (the later ones were skipped by
     the server). A connection that breaks half-way is closed, so the pool discards it.
+    ``close_after``: when every command succeeded, close the connection before its lock is let
+    go, so no other thread's statement can run on it in between.
     """
     pgconn = conn.pgconn
     with conn.lock:
@@ -275,6 +289,8 @@ def _exchange(conn: psycopg.Connection[Any], commands: Sequence[_Command]) -> li
             # Half-way through a pipeline the connection's state is unknown: drop it.
             pgconn.finish()
             raise
+        if close_after and all(result.status != _FATAL_ERROR for result in results):
+            pgconn.finish()
     for result in results:
         if result.status == _FATAL_ERROR:
             raise _result_error(conn, result)
@@ -1092,6 +1108,9 @@ class PostgresBackend(Backend):
                 )
                 _exchange(conn, commands)
                 return
+            if held.interrupted:
+                self._write_outcome_from_outside(held, params)
+                return
             # A failure: undo the handler's writes, keep the claim's lock, record the outcome.
             for attempt in range(3):
                 try:
@@ -1115,6 +1134,30 @@ class PostgresBackend(Backend):
                 if not conn.closed:
                     conn.rollback()
             raise
+
+    def _write_outcome_from_outside(self, held: _Held, params: dict[str, Any]) -> None:
+        """Undo the handler's writes, store the outcome, commit and close, under one hold of the lock.
+
+        The handler may still be running: holding the connection's lock from the rollback to
+        the close means none of its later statements can run in between (in a new transaction
+        after the commit); once the lock is free, the connection is closed and they fail.
+        """
+        hot = self._hot
+        args = tuple(_wire_text(params[name]) for name in _PREPARED["settle"][2])
+        commands: tuple[_Command, ...] = (
+            (_ROLLBACK_TO_SAVEPOINT_B, None, False),
+            (hot.settle, args, hot.prepared),
+            (_COMMIT, None, False),
+        )
+        for attempt in range(3):
+            try:
+                _exchange(held.conn, commands, close_after=True)
+                return
+            except pg_errors.QueryCanceled:
+                # interrupt()'s cancel request can land after the handler's statement ended, on
+                # ours instead; the savepoint is still there, so do it again.
+                if attempt == 2:
+                    raise
 
     def _close_under_handler(self, held: _Held) -> None:
         conn = held.conn

@@ -37,6 +37,9 @@ __all__ = ["Neoq", "new"]
 
 _default_logger = logging.getLogger("neoq")
 
+#: How often a blocked ``run()`` lets Python handle pending signals, in seconds.
+SIGNAL_CHECK_INTERVAL = 0.2
+
 _H = TypeVar("_H", bound=Hook)
 
 
@@ -331,7 +334,10 @@ class Neoq:
                 for queue in sorted(wanted):
                     if not self._worker.is_started(queue):
                         self._start_worker(queue, self._handlers[queue])
-            self._stop_requested.wait()
+            # Wake up now and then: a signal delivered to another thread does not interrupt this
+            # thread's wait, and Python runs signal handlers only when the main thread runs.
+            while not self._stop_requested.wait(SIGNAL_CHECK_INTERVAL):
+                pass
             self.shutdown()
         finally:
             for number, previous in restore.items():

@@ -52,3 +52,7 @@ DEFAULT_PRUNE_INTERVAL = 60.0
 
 #: The most jobs one pruning statement deletes, so it never holds many rows at once.
 DEFAULT_PRUNE_BATCH = 500
+
+#: Cron tick records are kept at least this long (seconds), however short the job retention:
+#: a tick stored late (up to the scheduler's grace time) must still find its record.
+MIN_TICK_RETENTION = 86400.0

@@ -599,6 +599,22 @@ class BackendSuite:
         finally:
             backend.close()
 
+    def test_prune_keeps_recent_tick_records(self, backend: Backend) -> None:
+        backend.open()
+        try:
+            now = _now()
+            recent, latest = now - timedelta(hours=1), now - timedelta(minutes=1)
+            for tick in (recent, latest):
+                job = prepare_job(Job(queue="cron:keep", payload={"scheduled_at": tick.isoformat()}))[0]
+                assert backend.enqueue_tick(job, "cron:keep", tick) is not None
+            # A job retention of seconds must not let a tick of the last day be stored twice.
+            backend.prune(dict.fromkeys((JobStatus.PROCESSED, JobStatus.FAILED), now), 100)
+            again = prepare_job(Job(queue="cron:keep", payload={"scheduled_at": recent.isoformat(), "x": 1}))[0]
+            assert backend.enqueue_tick(again, "cron:keep", recent) is None
+            assert backend.last_tick("cron:keep") == latest
+        finally:
+            backend.close()
+
     # -- shutdown ------------------------------------------------------------------------
 
     def test_shutdown_leaves_no_thread_and_is_idempotent(self, backend: Backend) -> None:

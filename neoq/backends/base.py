@@ -228,7 +228,8 @@ class Backend(abc.ABC):
 
         Only ``PROCESSED``, ``FAILED`` and ``CANCELLED`` appear as keys. Must not block claims
         for long (PostgreSQL: small batches, ``SKIP LOCKED``). Cron tick records older than
-        the oldest cutoff may be deleted too.
+        the oldest cutoff may be deleted too, but never one younger than
+        ``neoq.defaults.MIN_TICK_RETENTION`` nor a schedule's latest (``last_tick`` reads it).
         """
 
     # -- inspecting and managing ---------------------------------------------------------

@@ -22,10 +22,11 @@ import json
 import math
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
+from ..defaults import MIN_TICK_RETENTION
 from ..errors import ConfigurationError, DuplicateJobError, JobNotFoundError
 from ..job import Job, JobStatus, evolve
 from ..job import copy_job as _copy
@@ -348,6 +349,14 @@ class MemoryBackend(Backend):
                     continue
                 del self._records[job_id]
                 deleted += 1
+            known = [cutoff for cutoff in older_than.values() if cutoff is not None]
+            if known and self._tick_set:
+                floor = self._clock.now() - timedelta(seconds=MIN_TICK_RETENTION)
+                oldest = min(*known, floor)
+                # A schedule's latest tick stays: last_tick() reads it.
+                self._tick_set = {
+                    (key, tick) for key, tick in self._tick_set if tick >= oldest or self._ticks.get(key) == tick
+                }
         return deleted
 
     # -- inspecting and managing ---------------------------------------------------------

@@ -50,6 +50,7 @@ from ...defaults import (
     DEFAULT_IDLE_TRANSACTION_TIMEOUT,
     DEFAULT_LEASE_DURATION,
     DEFAULT_POLL_INTERVAL,
+    MIN_TICK_RETENTION,
 )
 from ...errors import (
     BackendConnectionError,
@@ -1348,7 +1349,8 @@ class PostgresBackend(Backend):
                     break
             known = [cutoff for cutoff in older_than.values() if cutoff is not None]
             if known:
-                conn.execute(QUERIES["prune_ticks"], {"cutoff": min(known)})
+                floor = datetime.now(timezone.utc) - timedelta(seconds=MIN_TICK_RETENTION)
+                conn.execute(QUERIES["prune_ticks"], {"cutoff": min(*known, floor)})
         return deleted
 
     # -- inspecting and managing ---------------------------------------------------------

@@ -61,7 +61,7 @@ from ...errors import (
     NeoqError,
 )
 from ...handler import HANDLER_MODES, Handler
-from ...job import Job, JobStatus, to_seconds
+from ...job import Job, JobStatus, setting_seconds
 from ..base import Backend, Claim, Outcome
 from .lease import LeaseEngine, LeaseToken
 from .migrations import migrate
@@ -458,8 +458,8 @@ class PostgresBackend(Backend):
             ) from None
         self._password = str(params.get("password") or "")
         self._safe_url = _describe(params)
-        self._idle_ms = round(_non_negative(idle_transaction_timeout, "idle_transaction_timeout") * 1000)
-        self._poll_interval = _non_negative(poll_interval, "poll_interval") or DEFAULT_POLL_INTERVAL
+        self._idle_ms = round(setting_seconds(idle_transaction_timeout, "idle_transaction_timeout") * 1000)
+        self._poll_interval = setting_seconds(poll_interval, "poll_interval") or DEFAULT_POLL_INTERVAL
         if connect_timeout is None:
             try:
                 connect_timeout = float(params.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
@@ -467,7 +467,7 @@ class PostgresBackend(Backend):
                 raise ConfigurationError("connect_timeout in the PostgreSQL url must be a number") from None
             if connect_timeout <= 0:
                 connect_timeout = DEFAULT_CONNECT_TIMEOUT
-        self._connect_timeout = _non_negative(connect_timeout, "connect_timeout") or DEFAULT_CONNECT_TIMEOUT
+        self._connect_timeout = setting_seconds(connect_timeout, "connect_timeout") or DEFAULT_CONNECT_TIMEOUT
         if isinstance(synchronous_commit, bool):
             synchronous_commit = "on" if synchronous_commit else "off"
         if synchronous_commit not in _SYNCHRONOUS_COMMIT:
@@ -492,7 +492,7 @@ class PostgresBackend(Backend):
         if mode not in HANDLER_MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(map(repr, HANDLER_MODES))}, not {mode!r}")
         self._default_mode = mode
-        self._lease_seconds = _non_negative(lease, "lease")
+        self._lease_seconds = setting_seconds(lease, "lease")
         if self._lease_seconds < 0.1:
             raise ConfigurationError(f"lease must be at least 0.1 seconds, got {self._lease_seconds:g}")
         self._listen_enabled = bool(listen)
@@ -1494,16 +1494,6 @@ class _Counters:
 def _close_quietly(conn: psycopg.Connection[Any]) -> None:
     with suppress(Exception):
         conn.close()
-
-
-def _non_negative(value: timedelta | float, name: str) -> float:
-    try:
-        seconds = to_seconds(value, name)
-    except TypeError as exc:
-        raise ConfigurationError(str(exc)) from None
-    if seconds < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {seconds:g} seconds")
-    return seconds
 
 
 def _describe(params: dict[str, Any]) -> str:

@@ -271,38 +271,24 @@ def prepare_job(job: object) -> tuple[Job, str]:
             fp = fingerprint(job.queue, payload)
     elif not isinstance(fp, str) or not fp or len(fp) > 256:
         raise InvalidJobError("fingerprint must be a non-empty str of at most 256 characters, or None")
+    fields: dict[str, Any] = {
+        "payload": payload,
+        "run_after": run_after,
+        "deadline": deadline,
+        "fingerprint": fp,
+        "id": None,
+        "status": JobStatus.NEW,
+        "retries": 0,
+        "attempts": 0,
+        "error": None,
+        "created_at": None,
+        "ran_at": None,
+    }
     if type(job) is not Job:
-        prepared = evolve(
-            job,
-            payload=payload,
-            run_after=run_after,
-            deadline=deadline,
-            fingerprint=fp,
-            id=None,
-            status=JobStatus.NEW,
-            retries=0,
-            attempts=0,
-            error=None,
-            created_at=None,
-            ran_at=None,
-        )
-        return prepared, text
+        return evolve(job, **fields), text  # a subclass keeps its own fields
+    # The common case skips dataclass machinery: every field is set here.
     prepared = object.__new__(Job)
-    prepared.__dict__.update(
-        queue=job.queue,
-        payload=payload,
-        run_after=run_after,
-        deadline=deadline,
-        max_retries=max_retries,
-        fingerprint=fp,
-        id=None,
-        status=JobStatus.NEW,
-        retries=0,
-        attempts=0,
-        error=None,
-        created_at=None,
-        ran_at=None,
-    )
+    prepared.__dict__.update(queue=job.queue, max_retries=max_retries, **fields)
     return prepared, text
 
 

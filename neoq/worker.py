@@ -10,21 +10,20 @@ shutdown comes first decides the outcome (``_Attempt.take``); the others change 
 
 from __future__ import annotations
 
-import collections
-import heapq
-import itertools
+import functools
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .backends.base import Backend, Claim, Outcome
 from .clock import Clock
-from .context import LAZY_DEADLINE, JobContext, _local
+from .context import LAZY_DEADLINE, JobContext, _LazyDeadline, _local
 from .errors import DeadlineExceededError, JobTimeoutError, NeoqError
 from .handler import Handler
 from .job import Job, JobStatus, error_text
@@ -43,35 +42,43 @@ CANCEL_GRACE = 1.0
 #: The longest pause between claims after a backend error (they double from 0.05 s).
 MAX_ERROR_PAUSE = 5.0
 
-#: New attempts the watchdog takes in at once while it sleeps; also when it compacts its heap.
-_WATCHDOG_BATCH = 1024
-
 RecoveryCallback = Callable[[Job, BaseException], Any]
 
 #: The outcome of every attempt that returned: immutable, so one object serves them all.
 _PROCESSED = Outcome(JobStatus.PROCESSED)
 
 
-class _Attempt:
-    """One running attempt; ``take()`` returns True to exactly one caller, the one that settles it."""
+class _Attempt(JobContext):
+    """One running attempt, and the ``JobContext`` its handler sees (one object for both).
 
-    __slots__ = ("_token", "by_deadline", "claim", "context", "ends_at", "handler", "started")
+    ``take()`` returns True to exactly one caller, the one that settles the attempt.
+    """
+
+    __slots__ = ("_by_deadline", "_claim", "_handler", "_started", "_token")
 
     def __init__(
         self,
         claim: Claim,
         handler: Handler,
-        context: JobContext,
-        started: float,
+        deadline: datetime | _LazyDeadline | None,
         ends_at: float,
+        started: float,
         by_deadline: bool,
+        monotonic: Callable[[], float],
+        now: Callable[[], datetime] | None,
     ) -> None:
-        self.claim = claim
-        self.started = started
-        self.handler = handler
-        self.context = context
-        self.ends_at = ends_at
-        self.by_deadline = by_deadline
+        # JobContext's fields, set here rather than through its __init__: this runs once per job.
+        self.job = claim.job
+        self._deadline = deadline
+        self._now = now
+        self._cancelled = None
+        self.transaction = claim.transaction
+        self._ends_at = ends_at
+        self._monotonic = monotonic
+        self._claim = claim
+        self._handler = handler
+        self._started = started
+        self._by_deadline = by_deadline
         # One item that exactly one ``take`` pops: ``list.pop`` is atomic, and a list is cheaper
         # to make per attempt than a lock.
         self._token: list[bool] = [True]
@@ -88,99 +95,70 @@ class _Attempt:
 
 
 class _Watchdog:
-    """One thread that fires attempts whose end time came, to the millisecond.
+    """One thread that ends attempts at their end time, to the millisecond, with no work per attempt.
 
-    ``add`` runs once per job in every claim loop, so it takes no lock in the common case: it
-    appends to ``_incoming`` (a deque, safe to append to from any thread) and wakes the thread
-    only when the new attempt ends before the thread's planned wake-up, ``_wake_at``. The thread
-    keeps ``_wake_at`` at -inf whenever it is not waiting (it is set under the lock just before
-    each wait and reset right after), and it moves ``_incoming`` into its heap before it plans,
-    so an ``add`` that races with it either was moved already or sees a plan it can compare
-    with (or -inf, and notifies).
+    When it wakes it looks at every running attempt (the worker's ``running`` dict: at most the
+    sum of the queues' concurrency), fires the ones whose end came, and sleeps until the earliest
+    end among the others, or until ``now + shortest timeout`` of the started queues: an attempt
+    that starts later ends no sooner than that, by its timeout. Only an attempt that may end
+    sooner, by its job's deadline, calls ``kick``; the others cost the runtime nothing here.
+    ``kick`` and ``note_timeout`` take the lock the thread holds from its look to its wait, so
+    they either come before the look (which then sees the attempt) or wake the wait.
     """
 
-    def __init__(self, fire: Callable[[_Attempt], None], monotonic: Callable[[], float]) -> None:
+    def __init__(
+        self, running: dict[str, _Attempt], fire: Callable[[_Attempt], None], monotonic: Callable[[], float]
+    ) -> None:
+        self._running = running
         self._fire = fire
         self._monotonic = monotonic
         self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, _Attempt]] = []
-        self._incoming: collections.deque[_Attempt] = collections.deque()
-        self._wake_at = -math.inf
-        #: The earliest end among attempts that were settled before the thread took them in. The
-        #: thread still plans a wake-up there (finding nothing due), so that an idle heap does not
-        #: make it sleep without end and every ``add`` wake it: with quick jobs nearly every attempt
-        #: is settled before the thread runs, and those wake-ups cost a thread switch per job.
-        self._phantom = math.inf
-        self._seq = itertools.count()
+        self._min_timeout = math.inf
         self._thread: threading.Thread | None = None
         self._stopping = False
 
-    def add(self, attempt: _Attempt) -> None:
-        incoming = self._incoming
-        incoming.append(attempt)  # its heap entry is made when the thread takes it in, if still running
-        if self._thread is not None and attempt.ends_at >= self._wake_at and len(incoming) < _WATCHDOG_BATCH:
-            return  # the thread wakes before this attempt ends, and takes it in then
+    def note_timeout(self, timeout: float | None) -> None:
+        """Claim loops whose attempts end ``timeout`` seconds after they start are about to run."""
+        if timeout is not None:
+            with self._cond:
+                if timeout < self._min_timeout:
+                    self._min_timeout = timeout
+                self._wake()
+
+    def kick(self) -> None:
+        """A running attempt may end before the thread's next look (a deadline): look again now."""
         with self._cond:
-            if self._thread is None:
-                self._stopping = False
-                self._thread = threading.Thread(target=self._run, name="neoq-watchdog", daemon=True)
-                self._thread.start()
-            elif len(incoming) >= _WATCHDOG_BATCH:
-                self._absorb()  # so settled attempts do not pile up while the thread sleeps
-            self._cond.notify()
+            self._wake()
 
-    def _absorb(self) -> None:
-        # Called with the lock held: move new attempts into the heap, dropping settled ones.
-        heap = self._heap
-        incoming = self._incoming
-        phantom = self._phantom
-        seq = self._seq
-        while incoming:
-            attempt = incoming.popleft()
-            if not attempt.taken:
-                heapq.heappush(heap, (attempt.ends_at, next(seq), attempt))
-            elif attempt.ends_at < phantom:
-                phantom = attempt.ends_at
-        self._phantom = phantom
-        # Settled attempts in the heap are dropped lazily; compact when they dominate it.
-        if len(heap) > _WATCHDOG_BATCH:
-            live = [e for e in heap if not e[2].taken]
-            if len(live) * 2 < len(heap):
-                heapq.heapify(live)
-                self._heap = live
-
-    def _wait(self, until: float) -> None:
-        # Called with the lock held: sleep until ``until`` (monotonic) or a notify.
-        self._wake_at = until
-        try:
-            self._cond.wait(None if until == math.inf else max(0.0, until - self._monotonic()))
-        finally:
-            self._wake_at = -math.inf
+    def _wake(self) -> None:
+        # Called with the lock held.
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="neoq-watchdog", daemon=True)
+            self._thread.start()
+        self._cond.notify()
 
     def _run(self) -> None:
         cond = self._cond
+        monotonic = self._monotonic
         while True:
-            due: list[_Attempt] = []
             with cond:
-                while not self._stopping:
-                    self._absorb()
-                    heap = self._heap
-                    while heap and heap[0][2].taken:
-                        heapq.heappop(heap)
-                    if self._phantom <= self._monotonic():
-                        self._phantom = math.inf  # its attempt was settled long ago: nothing to do
-                    plan = min(heap[0][0] if heap else math.inf, self._phantom)
-                    if heap and heap[0][0] <= self._monotonic():
+                while True:
+                    if self._stopping:
+                        return
+                    now = monotonic()
+                    plan = now + self._min_timeout
+                    due = []
+                    for attempt in list(self._running.values()):  # one atomic copy
+                        end = attempt._ends_at
+                        if end <= now:
+                            if not attempt.taken:
+                                due.append(attempt)
+                        elif end < plan:
+                            plan = end
+                    if due:
                         break
-                    self._wait(plan)
-                if self._stopping:
-                    return
-                now = self._monotonic()
-                heap = self._heap
-                while heap and heap[0][0] <= now:
-                    attempt = heapq.heappop(heap)[2]
-                    if not attempt.taken:
-                        due.append(attempt)
+                    cond.wait(None if plan == math.inf else plan - now)
             for attempt in due:
                 try:
                     self._fire(attempt)
@@ -192,9 +170,7 @@ class _Watchdog:
             thread = self._thread
             self._thread = None
             self._stopping = True
-            self._heap = []
-            self._phantom = math.inf
-            self._incoming.clear()
+            self._min_timeout = math.inf
             self._cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -233,7 +209,11 @@ class Worker:
         self._lock = threading.Lock()
         self._runners: dict[str, _QueueRunner] = {}
         self._running: dict[str, _Attempt] = {}
-        self._watchdog = _Watchdog(self._expire, clock.monotonic)
+        # The system clock's functions themselves: one call less per read, twice per attempt.
+        system = type(clock) is Clock
+        self._monotonic: Callable[[], float] = time.monotonic if system else clock.monotonic
+        self._now: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc) if system else clock.now
+        self._watchdog = _Watchdog(self._running, self._expire, self._monotonic)
         #: Whether ``release`` must be called: not when the backend keeps the base class's no-op.
         self._releases = getattr(type(backend), "release", None) is not Backend.release
         self._stopped = False
@@ -253,6 +233,7 @@ class Worker:
 
     def _launch(self, runner: _QueueRunner) -> None:
         concurrency = runner.handler.concurrency
+        self._watchdog.note_timeout(runner.handler.timeout)
         runner.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"neoq-{runner.queue[:40]}")
         runner.futures = [runner.executor.submit(self._loop, runner) for _ in range(concurrency)]
 
@@ -297,11 +278,10 @@ class Worker:
     def _run(self, handler: Handler, claim: Claim, chain: str | None = None) -> Claim | None:
         """Run one attempt; with ``chain`` (the queue), maybe return the next job, claimed as it settled."""
         job = claim.job
-        clock = self._clock
         deadline = job.deadline
         now = None
         if deadline is not None:
-            now = clock.now()
+            now = self._now()
             if deadline <= now:
                 late = DeadlineExceededError("the deadline passed before the job could start")
                 self._settle_unrun(claim, Outcome(JobStatus.FAILED, error_text(late)), late)
@@ -321,33 +301,34 @@ class Worker:
                     ),
                 )
                 return None
-        start = clock.monotonic()
+        monotonic = self._monotonic
+        start = monotonic()
         timeout = handler.timeout
         ends_at = math.inf if timeout is None else start + timeout
-        by_deadline = False
         if now is None:
             # No deadline: the attempt's wall-clock end is worked out only if the handler asks.
-            context = JobContext(
-                job, None if timeout is None else LAZY_DEADLINE, ends_at, claim.transaction, clock.monotonic, clock.now
+            attempt = _Attempt(
+                claim, handler, None if timeout is None else LAZY_DEADLINE, ends_at, start, False, monotonic, self._now
             )
+            by_deadline = False
         else:
             deadline_at = start + (deadline - now).total_seconds()  # type: ignore[operator]
-            if deadline_at <= ends_at:
-                ends_at, by_deadline = deadline_at, True
+            by_deadline = deadline_at <= ends_at
+            if by_deadline:
+                ends_at = deadline_at
             attempt_deadline = None if ends_at == math.inf else now + timedelta(seconds=ends_at - start)
-            context = JobContext(job, attempt_deadline, ends_at, claim.transaction, clock.monotonic)
-        attempt = _Attempt(claim, handler, context, start, ends_at, by_deadline)
+            attempt = _Attempt(claim, handler, attempt_deadline, ends_at, start, by_deadline, monotonic, None)
         job_id = job.id or ""
         running = self._running
         running[job_id] = attempt
-        if ends_at != math.inf:
-            self._watchdog.add(attempt)
+        if by_deadline:
+            self._watchdog.kick()  # it may end before the watchdog's next look
         events = self._events
         if events is not None and events.active:
             events.started(job)
         error: BaseException | None = None
         local = _local
-        local.context = context
+        local.context = attempt
         try:
             handler.func(job)
         except Exception as exc:
@@ -357,7 +338,7 @@ class Worker:
         following: Claim | None = None
         try:
             if attempt.take():
-                duration = clock.monotonic() - start
+                duration = monotonic() - start
                 if error is None:
                     following = self._settle(claim, _PROCESSED, duration, chain=chain)
                 else:
@@ -516,24 +497,24 @@ class Worker:
 
     def _end_from_outside(self, attempt: _Attempt, outcome: Outcome, exc: BaseException | None = None) -> None:
         """Settle an attempt whose handler is still running (it already passed ``take``)."""
-        attempt.context.cancelled.set()
+        attempt.cancelled.set()
         try:
-            self._backend.interrupt(attempt.claim)
+            self._backend.interrupt(attempt._claim)
         except Exception:  # pragma: no cover - interrupt must not raise
-            self._log.exception("neoq: interrupting job %s failed", attempt.claim.job.id)
-        self._settle(attempt.claim, outcome, self._clock.monotonic() - attempt.started, exc)
+            self._log.exception("neoq: interrupting job %s failed", attempt.job.id)
+        self._settle(attempt._claim, outcome, self._monotonic() - attempt._started, exc)
 
     def _expire(self, attempt: _Attempt) -> None:
         """The watchdog's action at an attempt's end time."""
         if not attempt.take():
             return
-        job = attempt.claim.job
+        job = attempt.job
         exc: NeoqError
-        if attempt.by_deadline:
+        if attempt._by_deadline:
             exc = DeadlineExceededError("the job's deadline passed while it was running")
         else:
-            exc = JobTimeoutError(f"the attempt ran past the handler's timeout of {attempt.handler.timeout:g}s")
-        outcome = self._failure(job, attempt.handler, error_text(exc), final=attempt.by_deadline)
+            exc = JobTimeoutError(f"the attempt ran past the handler's timeout of {attempt._handler.timeout:g}s")
+        outcome = self._failure(job, attempt._handler, error_text(exc), final=attempt._by_deadline)
         self._end_from_outside(attempt, outcome, exc)
 
     def _cancel_running(self, job_id: str) -> None:
@@ -541,7 +522,7 @@ class Worker:
         attempt = self._running.get(job_id)
         if attempt is None or not attempt.take():
             return
-        self._end_from_outside(attempt, Outcome(JobStatus.CANCELLED, attempt.claim.job.error))
+        self._end_from_outside(attempt, Outcome(JobStatus.CANCELLED, attempt.job.error))
 
     # -- draining and stopping -----------------------------------------------------------
 
@@ -603,7 +584,7 @@ class Worker:
         if futures:
             for attempt in list(self._running.values()):
                 if attempt.take():
-                    job = attempt.claim.job
+                    job = attempt.job
                     self._end_from_outside(
                         attempt,
                         Outcome(JobStatus.NEW, job.error, self._clock.now(), job.retries),

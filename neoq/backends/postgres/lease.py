@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,15 @@ _MAX_FLUSH = 500
 #: How long a claim loop waits for another loop's claim statement before looking again.
 _FETCH_WAIT = 1.0
 
+#: Claim statements one queue may have running at once in this client: a loop whose buffer is
+#: empty, and a read-ahead (see ``LeaseEngine.claim``).
+_MAX_FETCHING = 2
+
+#: A loop that takes a buffered job reads ahead when fewer than this many ``prefetch``es are left
+#: in the buffer, and leases enough for the idle loops plus this many ``prefetch``es.
+_READ_AHEAD_BELOW = 0.0
+_READ_AHEAD_SIZE = 1.0
+
 Conn = psycopg.Connection[TupleRow]
 
 
@@ -85,8 +94,11 @@ def heartbeat_interval(lease: float) -> float:
     return max(0.01, min(_HEARTBEAT_MAX, lease / 3.0))
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(timezone.utc)
+#: The fields of a ``Job`` with their defaults: a claim's jobs start from a copy of them.
+_JOB_TEMPLATE: dict[str, Any] = dict(Job(queue="template").__dict__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(eq=False)
@@ -112,26 +124,28 @@ class LeaseToken:
 class _Pending:
     """One outcome waiting for the flusher."""
 
-    __slots__ = ("lease", "outcome", "seq")
+    __slots__ = ("lease", "outcome")
 
     def __init__(self, lease: LeaseToken, outcome: Outcome) -> None:
         self.lease = lease
         self.outcome = outcome
-        self.seq = 0
 
 
 class _LeaseQueue:
     """The claim loops of one lease-mode queue in this client, and the jobs leased for them."""
 
-    __slots__ = ("buffer", "fetching", "idle")
+    __slots__ = ("buffer", "fetching", "idle", "short")
 
     def __init__(self) -> None:
-        #: Claims leased by one loop for the others that were idle with it.
+        #: Claims leased by one loop for the others (popped without a lock: deque ops are atomic).
         self.buffer: collections.deque[Claim] = collections.deque()
-        #: Loops inside claim() now.
+        #: Loops inside claim() now, waiting for a job.
         self.idle = 0
-        #: True while one loop runs the claim statement for all of them.
-        self.fetching = False
+        #: Claim statements of this queue running now (at most _MAX_FETCHING).
+        self.fetching = 0
+        #: The queue's signal generation when a read-ahead last found fewer due jobs than it asked
+        #: for: no read-ahead until a signal (or a full claim) says there may be more.
+        self.short = -1
 
 
 class LeaseEngine:
@@ -148,18 +162,27 @@ class LeaseEngine:
         self._interval = heartbeat_interval(lease)
         #: Who holds the leases this engine takes, as stored in ``lease_owner``.
         self.owner = f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(4)}"
+        #: Guards _leases, every LeaseToken's settled/lost, and the outcome hand-off below.
         self._lock = threading.Lock()
         self._queues: dict[str, _LeaseQueue] = {}
         #: Leases this client holds and renews: running, or waiting in a buffer.
         self._leases: dict[int, LeaseToken] = {}
+        #: Outcomes waiting for the flusher, how many were handed to it so far (the sequence
+        #: number of the latest), and how many of them are retries or put-backs (a claim writes
+        #: them first). Guarded by _lock.
         self._pending: collections.deque[_Pending] = collections.deque()
-        #: Guards _pending and the sequence numbers; the flusher waits on it, so does barrier().
-        self._wake = threading.Condition(threading.Lock())
-        #: Outcomes handed to the flusher so far, and how many of them it has dealt with.
         self._submitted = 0
-        self._flushed = 0
-        #: Retries (or put-backs) waiting to be written: a claim writes them first.
         self._pending_retries = 0
+        #: False once the flusher stopped: settle() then fails instead of losing the outcome silently.
+        self._accepting = True
+        #: True while the flusher sleeps on _gate; whoever sets it back to False releases _gate once.
+        self._flusher_idle = False
+        self._gate = threading.Lock()
+        self._gate.acquire()
+        #: How many of the submitted outcomes the flusher has dealt with; barrier() waits on _written.
+        self._flushed = 0
+        self._flushing = True
+        self._written = threading.Condition(threading.Lock())
         self._closed = threading.Event()
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             backend._url,
@@ -181,20 +204,28 @@ class LeaseEngine:
 
     def close(self) -> None:
         """Write the outcomes still waiting, put unstarted leased jobs back, stop. Idempotent."""
-        if self._closed.is_set():
-            return
-        with self._wake:
+        with self._lock:
+            if self._closed.is_set():
+                return
             self._closed.set()
-            self._wake.notify_all()
+            wake = self._flusher_idle
+            self._flusher_idle = False
+        if wake:
+            self._gate.release()
         for thread in (self._flusher, self._heart):
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join()
-        with self._lock:
-            unstarted = [claim for state in self._queues.values() for claim in state.buffer]
-            for state in self._queues.values():
-                state.buffer.clear()
+        unstarted: list[LeaseToken] = []
+        for state in list(self._queues.values()):
+            while True:
+                try:
+                    claim = state.buffer.popleft()  # atomic: a loop may pop the same deque meanwhile
+                except IndexError:
+                    break
+                if isinstance(claim.token, LeaseToken):
+                    unstarted.append(claim.token)
         if unstarted:
-            self._put_back([claim.token for claim in unstarted if isinstance(claim.token, LeaseToken)])
+            self._put_back(unstarted)
         # Leases of handlers still running (abandoned at shutdown) expire on their own.
         self._pool.close(timeout=5.0)
 
@@ -217,7 +248,53 @@ class LeaseEngine:
         """``Backend.claim`` for a lease-mode queue: a leased job, or None after ``timeout``.
 
         ``prefetch``: how many jobs beyond the idle claim loops one claim statement may lease.
+        A job waiting in the buffer is taken without a lock; when that leaves the buffer low,
+        this loop leases the next batch before it runs its job (a read-ahead), so the claim
+        statement overlaps with the other loops' handlers instead of following them.
         """
+        mine = self._queues.get(queue)
+        if mine is not None:
+            buffer = mine.buffer
+            try:
+                claim = buffer.popleft()
+            except IndexError:
+                pass
+            else:
+                if len(buffer) < _READ_AHEAD_BELOW * prefetch and mine.fetching < _MAX_FETCHING:
+                    self._read_ahead(queue, mine, prefetch)
+                return claim
+        return self._claim(queue, timeout, prefetch)
+
+    def _read_ahead(self, queue: str, mine: _LeaseQueue, prefetch: int) -> None:
+        """Lease the next batch for the buffer now, before the loops run out of jobs."""
+        state = self._backend._state(queue)
+        cond = state.cond
+        with cond:
+            if (
+                mine.fetching >= _MAX_FETCHING
+                or mine.short == state.generation
+                or self._closed.is_set()
+                or self._backend._pools is None
+            ):
+                return
+            limit = min(_MAX_BATCH, mine.idle + max(1, int(_READ_AHEAD_SIZE * prefetch) - len(mine.buffer)))
+            mine.fetching += 1
+            generation = state.generation
+        claims: list[Claim] = []
+        try:
+            claims, _ = self._fetch(queue, limit)
+        except NeoqError as exc:
+            # The loops fetch again themselves when the buffer runs dry (and report errors then).
+            logger.debug("neoq: reading ahead on queue %r failed: %s", queue, exc)
+        finally:
+            with cond:
+                mine.fetching -= 1
+                mine.buffer.extend(claims)
+                mine.short = generation if len(claims) < limit else -1
+                cond.notify_all()
+
+    def _claim(self, queue: str, timeout: float, prefetch: int) -> Claim | None:
+        """``claim`` when the buffer is empty: lease jobs for every idle loop, or wait for some."""
         backend = self._backend
         state = backend._state(queue)
         cond = state.cond
@@ -240,19 +317,22 @@ class LeaseEngine:
                             break
                         # Another loop is leasing jobs for every idle loop, this one included.
                         cond.wait(_FETCH_WAIT)
-                    mine.fetching = True
+                    mine.fetching += 1
                     limit = min(_MAX_BATCH, max(1, mine.idle + prefetch))
                     generation = state.generation
+                claims: list[Claim] = []
+                next_due: float | None = None
                 try:
                     claims, next_due = self._fetch(queue, limit)
                 finally:
                     with cond:
-                        mine.fetching = False
+                        mine.fetching -= 1
+                        if claims:
+                            mine.buffer.extend(claims[1:])
+                            mine.short = generation if len(claims) < limit else -1
                         # Loops that waited for this fetch look at the buffer (or fetch again).
                         cond.notify_all()
                 if claims:
-                    with cond:
-                        mine.buffer.extend(claims[1:])
                     return claims[0]
                 now = clock()
                 if now >= end or self._closed.is_set():
@@ -298,35 +378,45 @@ class LeaseEngine:
             rows = cur.fetchall()
         if len(rows) == 1 and rows[0][0] is None:
             return [], rows[0][14]
-        rows.sort(key=lambda row: (row[4], row[0]))
+        rows.sort(key=_row_order)
         claims: list[Claim] = []
         cancelled: list[_Pending] = []
         now = time.monotonic()
+        utc = timezone.utc
+        new_job = object.__new__
+        template = _JOB_TEMPLATE
+        leases = self._leases
+        for row in rows:
+            job_id, due_at, deadline = row[0], row[4].astimezone(utc), row[5]
+            lease = LeaseToken(self, job_id, row[1], row[10], due_at, leased_at=now)
+            # Job(...) field by field, without the frozen dataclass's per-field __setattr__.
+            job = new_job(Job)
+            fields = job.__dict__
+            fields.update(template)
+            fields["queue"] = row[1]
+            fields["payload"] = row[3]
+            fields["run_after"] = due_at
+            fields["deadline"] = None if deadline is None else deadline.astimezone(utc)
+            fields["max_retries"] = row[6]
+            fields["fingerprint"] = row[2]
+            fields["id"] = str(job_id)
+            fields["retries"] = row[7]
+            fields["attempts"] = row[11]
+            fields["error"] = row[8]
+            fields["created_at"] = row[9].astimezone(utc)
+            fields["ran_at"] = row[12].astimezone(utc)
+            if row[13]:
+                # A cancellation request left by the transaction mode: never run it.
+                lease.settled = True
+                cancelled.append(_Pending(lease, Outcome(JobStatus.CANCELLED, job.error)))
+                continue
+            claims.append(Claim(job, transaction=None, token=lease))
         with self._lock:
-            for row in rows:
-                lease = LeaseToken(self, int(row[0]), row[1], int(row[10]), row[4], leased_at=now)
-                self._leases[lease.job_id] = lease
-                job = Job(
-                    queue=row[1],
-                    payload=row[3],
-                    run_after=_utc(row[4]),
-                    deadline=_utc(row[5]),
-                    max_retries=row[6],
-                    fingerprint=row[2],
-                    id=str(row[0]),
-                    status=JobStatus.NEW,
-                    retries=row[7],
-                    attempts=int(row[11]),
-                    error=row[8],
-                    created_at=_utc(row[9]),
-                    ran_at=_utc(row[12]),
-                )
-                if row[13]:
-                    # A cancellation request left by the transaction mode: never run it.
-                    lease.settled = True
-                    cancelled.append(_Pending(lease, Outcome(JobStatus.CANCELLED, job.error)))
-                    continue
-                claims.append(Claim(job, transaction=None, token=lease))
+            for claim in claims:
+                lease = claim.token
+                leases[lease.job_id] = lease
+            for pending in cancelled:
+                leases[pending.lease.job_id] = pending.lease
         for pending in cancelled:
             self._submit(pending)
             logger.info("neoq: job %s queue=%r was cancelled before it could start", pending.lease.job_id, queue)
@@ -345,84 +435,129 @@ class LeaseEngine:
         with self._lock:
             if lease.settled:
                 return
+            if not self._accepting:
+                raise BackendError("the PostgreSQL backend is closed; the outcome was not written")
             lease.settled = True
-        self._submit(_Pending(lease, outcome))
+            self._submitted += 1
+            if outcome.status is JobStatus.NEW:
+                self._pending_retries += 1
+            self._pending.append(_Pending(lease, outcome))
+            wake = self._flusher_idle
+            self._flusher_idle = False
+        if wake:
+            self._gate.release()
+
+    def _submit(self, pending: _Pending) -> None:
+        """Hand an outcome to the flusher (its lease already marked settled)."""
+        with self._lock:
+            if not self._accepting:
+                raise BackendError("the PostgreSQL backend is closed; the outcome was not written")
+            self._submitted += 1
+            if pending.outcome.status is JobStatus.NEW:
+                self._pending_retries += 1
+            self._pending.append(pending)
+            wake = self._flusher_idle
+            self._flusher_idle = False
+        if wake:
+            self._gate.release()
 
     def barrier(self) -> None:
         """Wait until every outcome settled so far was written (or failed to be)."""
-        with self._wake:
-            target = self._submitted
-            while self._flushed < target and self._flusher.is_alive():
-                self._wake.wait(1.0)
+        target = self._submitted
+        if self._flushed >= target:
+            return
+        with self._written:
+            while self._flushed < target and self._flushing:
+                self._written.wait(1.0)
 
     def release(self, claim: Claim) -> None:
         """``Backend.release``: an unsettled claim's lease is no longer renewed, so it expires."""
         lease = claim.token
-        if not isinstance(lease, LeaseToken):
-            return
+        if not isinstance(lease, LeaseToken) or lease.settled:
+            return  # settled: the flusher stops renewing it once written
         with self._lock:
             if not lease.settled and self._leases.get(lease.job_id) is lease:
                 del self._leases[lease.job_id]
 
-    def _submit(self, pending: _Pending) -> None:
-        with self._wake:
-            if not self._flusher.is_alive():
-                raise BackendError("the PostgreSQL backend is closed; the outcome was not written")
-            self._submitted += 1
-            pending.seq = self._submitted
-            if pending.outcome.status is JobStatus.NEW:
-                self._pending_retries += 1
-            self._pending.append(pending)
-            self._wake.notify_all()
-
     def _flush_loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._pending and not self._closed.is_set():
-                    self._wake.wait()
-                if not self._pending:
-                    return  # closed, and nothing left to write
-                batch = [self._pending.popleft() for _ in range(min(_MAX_FLUSH, len(self._pending)))]
-            try:
-                self._flush(batch)
-            except Exception:  # pragma: no cover - keep flushing whatever happens
-                logger.exception("neoq: writing lease outcomes failed")
-            finally:
+        try:
+            while True:
                 with self._lock:
-                    for pending in batch:
-                        lease = pending.lease
-                        if self._leases.get(lease.job_id) is lease:
-                            del self._leases[lease.job_id]  # written (or its lease expires): stop renewing
-                with self._wake:
-                    self._flushed = batch[-1].seq
-                    self._pending_retries -= sum(1 for p in batch if p.outcome.status is JobStatus.NEW)
-                    self._wake.notify_all()
+                    pending = self._pending
+                    if not pending:
+                        if self._closed.is_set():
+                            return  # closed, and nothing left to write
+                        self._flusher_idle = True
+                        batch = None
+                    else:
+                        batch = [pending.popleft() for _ in range(min(_MAX_FLUSH, len(pending)))]
+                        seq = self._submitted - len(pending)
+                if batch is None:
+                    self._gate.acquire()  # released once by the next settle() (or close())
+                    continue
+                try:
+                    self._flush(batch)
+                except Exception:  # pragma: no cover - keep flushing whatever happens
+                    logger.exception("neoq: writing lease outcomes failed")
+                finally:
+                    retries = sum(1 for p in batch if p.outcome.status is JobStatus.NEW)
+                    with self._lock:
+                        leases = self._leases
+                        for item in batch:
+                            lease = item.lease
+                            if leases.get(lease.job_id) is lease:
+                                del leases[lease.job_id]  # written (or its lease expires): stop renewing
+                        self._pending_retries -= retries
+                    with self._written:
+                        self._flushed = seq
+                        self._written.notify_all()
+        finally:
+            with self._lock:
+                self._accepting = False
+            with self._written:
+                self._flushing = False
+                self._written.notify_all()
 
     def _flush(self, batch: list[_Pending]) -> None:
-        """Write ``batch``'s outcomes in one statement and wake their settle calls."""
-        params: dict[str, Any] = {
-            "ids": [],
-            "tokens": [],
-            "statuses": [],
-            "errors": [],
-            "run_afters": [],
-            "retries": [],
-            "channel": _channel(),
-        }
+        """Write ``batch``'s outcomes in one statement (fenced by each lease's token)."""
+        ids: list[str] = []
+        tokens: list[str] = []
+        statuses: list[str] = []
+        errors: list[str] = []
+        run_afters: list[str] = []
+        retries: list[str] = []
+        processed = JobStatus.PROCESSED
         for pending in batch:
             lease, outcome = pending.lease, pending.outcome
             status = outcome.status
+            ids.append(str(lease.job_id))
+            tokens.append(str(lease.token))
+            if status is processed:
+                statuses.append("processed")
+                errors.append("NULL")
+                run_afters.append(str((lease.due_at - _EPOCH) // _MICROSECOND))
+                retries.append("NULL")
+                continue
             retry = status is JobStatus.NEW
-            params["ids"].append(lease.job_id)
-            params["tokens"].append(lease.token)
-            params["statuses"].append(status.value)
-            params["errors"].append(None if status is JobStatus.PROCESSED else outcome.error)
             # A retry is due at its own time; a finished job gets back the time it was due.
-            params["run_afters"].append(outcome.run_after if retry and outcome.run_after else lease.due_at)
-            params["retries"].append(outcome.retries if retry else None)
+            run_after = outcome.run_after if retry and outcome.run_after else lease.due_at
+            statuses.append(status.value)
+            errors.append(_text_element(outcome.error))
+            run_afters.append(str((run_after - _EPOCH) // _MICROSECOND))
+            retries.append(str(outcome.retries) if retry and outcome.retries is not None else "NULL")
+        # Array literals ('{1,2}') built here: psycopg adapts a list element by element in Python.
+        params = {
+            "ids": "{" + ",".join(ids) + "}",
+            "tokens": "{" + ",".join(tokens) + "}",
+            "statuses": "{" + ",".join(statuses) + "}",
+            "errors": "{" + ",".join(errors) + "}",
+            "run_afters": "{" + ",".join(run_afters) + "}",
+            "retries": "{" + ",".join(retries) + "}",
+            "channel": _channel(),
+        }
         try:
             with self._conn(f"writing the outcomes of {len(batch)} jobs") as conn:
-                written = {int(row[0]) for row in conn.execute(LEASE_QUERIES["lease_settle"], params).fetchall()}
+                written = {row[0] for row in conn.execute(LEASE_QUERIES["lease_settle"], params).fetchall()}
         except NeoqError as exc:
             # The jobs are not lost: their leases expire and they run again (at-least-once).
             logger.error(
@@ -430,6 +565,8 @@ class LeaseEngine:
                 len(batch),
                 exc,
             )
+            return
+        if len(written) == len(batch):
             return
         for pending in batch:
             lease = pending.lease
@@ -462,8 +599,8 @@ class LeaseEngine:
         if not leases:
             return
         params = {
-            "ids": [lease.job_id for lease in leases],
-            "tokens": [lease.token for lease in leases],
+            "ids": "{" + ",".join([str(lease.job_id) for lease in leases]) + "}",
+            "tokens": "{" + ",".join([str(lease.token) for lease in leases]) + "}",
             "lease": self._lease,
             # Renew once a third of the lease has passed: fewer row versions for short jobs.
             "renew_below": self._lease * 2.0 / 3.0,
@@ -479,8 +616,16 @@ class LeaseEngine:
         stale: list[LeaseToken] = []
         with self._lock:
             for state in self._queues.values():
-                while state.buffer and state.buffer[0].token.leased_at < cutoff:
-                    lease = state.buffer.popleft().token
+                buffer = state.buffer
+                while buffer and buffer[0].token.leased_at < cutoff:
+                    try:
+                        claim = buffer.popleft()  # a claim loop may take the same one meanwhile
+                    except IndexError:
+                        break
+                    lease = claim.token
+                    if lease.leased_at >= cutoff:
+                        buffer.appendleft(claim)  # a loop took the stale one first: keep this one
+                        break
                     lease.settled = True
                     self._leases.pop(lease.job_id, None)
                     stale.append(lease)
@@ -515,9 +660,12 @@ class LeaseEngine:
             buffered = None
             state = self._queues.get(lease.queue)
             if state is not None:
-                buffered = next((c for c in state.buffer if c.token is lease), None)
+                buffered = next((c for c in list(state.buffer) if c.token is lease), None)
                 if buffered is not None:
-                    state.buffer.remove(buffered)
+                    try:
+                        state.buffer.remove(buffered)
+                    except ValueError:
+                        buffered = None  # a claim loop took it meanwhile: it has started
         if buffered is not None:
             return  # never started: nothing to stop
         if status == JobStatus.CANCELLED.value:
@@ -531,6 +679,23 @@ class LeaseEngine:
             lease.queue,
             status or "deleted",
         )
+
+
+def _row_order(row: TupleRow) -> tuple[Any, Any]:
+    return row[4], row[0]
+
+
+def _text_element(text: str | None) -> str:
+    """``text`` as an element of a PostgreSQL array literal; NUL and lone surrogates shown escaped."""
+    if text is None:
+        return "NULL"
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _channel() -> str:

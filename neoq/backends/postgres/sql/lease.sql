@@ -45,12 +45,17 @@ WHERE NOT EXISTS (SELECT 1 FROM leased);
 -- name: lease_settle
 -- Write the outcomes of many attempts in one statement, each fenced by its token. Returns the
 -- rows written; a missing id is a lease that was lost (expired and claimed again, or cancelled).
--- A retry or a put-back wakes its queue's workers on commit.
+-- A retry or a put-back wakes its queue's workers on commit. The arrays come as literals
+-- ('{1,2}'); each run_after in microseconds since 1970, added as whole seconds plus
+-- microseconds (exact, where one float product would not be).
 WITH t AS (
-    SELECT *
+    SELECT u.id, u.token, u.status, u.error,
+           timestamptz 'epoch' + u.micros / 1000000 * interval '1 second'
+               + mod(u.micros, 1000000) * interval '1 microsecond' AS run_after,
+           u.retries
     FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(statuses)s::text[], %(errors)s::text[],
-                %(run_afters)s::timestamptz[], %(retries)s::integer[])
-         AS t(id, token, status, error, run_after, retries)
+                %(run_afters)s::bigint[], %(retries)s::integer[])
+         AS u(id, token, status, error, micros, retries)
 ), done AS (
     UPDATE neoq_jobs j
     SET status = t.status,
@@ -72,6 +77,7 @@ FROM done d;
 -- Renew the leases that are past a third of their time, in one statement, and report the ones
 -- this holder lost (with the job's status then: 'cancelled' means cancel_job reached it). Rows a
 -- concurrent settle holds are skipped, not waited for: they are renewed next time, if still ours.
+-- The ids and tokens come as two array literals ('{1,2}').
 WITH t AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS t(id, token)
 ), mine AS (

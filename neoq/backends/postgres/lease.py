@@ -94,6 +94,12 @@ def heartbeat_interval(lease: float) -> float:
     return max(0.01, min(_HEARTBEAT_MAX, lease / 3.0))
 
 
+#: lease_claim with its LIMIT written in, by limit: a prepared statement whose LIMIT is a
+#: parameter gets a generic plan that expects a tenth of the table (a hash join over a sequential
+#: scan, twice the CPU of the custom plan), so PostgreSQL plans it anew on every execution; with
+#: the number in the text, the generic plan is the right one and is reused.
+_CLAIM_BY_LIMIT: dict[int, str] = {}
+
 #: The fields of a ``Job`` with their defaults: a claim's jobs start from a copy of them.
 _JOB_TEMPLATE: dict[str, Any] = dict(Job(queue="template").__dict__)
 
@@ -365,7 +371,10 @@ class LeaseEngine:
         """Lease up to ``limit`` due jobs; return their claims, or when the next job comes due."""
         if self._pending_retries:
             self.barrier()  # a retry due now that this client settled must be claimable
-        params = {"queue": queue, "limit": limit, "lease": self._lease, "owner": self.owner}
+        params = {"queue": queue, "lease": self._lease, "owner": self.owner}
+        statement = _CLAIM_BY_LIMIT.get(limit)
+        if statement is None:
+            statement = _CLAIM_BY_LIMIT[limit] = LEASE_QUERIES["lease_claim"].replace("%(limit)s", str(int(limit)))
         with self._conn(f"leasing jobs of queue {queue!r}") as conn:
             # Losing a lease claim in a server crash loses nothing (the job is due again), so it
             # needs no fsync of its own; the outcome that follows is written durably. Pipelined:
@@ -373,7 +382,7 @@ class LeaseEngine:
             with conn.pipeline():
                 conn.execute("BEGIN")
                 conn.execute("SET LOCAL synchronous_commit TO OFF")
-                cur = conn.execute(LEASE_QUERIES["lease_claim"], params)
+                cur = conn.execute(statement, params)
                 conn.execute("COMMIT")
             rows = cur.fetchall()
         if len(rows) == 1 and rows[0][0] is None:

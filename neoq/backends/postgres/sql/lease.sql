@@ -2,12 +2,14 @@
 --
 -- A lease is (run_after = expiry, lease_token = fencing token, lease_owner) on a job that stays
 -- 'new' (see migrations/0002_lease.sql). Every write of a holder names its token, so a holder
--- whose lease expired and was claimed again changes nothing. Every value is a bound parameter.
+-- whose lease expired and was claimed again changes nothing. Every value is a bound parameter,
+-- except lease_claim's %(limit)s: lease.py writes that integer into the text (see _CLAIM_BY_LIMIT).
 
 -- name: lease_claim
 -- Lease up to %(limit)s due jobs of a queue in one statement and count their attempts; or, when
 -- none is due, say when the next one comes due (seconds, by the database's clock). Rows a
--- transaction-mode claim holds are locked and skipped.
+-- transaction-mode claim holds are locked and skipped. %(limit)s is replaced by a literal integer
+-- before the statement is sent, so that its prepared (generic) plan knows how many rows it takes.
 WITH picked AS (
     SELECT j.id, j.run_after
     FROM neoq_jobs j

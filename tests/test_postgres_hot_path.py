@@ -93,3 +93,96 @@ def test_a_running_job_sees_its_counted_attempt(pg_clean: str) -> None:
         nq.drain()
         assert counted == [(1, 1)]  # committed, visible to another session, before the handler ran
         assert nq.get_job(job_id).status is JobStatus.PROCESSED  # type: ignore[union-attr]
+
+
+def test_a_claim_counts_on_from_the_attempts_it_read(pg_clean: str) -> None:
+    # Two earlier attempts ended without an outcome (their worker died): this one is the third.
+    with neoq.new(pg_clean) as nq:
+        job_id = nq.enqueue(Job(queue="hot-third", payload={}, max_retries=5))
+        with psycopg.connect(pg_clean, autocommit=True) as conn:
+            conn.execute("INSERT INTO neoq_attempts (job_id, attempts, ran_at) VALUES (%s, 2, now())", [int(job_id)])
+        seen: list[int] = []
+        nq.handler("hot-third")(lambda job: seen.append(job.attempts))
+        nq.drain()
+        job = nq.get_job(job_id)
+        assert seen == [3]
+        assert job is not None and job.status is JobStatus.PROCESSED and job.attempts == 3
+
+
+def test_many_jobs_through_one_claim_loop_each_count_one_attempt(pg_clean: str) -> None:
+    # Each settle claims the next job in the same round trip, on the same connection.
+    with neoq.new(pg_clean, pool_max_size=1) as nq:
+        ids = nq.enqueue_many([Job(queue="hot-chain", payload={"i": i}) for i in range(30)])
+        seen: list[tuple[str, int, Any]] = []
+
+        def handler(job: Job) -> None:
+            context = neoq.job_context()
+            assert context is not None
+            context.transaction.execute("SELECT 1")
+            seen.append((job.id or "", job.attempts, job.ran_at))
+
+        nq.handler("hot-chain", concurrency=1)(handler)
+        nq.drain()
+        assert sorted(job_id for job_id, _, _ in seen) == sorted(ids)
+        assert {attempts for _, attempts, _ in seen} == {1}
+        for job_id, _, ran_at in seen:
+            job = nq.get_job(job_id)
+            assert job is not None and job.status is JobStatus.PROCESSED and job.attempts == 1
+            assert job.ran_at == ran_at  # what the handler saw is what was stored
+
+
+_FAILING_COUNTER = """
+CREATE SEQUENCE IF NOT EXISTS hot_counter_failures;
+CREATE OR REPLACE FUNCTION hot_fail_counter() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM neoq_jobs WHERE id = NEW.job_id AND queue = 'hot-counter')
+       AND nextval('hot_counter_failures') <= %(failures)s THEN
+        RAISE EXCEPTION 'the attempt counter fails on purpose';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hot_fail_counter BEFORE INSERT OR UPDATE ON neoq_attempts
+    FOR EACH ROW EXECUTE FUNCTION hot_fail_counter();
+"""
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_a_failed_attempt_counter_is_never_lost_silently(pg_clean: str, failures: int) -> None:
+    # The counter is sent before the handler and read before the settle. A counter that failed is
+    # written again; if that fails too, the attempt's writes are rolled back and it runs again.
+    with psycopg.connect(pg_clean, autocommit=True) as conn:
+        conn.execute("DROP SEQUENCE IF EXISTS hot_counter_failures")
+        conn.execute(_FAILING_COUNTER.replace("%(failures)s", str(failures)))
+        conn.execute("CREATE TABLE IF NOT EXISTS hot_counter_effects (job_id bigint, attempt integer)")
+        conn.execute("TRUNCATE hot_counter_effects")
+    try:
+        with neoq.new(pg_clean) as nq:
+            job_id = nq.enqueue(Job(queue="hot-counter", payload={}))
+            runs: list[int] = []
+
+            def handler(job: Job) -> None:
+                runs.append(job.attempts)
+                context = neoq.job_context()
+                assert context is not None
+                context.transaction.execute(
+                    "INSERT INTO hot_counter_effects VALUES (%s, %s)", [int(job.id or 0), job.attempts]
+                )
+
+            nq.handler("hot-counter")(handler)
+            nq.drain()
+            nq.drain()  # the attempt whose count was lost runs again
+            job = nq.get_job(job_id)
+        with psycopg.connect(pg_clean, autocommit=True) as conn:
+            effects = conn.execute("SELECT job_id FROM hot_counter_effects").fetchall()
+        assert job is not None and job.status is JobStatus.PROCESSED
+        assert effects == [(int(job_id),)]  # committed once
+        if failures == 1:
+            assert runs == [1] and job.attempts == 1  # counted again, in time for the settle
+        else:
+            assert runs == [1, 1] and job.attempts == 1  # the first run was undone, not counted
+    finally:
+        with psycopg.connect(pg_clean, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER IF EXISTS hot_fail_counter ON neoq_attempts")
+            conn.execute("DROP FUNCTION IF EXISTS hot_fail_counter()")
+            conn.execute("DROP SEQUENCE IF EXISTS hot_counter_failures")
+            conn.execute("DROP TABLE IF EXISTS hot_counter_effects")

@@ -7,10 +7,14 @@ How it works, in one screen:
   ``SAVEPOINT``, pipelined into one round trip. The open transaction holds the job's row lock
   until ``settle()`` writes the outcome and commits; if the process dies, PostgreSQL rolls the
   transaction back and the job is claimable again. The handler gets that connection as
-  ``Claim.transaction``; a failure rolls back to the savepoint before recording the outcome.
-- **Attempts survive crashes.** The attempt counter lives in ``neoq_attempts`` and is committed
-  on a second (autocommit) connection before the handler runs: the job row itself is locked by
-  the claim, and a counter written inside the claim's transaction would vanish with a crash.
+  ``Claim.transaction``; a failure rolls back to the savepoint before recording the outcome. A
+  processed attempt's settle and the next claim of its claim loop share one round trip and the
+  connection (``_settle_then_claim``).
+- **Attempts survive crashes.** The attempt counter lives in ``neoq_attempts`` and is written in
+  a transaction of its own, on a second (autocommit) connection, sent before the handler runs:
+  the job row itself is locked by the claim, and a counter written inside the claim's
+  transaction would vanish with a crash. Its result is read before the settle, so the handler
+  does not wait for it; the claim read the count so far (``_send_count``).
 - **Wake-ups.** One LISTEN connection per client, on one channel for all queues; the payload is
   ``q:<queue>`` (jobs to look at) or ``c:<job id>`` (cancel that running job). Enqueues notify
   inside their transaction, so nothing wakes before the commit. Blocked claims wait on a
@@ -103,6 +107,11 @@ _SYNCHRONOUS_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
 _STATS_KEYS = ("new", "processed", "failed", "cancelled")
 
 Conn = psycopg.Connection[TupleRow]
+
+#: Per claim-loop thread: ``empty``, what the last chained claim found when the queue had nothing
+#: due, (queue, its wake-up generation, seconds to the next due job, others hold due jobs, when);
+#: the claim() that follows waits at once instead of probing again.
+_local = threading.local()
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -259,42 +268,68 @@ def _exchange(
     """
     pgconn = conn.pgconn
     with conn.lock:
-        if pgconn.status == _BAD:
-            raise psycopg.OperationalError("the connection is closed")
-        results: list[pq.abc.PGresult] = []
-        pgconn.enter_pipeline_mode()
-        try:
-            for text, params, prepared in commands:
-                if prepared:
-                    pgconn.send_query_prepared(text, params, result_format=pq.Format.BINARY)
-                else:
-                    pgconn.send_query_params(text, params, result_format=pq.Format.BINARY)
-            pgconn.pipeline_sync()
-            socket = pgconn.socket
-            while pgconn.flush():
-                _wait_fds((socket,), None, write=True)
-            for _ in commands:
-                result = _get_result(pgconn, socket)
-                if result is None:
-                    raise psycopg.OperationalError("the connection was lost")
-                results.append(result)
-                if _get_result(pgconn, socket) is not None:
-                    raise psycopg.OperationalError("unexpected results from the server")
-            sync = _get_result(pgconn, socket)
-            if sync is None or sync.status != _PIPELINE_SYNC:
-                if sync is not None and sync.status == _FATAL_ERROR:
-                    raise _result_error(conn, sync)
-                raise psycopg.OperationalError("the connection was lost")
-            pgconn.exit_pipeline_mode()
-        except BaseException:
-            # Half-way through a pipeline the connection's state is unknown: drop it.
-            pgconn.finish()
-            raise
+        _send(pgconn, commands)
+        results = _receive(conn, len(commands))
         if close_after and all(result.status != _FATAL_ERROR for result in results):
             pgconn.finish()
     for result in results:
         if result.status == _FATAL_ERROR:
             raise _result_error(conn, result)
+    return results
+
+
+def _send(pgconn: pq.abc.PGconn, commands: Sequence[_Command], *more: Sequence[_Command]) -> None:
+    """Send ``commands`` and a sync in one libpq pipeline, flushed to the socket; the results are
+    left to ``_receive``. Each of ``more`` follows with a sync of its own, so that a failure in
+    one of them does not undo the commands before it. A failure closes the connection (its
+    state is unknown)."""
+    if pgconn.status == _BAD:
+        raise psycopg.OperationalError("the connection is closed")
+    pgconn.enter_pipeline_mode()
+    try:
+        for segment in (commands, *more):
+            for text, params, prepared in segment:
+                if prepared:
+                    pgconn.send_query_prepared(text, params, result_format=pq.Format.BINARY)
+                else:
+                    pgconn.send_query_params(text, params, result_format=pq.Format.BINARY)
+            pgconn.pipeline_sync()
+        while pgconn.flush():
+            _wait_fds((pgconn.socket,), None, write=True)
+    except BaseException:
+        pgconn.finish()
+        raise
+
+
+def _receive(conn: psycopg.Connection[Any], count: int, *, last: bool = True) -> list[pq.abc.PGresult]:
+    """The results of the ``count`` commands of a segment ``_send`` sent, then the segment's sync;
+    with ``last``, the pipeline ends there.
+
+    Failed commands come back as results (``FATAL_ERROR``, and ``PIPELINE_ABORTED`` for those the
+    server skipped after it); a connection that breaks is closed and raises.
+    """
+    pgconn = conn.pgconn
+    results: list[pq.abc.PGresult] = []
+    try:
+        socket = pgconn.socket
+        for _ in range(count):
+            result = _get_result(pgconn, socket)
+            if result is None:
+                raise psycopg.OperationalError("the connection was lost")
+            results.append(result)
+            if _get_result(pgconn, socket) is not None:
+                raise psycopg.OperationalError("unexpected results from the server")
+        sync = _get_result(pgconn, socket)
+        if sync is None or sync.status != _PIPELINE_SYNC:
+            if sync is not None and sync.status == _FATAL_ERROR:
+                raise _result_error(conn, sync)
+            raise psycopg.OperationalError("the connection was lost")
+        if last:
+            pgconn.exit_pipeline_mode()
+    except BaseException:
+        # Half-way through a pipeline the connection's state is unknown: drop it.
+        pgconn.finish()
+        raise
     return results
 
 
@@ -354,13 +389,30 @@ class _Held:
     orders them, and the connection goes back to the pool once both happened.
     """
 
-    __slots__ = ("claimed_at", "conn", "interrupted", "job_id", "lock", "released", "returned", "settled")
+    __slots__ = (
+        "attempts",
+        "claimed_at",
+        "conn",
+        "counter",
+        "interrupted",
+        "job_id",
+        "lock",
+        "ran_at",
+        "released",
+        "returned",
+        "settled",
+    )
 
     def __init__(self, conn: Conn, job_id: str, claimed_at: float) -> None:
         self.conn = conn
         self.job_id = job_id
         #: When the claim query was sent (monotonic): cancellations seen earlier were for an older claim.
         self.claimed_at = claimed_at
+        #: The counter connection whose attempt counter's result is still to be read (_collect_count).
+        self.counter: Conn | None = None
+        #: The attempt number the claim read (attempts so far + 1), and when the attempt started.
+        self.attempts = 0
+        self.ran_at: datetime | None = None
         self.lock = threading.Lock()
         self.settled = False
         self.released = False
@@ -615,6 +667,7 @@ class PostgresBackend(Backend):
         # locked or open. Their late release() finds the connection closed and tolerates it.
         for held in leftover:
             with held.lock:
+                _drop_count(held)
                 if not held.returned:
                     self._close_under_handler(held)
         pools.work.close(timeout=5.0)
@@ -865,10 +918,18 @@ class PostgresBackend(Backend):
         self._count_claimer()
         clock = time.monotonic
         end = clock() + max(0.0, timeout)
+        empty = _local.__dict__.pop("empty", None)
+        result: Claim | tuple[float | None, bool]
         while True:
             with state.cond:
                 generation = state.generation
-            result = self._probe(queue, timeout, end)
+            if empty is not None and empty[0] == queue and empty[1] == generation:
+                # The settle that just ran found the queue empty, and nothing woke it since.
+                next_due = empty[2]
+                result = (None if next_due is None else next_due - (clock() - empty[4]), empty[3])
+            else:
+                result = self._probe(queue, timeout, end)
+            empty = None
             if isinstance(result, Claim):
                 # More due jobs may be waiting: hand the baton to one more sleeping claim.
                 with state.cond:
@@ -922,29 +983,36 @@ class PostgresBackend(Backend):
             if row is None or row[0] is None:
                 self._putconn(pools, conn)
                 return (None, False) if row is None else (row[11], bool(row[12]))
-            job_id = str(row[0])
-            held = _Held(conn, job_id, probe_started)
-            with self._lock:
-                # Registered before anything else, so a cancellation arriving from now on finds it.
-                # One that arrived while the claim query ran may have missed its snapshot.
-                self._claims[job_id] = held
-                seen = self._cancel_seen.get(job_id)
-                cancelled = seen is not None and seen >= probe_started
-            if row[10] or cancelled:
-                # Cancelled while it waited for this claim: record it and never run it.
-                self._settle_unrun(held, _claimed_job(row, job_id, 0, None))
-                if time.monotonic() >= end:
-                    return (None, False)
-                continue
-            try:
-                attempts, ran_at = self._count_attempt(pools, job_id)
-            except BaseException:
-                # Without a counted attempt the job must not run: end the claim (it is due again).
-                self._forget(held)
-                _close_quietly(conn)
-                self._putconn(pools, conn)
-                raise
-            return Claim(_claimed_job(row, job_id, attempts, ran_at), transaction=conn, token=held)
+            claim = self._take(pools, conn, row, probe_started)
+            if claim is not None:
+                return claim
+            if time.monotonic() >= end:
+                return (None, False)
+
+    def _take(self, pools: _Pools, conn: Conn, row: tuple[Any, ...], probe_started: float) -> Claim | None:
+        """Make a claim of the job ``row`` locked on ``conn``, its attempt counter sent; None when
+        a cancellation was waiting for it (it is then stored CANCELLED and ``conn`` returned)."""
+        job_id = str(row[0])
+        held = _Held(conn, job_id, probe_started)
+        with self._lock:
+            # Registered before anything else, so a cancellation arriving from now on finds it.
+            # One that arrived while the claim query ran may have missed its snapshot.
+            self._claims[job_id] = held
+            seen = self._cancel_seen.get(job_id)
+            cancelled = seen is not None and seen >= probe_started
+        if row[10] or cancelled:
+            # Cancelled while it waited for this claim: record it and never run it.
+            self._settle_unrun(held, _claimed_job(row, job_id, 0, None))
+            return None
+        try:
+            self._send_count(pools, held, row)
+        except BaseException:
+            # Without a counted attempt the job must not run: end the claim (it is due again).
+            self._forget(held)
+            _close_quietly(conn)
+            self._putconn(pools, conn)
+            raise
+        return Claim(_claimed_job(row, job_id, held.attempts, held.ran_at), transaction=conn, token=held)
 
     def _claim_row(self, conn: Conn, queue: str) -> tuple[Any, ...] | None:
         """BEGIN, the claim query and the handler's SAVEPOINT, in one round trip; the claim's row."""
@@ -965,29 +1033,102 @@ class PostgresBackend(Backend):
             results = _exchange(conn, commands)
         return _load_row(conn, results[1])
 
-    def _count_attempt(self, pools: _Pools, job_id: str) -> tuple[int, datetime]:
-        """Commit the attempt counter on a second connection before the handler runs.
+    def _send_count(self, pools: _Pools, held: _Held, row: tuple[Any, ...]) -> None:
+        """Send the attempt counter on a second connection before the handler runs; read it later.
 
-        The write is committed with synchronous_commit off: it has to survive the *worker*
-        dying, which it does once the server has it (the WAL is flushed within a fraction of a
-        second, with or without our process). Only a crash of the server itself could lose it,
-        and that also rolls back every running claim, so a job would at worst be counted one
-        attempt short; in exchange each job saves an fsync.
+        The counter is its own transaction on a connection of its own, so it is committed
+        whatever becomes of the worker: once its bytes are on the socket (flushed here, before
+        the handler starts), the server runs and commits it even if this process is SIGKILLed
+        the next instant. Its result is read only before the attempt is settled
+        (``_collect_count``), so the handler does not wait for that round trip.
+
+        The count is known without it: the claim's row lock makes this claim the only one
+        counting the job, so the claim read the attempts so far, and this is one more. (A worker
+        killed within the fraction of a millisecond between its claim and its counter's commit
+        may leave the next claim reading one attempt short; the count stored is right.)
+
+        Committed with synchronous_commit off: it has to survive the *worker* dying, which it does
+        once the server has it (the WAL is flushed within a fraction of a second, with or without
+        our process). Only a crash of the server itself could lose it, and that also rolls back
+        every running claim, so a job would at worst be counted one attempt short; in exchange
+        each job saves an fsync.
         """
-        counters = pools.counters
-        conn = counters.get()
+        held.attempts = int(row[13]) + 1
+        ran_at = held.ran_at = row[14]
+        conn = pools.counters.get()
+        hot = self._hot
         try:
-            # One statement on an autocommit connection whose synchronous_commit is off.
-            hot = self._hot
-            result = _exchange(conn, ((hot.counter, (job_id.encode(),), hot.prepared),))[0]
-            row = _load_row(conn, result)
+            with conn.lock:
+                _send(conn.pgconn, ((hot.counter, (held.job_id.encode(), ran_at.isoformat().encode()), hot.prepared),))
         except psycopg.Error as exc:
             _close_quietly(conn)
-            raise self._wrap(exc, f"counting an attempt of job {job_id}") from exc
+            raise self._wrap(exc, f"counting an attempt of job {held.job_id}") from exc
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        held.counter = conn
+
+    def _collect_count(self, held: _Held) -> None:
+        """Read the result of the attempt counter ``_send_count`` sent, before the attempt is settled.
+
+        A counter that failed is written again here, while this worker is alive; if that fails
+        too, ``BackendError`` is raised: the caller then settles nothing, the claim's transaction
+        (the handler's writes with it) is rolled back, and the job runs again.
+        """
+        conn = held.counter
+        if conn is None:
+            return
+        held.counter = None
+        try:
+            with conn.lock:
+                result = _receive(conn, 1)[0]
+            if result.status == _FATAL_ERROR:
+                raise _result_error(conn, result)
+            value = result.get_value(0, 0)
+            assert value is not None
+            counted = int.from_bytes(value, "big", signed=True)
+        except psycopg.Error as exc:
+            _close_quietly(conn)
+            logger.warning(
+                "neoq: the attempt counter of job %s failed (%s); counting it again",
+                held.job_id,
+                self._scrub(str(exc).strip()),
+            )
+            counted = self._count_attempt(held)
+        else:
+            pools = self._pools
+            if pools is None:
+                _close_quietly(conn)
+            else:
+                pools.counters.put(conn)
+        if counted != held.attempts:
+            logger.warning(
+                "neoq: job %s ran as attempt %d but is at attempt %d: an attempt of a worker that died "
+                "holding it was counted after this claim read the count",
+                held.job_id,
+                held.attempts,
+                counted,
+            )
+
+    def _count_attempt(self, held: _Held) -> int:
+        """Count ``held``'s attempt on a counter connection, waiting for the result; raise BackendError."""
+        pools = self._pools
+        if pools is None:
+            raise BackendError(f"the attempt of job {held.job_id} could not be counted: the backend is closed")
+        ran_at = held.ran_at
+        params = (held.job_id.encode(), None if ran_at is None else ran_at.isoformat().encode())
+        conn = pools.counters.get()
+        try:
+            hot = self._hot
+            result = _exchange(conn, ((hot.counter, params, hot.prepared),))[0]
+            value = result.get_value(0, 0)
+            assert value is not None
+        except psycopg.Error as exc:
+            _close_quietly(conn)
+            raise self._wrap(exc, f"counting an attempt of job {held.job_id} (it will run again)") from exc
         finally:
-            counters.put(conn)
-        assert row is not None
-        return int(row[0]), row[1]
+            pools.counters.put(conn)
+        return int.from_bytes(value, "big", signed=True)
 
     def _settle_unrun(self, held: _Held, job: Job) -> None:
         """A claimed job with a pending cancellation: store CANCELLED and end the claim."""
@@ -1066,6 +1207,7 @@ class PostgresBackend(Backend):
                 return
             held.settled = True
             try:
+                self._collect_count(held)
                 self._write_outcome(held, claim.job, outcome)
             finally:
                 self._forget(held)
@@ -1075,6 +1217,104 @@ class PostgresBackend(Backend):
                     # The handler may still run: close its transaction to it, so its later
                     # statements fail instead of running outside the job's transaction.
                     self._close_under_handler(held)
+
+    def _settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
+        """Settle a processed attempt and claim ``queue``'s next due job in the same round trip.
+
+        RELEASE SAVEPOINT, the outcome, COMMIT, then BEGIN, the claim query and SAVEPOINT, in one
+        pipeline with a sync after the COMMIT (a failing claim leaves the outcome committed). The
+        connection goes from the settled claim to the new one without the pool. Anything but the
+        plain case (a failure, an attempt ended from outside, another mode) settles as ``settle``.
+        """
+        held = claim.token
+        if (
+            outcome.status is not JobStatus.PROCESSED
+            or not isinstance(held, _Held)
+            or self._queue_modes.get(queue, self._default_mode) == "lease"
+        ):
+            self.settle(claim, outcome)
+            return None
+        pools = self._pools
+        state = self._states.get(queue)
+        following: Claim | None = None
+        with held.lock:
+            if held.settled:
+                return None
+            held.settled = True
+            conn = held.conn
+            try:
+                self._collect_count(held)
+                if (
+                    pools is None
+                    or state is None
+                    or held.interrupted
+                    or conn.closed
+                    or conn.info.transaction_status != pq.TransactionStatus.INTRANS
+                ):
+                    self._write_outcome(held, claim.job, outcome)
+                    return None
+                generation = state.generation
+                probe_started = time.monotonic()
+                row = self._settle_and_claim(conn, claim.job, queue)
+                if row is None or row[0] is None:
+                    if row is not None:
+                        # The queue has nothing due: the claim loop goes straight to waiting.
+                        _local.empty = (queue, generation, row[11], bool(row[12]), probe_started)
+                    return None  # release() rolls the empty transaction back and returns the connection
+                held.returned = True  # the connection is the next claim's now
+                self._forget(held)
+                try:
+                    following = self._take(pools, conn, row, probe_started)
+                except NeoqError as exc:
+                    # The outcome is stored; the claim loop claims again the usual way.
+                    logger.debug("neoq: claiming after job %s failed: %s", claim.job.id, exc)
+                return following
+            finally:
+                self._forget(held)
+                if held.released:
+                    self._return(held)
+                elif held.interrupted:
+                    self._close_under_handler(held)
+
+    def _settle_and_claim(self, conn: Conn, job: Job, queue: str) -> tuple[Any, ...] | None:
+        """The exchange of ``_settle_then_claim``: the claim's row, or None when the claim failed.
+
+        Raises ``BackendError`` when the outcome was not stored.
+        """
+        hot = self._hot
+        encoding = conn.info.encoding
+        processed = (str(job.id).encode(), _PROCESSED_B, None, None, None, _CHANNEL_B)
+        settle: tuple[_Command, ...] = (
+            (_RELEASE_SAVEPOINT_B, None, False),
+            (hot.settle, processed, hot.prepared),
+            (_COMMIT, None, False),
+        )
+        claim: tuple[_Command, ...] = (
+            (_BEGIN, None, False),
+            (hot.claim, (queue.encode(encoding),), hot.prepared),
+            (_SAVEPOINT_B, None, False),
+        )
+        try:
+            with conn.lock:
+                _send(conn.pgconn, settle, claim)
+                settled = _receive(conn, len(settle), last=False)
+                claimed = _receive(conn, len(claim))
+            for result in settled:
+                if result.status == _FATAL_ERROR:
+                    raise _result_error(conn, result)
+        except psycopg.Error as exc:
+            with suppress(psycopg.Error):
+                if not conn.closed:
+                    conn.rollback()
+            raise self._wrap(exc, f"settling job {job.id} as processed") from exc
+        for result in claimed:
+            if result.status == _FATAL_ERROR:
+                # The outcome is committed; the claim loop claims again the usual way (and reports).
+                logger.debug("neoq: claiming after job %s failed: %s", job.id, _result_error(conn, result))
+                with suppress(psycopg.Error):
+                    conn.rollback()
+                return None
+        return _load_row(conn, claimed[1])
 
     def _write_outcome(self, held: _Held, job: Job, outcome: Outcome) -> None:
         conn = held.conn
@@ -1214,6 +1454,7 @@ class PostgresBackend(Backend):
         if held.returned:
             return
         held.returned = True
+        _drop_count(held)
         conn = held.conn
         if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
             try:
@@ -1489,6 +1730,13 @@ class _Counters:
             except IndexError:
                 break
             _close_quietly(conn)
+
+
+def _drop_count(held: _Held) -> None:
+    """Close the counter connection of a claim that ends unsettled; the counter it sent still commits."""
+    conn, held.counter = held.counter, None
+    if conn is not None:
+        _close_quietly(conn)
 
 
 def _close_quietly(conn: psycopg.Connection[Any]) -> None:

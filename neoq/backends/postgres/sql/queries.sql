@@ -7,6 +7,8 @@
 -- name: claim
 -- Lock the next due job of a queue, or, when there is none, say when the next one comes due
 -- (seconds from now, by the database's clock) and whether due jobs exist that others hold.
+-- A claimed job comes with its attempts so far (the row lock makes them this claim's to count:
+-- see backend._send_count) and the moment of the claim, which becomes the attempt's ran_at.
 WITH job AS (
     SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
            j.error, j.created_at
@@ -20,7 +22,9 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
        job.retries, job.error, job.created_at,
        EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
        NULL::float8 AS next_due,
-       false AS busy
+       false AS busy,
+       coalesce((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = job.id), 0) AS attempts,
+       clock_timestamp() AS claimed_at
 FROM job
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
@@ -30,15 +34,17 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        -- ORDER BY ... LIMIT 1 keeps the planner on the neoq_jobs_due index (a bare EXISTS may pick a
        -- sequential scan, which an idle probe would then pay for on a large table).
        EXISTS (SELECT 1 FROM neoq_jobs b WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now()
-               ORDER BY b.run_after LIMIT 1)
+               ORDER BY b.run_after LIMIT 1),
+       NULL, NULL
 WHERE NOT EXISTS (SELECT 1 FROM job);
 
 -- name: count_attempt
--- Runs on a second connection, committed before the handler starts (see backend._count_attempt).
+-- Runs on a second connection, in a transaction of its own, sent before the handler starts (see
+-- backend._send_count); returns the count, which the claim read as attempts + 1.
 INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at)
-VALUES (%(id)s, 1, clock_timestamp())
+VALUES (%(id)s, 1, %(ran_at)s::timestamptz)
 ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at
-RETURNING a.attempts, a.ran_at;
+RETURNING a.attempts;
 
 -- name: settle
 -- Store an attempt's outcome in the claim's transaction. A cancellation request that arrived

@@ -239,3 +239,26 @@ def test_lease_mode_through_pgbouncer_in_transaction_pooling(pg_clean: str, pgbo
         failed_once = [job for job in nq.list_jobs(queue=queue, limit=300) if job.attempts == 2]
     assert sorted(done) == [*range(200), 1001]
     assert len(failed_once) == 20
+
+
+def test_outcomes_written_in_one_batch_keep_any_error_text(pg_clean: str) -> None:
+    # The flusher sends each batch as array literals: quotes, backslashes, braces, commas,
+    # newlines and non-ASCII text come back unchanged, next to processed jobs and retries of the
+    # same batch; a NUL (which PostgreSQL text cannot hold) is shown escaped instead of failing it.
+    queue = unique_name("lease-errors")
+    texts = ['say "hi"', "back\\slash\\", "{a,b}", "NULL", "", " two\nlines\t", "ünï 😀", "a\x00b"]
+
+    def handler(job: Job) -> None:
+        i = job.payload["i"]
+        if i < len(texts) and job.attempts == 1:
+            raise ValueError(texts[i])
+
+    with neoq.new(pg_clean, mode="lease", lease=2) as nq:
+        ids = nq.enqueue_many([Job(queue=queue, payload={"i": i}, max_retries=1) for i in range(len(texts) + 20)])
+        nq.start(queue, neoq.Handler(handler, concurrency=8, backoff=lambda retries: 60))
+        wait_until(lambda: nq.stats().get(queue, {}).get("processed") == 20, 20, "the plain jobs were processed")
+        waiting = [nq.get_job(job_id) for job_id in ids[: len(texts)]]
+    for text, job in zip(texts, waiting, strict=True):
+        assert job is not None and job.status is JobStatus.NEW and job.retries == 1
+        assert job.error == (f"ValueError: {text}" if text else "ValueError").replace("\x00", "\\x00")
+        assert job.run_after is not None and job.run_after > job.created_at  # type: ignore[operator]

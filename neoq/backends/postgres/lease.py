@@ -34,6 +34,7 @@ exactly-once effects through the job's transaction are a feature of the transact
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import secrets
@@ -48,6 +49,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -212,6 +215,7 @@ class LeaseEngine:
             timeout=backend._connect_timeout,
             reconnect_timeout=3.0,
             name="neoq-lease",
+            configure=_configure,
         )
         self._pool.open(wait=False)
         self._flusher = threading.Thread(target=self._flush_loop, name="neoq-pg-lease-flusher", daemon=True)
@@ -705,6 +709,21 @@ class LeaseEngine:
             lease.queue,
             status or "deleted",
         )
+
+
+_decode_json = json.JSONDecoder().decode
+
+
+class _JsonLoader(Loader):
+    """A ``json`` column as ``json.loads`` gives it, without its encoding detection (half the cost)."""
+
+    def load(self, data: Buffer) -> Any:
+        return _decode_json(str(data, "utf-8", "surrogatepass"))
+
+
+def _configure(conn: Conn) -> None:
+    """The lease pool's configure hook: the cheaper loader for the payloads a claim returns."""
+    conn.adapters.register_loader("json", _JsonLoader)
 
 
 def _row_order(row: TupleRow) -> tuple[Any, Any]:

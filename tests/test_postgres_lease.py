@@ -262,3 +262,41 @@ def test_outcomes_written_in_one_batch_keep_any_error_text(pg_clean: str) -> Non
         assert job is not None and job.status is JobStatus.NEW and job.retries == 1
         assert job.error == (f"ValueError: {text}" if text else "ValueError").replace("\x00", "\\x00")
         assert job.run_after is not None and job.run_after > job.created_at  # type: ignore[operator]
+
+
+def test_fast_jobs_run_once_each_and_close_puts_unstarted_leased_jobs_back(pg_clean: str) -> None:
+    # Quick jobs keep the claim loops' buffer turning over, so they read ahead (lease the next
+    # batch before the buffer runs dry). Every job still runs once, with one attempt counted, and
+    # closing the client gives every leased job that never started back: due as before, its
+    # attempt uncounted, no lease left on it.
+    queue = unique_name("lease-ahead")
+    runs: list[int] = []
+    lock = threading.Lock()
+
+    def handler(job: Job) -> None:
+        with lock:
+            runs.append(job.payload["i"])
+        if job.payload["i"] >= 1500:
+            time.sleep(0.002)  # the tail runs slower, so that the client closes mid-queue
+
+    n = 3000
+    with neoq.new(pg_clean, mode="lease", lease=5) as nq:
+        nq.enqueue_many([Job(queue=queue, payload={"i": i}) for i in range(n)])
+        nq.start(queue, neoq.Handler(handler, concurrency=8))
+        wait_until(lambda: len(runs) >= 1600, 30, "most jobs ran")
+    with lock:
+        ran = sorted(runs)
+    assert len(ran) == len(set(ran)) and ran[:1500] == list(range(1500))  # each ran once, the first 1500 all
+    with psycopg.connect(pg_clean, autocommit=True) as conn:
+        left = conn.execute(
+            "SELECT count(*), count(j.lease_owner), coalesce(max(a.attempts), 0), bool_and(j.run_after <= now()) "
+            "FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id WHERE j.queue = %s AND j.status = 'new'",
+            [queue],
+        ).fetchone()
+        done = conn.execute(
+            "SELECT count(*), max(a.attempts) FROM neoq_jobs j JOIN neoq_attempts a ON a.job_id = j.id "
+            "WHERE j.queue = %s AND j.status = 'processed'",
+            [queue],
+        ).fetchone()
+    assert done == (len(ran), 1)  # every job that ran was recorded once, one attempt each
+    assert left == (n - len(ran), 0, 0, True)  # the rest: not leased, never attempted, due

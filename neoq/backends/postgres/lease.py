@@ -288,7 +288,10 @@ class LeaseEngine:
                     and mine.fetching < _MAX_FETCHING
                     and claim.token.leased_at > time.monotonic() - self._read_ahead_age
                 ):
-                    self._read_ahead(queue, mine, prefetch)
+                    try:
+                        self._read_ahead(queue, mine, prefetch)
+                    except Exception:  # pragma: no cover - a bug; the claim taken must still run
+                        logger.exception("neoq: reading ahead on queue %r failed", queue)
                 return claim
         return self._claim(queue, timeout, prefetch)
 
@@ -314,11 +317,16 @@ class LeaseEngine:
             # The loops fetch again themselves when the buffer runs dry (and report errors then).
             logger.debug("neoq: reading ahead on queue %r failed: %s", queue, exc)
         finally:
+            closed = self._closed.is_set()
             with cond:
                 mine.fetching -= 1
-                mine.buffer.extend(claims)
+                if not closed:
+                    mine.buffer.extend(claims)
                 mine.short = generation if len(claims) < limit else -1
                 cond.notify_all()
+            if closed and claims:
+                # close() may have emptied the buffers already: give these back too.
+                self._put_back([claim.token for claim in claims])
 
     def _claim(self, queue: str, timeout: float, prefetch: int) -> Claim | None:
         """``claim`` when the buffer is empty: lease jobs for every idle loop, or wait for some."""
@@ -336,8 +344,10 @@ class LeaseEngine:
             while True:
                 with cond:
                     while True:
-                        if mine.buffer:
-                            return mine.buffer.popleft()
+                        try:
+                            return mine.buffer.popleft()  # lock-free poppers may empty it any time
+                        except IndexError:
+                            pass
                         if self._closed.is_set() or backend._pools is None:
                             return None
                         if not mine.fetching:

@@ -275,25 +275,35 @@ class LeaseEngine:
         this loop leases the next batch before it runs its job (a read-ahead), so the claim
         statement overlaps with the other loops' handlers instead of following them.
         """
+        return self._take(queue, prefetch) or self._claim(queue, timeout, prefetch)
+
+    def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str, prefetch: int = 0) -> Claim | None:
+        """``Backend._settle_then_claim`` for a lease-mode claim: ``settle``, then a job of
+        ``queue`` already leased into the buffer, if any (else None: the loop calls ``claim``).
+        """
+        self.settle(claim, outcome)
+        return self._take(queue, prefetch)
+
+    def _take(self, queue: str, prefetch: int) -> Claim | None:
+        """A job from ``queue``'s buffer, without a lock (deque.popleft is atomic), or None."""
         mine = self._queues.get(queue)
-        if mine is not None:
-            buffer = mine.buffer
+        if mine is None:
+            return None
+        buffer = mine.buffer
+        try:
+            claim = buffer.popleft()
+        except IndexError:
+            return None
+        if (
+            len(buffer) < _READ_AHEAD_BELOW * prefetch
+            and mine.fetching < _MAX_FETCHING
+            and claim.token.leased_at > time.monotonic() - self._read_ahead_age
+        ):
             try:
-                claim = buffer.popleft()
-            except IndexError:
-                pass
-            else:
-                if (
-                    len(buffer) < _READ_AHEAD_BELOW * prefetch
-                    and mine.fetching < _MAX_FETCHING
-                    and claim.token.leased_at > time.monotonic() - self._read_ahead_age
-                ):
-                    try:
-                        self._read_ahead(queue, mine, prefetch)
-                    except Exception:  # pragma: no cover - a bug; the claim taken must still run
-                        logger.exception("neoq: reading ahead on queue %r failed", queue)
-                return claim
-        return self._claim(queue, timeout, prefetch)
+                self._read_ahead(queue, mine, prefetch)
+            except Exception:  # pragma: no cover - a bug; the claim taken must still run
+                logger.exception("neoq: reading ahead on queue %r failed", queue)
+        return claim
 
     def _read_ahead(self, queue: str, mine: _LeaseQueue, prefetch: int) -> None:
         """Lease the next batch for the buffer now, before the loops run out of jobs."""

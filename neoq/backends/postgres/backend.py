@@ -201,13 +201,14 @@ def _numbered(query: str) -> tuple[bytes, tuple[str, ...]]:
 #: name -> (wire name, SQL with $n placeholders, parameter names in order)
 _PREPARED = {
     name: (f"neoq_{name}".encode(), *_numbered(QUERIES[name]))
-    for name in ("claim", "settle", "count_attempt", "enqueue_one")
+    for name in ("claim", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one")
 }
-_WORK_STATEMENTS = ("claim", "settle")
+_WORK_STATEMENTS = ("claim", "claim_idle", "settle", "settle_processed")
 _COUNTER_STATEMENTS = ("count_attempt",)
 _AUX_STATEMENTS = ("enqueue_one",)
 _BEGIN = b"BEGIN"
 _COMMIT = b"COMMIT"
+_ROLLBACK = b"ROLLBACK"
 _SAVEPOINT_B = _SAVEPOINT.encode()
 _RELEASE_SAVEPOINT_B = b"RELEASE SAVEPOINT neoq_handler"
 _ROLLBACK_TO_SAVEPOINT_B = b"ROLLBACK TO SAVEPOINT neoq_handler"
@@ -223,12 +224,14 @@ class _Hot(NamedTuple):
 
     prepared: bool
     claim: bytes
+    claim_idle: bytes
     settle: bytes
+    settle_processed: bytes
     counter: bytes
     enqueue_one: bytes
 
 
-_HOT_NAMES = ("claim", "settle", "count_attempt", "enqueue_one")
+_HOT_NAMES = ("claim", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one")
 _HOT_PREPARED = _Hot(True, *(_PREPARED[name][0] for name in _HOT_NAMES))
 _HOT_UNNAMED = _Hot(False, *(_PREPARED[name][1] for name in _HOT_NAMES))
 
@@ -975,14 +978,13 @@ class PostgresBackend(Backend):
             probe_started = time.monotonic()
             try:
                 row = self._claim_row(conn, queue)
-                if row is None or row[0] is None:
-                    conn.rollback()
+                idle = self._idle(conn, queue) if row is None else None
             except psycopg.Error as exc:
                 self._putconn(pools, conn)  # the pool rolls back or discards it
                 raise self._wrap(exc, f"claiming a job of queue {queue!r}") from exc
-            if row is None or row[0] is None:
+            if row is None:
                 self._putconn(pools, conn)
-                return (None, False) if row is None else (row[11], bool(row[12]))
+                return idle or (None, False)
             claim = self._take(pools, conn, row, probe_started)
             if claim is not None:
                 return claim
@@ -1014,8 +1016,21 @@ class PostgresBackend(Backend):
             raise
         return Claim(_claimed_job(row, job_id, held.attempts, held.ran_at), transaction=conn, token=held)
 
+    def _idle(self, conn: Conn, queue: str) -> tuple[float | None, bool]:
+        """After a claim that found nothing: (seconds until the next job is due, others hold due
+        jobs), and the transaction rolled back, in one round trip."""
+        hot = self._hot
+        commands: tuple[_Command, ...] = (
+            (hot.claim_idle, (queue.encode(conn.info.encoding),), hot.prepared),
+            (_ROLLBACK, None, False),
+        )
+        row = _load_row(conn, _exchange(conn, commands)[0])
+        assert row is not None
+        return row[0], bool(row[1])
+
     def _claim_row(self, conn: Conn, queue: str) -> tuple[Any, ...] | None:
-        """BEGIN, the claim query and the handler's SAVEPOINT, in one round trip; the claim's row."""
+        """BEGIN, the claim query and the handler's SAVEPOINT, in one round trip; the claim's row
+        (None when nothing is due: the transaction is still open)."""
         hot = self._hot
         commands: tuple[_Command, ...] = (
             (_BEGIN, None, False),
@@ -1053,8 +1068,8 @@ class PostgresBackend(Backend):
         every running claim, so a job would at worst be counted one attempt short; in exchange
         each job saves an fsync.
         """
-        held.attempts = int(row[13]) + 1
-        ran_at = held.ran_at = row[14]
+        held.attempts = int(row[11]) + 1
+        ran_at = held.ran_at = row[12]
         conn = pools.counters.get()
         hot = self._hot
         try:
@@ -1256,11 +1271,16 @@ class PostgresBackend(Backend):
                 generation = state.generation
                 probe_started = time.monotonic()
                 row = self._settle_and_claim(conn, claim.job, queue)
-                if row is None or row[0] is None:
-                    if row is not None:
-                        # The queue has nothing due: the claim loop goes straight to waiting.
-                        _local.empty = (queue, generation, row[11], bool(row[12]), probe_started)
-                    return None  # release() rolls the empty transaction back and returns the connection
+                if row is None:
+                    if conn.info.transaction_status == pq.TransactionStatus.INTRANS:
+                        try:
+                            next_due, busy = self._idle(conn, queue)
+                        except psycopg.Error as exc:  # the outcome is stored; release() cleans up
+                            logger.debug("neoq: claiming after job %s failed: %s", claim.job.id, exc)
+                        else:
+                            # The queue has nothing due: the claim loop goes straight to waiting.
+                            _local.empty = (queue, generation, next_due, busy, probe_started)
+                    return None  # release() returns the connection
                 held.returned = True  # the connection is the next claim's now
                 self._forget(held)
                 try:
@@ -1283,10 +1303,9 @@ class PostgresBackend(Backend):
         """
         hot = self._hot
         encoding = conn.info.encoding
-        processed = (str(job.id).encode(), _PROCESSED_B, None, None, None, _CHANNEL_B)
         settle: tuple[_Command, ...] = (
             (_RELEASE_SAVEPOINT_B, None, False),
-            (hot.settle, processed, hot.prepared),
+            self._processed(job),
             (_COMMIT, None, False),
         )
         claim: tuple[_Command, ...] = (
@@ -1316,6 +1335,15 @@ class PostgresBackend(Backend):
                 return None
         return _load_row(conn, claimed[1])
 
+    def _processed(self, job: Job) -> _Command:
+        """The statement that stores PROCESSED for ``job``: the short one, unless a cancellation
+        request for it reached this process (the full settle removes the request)."""
+        hot = self._hot
+        job_id = job.id or "0"
+        if job_id in self._cancel_seen:
+            return (hot.settle, (job_id.encode(), _PROCESSED_B, None, None, None, _CHANNEL_B), hot.prepared)
+        return (hot.settle_processed, (job_id.encode(),), hot.prepared)
+
     def _write_outcome(self, held: _Held, job: Job, outcome: Outcome) -> None:
         conn = held.conn
         params = self._settle_params(job, outcome)
@@ -1336,15 +1364,13 @@ class PostgresBackend(Backend):
                         "commit; the job will run again"
                     )
                 # The outcome and the commit in one round trip, through the prepared statement.
-                processed = (str(params["id"]).encode(), _PROCESSED_B, None, None, None, _CHANNEL_B)
-                hot = self._hot
                 # The savepoint is released first, so that the job row is updated by the transaction
                 # that locked it. Updated inside the savepoint's subtransaction, the row's old version
                 # gets a MultiXact as its xmax (the parent's lock and the child's update), which every
                 # claim whose index scan passes it has to look up: claims under concurrency slowed down.
                 commands: tuple[_Command, ...] = (
                     (_RELEASE_SAVEPOINT_B, None, False),
-                    (hot.settle, processed, hot.prepared),
+                    self._processed(job),
                     (_COMMIT, None, False),
                 )
                 _exchange(conn, commands)

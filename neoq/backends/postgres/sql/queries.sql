@@ -5,8 +5,7 @@
 -- Job columns come back in the order of neoq.backends.postgres.backend._JOB_COLUMNS.
 
 -- name: claim
--- Lock the next due job of a queue, or, when there is none, say when the next one comes due
--- (seconds from now, by the database's clock) and whether due jobs exist that others hold.
+-- Lock the next due job of a queue; no row when none is due (claim_idle then says more).
 -- A claimed job comes with its attempts so far (the row lock makes them this claim's to count:
 -- see backend._send_count) and the moment of the claim, which becomes the attempt's ran_at.
 WITH job AS (
@@ -21,22 +20,20 @@ WITH job AS (
 SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
        job.retries, job.error, job.created_at,
        EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
-       NULL::float8 AS next_due,
-       false AS busy,
        coalesce((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = job.id), 0) AS attempts,
        clock_timestamp() AS claimed_at
-FROM job
-UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
+FROM job;
+
+-- name: claim_idle
+-- After a claim found nothing due, in its transaction: when the queue's next job comes due
+-- (seconds from now, by the database's clock), and whether due jobs exist that others hold.
+SELECT (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
         FROM neoq_jobs n
-        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()),
+        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()) AS next_due,
        -- ORDER BY ... LIMIT 1 keeps the planner on the neoq_jobs_due index (a bare EXISTS may pick a
        -- sequential scan, which an idle probe would then pay for on a large table).
        EXISTS (SELECT 1 FROM neoq_jobs b WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now()
-               ORDER BY b.run_after LIMIT 1),
-       NULL, NULL
-WHERE NOT EXISTS (SELECT 1 FROM job);
+               ORDER BY b.run_after LIMIT 1) AS busy;
 
 -- name: count_attempt
 -- Runs on a second connection, in a transaction of its own, sent before the handler starts (see
@@ -64,6 +61,10 @@ SET status = o.status,
 FROM outcome o
 WHERE j.id = %(id)s
 RETURNING j.status, CASE WHEN j.status = 'new' THEN pg_notify(%(channel)s, 'q:' || j.queue) IS NULL END;
+
+-- name: settle_processed
+-- A processed attempt whose holder saw no cancellation request (settle removes one).
+UPDATE neoq_jobs SET status = 'processed', error = NULL, finished_at = now() WHERE id = %(id)s;
 
 -- name: enqueue
 -- Insert a batch in one statement; each row notifies its queue (PostgreSQL folds identical

@@ -587,6 +587,8 @@ class PostgresBackend(Backend):
         self._claims: dict[str, _Held] = {}
         self._cancel_seen: dict[str, float] = {}  # job id -> when a cancellation for it arrived
         self._claimers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        #: Whether this open() started its listener (or has none to start).
+        self._listening = False
         #: Set when a connection error was seen, cleared by the next aux work that succeeds.
         self._unreachable = False
 
@@ -643,8 +645,9 @@ class PostgresBackend(Backend):
             self._pools = _Pools(work, aux, listener, canceller, _Counters(self))
             # Wake-ups left from an earlier open() (shutdown's) must not cut the new claims short.
             self._states.clear()
-            if self._listen_enabled:
-                listener.start()
+            # The listener starts with the first claim (or queue): a client that only enqueues
+            # listens to nothing, so its own notifications cost it nothing.
+            self._listening = not self._listen_enabled
             canceller.start()
 
     def close(self) -> None:
@@ -899,8 +902,19 @@ class PostgresBackend(Backend):
 
     # -- consuming -------------------------------------------------------------------------
 
+    def _listen_now(self) -> None:
+        """Start the listener of this open(), once (claims need its wake-ups and cancellations)."""
+        with self._lock:
+            pools = self._pools
+            if self._listening or pools is None:
+                return
+            self._listening = True
+            pools.listener.start()
+
     def prepare_queue(self, queue: str, handler: Handler) -> None:
         """Serve ``queue`` in ``handler.mode``, else this backend's default mode."""
+        if not self._listening:
+            self._listen_now()
         self._queue_modes[queue] = handler.mode or self._default_mode
         self._prefetch[queue] = handler.concurrency
 
@@ -914,6 +928,8 @@ class PostgresBackend(Backend):
         return engine
 
     def claim(self, queue: str, timeout: float) -> Claim | None:
+        if not self._listening:
+            self._listen_now()
         if self._queue_modes.get(queue, self._default_mode) == "lease":
             return self._lease().claim(queue, timeout, self._prefetch.get(queue, 0))
         self._require()
@@ -1827,13 +1843,22 @@ class _Listener:
 
     def __init__(self, backend: PostgresBackend, conn: Conn) -> None:
         self._backend = backend
-        self._listen(conn)
         self._conn: Conn | None = conn
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="neoq-pg-listener", daemon=True)
 
     def start(self) -> None:
+        """LISTEN, and wait for notifications in a thread of its own from now on."""
+        conn = self._conn
+        if conn is not None:
+            try:
+                self._listen(conn)
+            except (psycopg.Error, OSError) as exc:
+                # The thread connects again (and looks for pending cancellations) by itself.
+                logger.debug("neoq: the PostgreSQL listener cannot listen yet: %s", exc)
+                self._conn = None
+                _close_quietly(conn)
         self._thread.start()
 
     def stop(self) -> None:

@@ -417,15 +417,8 @@ class LeaseEngine:
         if statement is None:
             statement = _CLAIM_BY_LIMIT[limit] = LEASE_QUERIES["lease_claim"].replace("%(limit)s", str(int(limit)))
         with self._conn(f"leasing jobs of queue {queue!r}") as conn:
-            # Losing a lease claim in a server crash loses nothing (the job is due again), so it
-            # needs no fsync of its own; the outcome that follows is written durably. Pipelined:
-            # one round trip.
-            with conn.pipeline():
-                conn.execute("BEGIN")
-                conn.execute("SET LOCAL synchronous_commit TO OFF")
-                cur = conn.execute(statement, params)
-                conn.execute("COMMIT")
-            rows = cur.fetchall()
+            # One autocommit statement: it turns synchronous_commit off for its own transaction.
+            rows = conn.execute(statement, params).fetchall()
         if len(rows) == 1 and rows[0][0] is None:
             return [], rows[0][14]
         rows.sort(key=_row_order)

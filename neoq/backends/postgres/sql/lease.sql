@@ -10,10 +10,15 @@
 -- none is due, say when the next one comes due (seconds, by the database's clock). Rows a
 -- transaction-mode claim holds are locked and skipped. %(limit)s is replaced by a literal integer
 -- before the statement is sent, so that its prepared (generic) plan knows how many rows it takes.
+-- Losing a lease in a server crash loses nothing (the job is due again), so the statement commits
+-- asynchronously; the outcome that follows is written durably.
 WITH picked AS (
     SELECT j.id, j.run_after
     FROM neoq_jobs j
     WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
+      -- Evaluated once, before the first row: this statement's own transaction commits without
+      -- waiting for its WAL to reach the disk (SET LOCAL in one statement, PgBouncer-safe).
+      AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
     ORDER BY j.run_after, j.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

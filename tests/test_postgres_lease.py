@@ -300,3 +300,24 @@ def test_fast_jobs_run_once_each_and_close_puts_unstarted_leased_jobs_back(pg_cl
         ).fetchone()
     assert done == (len(ran), 1)  # every job that ran was recorded once, one attempt each
     assert left == (n - len(ran), 0, 0, True)  # the rest: not leased, never attempted, due
+
+
+def test_slow_jobs_leave_no_job_attempted_twice_by_prefetch(pg_clean: str) -> None:
+    # Handlers slower than the heartbeat interval: prefetched jobs wait longer than it and are put
+    # back (attempt uncounted), and no read-ahead piles more up. Each job runs once, one attempt.
+    queue = unique_name("lease-slow")
+    runs: list[int] = []
+    lock = threading.Lock()
+
+    def handler(job: Job) -> None:
+        time.sleep(0.12)
+        with lock:
+            runs.append(job.payload["i"])
+
+    with neoq.new(pg_clean, mode="lease", lease=0.6) as nq:  # heartbeat every 0.2 s
+        ids = nq.enqueue_many([Job(queue=queue, payload={"i": i}) for i in range(24)])
+        nq.start(queue, neoq.Handler(handler, concurrency=3))
+        wait_until(lambda: nq.stats().get(queue, {}).get("processed") == 24, 30, "every job was processed")
+        jobs = [nq.get_job(job_id) for job_id in ids]
+    assert sorted(runs) == list(range(24))
+    assert [job.attempts if job else None for job in jobs] == [1] * 24

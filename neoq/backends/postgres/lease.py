@@ -34,6 +34,7 @@ exactly-once effects through the job's transaction are a feature of the transact
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -115,8 +116,25 @@ def heartbeat_interval(lease: float) -> float:
 #: the number in the text, the generic plan is the right one and is reused.
 _CLAIM_BY_LIMIT: dict[int, str] = {}
 
-#: The fields of a ``Job`` with their defaults: a claim's jobs start from a copy of them.
-_JOB_TEMPLATE: dict[str, Any] = dict(Job(queue="template").__dict__)
+
+def _job_template() -> dict[str, Any] | None:
+    """The defaults of the ``Job`` fields a claim does not set, if a plain dict copy can build a Job.
+
+    None when ``Job`` grows a ``__post_init__``, ``__slots__`` or an unset field whose default is
+    made per instance: then the claim calls ``Job(...)``.
+    """
+    set_by_claim = {"queue", "payload", "run_after", "deadline", "max_retries", "fingerprint", "id"}
+    set_by_claim |= {"retries", "attempts", "error", "created_at", "ran_at"}
+    if hasattr(Job, "__post_init__") or hasattr(Job, "__slots__"):
+        return None
+    for item in dataclasses.fields(Job):
+        if item.name not in set_by_claim and (item.default_factory is not dataclasses.MISSING or not item.init):
+            return None
+    return {name: value for name, value in Job(queue="template").__dict__.items() if name not in set_by_claim}
+
+
+#: The defaults of the Job fields a claim does not set (see _job_template).
+_JOB_TEMPLATE = _job_template()
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
@@ -432,22 +450,28 @@ class LeaseEngine:
         for row in rows:
             job_id, due_at, deadline = row[0], row[4].astimezone(utc), row[5]
             lease = LeaseToken(self, job_id, row[1], row[10], due_at, leased_at=now)
-            # Job(...) field by field, without the frozen dataclass's per-field __setattr__.
-            job = new_job(Job)
-            fields = job.__dict__
-            fields.update(template)
-            fields["queue"] = row[1]
-            fields["payload"] = row[3]
-            fields["run_after"] = due_at
-            fields["deadline"] = None if deadline is None else deadline.astimezone(utc)
-            fields["max_retries"] = row[6]
-            fields["fingerprint"] = row[2]
-            fields["id"] = str(job_id)
-            fields["retries"] = row[7]
-            fields["attempts"] = row[11]
-            fields["error"] = row[8]
-            fields["created_at"] = row[9].astimezone(utc)
-            fields["ran_at"] = row[12].astimezone(utc)
+            values = {
+                "queue": row[1],
+                "payload": row[3],
+                "run_after": due_at,
+                "deadline": None if deadline is None else deadline.astimezone(utc),
+                "max_retries": row[6],
+                "fingerprint": row[2],
+                "id": str(job_id),
+                "retries": row[7],
+                "attempts": row[11],
+                "error": row[8],
+                "created_at": row[9].astimezone(utc),
+                "ran_at": row[12].astimezone(utc),
+            }
+            if template is None:
+                job = Job(**values)
+            else:
+                # Job(**values) without the frozen dataclass's per-field __setattr__.
+                job = new_job(Job)
+                fields = job.__dict__
+                fields.update(template)
+                fields.update(values)
             if row[13]:
                 # A cancellation request left by the transaction mode: never run it.
                 lease.settled = True

@@ -98,6 +98,9 @@ _POOL_RECONNECT_TIMEOUT = 3.0
 #: worker died is picked up soon after PostgreSQL ends the dead session, without a notification.
 _HELD_JOBS_POLL = 0.25
 
+#: How long (seconds) the listener remembers local enqueues whose notification it lets go.
+_LOCAL_NOTIFY_MEMORY = 0.5
+
 #: How long (seconds) the listener re-delivers a cancellation to the runtime, and remembers one for
 #: a job whose claim is still on its way.
 _CANCEL_MEMORY = 2.0
@@ -115,6 +118,19 @@ _local = threading.local()
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _batch_params(jobs: Sequence[Job], payloads: list[str]) -> dict[str, Any]:
+    """The parameters of the ``enqueue`` statement for ``jobs``."""
+    return {
+        "queues": [job.queue for job in jobs],
+        "fingerprints": [job.fingerprint or "" for job in jobs],
+        "payloads": payloads,
+        "run_afters": [job.run_after for job in jobs],
+        "deadlines": [job.deadline for job in jobs],
+        "max_retries": [job.max_retries for job in jobs],
+        "channel": CHANNEL,
+    }
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -201,9 +217,9 @@ def _numbered(query: str) -> tuple[bytes, tuple[str, ...]]:
 #: name -> (wire name, SQL with $n placeholders, parameter names in order)
 _PREPARED = {
     name: (f"neoq_{name}".encode(), *_numbered(QUERIES[name]))
-    for name in ("claim", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one")
+    for name in ("claim", "claim_probe", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one")
 }
-_WORK_STATEMENTS = ("claim", "claim_idle", "settle", "settle_processed")
+_WORK_STATEMENTS = ("claim", "claim_probe", "claim_idle", "settle", "settle_processed")
 _COUNTER_STATEMENTS = ("count_attempt",)
 _AUX_STATEMENTS = ("enqueue_one",)
 _BEGIN = b"BEGIN"
@@ -224,6 +240,7 @@ class _Hot(NamedTuple):
 
     prepared: bool
     claim: bytes
+    claim_probe: bytes
     claim_idle: bytes
     settle: bytes
     settle_processed: bytes
@@ -231,7 +248,7 @@ class _Hot(NamedTuple):
     enqueue_one: bytes
 
 
-_HOT_NAMES = ("claim", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one")
+_HOT_NAMES = ("claim", "claim_probe", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one")
 _HOT_PREPARED = _Hot(True, *(_PREPARED[name][0] for name in _HOT_NAMES))
 _HOT_UNNAMED = _Hot(False, *(_PREPARED[name][1] for name in _HOT_NAMES))
 
@@ -400,6 +417,7 @@ class _Held:
         "interrupted",
         "job_id",
         "lock",
+        "more",
         "ran_at",
         "released",
         "returned",
@@ -416,6 +434,8 @@ class _Held:
         #: The attempt number the claim read (attempts so far + 1), and when the attempt started.
         self.attempts = 0
         self.ran_at: datetime | None = None
+        #: Whether the claim saw more due jobs of its queue (claim_probe), so wakes one more loop.
+        self.more = True
         self.lock = threading.Lock()
         self.settled = False
         self.released = False
@@ -426,10 +446,15 @@ class _Held:
 class _QueueState:
     """Waiting claims of one queue: woken by the listener, by wakeup() and by local enqueues."""
 
-    __slots__ = ("cond", "generation", "polling_held", "waiting", "wakeups")
+    __slots__ = ("cond", "generation", "local", "local_at", "polling_held", "waiting", "wakeups")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.cond = threading.Condition(lock)
+        #: Enqueues of this process whose own notification is still to come (they signal the
+        #: queue themselves, so the listener lets that many notifications go), and when the
+        #: last began: after _LOCAL_NOTIFY_MEMORY the count is forgotten.
+        self.local = 0
+        self.local_at = 0.0
         #: Bumped on every signal, so a claim that was probing when it came probes again.
         self.generation = 0
         #: wakeup() requests not yet consumed by a waiting claim.
@@ -771,30 +796,68 @@ class PostgresBackend(Backend):
                 )
             seen[key] = index
         payloads = [_dumps(job.payload) for job in jobs]
-        params = {
-            "queues": [job.queue for job in jobs],
-            "fingerprints": [job.fingerprint or "" for job in jobs],
-            "payloads": payloads,
-            "run_afters": [job.run_after for job in jobs],
-            "deadlines": [job.deadline for job in jobs],
-            "max_retries": [job.max_retries for job in jobs],
-            "channel": CHANNEL,
-        }
         if connection is not None:
-            return self._enqueue_through(connection, params)
-        with self._aux("enqueueing jobs") as conn:
-            try:
-                if len(jobs) == 1:
-                    ids = [self._enqueue_one(conn, jobs[0], payloads[0])]
-                elif len(jobs) >= _COPY_MIN:
-                    ids = self._enqueue_copy(conn, jobs, payloads)
-                else:
-                    ids = [str(row[0]) for row in conn.execute(QUERIES["enqueue"], params).fetchall()]
-            except pg_errors.UniqueViolation:
-                raise self._duplicate(conn, params) from None
+            return self._enqueue_through(connection, _batch_params(jobs, payloads))
+        queues = {job.queue for job in jobs}
+        local = self._local_enqueue(queues)
+        try:
+            with self._aux("enqueueing jobs") as conn:
+                try:
+                    if len(jobs) == 1:
+                        ids = [self._enqueue_one(conn, jobs[0], payloads[0])]
+                    elif len(jobs) >= _COPY_MIN:
+                        ids = self._enqueue_copy(conn, jobs, payloads)
+                    else:
+                        params = _batch_params(jobs, payloads)
+                        ids = [str(row[0]) for row in conn.execute(QUERIES["enqueue"], params).fetchall()]
+                except pg_errors.UniqueViolation:
+                    raise self._duplicate(conn, _batch_params(jobs, payloads)) from None
+        except BaseException:
+            self._local_undo(local)
+            raise
         # Claims of this process need not wait for the notification's round trip.
-        self._signal({job.queue for job in jobs})
+        self._signal(queues)
         return ids
+
+    def _local_enqueue(self, queues: set[str]) -> list[_QueueState]:
+        """Count an enqueue of this process on the states of its queues that have claims here;
+        return those states (``_local_undo`` takes it back).
+
+        Counted before the statement is sent: its notification can reach the listener before
+        the enqueue's own wake-up of the claims (``_signal``), and the listener must already
+        know to let it go. Without a listener there is nothing to let go.
+        """
+        if not self._listening or not self._listen_enabled:
+            return []
+        states = self._states
+        found = [state for state in (states.get(queue) for queue in queues) if state is not None]
+        now = time.monotonic()
+        for state in found:
+            with state.cond:
+                # A count older than the memory is of notifications that never came (the listener
+                # was away): forget it.
+                state.local = 1 if now - state.local_at > _LOCAL_NOTIFY_MEMORY else state.local + 1
+                state.local_at = now
+        return found
+
+    def _local_undo(self, states: list[_QueueState]) -> None:
+        """An enqueue counted by ``_local_enqueue`` stored nothing: no notification comes."""
+        for state in states:
+            with state.cond:
+                state.local = max(0, state.local - 1)
+
+    def _on_notify(self, queue: str) -> None:
+        """The listener got ``q:<queue>``: wake a claim, unless an enqueue of this process did."""
+        state = self._states.get(queue)
+        if state is None:
+            return
+        with state.cond:
+            if state.local > 0 and time.monotonic() - state.local_at <= _LOCAL_NOTIFY_MEMORY:
+                state.local -= 1
+                return
+            state.local = 0
+            state.generation += 1
+            state.cond.notify()
 
     def _enqueue_one(self, conn: Conn, job: Job, payload: str) -> str:
         """One job: one prepared statement, parameters sent as text (no adaptation), one round trip."""
@@ -950,10 +1013,11 @@ class PostgresBackend(Backend):
                 result = self._probe(queue, timeout, end)
             empty = None
             if isinstance(result, Claim):
-                # More due jobs may be waiting: hand the baton to one more sleeping claim.
-                with state.cond:
-                    if state.waiting:
-                        state.cond.notify()
+                # More due jobs are waiting: hand the baton to one more sleeping claim.
+                if result.token.more:
+                    with state.cond:
+                        if state.waiting:
+                            state.cond.notify()
                 return result
             next_due, busy = result
             now = clock()
@@ -1012,6 +1076,8 @@ class PostgresBackend(Backend):
         a cancellation was waiting for it (it is then stored CANCELLED and ``conn`` returned)."""
         job_id = str(row[0])
         held = _Held(conn, job_id, probe_started)
+        if len(row) > 13:
+            held.more = bool(row[13])
         with self._lock:
             # Registered before anything else, so a cancellation arriving from now on finds it.
             # One that arrived while the claim query ran may have missed its snapshot.
@@ -1050,7 +1116,7 @@ class PostgresBackend(Backend):
         hot = self._hot
         commands: tuple[_Command, ...] = (
             (_BEGIN, None, False),
-            (hot.claim, (queue.encode(conn.info.encoding),), hot.prepared),
+            (hot.claim_probe, (queue.encode(conn.info.encoding),), hot.prepared),
             (_SAVEPOINT_B, None, False),
         )
         try:
@@ -1258,6 +1324,8 @@ class PostgresBackend(Backend):
         plain case (a failure, an attempt ended from outside, another mode) settles as ``settle``.
         """
         held = claim.token
+        if isinstance(held, LeaseToken):
+            return held.engine.settle_then_claim(claim, outcome, queue, self._prefetch.get(queue, 0))
         if (
             outcome.status is not JobStatus.PROCESSED
             or not isinstance(held, _Held)
@@ -1917,7 +1985,7 @@ class _Listener:
     def _dispatch(self, payload: str) -> None:
         kind, _, value = payload.partition(":")
         if kind == "q":
-            self._backend._signal({value})
+            self._backend._on_notify(value)
         elif kind == "c":
             self._backend._on_cancel(value)
 

@@ -24,6 +24,28 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
        clock_timestamp() AS claimed_at
 FROM job;
 
+-- name: claim_probe
+-- The claim of a claim loop that was waiting: also says whether more jobs are due (held by
+-- others or not), so that it wakes one more waiting loop only then.
+WITH job AS (
+    SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
+           j.error, j.created_at
+    FROM neoq_jobs j
+    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
+    ORDER BY j.run_after, j.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
+       job.retries, job.error, job.created_at,
+       EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
+       coalesce((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = job.id), 0) AS attempts,
+       clock_timestamp() AS claimed_at,
+       EXISTS (SELECT 1 FROM neoq_jobs b
+               WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now() AND b.id <> job.id
+               ORDER BY b.run_after LIMIT 1) AS more
+FROM job;
+
 -- name: claim_idle
 -- After a claim found nothing due, in its transaction: when the queue's next job comes due
 -- (seconds from now, by the database's clock), and whether due jobs exist that others hold.

@@ -331,7 +331,17 @@ def copy_job(job: Job) -> Job:
 
 
 def error_text(exc: BaseException) -> str:
-    """Return ``"<ExceptionClass>: <message>"`` for ``exc``, as kept in ``Job.error``."""
-    message = str(exc)
+    """Return ``"<ExceptionClass>: <message>"`` for ``exc``, as kept in ``Job.error``.
+
+    A NUL character is written ``\\x00``: PostgreSQL's text cannot hold it, and an outcome that
+    cannot be stored would lose the attempt's result. An exception whose ``str()`` raises is
+    named without its message.
+    """
     name = type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception:
+        return f"{name}: <str() of the exception raised>"
+    if "\x00" in message:
+        message = message.replace("\x00", "\\x00")
     return f"{name}: {message}" if message else name

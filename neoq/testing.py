@@ -266,6 +266,19 @@ class BackendSuite:
         assert job.retries == 2 and job.attempts == 3
         assert job.error == "ValueError: boom 3"
 
+    def test_any_error_text_is_stored(self, nq: Neoq) -> None:
+        """Quotes, braces, newlines, non-ASCII and a NUL (kept as ``\\x00``) in an error survive the store."""
+        message = 'it\'s {1,2} \\ "quoted" NULL\nline two \u00e9\u4e2d \x00 end'
+
+        def handler(job: Job) -> None:
+            raise ValueError(message)
+
+        nq.start("errors", Handler(handler, max_retries=0))
+        job_id = nq.enqueue(Job(queue="errors", payload={}))
+        job = self.wait_status(nq, job_id, JobStatus.FAILED)
+        assert job.attempts == 1
+        assert job.error == "ValueError: " + message.replace("\x00", "\\x00")
+
     def test_job_max_retries_overrides_handler(self, nq: Neoq) -> None:
         runs: list[int] = []
 

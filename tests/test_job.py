@@ -106,3 +106,10 @@ def test_to_seconds_and_error_text() -> None:
     assert error_text(ValueError("boom")) == "ValueError: boom"
     assert error_text(KeyError("k")) == "KeyError: 'k'"
     assert error_text(RuntimeError()) == "RuntimeError"
+    assert error_text(ValueError("a\x00b")) == "ValueError: a\\x00b"
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise TypeError("no")
+
+    assert error_text(Unprintable()) == "Unprintable: <str() of the exception raised>"

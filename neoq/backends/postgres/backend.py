@@ -396,7 +396,12 @@ def _load_row(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> tuple[A
     """The first row of ``result`` as psycopg would load it, or None."""
     if result.ntuples == 0:
         return None
-    transformer = Transformer.from_context(conn)
+    # One transformer per connection: it keeps the loaders it looked up (a claim's row always has
+    # the same column types), which a new one per row would look up again (~4 us a claim).
+    transformer = getattr(conn, "_neoq_transformer", None)
+    if transformer is None:
+        transformer = Transformer.from_context(conn)
+        conn._neoq_transformer = transformer  # type: ignore[attr-defined]
     transformer.set_pgresult(result)
     return transformer.load_row(0, tuple)
 

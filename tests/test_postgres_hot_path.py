@@ -186,3 +186,28 @@ def test_a_failed_attempt_counter_is_never_lost_silently(pg_clean: str, failures
             conn.execute("DROP FUNCTION IF EXISTS hot_fail_counter()")
             conn.execute("DROP SEQUENCE IF EXISTS hot_counter_failures")
             conn.execute("DROP TABLE IF EXISTS hot_counter_effects")
+
+
+def test_a_claim_that_fails_after_a_settle_leaves_the_outcome_committed(pg_clean: str) -> None:
+    # The settle and the next claim share one round trip; the handler drops the claim statement
+    # of its own connection, so that claim fails after the COMMIT: the outcome stays stored.
+    with neoq.new(pg_clean, pool_max_size=1) as nq:
+        ids = nq.enqueue_many([Job(queue="hot-failclaim", payload={"i": i}) for i in range(3)])
+        seen: list[int] = []
+
+        def handler(job: Job) -> None:
+            context = neoq.job_context()
+            assert context is not None
+            if not seen:
+                context.transaction.execute("DEALLOCATE neoq_claim")
+            seen.append(job.payload["i"])
+
+        nq.handler("hot-failclaim", concurrency=1)(handler)
+        nq.drain()
+        assert sorted(seen) == [0, 1, 2]
+        with nq.backend._pools.work.connection() as conn:  # type: ignore[attr-defined]
+            names = {row[0] for row in conn.execute("SELECT name FROM pg_prepared_statements")}
+        assert "neoq_claim" in names  # prepared again
+        for job_id in ids:
+            job = nq.get_job(job_id)
+            assert job is not None and job.status is JobStatus.PROCESSED and job.attempts == 1

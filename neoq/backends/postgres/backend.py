@@ -232,6 +232,7 @@ _PROCESSED_B = JobStatus.PROCESSED.value.encode()
 _CHANNEL_B = CHANNEL.encode()
 _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
+_PIPELINE_ABORTED = pq.ExecStatus.PIPELINE_ABORTED
 _BAD = pq.ConnStatus.BAD
 
 
@@ -1324,7 +1325,7 @@ class PostgresBackend(Backend):
         """Settle a processed attempt and claim ``queue``'s next due job in the same round trip.
 
         RELEASE SAVEPOINT, the outcome, COMMIT, then BEGIN, the claim query and SAVEPOINT, in one
-        pipeline with a sync after the COMMIT (a failing claim leaves the outcome committed). The
+        pipeline (a failing claim leaves the outcome committed). The
         connection goes from the settled claim to the new one without the pool. Anything but the
         plain case (a failure, an attempt ended from outside, another mode) settles as ``settle``.
         """
@@ -1403,10 +1404,12 @@ class PostgresBackend(Backend):
             (_SAVEPOINT_B, None, False),
         )
         try:
+            # One segment (one sync): the server commits a COMMIT when it executes it, so a claim
+            # that fails after it cannot undo the outcome; and libpq sends a segment per sync.
             with conn.lock:
-                _send(conn.pgconn, settle, claim)
-                settled = _receive(conn, len(settle), last=False)
-                claimed = _receive(conn, len(claim))
+                _send(conn.pgconn, settle + claim)
+                results = _receive(conn, len(settle) + len(claim))
+            settled, claimed = results[: len(settle)], results[len(settle) :]
             for result in settled:
                 if result.status == _FATAL_ERROR:
                     raise _result_error(conn, result)
@@ -1416,11 +1419,14 @@ class PostgresBackend(Backend):
                     conn.rollback()
             raise self._wrap(exc, f"settling job {job.id} as processed") from exc
         for result in claimed:
-            if result.status == _FATAL_ERROR:
+            if result.status == _FATAL_ERROR or result.status == _PIPELINE_ABORTED:
                 # The outcome is committed; the claim loop claims again the usual way (and reports).
-                logger.debug("neoq: claiming after job %s failed: %s", job.id, _result_error(conn, result))
+                error = _result_error(conn, result)
+                logger.debug("neoq: claiming after job %s failed: %s", job.id, error)
                 with suppress(psycopg.Error):
                     conn.rollback()
+                    if isinstance(error, pg_errors.InvalidSqlStatementName) and hot.prepared:
+                        _prepare(conn, _WORK_STATEMENTS)  # deallocated by someone: prepare again
                 return None
         return _load_row(conn, claimed[1])
 

@@ -299,22 +299,20 @@ def _exchange(
     return results
 
 
-def _send(pgconn: pq.abc.PGconn, commands: Sequence[_Command], *more: Sequence[_Command]) -> None:
-    """Send ``commands`` and a sync in one libpq pipeline, flushed to the socket; the results are
-    left to ``_receive``. Each of ``more`` follows with a sync of its own, so that a failure in
-    one of them does not undo the commands before it. A failure closes the connection (its
-    state is unknown)."""
+def _send(pgconn: pq.abc.PGconn, commands: Sequence[_Command]) -> None:
+    """Send ``commands`` and a sync in one libpq pipeline, flushed to the socket (one write: libpq
+    flushes at each sync); the results are left to ``_receive``. A failure closes the connection
+    (its state is unknown)."""
     if pgconn.status == _BAD:
         raise psycopg.OperationalError("the connection is closed")
     pgconn.enter_pipeline_mode()
     try:
-        for segment in (commands, *more):
-            for text, params, prepared in segment:
-                if prepared:
-                    pgconn.send_query_prepared(text, params, result_format=pq.Format.BINARY)
-                else:
-                    pgconn.send_query_params(text, params, result_format=pq.Format.BINARY)
-            pgconn.pipeline_sync()
+        for text, params, prepared in commands:
+            if prepared:
+                pgconn.send_query_prepared(text, params, result_format=pq.Format.BINARY)
+            else:
+                pgconn.send_query_params(text, params, result_format=pq.Format.BINARY)
+        pgconn.pipeline_sync()
         while pgconn.flush():
             _wait_fds((pgconn.socket,), None, write=True)
     except BaseException:
@@ -322,9 +320,8 @@ def _send(pgconn: pq.abc.PGconn, commands: Sequence[_Command], *more: Sequence[_
         raise
 
 
-def _receive(conn: psycopg.Connection[Any], count: int, *, last: bool = True) -> list[pq.abc.PGresult]:
-    """The results of the ``count`` commands of a segment ``_send`` sent, then the segment's sync;
-    with ``last``, the pipeline ends there.
+def _receive(conn: psycopg.Connection[Any], count: int) -> list[pq.abc.PGresult]:
+    """The results of the ``count`` commands ``_send`` sent, then its sync; the pipeline ends there.
 
     Failed commands come back as results (``FATAL_ERROR``, and ``PIPELINE_ABORTED`` for those the
     server skipped after it); a connection that breaks is closed and raises.
@@ -345,8 +342,7 @@ def _receive(conn: psycopg.Connection[Any], count: int, *, last: bool = True) ->
             if sync is not None and sync.status == _FATAL_ERROR:
                 raise _result_error(conn, sync)
             raise psycopg.OperationalError("the connection was lost")
-        if last:
-            pgconn.exit_pipeline_mode()
+        pgconn.exit_pipeline_mode()
     except BaseException:
         # Half-way through a pipeline the connection's state is unknown: drop it.
         pgconn.finish()

@@ -321,3 +321,36 @@ def test_slow_jobs_leave_no_job_attempted_twice_by_prefetch(pg_clean: str) -> No
         jobs = [nq.get_job(job_id) for job_id in ids]
     assert sorted(runs) == list(range(24))
     assert [job.attempts if job else None for job in jobs] == [1] * 24
+
+
+def test_idle_claim_loops_do_not_take_turns_leasing_nothing(pg_clean: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three idle loops beside a running job: each claim statement's end woke the others' poll
+    waits, so they leased nothing back to back (about 2,000 statements a second)."""
+    from neoq.backends.postgres import lease
+
+    fetches: list[float] = []
+    original = lease.LeaseEngine._fetch
+
+    def counting(self: lease.LeaseEngine, queue: str, limit: int) -> object:
+        fetches.append(time.monotonic())
+        return original(self, queue, limit)
+
+    monkeypatch.setattr(lease.LeaseEngine, "_fetch", counting)
+    queue = unique_name("lease-idle")
+    started, release = threading.Event(), threading.Event()
+
+    def handler(job: Job) -> None:
+        started.set()
+        release.wait(20)
+
+    with neoq.new(pg_clean, mode="lease", poll_interval=2.0) as nq:
+        nq.enqueue(Job(queue=queue, payload={}))
+        nq.start(queue, neoq.Handler(handler, timeout=None, concurrency=4))
+        assert started.wait(20)
+        time.sleep(0.3)
+        before = len(fetches)
+        time.sleep(2.0)
+        during = len(fetches) - before
+        release.set()
+    # Three loops polling every 2 s lease a few times; a signal or a due lease expiry adds a few more.
+    assert during < 40, f"{during} claim statements in 2 s from idle loops"

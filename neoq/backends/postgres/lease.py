@@ -414,7 +414,15 @@ class LeaseEngine:
                         return None
                     state.waiting += 1
                     try:
-                        cond.wait(wait)
+                        # Until a job is buffered, the queue is signalled, a wake-up comes or the
+                        # wait is over; not at every other loop's fetch (its notify_all wakes this
+                        # wait too): idle loops would take turns leasing nothing, back to back.
+                        wait_end = clock() + wait
+                        while not mine.buffer and state.generation == generation and not state.wakeups:
+                            remaining = wait_end - clock()
+                            if remaining <= 0 or self._closed.is_set():
+                                break
+                            cond.wait(remaining)
                     finally:
                         state.waiting -= 1
                     if mine.buffer:

@@ -13,8 +13,6 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -70,18 +68,7 @@ class MinBatch10(MinPostgres):
                 conn.execute(finish, ([row[0] for row in rows],))
                 conn.commit()
 
-        threads = [threading.Thread(target=loop, args=(conn,)) for conn in connections]
-        start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        finished = time.perf_counter()
-        for conn in connections:
-            conn.close()
-        if not done.done.is_set():
-            raise RuntimeError("the minimal loop stopped before every job was processed")
-        return finished - start
+        return self._time_loops(loop, connections, done)
 
 
 def _one(name: str, quick: bool) -> dict[str, Any]:

@@ -153,6 +153,11 @@ class MinPostgres:
                 conn.execute(_DONE, (row[0],))
                 conn.commit()
 
+        return self._time_loops(loop, connections, done)
+
+    @staticmethod
+    def _time_loops(loop: Any, connections: list[Any], done: Countdown) -> float:
+        """Run ``loop(conn)`` in one thread per connection; return the seconds until all returned."""
         threads = [threading.Thread(target=loop, args=(conn,)) for conn in connections]
         start = time.perf_counter()
         for thread in threads:

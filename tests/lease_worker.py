@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 EFFECTS_TABLE = """
 CREATE TABLE IF NOT EXISTS neoq_lease_effects (
@@ -75,47 +74,6 @@ def main(spec_text: str) -> None:  # pragma: no cover - runs in a child process
     stop.wait()
     client.shutdown(timeout=10)
     print(json.dumps({"pid": os.getpid()}), flush=True)
-
-
-class LeaseWorker:
-    """A child process running ``main(spec)``; ``stop()`` sends SIGTERM and waits."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        import subprocess
-
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), json.dumps(spec)],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=str(Path(__file__).resolve().parent.parent),
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if line.strip() != "ready":
-            self.proc.kill()
-            raise RuntimeError(f"lease worker did not start: {line!r} (exit {self.proc.wait()})")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            os.kill(self.proc.pid, signum)
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-        self.proc.wait(30)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -424,12 +424,15 @@ class WorkerProcess:
     (see ``_handle``). ``stop()`` sends SIGTERM and returns the child's report.
     """
 
+    #: The script the child runs with ``spec`` as its argument: this file (``_worker_main``).
+    script = Path(__file__).resolve()
+
     def __init__(self, spec: dict[str, Any]) -> None:
         import json
         import sys
 
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), json.dumps(spec)],
+            [sys.executable, str(self.script), json.dumps(spec)],
             stdout=subprocess.PIPE,
             text=True,
             cwd=str(Path(__file__).resolve().parent.parent),
@@ -463,6 +466,27 @@ class WorkerProcess:
         if self.alive():
             self.proc.kill()
         self.proc.wait(30)
+
+
+class LeaseWorker(WorkerProcess):
+    """A lease-mode worker child running ``tests/lease_worker.py`` (its docstring says what jobs do).
+
+    ``signal()`` sends any signal (SIGSTOP/SIGCONT for the freeze tests); ``stop()`` resumes a
+    frozen child, sends SIGTERM and waits.
+    """
+
+    script = Path(__file__).resolve().with_name("lease_worker.py")
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            os.kill(self.proc.pid, signum)
+
+    def stop(self, timeout: float = 30) -> dict[str, Any]:
+        import signal
+
+        if self.alive():
+            self.proc.send_signal(signal.SIGCONT)
+        return super().stop(timeout)
 
 
 def _worker_main(spec_text: str) -> None:  # pragma: no cover - runs in a child process

@@ -15,8 +15,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from lease_worker import EFFECTS_TABLE, LeaseWorker
-from pgfixtures import unique_name, wait_until
+from lease_worker import EFFECTS_TABLE
+from pgfixtures import LeaseWorker, unique_name, wait_until
 
 import neoq
 from neoq import Job, JobStatus

@@ -372,7 +372,7 @@ class Worker:
                 "neoq: backoff of queue %r raised %s; retrying job %s in 1s", job.queue, error_text(exc), job.id
             )
             delay = 1.0
-        run_after = self._clock.now() + timedelta(seconds=delay)
+        run_after = self._now() + timedelta(seconds=delay)
         if job.deadline is not None and run_after >= job.deadline:
             return Outcome(JobStatus.FAILED, error)
         return Outcome(JobStatus.NEW, error, run_after, retries)

@@ -311,18 +311,10 @@ class MemoryBackend(Backend):
         now = self._now()
         ready = self._ready.get(queue)
         if outcome.status is JobStatus.PROCESSED and ready is not None and self._fast(queue, ready, now):
-            # The settle of a processed job, without the lock (only its claimer changes the record
-            # now). The order is for the locked readers: the fingerprint is free first (the job
-            # counts as finished from here) and ``claimed`` is cleared last, so ``prune`` never
-            # sees it unclaimed and unfinished; ``cancel_job`` or ``retry_job`` arriving midway act
-            # as if called just before or just after.
+            # The settle of a processed job, without the lock: only its claimer changes the record now.
             record = self._records.get(claim.job.id or "")
             if record is not None and record.claimed:
-                job = record.job
-                self._unique.pop((job.queue, job.fingerprint or ""), None)
-                record.finished_at = now
-                job.__dict__.update(status=JobStatus.PROCESSED, error=None)
-                record.claimed = False
+                self._finish(record, JobStatus.PROCESSED, None, now)
             record = self._take(ready, now)
             if record is None:
                 return None  # the claim loop's own claim call waits for the next job
@@ -369,24 +361,34 @@ class MemoryBackend(Backend):
         record = self._records.get(claim.job.id or "")
         if record is None or not record.claimed:
             return
+        status = outcome.status
+        if status is not JobStatus.NEW:
+            self._finish(record, status, None if status is JobStatus.PROCESSED else outcome.error, now)
+            return
         record.claimed = False
         job = record.job
-        status = outcome.status
-        if status is JobStatus.NEW:
-            record.version += 1
-            record.job = evolve(
-                job,
-                error=outcome.error,
-                run_after=outcome.run_after or now,
-                retries=job.retries if outcome.retries is None else outcome.retries,
-            )
-            self._schedule(record, now)
-            return
-        state = job.__dict__  # in place, as in ``claim``
-        state["status"] = status
-        state["error"] = None if status is JobStatus.PROCESSED else outcome.error
-        record.finished_at = now
+        record.version += 1
+        record.job = evolve(
+            job,
+            error=outcome.error,
+            run_after=outcome.run_after or now,
+            retries=job.retries if outcome.retries is None else outcome.retries,
+        )
+        self._schedule(record, now)
+
+    def _finish(self, record: _Record, status: JobStatus, error: str | None, now: datetime) -> None:
+        """Store the final outcome of a claimed record's attempt; safe without the lock.
+
+        The order is for the locked readers: the fingerprint is free first (the job counts as
+        finished from here) and ``claimed`` is cleared last, so ``prune`` never sees the record
+        unclaimed and unfinished; ``cancel_job`` or ``retry_job`` arriving midway act as if called
+        just before or just after. The stored ``Job`` is updated in place, in one call.
+        """
+        job = record.job
         self._unique.pop((job.queue, job.fingerprint or ""), None)
+        record.finished_at = now
+        job.__dict__.update(status=status, error=error)
+        record.claimed = False
 
     def wakeup(self, queue: str, waiters: int) -> None:
         with self._lock:

@@ -167,6 +167,9 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=F
 #: Batches at least this large are written with COPY (see _enqueue_copy); smaller ones with one INSERT.
 _COPY_MIN = 64
 
+#: Rows of a COPY sent at a time, so that the server stores a batch while the client builds the rest.
+_COPY_CHUNK = 500
+
 #: COPY's text format: backslash, tab, newline and carriage return are escaped.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -904,26 +907,32 @@ class PostgresBackend(Backend):
             for indexes, with_run_after in ((untimed, False), (timed, True)):
                 if not indexes:
                     continue
-                lines = []
-                for index in indexes:
-                    job = jobs[index]
-                    fields = [
-                        ids[index],
-                        _copy_text(job.queue),
-                        _copy_text(job.fingerprint or ""),
-                        _copy_text(payloads[index]),
-                        _copy_time(job.deadline),
-                        "\\N" if job.max_retries is None else str(job.max_retries),
-                    ]
-                    if with_run_after:
-                        fields.append(_copy_time(job.run_after))
-                    lines.append("\t".join(fields))
-                lines.append("")
                 columns = "id, queue, fingerprint, payload, deadline, max_retries" + (
                     ", run_after" if with_run_after else ""
                 )
                 with cur.copy(f"COPY neoq_jobs ({columns}) FROM STDIN") as copy:
-                    copy.write("\n".join(lines))
+                    lines = []
+                    for index in indexes:
+                        job = jobs[index]
+                        fields = [
+                            ids[index],
+                            _copy_text(job.queue),
+                            _copy_text(job.fingerprint or ""),
+                            _copy_text(payloads[index]),
+                            _copy_time(job.deadline),
+                            "\\N" if job.max_retries is None else str(job.max_retries),
+                        ]
+                        if with_run_after:
+                            fields.append(_copy_time(job.run_after))
+                        lines.append("\t".join(fields))
+                        if len(lines) == _COPY_CHUNK:
+                            # Sent as it is built: the server stores these rows while the next are made.
+                            lines.append("")
+                            copy.write("\n".join(lines))
+                            lines = []
+                    if lines:
+                        lines.append("")
+                        copy.write("\n".join(lines))
             conn.execute(QUERIES["notify_queues"], {"queues": queues, "channel": CHANNEL})
         return ids
 

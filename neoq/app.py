@@ -47,6 +47,14 @@ def _retention(value: timedelta | float | None, name: str) -> float | None:
     return None if value is None else setting_seconds(value, name)
 
 
+def _prepare_at(job: object, index: int) -> tuple[Job, str]:
+    """``prepare_job`` for the ``index``-th job of an ``enqueue_many`` batch; errors name the index."""
+    try:
+        return prepare_job(job)
+    except InvalidJobError as exc:
+        raise InvalidJobError(f"job {index}: {exc}") from None
+
+
 def _backend_from_url(url: str, options: dict[str, Any], clock: Clock) -> Backend:
     if not isinstance(url, str):
         raise ConfigurationError(f"url must be a str, not {type(url).__name__}")
@@ -213,15 +221,11 @@ class Neoq:
         self._check_open()
         if isinstance(jobs, (Job, str, bytes)) or not isinstance(jobs, Iterable):
             raise InvalidJobError("enqueue_many takes an iterable of neoq.Job")
-        prepared = []
-        for index, job in enumerate(jobs):
-            try:
-                prepared.append(prepare_job(job)[0])
-            except InvalidJobError as exc:
-                raise InvalidJobError(f"job {index}: {exc}") from None
-        if not prepared:
+        batch = jobs if isinstance(jobs, (list, tuple)) else list(jobs)
+        if not batch:
             return []
-        ids = self.backend.enqueue(prepared, connection=connection)
+        # The backend prepares each job (possibly while it stores the ones before it).
+        ids, prepared = self.backend.enqueue_prepared(batch, _prepare_at, connection=connection)
         if self._hooks:
             self._hooks.enqueued([replace(job, id=job_id) for job, job_id in zip(prepared, ids, strict=True)])
         return ids

@@ -73,6 +73,10 @@ class Outcome:
 #: Called by a backend with a job id when ``cancel_job`` targets a job claimed in this process.
 CancelCallback = Callable[[str], None]
 
+#: ``prepare(job, index)`` for ``Backend.enqueue_prepared``: the ``index``-th job of a batch
+#: validated (``neoq.job.prepare_job``) and its payload's JSON text; ``InvalidJobError`` names ``index``.
+PrepareJob = Callable[[object, int], tuple[Job, str]]
+
 
 class Backend(abc.ABC):
     """Base class of every neoq backend; subclass it to add a store.
@@ -131,6 +135,24 @@ class Backend(abc.ABC):
         ``connection``: a caller's store transaction to write through (PostgreSQL); backends
         that cannot do so raise ``ConfigurationError`` when it is not ``None``.
         """
+
+    def enqueue_prepared(
+        self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None
+    ) -> tuple[list[str], list[Job]]:
+        """Validate ``jobs`` with ``prepare`` and store them as ``enqueue`` does; return their ids and
+        the prepared jobs, both in order.
+
+        ``prepare(job, index)`` returns the job as ``enqueue`` takes it, with its payload's JSON
+        text, or raises ``InvalidJobError`` naming ``index``. The default prepares every job, then
+        calls ``enqueue``. A backend may override it to prepare each job as it writes it, so the
+        store works while the client prepares the rest; it must keep the rest of the contract: all
+        or nothing (a job ``prepare`` refuses, or a duplicate, leaves nothing stored, and
+        ``InvalidJobError`` names the first job refused), ids in order. ``enqueue_many`` calls it.
+        """
+        prepared = [prepare(job, index)[0] for index, job in enumerate(jobs)]
+        if not prepared:
+            return [], []
+        return self.enqueue(prepared, connection=connection), prepared
 
     # -- consuming -------------------------------------------------------------------------
 

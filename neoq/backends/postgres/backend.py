@@ -35,7 +35,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -66,7 +66,7 @@ from ...errors import (
 )
 from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus, setting_seconds
-from ..base import Backend, Claim, Outcome
+from ..base import Backend, Claim, Outcome, PrepareJob
 from .lease import LeaseEngine, LeaseToken
 from .migrations import migrate
 from .queries import QUERIES
@@ -178,6 +178,64 @@ def _copy_text(value: str) -> str:
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
         return value.translate(_COPY_ESCAPES)
     return value
+
+
+def _copy_json(text: str) -> str:
+    # JSON text never holds a raw tab, newline or carriage return (the encoder escapes them).
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
+#: A COPY row: the job's index in the batch, the prepared job, its payload's JSON text.
+_CopyRow = tuple[int, Job, str]
+
+
+#: COPY's NULL.
+_NULL = "\\N"
+
+
+def _in_batch(first: int, index: int, job: Job) -> DuplicateJobError:
+    return DuplicateJobError(f"jobs {first} and {index} of the batch have the same queue {job.queue!r} and fingerprint")
+
+
+def _check_batch(jobs: Sequence[Job]) -> None:
+    """Raise ``DuplicateJobError`` for the first job with the queue and fingerprint of an earlier one."""
+    seen: dict[tuple[str, str], int] = {}
+    for index, job in enumerate(jobs):
+        first = seen.setdefault((job.queue, job.fingerprint or ""), index)
+        if first != index:
+            raise _in_batch(first, index, job)
+
+
+def _duplicate_params(jobs: Sequence[Job]) -> dict[str, Any]:
+    """The parameters ``PostgresBackend._duplicate`` needs for ``jobs``."""
+    return {"queues": [job.queue for job in jobs], "fingerprints": [job.fingerprint or "" for job in jobs]}
+
+
+def _copy_groups(jobs: Sequence[Job], payloads: list[str]) -> list[tuple[bool, Iterable[_CopyRow]]]:
+    """The rows of prepared ``jobs`` for ``_enqueue_copy``: those without ``run_after``, then the others."""
+    timed = [index for index, job in enumerate(jobs) if job.run_after is not None]
+    untimed = [index for index, job in enumerate(jobs) if job.run_after is None] if timed else range(len(jobs))
+    return [
+        (with_run_after, [(index, jobs[index], payloads[index]) for index in indexes])
+        for indexes, with_run_after in ((untimed, False), (timed, True))
+        if indexes
+    ]
+
+
+class _Stream:
+    """A large batch prepared job by job while COPY sends it (``PostgresBackend.enqueue_prepared``)."""
+
+    __slots__ = ("error", "local", "prepared", "queues")
+
+    def __init__(self) -> None:
+        #: The jobs prepared so far, in order.
+        self.prepared: list[Job] = []
+        #: The batch's queues, known once every job is prepared.
+        self.queues: set[str] = set()
+        #: What ``_local_enqueue`` counted, for ``_local_undo``.
+        self.local: list[_QueueState] = []
+        #: The error the batch raised itself (invalid job, duplicate within the batch), if any.
+        self.error: NeoqError | None = None
 
 
 def _wire_text(value: object) -> bytes | None:
@@ -792,15 +850,86 @@ class PostgresBackend(Backend):
     def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
         if not jobs:
             return []
+        _check_batch(jobs)
+        return self._store(jobs, [_dumps(job.payload) for job in jobs], connection)
+
+    def enqueue_prepared(
+        self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None
+    ) -> tuple[list[str], list[Job]]:
+        """Prepare each job of a large batch as COPY sends it (``_enqueue_stream``), so the server
+        stores the rows sent while the client prepares the next; keep the JSON text ``prepare`` made.
+
+        Through a caller's connection, for a small batch, and for a batch that mixes jobs with
+        and without ``run_after`` (two COPYs, so rows do not go in batch order), every job is
+        prepared first, as the default does.
+        """
+        count = len(jobs)
+        if connection is None and count >= _COPY_MIN:
+            timed = sum(1 for job in jobs if isinstance(job, Job) and job.run_after is not None)
+            if timed == 0 or timed == count:
+                return self._enqueue_stream(jobs, prepare, with_run_after=timed == count)
+        pairs = [prepare(job, index) for index, job in enumerate(jobs)]
+        prepared = [job for job, _ in pairs]
+        if not prepared:
+            return [], []
+        _check_batch(prepared)
+        return self._store(prepared, [text for _, text in pairs], connection), prepared
+
+    def _enqueue_stream(
+        self, jobs: Sequence[object], prepare: PrepareJob, *, with_run_after: bool
+    ) -> tuple[list[str], list[Job]]:
+        """A large batch prepared while it is written: ``_enqueue_copy`` reads rows from ``_stream``."""
+        stream = _Stream()
+        rows = self._stream(jobs, prepare, stream)
+        try:
+            with self._aux("enqueueing jobs") as conn:
+                try:
+                    ids = self._enqueue_copy(conn, len(jobs), [(with_run_after, rows)], stream.queues)
+                except pg_errors.UniqueViolation:
+                    if stream.error is not None:
+                        # The server refused a row before the batch's own error ended the COPY:
+                        # report the batch's error, as if every job had been checked first.
+                        raise stream.error from None
+                    raise self._duplicate(conn, _duplicate_params(stream.prepared)) from None
+        except BaseException:
+            self._local_undo(stream.local)
+            raise
+        # Claims of this process need not wait for the notification's round trip.
+        self._signal(stream.queues)
+        return ids, stream.prepared
+
+    def _stream(self, jobs: Sequence[object], prepare: PrepareJob, stream: _Stream) -> Iterator[_CopyRow]:
+        """Prepare ``jobs`` one by one as COPY reads their rows; record what ``_Stream`` lists.
+
+        Errors keep the precedence of checking every job first: an invalid job is reported before
+        a duplicate within the batch, wherever each is. A duplicate's row is not sent (the server
+        would refuse it with an error that names no job); the jobs after it are only prepared.
+        Raising here ends the COPY, and its transaction rolls back.
+        """
         seen: dict[tuple[str, str], int] = {}
-        for index, job in enumerate(jobs):
-            key = (job.queue, job.fingerprint or "")
-            if key in seen:
-                raise DuplicateJobError(
-                    f"jobs {seen[key]} and {index} of the batch have the same queue {job.queue!r} and fingerprint"
-                )
-            seen[key] = index
-        payloads = [_dumps(job.payload) for job in jobs]
+        prepared = stream.prepared
+        duplicate: DuplicateJobError | None = None
+        try:
+            for index, item in enumerate(jobs):
+                job, text = prepare(item, index)
+                prepared.append(job)
+                first = seen.setdefault((job.queue, job.fingerprint or ""), index)
+                if first != index and duplicate is None:
+                    duplicate = _in_batch(first, index, job)
+                if duplicate is None:
+                    yield index, job, text
+        except NeoqError as exc:
+            stream.error = exc
+            raise
+        if duplicate is not None:
+            stream.error = duplicate
+            raise duplicate
+        stream.queues.update(queue for queue, _ in seen)
+        # Before the commit that sends the notification (see _local_enqueue).
+        stream.local = self._local_enqueue(stream.queues)
+
+    def _store(self, jobs: Sequence[Job], payloads: list[str], connection: Any) -> list[str]:
+        """Store prepared ``jobs`` (no duplicates among them) with their payloads' JSON text."""
         if connection is not None:
             return self._enqueue_through(connection, _batch_params(jobs, payloads))
         queues = {job.queue for job in jobs}
@@ -811,7 +940,7 @@ class PostgresBackend(Backend):
                     if len(jobs) == 1:
                         ids = [self._enqueue_one(conn, jobs[0], payloads[0])]
                     elif len(jobs) >= _COPY_MIN:
-                        ids = self._enqueue_copy(conn, jobs, payloads)
+                        ids = self._enqueue_copy(conn, len(jobs), _copy_groups(jobs, payloads), queues)
                     else:
                         params = _batch_params(jobs, payloads)
                         ids = [str(row[0]) for row in conn.execute(QUERIES["enqueue"], params).fetchall()]
@@ -890,50 +1019,47 @@ class PostgresBackend(Backend):
         assert value is not None
         return str(int.from_bytes(value, "big", signed=True))
 
-    def _enqueue_copy(self, conn: Conn, jobs: Sequence[Job], payloads: list[str]) -> list[str]:
-        """A large batch: ids reserved in one statement, rows written with COPY, in one transaction.
+    def _enqueue_copy(
+        self, conn: Conn, count: int, groups: Iterable[tuple[bool, Iterable[_CopyRow]]], queues: set[str]
+    ) -> list[str]:
+        """A large batch: ``count`` ids reserved in one statement, rows written with COPY, in one
+        transaction; return the ids in batch order.
 
-        Jobs without ``run_after`` get the column's default, the transaction's ``now()`` (as the
-        INSERT's ``coalesce(run_after, now())``): they go in a COPY that leaves the column out.
+        ``groups``: one COPY each, whether its rows have a ``run_after``, and its rows. Rows may
+        be made as they are read (``_stream``): each chunk goes out as soon as it is built, so the
+        server stores it while the client makes the next. ``queues`` are notified once every row
+        is written. Jobs without ``run_after`` get the column's default, the transaction's
+        ``now()`` (as the INSERT's ``coalesce(run_after, now())``): their COPY leaves it out.
         """
-        queues = sorted({job.queue for job in jobs})
         with conn.transaction():
-            row = conn.execute(QUERIES["reserve_ids"], {"n": len(jobs)}).fetchone()
+            row = conn.execute(QUERIES["reserve_ids"], {"n": count}).fetchone()
             assert row is not None and row[0] is not None
             ids: list[str] = row[0].split(",")
-            timed = [index for index, job in enumerate(jobs) if job.run_after is not None]
-            untimed = [index for index, job in enumerate(jobs) if job.run_after is None] if timed else range(len(jobs))
             cur = conn.cursor()
-            for indexes, with_run_after in ((untimed, False), (timed, True)):
-                if not indexes:
-                    continue
+            for with_run_after, rows in groups:
                 columns = "id, queue, fingerprint, payload, deadline, max_retries" + (
                     ", run_after" if with_run_after else ""
                 )
                 with cur.copy(f"COPY neoq_jobs ({columns}) FROM STDIN") as copy:
                     lines = []
-                    for index in indexes:
-                        job = jobs[index]
-                        fields = [
-                            ids[index],
-                            _copy_text(job.queue),
-                            _copy_text(job.fingerprint or ""),
-                            _copy_text(payloads[index]),
-                            _copy_time(job.deadline),
-                            "\\N" if job.max_retries is None else str(job.max_retries),
-                        ]
+                    for index, job, payload in rows:
+                        deadline, max_retries = job.deadline, job.max_retries
+                        line = (
+                            f"{ids[index]}\t{_copy_text(job.queue)}\t{_copy_text(job.fingerprint or '')}\t"
+                            f"{_copy_json(payload)}\t{_NULL if deadline is None else deadline.isoformat()}\t"
+                            f"{_NULL if max_retries is None else max_retries}"
+                        )
                         if with_run_after:
-                            fields.append(_copy_time(job.run_after))
-                        lines.append("\t".join(fields))
+                            line = f"{line}\t{_copy_time(job.run_after)}"
+                        lines.append(line)
                         if len(lines) == _COPY_CHUNK:
-                            # Sent as it is built: the server stores these rows while the next are made.
                             lines.append("")
                             copy.write("\n".join(lines))
                             lines = []
                     if lines:
                         lines.append("")
                         copy.write("\n".join(lines))
-            conn.execute(QUERIES["notify_queues"], {"queues": queues, "channel": CHANNEL})
+            conn.execute(QUERIES["notify_queues"], {"queues": sorted(queues), "channel": CHANNEL})
         return ids
 
     def _enqueue_through(self, connection: Any, params: dict[str, Any]) -> list[str]:

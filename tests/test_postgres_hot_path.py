@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -77,22 +78,79 @@ def test_one_job_enqueues_and_claims_survive_deallocated_statements(
             assert job is not None and job.status is JobStatus.PROCESSED and job.attempts == 1
 
 
-def test_a_running_job_sees_its_counted_attempt(pg_clean: str) -> None:
-    with neoq.new(pg_clean) as nq:
+def test_a_running_attempt_is_seen_by_other_sessions_and_counted_with_its_outcome(pg_clean: str) -> None:
+    with neoq.new(pg_clean) as nq, neoq.new(pg_clean) as other:
         job_id = nq.enqueue(Job(queue="hot-attempt", payload={}))
-        counted: list[tuple[int, int]] = []
+        seen: list[tuple[int, int]] = []
+
+        def handler(job: Job) -> None:
+            running = other.get_job(job.id or "")
+            assert running is not None and running.status is JobStatus.NEW
+            seen.append((job.attempts, running.attempts))
+
+        nq.handler("hot-attempt")(handler)
+        nq.drain()
+        assert seen == [(1, 1)]  # another client sees the running attempt
+        job = nq.get_job(job_id)
+        assert job is not None and job.status is JobStatus.PROCESSED and job.attempts == 1
+        with psycopg.connect(pg_clean, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT a.xmin = j.xmin FROM neoq_attempts a JOIN neoq_jobs j ON j.id = a.job_id WHERE j.id = %s",
+                [int(job_id)],
+            ).fetchone()
+        assert row == (True,)  # the count was written by the settle's transaction: no transaction of its own
+
+
+def _lose_an_attempt(url: str, job_id: str, *, commit: bool = False) -> None:
+    """Lock the job's row as a claim does, then end that session without a settle (or commit)."""
+    holder = psycopg.connect(url)
+    try:
+        holder.execute("SELECT id FROM neoq_jobs WHERE id = %s FOR UPDATE", [int(job_id)])
+        if commit:
+            holder.commit()
+            return
+        with psycopg.connect(url, autocommit=True) as admin:
+            pid = holder.info.backend_pid
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+            deadline = time.monotonic() + 10
+            while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() != (0,):
+                assert time.monotonic() < deadline, "the terminated session did not go away"
+                time.sleep(0.01)
+    finally:
+        holder.close()
+
+
+def test_an_attempt_whose_session_ended_without_a_settle_is_counted_by_the_next_claim(pg_clean: str) -> None:
+    with neoq.new(pg_clean) as nq:
+        job_id = nq.enqueue(Job(queue="hot-lost", payload={}, max_retries=5))
+        _lose_an_attempt(pg_clean, job_id)
+        assert nq.get_job(job_id).attempts == 1  # type: ignore[union-attr]
+        seen: list[tuple[int, int]] = []
 
         def handler(job: Job) -> None:
             with psycopg.connect(pg_clean, autocommit=True) as other:
                 row = other.execute(
                     "SELECT attempts FROM neoq_attempts WHERE job_id = %s", [int(job.id or 0)]
                 ).fetchone()
-            counted.append((job.attempts, row[0] if row else 0))
+            seen.append((job.attempts, row[0] if row else 0))
 
-        nq.handler("hot-attempt")(handler)
+        nq.handler("hot-lost")(handler)
         nq.drain()
-        assert counted == [(1, 1)]  # committed, visible to another session, before the handler ran
-        assert nq.get_job(job_id).status is JobStatus.PROCESSED  # type: ignore[union-attr]
+        # The lost attempt was committed before the handler ran (it survives this one dying too).
+        assert seen == [(2, 1)]
+        job = nq.get_job(job_id)
+        assert job is not None and job.status is JobStatus.PROCESSED and job.attempts == 2
+
+
+def test_a_lock_of_a_waiting_job_that_was_committed_is_not_an_attempt(pg_clean: str) -> None:
+    with neoq.new(pg_clean) as nq:
+        job_id = nq.enqueue(Job(queue="hot-locked", payload={}))
+        _lose_an_attempt(pg_clean, job_id, commit=True)
+        assert nq.get_job(job_id).attempts == 0  # type: ignore[union-attr]
+        seen: list[int] = []
+        nq.handler("hot-locked")(lambda job: seen.append(job.attempts))
+        nq.drain()
+        assert seen == [1] and nq.get_job(job_id).attempts == 1  # type: ignore[union-attr]
 
 
 def test_a_claim_counts_on_from_the_attempts_it_read(pg_clean: str) -> None:
@@ -148,8 +206,9 @@ CREATE TRIGGER hot_fail_counter BEFORE INSERT OR UPDATE ON neoq_attempts
 
 @pytest.mark.parametrize("failures", [1, 2])
 def test_a_failed_attempt_counter_is_never_lost_silently(pg_clean: str, failures: int) -> None:
-    # The counter is sent before the handler and read before the settle. A counter that failed is
-    # written again; if that fails too, the attempt's writes are rolled back and it runs again.
+    # A claim that finds an attempt lost counts it on a second connection: sent before the
+    # handler, read before the settle. A counter that failed is written again; if that fails
+    # too, the attempt's writes are rolled back and it runs again.
     with psycopg.connect(pg_clean, autocommit=True) as conn:
         conn.execute("DROP SEQUENCE IF EXISTS hot_counter_failures")
         conn.execute(_FAILING_COUNTER.replace("%(failures)s", str(failures)))
@@ -158,6 +217,7 @@ def test_a_failed_attempt_counter_is_never_lost_silently(pg_clean: str, failures
     try:
         with neoq.new(pg_clean) as nq:
             job_id = nq.enqueue(Job(queue="hot-counter", payload={}))
+            _lose_an_attempt(pg_clean, job_id)
             runs: list[int] = []
 
             def handler(job: Job) -> None:
@@ -177,9 +237,11 @@ def test_a_failed_attempt_counter_is_never_lost_silently(pg_clean: str, failures
         assert job is not None and job.status is JobStatus.PROCESSED
         assert effects == [(int(job_id),)]  # committed once
         if failures == 1:
-            assert runs == [1] and job.attempts == 1  # counted again, in time for the settle
+            assert runs == [2] and job.attempts == 2  # counted again, in time for the settle
         else:
-            assert runs == [1, 1] and job.attempts == 1  # the first run was undone, not counted
+            # The first run was undone and left its own trace, which the second claim counted
+            # (the lost attempt before it was not: its counter failed twice).
+            assert runs == [2, 2] and job.attempts == 2
     finally:
         with psycopg.connect(pg_clean, autocommit=True) as conn:
             conn.execute("DROP TRIGGER IF EXISTS hot_fail_counter ON neoq_attempts")

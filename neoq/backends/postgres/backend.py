@@ -10,11 +10,13 @@ How it works, in one screen:
   ``Claim.transaction``; a failure rolls back to the savepoint before recording the outcome. A
   processed attempt's settle and the next claim of its claim loop share one round trip and the
   connection (``_settle_then_claim``).
-- **Attempts survive crashes.** The attempt counter lives in ``neoq_attempts`` and is written in
-  a transaction of its own, on a second (autocommit) connection, sent before the handler runs:
-  the job row itself is locked by the claim, and a counter written inside the claim's
-  transaction would vanish with a crash. Its result is read before the settle, so the handler
-  does not wait for it; the claim read the count so far (``_send_count``).
+- **Attempts survive crashes.** The attempt counter lives in ``neoq_attempts``. The settle adds
+  the attempt there, in the claim's transaction, with its outcome. An attempt that ends without a
+  settle (its worker died, its session was ended) leaves a trace instead: the claim's lock wrote
+  the claiming transaction's id into the row's xmax, and only a settle replaces that row version.
+  The next claim reads the trace (``lost``) and commits the missed attempt in a transaction of
+  its own, on a second (autocommit) connection, before its handler runs, so a job that kills
+  every worker still ends FAILED (``_take``, ``_send_count``; migration 0003).
 - **Wake-ups.** One LISTEN connection per client, on one channel for all queues; the payload is
   ``q:<queue>`` (jobs to look at) or ``c:<job id>`` (cancel that running job). Enqueues notify
   inside their transaction, so nothing wakes before the commit. Blocked claims wait on a
@@ -480,6 +482,7 @@ class _Held:
         "interrupted",
         "job_id",
         "lock",
+        "lost",
         "more",
         "ran_at",
         "released",
@@ -497,6 +500,8 @@ class _Held:
         #: The attempt number the claim read (attempts so far + 1), and when the attempt started.
         self.attempts = 0
         self.ran_at: datetime | None = None
+        #: Whether the claim saw an earlier attempt that ended without a settle (counted apart).
+        self.lost = False
         #: Whether the claim saw more due jobs of its queue (claim_probe), so wakes one more loop.
         self.more = True
         self.lock = threading.Lock()
@@ -1209,12 +1214,16 @@ class PostgresBackend(Backend):
                 return (None, False)
 
     def _take(self, pools: _Pools, conn: Conn, row: tuple[Any, ...], probe_started: float) -> Claim | None:
-        """Make a claim of the job ``row`` locked on ``conn``, its attempt counter sent; None when
-        a cancellation was waiting for it (it is then stored CANCELLED and ``conn`` returned)."""
+        """Make a claim of the job ``row`` locked on ``conn``; None when a cancellation was waiting
+        for it (it is then stored CANCELLED and ``conn`` returned). An earlier attempt that the
+        claim found lost is counted first (``_send_count``); this one is counted by its settle."""
         job_id = str(row[0])
         held = _Held(conn, job_id, probe_started)
-        if len(row) > 13:
-            held.more = bool(row[13])
+        lost = held.lost = bool(row[13])
+        held.ran_at = row[12]
+        held.attempts = int(row[11]) + lost + 1
+        if len(row) > 14:
+            held.more = bool(row[14])
         with self._lock:
             # Registered before anything else, so a cancellation arriving from now on finds it.
             # One that arrived while the claim query ran may have missed its snapshot.
@@ -1225,14 +1234,15 @@ class PostgresBackend(Backend):
             # Cancelled while it waited for this claim: record it and never run it.
             self._settle_unrun(held, _claimed_job(row, job_id, 0, None))
             return None
-        try:
-            self._send_count(pools, held, row)
-        except BaseException:
-            # Without a counted attempt the job must not run: end the claim (it is due again).
-            self._forget(held)
-            _close_quietly(conn)
-            self._putconn(pools, conn)
-            raise
+        if lost:
+            try:
+                self._send_count(pools, held)
+            except BaseException:
+                # Without the lost attempt counted the job must not run: end the claim (it is due again).
+                self._forget(held)
+                _close_quietly(conn)
+                self._putconn(pools, conn)
+                raise
         return Claim(_claimed_job(row, job_id, held.attempts, held.ran_at), transaction=conn, token=held)
 
     def _idle(self, conn: Conn, queue: str) -> tuple[float | None, bool]:
@@ -1267,28 +1277,25 @@ class PostgresBackend(Backend):
             results = _exchange(conn, commands)
         return _load_row(conn, results[1])
 
-    def _send_count(self, pools: _Pools, held: _Held, row: tuple[Any, ...]) -> None:
-        """Send the attempt counter on a second connection before the handler runs; read it later.
+    def _send_count(self, pools: _Pools, held: _Held) -> None:
+        """Count the lost attempt the claim saw, on a second connection, before the handler runs.
 
-        The counter is its own transaction on a connection of its own, so it is committed
-        whatever becomes of the worker: once its bytes are on the socket (flushed here, before
-        the handler starts), the server runs and commits it even if this process is SIGKILLed
-        the next instant. Its result is read only before the attempt is settled
+        The attempt this claim runs is counted by its settle, in the claim's transaction; an
+        earlier one that ended without a settle cannot be: if this attempt died too, a count
+        written in its transaction would vanish with it, and the trace this claim's lock
+        replaced would be gone, so a job that kills every worker would never run out of
+        attempts. So it is counted in a transaction of its own on a connection of its own,
+        committed whatever becomes of this worker: once its bytes are on the socket (flushed
+        here, before the handler starts), the server runs and commits it even if this process
+        is SIGKILLed the next instant. Its result is read only before the attempt is settled
         (``_collect_count``), so the handler does not wait for that round trip.
 
-        The count is known without it: the claim's row lock makes this claim the only one
-        counting the job, so the claim read the attempts so far, and this is one more. (A worker
-        killed within the fraction of a millisecond between its claim and its counter's commit
-        may leave the next claim reading one attempt short; the count stored is right.)
-
         Committed with synchronous_commit off: it has to survive the *worker* dying, which it does
-        once the server has it (the WAL is flushed within a fraction of a second, with or without
-        our process). Only a crash of the server itself could lose it, and that also rolls back
-        every running claim, so a job would at worst be counted one attempt short; in exchange
-        each job saves an fsync.
+        once the server has it. Only a crash of the server itself could lose it, and that also
+        rolls back every running claim, so a job would at worst be counted one attempt short.
         """
-        held.attempts = int(row[11]) + 1
-        ran_at = held.ran_at = row[12]
+        ran_at = held.ran_at
+        assert ran_at is not None
         conn = pools.counters.get()
         hot = self._hot
         try:
@@ -1335,13 +1342,13 @@ class PostgresBackend(Backend):
                 _close_quietly(conn)
             else:
                 pools.counters.put(conn)
-        if counted != held.attempts:
+        if counted + 1 != held.attempts:
             logger.warning(
                 "neoq: job %s ran as attempt %d but is at attempt %d: an attempt of a worker that died "
                 "holding it was counted after this claim read the count",
                 held.job_id,
                 held.attempts,
-                counted,
+                counted + 1,
             )
 
     def _count_attempt(self, held: _Held) -> int:
@@ -1371,7 +1378,9 @@ class PostgresBackend(Backend):
         self._forget(held)
         try:
             with conn.pipeline():
-                conn.execute(QUERIES["settle"], self._settle_params(job, Outcome(JobStatus.CANCELLED, job.error)))
+                # Never started: not an attempt; an earlier one the claim saw lost is counted here.
+                params = self._settle_params(job, Outcome(JobStatus.CANCELLED, job.error), held, counted=int(held.lost))
+                conn.execute(QUERIES["settle"], params)
                 conn.commit()
         except psycopg.Error as exc:
             _close_quietly(conn)
@@ -1419,10 +1428,12 @@ class PostgresBackend(Backend):
                 del self._claims[held.job_id]
             self._cancel_seen.pop(held.job_id, None)
 
-    def _settle_params(self, job: Job, outcome: Outcome) -> dict[str, Any]:
+    def _settle_params(self, job: Job, outcome: Outcome, held: _Held, counted: int = 1) -> dict[str, Any]:
         status = outcome.status
         return {
             "id": int(job.id or 0),
+            "counted": counted,
+            "ran_at": held.ran_at,
             "status": status.value,
             "error": None if status is JobStatus.PROCESSED else outcome.error,
             "run_after": outcome.run_after if status is JobStatus.NEW else None,
@@ -1491,7 +1502,7 @@ class PostgresBackend(Backend):
                     return None
                 generation = state.generation
                 probe_started = time.monotonic()
-                row = self._settle_and_claim(conn, claim.job, queue)
+                row = self._settle_and_claim(conn, held, claim.job, queue)
                 if row is None:
                     if conn.info.transaction_status == pq.TransactionStatus.INTRANS:
                         try:
@@ -1517,7 +1528,7 @@ class PostgresBackend(Backend):
                 elif held.interrupted:
                     self._close_under_handler(held)
 
-    def _settle_and_claim(self, conn: Conn, job: Job, queue: str) -> tuple[Any, ...] | None:
+    def _settle_and_claim(self, conn: Conn, held: _Held, job: Job, queue: str) -> tuple[Any, ...] | None:
         """The exchange of ``_settle_then_claim``: the claim's row, or None when the claim failed.
 
         Raises ``BackendError`` when the outcome was not stored.
@@ -1526,7 +1537,7 @@ class PostgresBackend(Backend):
         encoding = conn.info.encoding
         settle: tuple[_Command, ...] = (
             (_RELEASE_SAVEPOINT_B, None, False),
-            self._processed(job),
+            self._processed(job, held),
             (_COMMIT, None, False),
         )
         claim: tuple[_Command, ...] = (
@@ -1561,24 +1572,29 @@ class PostgresBackend(Backend):
                 return None
         return _load_row(conn, claimed[1])
 
-    def _processed(self, job: Job) -> _Command:
-        """The statement that stores PROCESSED for ``job``: the short one, unless a cancellation
-        request for it reached this process (the full settle removes the request)."""
+    def _processed(self, job: Job, held: _Held) -> _Command:
+        """The statement that stores PROCESSED for ``job`` and counts its attempt: the short one,
+        unless a cancellation request for it reached this process (the full settle removes the
+        request)."""
         hot = self._hot
         job_id = job.id or "0"
         if job_id in self._cancel_seen:
-            return (hot.settle, (job_id.encode(), _PROCESSED_B, None, None, None, _CHANNEL_B), hot.prepared)
-        return (hot.settle_processed, (job_id.encode(),), hot.prepared)
+            params = self._settle_params(job, Outcome(JobStatus.PROCESSED), held)
+            return (hot.settle, tuple(_wire_text(params[name]) for name in _PREPARED["settle"][2]), hot.prepared)
+        ran_at = held.ran_at
+        assert ran_at is not None
+        return (hot.settle_processed, (job_id.encode(), ran_at.isoformat().encode()), hot.prepared)
 
     def _write_outcome(self, held: _Held, job: Job, outcome: Outcome) -> None:
         conn = held.conn
-        params = self._settle_params(job, outcome)
+        params = self._settle_params(job, outcome, held)
         doing = f"settling job {job.id} as {outcome.status.value}"
         try:
             if conn.closed:
                 raise BackendConnectionError(f"the connection of job {job.id} was closed before it was settled")
             status = conn.info.transaction_status
             if status == pq.TransactionStatus.IDLE:
+                self._count_unsettled(conn, job, held)
                 raise BackendError(
                     f"job {job.id}'s transaction was ended by its handler (handlers must not commit or roll back "
                     "job_context().transaction); the outcome is lost and the job will run again"
@@ -1596,7 +1612,7 @@ class PostgresBackend(Backend):
                 # claim whose index scan passes it has to look up: claims under concurrency slowed down.
                 commands: tuple[_Command, ...] = (
                     (_RELEASE_SAVEPOINT_B, None, False),
-                    self._processed(job),
+                    self._processed(job, held),
                     (_COMMIT, None, False),
                 )
                 _exchange(conn, commands)
@@ -1627,6 +1643,18 @@ class PostgresBackend(Backend):
                 if not conn.closed:
                     conn.rollback()
             raise
+
+    def _count_unsettled(self, conn: Conn, job: Job, held: _Held) -> None:
+        """Count the attempt of a handler that ended the claim's transaction itself: no settle will."""
+        try:
+            conn.execute(QUERIES["count_unsettled"], {"id": int(job.id or 0), "ran_at": held.ran_at})
+            conn.commit()
+        except psycopg.Error as exc:
+            logger.warning(
+                "neoq: the attempt of job %s could not be counted: %s", job.id, self._scrub(str(exc).strip())
+            )
+            with suppress(psycopg.Error):
+                conn.rollback()
 
     def _write_outcome_from_outside(self, held: _Held, params: dict[str, Any]) -> None:
         """Undo the handler's writes, store the outcome, commit and close, under one hold of the lock.

@@ -6,30 +6,13 @@
 
 -- name: claim
 -- Lock the next due job of a queue; no row when none is due (claim_idle then says more).
--- A claimed job comes with its attempts so far (the row lock makes them this claim's to count:
--- see backend._send_count) and the moment of the claim, which becomes the attempt's ran_at.
+-- A claimed job comes with its attempts so far (the row lock makes them this claim's to count),
+-- the moment of the claim, which becomes the attempt's ran_at, and ``lost``: whether an earlier
+-- claim of it ended without a settle (its transaction id is still the row's xmax, read before
+-- this claim's lock replaces it; see migration 0003 and backend._take).
 WITH job AS (
     SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
-           j.error, j.created_at
-    FROM neoq_jobs j
-    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
-    ORDER BY j.run_after, j.id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-)
-SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
-       job.retries, job.error, job.created_at,
-       EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
-       coalesce((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = job.id), 0) AS attempts,
-       clock_timestamp() AS claimed_at
-FROM job;
-
--- name: claim_probe
--- The claim of a claim loop that was waiting: also says whether more jobs are due (held by
--- others or not), so that it wakes one more waiting loop only then.
-WITH job AS (
-    SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
-           j.error, j.created_at
+           j.error, j.created_at, j.xmax AS locker
     FROM neoq_jobs j
     WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
     ORDER BY j.run_after, j.id
@@ -41,6 +24,27 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
        EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
        coalesce((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = job.id), 0) AS attempts,
        clock_timestamp() AS claimed_at,
+       coalesce(neoq_locker_status(job.locker, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost
+FROM job;
+
+-- name: claim_probe
+-- The claim of a claim loop that was waiting: also says whether more jobs are due (held by
+-- others or not), so that it wakes one more waiting loop only then.
+WITH job AS (
+    SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
+           j.error, j.created_at, j.xmax AS locker
+    FROM neoq_jobs j
+    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
+    ORDER BY j.run_after, j.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
+       job.retries, job.error, job.created_at,
+       EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
+       coalesce((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = job.id), 0) AS attempts,
+       clock_timestamp() AS claimed_at,
+       coalesce(neoq_locker_status(job.locker, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost,
        EXISTS (SELECT 1 FROM neoq_jobs b
                WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now() AND b.id <> job.id
                ORDER BY b.run_after LIMIT 1) AS more
@@ -58,17 +62,35 @@ SELECT (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
                ORDER BY b.run_after LIMIT 1) AS busy;
 
 -- name: count_attempt
--- Runs on a second connection, in a transaction of its own, sent before the handler starts (see
--- backend._send_count); returns the count, which the claim read as attempts + 1.
+-- Counts an attempt that ended without a settle (the claim saw it: ``lost``). Runs on a second
+-- connection, in a transaction of its own, sent before the handler starts, so it is committed
+-- even if this attempt dies too (see backend._send_count); returns the count.
 INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at)
 VALUES (%(id)s, 1, %(ran_at)s::timestamptz)
 ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at
 RETURNING a.attempts;
 
+-- name: count_unsettled
+-- An attempt whose handler ended the claim's transaction itself, so no settle can count it:
+-- counted here, in a transaction of its own, unless the row still shows the rolled-back lock
+-- (the next claim counts that one as lost).
+INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at)
+SELECT j.id, 1, %(ran_at)s::timestamptz
+FROM neoq_jobs j
+WHERE j.id = %(id)s
+  AND coalesce(neoq_locker_status(j.xmax, pg_current_xact_id()::text::bigint), '') <> 'aborted'
+ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at;
+
 -- name: settle
--- Store an attempt's outcome in the claim's transaction. A cancellation request that arrived
--- while the job ran turns a retry (or a put-back at shutdown) into CANCELLED.
-WITH cancel AS (
+-- Store an attempt's outcome in the claim's transaction, and add ``counted`` to its attempts
+-- (1; for a job cancelled before it started, 0, or 1 for an earlier attempt the claim saw lost).
+-- A cancellation request that arrived while the job ran turns a retry (or a put-back at
+-- shutdown) into CANCELLED.
+WITH counted AS (
+    INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at)
+    SELECT %(id)s::bigint, %(counted)s::integer, %(ran_at)s::timestamptz WHERE %(counted)s::integer > 0
+    ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + excluded.attempts, ran_at = excluded.ran_at
+), cancel AS (
     DELETE FROM neoq_cancellations WHERE job_id = %(id)s RETURNING job_id
 ), outcome AS (
     SELECT CASE WHEN %(status)s::text = 'new' AND EXISTS (SELECT 1 FROM cancel) THEN 'cancelled'
@@ -85,7 +107,11 @@ WHERE j.id = %(id)s
 RETURNING j.status, CASE WHEN j.status = 'new' THEN pg_notify(%(channel)s, 'q:' || j.queue) IS NULL END;
 
 -- name: settle_processed
--- A processed attempt whose holder saw no cancellation request (settle removes one).
+-- A processed attempt whose holder saw no cancellation request (settle removes one), counted.
+WITH counted AS (
+    INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at) VALUES (%(id)s, 1, %(ran_at)s::timestamptz)
+    ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at
+)
 UPDATE neoq_jobs SET status = 'processed', error = NULL, finished_at = now() WHERE id = %(id)s;
 
 -- name: enqueue
@@ -132,14 +158,21 @@ ORDER BY t.ord
 LIMIT 1;
 
 -- name: get_job
+-- attempts: the counted ones, and the one a waiting job's lock holder runs or lost (migration 0003).
 SELECT j.id, j.queue, j.fingerprint, j.payload, j.status, j.run_after, j.deadline, j.max_retries, j.retries,
-       coalesce(a.attempts, 0), j.error, j.created_at, a.ran_at
+       coalesce(a.attempts, 0)
+       + (j.status = 'new' AND coalesce(neoq_locker_status(j.xmax, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+                                        IN ('in progress', 'aborted'), false))::integer,
+       j.error, j.created_at, a.ran_at
 FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id
 WHERE j.id = %(id)s;
 
 -- name: list_jobs
 SELECT j.id, j.queue, j.fingerprint, j.payload, j.status, j.run_after, j.deadline, j.max_retries, j.retries,
-       coalesce(a.attempts, 0), j.error, j.created_at, a.ran_at
+       coalesce(a.attempts, 0)
+       + (j.status = 'new' AND coalesce(neoq_locker_status(j.xmax, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+                                        IN ('in progress', 'aborted'), false))::integer,
+       j.error, j.created_at, a.ran_at
 FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id
 WHERE (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
   AND (%(status)s::text IS NULL OR j.status = %(status)s::text)

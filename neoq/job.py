@@ -6,13 +6,20 @@ import enum
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 from .defaults import MAX_PAYLOAD_DEPTH, MAX_QUEUE_NAME_LENGTH
 from .errors import ConfigurationError, InvalidJobError
+
+try:
+    from _json import encode_basestring as _c_encode_basestring
+    from _json import make_encoder as _c_make_encoder
+except ImportError:  # pragma: no cover - no C accelerator (PyPy): JSONEncoder.encode only
+    _c_make_encoder = None  # type: ignore[assignment, misc]
 
 __all__ = [
     "Job",
@@ -40,7 +47,12 @@ class JobStatus(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True, kw_only=True)
+#: ``Job``'s default payload: the constructor gives each job a fresh ``{}`` in its place.
+_NO_PAYLOAD: Mapping[str, Any] = MappingProxyType({})
+
+
+# init=False: the class writes its own __init__ (below), with the signature the dataclass would make.
+@dataclass(frozen=True, kw_only=True, init=False)
 class Job:
     """A unit of work: a JSON payload for the handler of a queue.
 
@@ -75,6 +87,42 @@ class Job:
     #: Set by the backend: when the latest attempt started (aware UTC).
     ran_at: datetime | None = None
 
+    def __init__(
+        self,
+        *,
+        queue: str,
+        payload: Mapping[str, Any] = _NO_PAYLOAD,
+        run_after: datetime | None = None,
+        deadline: datetime | None = None,
+        max_retries: int | None = None,
+        fingerprint: str | None = None,
+        id: str | None = None,  # noqa: A002 - the field's name
+        status: JobStatus = JobStatus.NEW,
+        retries: int = 0,
+        attempts: int = 0,
+        error: str | None = None,
+        created_at: datetime | None = None,
+        ran_at: datetime | None = None,
+    ) -> None:
+        # What the dataclass's __init__ does at half its cost: it sets each field through
+        # object.__setattr__ (the class is frozen); this fills the instance dict in one update.
+        # A subclass declared a dataclass gets a generated __init__ of its own, as before.
+        self.__dict__.update(
+            queue=queue,
+            payload={} if payload is _NO_PAYLOAD else payload,
+            run_after=run_after,
+            deadline=deadline,
+            max_retries=max_retries,
+            fingerprint=fingerprint,
+            id=id,
+            status=status,
+            retries=retries,
+            attempts=attempts,
+            error=error,
+            created_at=created_at,
+            ran_at=ran_at,
+        )
+
 
 def to_seconds(value: timedelta | float | int, name: str) -> float:
     """Return ``value`` (a ``timedelta`` or a number of seconds) as float seconds.
@@ -93,6 +141,15 @@ def to_seconds(value: timedelta | float | int, name: str) -> float:
 # Built once: json.dumps() with any option builds a new encoder per call, a third of its cost here.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+#: ``_COMPACT``'s C encoder built once (``JSONEncoder.encode`` builds one per call, most of its
+#: cost for a small payload), for flat payloads only (see ``_is_flat``): they hold no container,
+#: so the encoder needs no cycle check. ``None`` where the C accelerator is missing.
+_FLAT_ENCODE: Callable[[object, int], Sequence[str]] | None = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(None, _COMPACT.default, _c_encode_basestring, None, ":", ",", False, False, False)
+)
 
 
 def canonical_json(payload: Mapping[str, Any]) -> str:
@@ -225,7 +282,7 @@ def _encode_payload(payload: object) -> tuple[str, bool]:
     if not flat:
         _check_structure(payload)
     try:
-        text = _COMPACT.encode(payload)
+        text = "".join(_FLAT_ENCODE(payload, 0)) if flat and _FLAT_ENCODE is not None else _COMPACT.encode(payload)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidJobError(f"payload is not JSON-serialisable: {exc}") from None
     if not text.isascii():
@@ -234,11 +291,8 @@ def _encode_payload(payload: object) -> tuple[str, bool]:
 
 
 def _fingerprint_text(queue: str, canonical: str) -> str:
-    digest = hashlib.sha256()
-    digest.update(queue.encode("utf-8"))
-    digest.update(b"\x00")
-    digest.update(canonical.encode("ascii"))
-    return digest.hexdigest()
+    # canonical is ASCII: its UTF-8 bytes are its ASCII bytes. One call: cheaper than three updates.
+    return hashlib.sha256(f"{queue}\x00{canonical}".encode()).hexdigest()
 
 
 def prepare_job(job: object) -> tuple[Job, str]:
@@ -271,10 +325,12 @@ def prepare_job(job: object) -> tuple[Job, str]:
             fp = fingerprint(job.queue, payload)
     elif not isinstance(fp, str) or not fp or len(fp) > 256:
         raise InvalidJobError("fingerprint must be a non-empty str of at most 256 characters, or None")
-    fields: dict[str, Any] = {
+    state: dict[str, Any] = {
+        "queue": job.queue,
         "payload": payload,
         "run_after": run_after,
         "deadline": deadline,
+        "max_retries": max_retries,
         "fingerprint": fp,
         "id": None,
         "status": JobStatus.NEW,
@@ -285,10 +341,10 @@ def prepare_job(job: object) -> tuple[Job, str]:
         "ran_at": None,
     }
     if type(job) is not Job:
-        return evolve(job, **fields), text  # a subclass keeps its own fields
+        return evolve(job, **state), text  # a subclass keeps its own fields
     # The common case skips dataclass machinery: every field is set here.
     prepared = object.__new__(Job)
-    prepared.__dict__.update(queue=job.queue, max_retries=max_retries, **fields)
+    prepared.__dict__.update(state)
     return prepared, text
 
 

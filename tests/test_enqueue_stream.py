@@ -4,6 +4,9 @@ before it (``PostgresBackend.enqueue_prepared``); every guarantee of preparing f
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -167,3 +170,69 @@ def test_the_memory_backend_and_user_backends_keep_working_through_the_default()
         assert backend.calls == [N + 1, N]
         assert [event.job.id for event in events] == ids
         assert [nq.get_job(job_id).payload["i"] for job_id in ids] == list(range(N))  # type: ignore[union-attr]
+
+
+# -- the cheaper Job() and prepare_job behave as before ----------------------------------------
+
+
+def test_job_init_has_the_dataclass_signature_and_behaviour() -> None:
+    params = inspect.signature(Job).parameters
+    fields = dataclasses.fields(Job)
+    assert list(params) == [f.name for f in fields]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            assert params[f.name].default == f.default, f.name
+    assert params["queue"].default is inspect.Parameter.empty
+    assert fields[1].name == "payload" and fields[1].default_factory is dict
+    first, second = Job(queue="q"), Job(queue="q")
+    assert first.payload == {} and type(first.payload) is dict and first.payload is not second.payload
+    assert first == second and repr(first) == repr(second) and hash(first.queue) == hash("q")
+    full = Job(queue="q", payload={"a": 1}, max_retries=3, id="7", status=neoq.JobStatus.FAILED, retries=2)
+    assert dataclasses.replace(full, queue="r") == Job(
+        queue="r", payload={"a": 1}, max_retries=3, id="7", status=neoq.JobStatus.FAILED, retries=2
+    )
+    assert list(vars(full)) == [f.name for f in fields]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        full.payload = {}  # type: ignore[misc]
+    with pytest.raises(TypeError, match="queue"):
+        Job()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+        Job(queue="q", nope=1)  # type: ignore[call-arg]
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Tagged(Job):
+        tag: str = "t"
+
+    tagged = Tagged(queue="q", payload={"a": 1})
+    assert tagged.tag == "t" and tagged.payload == {"a": 1} and Tagged(queue="q").payload == {}
+    prepared, text = neoq.job.prepare_job(tagged)
+    assert type(prepared) is Tagged and prepared.tag == "t" and text == '{"a":1}'
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"i": 1},
+        {"b": True, "n": None, "f": 0.1, "big": 10**30, "neg": -1e-300, "e": 1e16},
+        {"text": ODD, "ctl": "\x01\x1f\x7f", "uni": "é\u2028😀", "quote": '"'},
+        {"z": 1, "a": 2},
+        {"é": "clé"},
+    ],
+)
+def test_flat_payloads_encode_as_the_json_encoder_does(payload: dict[str, Any]) -> None:
+    compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    prepared, text = neoq.job.prepare_job(Job(queue="q", payload=payload))
+    assert text == compact.encode(payload)
+    assert prepared.payload == payload and prepared.payload is not payload
+    assert prepared.fingerprint == neoq.job.fingerprint("q", payload)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_flat_payloads_refuse_what_strict_json_refuses(bad: float) -> None:
+    with pytest.raises(ValueError) as expected:
+        json.JSONEncoder(allow_nan=False).encode({"x": bad})
+    with pytest.raises(InvalidJobError) as info:
+        neoq.job.prepare_job(Job(queue="q", payload={"x": bad}))
+    assert str(info.value) == f"payload is not JSON-serialisable: {expected.value}"

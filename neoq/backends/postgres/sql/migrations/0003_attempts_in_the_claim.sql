@@ -13,14 +13,23 @@
 -- a 64-bit one at least as new as it (the claim's own, or the snapshot's xmax), from which the
 -- id's epoch is taken. An id at or past the reference is reported 'in progress' without a
 -- lookup (pg_xact_status refuses ids from the future).
+--
+-- PL/pgSQL rather than SQL: a SQL function with a FROM clause is not inlined, and its body was
+-- planned again on every call, which cost a claim as much as the rest of it.
 CREATE FUNCTION neoq_locker_status(locker xid, reference bigint) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN locker::text = '0' THEN NULL
-        WHEN s.full_id >= reference THEN 'in progress'
-        ELSE pg_xact_status(s.full_id::text::xid8)
-    END
-    FROM (SELECT reference
-                 + ((locker::text::bigint - reference % 4294967296) % 4294967296 + 6442450944) % 4294967296
-                 - 2147483648 AS full_id) s
+LANGUAGE plpgsql VOLATILE PARALLEL SAFE AS $$
+DECLARE
+    full_id bigint;
+BEGIN
+    IF locker::text = '0' THEN
+        RETURN NULL;
+    END IF;
+    full_id := reference
+               + ((locker::text::bigint - reference % 4294967296) % 4294967296 + 6442450944) % 4294967296
+               - 2147483648;
+    IF full_id >= reference THEN
+        RETURN 'in progress';
+    END IF;
+    RETURN pg_xact_status(full_id::text::xid8);
+END
 $$;

@@ -59,6 +59,20 @@ def test_an_invalid_job_700_stores_nothing_and_is_named(pg_clean: str, run_after
 
 
 @pg
+@pytest.mark.parametrize("bad", [0, 3, 4990])
+def test_an_invalid_job_while_the_ids_are_reserved_or_long_after_stores_nothing(pg_clean: str, bad: int) -> None:
+    # The first rows are made while the server reserves the ids; the rest while it stores rows.
+    jobs = batch("stream-early", 5000)
+    jobs[bad] = Job(queue="stream-early", payload={"bad": object()})
+    with neoq.new(pg_clean, pool_max_size=1) as nq:
+        with pytest.raises(InvalidJobError, match=rf"^job {bad}: "):
+            nq.enqueue_many(jobs)
+        assert stored_rows(pg_clean) == 0
+        assert len(nq.enqueue_many(batch("stream-early", 100))) == 100
+        assert stored_rows(pg_clean) == 100
+
+
+@pg
 @timing
 def test_a_duplicate_within_the_batch_at_its_end_stores_nothing(pg_clean: str, run_after: datetime | None) -> None:
     jobs = batch("stream-dup", run_after=run_after)
@@ -79,10 +93,11 @@ def test_an_invalid_job_is_reported_before_a_duplicate_wherever_each_is(pg_clean
         jobs[800] = Job(queue="", payload={})
         with pytest.raises(InvalidJobError, match=r"^job 800: "):
             nq.enqueue_many(jobs)
-        # A duplicate of a stored job (job 5, refused by the server), then an invalid job: the same.
-        jobs = batch("stream-order")
-        jobs[1100] = Job(queue="stream-order", payload={"bad": {1: 2}})
-        with pytest.raises(InvalidJobError, match=r"^job 1100: "):
+        # A duplicate of a stored job (job 5, refused by the server while the client makes the
+        # rows after it), then an invalid job: the same.
+        jobs = batch("stream-order", 5000)
+        jobs[4990] = Job(queue="stream-order", payload={"bad": {1: 2}})
+        with pytest.raises(InvalidJobError, match=r"^job 4990: "):
             nq.enqueue_many(jobs)
         assert [job.id for job in nq.list_jobs()] == [held]
 

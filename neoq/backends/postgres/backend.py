@@ -891,7 +891,7 @@ class PostgresBackend(Backend):
                 try:
                     ids = self._enqueue_copy(conn, len(jobs), [(with_run_after, rows)], stream.queues)
                 except pg_errors.UniqueViolation:
-                    if stream.error is not None:
+                    if stream.error is not None:  # pragma: no cover - psycopg 3.3 raises the batch's error itself
                         # The server refused a row before the batch's own error ended the COPY:
                         # report the batch's error, as if every job had been checked first.
                         raise stream.error from None

@@ -60,8 +60,8 @@ def test_an_invalid_job_700_stores_nothing_and_is_named(pg_clean: str, run_after
 
 @pg
 @pytest.mark.parametrize("bad", [0, 3, 4990])
-def test_an_invalid_job_while_the_ids_are_reserved_or_long_after_stores_nothing(pg_clean: str, bad: int) -> None:
-    # The first rows are made while the server reserves the ids; the rest while it stores rows.
+def test_an_invalid_job_in_the_first_chunk_or_long_after_stores_nothing(pg_clean: str, bad: int) -> None:
+    # Refused before the first chunk is sent, or while the server stores thousands of rows.
     jobs = batch("stream-early", 5000)
     jobs[bad] = Job(queue="stream-early", payload={"bad": object()})
     with neoq.new(pg_clean, pool_max_size=1) as nq:

@@ -154,6 +154,30 @@ def test_ids_come_in_order_with_every_field_and_the_payload_text_kept(pg_clean: 
         assert stored is not None and stored.payload == payloads[-1]
 
 
+@pg
+def test_large_batches_through_a_caller_connection_or_mixing_run_after_prepare_first(pg_clean: str) -> None:
+    with neoq.new(pg_clean) as nq:
+        with psycopg.connect(pg_clean) as conn:
+            ids = nq.enqueue_many(batch("stream-tx", 200), connection=conn)
+            conn.rollback()
+        assert stored_rows(pg_clean) == 0
+        with psycopg.connect(pg_clean) as conn:
+            ids = nq.enqueue_many(batch("stream-tx", 200), connection=conn)
+            conn.commit()
+        assert [int(i) for i in ids] == sorted(int(i) for i in ids) and stored_rows(pg_clean) == 200
+        stored = nq.get_job(ids[7])
+        assert stored is not None and stored.payload == {"i": 7, "text": ODD}
+        # Jobs with and without run_after: two COPYs, every job prepared first.
+        mixed = [Job(queue="stream-mixed", payload={"i": i}, run_after=LATER if i % 2 else None) for i in range(300)]
+        mixed[250] = Job(queue="stream-mixed", payload={"i": 250}, max_retries=-1)
+        with pytest.raises(InvalidJobError, match=r"^job 250: max_retries"):
+            nq.enqueue_many(mixed)
+        assert stored_rows(pg_clean) == 200
+        mixed[250] = Job(queue="stream-mixed", payload={"i": 250})
+        ids = nq.enqueue_many(mixed)
+        assert [nq.get_job(job_id).payload["i"] for job_id in ids] == list(range(300))  # type: ignore[union-attr]
+
+
 class CountingMemory(MemoryBackend):
     """A user backend that overrides only ``enqueue``: ``enqueue_many`` goes through the default."""
 

@@ -224,10 +224,20 @@ class Neoq:
         batch = jobs if isinstance(jobs, (list, tuple)) else list(jobs)
         if not batch:
             return []
-        # The backend prepares each job (possibly while it stores the ones before it).
-        ids, prepared = self.backend.enqueue_prepared(batch, _prepare_at, connection=connection)
-        if self._hooks:
-            self._hooks.enqueued([replace(job, id=job_id) for job, job_id in zip(prepared, ids, strict=True)])
+        # The backend prepares each job (possibly while it stores the ones before it). The
+        # prepared jobs are kept only for hooks: a large batch of them kept alive costs the
+        # garbage collector more than they cost to make.
+        if not self._hooks:
+            return self.backend.enqueue_prepared(batch, _prepare_at, connection=connection)
+        prepared: list[Job] = []
+
+        def prepare(job: object, index: int) -> tuple[Job, str]:
+            pair = _prepare_at(job, index)
+            prepared.append(pair[0])
+            return pair
+
+        ids = self.backend.enqueue_prepared(batch, prepare, connection=connection)
+        self._hooks.enqueued([replace(job, id=job_id) for job, job_id in zip(prepared, ids, strict=True)])
         return ids
 
     # -- handlers ------------------------------------------------------------------------

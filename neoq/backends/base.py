@@ -136,23 +136,19 @@ class Backend(abc.ABC):
         that cannot do so raise ``ConfigurationError`` when it is not ``None``.
         """
 
-    def enqueue_prepared(
-        self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None
-    ) -> tuple[list[str], list[Job]]:
-        """Validate ``jobs`` with ``prepare`` and store them as ``enqueue`` does; return their ids and
-        the prepared jobs, both in order.
+    def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None) -> list[str]:
+        """Validate ``jobs`` with ``prepare`` and store them as ``enqueue`` does; return their ids, in order.
 
         ``prepare(job, index)`` returns the job as ``enqueue`` takes it, with its payload's JSON
-        text, or raises ``InvalidJobError`` naming ``index``. The default prepares every job, then
-        calls ``enqueue``. A backend may override it to prepare each job as it writes it, so the
-        store works while the client prepares the rest; it must keep the rest of the contract: all
-        or nothing (a job ``prepare`` refuses, or a duplicate, leaves nothing stored, and
-        ``InvalidJobError`` names the first job refused), ids in order. ``enqueue_many`` calls it.
+        text, or raises ``InvalidJobError`` naming ``index``; it is called once per job, in batch
+        order (``enqueue_many`` keeps what it returns for its hooks). The default prepares every
+        job, then calls ``enqueue``. A backend may override it to prepare each job as it writes
+        it, so the store works while the client prepares the rest; it must keep the rest of the
+        contract: all or nothing (a job ``prepare`` refuses, or a duplicate, leaves nothing
+        stored, and ``InvalidJobError`` names the first job refused), ids in order.
         """
         prepared = [prepare(job, index)[0] for index, job in enumerate(jobs)]
-        if not prepared:
-            return [], []
-        return self.enqueue(prepared, connection=connection), prepared
+        return self.enqueue(prepared, connection=connection) if prepared else []
 
     # -- consuming -------------------------------------------------------------------------
 

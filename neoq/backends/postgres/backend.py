@@ -208,9 +208,10 @@ def _check_batch(jobs: Sequence[Job]) -> None:
             raise _in_batch(first, index, job)
 
 
-def _duplicate_params(jobs: Sequence[Job]) -> dict[str, Any]:
-    """The parameters ``PostgresBackend._duplicate`` needs for ``jobs``."""
-    return {"queues": [job.queue for job in jobs], "fingerprints": [job.fingerprint or "" for job in jobs]}
+def _duplicate_params(keys: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The parameters ``PostgresBackend._duplicate`` needs for jobs of these (queue, fingerprint), in order."""
+    pairs = list(keys)
+    return {"queues": [queue for queue, _ in pairs], "fingerprints": [fp for _, fp in pairs]}
 
 
 def _copy_groups(jobs: Sequence[Job], payloads: list[str]) -> list[tuple[bool, Iterable[_CopyRow]]]:
@@ -227,11 +228,13 @@ def _copy_groups(jobs: Sequence[Job], payloads: list[str]) -> list[tuple[bool, I
 class _Stream:
     """A large batch prepared job by job while COPY sends it (``PostgresBackend.enqueue_prepared``)."""
 
-    __slots__ = ("error", "local", "prepared", "queues")
+    __slots__ = ("error", "keys", "local", "queues")
 
     def __init__(self) -> None:
-        #: The jobs prepared so far, in order.
-        self.prepared: list[Job] = []
+        #: (queue, fingerprint) of the jobs prepared so far -> the index of the first with them.
+        #: The jobs themselves are not kept: a large batch of them alive costs the garbage
+        #: collector more than they cost to make.
+        self.keys: dict[tuple[str, str], int] = {}
         #: The batch's queues, known once every job is prepared.
         self.queues: set[str] = set()
         #: What ``_local_enqueue`` counted, for ``_local_undo``.
@@ -858,9 +861,7 @@ class PostgresBackend(Backend):
         _check_batch(jobs)
         return self._store(jobs, [_dumps(job.payload) for job in jobs], connection)
 
-    def enqueue_prepared(
-        self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None
-    ) -> tuple[list[str], list[Job]]:
+    def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None) -> list[str]:
         """Prepare each job of a large batch as COPY sends it (``_enqueue_stream``), so the server
         stores the rows sent while the client prepares the next; keep the JSON text ``prepare`` made.
 
@@ -876,13 +877,11 @@ class PostgresBackend(Backend):
         pairs = [prepare(job, index) for index, job in enumerate(jobs)]
         prepared = [job for job, _ in pairs]
         if not prepared:
-            return [], []
+            return []
         _check_batch(prepared)
-        return self._store(prepared, [text for _, text in pairs], connection), prepared
+        return self._store(prepared, [text for _, text in pairs], connection)
 
-    def _enqueue_stream(
-        self, jobs: Sequence[object], prepare: PrepareJob, *, with_run_after: bool
-    ) -> tuple[list[str], list[Job]]:
+    def _enqueue_stream(self, jobs: Sequence[object], prepare: PrepareJob, *, with_run_after: bool) -> list[str]:
         """A large batch prepared while it is written: ``_enqueue_copy`` reads rows from ``_stream``."""
         stream = _Stream()
         rows = self._stream(jobs, prepare, stream)
@@ -895,13 +894,13 @@ class PostgresBackend(Backend):
                         # The server refused a row before the batch's own error ended the COPY:
                         # report the batch's error, as if every job had been checked first.
                         raise stream.error from None
-                    raise self._duplicate(conn, _duplicate_params(stream.prepared)) from None
+                    raise self._duplicate(conn, _duplicate_params(stream.keys)) from None
         except BaseException:
             self._local_undo(stream.local)
             raise
         # Claims of this process need not wait for the notification's round trip.
         self._signal(stream.queues)
-        return ids, stream.prepared
+        return ids
 
     def _stream(self, jobs: Sequence[object], prepare: PrepareJob, stream: _Stream) -> Iterator[_CopyRow]:
         """Prepare ``jobs`` one by one as COPY reads their rows; record what ``_Stream`` lists.
@@ -911,13 +910,11 @@ class PostgresBackend(Backend):
         would refuse it with an error that names no job); the jobs after it are only prepared.
         Raising here ends the COPY, and its transaction rolls back.
         """
-        seen: dict[tuple[str, str], int] = {}
-        prepared = stream.prepared
+        seen = stream.keys
         duplicate: DuplicateJobError | None = None
         try:
             for index, item in enumerate(jobs):
                 job, text = prepare(item, index)
-                prepared.append(job)
                 first = seen.setdefault((job.queue, job.fingerprint or ""), index)
                 if first != index and duplicate is None:
                     duplicate = _in_batch(first, index, job)

@@ -142,14 +142,25 @@ def to_seconds(value: timedelta | float | int, name: str) -> float:
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
-#: ``_COMPACT``'s C encoder built once (``JSONEncoder.encode`` builds one per call, most of its
-#: cost for a small payload), for flat payloads only (see ``_is_flat``): they hold no container,
-#: so the encoder needs no cycle check. ``None`` where the C accelerator is missing.
-_FLAT_ENCODE: Callable[[object, int], Sequence[str]] | None = (
-    None
-    if _c_make_encoder is None
-    else _c_make_encoder(None, _COMPACT.default, _c_encode_basestring, None, ":", ",", False, False, False)
-)
+
+def _flat_encoder() -> Callable[[object, int], Sequence[str]] | None:
+    """``_COMPACT``'s C encoder built once (``JSONEncoder.encode`` builds one per call, most of its
+    cost for a small payload), for flat payloads only (see ``_is_flat``): they hold no container,
+    so the encoder needs no cycle check. ``None`` where the C accelerator is missing, or where it
+    does not take these arguments or write what ``_COMPACT`` writes (it is private to ``json``)."""
+    if _c_make_encoder is None:
+        return None
+    sample = {"s": '\u00e9"\n', "i": -1, "f": 1e16, "t": True, "n": None}
+    try:
+        encode = _c_make_encoder(None, _COMPACT.default, _c_encode_basestring, None, ":", ",", False, False, False)
+        if "".join(encode(sample, 0)) != _COMPACT.encode(sample):
+            return None
+    except Exception:  # pragma: no cover - another Python's json internals
+        return None
+    return encode  # type: ignore[no-any-return]
+
+
+_FLAT_ENCODE = _flat_encoder()
 
 
 def canonical_json(payload: Mapping[str, Any]) -> str:

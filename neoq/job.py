@@ -157,7 +157,7 @@ def _flat_encoder() -> Callable[[object, int], Sequence[str]] | None:
             return None
     except Exception:  # pragma: no cover - another Python's json internals
         return None
-    return encode  # type: ignore[no-any-return]
+    return encode
 
 
 _FLAT_ENCODE = _flat_encoder()

@@ -207,8 +207,11 @@ class Neoq:
         inserted in; it exists, and workers are woken, only when that transaction commits.
         """
         self._check_open()
-        prepared, _ = prepare_job(job)
-        job_id = self.backend.enqueue([prepared], connection=connection)[0]
+        prepared, text = prepare_job(job)
+        # Through enqueue_prepared, so the backend can store the JSON text prepare_job made.
+        job_id = self.backend.enqueue_prepared(
+            (prepared,), lambda _job, _index: (prepared, text), connection=connection
+        )[0]
         if self._hooks:
             self._hooks.enqueued([replace(prepared, id=job_id)])
         return job_id

@@ -129,14 +129,12 @@ WITH ins AS (
 SELECT ins.id, pg_notify(%(channel)s, 'q:' || ins.queue) IS NULL FROM ins ORDER BY ins.id;
 
 -- name: enqueue_one
--- One job (enqueue() called with a single job): the same as enqueue, without the arrays.
-WITH ins AS (
-    INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries)
-    VALUES (%(queue)s::text, %(fingerprint)s::text, %(payload)s::json, coalesce(%(run_after)s::timestamptz, now()),
-            %(deadline)s::timestamptz, %(max_retries)s::integer)
-    RETURNING id, queue
-)
-SELECT ins.id, pg_notify(%(channel)s::text, 'q:' || ins.queue) IS NULL FROM ins;
+-- One job (enqueue() called with a single job): the same as enqueue, without the arrays, and the
+-- notification sent from RETURNING (no CTE to scan).
+INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries)
+VALUES (%(queue)s::text, %(fingerprint)s::text, %(payload)s::json, coalesce(%(run_after)s::timestamptz, now()),
+        %(deadline)s::timestamptz, %(max_retries)s::integer)
+RETURNING id, pg_notify(%(channel)s::text, 'q:' || queue) IS NULL;
 
 -- name: reserve_ids
 -- Ids for a batch written with COPY, ascending, as one comma-separated text. The sequence is

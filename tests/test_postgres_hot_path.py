@@ -204,6 +204,33 @@ CREATE TRIGGER hot_fail_counter BEFORE INSERT OR UPDATE ON neoq_attempts
 """
 
 
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+def test_a_multixact_left_on_a_waiting_job_is_not_read_as_an_attempt(pg_clean: str, end: str) -> None:
+    # Two overlapping share locks leave a MultiXact id in the row's xmax, numbered apart from
+    # transaction ids: read as one, it would name some unrelated transaction (which may have aborted).
+    with neoq.new(pg_clean) as nq:
+        job_id = nq.enqueue(Job(queue="hot-multi", payload={}))
+        with psycopg.connect(pg_clean) as first, psycopg.connect(pg_clean) as second:
+            for conn in (first, second):
+                conn.execute("SELECT id FROM neoq_jobs WHERE id = %s FOR SHARE", [int(job_id)])
+            for conn in (first, second):
+                conn.commit() if end == "commit" else conn.rollback()
+            multi = first.execute(
+                "SELECT xmax::text::bigint < xmin::text::bigint,"
+                " neoq_locker_status(xmax, xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
+                " FROM neoq_jobs WHERE id = %s",
+                [int(job_id)],
+            ).fetchone()
+            first.rollback()
+        # A MultiXact id, lower than any recent transaction id here, and not taken for a locker.
+        assert multi == (True, None)
+        assert nq.get_job(job_id).attempts == 0  # type: ignore[union-attr]
+        seen: list[int] = []
+        nq.handler("hot-multi")(lambda job: seen.append(job.attempts))
+        nq.drain()
+        assert seen == [1] and nq.get_job(job_id).attempts == 1  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("failures", [1, 2])
 def test_a_failed_attempt_counter_is_never_lost_silently(pg_clean: str, failures: int) -> None:
     # A claim that finds an attempt lost counts it on a second connection: sent before the

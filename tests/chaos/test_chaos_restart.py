@@ -69,6 +69,7 @@ def test_a_server_restart_loses_nothing_and_processing_resumes(
 
     accepted: list[str] = []
     refused: list[float] = []  # how long each refused enqueue took
+    refused_sent: list[float] = []  # when each refused enqueue was sent
     calls: list[tuple[float, float]] = []  # (start, duration) of every enqueue
     other_errors: list[BaseException] = []
     stop = threading.Event()
@@ -84,6 +85,7 @@ def test_a_server_restart_loses_nothing_and_processing_resumes(
                     accepted.append(nq.enqueue(Job(queue=queue, payload={"n": n, "sent": time.time()})))
                 except BackendConnectionError:
                     refused.append(time.monotonic() - sent)
+                    refused_sent.append(sent)
                 except BaseException as exc:  # anything else is a failure of the test
                     other_errors.append(exc)
                 calls.append((sent, time.monotonic() - sent))
@@ -111,6 +113,16 @@ def test_a_server_restart_loses_nothing_and_processing_resumes(
             producer.join()
         wait_until(lambda: all(job_id in done for job_id in accepted), 60, "every accepted job is processed")
 
+        def unprocessed() -> int:
+            with psycopg.connect(url, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM neoq_jobs WHERE queue = %s AND status <> 'processed'", [queue]
+                ).fetchone()
+            return int(row[0]) if row else 0
+
+        # Also a job whose enqueue was refused although it was stored (see in_doubt below).
+        wait_until(lambda: unprocessed() == 0, 60, "every stored job is processed")
+
     with psycopg.connect(url, autocommit=True) as conn:
         stored = conn.execute("SELECT count(*) FROM neoq_jobs WHERE queue = %s", [queue]).fetchone()
         per_job = dict(
@@ -126,9 +138,7 @@ def test_a_server_restart_loses_nothing_and_processing_resumes(
     # Hung: sent while the server was down and still waiting, long past PROMPT, when it came back. A
     # call that merely was in flight at the restart (a few ms) is not one.
     hung = [
-        took
-        for (sent, took) in calls
-        if down_at <= sent < started_at and sent + took > started_at and took >= PROMPT
+        took for (sent, took) in calls if down_at <= sent < started_at and sent + took > started_at and took >= PROMPT
     ]
     figures(
         f"database restart ({mode})",
@@ -146,8 +156,15 @@ def test_a_server_restart_loses_nothing_and_processing_resumes(
     assert refused, "no enqueue ran into the outage"
     assert max(refused) < PROMPT, f"an enqueue during the outage took {max(refused):.2f}s to fail"
     assert not hung, f"enqueue calls blocked through the outage for {hung} s instead of failing"
-    assert stored == (len(accepted),), "a refused enqueue stored a job, or an accepted one is missing"
-    assert statuses == {"processed": len(accepted)}
+    # An enqueue in flight when the server went down may have committed without its answer reaching
+    # the client: an in-doubt commit, which no client can tell from a failed one. It can only be one
+    # sent before the outage began (the producer sends one at a time).
+    in_doubt = sum(1 for sent in refused_sent if sent < down_at)
+    assert stored is not None and len(accepted) <= stored[0] <= len(accepted) + in_doubt, (
+        f"{stored[0] if stored else None} jobs stored for {len(accepted)} accepted enqueues "
+        f"({in_doubt} refused one(s) in flight when the server went down)"
+    )
+    assert statuses == {"processed": stored[0]}
     assert sorted(per_job) == sorted(int(i) for i in accepted)
     assert set(per_job.values()) == {1}, "an effect was committed twice"
     assert resumed < RESUME_WITHIN, f"processing resumed {resumed:.2f}s after the server came back"

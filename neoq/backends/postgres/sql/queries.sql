@@ -12,7 +12,7 @@
 -- this claim's lock replaces it; see migration 0003 and backend._take).
 WITH job AS (
     SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
-           j.error, j.created_at, j.xmax AS locker
+           j.error, j.created_at, j.xmax AS locker, j.xmin AS creator
     FROM neoq_jobs j
     WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
     ORDER BY j.run_after, j.id
@@ -24,7 +24,7 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
        EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
        coalesce((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = job.id), 0) AS attempts,
        clock_timestamp() AS claimed_at,
-       coalesce(neoq_locker_status(job.locker, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost
+       coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost
 FROM job;
 
 -- name: claim_probe
@@ -32,7 +32,7 @@ FROM job;
 -- others or not), so that it wakes one more waiting loop only then.
 WITH job AS (
     SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
-           j.error, j.created_at, j.xmax AS locker
+           j.error, j.created_at, j.xmax AS locker, j.xmin AS creator
     FROM neoq_jobs j
     WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
     ORDER BY j.run_after, j.id
@@ -44,7 +44,7 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
        EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
        coalesce((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = job.id), 0) AS attempts,
        clock_timestamp() AS claimed_at,
-       coalesce(neoq_locker_status(job.locker, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost,
+       coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost,
        EXISTS (SELECT 1 FROM neoq_jobs b
                WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now() AND b.id <> job.id
                ORDER BY b.run_after LIMIT 1) AS more
@@ -78,7 +78,7 @@ INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at)
 SELECT j.id, 1, %(ran_at)s::timestamptz
 FROM neoq_jobs j
 WHERE j.id = %(id)s
-  AND coalesce(neoq_locker_status(j.xmax, pg_current_xact_id()::text::bigint), '') <> 'aborted'
+  AND coalesce(neoq_locker_status(j.xmax, j.xmin, pg_current_xact_id()::text::bigint), '') <> 'aborted'
 ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at;
 
 -- name: settle
@@ -159,7 +159,7 @@ LIMIT 1;
 -- attempts: the counted ones, and the one a waiting job's lock holder runs or lost (migration 0003).
 SELECT j.id, j.queue, j.fingerprint, j.payload, j.status, j.run_after, j.deadline, j.max_retries, j.retries,
        coalesce(a.attempts, 0)
-       + (j.status = 'new' AND coalesce(neoq_locker_status(j.xmax, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+       + (j.status = 'new' AND coalesce(neoq_locker_status(j.xmax, j.xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
                                         IN ('in progress', 'aborted'), false))::integer,
        j.error, j.created_at, a.ran_at
 FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id
@@ -168,7 +168,7 @@ WHERE j.id = %(id)s;
 -- name: list_jobs
 SELECT j.id, j.queue, j.fingerprint, j.payload, j.status, j.run_after, j.deadline, j.max_retries, j.retries,
        coalesce(a.attempts, 0)
-       + (j.status = 'new' AND coalesce(neoq_locker_status(j.xmax, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+       + (j.status = 'new' AND coalesce(neoq_locker_status(j.xmax, j.xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
                                         IN ('in progress', 'aborted'), false))::integer,
        j.error, j.created_at, a.ran_at
 FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id

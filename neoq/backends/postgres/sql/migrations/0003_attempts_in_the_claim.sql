@@ -8,28 +8,41 @@
 -- neoq_attempts does not hold yet. The next claim sees it and counts it at once, in a
 -- transaction of its own, before its handler runs (backend._take).
 --
--- neoq_locker_status(xmax, reference) says which: 'in progress', 'committed', 'aborted', or NULL
--- (no locker, or one too old for the commit log). xmax is a 32-bit transaction id; reference is
--- a 64-bit one at least as new as it (the claim's own, or the snapshot's xmax), from which the
--- id's epoch is taken. An id at or past the reference is reported 'in progress' without a
--- lookup (pg_xact_status refuses ids from the future).
+-- neoq_locker_status(xmax, xmin, reference) says which: 'in progress', 'committed', 'aborted', or
+-- NULL (no locker, one too old for the commit log, or not a locker of this row version). xmax and
+-- xmin are 32-bit transaction ids; reference is a 64-bit one at least as new as xmax (the claim's
+-- own, or the snapshot's xmax), from which their epoch is taken. An id at or past the reference is
+-- reported 'in progress' without a lookup (pg_xact_status refuses ids from the future).
+--
+-- A claim's lock is the first write of its transaction, so its id is newer than the row
+-- version's creator (xmin). An xmax that is not is either the settling transaction's own lock,
+-- carried over to the version it wrote (committed), or a MultiXact id, which is numbered apart
+-- from transaction ids and which SQL cannot tell from one: reading it as a transaction id would
+-- report the status of some unrelated transaction. Both are reported NULL.
 --
 -- PL/pgSQL rather than SQL: a SQL function with a FROM clause is not inlined, and its body was
 -- planned again on every call, which cost a claim as much as the rest of it.
-CREATE FUNCTION neoq_locker_status(locker xid, reference bigint) RETURNS text
+CREATE FUNCTION neoq_locker_status(locker xid, creator xid, reference bigint) RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL SAFE AS $$
 DECLARE
-    full_id bigint;
+    locker_id bigint;
+    creator_id bigint;
 BEGIN
     IF locker::text = '0' THEN
         RETURN NULL;
     END IF;
-    full_id := reference
-               + ((locker::text::bigint - reference % 4294967296) % 4294967296 + 6442450944) % 4294967296
-               - 2147483648;
-    IF full_id >= reference THEN
+    locker_id := reference
+                 + ((locker::text::bigint - reference % 4294967296) % 4294967296 + 6442450944) % 4294967296
+                 - 2147483648;
+    creator_id := reference
+                  + ((creator::text::bigint - reference % 4294967296) % 4294967296 + 6442450944) % 4294967296
+                  - 2147483648;
+    IF locker_id <= creator_id THEN
+        RETURN NULL;
+    END IF;
+    IF locker_id >= reference THEN
         RETURN 'in progress';
     END IF;
-    RETURN pg_xact_status(full_id::text::xid8);
+    RETURN pg_xact_status(locker_id::text::xid8);
 END
 $$;

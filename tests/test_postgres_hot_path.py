@@ -8,9 +8,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgfixtures import wait_until
 
 import neoq
-from neoq import DuplicateJobError, Job, JobStatus
+from neoq import DuplicateJobError, Handler, Job, JobStatus
 
 pytestmark = pytest.mark.postgres
 
@@ -202,6 +203,30 @@ END $$;
 CREATE TRIGGER hot_fail_counter BEFORE INSERT OR UPDATE ON neoq_attempts
     FOR EACH ROW EXECUTE FUNCTION hot_fail_counter();
 """
+
+
+def test_retries_due_at_once_under_racing_claims_count_every_attempt_once(pg_clean: str) -> None:
+    # Each failed attempt is retried at once, so the other nine claim loops race its settle's
+    # commit. A claim whose statement began before that commit still gets the job (PostgreSQL
+    # locks the version the settle wrote) and must read the count the settle committed with it;
+    # a claim that loses the race must not leave a trace that reads as a lost attempt.
+    retries = 40
+    with neoq.new(pg_clean) as nq:
+        jobs = [nq.enqueue(Job(queue="hot-race", payload={"n": n})) for n in range(3)]
+        seen: dict[str, list[int]] = {job_id: [] for job_id in jobs}
+
+        def handler(job: Job) -> None:
+            seen[job.id or ""].append(job.attempts)
+            if job.retries < retries:
+                raise RuntimeError("again")
+
+        nq.start("hot-race", Handler(handler, concurrency=10, max_retries=retries, backoff=lambda n: 0.0))
+        for job_id in jobs:
+            wait_until(lambda: nq.get_job(job_id).status is not JobStatus.NEW, 60, f"job {job_id} ends")  # noqa: B023
+        for job_id in jobs:
+            job = nq.get_job(job_id)
+            assert job is not None and job.status is JobStatus.PROCESSED, job
+            assert seen[job_id] == list(range(1, retries + 2)) and job.attempts == retries + 1
 
 
 @pytest.mark.parametrize("end", ["commit", "rollback"])

@@ -1244,11 +1244,20 @@ class PostgresBackend(Backend):
 
     def _idle(self, conn: Conn, queue: str) -> tuple[float | None, bool]:
         """After a claim that found nothing: (seconds until the next job is due, others hold due
-        jobs), and the transaction rolled back, in one round trip."""
+        jobs), and the transaction ended, in one round trip.
+
+        Committed, not rolled back: a claim that found nothing may still have locked a row. When
+        a job it was about to lock was updated meanwhile (its retry was just settled), PostgreSQL
+        locks the new version before it rechecks the claim's conditions on it, and keeps the lock
+        when the recheck fails. Rolled back, that lock would leave an aborted transaction's id in
+        the row's xmax, the trace of an attempt lost without a settle (migration 0003), and the
+        next claim would count an attempt that never ran. A transaction that wrote nothing
+        commits without writing anything either.
+        """
         hot = self._hot
         commands: tuple[_Command, ...] = (
             (hot.claim_idle, (queue.encode(conn.info.encoding),), hot.prepared),
-            (_ROLLBACK, None, False),
+            (_COMMIT, None, False),
         )
         row = _load_row(conn, _exchange(conn, commands)[0])
         assert row is not None

@@ -22,7 +22,7 @@ WITH job AS (
 SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
        job.retries, job.error, job.created_at,
        EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
-       coalesce((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = job.id), 0) AS attempts,
+       neoq_attempts_of(job.id) AS attempts,
        clock_timestamp() AS claimed_at,
        coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost
 FROM job;
@@ -42,7 +42,7 @@ WITH job AS (
 SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
        job.retries, job.error, job.created_at,
        EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
-       coalesce((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = job.id), 0) AS attempts,
+       neoq_attempts_of(job.id) AS attempts,
        clock_timestamp() AS claimed_at,
        coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost,
        EXISTS (SELECT 1 FROM neoq_jobs b

@@ -46,3 +46,15 @@ BEGIN
     RETURN pg_xact_status(locker_id::text::xid8);
 END
 $$;
+
+-- The attempts counted so far of a job a claim just locked. A claim that found the job while its
+-- previous attempt's settle was committing locks the version that settle wrote (PostgreSQL
+-- follows the update), but its own statement's snapshot predates that commit, so a plain subquery
+-- would read the count from before it: one attempt short. A VOLATILE function's queries take a
+-- fresh snapshot, taken here after the lock, so they see what the settle committed.
+CREATE FUNCTION neoq_attempts_of(job bigint) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL SAFE AS $$
+BEGIN
+    RETURN coalesce((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = job), 0);
+END
+$$;

@@ -360,10 +360,13 @@ def _exchange(
     """
     pgconn = conn.pgconn
     with conn.lock:
-        _send(pgconn, commands)
-        results = _receive(conn, len(commands))
-        if close_after and all(result.status != _FATAL_ERROR for result in results):
-            pgconn.finish()
+        if len(commands) == 1 and not close_after:
+            results = [_send_receive(pgconn, commands[0])]
+        else:
+            _send(pgconn, commands)
+            results = _receive(conn, len(commands))
+            if close_after and all(result.status != _FATAL_ERROR for result in results):
+                pgconn.finish()
     for result in results:
         if result.status == _FATAL_ERROR:
             raise _result_error(conn, result)
@@ -389,6 +392,31 @@ def _send(pgconn: pq.abc.PGconn, commands: Sequence[_Command]) -> None:
     except BaseException:
         pgconn.finish()
         raise
+
+
+def _send_receive(pgconn: pq.abc.PGconn, command: _Command) -> pq.abc.PGresult:
+    """``_send`` and ``_receive`` of one command, outside pipeline mode: the same messages
+    (libpq sends a sync after it), with fewer calls. A failure closes the connection."""
+    if pgconn.status == _BAD:
+        raise psycopg.OperationalError("the connection is closed")
+    text, params, prepared = command
+    try:
+        if prepared:
+            pgconn.send_query_prepared(text, params, result_format=pq.Format.BINARY)
+        else:
+            pgconn.send_query_params(text, params, result_format=pq.Format.BINARY)
+        socket = pgconn.socket
+        while pgconn.flush():
+            _wait_fds((socket,), None, write=True)
+        result = _get_result(pgconn, socket)
+        if result is None:
+            raise psycopg.OperationalError("the connection was lost")
+        if _get_result(pgconn, socket) is not None:
+            raise psycopg.OperationalError("unexpected results from the server")
+    except BaseException:
+        pgconn.finish()  # its state is unknown: drop it
+        raise
+    return result
 
 
 def _receive(conn: psycopg.Connection[Any], count: int) -> list[pq.abc.PGresult]:

@@ -586,7 +586,7 @@ class _Pools:
         self.counters = counters
         #: At most one aux connection that a single ``enqueue`` kept for the next one, with the
         #: monotonic time it goes back to the pool: a checkout from the pool and its return cost
-        #: a job enqueued one at a time about 10 us together, a twentieth of its round trip.
+        #: a job enqueued one at a time about 12 us together (3-10% of its enqueue, measured here).
         #: Taken with ``list.pop`` (atomic), so two enqueues never share it; while kept, the
         #: pool counts it as in use.
         self.spare: list[tuple[Conn, float]] = []

@@ -1,34 +1,36 @@
 """The in-memory backend: the embedded default, private to one client.
 
-Due jobs wait in a heap per queue (ordered by ``run_after`` then id) guarded by the backend's one
-lock, so a claim takes a single lock; future jobs and retries wait in a second heap per queue
-ordered by ``run_after``. A claim that finds nothing due waits on a lock of its own, queued on
-the queue's waiters (a condition variable, as ``threading.Condition`` makes one, except that
-``enqueue`` wakes the waiter after releasing the backend's lock, so the woken claim does not
-block on it a second time). A blocked claim waits no longer than until the delayed heap's next
-due time, then moves what came due into the ready heap: no timer thread and no polling tick. A
-future job that becomes the delayed heap's new head wakes one waiter so it re-times itself.
-Every record has a version; a queue entry or heap entry whose version is stale (the job was
-cancelled, retried or rescheduled since) is skipped, so nothing has to be removed from the middle
-of a queue or heap.
+Due jobs wait per queue (ordered by ``run_after`` then id) guarded by the backend's one lock, so a
+claim takes a single lock: in a deque when they arrive in that order (jobs enqueued due now, the
+common case: a claim pops the deque's head in O(1)), else in a heap; a claim takes the earlier of
+the two heads. Future jobs and retries wait in a second heap per queue ordered by ``run_after``. A
+claim that finds nothing due waits on a lock of its own, queued on the queue's waiters (a condition
+variable, as ``threading.Condition`` makes one, except that ``enqueue`` wakes the waiter after
+releasing the backend's lock, so the woken claim does not block on it a second time). A blocked
+claim waits no longer than until the delayed heap's next due time, then moves what came due into
+the due jobs: no timer thread and no polling tick. A future job that becomes the delayed heap's
+new head wakes one waiter so it re-times itself. Every record has a version; a queue entry or heap
+entry whose version is stale (the job was cancelled, retried or rescheduled since) is skipped, so
+nothing has to be removed from the middle of a queue or heap.
 
-**The claim loop's common step takes no lock.** With ten claim loops on one lock, a thread that
-the interpreter switches out while it holds the lock (every 5 ms, ``sys.getswitchinterval()``)
-makes the others queue on it, and from then on every release wakes a sleeping thread: a lock
-convoy that halved throughput here. So each scheduled entry carries a *ticket*, a one-item list
-that exactly one ``list.pop()`` empties, and whoever empties it owns that scheduling of the job:
-a claim (with or without the lock) or ``cancel_job``. Popping a due entry off the heap
-(``heapq.heappop``, entries of floats, ints and strings) and the ticket are single C calls, atomic
-under the GIL; a processed job is settled with assignments the locked readers tolerate in any
-order (see ``_settle_fast``). Anything else (a retry, a delayed job coming due, a wake-up, waiting
-for work) takes the lock as before, and so does everything on an interpreter without a GIL.
+**The claim loop's common step takes no lock.** With ten claim loops on one lock, a thread that the
+interpreter switches out while it holds the lock (every 5 ms, ``sys.getswitchinterval()``) makes
+the others queue on it, and from then on every release wakes a sleeping thread: a lock convoy that
+halved throughput here. So each scheduled entry carries a *ticket*, a one-item list that exactly
+one ``list.pop()`` empties, and whoever empties it owns that scheduling of the job: a claim (with
+or without the lock) or ``cancel_job``. Popping a due entry (``deque.popleft`` or
+``heapq.heappop``, entries of floats, ints and strings) and the ticket are single C calls, atomic
+under the GIL; when both places hold entries, a claim compares their heads and keeps what it popped
+only if it is the head it compared (see ``_take``); a processed job is settled with assignments the
+locked readers tolerate in any order (see ``_finish``). Anything else (a retry, a delayed job
+coming due, a wake-up, waiting for work) takes the lock as before, and so does everything on an
+interpreter without a GIL.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
-import heapq
 import itertools
 import json
 import math
@@ -36,6 +38,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
+from heapq import heappop, heappush
 from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
@@ -57,16 +60,25 @@ _EMPTY_STATS = ("new", "processed", "failed", "cancelled")
 _Entry = tuple[float, int, str, int, list[int]]
 
 #: Whether the claim loop's common step may skip the lock (see the module docstring): only when a
-#: GIL makes ``heapq.heappop`` and ``list.pop`` atomic.
+#: GIL makes ``deque.popleft``, ``heapq.heappop`` and ``list.pop`` atomic.
 _LOCK_FREE = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 class _Ready:
-    """The due jobs of one queue and the claims waiting for them; guarded by the backend's lock."""
+    """The due jobs of one queue and the claims waiting for them; guarded by the backend's lock.
 
-    __slots__ = ("heap", "waiters", "wakeups")
+    The due jobs are in two places: ``fifo``, a deque in (run_after, id) order that only takes an
+    entry later than its last one, and ``heap`` for the others (a job enqueued with a ``run_after``
+    in the past, a retry, a delayed job that came due, a clock that went back). Jobs enqueued due
+    now arrive in order, so the common claim is a ``popleft`` instead of a ``heappop``; a claim
+    takes the earlier of the two heads.
+    """
+
+    __slots__ = ("fifo", "heap", "waiters", "wakeups")
 
     def __init__(self) -> None:
+        #: Entries in increasing (run_after, sequence) order: appended only by ``_push_ready``.
+        self.fifo: collections.deque[_Entry] = collections.deque()
         self.heap: list[_Entry] = []
         #: The locks blocked claims wait on (held; released to wake), oldest first.
         self.waiters: collections.deque[threading.Lock] = collections.deque()
@@ -183,11 +195,20 @@ class MemoryBackend(Backend):
         entry = ((run_after or now).timestamp(), record.seq, job.id or "", record.version, ticket)
         if run_after is None or run_after <= now:
             ready = self._ready_queue(job.queue)
-            heapq.heappush(ready.heap, entry)
-            self._notify(ready)
+            fifo = ready.fifo
+            try:
+                in_order = fifo[-1] < entry
+            except IndexError:
+                in_order = True
+            if in_order:  # ``_push_ready``, inlined: this runs once per enqueued job
+                fifo.append(entry)
+            else:
+                heappush(ready.heap, entry)
+            if ready.waiters:
+                self._notify(ready)
             return
         delayed = self._delayed.setdefault(job.queue, [])
-        heapq.heappush(delayed, entry)
+        heappush(delayed, entry)
         if delayed[0] is entry:
             self._notify(self._ready_queue(job.queue))  # the next due time moved earlier
 
@@ -218,9 +239,9 @@ class MemoryBackend(Backend):
             return math.inf
         now = self._clock.now().timestamp()
         while delayed and delayed[0][0] <= now:
-            entry = heapq.heappop(delayed)
+            entry = heappop(delayed)
             if entry[4]:  # not cancelled meanwhile
-                heapq.heappush(ready.heap, entry)
+                _push_ready(ready, entry)
         return delayed[0][0] - now if delayed else math.inf
 
     # -- consuming -------------------------------------------------------------------------
@@ -257,18 +278,31 @@ class MemoryBackend(Backend):
         return self._claim_of(record, job, version, flat)
 
     def _take(self, ready: _Ready, now: datetime) -> _Record | None:
-        # Claim the first due job of ``ready``, if any: with the lock held, or without it on the
-        # fast path (every step that decides is one atomic call; see the module docstring).
+        # Claim the first due job of ``ready``, if any: the earlier of its two heads. With the lock
+        # held, or without it on the fast path: every step that decides is one atomic call, and a
+        # head popped after a concurrent claim changed its place (the entry is not the one
+        # compared) goes to the heap, where it keeps its order, and we look again. A push made
+        # while a lock-free claim runs (always under the lock) counts as made just after it.
         records = self._records
         heap = ready.heap
-        pop = heapq.heappop
+        fifo = ready.fifo
         while True:
             try:
-                entry = pop(heap)
+                if not heap:
+                    entry = fifo.popleft()
+                elif not fifo:
+                    entry = heappop(heap)
+                else:
+                    first = fifo[0]
+                    other = heap[0]
+                    entry = fifo.popleft() if first < other else heappop(heap)
+                    if entry is not first and entry is not other:  # not the head we compared
+                        heappush(heap, entry)
+                        continue
                 entry[4].pop()  # the ticket: now this scheduling of the job is ours alone
             except IndexError:
-                if heap:
-                    continue  # a stale entry: cancelled since it was queued
+                if heap or fifo:
+                    continue  # a stale entry (cancelled since it was queued), or a place emptied meanwhile
                 return None
             record = records.get(entry[2])
             if record is None:  # pragma: no cover - a job with an open ticket is new: never pruned
@@ -548,6 +582,21 @@ def _flat_copy(payload: Any) -> dict[str, Any] | None:
 
 
 _INF = float("inf")
+
+
+def _push_ready(ready: _Ready, entry: _Entry) -> None:
+    """Put a due entry in ``ready``: at the end of the deque if it comes after its last entry, else in the heap."""
+    # Called with the lock held: the deque's last entry changes only here, or when a claim
+    # (perhaps lock-free) empties the deque, after which any entry may start it.
+    fifo = ready.fifo
+    try:
+        in_order = fifo[-1] < entry
+    except IndexError:
+        in_order = True
+    if in_order:
+        fifo.append(entry)
+    else:
+        heappush(ready.heap, entry)
 
 
 def _payload_copy(text: str | None, flat: dict[str, Any] | None) -> Any:

@@ -337,17 +337,33 @@ class Worker:
             local.context = None
         following: Claim | None = None
         try:
-            if attempt.take():
+            try:
+                attempt._token.pop()  # ``attempt.take()``, inlined: it runs once per job
+            except IndexError:  # the watchdog, a cancellation or a forced shutdown settled it
+                if error is not None:
+                    self._log.debug(
+                        "neoq: job %s (queue %r) raised after its attempt had ended: %s", job.id, job.queue, error
+                    )
+            else:
                 duration = monotonic() - start
                 if error is None:
-                    following = self._settle(claim, _PROCESSED, duration, chain=chain)
+                    # ``_settle(claim, _PROCESSED, ...)`` and ``_report``'s common case, inlined.
+                    backend = self._backend
+                    try:
+                        if chain is None:
+                            backend.settle(claim, _PROCESSED)
+                        else:
+                            following = backend._settle_then_claim(claim, _PROCESSED, chain)
+                    except NeoqError as err:
+                        self._log_unsettled(job, _PROCESSED, err)
+                    else:
+                        if self._log.isEnabledFor(logging.INFO):
+                            self._report(job, _PROCESSED, duration, None)
+                        elif events is not None and events.active:
+                            events.settled(job, _PROCESSED, duration, None)
                 else:
                     self._recover(job, error)
                     self._settle(claim, self._failure(job, handler, error_text(error)), duration, error)
-            elif error is not None:
-                self._log.debug(
-                    "neoq: job %s (queue %r) raised after its attempt had ended: %s", job.id, job.queue, error
-                )
         finally:
             if running.get(job_id) is attempt:
                 running.pop(job_id, None)
@@ -395,18 +411,21 @@ class Worker:
             else:
                 following = self._backend._settle_then_claim(claim, outcome, chain)
         except NeoqError as err:
-            # The outcome is lost, not the job: its claim ends with the connection and it runs again.
-            self._log.error(
-                "neoq: job %s (queue %r, attempt %d) could not be settled as %s: %s",
-                job.id,
-                job.queue,
-                job.attempts,
-                outcome.status.value,
-                err,
-            )
+            self._log_unsettled(job, outcome, err)
             return None
         self._report(job, outcome, duration, exc)
         return following
+
+    def _log_unsettled(self, job: Job, outcome: Outcome, err: NeoqError) -> None:
+        # The outcome is lost, not the job: its claim ends with the connection and it runs again.
+        self._log.error(
+            "neoq: job %s (queue %r, attempt %d) could not be settled as %s: %s",
+            job.id,
+            job.queue,
+            job.attempts,
+            outcome.status.value,
+            err,
+        )
 
     def _settle_unrun(self, claim: Claim, outcome: Outcome, exc: BaseException | None = None) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import random
 import threading
 from collections.abc import Iterator
@@ -334,3 +335,34 @@ def test_racing_claim_loops_run_every_job_of_both_places_once() -> None:
     retried = {job_id for i, job_id in enumerate(ids) if i % 7 == 0}
     for job_id in ids:
         assert runs[job_id] == (2 if job_id in retried else 1), job_id
+
+
+class _UnsettlingBackend(MemoryBackend):
+    """Fails to store the outcome of the first processed attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def _settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
+        if self.failures == 0:
+            self.failures += 1
+            raise neoq.BackendError("the store went away")
+        return super()._settle_then_claim(claim, outcome, queue)
+
+
+def test_a_processed_outcome_that_cannot_be_stored_is_logged_and_not_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    succeeded: list[str] = []
+    with neoq.new(backend=_UnsettlingBackend()) as nq:
+        nq.on("succeeded", lambda event: succeeded.append(event.job.id or ""))
+        with caplog.at_level(logging.ERROR, logger="neoq"):
+            lost, kept = nq.enqueue_many([Job(queue="q", payload={"n": n}) for n in range(2)])
+            nq.start("q", Handler(lambda job: None, concurrency=1))
+            wait_for(lambda: succeeded == [kept])
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(
+        f"job {lost} (queue 'q', attempt 1) could not be settled as processed: the store went away" in m
+        for m in messages
+    ), messages

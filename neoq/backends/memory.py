@@ -55,6 +55,8 @@ _new_job = object.__new__
 
 _EMPTY_STATS = ("new", "processed", "failed", "cancelled")
 
+_PROCESSED = JobStatus.PROCESSED
+
 #: A heap entry: (run_after timestamp, sequence, job id, record version, ticket). The ticket is a
 #: one-item list; the claim or cancellation that pops it owns this scheduling of the job.
 _Entry = tuple[float, int, str, int, list[int]]
@@ -337,18 +339,29 @@ class MemoryBackend(Backend):
             state = claimed.__dict__
         # The handler's own payload: a fresh dict of immutable values, or decoded from the text.
         state["payload"] = dict(flat) if flat is not None else json.loads(record.payload_text or "null")
-        return Claim(claimed, token=version)
+        return Claim(claimed, None, version)  # (job, transaction, token)
 
     def _settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
         if not self._plain:
             return super()._settle_then_claim(claim, outcome, queue)  # a subclass changed settle or claim
         now = self._now()
         ready = self._ready.get(queue)
-        if outcome.status is JobStatus.PROCESSED and ready is not None and self._fast(queue, ready, now):
+        if (
+            outcome.status is _PROCESSED
+            and ready is not None
+            and _LOCK_FREE
+            and not ready.wakeups
+            and (not self._delayed.get(queue) or self._fast(queue, ready, now))
+        ):
             # The settle of a processed job, without the lock: only its claimer changes the record now.
             record = self._records.get(claim.job.id or "")
             if record is not None and record.claimed:
-                self._finish(record, JobStatus.PROCESSED, None, now)
+                # ``self._finish(record, PROCESSED, None, now)``, inlined (once per job): in its order.
+                job = record.job
+                self._unique.pop((job.queue, job.fingerprint or ""), None)
+                record.finished_at = now
+                job.__dict__.update(status=_PROCESSED, error=None)
+                record.claimed = False
             record = self._take(ready, now)
             if record is None:
                 return None  # the claim loop's own claim call waits for the next job

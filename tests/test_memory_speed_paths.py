@@ -366,3 +366,25 @@ def test_a_processed_outcome_that_cannot_be_stored_is_logged_and_not_reported(
         f"job {lost} (queue 'q', attempt 1) could not be settled as processed: the store went away" in m
         for m in messages
     ), messages
+
+
+def test_a_handler_that_raises_after_its_attempt_ended_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    returned = threading.Event()
+
+    def handler(job: Job) -> None:
+        try:
+            neoq.job_context().cancelled.wait(5)  # set when the timeout ends the attempt
+            raise RuntimeError("too late")
+        finally:
+            returned.set()
+
+    with neoq.new() as nq, caplog.at_level(logging.DEBUG, logger="neoq"):
+        job_id = nq.enqueue(Job(queue="q"))
+        nq.start("q", Handler(handler, timeout=0.05, max_retries=0))
+        assert returned.wait(5)
+        wait_for(lambda: any("raised after its attempt had ended" in r.getMessage() for r in caplog.records))
+        job = nq.get_job(job_id)
+    assert job is not None and job.status is JobStatus.FAILED and job.error is not None
+    assert job.error.startswith("JobTimeoutError")
+    [line] = [r.getMessage() for r in caplog.records if "raised after its attempt had ended" in r.getMessage()]
+    assert line == f"neoq: job {job_id} (queue 'q') raised after its attempt had ended: too late"

@@ -6,6 +6,7 @@ Commits are durable everywhere (the server's ``synchronous_commit``, on by defau
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -71,7 +72,24 @@ CREATE TABLE bench_jobs (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX bench_jobs_due ON bench_jobs (queue, run_after, id) WHERE status = 'new';
+DROP TABLE IF EXISTS bench_unique_jobs;
+CREATE TABLE bench_unique_jobs (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue       text NOT NULL,
+    fingerprint text NOT NULL,
+    payload     json NOT NULL,
+    status      text NOT NULL DEFAULT 'new',
+    run_after   timestamptz NOT NULL DEFAULT now(),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX bench_unique_jobs_due ON bench_unique_jobs (queue, run_after, id) WHERE status = 'new';
+CREATE UNIQUE INDEX bench_unique_jobs_fingerprint ON bench_unique_jobs (queue, fingerprint) WHERE status = 'new';
 """
+
+
+def _fingerprint(payload: str) -> str:
+    """A SHA-256 hex digest of the queue and the payload's text, as uniqueness by payload needs."""
+    return hashlib.sha256(f"{QUEUE}\x00{payload}".encode()).hexdigest()
 
 _CLAIM = (
     "SELECT id, payload FROM bench_jobs WHERE queue = %s AND status = 'new' AND run_after <= now() "
@@ -134,6 +152,33 @@ class MinPostgres:
             with conn.cursor() as cur, cur.copy("COPY bench_jobs (queue, payload) FROM STDIN") as copy:
                 for i in range(n):
                     copy.write_row((QUEUE, json.dumps({"i": i})))
+            conn.commit()
+            return time.perf_counter() - start
+
+    def enqueue_unique(self, n: int) -> float:
+        """``enqueue`` into a table that also refuses a second waiting job with the same payload: a
+        fingerprint column under a unique index (a reference row for neoq's uniqueness, no target)."""
+        with self._connect() as conn:
+            start = time.perf_counter()
+            for i in range(n):
+                payload = json.dumps({"i": i})
+                conn.execute(
+                    "INSERT INTO bench_unique_jobs (queue, fingerprint, payload) VALUES (%s, %s, %s) RETURNING id",
+                    (QUEUE, _fingerprint(payload), payload),
+                ).fetchone()
+            return time.perf_counter() - start
+
+    def enqueue_copy_unique(self, n: int) -> float:
+        """``enqueue_copy`` into the table of ``enqueue_unique`` (a reference row, no target)."""
+        with self._connect(autocommit=False) as conn:
+            start = time.perf_counter()
+            with (
+                conn.cursor() as cur,
+                cur.copy("COPY bench_unique_jobs (queue, fingerprint, payload) FROM STDIN") as copy,
+            ):
+                for i in range(n):
+                    payload = json.dumps({"i": i})
+                    copy.write_row((QUEUE, _fingerprint(payload), payload))
             conn.commit()
             return time.perf_counter() - start
 

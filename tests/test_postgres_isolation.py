@@ -190,5 +190,5 @@ def test_migrations_apply_once_when_many_processes_start_at_once(pg_new_database
         list(pool.map(open_close, range(6)))
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT version, name FROM neoq_migrations").fetchall()
-    assert rows == [(1, "initial"), (2, "lease"), (3, "attempts_in_the_claim")]
+    assert rows == [(1, "initial"), (2, "lease"), (3, "attempts_in_the_claim"), (4, "attempts_lookup_by_index")]
     assert PostgresBackend(url).migrate() == []

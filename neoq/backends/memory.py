@@ -197,15 +197,7 @@ class MemoryBackend(Backend):
         entry = ((run_after or now).timestamp(), record.seq, job.id or "", record.version, ticket)
         if run_after is None or run_after <= now:
             ready = self._ready_queue(job.queue)
-            fifo = ready.fifo
-            try:
-                in_order = fifo[-1] < entry
-            except IndexError:
-                in_order = True
-            if in_order:  # ``_push_ready``, inlined: this runs once per enqueued job
-                fifo.append(entry)
-            else:
-                heappush(ready.heap, entry)
+            _push_ready(ready, entry)
             if ready.waiters:
                 self._notify(ready)
             return
@@ -346,22 +338,11 @@ class MemoryBackend(Backend):
             return super()._settle_then_claim(claim, outcome, queue)  # a subclass changed settle or claim
         now = self._now()
         ready = self._ready.get(queue)
-        if (
-            outcome.status is _PROCESSED
-            and ready is not None
-            and _LOCK_FREE
-            and not ready.wakeups
-            and (not self._delayed.get(queue) or self._fast(queue, ready, now))
-        ):
+        if outcome.status is _PROCESSED and ready is not None and self._fast(queue, ready, now):
             # The settle of a processed job, without the lock: only its claimer changes the record now.
             record = self._records.get(claim.job.id or "")
             if record is not None and record.claimed:
-                # ``self._finish(record, PROCESSED, None, now)``, inlined (once per job): in its order.
-                job = record.job
-                self._unique.pop((job.queue, job.fingerprint or ""), None)
-                record.finished_at = now
-                job.__dict__.update(status=_PROCESSED, error=None)
-                record.claimed = False
+                self._finish(record, _PROCESSED, None, now)
             record = self._take(ready, now)
             if record is None:
                 return None  # the claim loop's own claim call waits for the next job

@@ -29,6 +29,17 @@ CREATE TABLE IF NOT EXISTS neoq_lease_effects (
 """
 
 
+def write_flag(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader never sees the file half written.
+
+    Tests wait for the flag to exist and then read it; ``Path.write_text`` creates the file empty
+    before it writes, so a reader could see ``''``.
+    """
+    partial = Path(path + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def main(spec_text: str) -> None:  # pragma: no cover - runs in a child process
     import logging
 
@@ -53,11 +64,11 @@ def main(spec_text: str) -> None:  # pragma: no cover - runs in a child process
         if mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         if mode == "block_once" and job.attempts == 1:
-            Path(payload["flag"]).write_text(str(os.getpid()))
+            write_flag(payload["flag"], str(os.getpid()))
             threading.Event().wait()
         if mode == "late_once":
             if job.attempts == 1:
-                Path(payload["flag"]).write_text(str(os.getpid()))
+                write_flag(payload["flag"], str(os.getpid()))
                 time.sleep(payload["sleep"])
                 record(job, "late")
                 return

@@ -494,6 +494,8 @@ def _worker_main(spec_text: str) -> None:  # pragma: no cover - runs in a child 
     import logging
     import signal
 
+    from lease_worker import write_flag
+
     import neoq
 
     spec = json.loads(spec_text)
@@ -516,12 +518,12 @@ def _worker_main(spec_text: str) -> None:  # pragma: no cover - runs in a child 
             if mode == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             if mode == "block_once" and job.attempts == 1:
-                Path(payload["flag"]).write_text(str(os.getpid()))
+                write_flag(payload["flag"], str(os.getpid()))
                 threading.Event().wait()
             if mode == "wait_cancel":
-                Path(payload["flag"]).write_text(str(time.time()))
+                write_flag(payload["flag"], str(time.time()))
                 if context.cancelled.wait(30):
-                    Path(payload["flag"] + ".cancelled").write_text(str(time.time()))
+                    write_flag(payload["flag"] + ".cancelled", str(time.time()))
                 return
             if mode == "fail_once" and job.attempts == 1:
                 conn.execute(

@@ -27,6 +27,7 @@ How it works, in one screen:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -69,6 +70,7 @@ from ...errors import (
 from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus, setting_seconds
 from ..base import Backend, Claim, Outcome, PrepareJob
+from . import forking
 from .lease import LeaseEngine, LeaseToken
 from .migrations import migrate
 from .queries import QUERIES
@@ -733,6 +735,8 @@ class PostgresBackend(Backend):
         self._claimers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         #: Whether this open() started its listener (or has none to start).
         self._listening = False
+        #: Set in a forked child whose parent had this backend open: the next use opens it again.
+        self._reopen = False
         #: Set when a connection error was seen, cleared by the next aux work that succeeds.
         self._unreachable = False
 
@@ -764,7 +768,7 @@ class PostgresBackend(Backend):
                     timeout=self._connect_timeout,
                     reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
                     name="neoq-work",
-                    configure=_prepare_work if self._hot.prepared else None,
+                    configure=functools.partial(_configure, _WORK_STATEMENTS if self._hot.prepared else ()),
                 )
                 aux: ConnectionPool[Conn] = ConnectionPool(
                     self._url,
@@ -775,7 +779,7 @@ class PostgresBackend(Backend):
                     timeout=self._connect_timeout,
                     reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
                     name="neoq-aux",
-                    configure=_prepare_aux if self._hot.prepared else None,
+                    configure=functools.partial(_configure, _AUX_STATEMENTS if self._hot.prepared else ()),
                 )
                 work.open(wait=False)
                 aux.open(wait=False)
@@ -787,6 +791,8 @@ class PostgresBackend(Backend):
                 raise
             canceller = _Canceller(self)
             self._pools = _Pools(work, aux, listener, canceller, _Counters(self))
+            self._reopen = False
+            forking.track_backend(self)
             # Wake-ups left from an earlier open() (shutdown's) must not cut the new claims short.
             self._states.clear()
             # The listener starts with the first claim (or queue): a client that only enqueues
@@ -798,6 +804,7 @@ class PostgresBackend(Backend):
         """Close the pools and the listener and join the backend's threads. Idempotent."""
         with self._lock:
             pools, self._pools = self._pools, None
+            self._reopen = False
             states = list(self._states.values())
             leftover = list(self._claims.values())
             lease_engine, self._lease_engine = self._lease_engine, None
@@ -836,18 +843,42 @@ class PostgresBackend(Backend):
 
     def _connect(self, kwargs: dict[str, Any]) -> Conn:
         try:
-            return psycopg.connect(self._url, row_factory=tuple_row, **kwargs)
+            conn = psycopg.connect(self._url, row_factory=tuple_row, **kwargs)
         except psycopg.Error as exc:
             self._unreachable = True
             raise BackendConnectionError(
                 f"cannot connect to PostgreSQL at {self._safe_url}: {self._scrub(str(exc).strip())}"
             ) from exc
+        forking.track(conn)
+        return conn
 
     def _require(self) -> _Pools:
         pools = self._pools
         if pools is None:
-            raise BackendError("the PostgreSQL backend is not open (call open(), or use neoq.new())")
+            if self._reopen:
+                self.open()  # the first use in a forked child (see _after_fork)
+                pools = self._pools
+            if pools is None:
+                raise BackendError("the PostgreSQL backend is not open (call open(), or use neoq.new())")
         return pools
+
+    def _after_fork(self) -> None:
+        """In a child just forked (``forking``): the parent's connections lead to ``/dev/null`` now
+        and its threads did not come along. Forget them; the next use opens the child's own.
+
+        The child runs one thread at this point. A lock that another thread of the parent held
+        is replaced rather than waited for.
+        """
+        self._lock = threading.Lock()
+        pools, self._pools = self._pools, None
+        lease_engine, self._lease_engine = self._lease_engine, None
+        forking.abandon((pools, lease_engine))
+        self._states = {}
+        self._claims = {}
+        self._cancel_seen = {}
+        self._claimers = weakref.WeakSet()
+        self._listening = False
+        self._reopen = pools is not None
 
     # -- errors --------------------------------------------------------------------------
 
@@ -2064,14 +2095,12 @@ def _job_from_row(row: TupleRow) -> Job:
     )
 
 
-def _prepare_work(conn: Conn) -> None:
-    """The worker pool's configure hook: prepare the claim and settle statements."""
-    _prepare(conn, _WORK_STATEMENTS)
-
-
-def _prepare_aux(conn: Conn) -> None:
-    """The short-work pool's configure hook: prepare the one-job enqueue."""
-    _prepare(conn, _AUX_STATEMENTS)
+def _configure(statements: Sequence[str], conn: Conn) -> None:
+    """A pool's configure hook: the connection is this process's (``forking``); prepare ``statements``
+    (the worker pool's claim and settle, the short-work pool's one-job enqueue)."""
+    forking.track(conn)
+    if statements:
+        _prepare(conn, statements)
 
 
 def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datetime | None) -> Job:

@@ -58,6 +58,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ...errors import BackendConnectionError, BackendError, NeoqError
 from ...job import Job, JobStatus
 from ..base import Claim, Outcome
+from . import forking
 from .queries import parse_queries
 
 if TYPE_CHECKING:
@@ -767,7 +768,9 @@ class _JsonLoader(Loader):
 
 
 def _configure(conn: Conn) -> None:
-    """The lease pool's configure hook: the cheaper loader for the payloads a claim returns."""
+    """The lease pool's configure hook: the connection is this process's (``forking``); the cheaper
+    loader for the payloads a claim returns."""
+    forking.track(conn)
     conn.adapters.register_loader("json", _JsonLoader)
 
 

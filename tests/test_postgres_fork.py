@@ -1,0 +1,122 @@
+"""A client opened before ``os.fork()`` (an app server that loads the app, then forks its workers:
+gunicorn ``--preload``) works in the child on connections of the child's own. The child cannot
+reach the parent's sessions, not even by closing the connections it inherited, which sends the
+server a Terminate message (the garbage collector does that at the latest when the child exits).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from pgfixtures import unique_name, wait_until
+
+import neoq
+from neoq import Job, JobStatus
+
+pytestmark = [pytest.mark.postgres, pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")]
+
+
+def sessions(url: str, application_name: str) -> set[int]:
+    """The backend pids of the sessions with ``application_name``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [application_name])
+        return {int(pid) for (pid,) in rows.fetchall()}
+
+
+def run_in_child(work: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Fork; return what ``work()`` returned in the child (through a pipe, as JSON).
+
+    The child never returns into pytest: it leaves with ``os._exit``. A child still running after
+    ``timeout`` seconds is killed and the test fails.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        os.close(read_fd)
+        try:
+            result = {"ok": work()}
+        except BaseException as exc:
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            with os.fdopen(write_fd, "w") as out:
+                json.dump(result, out)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    end = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > end:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(read_fd)
+            pytest.fail(f"the forked child did not finish within {timeout} s")
+        time.sleep(0.01)  # polling the child's exit, with a deadline
+    with os.fdopen(read_fd) as inp:
+        text = inp.read()
+    assert os.waitstatus_to_exitcode(status) == 0
+    reply = json.loads(text)
+    assert "error" not in reply, f"in the child: {reply['error']}"
+    return reply["ok"]
+
+
+def test_a_client_opened_before_a_fork_works_in_the_child_and_the_parent_keeps_its_sessions(
+    pg_clean: str,
+) -> None:
+    queue = unique_name("fork")
+    app = unique_name("neoq-fork")
+    with neoq.new(pg_clean, application_name=app) as nq:
+        # The parent's client is open and holds sessions, one of them kept for the next enqueue.
+        first = nq.enqueue(Job(queue=queue, payload={"from": "parent", "n": 1}))
+        parent = sessions(pg_clean, app)
+        assert parent
+
+        def child() -> dict[str, Any]:
+            job_id = nq.enqueue(Job(queue=queue, payload={"from": "child"}))
+            job = nq.get_job(job_id)
+            assert job is not None
+            own = sessions(pg_clean, app) - parent
+            # What the garbage collector does to the inherited connections when a child exits,
+            # done here at once: close every psycopg connection in the process.
+            for obj in gc.get_objects():
+                if isinstance(obj, psycopg.Connection):
+                    obj.close()
+            return {"id": job_id, "status": job.status.value, "own_sessions": sorted(own)}
+
+        result = run_in_child(child)
+
+        assert result["status"] == JobStatus.NEW.value
+        assert result["own_sessions"], "the child enqueued without opening a session of its own"
+        assert parent <= sessions(pg_clean, app), "the child ended sessions of the parent"
+        # The parent's client goes on working on its own sessions.
+        second = nq.enqueue(Job(queue=queue, payload={"from": "parent", "n": 2}))
+        stored = nq.get_job(result["id"])
+        assert stored is not None and stored.payload == {"from": "child"}
+        assert [j.id for j in nq.list_jobs(queue=queue)] == sorted([first, result["id"], second], key=int, reverse=True)  # newest first
+        # The child's sessions ended with it.
+        wait_until(lambda: sessions(pg_clean, app) <= parent, 10, "the child's sessions end with it")
+    assert sessions(pg_clean, app) == set()
+
+
+def test_a_client_closed_before_the_fork_stays_closed_in_the_child(pg_clean: str) -> None:
+    nq = neoq.new(pg_clean, application_name=unique_name("neoq-fork-closed"))
+    nq.shutdown()
+
+    def child() -> str:
+        try:
+            nq.enqueue(Job(queue="q", payload={}))
+        except neoq.NeoqError as exc:
+            return type(exc).__name__
+        return "enqueued"
+
+    assert run_in_child(child) != "enqueued"

@@ -102,7 +102,8 @@ def test_a_client_opened_before_a_fork_works_in_the_child_and_the_parent_keeps_i
         second = nq.enqueue(Job(queue=queue, payload={"from": "parent", "n": 2}))
         stored = nq.get_job(result["id"])
         assert stored is not None and stored.payload == {"from": "child"}
-        assert [j.id for j in nq.list_jobs(queue=queue)] == sorted([first, result["id"], second], key=int, reverse=True)  # newest first
+        newest_first = sorted([first, result["id"], second], key=int, reverse=True)
+        assert [j.id for j in nq.list_jobs(queue=queue)] == newest_first
         # The child's sessions ended with it.
         wait_until(lambda: sessions(pg_clean, app) <= parent, 10, "the child's sessions end with it")
     assert sessions(pg_clean, app) == set()

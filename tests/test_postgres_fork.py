@@ -20,6 +20,7 @@ from pgfixtures import unique_name, wait_until
 
 import neoq
 from neoq import Job, JobStatus
+from neoq.backends.postgres import forking
 
 pytestmark = [pytest.mark.postgres, pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")]
 
@@ -70,6 +71,22 @@ def run_in_child(work: Callable[[], Any], timeout: float = 30.0) -> Any:
     return reply["ok"]
 
 
+def own_sessions() -> set[int]:
+    """The backend pids of the open connections this process made itself (white-box: ``forking``)."""
+    pids = set()
+    for conn in list(forking._connections):
+        if not conn.closed:
+            pids.add(conn.pgconn.backend_pid)
+    return pids
+
+
+def close_every_connection() -> None:
+    """What the garbage collector does to every connection when a process exits, done at once."""
+    for obj in gc.get_objects():
+        if issubclass(type(obj), psycopg.Connection):  # type(): no lazy proxy is asked for its class
+            obj.close()
+
+
 def test_a_client_opened_before_a_fork_works_in_the_child_and_the_parent_keeps_its_sessions(
     pg_clean: str,
 ) -> None:
@@ -78,25 +95,23 @@ def test_a_client_opened_before_a_fork_works_in_the_child_and_the_parent_keeps_i
     with neoq.new(pg_clean, application_name=app) as nq:
         # The parent's client is open and holds sessions, one of them kept for the next enqueue.
         first = nq.enqueue(Job(queue=queue, payload={"from": "parent", "n": 1}))
-        parent = sessions(pg_clean, app)
+        parent = own_sessions()
         assert parent
 
         def child() -> dict[str, Any]:
             job_id = nq.enqueue(Job(queue=queue, payload={"from": "child"}))
             job = nq.get_job(job_id)
             assert job is not None
-            own = sessions(pg_clean, app) - parent
-            # What the garbage collector does to the inherited connections when a child exits,
-            # done here at once: close every psycopg connection in the process.
-            for obj in gc.get_objects():
-                if isinstance(obj, psycopg.Connection):
-                    obj.close()
+            own = own_sessions()
+            close_every_connection()
             return {"id": job_id, "status": job.status.value, "own_sessions": sorted(own)}
 
         result = run_in_child(child)
 
         assert result["status"] == JobStatus.NEW.value
-        assert result["own_sessions"], "the child enqueued without opening a session of its own"
+        child_sessions = set(result["own_sessions"])
+        assert child_sessions, "the child enqueued without opening a session of its own"
+        assert not child_sessions & parent, "the child used sessions of the parent"
         assert parent <= sessions(pg_clean, app), "the child ended sessions of the parent"
         # The parent's client goes on working on its own sessions.
         second = nq.enqueue(Job(queue=queue, payload={"from": "parent", "n": 2}))
@@ -105,8 +120,32 @@ def test_a_client_opened_before_a_fork_works_in_the_child_and_the_parent_keeps_i
         newest_first = sorted([first, result["id"], second], key=int, reverse=True)
         assert [j.id for j in nq.list_jobs(queue=queue)] == newest_first
         # The child's sessions ended with it.
-        wait_until(lambda: sessions(pg_clean, app) <= parent, 10, "the child's sessions end with it")
+        wait_until(lambda: not sessions(pg_clean, app) & child_sessions, 10, "the child's sessions end with it")
     assert sessions(pg_clean, app) == set()
+
+
+@pytest.mark.parametrize("mode", ["transaction", "lease"])
+def test_a_forked_child_runs_jobs_with_a_client_opened_before_the_fork(pg_clean: str, mode: str) -> None:
+    queue = unique_name(f"fork-run-{mode}")
+    with neoq.new(pg_clean, application_name=unique_name("neoq-fork-run"), mode=mode) as nq:
+        ids = nq.enqueue_many([Job(queue=queue, payload={"n": n}) for n in range(5)])
+        parent = own_sessions()
+
+        def child() -> dict[str, Any]:
+            ran: list[str] = []
+            nq.handler(queue)(lambda job: ran.append(job.id or ""))
+            attempts = nq.drain(timeout=20)
+            own = own_sessions()
+            nq.shutdown()
+            return {"attempts": attempts, "ran": sorted(ran, key=int), "own_sessions": sorted(own)}
+
+        result = run_in_child(child)
+
+        assert result["attempts"] == 5 and result["ran"] == sorted(ids, key=int)
+        assert result["own_sessions"] and not set(result["own_sessions"]) & parent
+        assert all(job.status is JobStatus.PROCESSED for job in nq.list_jobs(queue=queue))
+        # The parent still works on its own sessions.
+        nq.enqueue(Job(queue=queue, payload={"from": "parent"}))
 
 
 def test_a_client_closed_before_the_fork_stays_closed_in_the_child(pg_clean: str) -> None:

@@ -172,6 +172,8 @@ def _is_connection_error(exc: BaseException) -> bool:
 #: with options builds a new encoder per call.
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
+_NOT_OPEN = "the PostgreSQL backend is not open (call open(), or use neoq.new())"
+
 #: Batches at least this large are written with COPY (see _enqueue_copy); smaller ones with one INSERT.
 _COPY_MIN = 64
 
@@ -859,7 +861,7 @@ class PostgresBackend(Backend):
                 self.open()  # the first use in a forked child (see _after_fork)
                 pools = self._pools
             if pools is None:
-                raise BackendError("the PostgreSQL backend is not open (call open(), or use neoq.new())")
+                raise BackendError(_NOT_OPEN)
         return pools
 
     def _after_fork(self) -> None:
@@ -1256,6 +1258,8 @@ class PostgresBackend(Backend):
 
     def _listen_now(self) -> None:
         """Start the listener of this open(), once (claims need its wake-ups and cancellations)."""
+        if self._reopen:
+            self._require()  # a forked child's first claim: open its own connections first
         with self._lock:
             pools = self._pools
             if self._listening or pools is None:
@@ -1272,10 +1276,12 @@ class PostgresBackend(Backend):
 
     def _lease(self) -> LeaseEngine:
         """The lease engine of this open backend, started on first use."""
+        self._require()  # outside the lock: in a forked child it opens the backend, which takes it
         with self._lock:
             engine = self._lease_engine
             if engine is None:
-                self._require()
+                if self._pools is None:  # closed meanwhile
+                    raise BackendError(_NOT_OPEN)
                 engine = self._lease_engine = LeaseEngine(self, self._lease_seconds)
         return engine
 

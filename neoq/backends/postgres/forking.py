@@ -10,12 +10,15 @@ client created at import time in an app server that forks its workers after load
 So right after a fork the child points the socket of every connection this process opened at
 ``/dev/null``: nothing the child does with them reaches the parent's sessions. Then every open
 backend forgets its pools and threads. The next use opens connections of the child's own.
+This runs in the hooks of ``os.register_at_fork``, which Python runs for ``os.fork()``. uWSGI forks in
+C and runs them only with ``py-call-uwsgi-fork-hooks`` (or ``py-call-osafterfork``).
 """
 
 from __future__ import annotations
 
 import os
 import weakref
+from contextlib import suppress
 from typing import Any
 
 __all__ = ["abandon", "track", "track_backend"]
@@ -45,21 +48,23 @@ def abandon(thing: object) -> None:
 
 
 def _after_fork_in_child() -> None:
+    # Each step on its own: one that fails (a closed descriptor, no descriptor left for /dev/null)
+    # must not keep the backends from forgetting the parent's connections.
     connections = list(_connections)
     _connections.clear()
-    if connections:
-        devnull = os.open(os.devnull, os.O_RDWR)
-        try:
-            for conn in connections:
-                try:
-                    fd = conn.pgconn.socket
-                except Exception:  # closed already: no socket to take over
-                    continue
-                os.dup2(devnull, fd, inheritable=False)
-        finally:
-            os.close(devnull)
-    for backend in list(_backends):
-        backend._after_fork()
+    try:
+        if connections:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            try:
+                for conn in connections:
+                    with suppress(Exception):  # closed already: no socket to take over
+                        os.dup2(devnull, conn.pgconn.socket, inheritable=False)
+            finally:
+                os.close(devnull)
+    finally:
+        for backend in list(_backends):
+            with suppress(Exception):
+                backend._after_fork()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork

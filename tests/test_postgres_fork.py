@@ -22,7 +22,12 @@ import neoq
 from neoq import Job, JobStatus
 from neoq.backends.postgres import forking
 
-pytestmark = [pytest.mark.postgres, pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+    # Python 3.12+ warns about forking a process with threads: the case these tests are about.
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
 
 
 def sessions(url: str, application_name: str) -> set[int]:

@@ -180,3 +180,34 @@ def test_a_job_retried_right_after_its_cancellation_runs(pg_clean: str) -> None:
         nq.retry_job(job_id)  # within the time the cancellation is remembered
         wait_until(lambda: nq.get_job(job_id).status is JobStatus.PROCESSED, 5, "processed")  # type: ignore[union-attr]
     assert runs == [True, True]
+
+
+def test_an_idle_claim_loop_probes_once_per_wait_not_twice(
+    pg_backend_factory: Callable[..., PostgresBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that timed out on an empty queue probed just before it returned; the loop's next
+    claim starts from that probe instead of probing again at once, unless something signalled."""
+    backend = pg_backend_factory(poll_interval=60)  # only the claims' own timeouts end their waits
+    probes: list[str] = []
+    real_probe = backend._probe
+
+    def probe(queue: str, timeout: float, end: float) -> Any:
+        probes.append(queue)
+        return real_probe(queue, timeout, end)
+
+    monkeypatch.setattr(backend, "_probe", probe)
+    queue = unique_name("idle-probes")
+    assert backend.claim(queue, 0.05) is None
+    assert len(probes) == 2  # when called, and when its wait ended
+    for _ in range(3):
+        before = len(probes)
+        assert backend.claim(queue, 0.05) is None
+        assert len(probes) == before + 1  # only when its wait ended
+    # An enqueue signals the queue: the next claim probes at once and takes the job.
+    (job_id,) = backend.enqueue([prepare_job(Job(queue=queue, payload={}))[0]])
+    started = time.monotonic()
+    claim = backend.claim(queue, 5)
+    assert claim is not None and claim.job.id == job_id
+    assert time.monotonic() - started < 2.5, "the claim waited instead of probing at once"
+    backend.settle(claim, neoq.backends.Outcome(JobStatus.PROCESSED))
+    backend.release(claim)

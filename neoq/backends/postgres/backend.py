@@ -1300,11 +1300,14 @@ class PostgresBackend(Backend):
         while True:
             with state.cond:
                 generation = state.generation
-            if empty is not None and empty[0] == queue and empty[1] == generation:
-                # The settle that just ran found the queue empty, and nothing woke it since.
+            probed_at: float | None = None
+            if empty is not None and empty[0] is state and empty[1] == generation:
+                # The settle that just ran, or this thread's previous claim, found the queue
+                # empty, and nothing woke it since.
                 next_due = empty[2]
                 result = (None if next_due is None else next_due - (clock() - empty[4]), empty[3])
             else:
+                probed_at = clock()
                 result = self._probe(queue, timeout, end)
             empty = None
             if isinstance(result, Claim):
@@ -1317,6 +1320,10 @@ class PostgresBackend(Backend):
             next_due, busy = result
             now = clock()
             if now >= end or self._pools is None:
+                if probed_at is not None:
+                    # The loop calls again at once: that claim starts from this probe instead of
+                    # probing again (one probe per poll interval, not two, while the queue is idle).
+                    _local.empty = (state, generation, next_due, busy, probed_at)
                 return None
             wait = min(end - now, self._poll_interval)
             if next_due is not None:
@@ -1673,7 +1680,7 @@ class PostgresBackend(Backend):
                             logger.debug("neoq: claiming after job %s failed: %s", claim.job.id, exc)
                         else:
                             # The queue has nothing due: the claim loop goes straight to waiting.
-                            _local.empty = (queue, generation, next_due, busy, probe_started)
+                            _local.empty = (state, generation, next_due, busy, probe_started)
                     return None  # release() returns the connection
                 held.returned = True  # the connection is the next claim's now
                 self._forget(held)

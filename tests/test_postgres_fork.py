@@ -85,6 +85,18 @@ def own_sessions() -> set[int]:
     return pids
 
 
+def pools_ready(nq: neoq.Neoq) -> None:
+    """Wait until the client's pools have opened their connections (they open in the background).
+
+    Forking while another thread is inside libpq's connect could leave the child a lock held
+    by a thread it does not have: the hazard of any fork in a threaded process, not what these
+    tests are about.
+    """
+    pools = nq.backend._pools  # type: ignore[attr-defined]
+    pools.work.wait(10)
+    pools.aux.wait(10)
+
+
 def close_every_connection() -> None:
     """What the garbage collector does to every connection when a process exits, done at once."""
     for obj in gc.get_objects():
@@ -100,6 +112,7 @@ def test_a_client_opened_before_a_fork_works_in_the_child_and_the_parent_keeps_i
     with neoq.new(pg_clean, application_name=app) as nq:
         # The parent's client is open and holds sessions, one of them kept for the next enqueue.
         first = nq.enqueue(Job(queue=queue, payload={"from": "parent", "n": 1}))
+        pools_ready(nq)
         parent = own_sessions()
         assert parent
 
@@ -134,6 +147,7 @@ def test_a_forked_child_runs_jobs_with_a_client_opened_before_the_fork(pg_clean:
     queue = unique_name(f"fork-run-{mode}")
     with neoq.new(pg_clean, application_name=unique_name("neoq-fork-run"), mode=mode) as nq:
         ids = nq.enqueue_many([Job(queue=queue, payload={"n": n}) for n in range(5)])
+        pools_ready(nq)
         parent = own_sessions()
 
         def child() -> dict[str, Any]:

@@ -182,32 +182,93 @@ def test_a_job_retried_right_after_its_cancellation_runs(pg_clean: str) -> None:
     assert runs == [True, True]
 
 
-def test_an_idle_claim_loop_probes_once_per_wait_not_twice(
-    pg_backend_factory: Callable[..., PostgresBackend], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A claim that timed out on an empty queue probed just before it returned; the loop's next
-    claim starts from that probe instead of probing again at once, unless something signalled."""
-    backend = pg_backend_factory(poll_interval=60)  # only the claims' own timeouts end their waits
-    probes: list[str] = []
+def counting_probes(backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the time of every probe ``backend``'s claims make (the look at the queue)."""
+    probes: list[float] = []
     real_probe = backend._probe
 
     def probe(queue: str, timeout: float, end: float) -> Any:
-        probes.append(queue)
+        probes.append(time.monotonic())
         return real_probe(queue, timeout, end)
 
     monkeypatch.setattr(backend, "_probe", probe)
+    return probes
+
+
+def test_an_idle_claim_loop_does_not_look_again_until_something_happens(
+    pg_backend_factory: Callable[..., PostgresBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that timed out on an empty queue leaves what it saw to the loop's next claim, which
+    does not look at the queue again until a signal, a due time or the poll interval."""
+    backend = pg_backend_factory(poll_interval=60)
+    probes = counting_probes(backend, monkeypatch)
     queue = unique_name("idle-probes")
     assert backend.claim(queue, 0.05) is None
-    assert len(probes) == 2  # when called, and when its wait ended
+    assert len(probes) == 1
     for _ in range(3):
-        before = len(probes)
         assert backend.claim(queue, 0.05) is None
-        assert len(probes) == before + 1  # only when its wait ended
-    # An enqueue signals the queue: the next claim probes at once and takes the job.
+    assert len(probes) == 1, "an idle claim looked at the queue with nothing to look for"
+    # An enqueue signals the queue: the next claim looks at once and takes the job.
     (job_id,) = backend.enqueue([prepare_job(Job(queue=queue, payload={}))[0]])
     started = time.monotonic()
     claim = backend.claim(queue, 5)
     assert claim is not None and claim.job.id == job_id
-    assert time.monotonic() - started < 2.5, "the claim waited instead of probing at once"
+    assert time.monotonic() - started < 2.5, "the claim waited instead of looking at once"
     backend.settle(claim, neoq.backends.Outcome(JobStatus.PROCESSED))
     backend.release(claim)
+
+
+@pytest.mark.parametrize("listen", [True, False])
+def test_idle_claim_loops_look_once_per_poll_interval_between_them(
+    pg_clean: str,
+    pg_backend_factory: Callable[..., PostgresBackend],
+    monkeypatch: pytest.MonkeyPatch,
+    listen: bool,
+) -> None:
+    """Eight idle claim loops look at the queue about once per poll interval between them (each on
+    its own when notifications are off, listen=False), and a job inserted without a notification
+    is still found within about a poll interval."""
+    poll = 0.3
+    backend = pg_backend_factory(poll_interval=poll, listen=listen)
+    probes = counting_probes(backend, monkeypatch)
+    queue = unique_name("idle-loops")
+    stop = threading.Event()
+    got: list[tuple[str, float]] = []
+
+    def loop() -> None:
+        while not stop.is_set():
+            claim = backend.claim(queue, 1.0)
+            if claim is not None:
+                got.append((claim.job.id or "", time.monotonic()))
+                backend.settle(claim, neoq.backends.Outcome(JobStatus.PROCESSED))
+                backend.release(claim)
+
+    threads = [threading.Thread(target=loop) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)  # the loops settle into waiting (a measured interval, not synchronisation)
+        before = len(probes)
+        time.sleep(3.0)  # counted over ten poll intervals
+        looks = len(probes) - before
+        # A job whose notification never comes: inserted with plain SQL.
+        with psycopg.connect(pg_clean, autocommit=True) as conn:
+            prepared = prepare_job(Job(queue=queue, payload={"lost": True}))[0]
+            row = conn.execute(
+                "INSERT INTO neoq_jobs (queue, fingerprint, payload) VALUES (%s, %s, '{}') RETURNING id",
+                [queue, prepared.fingerprint],
+            ).fetchone()
+            inserted = time.monotonic()
+        assert row is not None
+        wait_until(lambda: got, 10, "the loops find the job without its notification")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert got[0][0] == str(row[0])
+    found_after = got[0][1] - inserted
+    assert found_after < poll + 0.7, f"the job was found {found_after:.2f} s after its insert"
+    if listen:
+        assert looks <= 16, f"{looks} looks in ten poll intervals: the waiting loops each looked"
+    else:
+        assert looks >= 40, f"only {looks} looks in ten poll intervals: the loops did not each look"

@@ -554,7 +554,17 @@ class _Held:
 class _QueueState:
     """Waiting claims of one queue: woken by the listener, by wakeup() and by local enqueues."""
 
-    __slots__ = ("cond", "generation", "local", "local_at", "polling_held", "waiting", "wakeups")
+    __slots__ = (
+        "cond",
+        "generation",
+        "local",
+        "local_at",
+        "looked_at",
+        "polling_held",
+        "timer_held",
+        "waiting",
+        "wakeups",
+    )
 
     def __init__(self, lock: threading.Lock) -> None:
         self.cond = threading.Condition(lock)
@@ -570,6 +580,10 @@ class _QueueState:
         self.waiting = 0
         #: One waiting claim per queue and process looks often while others hold due jobs.
         self.polling_held = False
+        #: One waiting claim per queue and process looks every poll interval (claim()).
+        self.timer_held = False
+        #: When a claim of this process last looked at the queue (time.monotonic()).
+        self.looked_at = 0.0
 
 
 class _Pools:
@@ -1297,17 +1311,17 @@ class PostgresBackend(Backend):
         end = clock() + max(0.0, timeout)
         empty = _local.__dict__.pop("empty", None)
         result: Claim | tuple[float | None, bool]
+        poll = self._poll_interval
         while True:
             with state.cond:
                 generation = state.generation
-            probed_at: float | None = None
             if empty is not None and empty[0] is state and empty[1] == generation:
-                # The settle that just ran, or this thread's previous claim, found the queue
-                # empty, and nothing woke it since.
+                # What the last look found (the settle that just ran, this loop's previous claim,
+                # or this claim before it waited), and nothing signalled the queue since.
                 next_due = empty[2]
                 result = (None if next_due is None else next_due - (clock() - empty[4]), empty[3])
             else:
-                probed_at = clock()
+                state.looked_at = clock()
                 result = self._probe(queue, timeout, end)
             empty = None
             if isinstance(result, Claim):
@@ -1320,35 +1334,56 @@ class PostgresBackend(Backend):
             next_due, busy = result
             now = clock()
             if now >= end or self._pools is None:
-                if probed_at is not None:
-                    # The loop calls again at once: that claim starts from this probe instead of
-                    # probing again (one probe per poll interval, not two, while the queue is idle).
-                    _local.empty = (state, generation, next_due, busy, probed_at)
+                # The loop calls again at once: that claim starts from what this one knew.
+                _local.empty = (state, generation, next_due, busy, now)
                 return None
-            wait = min(end - now, self._poll_interval)
-            if next_due is not None:
-                # A millisecond past the due time: the next probe's now() is then surely past it.
-                wait = min(wait, max(0.0, next_due) + 0.001)
+            # A millisecond past the due time: the next probe's now() is then surely past it.
+            due_at = math.inf if next_due is None else now + max(0.0, next_due) + 0.001
             with state.cond:
                 if state.generation != generation:
                     continue  # signalled while probing: look again at once
                 if state.wakeups:
                     state.wakeups -= 1
                     return None
+                # While others hold due jobs, one waiting claim per queue and process looks
+                # often. One waiting claim looks every poll interval, for a job whose
+                # notification was lost; the others look only when signalled or at a due time,
+                # and wake each poll interval to take that turn if it is free. Without
+                # notifications (listen=False), every claim looks every poll interval.
                 polling = busy and not state.polling_held
+                timer = not state.timer_held
+                if not self._listen_enabled:
+                    wake = min(end, due_at, now + poll)
+                elif timer:
+                    wake = min(end, due_at, max(now, state.looked_at + poll))
+                else:
+                    wake = min(end, due_at, now + poll)
                 if polling:
                     state.polling_held = True
-                    wait = min(wait, _HELD_JOBS_POLL)
+                    wake = min(wake, now + _HELD_JOBS_POLL)
+                if timer:
+                    state.timer_held = True
                 state.waiting += 1
                 try:
-                    state.cond.wait(wait)
+                    signalled = state.cond.wait(max(0.0, wake - now))
                 finally:
                     state.waiting -= 1
                     if polling:
                         state.polling_held = False
+                    if timer:
+                        state.timer_held = False
                 if state.wakeups:
                     state.wakeups -= 1
                     return None
+                changed = state.generation != generation
+            if signalled or changed or polling or not self._listen_enabled:
+                continue  # look now
+            later = clock()
+            if later + 0.001 >= due_at or (timer and later + 0.001 >= state.looked_at + poll):
+                continue  # look now
+            # Nothing to look for (a check for the timed turn, or the claim's time is up): wait on
+            # from what is known, without a probe.
+            empty = (state, generation, None if next_due is None else next_due - (later - now), busy, later)
 
     def _probe(self, queue: str, timeout: float, end: float) -> Claim | tuple[float | None, bool]:
         """Try once to claim a due job; else return (seconds until the next is due, others hold due jobs)."""
@@ -1680,6 +1715,7 @@ class PostgresBackend(Backend):
                             logger.debug("neoq: claiming after job %s failed: %s", claim.job.id, exc)
                         else:
                             # The queue has nothing due: the claim loop goes straight to waiting.
+                            state.looked_at = probe_started
                             _local.empty = (state, generation, next_due, busy, probe_started)
                     return None  # release() returns the connection
                 held.returned = True  # the connection is the next claim's now

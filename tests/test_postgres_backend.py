@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -272,3 +273,42 @@ def test_idle_claim_loops_look_once_per_poll_interval_between_them(
         assert looks <= 16, f"{looks} looks in ten poll intervals: the waiting loops each looked"
     else:
         assert looks >= 40, f"only {looks} looks in ten poll intervals: the loops did not each look"
+
+
+def test_a_caller_that_never_waits_still_looks_every_poll_interval(
+    pg_clean: str, pg_backend_factory: Callable[..., PostgresBackend]
+) -> None:
+    """``claim(queue, 0)`` in a loop: what an earlier claim saw is reused only while it is current,
+    so a job inserted without a notification, and a future job coming due, are still found."""
+    poll = 0.3
+    backend = pg_backend_factory(poll_interval=poll)
+    queue = unique_name("no-wait")
+
+    def claim_within(seconds: float) -> Any:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            claim = backend.claim(queue, 0)
+            if claim is not None:
+                return claim
+            time.sleep(0.01)  # the caller's own polling pace
+        return None
+
+    assert claim_within(0.2) is None  # the queue is empty: what it saw is kept
+    with psycopg.connect(pg_clean, autocommit=True) as conn:  # no notification
+        conn.execute(
+            "INSERT INTO neoq_jobs (queue, fingerprint, payload) VALUES (%s, 'lost', '{}')", [queue]
+        )
+    claim = claim_within(poll + 1.0)
+    assert claim is not None, "a job inserted without a notification was never looked for"
+    backend.settle(claim, neoq.backends.Outcome(JobStatus.PROCESSED))
+    backend.release(claim)
+    # A future job: the look that saw it knew its due time, and the claims look again once it passes.
+    due = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+    (job_id,) = backend.enqueue([prepare_job(Job(queue=queue, payload={"later": 1}, run_after=due))[0]])
+    assert backend.claim(queue, 0) is None
+    claim = claim_within(3.0)
+    assert claim is not None and claim.job.id == job_id
+    lateness = (datetime.now(timezone.utc) - due).total_seconds()
+    assert 0 <= lateness < 0.3, f"the future job was claimed {lateness:.2f} s after it came due"
+    backend.settle(claim, neoq.backends.Outcome(JobStatus.PROCESSED))
+    backend.release(claim)

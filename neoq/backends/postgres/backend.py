@@ -106,6 +106,9 @@ _POOL_RECONNECT_TIMEOUT = 3.0
 #: worker died is picked up soon after PostgreSQL ends the dead session, without a notification.
 _HELD_JOBS_POLL = 0.25
 
+#: How long after the timed look was due a waiting claim checks that it happened (claim()).
+_TIMED_LOOK_GRACE = 0.05
+
 #: How long (seconds) the listener remembers local enqueues whose notification it lets go.
 _LOCAL_NOTIFY_MEMORY = 0.5
 
@@ -119,9 +122,10 @@ _STATS_KEYS = ("new", "processed", "failed", "cancelled")
 
 Conn = psycopg.Connection[TupleRow]
 
-#: Per claim-loop thread: ``empty``, what the last chained claim found when the queue had nothing
-#: due, (queue, its wake-up generation, seconds to the next due job, others hold due jobs, when);
-#: the claim() that follows waits at once instead of probing again.
+#: Per claim-loop thread: ``empty``, what the last look at a queue found when it had nothing due
+#: (its _QueueState, the state's wake-up generation then, seconds from the look to the next due
+#: job or None, whether others hold due jobs, when it looked); the claim() that follows waits at
+#: once instead of looking again while that is still current (see PostgresBackend._current).
 _local = threading.local()
 
 
@@ -584,6 +588,10 @@ class _QueueState:
         self.timer_held = False
         #: When a claim of this process last looked at the queue (time.monotonic()).
         self.looked_at = 0.0
+
+
+#: What a look at a queue found when nothing was due (see ``_local``).
+_Known = tuple[_QueueState, int, float | None, bool, float]
 
 
 class _Pools:
@@ -1315,27 +1323,28 @@ class PostgresBackend(Backend):
         while True:
             with state.cond:
                 generation = state.generation
-            if empty is not None and empty[0] is state and empty[1] == generation:
-                # What the last look found (the settle that just ran, this loop's previous claim,
-                # or this claim before it waited), and nothing signalled the queue since.
-                next_due = empty[2]
-                result = (None if next_due is None else next_due - (clock() - empty[4]), empty[3])
-            else:
-                state.looked_at = clock()
-                result = self._probe(queue, timeout, end)
+            # What the last look found (the settle that just ran, this loop's previous claim, or
+            # this claim before it waited), if it is still current; else look now.
+            known: _Known | None = empty if self._current(empty, state, generation) else None
             empty = None
-            if isinstance(result, Claim):
-                # More due jobs are waiting: hand the baton to one more sleeping claim.
-                if result.token.more:
-                    with state.cond:
-                        if state.waiting:
-                            state.cond.notify()
-                return result
-            next_due, busy = result
+            if known is None:
+                looked = clock()
+                state.looked_at = looked
+                result = self._probe(queue, timeout, end)
+                if isinstance(result, Claim):
+                    # More due jobs are waiting: hand the baton to one more sleeping claim.
+                    if result.token.more:
+                        with state.cond:
+                            if state.waiting:
+                                state.cond.notify()
+                    return result
+                known = (state, generation, result[0], result[1], looked)
+            busy = known[3]
             now = clock()
+            next_due = None if known[2] is None else known[2] - (now - known[4])
             if now >= end or self._pools is None:
                 # The loop calls again at once: that claim starts from what this one knew.
-                _local.empty = (state, generation, next_due, busy, now)
+                _local.empty = known
                 return None
             # A millisecond past the due time: the next probe's now() is then surely past it.
             due_at = math.inf if next_due is None else now + max(0.0, next_due) + 0.001
@@ -1347,9 +1356,11 @@ class PostgresBackend(Backend):
                     return None
                 # While others hold due jobs, one waiting claim per queue and process looks
                 # often. One waiting claim looks every poll interval, for a job whose
-                # notification was lost; the others look only when signalled or at a due time,
-                # and wake each poll interval to take that turn if it is free. Without
-                # notifications (listen=False), every claim looks every poll interval.
+                # notification was lost; the others look only when signalled or at a due time.
+                # They wake just after each timed look was due, without a look of their own:
+                # if it did not happen (its claim went to run a job), one of them takes the turn
+                # and looks. Without notifications (listen=False), every claim looks every poll
+                # interval.
                 polling = busy and not state.polling_held
                 timer = not state.timer_held
                 if not self._listen_enabled:
@@ -1357,7 +1368,7 @@ class PostgresBackend(Backend):
                 elif timer:
                     wake = min(end, due_at, max(now, state.looked_at + poll))
                 else:
-                    wake = min(end, due_at, now + poll)
+                    wake = min(end, due_at, now + poll, max(now, state.looked_at + poll + _TIMED_LOOK_GRACE))
                 if polling:
                     state.polling_held = True
                     wake = min(wake, now + _HELD_JOBS_POLL)
@@ -1383,7 +1394,23 @@ class PostgresBackend(Backend):
                 continue  # look now
             # Nothing to look for (a check for the timed turn, or the claim's time is up): wait on
             # from what is known, without a probe.
-            empty = (state, generation, None if next_due is None else next_due - (later - now), busy, later)
+            empty = known
+
+    def _current(self, known: _Known | None, state: _QueueState, generation: int) -> bool:
+        """Whether ``known`` (see ``_local``) still describes ``state``'s queue: nothing signalled it
+        since, no job it knew of has come due, and someone looked recently enough (this process's
+        timed look every poll interval; a look of its own within ``_HELD_JOBS_POLL`` while
+        others hold due jobs). A caller that never waits, ``claim(queue, 0)`` in a loop, thus
+        still looks at least every poll interval."""
+        if known is None or known[0] is not state or known[1] != generation:
+            return False
+        now = time.monotonic()
+        age = now - known[4]
+        if known[2] is not None and known[2] <= age:
+            return False
+        if known[3]:
+            return age < _HELD_JOBS_POLL
+        return now - state.looked_at < self._poll_interval
 
     def _probe(self, queue: str, timeout: float, end: float) -> Claim | tuple[float | None, bool]:
         """Try once to claim a due job; else return (seconds until the next is due, others hold due jobs)."""
@@ -1406,7 +1433,7 @@ class PostgresBackend(Backend):
             if claim is not None:
                 return claim
             if time.monotonic() >= end:
-                return (None, False)
+                return (0.0, False)  # out of time after a cancelled job: others may be due now
 
     def _take(self, pools: _Pools, conn: Conn, row: tuple[Any, ...], probe_started: float) -> Claim | None:
         """Make a claim of the job ``row`` locked on ``conn``; None when a cancellation was waiting

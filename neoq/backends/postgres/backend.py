@@ -1321,6 +1321,8 @@ class PostgresBackend(Backend):
         result: Claim | tuple[float | None, bool]
         poll = self._poll_interval
         while True:
+            if self._pools is None:
+                return None  # closed (close() wakes every waiting claim)
             with state.cond:
                 generation = state.generation
             # What the last look found (the settle that just ran, this loop's previous claim, or
@@ -1399,17 +1401,17 @@ class PostgresBackend(Backend):
     def _current(self, known: _Known | None, state: _QueueState, generation: int) -> bool:
         """Whether ``known`` (see ``_local``) still describes ``state``'s queue: nothing signalled it
         since, no job it knew of has come due, and someone looked recently enough (this process's
-        timed look every poll interval; a look of its own within ``_HELD_JOBS_POLL`` while
-        others hold due jobs). A caller that never waits, ``claim(queue, 0)`` in a loop, thus
-        still looks at least every poll interval."""
+        timed look every poll interval; while others hold due jobs, a look of its own within
+        ``_HELD_JOBS_POLL`` or another claim polling for them). A caller that never waits,
+        ``claim(queue, 0)`` in a loop, thus still looks at least every poll interval."""
         if known is None or known[0] is not state or known[1] != generation:
             return False
         now = time.monotonic()
         age = now - known[4]
         if known[2] is not None and known[2] <= age:
             return False
-        if known[3]:
-            return age < _HELD_JOBS_POLL
+        if known[3] and age >= _HELD_JOBS_POLL and not state.polling_held:
+            return False  # others hold due jobs, and no claim of this process polls for them
         return now - state.looked_at < self._poll_interval
 
     def _probe(self, queue: str, timeout: float, end: float) -> Claim | tuple[float | None, bool]:
@@ -1742,7 +1744,7 @@ class PostgresBackend(Backend):
                             logger.debug("neoq: claiming after job %s failed: %s", claim.job.id, exc)
                         else:
                             # The queue has nothing due: the claim loop goes straight to waiting.
-                            state.looked_at = probe_started
+                            state.looked_at = max(state.looked_at, probe_started)
                             _local.empty = (state, generation, next_due, busy, probe_started)
                     return None  # release() returns the connection
                 held.returned = True  # the connection is the next claim's now

@@ -312,3 +312,47 @@ def test_a_caller_that_never_waits_still_looks_every_poll_interval(
     assert 0 <= lateness < 0.3, f"the future job was claimed {lateness:.2f} s after it came due"
     backend.settle(claim, neoq.backends.Outcome(JobStatus.PROCESSED))
     backend.release(claim)
+
+
+def test_a_signal_is_looked_into_once_not_by_every_waiting_loop(
+    pg_backend_factory: Callable[..., PostgresBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trickle of enqueues while eight loops wait: each job is claimed promptly, and the loops
+    that were not woken do not each look again afterwards (someone looked after the signal)."""
+    backend = pg_backend_factory(poll_interval=60)  # no timed looks: only signals make the loops look
+    probes = counting_probes(backend, monkeypatch)
+    queue = unique_name("trickle")
+    stop = threading.Event()
+    claimed: list[float] = []
+
+    def loop() -> None:
+        while not stop.is_set():
+            claim = backend.claim(queue, 0.5)
+            if claim is not None:
+                claimed.append(time.monotonic())
+                backend.settle(claim, neoq.backends.Outcome(JobStatus.PROCESSED))
+                backend.release(claim)
+
+    threads = [threading.Thread(target=loop) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(probes) >= 8, 10, "every loop looked once")
+        time.sleep(0.6)  # past every loop's first claim timeout (a measured interval, not synchronisation)
+        before = len(probes)
+        sent: list[float] = []
+        for n in range(10):
+            sent.append(time.monotonic())
+            backend.enqueue([prepare_job(Job(queue=queue, payload={"n": n}))[0]])
+            wait_until(lambda count=n + 1: len(claimed) >= count, 5, "the job is claimed")  # type: ignore[misc]
+            time.sleep(0.2)  # a trickle: the next job after the loops' wake-ups (pacing)
+        looks = len(probes) - before
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    delays = [got - at for got, at in zip(claimed, sent, strict=True)]
+    assert max(delays) < 0.5, f"a job waited {max(delays):.2f} s for a claim"
+    # Two looks per job: the woken loop's, and that loop's next claim (this test settles with plain
+    # settle(), so no look is left over for it). With every waiting loop looking again: about 45.
+    assert looks <= 30, f"{looks} looks for 10 signalled jobs: the other waiting loops each looked again"

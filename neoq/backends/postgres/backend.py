@@ -565,6 +565,7 @@ class _QueueState:
         "local_at",
         "looked_at",
         "polling_held",
+        "signalled_at",
         "timer_held",
         "waiting",
         "wakeups",
@@ -588,6 +589,9 @@ class _QueueState:
         self.timer_held = False
         #: When a claim of this process last looked at the queue (time.monotonic()).
         self.looked_at = 0.0
+        #: When the queue was last signalled (a notification or a local enqueue): a look that
+        #: began after it saw what the signal was about.
+        self.signalled_at = 0.0
 
 
 #: What a look at a queue found when nothing was due (see ``_local``).
@@ -1104,6 +1108,7 @@ class PostgresBackend(Backend):
                 return
             state.local = 0
             state.generation += 1
+            state.signalled_at = time.monotonic()
             state.cond.notify()
 
     def _enqueue_single(self, job: Job, payload: str) -> str:
@@ -1388,7 +1393,8 @@ class PostgresBackend(Backend):
                 if state.wakeups:
                     state.wakeups -= 1
                     return None
-                changed = state.generation != generation
+                # Signalled since this claim's look, and nobody looked after the signal: look.
+                changed = state.generation != generation and state.looked_at <= state.signalled_at
             if signalled or changed or polling or not self._listen_enabled:
                 continue  # look now
             later = clock()
@@ -1399,13 +1405,19 @@ class PostgresBackend(Backend):
             empty = known
 
     def _current(self, known: _Known | None, state: _QueueState, generation: int) -> bool:
-        """Whether ``known`` (see ``_local``) still describes ``state``'s queue: nothing signalled it
-        since, no job it knew of has come due, and someone looked recently enough (this process's
-        timed look every poll interval; while others hold due jobs, a look of its own within
-        ``_HELD_JOBS_POLL`` or another claim polling for them). A caller that never waits,
-        ``claim(queue, 0)`` in a loop, thus still looks at least every poll interval."""
-        if known is None or known[0] is not state or known[1] != generation:
+        """Whether ``known`` (see ``_local``) still describes ``state``'s queue.
+
+        It does while: nothing signalled the queue since, or a claim of this process looked
+        after the signal (that claim handles what the signal was about, and passes the baton if
+        more is due); no job it knew of has come due; and someone looked recently enough (this
+        process's timed look every poll interval; while others hold due jobs, a look of its own
+        within ``_HELD_JOBS_POLL`` or another claim polling for them). A caller that never
+        waits, ``claim(queue, 0)`` in a loop, thus still looks at least every poll interval.
+        """
+        if known is None or known[0] is not state:
             return False
+        if known[1] != generation and state.looked_at <= state.signalled_at:
+            return False  # signalled since, and nobody has looked since the signal
         now = time.monotonic()
         age = now - known[4]
         if known[2] is not None and known[2] <= age:
@@ -2001,6 +2013,7 @@ class PostgresBackend(Backend):
                 continue
             with state.cond:
                 state.generation += 1
+                state.signalled_at = time.monotonic()
                 state.cond.notify()
 
     # -- cancellation --------------------------------------------------------------------

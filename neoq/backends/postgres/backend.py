@@ -1339,11 +1339,14 @@ class PostgresBackend(Backend):
                 state.looked_at = looked
                 result = self._probe(queue, timeout, end)
                 if isinstance(result, Claim):
-                    # More due jobs are waiting: hand the baton to one more sleeping claim.
+                    # More due jobs are waiting: hand the baton to one more sleeping claim. It is a
+                    # signal, so a claim that was not waiting just then looks too, unless one began
+                    # a look after it (see _current).
                     if result.token.more:
                         with state.cond:
-                            if state.waiting:
-                                state.cond.notify()
+                            state.generation += 1
+                            state.signalled_at = time.monotonic()
+                            state.cond.notify()
                     return result
                 known = (state, generation, result[0], result[1], looked)
             busy = known[3]

@@ -196,6 +196,26 @@ def counting_probes(backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch) -
     return probes
 
 
+def start_claim_loops(
+    backend: PostgresBackend, queue: str, timeout: float, stop: threading.Event, got: list[tuple[str, float]]
+) -> list[threading.Thread]:
+    """Eight threads claiming from ``queue`` with ``timeout`` until ``stop``; each claimed job is
+    settled PROCESSED and recorded in ``got`` as (id, when)."""
+
+    def loop() -> None:
+        while not stop.is_set():
+            claim = backend.claim(queue, timeout)
+            if claim is not None:
+                got.append((claim.job.id or "", time.monotonic()))
+                backend.settle(claim, neoq.backends.Outcome(JobStatus.PROCESSED))
+                backend.release(claim)
+
+    threads = [threading.Thread(target=loop) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 def test_an_idle_claim_loop_does_not_look_again_until_something_happens(
     pg_backend_factory: Callable[..., PostgresBackend], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -235,18 +255,7 @@ def test_idle_claim_loops_look_once_per_poll_interval_between_them(
     queue = unique_name("idle-loops")
     stop = threading.Event()
     got: list[tuple[str, float]] = []
-
-    def loop() -> None:
-        while not stop.is_set():
-            claim = backend.claim(queue, 1.0)
-            if claim is not None:
-                got.append((claim.job.id or "", time.monotonic()))
-                backend.settle(claim, neoq.backends.Outcome(JobStatus.PROCESSED))
-                backend.release(claim)
-
-    threads = [threading.Thread(target=loop) for _ in range(8)]
-    for thread in threads:
-        thread.start()
+    threads = start_claim_loops(backend, queue, 1.0, stop, got)
     try:
         time.sleep(1.0)  # the loops settle into waiting (a measured interval, not synchronisation)
         before = len(probes)
@@ -323,19 +332,8 @@ def test_a_signal_is_looked_into_once_not_by_every_waiting_loop(
     probes = counting_probes(backend, monkeypatch)
     queue = unique_name("trickle")
     stop = threading.Event()
-    claimed: list[float] = []
-
-    def loop() -> None:
-        while not stop.is_set():
-            claim = backend.claim(queue, 0.5)
-            if claim is not None:
-                claimed.append(time.monotonic())
-                backend.settle(claim, neoq.backends.Outcome(JobStatus.PROCESSED))
-                backend.release(claim)
-
-    threads = [threading.Thread(target=loop) for _ in range(8)]
-    for thread in threads:
-        thread.start()
+    got: list[tuple[str, float]] = []
+    threads = start_claim_loops(backend, queue, 0.5, stop, got)
     try:
         wait_until(lambda: len(probes) >= 8, 10, "every loop looked once")
         time.sleep(0.6)  # past every loop's first claim timeout (a measured interval, not synchronisation)
@@ -344,14 +342,14 @@ def test_a_signal_is_looked_into_once_not_by_every_waiting_loop(
         for n in range(10):
             sent.append(time.monotonic())
             backend.enqueue([prepare_job(Job(queue=queue, payload={"n": n}))[0]])
-            wait_until(lambda count=n + 1: len(claimed) >= count, 5, "the job is claimed")  # type: ignore[misc]
+            wait_until(lambda count=n + 1: len(got) >= count, 5, "the job is claimed")  # type: ignore[misc]
             time.sleep(0.2)  # a trickle: the next job after the loops' wake-ups (pacing)
         looks = len(probes) - before
     finally:
         stop.set()
         for thread in threads:
             thread.join(10)
-    delays = [got - at for got, at in zip(claimed, sent, strict=True)]
+    delays = [claimed - at for (_, claimed), at in zip(got, sent, strict=True)]
     assert max(delays) < 0.5, f"a job waited {max(delays):.2f} s for a claim"
     # Two looks per job: the woken loop's, and that loop's next claim (this test settles with plain
     # settle(), so no look is left over for it). With every waiting loop looking again: about 45.

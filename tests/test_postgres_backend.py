@@ -257,7 +257,7 @@ def test_idle_claim_loops_look_once_per_poll_interval_between_them(
     got: list[tuple[str, float]] = []
     threads = start_claim_loops(backend, queue, 1.0, stop, got)
     try:
-        time.sleep(1.0)  # the loops settle into waiting (a measured interval, not synchronisation)
+        wait_until(lambda: len(probes) >= 8, 10, "every loop looked once")
         before = len(probes)
         time.sleep(3.0)  # counted over ten poll intervals
         looks = len(probes) - before

@@ -755,14 +755,8 @@ class PostgresBackend(Backend):
             if key not in params:
                 self._listen_kwargs[key] = value
 
-        self._lock = threading.Lock()
         self._pools: _Pools | None = None
-        self._states: dict[str, _QueueState] = {}
-        self._claims: dict[str, _Held] = {}
-        self._cancel_seen: dict[str, float] = {}  # job id -> when a cancellation for it arrived
-        self._claimers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
-        #: Whether this open() started its listener (or has none to start).
-        self._listening = False
+        self._fresh_runtime()
         #: Set in a forked child whose parent had this backend open: the next use opens it again.
         self._reopen = False
         #: Set when a connection error was seen, cleared by the next aux work that succeeds.
@@ -890,6 +884,16 @@ class PostgresBackend(Backend):
                 raise BackendError(_NOT_OPEN)
         return pools
 
+    def _fresh_runtime(self) -> None:
+        """The state of claims, wake-ups and cancellations, as in a backend never opened."""
+        self._lock = threading.Lock()
+        self._states: dict[str, _QueueState] = {}
+        self._claims: dict[str, _Held] = {}
+        self._cancel_seen: dict[str, float] = {}  # job id -> when a cancellation for it arrived
+        self._claimers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        #: Whether this open() started its listener (or has none to start).
+        self._listening = False
+
     def _after_fork(self) -> None:
         """In a child just forked (``forking``): the parent's connections lead to ``/dev/null`` now
         and its threads did not come along. Forget them; the next use opens the child's own.
@@ -897,15 +901,10 @@ class PostgresBackend(Backend):
         The child runs one thread at this point. A lock that another thread of the parent held
         is replaced rather than waited for.
         """
-        self._lock = threading.Lock()
         pools, self._pools = self._pools, None
         lease_engine, self._lease_engine = self._lease_engine, None
         forking.abandon((pools, lease_engine))
-        self._states = {}
-        self._claims = {}
-        self._cancel_seen = {}
-        self._claimers = weakref.WeakSet()
-        self._listening = False
+        self._fresh_runtime()
         self._reopen = pools is not None
 
     # -- errors --------------------------------------------------------------------------

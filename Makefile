@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORE_STAMP := $(VENV)/.core-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast chaos soak lint format bench bench-peers bench-scale docs tox tox-extra dist smoke clean
+.PHONY: help venv demo test test-fast chaos soak lint format bench bench-ab bench-peers bench-scale docs tox tox-extra dist smoke clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -93,6 +93,10 @@ $(BENCH_VENV)/.installed: setup.cfg benchmarks/requirements-peers.txt
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[postgres]' -r benchmarks/requirements-peers.txt
 	touch $@
+
+AB_REF ?= HEAD
+bench-ab: $(STAMP) ## make bench with neoq at AB_REF (default HEAD) run beside this checkout, interleaved
+	$(PY) -m benchmarks.run --ab $(AB_REF) $(BENCH_ARGS)
 
 bench-peers: $(BENCH_VENV)/.installed ## the same beside huey, procrastinate, pgqueuer, rq, Celery (own virtualenv .venv-bench)
 	$(BENCH_VENV)/bin/python -m benchmarks.run --peers $(BENCH_ARGS)

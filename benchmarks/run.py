@@ -1,6 +1,6 @@
 """Run the benchmark plan, print one table with ratios, check the targets, write JSON.
 
-    python -m benchmarks.run [--peers] [--quick] [--only SUBJECT ...]
+    python -m benchmarks.run [--peers] [--quick] [--only SUBJECT ...] [--ab REF]
 
 Without ``--peers``: neoq on memory and on PostgreSQL beside the minimal hand-written loops
 (``make bench``). With ``--peers``: huey, procrastinate, pgqueuer, rq and Celery too (``make bench-peers``,
@@ -8,6 +8,11 @@ which runs this in the ``.venv-bench`` virtualenv that has them). Every round of
 (subject, workload) runs in a fresh interpreter (``benchmarks.one``), rounds interleaved across
 subjects; every figure is the median of its rounds, and every ratio is neoq's figure divided by
 the row's, from the same run.
+
+``--ab REF`` (``make bench-ab``) adds, beside each neoq row, the same subject run on neoq as it was
+at git revision ``REF``: that ``neoq/`` package is exported into a temporary folder beside this
+checkout's ``benchmarks/``, so both sides run the same workload code, in the same rounds, interleaved.
+Its ratio column reads "this checkout / REF".
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,8 @@ class Row:
     method: str
     label: str
     peer: bool = False
+    #: A/B: the folder holding the baseline's ``neoq/`` (and a copy of ``benchmarks/``), else None.
+    base: str | None = None
 
     @property
     def key(self) -> str:
@@ -101,7 +110,8 @@ def _measure(row: Row, quick: bool) -> dict[str, Any]:
         command,
         capture_output=True,
         text=True,
-        cwd=Path(__file__).parent.parent,
+        # ``-m`` puts the working folder first on sys.path: the baseline's neoq/ wins there.
+        cwd=row.base or Path(__file__).parent.parent,
         timeout=1800,
         env={**os.environ, "BENCH_ROUNDS": "1"},
     )
@@ -112,6 +122,29 @@ def _measure(row: Row, quick: bool) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     result["elapsed"] = elapsed
     return result
+
+
+def export_baseline(ref: str) -> tuple[str, str]:
+    """Export ``neoq/`` at git revision ``ref`` beside a copy of today's ``benchmarks/``; return (folder, sha)."""
+    root = Path(__file__).parent.parent
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=root, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    folder = Path(tempfile.mkdtemp(prefix=f"neoq-ab-{sha}-"))
+    archive = subprocess.run(["git", "archive", ref, "neoq"], cwd=root, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    shutil.copytree(root / "benchmarks", folder / "benchmarks", ignore=shutil.ignore_patterns("results", "__pycache__"))
+    return str(folder), sha
+
+
+def with_baseline(rows: list[Row], folder: str, sha: str) -> list[Row]:
+    """Each neoq row followed by the same subject on the baseline's neoq."""
+    out = []
+    for row in rows:
+        out.append(row)
+        if row.label == "neoq":
+            out.append(dataclasses.replace(row, label=f"neoq @{sha}", base=folder))
+    return out
 
 
 def _fmt(workload: str, figure: dict[str, float] | None) -> str:
@@ -271,10 +304,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", action="store_true", help="also run huey, procrastinate, pgqueuer, rq and Celery")
     parser.add_argument("--quick", action="store_true", help="1 round, 2,000 jobs, 100 pickups")
     parser.add_argument("--only", nargs="*", help="run only these subjects (e.g. neoq-memory min-queue)")
+    parser.add_argument("--ab", metavar="REF", help="also run neoq as it was at git revision REF, interleaved")
+    parser.add_argument("--workloads", nargs="*", help="run only these workloads (e.g. process pickup)")
     args = parser.parse_args(argv)
     rows = [row for row in _rows() if args.peers or not row.peer]
     if args.only:
         rows = [row for row in rows if row.subject in args.only]
+    if args.workloads:
+        rows = [row for row in rows if row.workload in args.workloads]
+    baseline = None
+    if args.ab:
+        baseline = export_baseline(args.ab)
+        rows = with_baseline(rows, *baseline)
     sizes = sizes_from(args.quick)
     info = machine()
     print(
@@ -322,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(f"\nwritten: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    if baseline is not None:
+        shutil.rmtree(baseline[0], ignore_errors=True)
     return 0
 
 

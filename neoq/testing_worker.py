@@ -1,0 +1,249 @@
+"""Worker processes for the shared-store suite: ``python -m neoq.testing_worker SPEC_JSON``.
+
+``SharedStoreSuite`` (``neoq.testing_shared``) runs real processes against one store through
+``WorkerPool``. A child reads a JSON spec::
+
+    {"url": "...", "client": {options for neoq.new()},
+     "queues": {"queue": {handler settings}},
+     "cron": [{"spec": "*/1 * * * * *", "queue": "...", ...handler settings}],
+     "dir": "/tmp/...", "ready": "/tmp/.../worker-0.ready"}
+
+Handler settings are ``Handler``'s keyword arguments (``concurrency``, ``timeout``, ``max_retries``,
+``mode``), with ``backoff`` as a number of seconds. Once every handler and schedule has started,
+the child writes its pid to ``ready``; SIGTERM shuts it down gracefully (exit 0).
+
+What a job does is chosen by its payload's ``"action"``, so no user module is needed:
+
+- ``"record"`` (the default): write an effect file (below) and return.
+- ``"sleep"``: sleep ``payload["seconds"]``, then record.
+- ``"sigkill-first"``: the first attempt writes the ``killed`` flag (the time) and SIGKILLs its own
+  process; later attempts record.
+- ``"sigkill"``: every attempt SIGKILLs its own process (a poison job).
+- ``"wait-cancel"``: write the ``running`` flag, wait up to ``payload["seconds"]`` for
+  ``job_context().cancelled``, and once it is set write the ``cancelled`` flag (the time).
+
+Effect files are ``<key>.<attempt>.<pid>.<random>.json`` in ``dir``, holding the job id, queue,
+attempt, pid and start time (``time.time()``; the parent compares it with its own clock: one host);
+``<key>`` is the job id in hex, so any id makes a file name. Every file is written to a temporary
+name and renamed, so a reader sees it whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["WorkerPool", "WorkerProcess", "main"]
+
+#: How long a child may take to start (import, connect, start its handlers) on a busy machine.
+START_SECONDS = 60.0
+
+#: The graceful shutdown a child gets on SIGTERM, and how long its parent waits for it.
+STOP_SECONDS = 10.0
+
+
+def job_key(job_id: str) -> str:
+    """The job id as a file-name-safe key."""
+    return job_id.encode().hex()
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader never sees it half written."""
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+# -- the child ---------------------------------------------------------------------------------
+
+
+def _handler(directory: Path) -> Callable[[Any], None]:
+    from .context import job_context
+
+    def handle(job: Any) -> None:
+        started = time.time()
+        payload, key = job.payload, job_key(str(job.id))
+        action = payload.get("action", "record")
+        if action == "sigkill" or (action == "sigkill-first" and job.attempts == 1):
+            if action == "sigkill-first":
+                write_atomically(directory / f"{key}.killed", repr(time.time()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif action == "sleep":
+            time.sleep(float(payload["seconds"]))
+        elif action == "wait-cancel":
+            context = job_context()
+            assert context is not None
+            write_atomically(directory / f"{key}.running", repr(started))
+            if context.cancelled.wait(float(payload.get("seconds", 30))):
+                write_atomically(directory / f"{key}.cancelled", repr(time.time()))
+            return
+        effect = {"job": job.id, "queue": job.queue, "attempt": job.attempts, "pid": os.getpid(), "started": started}
+        name = f"{key}.{job.attempts}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json"
+        write_atomically(directory / name, json.dumps(effect))
+
+    return handle
+
+
+def _make_handler(func: Callable[[Any], None], settings: dict[str, Any]) -> Any:
+    from .handler import Handler
+
+    settings = dict(settings)
+    delay = settings.pop("backoff", None)
+    if delay is not None:
+        settings["backoff"] = lambda retries: float(delay)
+    return Handler(func, **settings)
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs in a child process
+    """Serve the spec's queues and schedules until SIGTERM."""
+    from .app import new
+
+    spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    client = new(spec["url"], **spec.get("client", {}))
+    handle = _handler(Path(spec["dir"]))
+    for queue, settings in spec.get("queues", {}).items():
+        client.start(queue, _make_handler(handle, settings))
+    for entry in spec.get("cron", []):
+        settings = dict(entry)
+        cron_spec, queue = settings.pop("spec"), settings.pop("queue")
+        client.start_cron(cron_spec, _make_handler(handle, settings), queue=queue)
+    write_atomically(Path(spec["ready"]), str(os.getpid()))
+    while not stop.wait(0.5):
+        pass
+    client.shutdown(timeout=STOP_SECONDS)
+    return 0
+
+
+# -- the parent --------------------------------------------------------------------------------
+
+
+class WorkerProcess:
+    """One child process; its output goes to ``log`` (shown when it misbehaves)."""
+
+    def __init__(self, spec: dict[str, Any], name: str) -> None:
+        directory = Path(spec["dir"])
+        self.name = name
+        self.log = directory / f"{name}.log"
+        self.ready_path = directory / f"{name}.ready"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", __name__, json.dumps({**spec, "ready": str(self.ready_path)})],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def __repr__(self) -> str:
+        return f"<WorkerProcess {self.name} pid={self.pid} returncode={self.proc.poll()}>"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        """The tail of the child's output."""
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def ready(self) -> bool:
+        """True once the child serves its queues; fails if it exited before that."""
+        if self.ready_path.exists():
+            return True
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self!r} exited before it was ready:\n{self.output()}")
+        return False
+
+    def stop(self) -> int:
+        """SIGTERM, wait for the graceful shutdown, and return the exit code."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(STOP_SECONDS + 20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self!r} did not stop after SIGTERM:\n{self.output()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL and reap (nothing if it has exited)."""
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait(30)
+
+
+class WorkerPool:
+    """The worker processes of one test, on one store; ``close()`` kills whatever is left.
+
+    ``handler_options`` are merged into the settings of every queue and schedule it starts.
+    """
+
+    def __init__(
+        self, url: str, directory: Path, client_options: dict[str, Any], handler_options: dict[str, Any]
+    ) -> None:
+        self.url = url
+        self.directory = directory
+        self.client_options = client_options
+        self.handler_options = handler_options
+        self.processes: list[WorkerProcess] = []
+
+    def start(
+        self,
+        queues: dict[str, dict[str, Any]] | None = None,
+        cron: list[dict[str, Any]] | None = None,
+        *,
+        wait: bool = True,
+    ) -> WorkerProcess:
+        """Start one process serving ``queues`` and ``cron``; with ``wait``, return once it is ready."""
+        spec = {
+            "url": self.url,
+            "client": self.client_options,
+            "queues": {queue: {**self.handler_options, **settings} for queue, settings in (queues or {}).items()},
+            "cron": [{**self.handler_options, **entry} for entry in cron or []],
+            "dir": str(self.directory),
+        }
+        process = WorkerProcess(spec, f"worker-{len(self.processes)}")
+        self.processes.append(process)
+        if wait:
+            self.wait_ready([process])
+        return process
+
+    def wait_ready(self, processes: list[WorkerProcess]) -> None:
+        """Return once every one of ``processes`` is ready (each gets ``START_SECONDS``)."""
+        for process in processes:
+            end = time.monotonic() + START_SECONDS
+            while not process.ready():
+                if time.monotonic() >= end:
+                    raise AssertionError(f"{process!r} was not ready within {START_SECONDS}s:\n{process.output()}")
+                time.sleep(0.01)
+
+    def flag(self, job_id: str, name: str) -> Path:
+        """The path of flag ``name`` (``running``, ``cancelled``, ``killed``) of job ``job_id``."""
+        return self.directory / f"{job_key(job_id)}.{name}"
+
+    def effects(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """The effect records of job ``job_id`` (of every job when ``None``), in start order."""
+        pattern = "*.json" if job_id is None else f"{job_key(job_id)}.*.json"
+        found = [json.loads(path.read_text()) for path in self.directory.glob(pattern)]
+        return sorted(found, key=lambda effect: float(effect["started"]))
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.kill()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The shared-store suite (neoq.testing_shared.SharedStoreSuite) on PostgreSQL, in both handler modes.
+
+Worker processes are ``python -m neoq.testing_worker`` children on the test database (the
+``pg_clean`` fixture of tests/pgfixtures.py: never skipped under CI=true).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from neoq.testing_shared import SharedStoreSuite
+
+pytestmark = pytest.mark.postgres
+
+
+class TestSharedPostgres(SharedStoreSuite):
+    """Transaction mode: each attempt holds the job's row lock in a transaction."""
+
+    capabilities = frozenset({"shared", "notify", "transaction", "enqueue_in_transaction"})
+
+    @pytest.fixture
+    def store_url(self, pg_clean: str) -> str:
+        return pg_clean
+
+    def connect(self, url: str) -> Any:
+        return psycopg.connect(url)
+
+
+class TestSharedPostgresLease(TestSharedPostgres):
+    """Lease mode with a 1 s lease: no transaction is held while handlers run, so none is given."""
+
+    capabilities = frozenset({"shared", "notify", "enqueue_in_transaction"})
+
+    def client_options(self) -> dict[str, Any]:
+        return {"lease": 1.0}
+
+    def handler_options(self) -> dict[str, Any]:
+        return {"mode": "lease"}

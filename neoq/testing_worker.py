@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WorkerPool", "WorkerProcess", "main"]
+__all__ = ["WorkerPool", "WorkerProcess", "main", "wait_until"]
 
 #: How long a child may take to start (import, connect, start its handlers) on a busy machine.
 START_SECONDS = 60.0
@@ -62,6 +62,23 @@ def write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     partial.write_text(text)
     os.replace(partial, path)
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01, pool: WorkerPool | None = None
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy and return that.
+
+    After ``timeout`` seconds, fail naming ``what``, with the state and output of ``pool``'s processes.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise AssertionError(f"not within {timeout:g}s: {what}" + ("" if pool is None else pool.report()))
+        time.sleep(interval)
 
 
 # -- the child ---------------------------------------------------------------------------------
@@ -168,10 +185,14 @@ class WorkerProcess:
             raise AssertionError(f"{self!r} exited before it was ready:\n{self.output()}")
         return False
 
-    def stop(self) -> int:
-        """SIGTERM, wait for the graceful shutdown, and return the exit code."""
+    def terminate(self) -> None:
+        """SIGTERM: begin a graceful shutdown."""
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> int:
+        """SIGTERM, wait for the graceful shutdown, and return the exit code."""
+        self.terminate()
         try:
             return self.proc.wait(STOP_SECONDS + 20)
         except subprocess.TimeoutExpired:
@@ -224,11 +245,22 @@ class WorkerPool:
     def wait_ready(self, processes: list[WorkerProcess]) -> None:
         """Return once every one of ``processes`` is ready (each gets ``START_SECONDS``)."""
         for process in processes:
-            end = time.monotonic() + START_SECONDS
-            while not process.ready():
-                if time.monotonic() >= end:
-                    raise AssertionError(f"{process!r} was not ready within {START_SECONDS}s:\n{process.output()}")
-                time.sleep(0.01)
+            wait_until(process.ready, START_SECONDS, f"{process!r} is ready")
+
+    def wait(self, predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> Any:
+        """``wait_until`` that shows these processes when it fails."""
+        return wait_until(predicate, timeout, what, interval, self)
+
+    def stop(self, processes: list[WorkerProcess]) -> None:
+        """Stop ``processes`` gracefully, all at once; fail unless each exits 0."""
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            assert process.stop() == 0, f"{process!r} did not exit cleanly:\n{process.output()}"
+
+    def report(self) -> str:
+        """Each process's state and the tail of its output, for a failure message."""
+        return "".join(f"\n--- {process!r}:\n{process.output()[-1500:]}" for process in self.processes)
 
     def flag(self, job_id: str, name: str) -> Path:
         """The path of flag ``name`` (``running``, ``cancelled``, ``killed``) of job ``job_id``."""

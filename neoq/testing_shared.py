@@ -54,9 +54,8 @@ import pytest
 
 from .app import Neoq, new
 from .context import job_context
-from .handler import Handler
 from .job import Job, JobStatus
-from .testing_worker import WorkerPool, WorkerProcess, wait_until
+from .testing_worker import WorkerPool, WorkerProcess, make_handler, wait_until
 
 __all__ = ["SharedStoreSuite"]
 
@@ -120,7 +119,10 @@ class SharedStoreSuite:
         return {}
 
     def handler_options(self) -> dict[str, Any]:
-        """``Handler`` settings for every queue the suite serves (JSON values)."""
+        """``Handler`` settings for every queue the suite serves (JSON values; ``backoff`` in seconds).
+
+        A test's own settings (its concurrency, say) win over these.
+        """
         return {}
 
     def connect(self, url: str) -> Any:  # pragma: no cover - subclasses with a transaction capability
@@ -252,8 +254,9 @@ class SharedStoreSuite:
         queue, seconds = _queue("cron"), 4
         schedule = [{"spec": "*/1 * * * * *", "queue": queue, "concurrency": 2}]
         processes = [workers.start(cron=schedule, wait=False) for _ in range(3)]
+        began = time.monotonic()
         workers.wait_ready(processes)
-        all_up = datetime.now(timezone.utc)
+        all_up, ready = datetime.now(timezone.utc), time.monotonic()
 
         def tick(job: Job) -> datetime:
             return datetime.fromisoformat(job.payload["scheduled_at"])
@@ -267,7 +270,9 @@ class SharedStoreSuite:
             f"the tick {seconds}s after every process was up is enqueued",
             0.05,
         )
+        stopping = time.monotonic()
         workers.stop(processes)
+        stopped = time.monotonic()
         found = jobs()
         ticks = [tick(job) for job in found]
         twice = sorted(t for t, n in Counter(ticks).items() if n > 1)
@@ -278,7 +283,10 @@ class SharedStoreSuite:
         runs = Counter(effect["job"] for effect in workers.effects())
         assert set(runs.values()) <= {1}, "a tick's job ran twice"
         assert {job.id for job in found if job.status is JobStatus.PROCESSED} == set(runs)
-        print(f"\ncron across 3 processes: {len(ticks)} ticks, {len(runs)} ran before the processes stopped")
+        print(
+            f"\ncron across 3 processes: {len(ticks)} ticks, {len(runs)} ran before the processes stopped; "
+            f"start {ready - began:.1f}s, run {stopping - ready:.1f}s, stop {stopped - stopping:.1f}s"
+        )
 
     # -- managing from another process -------------------------------------------------
 
@@ -325,7 +333,7 @@ class SharedStoreSuite:
         def handler(job: Job) -> None:
             ran.append(job.payload["n"])
 
-        nq.start(queue, Handler(handler, concurrency=1, **self.handler_options()))
+        nq.start(queue, make_handler(handler, {**self.handler_options(), "concurrency": 1}))
         connection = self.connect(store_url)
         try:
             held = nq.enqueue(Job(queue=queue, payload={"n": "held"}), connection=connection)
@@ -369,7 +377,7 @@ class SharedStoreSuite:
                 raise RuntimeError(f"attempt {job.attempts} fails")
 
         queue = _queue("transaction")
-        nq.start(queue, Handler(handler, concurrency=2, backoff=lambda retries: 0, **self.handler_options()))
+        nq.start(queue, make_handler(handler, {**self.handler_options(), "concurrency": 2, "backoff": 0}))
         ok = nq.enqueue(Job(queue=queue, payload={"kind": "ok", "fails": 0}))
         retried = nq.enqueue(Job(queue=queue, payload={"kind": "retried", "fails": 1}, max_retries=1))
         failed = nq.enqueue(Job(queue=queue, payload={"kind": "failed", "fails": 9}, max_retries=0))

@@ -43,7 +43,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WorkerPool", "WorkerProcess", "main", "wait_until"]
+from .app import new
+from .context import job_context
+from .handler import Handler
+from .job import Job
+
+__all__ = ["WorkerPool", "WorkerProcess", "main", "make_handler", "wait_until"]
 
 #: How long a child may take to start (import, connect, start its handlers) on a busy machine.
 START_SECONDS = 60.0
@@ -84,10 +89,8 @@ def wait_until(
 # -- the child ---------------------------------------------------------------------------------
 
 
-def _handler(directory: Path) -> Callable[[Any], None]:
-    from .context import job_context
-
-    def handle(job: Any) -> None:
+def _handler(directory: Path) -> Callable[[Job], None]:
+    def handle(job: Job) -> None:
         started = time.time()
         payload, key = job.payload, job_key(str(job.id))
         action = payload.get("action", "record")
@@ -111,9 +114,8 @@ def _handler(directory: Path) -> Callable[[Any], None]:
     return handle
 
 
-def _make_handler(func: Callable[[Any], None], settings: dict[str, Any]) -> Any:
-    from .handler import Handler
-
+def make_handler(func: Callable[[Job], None], settings: dict[str, Any]) -> Handler:
+    """``Handler(func, **settings)``, where ``settings["backoff"]``, if given, is a number of seconds."""
     settings = dict(settings)
     delay = settings.pop("backoff", None)
     if delay is not None:
@@ -123,8 +125,6 @@ def _make_handler(func: Callable[[Any], None], settings: dict[str, Any]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs in a child process
     """Serve the spec's queues and schedules until SIGTERM."""
-    from .app import new
-
     spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(message)s")
     stop = threading.Event()
@@ -132,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs in a 
     client = new(spec["url"], **spec.get("client", {}))
     handle = _handler(Path(spec["dir"]))
     for queue, settings in spec.get("queues", {}).items():
-        client.start(queue, _make_handler(handle, settings))
+        client.start(queue, make_handler(handle, settings))
     for entry in spec.get("cron", []):
         settings = dict(entry)
         cron_spec, queue = settings.pop("spec"), settings.pop("queue")
-        client.start_cron(cron_spec, _make_handler(handle, settings), queue=queue)
+        client.start_cron(cron_spec, make_handler(handle, settings), queue=queue)
     write_atomically(Path(spec["ready"]), str(os.getpid()))
     while not stop.wait(0.5):
         pass
@@ -155,6 +155,7 @@ class WorkerProcess:
         self.name = name
         self.log = directory / f"{name}.log"
         self.ready_path = directory / f"{name}.ready"
+        self.terminated = False
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", __name__, json.dumps({**spec, "ready": str(self.ready_path)})],
@@ -186,8 +187,11 @@ class WorkerProcess:
         return False
 
     def terminate(self) -> None:
-        """SIGTERM: begin a graceful shutdown."""
-        if self.alive():
+        """SIGTERM, once: begin a graceful shutdown."""
+        # Once only: a second SIGTERM could reach the child while the interpreter finalises, when
+        # its handler is gone, and kill it (exit -15) after a clean shutdown.
+        if self.alive() and not self.terminated:
+            self.terminated = True
             self.proc.send_signal(signal.SIGTERM)
 
     def stop(self) -> int:

@@ -253,8 +253,8 @@ class SharedStoreSuite:
         self.require(nq, "shared")
         queue, seconds = _queue("cron"), 4
         schedule = [{"spec": "*/1 * * * * *", "queue": queue, "concurrency": 2}]
-        processes = [workers.start(cron=schedule, wait=False) for _ in range(3)]
         began = time.monotonic()
+        processes = [workers.start(cron=schedule, wait=False) for _ in range(3)]
         workers.wait_ready(processes)
         all_up, ready = datetime.now(timezone.utc), time.monotonic()
 

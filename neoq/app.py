@@ -96,11 +96,14 @@ def new(
 
     ``url`` picks the backend: ``memory://`` (the default) or ``postgresql://...``
     (``postgres://`` too). With neither ``url`` nor ``backend``, ``NEOQ_URL`` is read, else
-    ``memory://``. ``backend`` passes a ``neoq.backends.Backend`` object instead. Other keyword
-    ``options`` go to the URL's backend (for PostgreSQL: ``idle_transaction_timeout``,
-    ``pool_min_size``, ``pool_max_size``, ``synchronous_commit``, ...). Raises
-    ``ConfigurationError`` for an unknown scheme, both ``url`` and ``backend``, or a backend
-    whose driver is missing; ``BackendConnectionError`` when the store cannot be reached.
+    ``memory://``: a store private to this process, so the first ``enqueue`` into a queue this
+    client does not run logs a warning, and ``neoq worker`` refuses to run on it (give
+    ``memory://`` explicitly to avoid both). ``backend`` passes a ``neoq.backends.Backend``
+    object instead. Other keyword ``options`` go to the URL's backend (for PostgreSQL:
+    ``idle_transaction_timeout``, ``pool_min_size``, ``pool_max_size``, ``synchronous_commit``,
+    ...). Raises ``ConfigurationError`` for an unknown scheme, a malformed URL, both ``url`` and
+    ``backend``, or a backend whose driver is missing; ``BackendConnectionError`` when the store
+    cannot be reached. No error, log line or ``repr`` shows the URL's password (``neoq.redact``).
 
     ``retention_processed`` (default 7 days) and ``retention_failed`` (default 30 days) are how
     long finished jobs are kept (``PROCESSED`` and ``CANCELLED``, resp. ``FAILED``) before the

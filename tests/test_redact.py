@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from cli_helpers import run_neoq
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pgfixtures import free_port
 
@@ -222,3 +222,49 @@ def test_the_neoq_command_never_prints_the_password(url: str) -> None:
     result = run_neoq(["--traceback", "--url", url, "stats"])
     assert result.returncode == 1 and "Traceback" in result.stderr
     assert not leaks(result.stdout + result.stderr), result.stderr
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+password_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    scheme=st.sampled_from(["postgresql://", "postgres://", "postgresql:", "postgres:/", "", "mysql://", "memory://"]),
+    user=st.sampled_from(["", "app", "u:"]),
+    middle=password_text,
+    query=st.sampled_from(["", "?sslmode=disable", "?password=Hunter2Swordfish", "?application_name=x"]),
+)
+def test_any_url_is_refused_or_reported_without_its_password(
+    scheme: str, user: str, middle: str, query: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever the URL, neoq.new() and the command line say nothing of the password."""
+    pytest.importorskip("psycopg")
+    url = f"{scheme}{user}:Hunter2{middle}Swordfish@127.0.0.1:{free_port()}/db{query}"
+    collect = _Collect()
+    root = logging.getLogger()
+    root.addHandler(collect)
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        try:
+            with neoq.new(url, **({} if scheme == "memory://" else {"connect_timeout": 2})) as nq:
+                said = repr(nq) + repr(nq.backend)
+        except neoq.NeoqError as exc:
+            said = everything_said(exc)
+        cli.main(["--traceback", "--url", url, "stats"])
+        out, err = capsys.readouterr()
+    finally:
+        root.removeHandler(collect)
+        root.setLevel(level)
+    assert not leaks(said), said
+    assert not leaks(out + err), out + err
+    assert not any(leaks(line) for line in collect.lines), collect.lines

@@ -8,7 +8,8 @@ and feed it from another terminal::
 
     NEOQ_URL=postgresql://app@localhost/app neoq enqueue emails '{"to": "ada@example.com"}'
 
-Without ``NEOQ_URL`` the client uses a private in-memory store, which only this process sees.
+Without ``NEOQ_URL`` the client uses a private in-memory store, which only this process sees, and
+``neoq worker`` refuses to run on it (``--url memory://`` runs it anyway, for a look).
 """
 
 from __future__ import annotations

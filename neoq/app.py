@@ -11,7 +11,6 @@ from dataclasses import replace
 from datetime import timedelta
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
-from urllib.parse import urlsplit
 
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
@@ -27,6 +26,7 @@ from .errors import ConfigurationError, InvalidJobError
 from .handler import Handler, HandlerFunc, as_handler
 from .hooks import Hook, Hooks
 from .job import Job, JobStatus, prepare_job, setting_seconds, validate_queue_name
+from .redact import url_scheme
 from .retention import Pruner
 from .worker import RecoveryCallback, Worker
 
@@ -56,9 +56,16 @@ def _prepare_at(job: object, index: int) -> tuple[Job, str]:
 
 
 def _backend_from_url(url: str, options: dict[str, Any], clock: Clock) -> Backend:
+    # No message here shows the URL, nor any part of it but a well-formed scheme: a URL written
+    # wrongly ("postgres:secret@host/db") may hold its password anywhere (see neoq.redact).
     if not isinstance(url, str):
         raise ConfigurationError(f"url must be a str, not {type(url).__name__}")
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    scheme = url_scheme(url)
+    if scheme is None:
+        raise ConfigurationError(
+            "the backend URL does not start with scheme://; accepted: memory://, postgresql://, postgres:// "
+            "(the URL is not shown: it may hold a password)"
+        )
     if scheme == "memory":
         if options:
             raise ConfigurationError(f"memory:// takes no backend options; got {', '.join(sorted(options))}")
@@ -67,9 +74,8 @@ def _backend_from_url(url: str, options: dict[str, Any], clock: Clock) -> Backen
         from .backends.postgres import PostgresBackend
 
         return PostgresBackend(url, **options)
-    shown = scheme + "://" if scheme else repr(url.split("://")[0][:40])
     raise ConfigurationError(
-        f"unknown backend URL scheme {shown}; accepted: memory://, postgresql://, postgres:// "
+        f"unknown backend URL scheme {scheme}://; accepted: memory://, postgresql://, postgres:// "
         "(or pass backend=<a neoq.backends.Backend>)"
     )
 
@@ -90,11 +96,14 @@ def new(
 
     ``url`` picks the backend: ``memory://`` (the default) or ``postgresql://...``
     (``postgres://`` too). With neither ``url`` nor ``backend``, ``NEOQ_URL`` is read, else
-    ``memory://``. ``backend`` passes a ``neoq.backends.Backend`` object instead. Other keyword
-    ``options`` go to the URL's backend (for PostgreSQL: ``idle_transaction_timeout``,
-    ``pool_min_size``, ``pool_max_size``, ``synchronous_commit``, ...). Raises
-    ``ConfigurationError`` for an unknown scheme, both ``url`` and ``backend``, or a backend
-    whose driver is missing; ``BackendConnectionError`` when the store cannot be reached.
+    ``memory://``: a store private to this process, so the first ``enqueue`` into a queue this
+    client does not run logs a warning, and ``neoq worker`` refuses to run on it (give
+    ``memory://`` explicitly to avoid both). ``backend`` passes a ``neoq.backends.Backend``
+    object instead. Other keyword ``options`` go to the URL's backend (for PostgreSQL:
+    ``idle_transaction_timeout``, ``pool_min_size``, ``pool_max_size``, ``synchronous_commit``,
+    ...). Raises ``ConfigurationError`` for an unknown scheme, a malformed URL, both ``url`` and
+    ``backend``, or a backend whose driver is missing; ``BackendConnectionError`` when the store
+    cannot be reached. No error, log line or ``repr`` shows the URL's password (``neoq.redact``).
 
     ``retention_processed`` (default 7 days) and ``retention_failed`` (default 30 days) are how
     long finished jobs are kept (``PROCESSED`` and ``CANCELLED``, resp. ``FAILED``) before the
@@ -116,10 +125,12 @@ def new(
                 f"backend options ({', '.join(sorted(options))}) go to the backend's own constructor "
                 "when backend= is given"
             )
-    else:
+    implicit = False
+    if backend is None:
         if url is None:
-            url = os.environ.get("NEOQ_URL") or DEFAULT_URL
-        backend = _backend_from_url(url, options, clock)
+            url = os.environ.get("NEOQ_URL") or None
+            implicit = url is None
+        backend = _backend_from_url(DEFAULT_URL if url is None else url, options, clock)
     client = Neoq(
         backend,
         shutdown_timeout=shutdown_timeout,
@@ -129,6 +140,7 @@ def new(
         retention_processed=retention_processed,
         retention_failed=retention_failed,
     )
+    client._implicit_memory = client._warn_on_enqueue = implicit
     backend.open()
     return client
 
@@ -181,6 +193,10 @@ class Neoq:
             log=self.logger,
         )
         self._cron: CronScheduler | None = None
+        #: Set by new() when nothing named the store: the private memory:// default, which no other
+        #: process can reach. Enqueueing into it warns once; ``neoq worker`` refuses to run on it.
+        self._implicit_memory = False
+        self._warn_on_enqueue = False
         self._closed = False
         self._stop_requested = threading.Event()
         self._force = threading.Event()
@@ -208,6 +224,8 @@ class Neoq:
         """
         self._check_open()
         prepared, text = prepare_job(job)
+        if self._warn_on_enqueue:
+            self._warn_implicit_memory((prepared.queue,))
         # Through enqueue_prepared, so the backend can store the JSON text prepare_job made.
         job_id = self.backend.enqueue_prepared(
             (prepared,), lambda _job, _index: (prepared, text), connection=connection
@@ -227,6 +245,10 @@ class Neoq:
         batch = jobs if isinstance(jobs, (list, tuple)) else list(jobs)
         if not batch:
             return []
+        if self._warn_on_enqueue:
+            self._warn_implicit_memory(
+                job.queue for job in batch if isinstance(job, Job) and isinstance(job.queue, str)
+            )
         # The backend prepares each job (possibly while it stores the ones before it). The
         # prepared jobs are kept only for hooks: a large batch of them kept alive costs the
         # garbage collector more than they cost to make.
@@ -242,6 +264,20 @@ class Neoq:
         ids = self.backend.enqueue_prepared(batch, prepare, connection=connection)
         self._hooks.enqueued([replace(job, id=job_id) for job, job_id in zip(prepared, ids, strict=True)])
         return ids
+
+    def _warn_implicit_memory(self, queues: Iterable[str]) -> None:
+        """Warn, once, that jobs go where only this process can run them: what a web process
+        that enqueues for a worker elsewhere does when NEOQ_URL was forgotten. Quiet while this
+        client runs the queues itself (``start()``)."""
+        if all(self._worker.is_started(queue) for queue in queues):
+            return
+        self._warn_on_enqueue = False
+        self.logger.warning(
+            "neoq: jobs are enqueued into a private in-memory store (no URL given, NEOQ_URL unset): "
+            "no other process can run them, and they are lost when this process exits; set NEOQ_URL "
+            "(or pass a URL) to share a store with your workers, or pass memory:// explicitly if this "
+            "process runs its jobs itself"
+        )
 
     # -- handlers ------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -41,6 +40,7 @@ from .app import Neoq, new
 from .backends.memory import MemoryBackend
 from .errors import NeoqError
 from .job import Job, JobStatus
+from .redact import mask_secrets, redact_url
 
 __all__ = ["CommandError", "build_parser", "load_client", "main", "mask_secrets", "run_worker"]
 
@@ -62,19 +62,9 @@ _MEMORY_NOTE = (
     "give --url or NEOQ_URL with the PostgreSQL database your workers use"
 )
 
-# scheme://user:PASSWORD@ and libpq's password=PASSWORD
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@:]*:)[^\s@]*@")
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
 
 class CommandError(Exception):
     """A failure to report as one line on stderr, exiting 1."""
-
-
-def mask_secrets(text: str) -> str:
-    """Return ``text`` with the passwords of URLs and ``password=`` settings replaced by ``***``."""
-    text = _URL_PASSWORD.sub(r"\g<head>***@", text)
-    return _KEYWORD_PASSWORD.sub(r"\g<head>***", text)
 
 
 def _one_line(text: str) -> str:
@@ -287,9 +277,9 @@ def _cmd_enqueue(args: argparse.Namespace) -> int:
     )
     with _client(args, shared=False) as nq:
         if isinstance(nq.backend, MemoryBackend):
+            why = "no --url or NEOQ_URL: " if _url(args) is None else ""
             print(
-                "neoq: warning: no --url or NEOQ_URL: the job went to a private memory:// store "
-                "and is gone when this command exits",
+                f"neoq: warning: {why}the job went to a private memory:// store and is gone when this command exits",
                 file=sys.stderr,
             )
         job_id = nq.enqueue(job)
@@ -314,7 +304,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     with _client(args, shared=False) as nq:
         # neoq.new() opened the backend, and opening creates or migrates the schema.
         memory = isinstance(nq.backend, MemoryBackend)
-    shown = mask_secrets(url or "memory://")
+    shown = redact_url(url or "memory://")
     text = f"{shown}: memory:// keeps no schema; nothing to migrate" if memory else f"{shown}: schema is up to date"
     _emit(args, {"url": shown, "migrated": not memory}, text)
     return EXIT_OK
@@ -472,10 +462,19 @@ def run_worker(nq: Neoq, queues: Sequence[str] | None = None, *, name: str = "ne
     reuse: the first SIGTERM/SIGINT drains gracefully and this returns 0; a second one exits the
     process at once with ``128 + signal``; handler threads that ignored cancellation do not keep
     the process alive after the drain. ``name`` names the worker in log lines. Raises
-    ``CommandError`` when ``nq`` is shut down or has no handler for a queue asked for.
+    ``CommandError`` when ``nq`` is shut down, has no handler for a queue asked for, or runs on
+    the private memory store ``neoq.new()`` falls back to when no URL is given and NEOQ_URL is
+    unset (``memory://`` given explicitly is accepted).
     """
     if nq.closed:
         raise CommandError(f"the client {name} was already shut down")
+    if nq._implicit_memory:
+        # Jobs enqueued by any other process (a web app) would never reach this worker.
+        raise CommandError(
+            f"{name} has no backend URL (none given, NEOQ_URL unset), so it would run on a private in-memory "
+            "store that no other process can reach; set NEOQ_URL (or --url, or the app's NEOQ_URL setting) to "
+            "the database your application enqueues into, or give memory:// explicitly"
+        )
     served = sorted(nq.handlers) if queues is None else sorted(set(queues))
     if not served:
         raise CommandError(f'{name} has no handlers: register them with @nq.handler("queue") before running a worker')

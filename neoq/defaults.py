@@ -5,6 +5,8 @@ The environment is never read here: ``neoq.new()`` and the command line read ``N
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 #: How many jobs of one queue a client runs at once when a ``Handler`` does not say.
 DEFAULT_CONCURRENCY = 4
 
@@ -40,6 +42,17 @@ DEFAULT_LIST_LIMIT = 100
 
 #: How deeply payload objects and arrays may nest.
 MAX_PAYLOAD_DEPTH = 200
+
+#: The longest a job's own ``fingerprint`` may be, in characters.
+MAX_FINGERPRINT_LENGTH = 256
+
+#: The largest ``max_retries`` a job may set.
+MAX_JOB_RETRIES = 1_000_000
+
+#: The earliest and latest ``run_after`` and ``deadline`` a job may set (both allowed): every store
+#: can hold the times between them, and compute with them, in any session TimeZone.
+EARLIEST_JOB_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST_JOB_TIME = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 #: How long ``PROCESSED`` and ``CANCELLED`` jobs are kept before workers delete them, in seconds (7 days).
 DEFAULT_RETENTION_PROCESSED = 7 * 24 * 3600.0

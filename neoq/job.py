@@ -12,7 +12,14 @@ from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
-from .defaults import MAX_PAYLOAD_DEPTH, MAX_QUEUE_NAME_LENGTH
+from .defaults import (
+    EARLIEST_JOB_TIME,
+    LATEST_JOB_TIME,
+    MAX_FINGERPRINT_LENGTH,
+    MAX_JOB_RETRIES,
+    MAX_PAYLOAD_DEPTH,
+    MAX_QUEUE_NAME_LENGTH,
+)
 from .errors import ConfigurationError, InvalidJobError
 
 try:
@@ -58,19 +65,26 @@ class Job:
 
     Applications set ``queue``, ``payload`` and optionally ``run_after``, ``deadline``,
     ``max_retries`` and ``fingerprint``; the backend sets the rest.
+
+    Limits, the same on every backend: ``enqueue`` raises ``InvalidJobError`` naming the field,
+    and stores nothing, for a ``run_after`` or ``deadline`` outside 1970-01-01 to 9000-01-01
+    UTC, a ``max_retries`` that is not an ``int`` from 0 to 1,000,000, or a ``fingerprint``
+    that is empty, longer than 256 characters, or holds a NUL character or a lone surrogate.
     """
 
     #: The queue whose handler runs the job: non-empty, at most 128 characters.
     queue: str
     #: JSON-serialisable mapping with string keys, given to the handler.
     payload: Mapping[str, Any] = field(default_factory=dict)
-    #: Not run before this aware datetime; ``None`` means now.
+    #: Not run before this aware datetime (1970-01-01 to 9000-01-01 UTC); ``None`` means now.
     run_after: datetime | None = None
-    #: The job must finish by this aware datetime: not started after it, stopped at it.
+    #: The job must finish by this aware datetime (1970-01-01 to 9000-01-01 UTC): not started
+    #: after it, stopped at it.
     deadline: datetime | None = None
-    #: Retries allowed after the first attempt; ``None`` means the handler's, else 25.
+    #: Retries allowed after the first attempt (0 to 1,000,000); ``None`` means the handler's, else 25.
     max_retries: int | None = None
-    #: Uniqueness key among waiting jobs of the queue; ``None`` means computed from queue and payload.
+    #: Uniqueness key among waiting jobs of the queue (at most 256 characters, no NUL, no lone
+    #: surrogate); ``None`` means computed from queue and payload.
     fingerprint: str | None = None
     #: Set by the backend: the job's id.
     id: str | None = None
@@ -209,9 +223,15 @@ def _check_aware(value: object, name: str) -> datetime | None:
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise InvalidJobError(f"{name} is a naive datetime; give a timezone-aware one (e.g. tzinfo=timezone.utc)")
     try:
-        return value.astimezone(timezone.utc)
+        utc = value.astimezone(timezone.utc)
     except OverflowError:
-        raise InvalidJobError(f"{name} {value.isoformat()} is out of range once converted to UTC") from None
+        utc = None  # datetime.max in a zone east of UTC, say: out of range either way
+    if utc is None or not EARLIEST_JOB_TIME <= utc <= LATEST_JOB_TIME:
+        raise InvalidJobError(
+            f"{name} {value.isoformat()} is out of range: it must lie between "
+            f"{EARLIEST_JOB_TIME:%Y-%m-%d} and {LATEST_JOB_TIME:%Y-%m-%d} UTC"
+        )
+    return utc
 
 
 def setting_seconds(value: timedelta | float | int, name: str) -> float:
@@ -323,9 +343,9 @@ def prepare_job(job: object) -> tuple[Job, str]:
     deadline = _check_aware(job.deadline, "deadline")
     max_retries = job.max_retries
     if max_retries is not None and (
-        isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+        isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_JOB_RETRIES
     ):
-        raise InvalidJobError(f"max_retries must be an int >= 0 or None, not {max_retries!r}")
+        raise InvalidJobError(f"max_retries must be an int from 0 to {MAX_JOB_RETRIES:,} or None, not {max_retries!r}")
     fp = job.fingerprint
     if fp is None:
         # The canonical text of a flat payload with sorted keys and ASCII text is its compact text
@@ -334,8 +354,8 @@ def prepare_job(job: object) -> tuple[Job, str]:
             fp = _fingerprint_text(job.queue, text)
         else:
             fp = fingerprint(job.queue, payload)
-    elif not isinstance(fp, str) or not fp or len(fp) > 256:
-        raise InvalidJobError("fingerprint must be a non-empty str of at most 256 characters, or None")
+    else:
+        _check_fingerprint(fp)
     state: dict[str, Any] = {
         "queue": job.queue,
         "payload": payload,
@@ -357,6 +377,18 @@ def prepare_job(job: object) -> tuple[Job, str]:
     prepared = object.__new__(Job)
     prepared.__dict__.update(state)
     return prepared, text
+
+
+def _check_fingerprint(fp: object) -> None:
+    # The payload's text rules: no store keeps NUL or a lone surrogate in a text column.
+    if not isinstance(fp, str) or not fp or len(fp) > MAX_FINGERPRINT_LENGTH:
+        raise InvalidJobError(
+            f"fingerprint must be a non-empty str of at most {MAX_FINGERPRINT_LENGTH} characters, or None"
+        )
+    if "\x00" in fp:
+        raise InvalidJobError("fingerprint must not contain NUL characters")
+    if not fp.isascii():
+        _check_utf8(fp, "fingerprint")
 
 
 def _sorted_keys(payload: dict[str, Any]) -> bool:

@@ -157,6 +157,39 @@ class BackendSuite:
         assert nq.stats() == {}
         assert nq.list_jobs() == []
 
+    def test_limits_on_input_are_the_same_on_every_backend(self, nq: Neoq) -> None:
+        """API.md "Limits on input": refused at enqueue, naming the field; the limits themselves are kept."""
+        utc = timezone.utc
+        beyond: list[tuple[Job, str]] = [
+            (Job(queue="lim", deadline=datetime.max.replace(tzinfo=utc)), "deadline"),
+            (Job(queue="lim", run_after=datetime.min.replace(tzinfo=utc)), "run_after"),
+            (Job(queue="lim", run_after=datetime(9000, 1, 1, 0, 0, 1, tzinfo=utc)), "run_after"),
+            (Job(queue="lim", deadline=datetime(1969, 12, 31, 23, 59, 59, tzinfo=utc)), "deadline"),
+            # In UTC this is past datetime.max: the conversion itself overflows.
+            (Job(queue="lim", run_after=datetime.max.replace(tzinfo=timezone(timedelta(hours=-5)))), "run_after"),
+            (Job(queue="lim", fingerprint="a\x00b"), "fingerprint"),
+            (Job(queue="lim", fingerprint="caf\udce9"), "fingerprint"),
+            (Job(queue="lim", fingerprint="f" * 257), "fingerprint"),
+            (Job(queue="lim", max_retries=1_000_001), "max_retries"),
+            (Job(queue="lim", max_retries=2**31), "max_retries"),
+        ]
+        for job, field_name in beyond:
+            with pytest.raises(InvalidJobError, match=field_name):
+                nq.enqueue(job)
+            with pytest.raises(InvalidJobError, match=field_name):
+                nq.enqueue_many([Job(queue="lim", payload={"ok": 1}), job])
+        assert nq.stats() == {} and nq.list_jobs() == []
+        earliest, latest = datetime(1970, 1, 1, tzinfo=utc), datetime(9000, 1, 1, tzinfo=utc)
+        edge = Job(queue="lim", run_after=earliest, deadline=latest, max_retries=1_000_000, fingerprint="é🎉" * 128)
+        stored = nq.get_job(nq.enqueue(edge))
+        assert stored is not None
+        assert (stored.run_after, stored.deadline, stored.max_retries, stored.fingerprint) == (
+            earliest,
+            latest,
+            1_000_000,
+            "é🎉" * 128,
+        )
+
     def test_hostile_names_and_payloads_round_trip(self, nq: Neoq) -> None:
         queues = ["it's", 'say "hi"', "UPPER lower", "emoji 🎉 ünïcödé", "'; DROP TABLE jobs; --", "a.b:c/d"]
         payload = {

@@ -18,12 +18,14 @@ from neoq.testing import wait_for
 
 
 def test_mask_secrets_hides_url_and_keyword_passwords():
-    assert cli.mask_secrets("postgresql://app:s3cr%40t@db:5432/x") == "postgresql://app:***@db:5432/x"
-    assert cli.mask_secrets("see postgres://u:p/w@h/db now") == "see postgres://u:***@h/db now"
+    assert cli.mask_secrets("postgresql://app:s3cr%40t@db:5432/x") == "postgresql://***@db:5432/x"
+    assert cli.mask_secrets("see postgres://u:p/w@h/db now") == "see postgres://***@h/db now"
     assert cli.mask_secrets("host=db password=hunter2 user=x") == "host=db password=*** user=x"
     assert cli.mask_secrets("password = 'a b\\'c' user=x") == "password = *** user=x"
-    assert cli.mask_secrets("postgresql://app@db/x") == "postgresql://app@db/x"
+    assert cli.mask_secrets("postgresql://app@db/x") == "postgresql://***@db/x"
     assert cli.mask_secrets("memory://") == "memory://"
+    assert cli.mask_secrets("at postgresql://u:p@ss@db/x: refused") == "at postgresql://***@db/x: refused"
+    assert cli.mask_secrets('neoq.new("app:Hunter2Secret@127.0.0.1/db")') == 'neoq.new("app:***@127.0.0.1/db")'
 
 
 def test_format_table_aligns_columns():
@@ -43,11 +45,23 @@ def test_job_to_dict_is_json_ready():
 # -- commands in-process --------------------------------------------------------------------------
 
 
-def test_enqueue_on_memory_prints_the_id_and_warns(capsys):
+def test_enqueue_on_memory_prints_the_id_and_warns(capsys, monkeypatch):
+    monkeypatch.delenv("NEOQ_URL", raising=False)
     assert cli.main(["enqueue", "emails", '{"to": 7}', "--max-retries", "2", "--run-after", "2030-01-01T00:00Z"]) == 0
     out, err = capsys.readouterr()
     assert out.strip() == "1"
-    assert "private memory:// store" in err
+    assert "no --url or NEOQ_URL: the job went to a private memory:// store" in err
+
+
+@pytest.mark.parametrize("explicit", ["--url", "NEOQ_URL"])
+def test_enqueue_on_memory_given_explicitly_does_not_say_no_url_was_given(capsys, monkeypatch, explicit):
+    monkeypatch.delenv("NEOQ_URL", raising=False)
+    if explicit == "NEOQ_URL":
+        monkeypatch.setenv("NEOQ_URL", "memory://")
+    argv = ["--url", "memory://"] if explicit == "--url" else []
+    assert cli.main([*argv, "enqueue", "emails", "{}"]) == 0
+    err = capsys.readouterr().err
+    assert "private memory:// store" in err and "no --url or NEOQ_URL" not in err
 
 
 def test_enqueue_json_output(capsys):
@@ -90,6 +104,7 @@ def test_traceback_flag_shows_the_traceback(capsys):
 
 def test_worker_in_process_runs_until_stopped(monkeypatch):
     monkeypatch.setenv("CLI_APP_JOBS", json.dumps([{"sleep": 0}]))
+    monkeypatch.setenv("NEOQ_URL", "memory://")  # the private store, given explicitly
     before = len(cli_app.clients)
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(cli.main(["worker", "cli_app:make"])))
@@ -99,6 +114,45 @@ def test_worker_in_process_runs_until_stopped(monkeypatch):
     client.stop()
     runner.join(10)
     assert result == [0] and client.closed
+
+
+def run_worker_briefly(nq: neoq.Neoq) -> object:
+    """``cli.run_worker(nq)`` in a thread: what it raised, or its exit status once it ran a job
+    and was stopped."""
+    result: list[object] = []
+
+    def target() -> None:
+        try:
+            result.append(cli.run_worker(nq, name="app:nq"))
+        except cli.CommandError as exc:
+            result.append(exc)
+
+    nq.enqueue(neoq.Job(queue="emails"))
+    runner = threading.Thread(target=target)
+    runner.start()
+    wait_for(lambda: result or nq.stats()["emails"]["processed"] == 1)
+    nq.stop()
+    runner.join(10)
+    return result[0]
+
+
+def test_a_worker_refuses_the_implicit_memory_store(monkeypatch):
+    """A worker on neoq.new() with no URL and no NEOQ_URL would run on a store no other process
+    can reach: it refuses, saying what to set; memory:// given explicitly is accepted."""
+    monkeypatch.delenv("NEOQ_URL", raising=False)
+    nq = neoq.new()
+    nq.handler("emails")(lambda job: None)
+    try:
+        refused = run_worker_briefly(nq)
+    finally:
+        nq.shutdown()
+    assert isinstance(refused, cli.CommandError)
+    message = str(refused)
+    assert "app:nq has no backend URL" in message and "NEOQ_URL" in message and "memory://" in message
+    for explicit in (lambda: neoq.new("memory://"), lambda: neoq.new(backend=neoq.backends.MemoryBackend())):
+        nq = explicit()
+        nq.handler("emails")(lambda job: None)
+        assert run_worker_briefly(nq) == 0 and nq.closed
 
 
 def test_load_client_accepts_a_client_or_a_factory(monkeypatch):
@@ -139,7 +193,7 @@ BAD_INPUT = [
     (["enqueue", "q", "{not json"], "the payload is not valid JSON"),
     (["enqueue", "q", "[1, 2]"], "must be a JSON object"),
     (["--url", "mysql://u:topsecret@h/db", "stats"], "unknown backend URL scheme mysql://"),
-    (["--url", "nonsense", "jobs", "list"], "unknown backend URL scheme"),
+    (["--url", "nonsense", "jobs", "list"], "does not start with scheme://"),
     (["worker", "no_such_module:nq"], "cannot import module 'no_such_module'"),
     (["worker", "brokenapp:nq"], "ZeroDivisionError"),
     (["worker", "badsyntax:nq"], "SyntaxError"),
@@ -148,7 +202,8 @@ BAD_INPUT = [
     (["worker", "goodapp:not_a_client"], "is a int, not a neoq client"),
     (["worker", "goodapp:returns_nothing"], "returned a NoneType, not a neoq client"),
     (["worker", "goodapp:explodes"], "RuntimeError: factory failed"),
-    (["worker", "goodapp:empty"], "has no handlers"),
+    (["--url", "memory://", "worker", "goodapp:empty"], "has no handlers"),
+    (["worker", "goodapp:empty"], "has no backend URL (none given, NEOQ_URL unset)"),
     (["stats"], "memory:// is private to each process"),
     (["--url", "postgresql://app:topsecret@127.0.0.1:1/app", "stats"], "cannot connect to PostgreSQL"),
     (["--url", "postgresql://app:topsecret@127.0.0.1:1/app", "migrate"], "Connection refused"),
@@ -175,6 +230,6 @@ def test_unknown_command_exits_2_with_usage():
 
 
 def test_unknown_queue_for_worker(app_dir):
-    result = run_neoq(["worker", "cli_app:make", "--queue", "nope"], cwd=TESTS_DIR)
+    result = run_neoq(["--url", "memory://", "worker", "cli_app:make", "--queue", "nope"], cwd=TESTS_DIR)
     assert result.returncode == 1
     assert result.stderr.strip() == "neoq: error: cli_app:make has no handler for queue(s) nope; it has: other, work"

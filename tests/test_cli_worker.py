@@ -16,7 +16,8 @@ def spawn() -> Iterator[object]:
     started: list[NeoqProcess] = []
 
     def start(*args: str, jobs: list[dict[str, object]], shutdown: float = 5.0) -> NeoqProcess:
-        env = neoq_env(CLI_APP_JOBS=json.dumps(jobs), CLI_APP_SHUTDOWN=str(shutdown))
+        # memory:// given explicitly: the jobs come from inside the worker (cli_app.py).
+        env = neoq_env(CLI_APP_JOBS=json.dumps(jobs), CLI_APP_SHUTDOWN=str(shutdown), NEOQ_URL="memory://")
         process = NeoqProcess(args or ("worker", "cli_app:make"), env=env)
         started.append(process)
         return process

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -38,7 +39,7 @@ def test_memory_clients_are_private() -> None:
     ("args", "kwargs", "message"),
     [
         (("redis://x",), {}, "unknown backend URL scheme redis://; accepted: memory://, postgresql://"),
-        (("nonsense",), {}, "unknown backend URL scheme"),
+        (("nonsense",), {}, "does not start with scheme://"),
         (("memory://",), {"backend": MemoryBackend()}, "either a url or a backend"),
         ((), {"backend": object()}, "neoq.backends.Backend"),
         (("memory://",), {"pool_max_size": 3}, "takes no backend options"),
@@ -51,6 +52,51 @@ def test_memory_clients_are_private() -> None:
 def test_new_configuration_errors(args: tuple[object, ...], kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
         neoq.new(*args, **kwargs)  # type: ignore[arg-type]
+
+
+IMPLICIT_MEMORY_WARNING = "private in-memory store (no URL given, NEOQ_URL unset)"
+
+
+def implicit_memory_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if IMPLICIT_MEMORY_WARNING in r.getMessage()]
+
+
+def test_enqueueing_into_an_implicit_memory_store_warns_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A web process whose NEOQ_URL was forgotten enqueues where no worker will ever look."""
+    monkeypatch.delenv("NEOQ_URL", raising=False)
+    with neoq.new() as nq:
+
+        @nq.handler("emails")  # registered, as a web app does, but run by no one here
+        def send(job: Job) -> None:
+            pass
+
+        nq.enqueue(Job(queue="emails", payload={"n": 1}))
+        nq.enqueue(Job(queue="emails", payload={"n": 2}))
+        nq.enqueue_many([Job(queue="other", payload={"n": 3})])
+    (warning,) = implicit_memory_warnings(caplog)
+    assert [r.levelno for r in caplog.records if r.getMessage() == warning] == [logging.WARNING]
+    assert "NEOQ_URL" in warning and "memory:// explicitly" in warning
+    with neoq.new() as nq:
+        nq.enqueue_many([Job(queue="q", payload={"n": n}) for n in range(3)])
+    assert len(implicit_memory_warnings(caplog)) == 2  # once per client
+
+
+def test_no_implicit_memory_warning_when_the_store_was_chosen_or_runs_its_jobs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("NEOQ_URL", raising=False)
+    with neoq.new("memory://") as nq, neoq.new(backend=MemoryBackend()) as other:
+        nq.enqueue(Job(queue="q"))
+        other.enqueue(Job(queue="q"))
+    with neoq.new() as nq:  # the quickstart: this process runs the queue itself
+        nq.start("q", lambda job: None)
+        nq.enqueue(Job(queue="q"))
+    monkeypatch.setenv("NEOQ_URL", "memory://")
+    with neoq.new() as nq:
+        nq.enqueue(Job(queue="q"))
+    assert implicit_memory_warnings(caplog) == []
 
 
 def test_unknown_env_url(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -173,3 +173,39 @@ def test_the_worker_command_without_handlers_fails_clearly() -> None:
         assert "no neoq handler" in result.output
     finally:
         ext.shutdown()
+
+
+def test_the_worker_command_refuses_an_app_with_no_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No NEOQ_URL in the config or the environment: the worker would run on a private memory
+    store that the web processes cannot reach, so it refuses (memory:// given explicitly runs)."""
+    monkeypatch.delenv("NEOQ_URL", raising=False)
+    app = Flask("nourl")
+    ext = Neoq(app)
+    ext.handler("emails")(lambda job: None)
+    results: list[Any] = []
+    runner = threading.Thread(target=lambda: results.append(app.test_cli_runner().invoke(args=["neoq", "worker"])))
+    runner.start()
+    runner.join(10)
+    if runner.is_alive():  # it runs: stop it, then fail below
+        ext.client.stop()
+        runner.join(10)
+    ext.shutdown()
+    assert results[0].exit_code == 1, "the worker ran on a private memory store"
+    assert "has no backend URL" in results[0].output and "NEOQ_URL" in results[0].output
+
+
+def test_a_web_app_with_no_url_warns_once_when_it_enqueues(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("NEOQ_URL", raising=False)
+    app = Flask("nourl-web")
+    ext = Neoq(app)
+    ext.handler("emails")(lambda job: None)
+    try:
+        with app.test_request_context():
+            ext.enqueue(neoq.Job(queue="emails", payload={"n": 1}))
+            ext.enqueue(neoq.Job(queue="emails", payload={"n": 2}))
+    finally:
+        ext.shutdown()
+    warnings = [r for r in caplog.records if "private in-memory store" in r.getMessage()]
+    assert [r.levelname for r in warnings] == ["WARNING"]

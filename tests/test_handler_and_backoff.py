@@ -59,6 +59,26 @@ def test_default_backoff_formula() -> None:
         assert low <= delay <= low + 30 * retries
 
 
+def test_default_backoff_jitter_spreads_over_0_to_30_seconds_per_retry() -> None:
+    # The jitter is what keeps jobs that failed together from retrying together: over many
+    # samples it must cover 0..30*retries seconds evenly, not just stay within the bounds.
+    rng_state = random.getstate()
+    random.seed(20240515)
+    try:
+        for retries in (1, 2, 5, 10):
+            span = 30.0 * retries
+            jitters = [neoq.default_backoff(retries) - (retries**4 + 15) for _ in range(2000)]
+            assert all(0.0 <= jitter <= span for jitter in jitters)
+            assert min(jitters) < 0.02 * span and max(jitters) > 0.98 * span, retries
+            # Each tenth of the span holds about a tenth of the samples (200 expected each).
+            deciles = [0] * 10
+            for jitter in jitters:
+                deciles[min(9, int(jitter / span * 10))] += 1
+            assert all(140 <= count <= 260 for count in deciles), (retries, deciles)
+    finally:
+        random.setstate(rng_state)
+
+
 def test_exponential_backoff() -> None:
     exact = neoq.exponential_backoff(base=1.0, factor=2.0, max=10.0, jitter=False)
     assert [exact(n) for n in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]

@@ -35,9 +35,37 @@ def test_fingerprint_is_canonical_and_stable() -> None:
     assert a == b
     assert a != fingerprint("q2", {"b": 1, "a": [1, {"y": 2, "x": 1}]})
     assert canonical_json({"é": "ü", "b": [1, 2]}) == '{"b":[1,2],"\\u00e9":"\\u00fc"}'
-    # Pinned value: the digest must never change across versions, or uniqueness breaks on upgrade.
-    assert fingerprint("emails", {"to": 7}) == fingerprint("emails", {"to": 7})
     assert len(a) == 64 and int(a, 16) >= 0
+
+
+#: Digests stored by earlier versions. They must never change: a job stored before an upgrade
+#: would no longer be seen as a duplicate of the same job enqueued after it.
+PINNED_FINGERPRINTS = [
+    ("emails", {"to": 7}, "b9e9e9408137367e74ef7d94379aa7da1ea39291a6c016dd0e9998d2b8e9ec2d"),
+    ("q", {}, "2cceb87dd705ac437a78cb46614b9bee3b2097c481511e3a4e2f8c7bf3e29219"),
+    (
+        "queue é",
+        {"text": "ünïcödé 🎉", "ключ": "значение"},
+        "feab00bff7cfc4ee78e3a44550f979d17b9734eaa19118f631b5cd2090d2b840",
+    ),
+    (
+        "q",
+        {"b": [1, {"y": None, "x": True}], "a": {"deep": [[], {}, [1.5, -2, 2**62]]}},
+        "8975083f34fa0c6188465906a326c40b8c87644fb5e598f01dc57b9642a8a97f",
+    ),
+    (
+        "n",
+        {"int": 0, "neg": -1, "float": 0.1, "big": 1e300, "small": 5e-324, "f": False},
+        "a1f9d282c078e8db742a5f648b836c6ef29381ccb3fc5f690cbd9a365c1fe915",
+    ),
+]
+
+
+@pytest.mark.parametrize(("queue", "payload", "digest"), PINNED_FINGERPRINTS)
+def test_fingerprint_is_pinned(queue: str, payload: dict[str, object], digest: str) -> None:
+    assert fingerprint(queue, payload) == digest
+    # prepare_job takes a shortcut for flat payloads; it must give the same digest.
+    assert prepare_job(Job(queue=queue, payload=payload))[0].fingerprint == digest
 
 
 def test_fingerprint_identical_in_another_process() -> None:
@@ -79,11 +107,38 @@ def test_prepare_normalises() -> None:
         (Job(queue="q", max_retries=-1), "max_retries"),
         (Job(queue="q", max_retries=True), "max_retries"),
         (Job(queue="q", fingerprint=""), "fingerprint"),
+        (Job(queue="q", fingerprint=7), "fingerprint"),  # type: ignore[arg-type]
+        (Job(queue="q", fingerprint="a\x00b"), "fingerprint.*NUL"),
+        (Job(queue="q", fingerprint="caf\udce9"), "fingerprint.*surrogate"),
+        (Job(queue="q", fingerprint="\ud83d"), "fingerprint.*surrogate"),
+        (Job(queue="q", fingerprint="f" * 257), "fingerprint.*256"),
+        (Job(queue="q", max_retries=1_000_001), "max_retries"),
+        (Job(queue="q", max_retries=2**31), "max_retries"),
+        (Job(queue="q", max_retries=3.0), "max_retries"),  # type: ignore[arg-type]
+        (Job(queue="q", deadline=datetime.max.replace(tzinfo=UTC)), "deadline.*1970-01-01 and 9000-01-01"),
+        (Job(queue="q", run_after=datetime.min.replace(tzinfo=UTC)), "run_after.*1970-01-01 and 9000-01-01"),
+        (Job(queue="q", run_after=datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)), "run_after"),
+        (Job(queue="q", deadline=datetime(9000, 1, 1, 0, 0, 0, 1, tzinfo=UTC)), "deadline"),
+        # Within range where they are written, out of it once in UTC.
+        (Job(queue="q", run_after=datetime(1970, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))), "run_after"),
+        (Job(queue="q", deadline=datetime.max.replace(tzinfo=timezone(timedelta(hours=-1)))), "deadline"),
+        (Job(queue="q", run_after=datetime.min.replace(tzinfo=timezone(timedelta(hours=1)))), "run_after"),
     ],
 )
 def test_prepare_rejects_with_a_clear_message(job: object, message: str) -> None:
     with pytest.raises(InvalidJobError, match=message.replace("[", r"\[").replace("]", r"\]")):
         prepare_job(job)
+
+
+def test_limits_on_input_accept_their_edges() -> None:
+    earliest = datetime(1970, 1, 1, tzinfo=UTC)
+    latest = datetime(9000, 1, 1, tzinfo=UTC)
+    job, _ = prepare_job(
+        Job(queue="q", run_after=earliest, deadline=latest, max_retries=1_000_000, fingerprint="é" * 256)
+    )
+    assert (job.run_after, job.deadline, job.max_retries, job.fingerprint) == (earliest, latest, 1_000_000, "é" * 256)
+    east = datetime(1970, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    assert prepare_job(Job(queue="q", run_after=east))[0].run_after == earliest
 
 
 def test_deeply_nested_payload_is_refused_cleanly() -> None:

@@ -330,13 +330,26 @@ def test_a_signal_is_looked_into_once_not_by_every_waiting_loop(
     that were not woken do not each look again afterwards (someone looked after the signal)."""
     backend = pg_backend_factory(poll_interval=60)  # no timed looks: only signals make the loops look
     probes = counting_probes(backend, monkeypatch)
+    claims_begun: dict[int, int] = {}  # thread ident -> claims it entered
+    real_claim = backend.claim
+
+    def claim(queue: str, timeout: float) -> Any:
+        ident = threading.get_ident()
+        claims_begun[ident] = claims_begun.get(ident, 0) + 1
+        return real_claim(queue, timeout)
+
+    monkeypatch.setattr(backend, "claim", claim)
     queue = unique_name("trickle")
     stop = threading.Event()
     got: list[tuple[str, float]] = []
     threads = start_claim_loops(backend, queue, 0.5, stop, got)
     try:
         wait_until(lambda: len(probes) >= 8, 10, "every loop looked once")
-        time.sleep(0.6)  # past every loop's first claim timeout (a measured interval, not synchronisation)
+        # Every loop's first claim timed out and it waits in its next one: the looks counted from
+        # here on are the signals' alone.
+        wait_until(
+            lambda: len(claims_begun) == 8 and min(claims_begun.values()) >= 2, 10, "every loop's first claim timed out"
+        )
         before = len(probes)
         sent: list[float] = []
         for n in range(10):

@@ -1,7 +1,8 @@
 """Fault 5, bad input, fuzzed on both backends (extends tests/test_fuzz.py and test_postgres_fuzz.py):
-dates over the whole datetime range in odd zones (run_after and deadline), huge and extreme numbers,
-large strings, deep nesting, unicode queue names (lone surrogates included). Each job either raises
-InvalidJobError with nothing stored or round-trips exactly."""
+dates over the whole datetime range in odd zones (run_after and deadline), fingerprints and
+max_retries around their limits, huge and extreme numbers, large strings, deep nesting, unicode
+queue names (lone surrogates included). Each job either raises InvalidJobError with nothing stored
+or round-trips exactly."""
 
 from __future__ import annotations
 
@@ -44,6 +45,16 @@ moments = st.one_of(
     st.datetimes(),  # naive: refused
 )
 
+# Fingerprints of every length around the limit (256 characters), with the payload's wild text.
+fingerprints = st.one_of(
+    st.none(),
+    wild_text,
+    st.builds(lambda text, n: (text or "f") * n, wild_text, st.integers(1, 300)).map(lambda fp: fp[:300]),
+)
+retry_limits = st.one_of(
+    st.none(), st.integers(-2, 2**40), st.sampled_from([0, 1_000_000, 1_000_001, 2**31 - 1, 2**31, True])
+)
+
 
 def encodable(text: str) -> bool:
     try:
@@ -74,10 +85,11 @@ def expected_valid(job: Job) -> bool:
         if value.tzinfo is None:
             return False
         try:
-            value.astimezone(timezone.utc)
+            utc = value.astimezone(timezone.utc)
         except OverflowError:
             return False  # beyond year 1..9999 once in UTC
-        return True
+        # API.md, limits on input.
+        return datetime(1970, 1, 1, tzinfo=timezone.utc) <= utc <= datetime(9000, 1, 1, tzinfo=timezone.utc)
 
     queue = job.queue
     return (
@@ -89,6 +101,8 @@ def expected_valid(job: Job) -> bool:
         and text_ok(job.payload)
         and moment_ok(job.run_after)
         and moment_ok(job.deadline)
+        and (job.fingerprint is None or (0 < len(job.fingerprint) <= 256 and text_ok(job.fingerprint)))
+        and (job.max_retries is None or (type(job.max_retries) is int and 0 <= job.max_retries <= 1_000_000))
     )
 
 
@@ -113,16 +127,26 @@ def check(nq: neoq.Neoq, job: Job) -> None:
         given_at = getattr(job, name)
         if given_at is not None:
             assert getattr(stored, name) == given_at, name
+    assert stored.max_retries == job.max_retries
+    if job.fingerprint is not None:
+        assert stored.fingerprint == job.fingerprint
 
 
 jobs = st.builds(
-    lambda queue, payload, run_after, deadline: Job(
-        queue=queue, payload=payload, run_after=run_after, deadline=deadline
+    lambda queue, payload, run_after, deadline, fingerprint, max_retries: Job(
+        queue=queue,
+        payload=payload,
+        run_after=run_after,
+        deadline=deadline,
+        fingerprint=fingerprint,
+        max_retries=max_retries,
     ),
     queue_names,
     payloads,
     moments,
     moments,
+    fingerprints,
+    retry_limits,
 )
 
 

@@ -47,7 +47,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg.adapt import Transformer
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import error_from_result
 from psycopg.rows import TupleRow, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -69,6 +69,7 @@ from ...errors import (
 )
 from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus, setting_seconds
+from ...redact import HIDDEN, redact_url, url_scheme
 from ..base import Backend, Claim, Outcome, PrepareJob
 from . import forking
 from .lease import LeaseEngine, LeaseToken
@@ -678,15 +679,10 @@ class PostgresBackend(Backend):
     ) -> None:
         if not isinstance(url, str):
             raise ConfigurationError(f"the PostgreSQL url must be a str, not {type(url).__name__}")
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.Error:
-            raise ConfigurationError(
-                "the PostgreSQL url cannot be parsed; expected postgresql://user@host:port/dbname or "
-                "'host=... dbname=...'"
-            ) from None
-        self._password = str(params.get("password") or "")
-        self._safe_url = _describe(params)
+        params = _parse_url(url)
+        self._secrets = _secrets_of(url, params)
+        #: What messages and repr show of the URL (neoq.redact): never its password.
+        self._safe_url = redact_url(url)
         self._idle_ms = round(setting_seconds(idle_transaction_timeout, "idle_transaction_timeout") * 1000)
         self._poll_interval = setting_seconds(poll_interval, "poll_interval") or DEFAULT_POLL_INTERVAL
         if connect_timeout is None:
@@ -910,7 +906,11 @@ class PostgresBackend(Backend):
     # -- errors --------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._password, "***") if self._password else text
+        # libpq's messages do not quote passwords, and _parse_url refuses the URLs it would misread
+        # (a part of a password taken for the host or the port); this is the last line of defence.
+        for secret in self._secrets:
+            text = text.replace(secret, HIDDEN)
+        return text
 
     def _wrap(self, exc: BaseException, doing: str) -> BackendError:
         message = self._scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
@@ -2271,10 +2271,48 @@ def _close_quietly(conn: psycopg.Connection[Any]) -> None:
         conn.close()
 
 
-def _describe(params: dict[str, Any]) -> str:
-    """The connection string without its password, for messages and repr."""
-    shown = {key: value for key, value in params.items() if key != "password" and value is not None}
-    return make_conninfo(**shown) if shown else "(libpq defaults)"
+_NUMERIC_PORTS = re.compile(r"[0-9]*(?:,[0-9]*)*")
+
+
+def _parse_url(url: str) -> dict[str, Any]:
+    """libpq's reading of ``url``. ``ConfigurationError``, showing none of the URL, when libpq
+    cannot read it, or would take a part of a password for a host, a port or a database name,
+    which its error messages quote."""
+    try:
+        params: dict[str, Any] | None = conninfo_to_dict(url)
+    except psycopg.Error:
+        params = None  # raised below, outside this handler: the driver's error quotes the URL
+    if params is None:
+        raise ConfigurationError(
+            "the PostgreSQL url cannot be parsed; expected a postgresql:// URL (special characters "
+            "percent-encoded) or libpq's 'host=... dbname=...'; the URL is not shown, as it may hold a password"
+        )
+    if url_scheme(url) in ("postgresql", "postgres"):
+        # libpq ends the user info at the first "@" before any "/"; any other "@" means a part of the
+        # password was read as the host or the database (u:p@ss@host, u:pa/ss@host).
+        rest = url.split("://", 1)[1]
+        at = rest.find("@")
+        if rest.count("@") > 1 or (at >= 0 and "/" in rest[:at]):
+            raise ConfigurationError(
+                "the PostgreSQL url has an '@' besides the one before the host: write '@' as %40 in the "
+                "password (and anywhere else in the URL); the URL is not shown, as it may hold a password"
+            )
+    if not _NUMERIC_PORTS.fullmatch(str(params.get("port") or "")):
+        raise ConfigurationError(
+            "the port in the PostgreSQL url is not a number (is a password missing its '@host'?); "
+            "the URL is not shown, as it may hold a password"
+        )
+    return params
+
+
+def _secrets_of(url: str, params: dict[str, Any]) -> list[str]:
+    """The passwords of ``url`` as libpq reads them and as written (percent-encoded), longest first."""
+    secrets = {str(value) for key, value in params.items() if "password" in key and value}
+    if url_scheme(url) is not None:
+        credentials = url.split("://", 1)[1].partition("@")
+        if credentials[1]:
+            secrets.add(credentials[0].partition(":")[2])
+    return sorted((secret for secret in secrets if secret), key=len, reverse=True)
 
 
 # -- cancellations -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from neoq.errors import ConfigurationError
+from neoq.redact import redact_url
 
 __all__ = ["NeoqSettings", "database_url", "load_settings"]
 
@@ -50,7 +51,7 @@ _LIBPQ_OPTIONS = (
 class NeoqSettings:
     """The resolved settings."""
 
-    #: The backend URL given to ``neoq.new()``.
+    #: The backend URL given to ``neoq.new()`` (the repr shows it redacted: it may hold a password).
     url: str
     #: The Django database alias whose connection ``enqueue()`` writes through, or ``None``.
     database: str | None
@@ -58,6 +59,12 @@ class NeoqSettings:
     options: dict[str, Any] = field(default_factory=dict)
     #: The module name imported from each installed app at startup (empty: none).
     autodiscover: str = DEFAULT_AUTODISCOVER
+
+    def __repr__(self) -> str:
+        return (
+            f"NeoqSettings(url={redact_url(self.url)!r}, database={self.database!r}, "
+            f"options={self.options!r}, autodiscover={self.autodiscover!r})"
+        )
 
 
 def database_url(alias: str, database: Mapping[str, Any]) -> str:

@@ -260,14 +260,13 @@ def _client(args: argparse.Namespace, *, shared: bool) -> Iterator[Neoq]:
     if url is None:
         nq = new("memory://")
     elif shared and _is_postgres(url):
+        _require_schema(url)
         nq = new(url, migrate=False)
     else:
         nq = new(url)
     try:
         if shared and isinstance(nq.backend, MemoryBackend):
             raise CommandError(_MEMORY_NOTE)
-        if shared:
-            _require_schema(nq)
         yield nq
     finally:
         nq.shutdown()
@@ -277,14 +276,11 @@ def _is_postgres(url: str) -> bool:
     return urlsplit(url).scheme.lower() in ("postgresql", "postgres") if "://" in url else False
 
 
-def _require_schema(nq: Neoq) -> None:
-    """Raise ``CommandError`` when the PostgreSQL schema of ``nq`` is missing or older than this neoq."""
+def _require_schema(url: str) -> None:
+    """Raise ``CommandError`` when the PostgreSQL database at ``url`` has no neoq schema, or an older one."""
     from .backends.postgres import PostgresBackend
 
-    backend = nq.backend
-    if not isinstance(backend, PostgresBackend):
-        return
-    missing = backend.missing_migrations()
+    missing = PostgresBackend(url).missing_migrations()
     if not missing:
         return
     if missing[0] == 1:

@@ -873,9 +873,14 @@ class PostgresBackend(Backend):
 
     def missing_migrations(self) -> list[int]:
         """The schema versions this neoq needs and the database lacks, found with reads only
-        (all of them when it has no neoq schema); ``migrate()`` applies them."""
-        with self._aux("reading the neoq schema version") as conn:
+        (all of them when it has no neoq schema); ``migrate()`` applies them. Needs no ``open()``."""
+        conn = self._connect(self._listen_kwargs)
+        try:
             return missing_migrations(conn)
+        except psycopg.Error as exc:
+            raise self._wrap(exc, "reading the neoq schema version") from exc
+        finally:
+            conn.close()
 
     def _migrate_on(self, conn: Conn) -> list[int]:
         try:

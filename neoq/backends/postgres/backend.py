@@ -18,7 +18,8 @@ How it works, in one screen:
   its own, on a second (autocommit) connection, before its handler runs, so a job that kills
   every worker still ends FAILED (``_take``, ``_send_count``; migration 0003).
 - **Wake-ups.** One LISTEN connection per client, on one channel for all queues; the payload is
-  ``q:<queue>`` (jobs to look at) or ``c:<job id>`` (cancel that running job). Enqueues notify
+  ``q:<queue>`` (jobs to look at) or ``c:<job id>`` (a cancellation of that job may be recorded:
+  look in this client's ``neoq_cancellations``; only a recorded request cancels). Enqueues notify
   inside their transaction, so nothing wakes before the commit. Blocked claims wait on a
   per-queue condition that the listener signals; each empty probe also returns when the queue's
   next job comes due (by the database's clock), so future jobs and retries are picked up on time

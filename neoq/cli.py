@@ -369,7 +369,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     with _client(args, shared=False) as nq:
         memory = isinstance(nq.backend, MemoryBackend)
     text = f"{shown}: memory:// keeps no schema; nothing to migrate" if memory else f"{shown}: schema is up to date"
-    _emit(args, {"url": shown, "migrated": not memory, "applied": []}, text)
+    _emit(args, {"url": shown, "migrated": not memory}, text)
     return EXIT_OK
 
 

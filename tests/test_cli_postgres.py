@@ -269,3 +269,15 @@ def test_every_command_works_for_a_role_without_ddl_rights(pg_new_database: Call
             assert result.returncode == 0 and result.stderr == "", (argv, result.stderr)
         assert json.loads(run_neoq(["--json", "stats"], env=env).stdout)["mail"]["cancelled"] == 1
         assert run_neoq(["jobs", "retry", job_id], env=env).stdout == f"job {job_id} will run again\n"
+
+
+def test_commands_read_times_in_utc_whatever_the_session_timezone(pg_clean: str, nq: neoq.Neoq) -> None:
+    job_id = nq.enqueue(Job(queue="tz", payload={}))
+    with psycopg.connect(pg_clean, autocommit=True) as conn:  # as an older neoq stored deadline=datetime.max
+        conn.execute("UPDATE neoq_jobs SET deadline = '9999-12-31 23:59:59.999999+00' WHERE id = %s", [int(job_id)])
+    env = neoq_env(NEOQ_URL=pg_clean, PGTZ="Europe/Berlin")  # a year 10000 in Berlin
+    result = run_neoq(["--json", "jobs", "show", job_id], env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["deadline"] == "9999-12-31T23:59:59.999999+00:00"
+    result = run_neoq(["--json", "jobs", "list"], env=env)
+    assert [job["deadline"] for job in json.loads(result.stdout)] == ["9999-12-31T23:59:59.999999+00:00"]

@@ -11,12 +11,13 @@ also through a caller's connection in another zone.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from urllib.parse import quote
 
 import psycopg
 import pytest
+from pgfixtures import NEOQ_TABLES, _create_database, _drop_database, with_database
 from psycopg import sql
 
 import neoq
@@ -39,24 +40,33 @@ SETTINGS = [
 ]
 
 
-@pytest.fixture(params=SETTINGS, ids=[f"{where}={zone}" for where, zone in SETTINGS])
-def zoned_url(
-    request: pytest.FixtureRequest, pg_new_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
-) -> str:
-    """A fresh database with neoq's schema, and a URL whose sessions would be in another TimeZone."""
+@pytest.fixture(scope="module", params=SETTINGS, ids=[f"{where}={zone}" for where, zone in SETTINGS])
+def zoned_database(request: pytest.FixtureRequest, pg_server_url: str) -> Iterator[tuple[str, str, str]]:
+    """A database with neoq's schema for each setting: (its URL, where the TimeZone comes from, the zone)."""
     where, zone = request.param
-    url = pg_new_database()
-    PostgresBackend(url).migrate()
+    name = _create_database(pg_server_url, "neoq_tz")
+    url = with_database(pg_server_url, name)
+    try:
+        PostgresBackend(url).migrate()
+        if where == "url":
+            url = f"{url}?options={quote(f'-ctimezone={zone}')}"
+        elif where == "database":
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(sql.SQL("ALTER DATABASE {} SET TimeZone = {}").format(sql.Identifier(name), zone))
+        yield url, where, zone
+    finally:
+        _drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def zoned_url(zoned_database: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of an empty neoq schema whose sessions would be in another TimeZone."""
+    url, where, zone = zoned_database
     if where == "PGTZ":
         monkeypatch.setenv("PGTZ", zone)  # libpq sends it after the connection's options
-    elif where == "url":
-        url = f"{url}?options={quote(f'-ctimezone={zone}')}"
-    else:
-        with psycopg.connect(url, autocommit=True) as conn:
-            dbname = conn.info.dbname
-            conn.execute(sql.SQL("ALTER DATABASE {} SET TimeZone = {}").format(sql.Identifier(dbname), zone))
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SHOW TimeZone").fetchone() == (zone,)  # what a session gets without neoq's care
+        conn.execute("TRUNCATE " + ", ".join(NEOQ_TABLES))
     return url
 
 

@@ -34,6 +34,7 @@ from datetime import datetime
 from enum import Enum
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import __version__
 from .app import Neoq, new
@@ -238,17 +239,59 @@ def _url(args: argparse.Namespace) -> str | None:
 
 @contextmanager
 def _client(args: argparse.Namespace, *, shared: bool) -> Iterator[Neoq]:
-    """Open a client on the URL of ``args``; ``shared`` commands refuse the private memory store."""
+    """Open a client on the URL of ``args``; ``shared`` commands refuse the private memory store.
+
+    ``shared`` commands (``jobs``, ``stats``) look at a store that workers use: they never create or
+    migrate its schema (``neoq migrate`` does), and say so when it is missing or out of date.
+    """
     url = _url(args)
     if shared and url is None:
         raise CommandError(f"no backend given: {_MEMORY_NOTE}")
-    nq = new(url) if url is not None else new("memory://")
+    if url is None:
+        nq = new("memory://")
+    elif shared and _is_postgres(url):
+        _require_schema(url)
+        nq = new(url, migrate=False)
+    else:
+        nq = new(url)
     try:
         if shared and isinstance(nq.backend, MemoryBackend):
             raise CommandError(_MEMORY_NOTE)
         yield nq
     finally:
         nq.shutdown()
+
+
+def _is_postgres(url: str) -> bool:
+    return urlsplit(url).scheme.lower() in ("postgresql", "postgres") if "://" in url else False
+
+
+def _require_schema(url: str) -> None:
+    """Raise ``CommandError`` when the PostgreSQL database at ``url`` has no neoq schema, or an older one."""
+    from .backends.postgres import PostgresBackend
+
+    missing = PostgresBackend(url).missing_migrations()
+    if not missing:
+        return
+    if missing[0] == 1:
+        raise CommandError(
+            "the database has no neoq schema: create it with `neoq migrate` (same --url), then try again"
+        )
+    raise CommandError(
+        f"the neoq schema of the database is out of date (it lacks migrations {_versions(missing)}): "
+        "upgrade it with `neoq migrate` (same --url), then try again"
+    )
+
+
+def _versions(versions: Sequence[int]) -> str:
+    """``[1, 2, 3, 5]`` as ``"1-3, 5"``."""
+    runs: list[list[int]] = []
+    for version in versions:
+        if runs and version == runs[-1][-1] + 1:
+            runs[-1].append(version)
+        else:
+            runs.append([version])
+    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -301,10 +344,20 @@ def _json_kind(value: Any) -> str:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     url = _url(args)
-    with _client(args, shared=False) as nq:
-        # neoq.new() opened the backend, and opening creates or migrates the schema.
-        memory = isinstance(nq.backend, MemoryBackend)
     shown = redact_url(url or "memory://")
+    if url is not None and _is_postgres(url):
+        from .backends.postgres import PostgresBackend
+
+        applied = PostgresBackend(url).migrate()
+        if applied:
+            many = "s" if len(applied) > 1 else ""
+            text = f"{shown}: applied migration{many} {_versions(applied)}; the schema is up to date"
+        else:
+            text = f"{shown}: the schema was already up to date; nothing applied"
+        _emit(args, {"url": shown, "migrated": True, "applied": applied}, text)
+        return EXIT_OK
+    with _client(args, shared=False) as nq:
+        memory = isinstance(nq.backend, MemoryBackend)
     text = f"{shown}: memory:// keeps no schema; nothing to migrate" if memory else f"{shown}: schema is up to date"
     _emit(args, {"url": shown, "migrated": not memory}, text)
     return EXIT_OK

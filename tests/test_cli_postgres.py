@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
 from cli_helpers import NeoqProcess, neoq_env, run_neoq
+from pgroles import revoke_public, role, worker_grants
 
 import neoq
 from neoq import Job, JobStatus, cli
+from neoq.backends.postgres.migrations import available_migrations
 from neoq.testing import wait_for
 
 pytestmark = pytest.mark.postgres
@@ -50,7 +53,7 @@ def main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 def test_commands_in_process(pg_clean, nq, capsys):
     url = pg_clean
     status, out, _ = main(capsys, "--url", url, "migrate")
-    assert status == 0 and out.strip().endswith("schema is up to date")
+    assert status == 0 and out.strip().endswith("the schema was already up to date; nothing applied")
     status, out, _ = main(capsys, "--url", url, "--json", "enqueue", "mail", '{"to": 1}', "--max-retries", "3")
     first = json.loads(out)["id"]
     status, out, _ = main(capsys, "--url", url, "enqueue", "mail", '{"to": 2}', "--run-after", "2099-01-01T00:00Z")
@@ -191,3 +194,90 @@ def test_retry_and_stats_after_a_worker_ran_jobs(worker, nq, pg_clean):
     wait_for(lambda: nq.get_job(bad).status is JobStatus.FAILED and nq.get_job(bad).attempts == 1)
     process.send(signal.SIGTERM)
     assert process.wait(10) == 0
+
+
+# -- the schema: made by neoq migrate, never by the commands that look at jobs ----------------------
+
+
+def neoq_tables(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT relname FROM pg_class WHERE relname LIKE 'neoq%' AND relkind = 'r'").fetchall()
+    return sorted(name for (name,) in rows)
+
+
+#: The commands that read or manage jobs in a store that workers use.
+JOB_COMMANDS = (["stats"], ["jobs", "list"], ["jobs", "show", "1"], ["jobs", "retry", "1"], ["jobs", "cancel", "1"])
+
+
+def test_migrate_says_which_migrations_it_applied(pg_new_database: Callable[[], str]) -> None:
+    url = pg_new_database()
+    result = run_neoq(["--url", url, "migrate"])
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout == f"{url}: applied migrations 1-4; the schema is up to date\n"
+    result = run_neoq(["--url", url, "migrate"])
+    assert result.stdout == f"{url}: the schema was already up to date; nothing applied\n"
+    result = run_neoq(["--url", url, "--json", "migrate"])
+    assert json.loads(result.stdout) == {"url": url, "migrated": True, "applied": []}
+
+
+def test_commands_on_jobs_never_create_the_schema_and_say_how_to(pg_new_database: Callable[[], str]) -> None:
+    url = pg_new_database()
+    for argv in JOB_COMMANDS:
+        result = run_neoq(["--url", url, *argv])
+        assert (result.returncode, result.stdout) == (1, ""), argv
+        assert result.stderr == (
+            "neoq: error: the database has no neoq schema: create it with `neoq migrate` (same --url), then try again\n"
+        ), argv
+    assert neoq_tables(url) == []
+    assert run_neoq(["--url", url, "migrate"]).returncode == 0
+    assert run_neoq(["--url", url, "stats"]).stdout == "no jobs\n"
+
+
+def test_commands_on_jobs_never_migrate_an_old_schema(pg_new_database: Callable[[], str]) -> None:
+    url = pg_new_database()
+    with psycopg.connect(url, autocommit=True) as conn:  # as a neoq with migrations 1-2 left it
+        conn.execute("CREATE TABLE neoq_migrations (version integer PRIMARY KEY, name text NOT NULL)")
+        for version, name, text in available_migrations()[:2]:
+            conn.execute(text.encode())
+            conn.execute("INSERT INTO neoq_migrations VALUES (%s, %s)", [version, name])
+    for argv in (["stats"], ["jobs", "list"]):
+        result = run_neoq(["--url", url, *argv])
+        assert (result.returncode, result.stdout) == (1, ""), argv
+        assert result.stderr == (
+            "neoq: error: the neoq schema of the database is out of date (it lacks migrations 3-4): "
+            "upgrade it with `neoq migrate` (same --url), then try again\n"
+        ), argv
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT max(version) FROM neoq_migrations").fetchone() == (2,)
+    result = run_neoq(["--url", url, "migrate"])
+    assert result.stdout == f"{url}: applied migrations 3-4; the schema is up to date\n"
+
+
+def test_every_command_works_for_a_role_without_ddl_rights(pg_new_database: Callable[[], str]) -> None:
+    url = pg_new_database()
+    assert run_neoq(["--url", url, "migrate"]).returncode == 0  # at deploy time, by the schema's owner
+    revoke_public(url)
+    with role(url, worker_grants()) as worker_url:
+        env = neoq_env(NEOQ_URL=worker_url)
+        result = run_neoq(["migrate"], env=env)
+        assert result.returncode == 0 and result.stdout.endswith("already up to date; nothing applied\n"), result.stderr
+        result = run_neoq(["enqueue", "mail", '{"to": 1}'], env=env)
+        assert result.returncode == 0, result.stderr
+        job_id = result.stdout.strip()
+        for argv in (["stats"], ["jobs", "list"], ["jobs", "show", job_id], ["jobs", "cancel", job_id]):
+            result = run_neoq(argv, env=env)
+            assert result.returncode == 0 and result.stderr == "", (argv, result.stderr)
+        assert json.loads(run_neoq(["--json", "stats"], env=env).stdout)["mail"]["cancelled"] == 1
+        assert run_neoq(["jobs", "retry", job_id], env=env).stdout == f"job {job_id} will run again\n"
+
+
+def test_commands_read_times_in_utc_whatever_the_session_timezone(pg_clean: str, nq: neoq.Neoq) -> None:
+    job_id = nq.enqueue(Job(queue="tz", payload={}))
+    with psycopg.connect(pg_clean, autocommit=True) as conn:  # as an older neoq stored deadline=datetime.max
+        conn.execute("UPDATE neoq_jobs SET deadline = '9999-12-31 23:59:59.999999+00' WHERE id = %s", [int(job_id)])
+    env = neoq_env(NEOQ_URL=pg_clean, PGTZ="Europe/Berlin")  # a year 10000 in Berlin
+    result = run_neoq(["--json", "jobs", "show", job_id], env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["deadline"] == "9999-12-31T23:59:59.999999+00:00"
+    result = run_neoq(["--json", "jobs", "list"], env=env)
+    assert [job["deadline"] for job in json.loads(result.stdout)] == ["9999-12-31T23:59:59.999999+00:00"]

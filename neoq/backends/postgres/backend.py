@@ -18,7 +18,8 @@ How it works, in one screen:
   its own, on a second (autocommit) connection, before its handler runs, so a job that kills
   every worker still ends FAILED (``_take``, ``_send_count``; migration 0003).
 - **Wake-ups.** One LISTEN connection per client, on one channel for all queues; the payload is
-  ``q:<queue>`` (jobs to look at) or ``c:<job id>`` (cancel that running job). Enqueues notify
+  ``q:<queue>`` (jobs to look at) or ``c:<job id>`` (a cancellation of that job may be recorded:
+  look in this client's ``neoq_cancellations``; only a recorded request cancels). Enqueues notify
   inside their transaction, so nothing wakes before the commit. Blocked claims wait on a
   per-queue condition that the listener signals; each empty probe also returns when the queue's
   next job comes due (by the database's clock), so future jobs and retries are picked up on time
@@ -27,6 +28,7 @@ How it works, in one screen:
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import logging
@@ -73,7 +75,7 @@ from ...redact import HIDDEN, redact_url, url_scheme
 from ..base import Backend, Claim, Outcome, PrepareJob
 from . import forking
 from .lease import LeaseEngine, LeaseToken
-from .migrations import migrate
+from .migrations import migrate, missing_migrations
 from .queries import QUERIES
 
 __all__ = ["CHANNEL", "PostgresBackend"]
@@ -82,6 +84,9 @@ logger = logging.getLogger(__name__)
 
 #: The one LISTEN/NOTIFY channel of every queue.
 CHANNEL = "neoq"
+
+#: The TimeZone of every session neoq opens (``_utc_session``).
+_UTC_OPTION = "-c TimeZone=UTC"
 
 #: The savepoint taken before each handler; a failure rolls back to it.
 _SAVEPOINT = "SAVEPOINT neoq_handler"
@@ -737,16 +742,19 @@ class PostgresBackend(Backend):
         }
         #: The hot path's statements are prepared unless prepared statements are off (PgBouncer).
         self._hot = _HOT_PREPARED if prepare_threshold is not None else _HOT_UNNAMED
+        # Every session of neoq's runs in UTC, after the URL's own options so that it wins over a
+        # TimeZone there (see _utc_session for PGTZ): what is read back never depends on it.
+        user_options = f"{user_options} {_UTC_OPTION}".strip()
         sc = f"-c synchronous_commit={synchronous_commit}"
         idle = f"-c idle_in_transaction_session_timeout={self._idle_ms}"
-        self._work_kwargs = dict(base_kwargs, autocommit=False, options=f"{user_options} {sc} {idle}".strip())
-        self._aux_kwargs = dict(base_kwargs, autocommit=True, options=f"{user_options} {sc} {idle}".strip())
+        self._work_kwargs = dict(base_kwargs, autocommit=False, options=f"{user_options} {sc} {idle}")
+        self._aux_kwargs = dict(base_kwargs, autocommit=True, options=f"{user_options} {sc} {idle}")
         # Attempt counters are committed without waiting for the WAL flush (see _count_attempt).
         self._counter_kwargs = dict(
-            base_kwargs, autocommit=True, options=f"{user_options} -c synchronous_commit=off {idle}".strip()
+            base_kwargs, autocommit=True, options=f"{user_options} -c synchronous_commit=off {idle}"
         )
         # The listener sits idle for long stretches: TCP keepalives let it notice a vanished server.
-        self._listen_kwargs = dict(base_kwargs, autocommit=True)
+        self._listen_kwargs = dict(base_kwargs, autocommit=True, options=user_options)
         for key, value in (("keepalives", 1), ("keepalives_idle", 30), ("keepalives_interval", 10)):
             if key not in params:
                 self._listen_kwargs[key] = value
@@ -775,7 +783,7 @@ class PostgresBackend(Backend):
             listen_conn = self._connect(self._listen_kwargs)
             try:
                 if self._migrate:
-                    migrate(listen_conn)
+                    self._migrate_on(listen_conn)
                 listener = _Listener(self, listen_conn)
                 work: ConnectionPool[Conn] = ConnectionPool(
                     self._url,
@@ -850,14 +858,38 @@ class PostgresBackend(Backend):
         pools.aux.close(timeout=5.0)
 
     def migrate(self) -> list[int]:
-        """Create or upgrade the schema now; return the migration versions applied."""
+        """Create or upgrade the schema now; return the migration versions applied (none when it
+        was current: that is found out with reads only, so a role without DDL rights may call it)."""
         conn = self._connect(self._listen_kwargs)
         try:
-            return migrate(conn)
+            return self._migrate_on(conn)
         except psycopg.Error as exc:
             raise self._wrap(exc, "migrating the neoq schema") from exc
         finally:
             conn.close()
+
+    def missing_migrations(self) -> list[int]:
+        """The schema versions this neoq needs and the database lacks, found with reads only
+        (all of them when it has no neoq schema); ``migrate()`` applies them. Needs no ``open()``."""
+        conn = self._connect(self._listen_kwargs)
+        try:
+            return missing_migrations(conn)
+        except psycopg.Error as exc:
+            raise self._wrap(exc, "reading the neoq schema version") from exc
+        finally:
+            conn.close()
+
+    def _migrate_on(self, conn: Conn) -> list[int]:
+        try:
+            return migrate(conn)
+        except pg_errors.InsufficientPrivilege as exc:
+            # A role meant to run workers only (docs/postgres.md: the worker role) on a schema
+            # that is missing or older than this neoq.
+            raise BackendError(
+                f"the neoq schema needs migrations {', '.join(map(str, missing_migrations(conn)))}, and this role "
+                f"may not apply them ({self._scrub(str(exc).strip().splitlines()[0])}): run `neoq migrate` with "
+                "a role that may create tables in the schema, then start again"
+            ) from exc
 
     def _connect(self, kwargs: dict[str, Any]) -> Conn:
         try:
@@ -868,6 +900,11 @@ class PostgresBackend(Backend):
                 f"cannot connect to PostgreSQL at {self._safe_url}: {self._scrub(str(exc).strip())}"
             ) from exc
         forking.track(conn)
+        try:
+            _utc_session(conn)
+        except psycopg.Error as exc:
+            _close_quietly(conn)
+            raise self._wrap(exc, "setting the session's TimeZone to UTC") from exc
         return conn
 
     def _require(self) -> _Pools:
@@ -2037,7 +2074,8 @@ class PostgresBackend(Backend):
         self._on_cancel(str(key))
 
     def _on_cancel(self, job_id: str) -> None:
-        """A cancellation request for ``job_id`` reached this process."""
+        """A cancellation request for ``job_id`` is recorded in the store (this process wrote it,
+        or ``_recorded_cancels`` read it)."""
         now = time.monotonic()
         with self._lock:
             self._cancel_seen[job_id] = now
@@ -2073,6 +2111,20 @@ class PostgresBackend(Backend):
     def _held_ids(self) -> list[int]:
         with self._lock:
             return [int(job_id) for job_id in self._claims]
+
+    def _recorded_cancels(self, conn: Conn, hinted: Iterable[int] = ()) -> None:
+        """Act on the cancellation requests stored for the jobs this process holds and ``hinted``.
+
+        A notification is only a hint: anyone who can connect may send ``c:<id>`` on the
+        channel, and clients of other schemas of the database (another ``search_path``) share
+        it. Only a request that ``cancel_job`` recorded in this client's ``neoq_cancellations``
+        cancels. ``hinted`` covers a job whose claim is still on its way (see ``_take``).
+        """
+        ids = sorted(set(self._held_ids()).union(hinted))
+        if not ids:
+            return
+        for (job_id,) in conn.execute(QUERIES["pending_cancels"], {"ids": ids}).fetchall():
+            self._on_cancel(str(job_id))
 
     # -- periodic jobs and retention -------------------------------------------------------
 
@@ -2189,11 +2241,29 @@ def _job_from_row(row: TupleRow) -> Job:
 
 
 def _configure(statements: Sequence[str], conn: Conn) -> None:
-    """A pool's configure hook: the connection is this process's (``forking``); prepare ``statements``
-    (the worker pool's claim and settle, the short-work pool's one-job enqueue)."""
+    """A pool's configure hook: the connection is this process's (``forking``), its session is in
+    UTC; prepare ``statements`` (the worker pool's claim and settle, the short-work pool's one-job
+    enqueue)."""
     forking.track(conn)
+    _utc_session(conn)
     if statements:
         _prepare(conn, statements)
+
+
+def _utc_session(conn: psycopg.Connection[Any]) -> None:
+    """Make sure ``conn``'s session TimeZone is UTC.
+
+    The connection options ask for it, but libpq sends ``PGTZ`` from the environment as a setting of
+    its own, which the server applies after the options. In another zone, a time stored near the
+    ends of what Python can hold (``datetime.max`` from an older neoq) is a year 10000 or year 0
+    there, and reading it failed: every claim of its queue, ``get_job`` and ``list_jobs``. The
+    server reports the zone at connect (ParameterStatus), so only such a session pays a round trip.
+    """
+    if conn.info.parameter_status("TimeZone") == "UTC":
+        return
+    conn.execute("SET TimeZone TO 'UTC'")
+    if not conn.autocommit:
+        conn.commit()
 
 
 def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datetime | None) -> Job:
@@ -2349,7 +2419,8 @@ class _Canceller:
                 return
             try:
                 self._backend._notify_cancel(job_id)
-            except Exception:  # pragma: no cover - the runtime logs its own errors
+            except BaseException:  # pragma: no cover - the runtime logs its own errors
+                # Whatever it was, the next cancellation must still be delivered.
                 logger.exception("neoq: delivering the cancellation of job %s failed", job_id)
 
 
@@ -2362,6 +2433,10 @@ class _Listener:
     It waits on the connection's socket and on a pipe that ``stop()`` writes to, so closing
     never waits for a timeout. psycopg's own ``notifies()`` would hold the connection lock
     while waiting, which is fine here: nothing else uses this connection.
+
+    A ``c:<id>`` notification is a hint to look: the listener reads this client's recorded
+    cancellation requests on its own connection (``PostgresBackend._recorded_cancels``), once for
+    all the hints that one wake-up brought.
     """
 
     def __init__(self, backend: PostgresBackend, conn: Conn) -> None:
@@ -2369,6 +2444,9 @@ class _Listener:
         self._conn: Conn | None = conn
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
+        #: Notifications psycopg read while a statement of the listener ran (its notify handler
+        #: hands them here; pgconn.notifies() no longer has them).
+        self._backlog: collections.deque[str] = collections.deque()
         self._thread = threading.Thread(target=self._run, name="neoq-pg-listener", daemon=True)
 
     def start(self) -> None:
@@ -2398,9 +2476,35 @@ class _Listener:
                 os.close(fd)
 
     def _listen(self, conn: Conn) -> None:
+        conn.add_notify_handler(self._keep)
         conn.execute(f"LISTEN {CHANNEL}")
 
+    def _keep(self, notify: psycopg.Notify) -> None:
+        self._backlog.append(notify.payload)
+
     def _run(self) -> None:
+        """Listen until stopped. Whatever escapes the loop is logged with its traceback, and the
+        loop starts again on a new connection: without it, no claim of this client would be
+        woken and no cancellation would reach it."""
+        pause = 0.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self._loop()
+                return
+            except BaseException:
+                if self._stop.is_set():
+                    return
+                logger.exception("neoq: the PostgreSQL listener failed; it starts again on a new connection")
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    _close_quietly(conn)
+                # A failure that repeats at once backs off; one after a good while does not.
+                pause = 0.1 if time.monotonic() - started > 5.0 else min(5.0, max(0.1, pause * 2))
+                if self._wait(pause):
+                    return
+
+    def _loop(self) -> None:
         backend = self._backend
         pause = 0.0
         while not self._stop.is_set():
@@ -2412,6 +2516,8 @@ class _Listener:
                     continue
                 pause = 0.0
             try:
+                if self._backlog:
+                    self._deliver(conn)  # read by a statement of the listener's (_reconnect)
                 timeout = 0.2 if backend._redeliver_cancels() else 30.0
                 ready = _wait_fds((conn.pgconn.socket, self._wake_r), timeout)
                 if self._wake_r in ready or self._stop.is_set():
@@ -2421,28 +2527,37 @@ class _Listener:
                 conn.pgconn.consume_input()
                 if conn.pgconn.status != pq.ConnStatus.OK:
                     raise psycopg.OperationalError("the listener's connection was lost")
-                while True:
-                    notify = conn.pgconn.notifies()
-                    if notify is None:
-                        break
-                    self._dispatch(notify.extra.decode("utf-8", "replace"))
+                self._deliver(conn)
             except (psycopg.Error, OSError, ValueError) as exc:
                 if self._stop.is_set():
                     return
                 logger.warning("neoq: the PostgreSQL listener lost its connection (%s); reconnecting", exc)
                 self._conn = None
                 _close_quietly(conn)
-            except Exception:  # pragma: no cover - keep the wake-ups alive whatever happens
-                logger.exception("neoq: the PostgreSQL listener failed; reconnecting")
-                self._conn = None
-                _close_quietly(conn)
 
-    def _dispatch(self, payload: str) -> None:
+    def _deliver(self, conn: Conn) -> None:
+        """Act on the notifications that arrived: wake-ups at once, cancellation hints by one look."""
+        hinted: set[int] = set()
+        while True:
+            notify = conn.pgconn.notifies()
+            if notify is None:
+                break
+            self._dispatch(notify.extra.decode("utf-8", "replace"), hinted)
+        while hinted or self._backlog:
+            while self._backlog:
+                self._dispatch(self._backlog.popleft(), hinted)
+            if hinted:
+                looking, hinted = hinted, set()
+                self._backend._recorded_cancels(conn, looking)  # may read more into the backlog
+
+    def _dispatch(self, payload: str, hinted: set[int]) -> None:
         kind, _, value = payload.partition(":")
         if kind == "q":
             self._backend._on_notify(value)
         elif kind == "c":
-            self._backend._on_cancel(value)
+            job_id = _parse_id(value)
+            if job_id is not None:
+                hinted.add(job_id)
 
     def _reconnect(self, pause: float) -> Conn | None:
         if pause and self._wait(pause):
@@ -2450,17 +2565,20 @@ class _Listener:
         backend = self._backend
         try:
             conn = backend._connect(backend._listen_kwargs)
-        except BackendConnectionError as exc:
+        except BackendError as exc:
             logger.debug("neoq: the PostgreSQL listener cannot reconnect yet: %s", exc)
             return None
         try:
             self._listen(conn)
-            held = backend._held_ids()
-            pending = conn.execute(QUERIES["pending_cancels"], {"ids": held}).fetchall() if held else []
+            # Cancellations requested while it was away: their notifications are lost.
+            backend._recorded_cancels(conn)
         except psycopg.Error as exc:
             logger.debug("neoq: the PostgreSQL listener cannot listen yet: %s", exc)
             _close_quietly(conn)
             return None
+        except BaseException:
+            _close_quietly(conn)
+            raise
         if self._stop.is_set():
             _close_quietly(conn)
             return None
@@ -2468,8 +2586,6 @@ class _Listener:
         logger.info("neoq: the PostgreSQL listener is connected again")
         # Notifications sent while it was away are lost: every waiting claim looks again.
         backend._signal(None)
-        for (job_id,) in pending:
-            backend._on_cancel(str(job_id))
         return conn
 
     def _wait(self, seconds: float) -> bool:

@@ -768,9 +768,12 @@ class _JsonLoader(Loader):
 
 
 def _configure(conn: Conn) -> None:
-    """The lease pool's configure hook: the connection is this process's (``forking``); the cheaper
-    loader for the payloads a claim returns."""
+    """The lease pool's configure hook: the connection is this process's (``forking``), its session
+    is in UTC (as every session of neoq's); the cheaper loader for the payloads a claim returns."""
+    from .backend import _utc_session
+
     forking.track(conn)
+    _utc_session(conn)
     conn.adapters.register_loader("json", _JsonLoader)
 
 

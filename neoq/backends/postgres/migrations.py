@@ -4,6 +4,10 @@ Each ``sql/migrations/NNNN_name.sql`` file runs once per database, in its own st
 transaction that holds ``pg_advisory_xact_lock``; the versions applied are recorded in
 ``neoq_migrations``. Several processes starting at once queue on the lock: the first applies
 what is missing, the others find it done.
+
+Whether anything is missing is first found out with reads only, so a role without DDL rights
+(``docs/postgres.md``: the worker role) opens a client on a schema that ``neoq migrate`` made
+current, and only a schema that lacks something takes the lock and runs DDL.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["MIGRATIONS_LOCK_ID", "available_migrations", "migrate"]
+__all__ = ["MIGRATIONS_LOCK_ID", "available_migrations", "migrate", "missing_migrations"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +28,10 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_LOCK_ID = int.from_bytes(b"neoqmigr", "big") & 0x7FFFFFFFFFFFFFFF
 
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+#: neoq_migrations where ``CREATE TABLE`` puts it: in the first schema of the ``search_path`` that
+#: exists (``current_schema()``), not in a later one that has neoq's tables too. NULL when absent.
+_FIND_TABLE = "SELECT to_regclass(quote_ident(current_schema()) || '.neoq_migrations')"
 
 _CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS neoq_migrations (
@@ -50,12 +58,27 @@ def available_migrations() -> tuple[tuple[int, str, str], ...]:
     return tuple(found)
 
 
+def missing_migrations(conn: psycopg.Connection[Any]) -> list[int]:
+    """Return the versions of the shipped migrations that ``conn``'s schema lacks, with reads only.
+
+    Every version when neoq has no schema there. Needs no privilege beyond SELECT on
+    ``neoq_migrations``; ``conn`` may be in autocommit mode or in a transaction.
+    """
+    done = _applied(conn)
+    return [version for version, _, _ in available_migrations() if done is None or version not in done]
+
+
 def migrate(conn: psycopg.Connection[Any]) -> list[int]:
     """Apply the migrations ``conn``'s database lacks; return the versions applied.
 
     ``conn`` must be idle in autocommit mode. Everything happens in one transaction, so a
-    failed migration leaves the schema as it was.
+    failed migration leaves the schema as it was. A current schema is recognised with reads
+    only: no lock is taken and no DDL runs.
     """
+    done = _applied(conn)
+    if done is not None and all(version in done for version, _, _ in available_migrations()):
+        _warn_newer(done)
+        return []
     applied_now: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATIONS_LOCK_ID])
@@ -68,9 +91,19 @@ def migrate(conn: psycopg.Connection[Any]) -> list[int]:
             conn.execute(text.encode("utf-8"))
             conn.execute("INSERT INTO neoq_migrations (version, name) VALUES (%s, %s)", [version, name])
             applied_now.append(version)
-        newer = sorted(done - {version for version, _, _ in available_migrations()})
-        if newer:
-            logger.warning(
-                "neoq: the database has schema versions %s that this neoq does not know; upgrade neoq", newer
-            )
+        _warn_newer(done)
     return applied_now
+
+
+def _applied(conn: psycopg.Connection[Any]) -> set[int] | None:
+    """The versions recorded in ``conn``'s schema; None when it has no ``neoq_migrations``."""
+    row = conn.execute(_FIND_TABLE).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return {version for (version,) in conn.execute("SELECT version FROM neoq_migrations").fetchall()}
+
+
+def _warn_newer(done: set[int]) -> None:
+    newer = sorted(done - {version for version, _, _ in available_migrations()})
+    if newer:
+        logger.warning("neoq: the database has schema versions %s that this neoq does not know; upgrade neoq", newer)

@@ -15,6 +15,7 @@ from pgroles import revoke_public, role, worker_grants
 import neoq
 from neoq import Job, JobStatus, cli
 from neoq.backends.postgres.migrations import available_migrations
+from neoq.redact import redact_url
 from neoq.testing import wait_for
 
 pytestmark = pytest.mark.postgres
@@ -211,13 +212,14 @@ JOB_COMMANDS = (["stats"], ["jobs", "list"], ["jobs", "show", "1"], ["jobs", "re
 
 def test_migrate_says_which_migrations_it_applied(pg_new_database: Callable[[], str]) -> None:
     url = pg_new_database()
+    shown = redact_url(url)
     result = run_neoq(["--url", url, "migrate"])
     assert result.returncode == 0 and result.stderr == ""
-    assert result.stdout == f"{url}: applied migrations 1-4; the schema is up to date\n"
+    assert result.stdout == f"{shown}: applied migrations 1-4; the schema is up to date\n"
     result = run_neoq(["--url", url, "migrate"])
-    assert result.stdout == f"{url}: the schema was already up to date; nothing applied\n"
+    assert result.stdout == f"{shown}: the schema was already up to date; nothing applied\n"
     result = run_neoq(["--url", url, "--json", "migrate"])
-    assert json.loads(result.stdout) == {"url": url, "migrated": True, "applied": []}
+    assert json.loads(result.stdout) == {"url": shown, "migrated": True, "applied": []}
 
 
 def test_commands_on_jobs_never_create_the_schema_and_say_how_to(pg_new_database: Callable[[], str]) -> None:
@@ -250,7 +252,7 @@ def test_commands_on_jobs_never_migrate_an_old_schema(pg_new_database: Callable[
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT max(version) FROM neoq_migrations").fetchone() == (2,)
     result = run_neoq(["--url", url, "migrate"])
-    assert result.stdout == f"{url}: applied migrations 3-4; the schema is up to date\n"
+    assert result.stdout == f"{redact_url(url)}: applied migrations 3-4; the schema is up to date\n"
 
 
 def test_every_command_works_for_a_role_without_ddl_rights(pg_new_database: Callable[[], str]) -> None:

@@ -690,6 +690,36 @@ class BackendSuite:
         finally:
             backend.close()
 
+    def test_a_second_settle_of_a_claim_changes_nothing(self, backend: Backend) -> None:
+        """The runtime settles a claim again (as NEW, due now) when a settle failed unexpectedly:
+        that must not undo an outcome stored before, nor touch a later claim of the same job."""
+        backend.open()
+        try:
+            (done_id,) = backend.enqueue([prepare_job(Job(queue="twice", payload={"n": 1}))[0]])
+            claim = backend.claim("twice", 1)
+            assert claim is not None
+            backend.settle(claim, Outcome(JobStatus.PROCESSED))
+            backend.settle(claim, Outcome(JobStatus.NEW, None, _now(), 0))
+            backend.release(claim)
+            done = backend.get_job(done_id)
+            assert done is not None and done.status is JobStatus.PROCESSED
+
+            (retried_id,) = backend.enqueue([prepare_job(Job(queue="twice", payload={"n": 2}))[0]])
+            first = backend.claim("twice", 1)
+            assert first is not None and first.job.id == retried_id
+            backend.settle(first, Outcome(JobStatus.NEW, "ValueError: x", _now(), 1))
+            backend.release(first)
+            second = backend.claim("twice", 1)
+            assert second is not None and second.job.id == retried_id and second.job.attempts == 2
+            backend.settle(first, Outcome(JobStatus.NEW, None, _now(), 0))  # stale: changes nothing
+            assert backend.claim("twice", 0) is None  # still held by the second claim
+            backend.settle(second, Outcome(JobStatus.PROCESSED))
+            backend.release(second)
+            job = backend.get_job(retried_id)
+            assert job is not None and job.status is JobStatus.PROCESSED and job.retries == 1
+        finally:
+            backend.close()
+
     def test_claim_order_is_run_after_then_id(self, backend: Backend) -> None:
         backend.open()
         try:

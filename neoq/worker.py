@@ -464,6 +464,10 @@ class Worker:
             # neoq's own machinery failed past what the steps above catch: the job must not stay claimed.
             self._log.exception("neoq: job %s (queue %r): settling its attempt failed", job.id, job.queue)
             self._put_back(claim)
+            if following is not None:  # claimed with the settle, and now never run: back too
+                self._put_back(following)
+                self._backend.release(following)
+                following = None
         finally:
             if running.get(job_id) is attempt:
                 running.pop(job_id, None)

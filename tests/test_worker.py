@@ -96,6 +96,31 @@ def test_a_settle_that_fails_unexpectedly_puts_the_job_back(caplog: pytest.LogCa
     assert errors_logged(caplog, "could not be settled") or errors_logged(caplog, "settling its attempt failed")
 
 
+def test_a_failure_after_the_settle_puts_back_the_job_claimed_with_it(caplog: pytest.LogCaptureFixture) -> None:
+    # The settle of a processed attempt also claims the queue's next job; a failure after it (here
+    # a logging filter that raises) ended the loop with that job claimed and never run.
+    class RaisesOnce(logging.Filter):
+        armed = True
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            if self.armed and "processed" in record.getMessage():
+                RaisesOnce.armed = False
+                raise RuntimeError("a logging filter that fails (test)")
+            return True
+
+    log = logging.getLogger("neoq.test_worker.filtered")
+    log.setLevel(logging.INFO)
+    log.addFilter(RaisesOnce())
+    store = MemoryBackend()
+    with neoq.new(backend=store, logger=log, shutdown_timeout=5) as nq:
+        ids = nq.enqueue_many([Job(queue="chained", payload={"n": n}) for n in range(3)])
+        nq.start("chained", Handler(lambda job: None, concurrency=1))
+        for job_id in ids:
+            wait_for(lambda job_id=job_id: status(nq, job_id) is JobStatus.PROCESSED)  # type: ignore[misc]
+    assert not RaisesOnce.armed
+    assert errors_logged(caplog, "settling its attempt failed")
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("mode", ["transaction", "lease"])
 def test_a_settle_that_fails_inside_psycopg_rolls_back_and_the_job_runs_again(

@@ -463,11 +463,7 @@ class Worker:
         except BaseException:
             # neoq's own machinery failed past what the steps above catch: the job must not stay claimed.
             self._log.exception("neoq: job %s (queue %r): settling its attempt failed", job.id, job.queue)
-            self._put_back(claim)
-            if following is not None:  # claimed with the settle, and now never run: back too
-                self._put_back(following)
-                self._backend.release(following)
-                following = None
+            self._put_back(claim)  # a no-op if it was settled; a job claimed with the settle still runs
         finally:
             if running.get(job_id) is attempt:
                 running.pop(job_id, None)

@@ -96,7 +96,9 @@ def test_a_settle_that_fails_unexpectedly_puts_the_job_back(caplog: pytest.LogCa
     assert errors_logged(caplog, "could not be settled") or errors_logged(caplog, "settling its attempt failed")
 
 
-def test_a_failure_after_the_settle_puts_back_the_job_claimed_with_it(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failure_after_the_settle_keeps_the_loop_and_the_job_claimed_with_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # The settle of a processed attempt also claims the queue's next job; a failure after it (here
     # a logging filter that raises) ended the loop with that job claimed and never run.
     class RaisesOnce(logging.Filter):

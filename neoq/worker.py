@@ -462,7 +462,7 @@ class Worker:
                     self._settle(claim, self._failure(job, handler, error_text(error)), duration, error)
         except BaseException:
             # neoq's own machinery failed past what the steps above catch: the job must not stay claimed.
-            self._log.exception("neoq: job %s (queue %r): settling its attempt failed", job.id, job.queue)
+            self._log.exception("neoq: job %s (queue %r): settling or reporting its attempt failed", job.id, job.queue)
             self._put_back(claim)  # a no-op if it was settled; a job claimed with the settle still runs
         finally:
             if running.get(job_id) is attempt:

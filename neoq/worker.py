@@ -36,7 +36,7 @@ from .errors import DeadlineExceededError, JobTimeoutError, NeoqError
 from .handler import Handler
 from .job import Job, JobStatus, error_text
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "claim_loop_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,41 +215,56 @@ def _known_worker_signature() -> bool:
     return names == ["executor_reference", "work_queue", "initializer", "initargs"]
 
 
+#: Whether ``_LoopExecutor`` can start its threads as daemon threads (CPython 3.10 to 3.13).
+_DAEMON_THREADS = _known_worker_signature()
+
+#: Every claim-loop thread of this process (weakly held), for ``claim_loop_threads``.
+_LOOP_THREADS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def claim_loop_threads() -> list[threading.Thread]:
+    """Return the live threads that run claim loops (and so handlers), of every client of this process.
+
+    After ``shutdown()`` returns, the ones left run handlers that ignored cancellation.
+    """
+    return [thread for thread in list(_LOOP_THREADS) if thread.is_alive()]
+
+
 class _LoopExecutor(ThreadPoolExecutor):
     """A queue's ``ThreadPoolExecutor`` whose threads do not hold the process at exit.
 
     ``concurrent.futures`` joins its threads when the interpreter exits. After ``shutdown()``
     gave up on a handler that ignores cancellation (its attempt was put back as waiting), that
     join would keep the process alive until the handler returns, maybe never. These threads
-    are daemon threads, and not registered for that join. ``_adjust_thread_count`` is CPython's
-    (3.10 to 3.13) but for those two points; on a Python whose private ``_worker`` differs, the
-    executor behaves as a plain ``ThreadPoolExecutor``.
+    are daemon threads, and not registered for that join: ``_start_daemon_thread`` is CPython's
+    ``_adjust_thread_count`` (3.10 to 3.13) but for those two points. On a Python whose private
+    ``_worker`` differs, the executor starts its threads as a plain ``ThreadPoolExecutor`` does.
     """
 
-    if _known_worker_signature():
+    def _adjust_thread_count(self) -> None:
+        if _DAEMON_THREADS:
+            self._start_daemon_thread()
+        else:  # pragma: no cover - a Python that neoq does not know yet
+            super()._adjust_thread_count()
+        _LOOP_THREADS.update(self._threads)
 
-        def _adjust_thread_count(self) -> None:
-            if self._idle_semaphore.acquire(timeout=0):
-                return
+    def _start_daemon_thread(self) -> None:
+        if self._idle_semaphore.acquire(timeout=0):
+            return
 
-            def weakref_cb(_: object, q: Any = self._work_queue) -> None:
-                q.put(None)
+        def weakref_cb(_: object, q: Any = self._work_queue) -> None:
+            q.put(None)
 
-            count = len(self._threads)
-            if count < self._max_workers:
-                thread = threading.Thread(
-                    name=f"{self._thread_name_prefix}_{count}",
-                    target=_futures_thread._worker,
-                    args=(
-                        weakref.ref(self, weakref_cb),
-                        self._work_queue,
-                        self._initializer,
-                        self._initargs,
-                    ),
-                    daemon=True,
-                )
-                thread.start()
-                self._threads.add(thread)  # type: ignore[attr-defined]
+        count = len(self._threads)
+        if count < self._max_workers:
+            thread = threading.Thread(
+                name=f"{self._thread_name_prefix}_{count}",
+                target=_futures_thread._worker,
+                args=(weakref.ref(self, weakref_cb), self._work_queue, self._initializer, self._initargs),
+                daemon=True,
+            )
+            thread.start()
+            self._threads.add(thread)  # type: ignore[attr-defined]
 
 
 class _QueueRunner:

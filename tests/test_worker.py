@@ -24,6 +24,7 @@ from neoq.backends.memory import MemoryBackend
 from neoq.clock import Clock
 from neoq.context import job_context
 from neoq.testing import wait_for
+from neoq.worker import claim_loop_threads
 
 
 def errors_logged(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
@@ -283,7 +284,7 @@ def test_queue_threads_are_daemon_threads() -> None:
 
     def handler(job: Job) -> None:
         thread = threading.current_thread()
-        names.append((thread.name, thread.daemon))
+        names.append((thread.name, thread.daemon and thread in claim_loop_threads()))
         entered.set()
 
     with neoq.new("memory://") as nq:

@@ -42,6 +42,7 @@ from .backends.memory import MemoryBackend
 from .errors import NeoqError
 from .job import Job, JobStatus
 from .redact import mask_secrets, redact_url
+from .worker import claim_loop_threads
 
 __all__ = ["CommandError", "build_parser", "load_client", "main", "mask_secrets", "run_worker"]
 
@@ -582,9 +583,10 @@ def _install_signal_handlers(nq: Neoq) -> dict[int, Any]:
 def _exit_without_abandoned_threads() -> None:
     """Exit at once if handler threads that ignored cancellation are still running.
 
-    The interpreter joins executor threads at exit, so one stuck handler would keep a stopped
-    worker alive forever; its job already went back to waiting and runs again later.
-    Only the main thread (a real ``neoq worker`` process) exits; embedded callers just return.
+    Its job already went back to waiting and runs again later. The threads are daemon threads,
+    so they would not keep the process alive; exiting at once also skips the interpreter's
+    clean-up, which such a thread may still be using. Only the main thread (a real ``neoq
+    worker`` process) exits; embedded callers just return.
     """
     end = time.monotonic() + LEFTOVER_THREAD_GRACE
     for thread in _handler_threads():
@@ -601,11 +603,7 @@ def _exit_without_abandoned_threads() -> None:
 
 
 def _handler_threads() -> list[threading.Thread]:
-    return [
-        thread
-        for thread in threading.enumerate()
-        if thread.name.startswith("neoq") and not thread.daemon and thread is not threading.current_thread()
-    ]
+    return [thread for thread in claim_loop_threads() if thread is not threading.current_thread()]
 
 
 class JsonFormatter(logging.Formatter):

@@ -388,7 +388,7 @@ class _TickExecutor(BaseExecutor):  # type: ignore[misc]
         with self._guard:
             # The scheduler thread may still submit once while shutdown() runs; the pool is gone then.
             if not self._closed:
-                self._pool.submit(func, *args)
+                self._pool.submit(_logged, func, *args)
 
     def submit_job(self, job: Any, run_times: list[datetime]) -> None:
         self.submit(job.func, *job.args, list(run_times))
@@ -402,8 +402,27 @@ class _TickExecutor(BaseExecutor):  # type: ignore[misc]
         self._pool.shutdown(wait=wait)
 
 
+def _logged(func: Callable[..., None], *args: Any) -> None:
+    # What the tick thread runs would otherwise end in a Future nobody reads: never silently.
+    try:
+        func(*args)
+    except BaseException:
+        logger.exception("neoq cron: storing ticks failed")
+
+
 class _Scheduler(BackgroundScheduler):  # type: ignore[misc]
     """APScheduler's background scheduler, its thread named like every neoq thread."""
+
+    def _process_jobs(self) -> float | None:
+        # APScheduler's loop calls this with nothing around it: an exception here (a trigger that
+        # fails) would end the thread, and every schedule with it, with nothing logged. A run
+        # that failed to be marked done is handed over again; the store keeps each tick once.
+        try:
+            result: float | None = super()._process_jobs()
+        except Exception:
+            logger.exception("neoq cron: the scheduler failed; it looks again in %.0fs", _RETRY_MAX)
+            return _RETRY_MAX
+        return result
 
     def start(self, *args: Any, **kwargs: Any) -> None:
         super().start(*args, **kwargs)
@@ -542,7 +561,7 @@ class CronScheduler:
                 self._stopping.wait(pause)
                 pause = min(_RETRY_MAX, pause * 2)
                 continue
-            except Exception:
+            except BaseException:  # a backend raising what it must not: this tick is lost, not the thread
                 logger.exception("neoq cron: backend failed to enqueue tick %s of queue %r", tick.isoformat(), queue)
                 return
             if job_id is None:

@@ -13,6 +13,11 @@ DEFAULT_CONCURRENCY = 4
 #: The longest one attempt may run, in seconds, when a ``Handler`` does not say.
 DEFAULT_TIMEOUT = 30.0
 
+#: The longest handler timeout and retry delay, in seconds (100 years): a longer ``Handler``
+#: timeout is refused, a longer backoff result is clamped to it. Beyond it lies no useful time,
+#: only overflows (``datetime``, ``threading`` waits) and dates the stores cannot hold.
+MAX_DURATION = 100 * 365.25 * 86400.0
+
 #: How many times a failed job is retried when neither the job nor its handler says.
 DEFAULT_MAX_RETRIES = 25
 

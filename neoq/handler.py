@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .backoff import default_backoff
-from .defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from .defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, MAX_DURATION
 from .errors import ConfigurationError
 from .job import setting_seconds, to_seconds
 
@@ -28,9 +28,10 @@ class Handler:
     """A handler function with its queue settings.
 
     ``concurrency``: the most jobs of the queue this client runs at once.
-    ``timeout``: the longest one attempt may run (a ``timedelta`` or seconds; ``None``: no limit
-    but the job's deadline). ``max_retries``: used for jobs that do not set their own.
-    ``backoff``: ``backoff(retries) -> timedelta | float``, the delay before each retry.
+    ``timeout``: the longest one attempt may run (a ``timedelta`` or seconds, at most 100 years,
+    ``neoq.defaults.MAX_DURATION``; ``None``: no limit but the job's deadline). ``max_retries``:
+    used for jobs that do not set their own. ``backoff``: ``backoff(retries) -> timedelta |
+    float``, the delay before each retry (clamped to 0 .. 100 years).
     ``mode``: ``"transaction"`` or ``"lease"`` (see ``HANDLER_MODES``); ``None``, the default, takes
     the backend's default mode (``"transaction"`` unless the backend was told otherwise).
     Invalid settings raise ``ConfigurationError``.
@@ -53,6 +54,11 @@ class Handler:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, not {concurrency!r}")
         seconds = None if timeout is None else setting_seconds(timeout, "timeout")
+        if seconds is not None and seconds > MAX_DURATION:
+            raise ConfigurationError(
+                f"timeout must be at most 100 years ({MAX_DURATION:.0f} seconds), got {seconds:g} seconds; "
+                "give timeout=None for no limit"
+            )
         if max_retries is not None and (
             isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
         ):
@@ -83,10 +89,15 @@ class Handler:
         return DEFAULT_MAX_RETRIES
 
     def retry_delay(self, retries: int) -> float:
-        """Return the delay in seconds before retry number ``retries``, never negative."""
+        """Return the delay in seconds before retry number ``retries``, between 0 and 100 years.
+
+        Raises ``TypeError`` when ``backoff`` returns something else than a finite number of
+        seconds or a ``timedelta``; whatever ``backoff`` raises propagates.
+        """
         delay = self.backoff(retries)
-        seconds = to_seconds(delay, "backoff result")
-        return max(0.0, seconds)
+        if isinstance(delay, int) and not isinstance(delay, bool):
+            delay = min(max(delay, 0), MAX_DURATION)  # before float(): an int may be too large for one
+        return min(MAX_DURATION, max(0.0, to_seconds(delay, "backoff result")))
 
     @property
     def name(self) -> str:

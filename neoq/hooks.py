@@ -8,8 +8,9 @@ Register them with ``Neoq.on``::
 
 Every hook takes one ``JobEvent``. Hooks run synchronously in the thread where the event
 happens (the handler's thread for ``started`` and the outcomes, the caller's for ``enqueued``),
-so keep them quick. An exception raised by a hook is logged with its traceback and otherwise
-ignored: a hook never changes what happens to a job.
+so keep them quick. An exception raised by a hook (any ``BaseException``, ``SystemExit``
+included) is logged with its traceback and otherwise ignored: a hook never changes what happens
+to a job, and never stops a worker thread.
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ class Hooks:
         for hook in hooks:
             try:
                 hook(event)
-            except Exception:
+            except BaseException as exc:
+                # Even SystemExit: most events fire in a claim loop, which must go on. Only a
+                # Ctrl-C in the main thread (an ``enqueued`` hook) is the user's, not the hook's.
+                if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                    raise
                 self._log.exception(
                     "neoq: %s hook %r raised for job %s (queue %r); ignored",
                     event.name,

@@ -432,15 +432,22 @@ def copy_job(job: Job) -> Job:
 def error_text(exc: BaseException) -> str:
     """Return ``"<ExceptionClass>: <message>"`` for ``exc``, as kept in ``Job.error``.
 
-    A NUL character is written ``\\x00``: PostgreSQL's text cannot hold it, and an outcome that
+    The text is made storable by every backend, so each stores the same: a NUL character is
+    written ``\\x00`` (PostgreSQL's text cannot hold it) and a lone surrogate (a file name from
+    ``os.fsdecode``) as its backslash escape, ``\\udce9`` (UTF-8 cannot encode it). An outcome that
     cannot be stored would lose the attempt's result. An exception whose ``str()`` raises is
     named without its message.
     """
     name = type(exc).__name__
     try:
         message = str(exc)
-    except Exception:
+    except BaseException:  # a broken __str__ must not lose the attempt's outcome either
         return f"{name}: <str() of the exception raised>"
     if "\x00" in message:
         message = message.replace("\x00", "\\x00")
+    if not message.isascii():
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError:
+            message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return f"{name}: {message}" if message else name

@@ -29,7 +29,7 @@ import pytest
 from .app import Neoq, new
 from .backends.base import Backend, Outcome
 from .context import current_job, job_context
-from .errors import DuplicateJobError, InvalidJobError, JobNotFoundError
+from .errors import ConfigurationError, DuplicateJobError, InvalidJobError, JobNotFoundError
 from .handler import Handler
 from .job import Job, JobStatus, prepare_job
 
@@ -381,6 +381,110 @@ class BackendSuite:
             self.wait_status(nq, job_id, JobStatus.FAILED)
         assert got == [(job_id, "ValueError('bad')")]
 
+    # -- nothing that escapes an attempt stops a queue -------------------------------------
+
+    def assert_serves_next(self, nq: Neoq, queue: str) -> None:
+        """The queue's claim loop (concurrency 1 in these tests) still runs jobs: ``{"ok": 1}`` is processed."""
+        self.wait_status(nq, nq.enqueue(Job(queue=queue, payload={"ok": 1})), JobStatus.PROCESSED)
+
+    def test_handler_raising_any_base_exception_fails_the_attempt(self, nq: Neoq) -> None:
+        raised: dict[str, BaseException] = {
+            "exit": SystemExit(3),
+            "interrupt": KeyboardInterrupt(),
+            "generator": GeneratorExit("closed"),
+        }
+
+        def handler(job: Job) -> None:
+            if "raise" in job.payload:
+                raise raised[job.payload["raise"]]
+
+        nq.start("escape", Handler(handler, concurrency=1, max_retries=1, backoff=_no_backoff))
+        ids = {kind: nq.enqueue(Job(queue="escape", payload={"raise": kind})) for kind in raised}
+        expected = {"exit": "SystemExit: 3", "interrupt": "KeyboardInterrupt", "generator": "GeneratorExit: closed"}
+        for kind, job_id in ids.items():
+            job = self.wait_status(nq, job_id, JobStatus.FAILED)
+            assert (job.error, job.attempts, job.retries) == (expected[kind], 2, 1)
+        self.assert_serves_next(nq, "escape")
+
+    def test_recovery_callback_raising_system_exit_is_logged(self, backend: Backend) -> None:
+        def recover(job: Job, exc: BaseException) -> None:
+            raise SystemExit("a callback that exits")
+
+        def handler(job: Job) -> None:
+            if "bad" in job.payload:
+                raise ValueError("bad")
+
+        with new(backend=backend, recovery_callback=recover, shutdown_timeout=5) as nq:
+            nq.start("recover-exit", Handler(handler, concurrency=1, max_retries=0))
+            job_id = nq.enqueue(Job(queue="recover-exit", payload={"bad": 1}))
+            job = self.wait_status(nq, job_id, JobStatus.FAILED)
+            assert job.error == "ValueError: bad"
+            self.assert_serves_next(nq, "recover-exit")
+
+    def test_backoff_beyond_100_years_is_clamped(self, nq: Neoq) -> None:
+        def handler(job: Job) -> None:
+            if "bad" in job.payload:
+                raise ValueError("later")
+
+        nq.start("far-retry", Handler(handler, concurrency=1, max_retries=3, backoff=lambda retries: 1e12))
+        before = _now()
+        job_id = nq.enqueue(Job(queue="far-retry", payload={"bad": 1}))
+        job = wait_for(lambda: (j := nq.get_job(job_id)) is not None and j.retries == 1 and j)
+        assert job.status is JobStatus.NEW and job.error == "ValueError: later"
+        years = (job.run_after - before).total_seconds() / (365.25 * 86400)
+        assert 99.9 < years <= 100.01, job.run_after
+        # A retry due after the job's deadline fails it at once, as with any delay.
+        short = nq.enqueue(Job(queue="far-retry", payload={"bad": 2}, deadline=_now() + timedelta(days=1)))
+        job = self.wait_status(nq, short, JobStatus.FAILED)
+        assert job.error == "ValueError: later" and job.attempts == 1
+        self.assert_serves_next(nq, "far-retry")
+
+    def test_broken_backoff_retries_after_a_second(self, nq: Neoq) -> None:
+        def raises(retries: int) -> float:
+            raise SystemExit("a backoff that exits")
+
+        backoffs: dict[str, Callable[[int], Any]] = {
+            "raises": raises,
+            "nan": lambda retries: float("nan"),
+            "text": lambda retries: "soon",
+        }
+        times: dict[str, list[float]] = {kind: [] for kind in backoffs}
+
+        def handler(job: Job) -> None:
+            if "ok" not in job.payload:
+                times[job.queue[len("broken-") :]].append(time.monotonic())
+                if job.retries == 0:
+                    raise ValueError("once")
+
+        ids = {}
+        for kind, backoff in backoffs.items():
+            nq.start(f"broken-{kind}", Handler(handler, concurrency=1, max_retries=2, backoff=backoff))
+            ids[kind] = nq.enqueue(Job(queue=f"broken-{kind}", payload={}))
+        for kind, job_id in ids.items():
+            job = self.wait_status(nq, job_id, JobStatus.PROCESSED)
+            assert job.retries == 1 and job.attempts == 2
+            first, second = times[kind]
+            assert second - first >= 0.9, (kind, second - first)  # the fallback delay: 1 s
+            self.assert_serves_next(nq, f"broken-{kind}")
+
+    def test_error_text_with_lone_surrogate_and_nul_is_stored(self, nq: Neoq) -> None:
+        """An exception message no store can hold as is (``os.fsdecode`` of a Latin-1 file name) is
+        kept with backslash escapes, the same on every backend, on a retry and on the final failure."""
+        name = b"caf\xe9.txt".decode("utf-8", "surrogateescape")  # os.fsdecode's result on a UTF-8 system
+
+        def handler(job: Job) -> None:
+            if "ok" not in job.payload:
+                raise OSError(f"cannot open {name}\x00")
+
+        nq.start("surrogate", Handler(handler, concurrency=1, max_retries=1, backoff=lambda retries: 0.2))
+        job_id = nq.enqueue(Job(queue="surrogate", payload={}))
+        expected = "OSError: cannot open caf\\udce9.txt\\x00"
+        waiting = wait_for(lambda: (j := nq.get_job(job_id)) is not None and j.retries == 1 and j)
+        assert waiting.error == expected
+        job = self.wait_status(nq, job_id, JobStatus.FAILED)
+        assert job.error == expected and job.attempts == 2
+        self.assert_serves_next(nq, "surrogate")
+
     def test_future_job_waits_for_run_after(self, nq: Neoq) -> None:
         started: list[datetime] = []
         nq.start("future", lambda job: started.append(_now()))
@@ -434,6 +538,42 @@ class BackendSuite:
         job = self.wait_status(nq, job_id, JobStatus.FAILED)
         assert job.error is not None and job.error.startswith("DeadlineExceededError:")
         assert runs == [1]
+
+    def test_far_deadline_without_timeout_keeps_timeouts_enforced(self, nq: Neoq) -> None:
+        """While a job with a deadline in year 8999 and no timeout runs, the watchdog (which waits
+        for the earliest end) still ends another queue's attempts at their timeout."""
+        entered, release = threading.Event(), threading.Event()
+
+        def far(job: Job) -> None:
+            entered.set()
+            release.wait(PATIENCE)
+
+        def slow(job: Job) -> None:
+            context = job_context()
+            assert context is not None
+            context.cancelled.wait(PATIENCE)
+
+        nq.start("far-deadline", Handler(far, concurrency=1, timeout=None))
+        far_id = nq.enqueue(Job(queue="far-deadline", payload={}, deadline=datetime(8999, 1, 1, tzinfo=timezone.utc)))
+        assert entered.wait(PATIENCE)
+        nq.start("short-timeout", Handler(slow, concurrency=1, timeout=0.2, max_retries=0))
+        try:
+            job = self.wait_status(nq, nq.enqueue(Job(queue="short-timeout", payload={})), JobStatus.FAILED)
+        finally:
+            release.set()
+        assert job.error is not None and job.error.startswith("JobTimeoutError:")
+        self.wait_status(nq, far_id, JobStatus.PROCESSED)
+        self.assert_serves_next(nq, "far-deadline")
+
+    def test_timeouts_above_100_years_are_refused(self, nq: Neoq) -> None:
+        """Handler timeouts go up to 100 years; a longer one (it overflowed the watchdog's wait)
+        is refused when the handler is made."""
+        with pytest.raises(ConfigurationError, match="100 years"):
+            Handler(lambda job: None, timeout=timedelta(days=400 * 365))
+        with pytest.raises(ConfigurationError, match="100 years"):
+            nq.start("too-long", lambda job: None, timeout=1e12)
+        nq.start("longest", Handler(lambda job: None, concurrency=1, timeout=timedelta(days=36524)))
+        self.assert_serves_next(nq, "longest")
 
     # -- concurrency ---------------------------------------------------------------------
 
@@ -580,6 +720,36 @@ class BackendSuite:
             backend.release(again)
             stored = backend.get_job(job_id)
             assert stored is not None and stored.status is JobStatus.PROCESSED and stored.error is None
+        finally:
+            backend.close()
+
+    def test_a_second_settle_of_a_claim_changes_nothing(self, backend: Backend) -> None:
+        """The runtime settles a claim again (as NEW, due now) when a settle failed unexpectedly:
+        that must not undo an outcome stored before, nor touch a later claim of the same job."""
+        backend.open()
+        try:
+            (done_id,) = backend.enqueue([prepare_job(Job(queue="twice", payload={"n": 1}))[0]])
+            claim = backend.claim("twice", 1)
+            assert claim is not None
+            backend.settle(claim, Outcome(JobStatus.PROCESSED))
+            backend.settle(claim, Outcome(JobStatus.NEW, None, _now(), 0))
+            backend.release(claim)
+            done = backend.get_job(done_id)
+            assert done is not None and done.status is JobStatus.PROCESSED
+
+            (retried_id,) = backend.enqueue([prepare_job(Job(queue="twice", payload={"n": 2}))[0]])
+            first = backend.claim("twice", 1)
+            assert first is not None and first.job.id == retried_id
+            backend.settle(first, Outcome(JobStatus.NEW, "ValueError: x", _now(), 1))
+            backend.release(first)
+            second = backend.claim("twice", 1)
+            assert second is not None and second.job.id == retried_id and second.job.attempts == 2
+            backend.settle(first, Outcome(JobStatus.NEW, None, _now(), 0))  # stale: changes nothing
+            assert backend.claim("twice", 0) is None  # still held by the second claim
+            backend.settle(second, Outcome(JobStatus.PROCESSED))
+            backend.release(second)
+            job = backend.get_job(retried_id)
+            assert job is not None and job.status is JobStatus.PROCESSED and job.retries == 1
         finally:
             backend.close()
 

@@ -6,17 +6,25 @@ One watchdog thread ends attempts at ``min(start + timeout, deadline)`` without 
 handler: it sets ``JobContext.cancelled``, interrupts the claim's store work and settles the
 attempt as failed. Whichever of the handler's return, the watchdog, a cancellation or a forced
 shutdown comes first decides the outcome (``_Attempt.take``); the others change nothing.
+
+Nothing that escapes an attempt ends a neoq thread: a handler's ``BaseException`` fails the
+attempt like any exception, and a failure of neoq's own machinery (a backend, a backoff, a
+hook, a bug) is logged at ERROR with its traceback, puts the job back, and the claim loop or
+watchdog goes on (``_serve`` starts a claim loop again if one ever ends by an exception).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import thread as _futures_thread
 from concurrent.futures import wait as wait_futures
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -28,7 +36,7 @@ from .errors import DeadlineExceededError, JobTimeoutError, NeoqError
 from .handler import Handler
 from .job import Job, JobStatus, error_text
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "claim_loop_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +49,14 @@ CANCEL_GRACE = 1.0
 
 #: The longest pause between claims after a backend error (they double from 0.05 s).
 MAX_ERROR_PAUSE = 5.0
+
+#: The retry delay, in seconds, when a handler's backoff raises or returns no valid delay.
+BACKOFF_FALLBACK = 1.0
+
+#: The longest single wait of a runtime thread, in seconds. ``threading`` refuses waits above
+#: ``threading.TIMEOUT_MAX`` (OverflowError; 49 days on Windows); a longer wait is cut into
+#: pieces of this length, the waiter looking again after each.
+LONGEST_WAIT = min(3600.0, threading.TIMEOUT_MAX)
 
 RecoveryCallback = Callable[[Job, BaseException], Any]
 
@@ -139,6 +155,19 @@ class _Watchdog:
         self._cond.notify()
 
     def _run(self) -> None:
+        # The thread must outlive any failure: without it no timeout or deadline is enforced.
+        while True:
+            try:
+                self._watch()
+                return
+            except BaseException:
+                logger.exception("neoq: the watchdog failed; it goes on")
+                with self._cond:
+                    if self._stopping:
+                        return
+                    self._cond.wait(0.1)  # a failure that repeats does not spin
+
+    def _watch(self) -> None:
         cond = self._cond
         monotonic = self._monotonic
         while True:
@@ -158,12 +187,12 @@ class _Watchdog:
                             plan = end
                     if due:
                         break
-                    cond.wait(None if plan == math.inf else plan - now)
+                    cond.wait(None if plan == math.inf else min(plan - now, LONGEST_WAIT))
             for attempt in due:
                 try:
                     self._fire(attempt)
-                except Exception:  # pragma: no cover - _fire logs its own errors
-                    logger.exception("neoq watchdog failed to end an attempt")
+                except BaseException:  # the next attempts must still end on time
+                    logger.exception("neoq: the watchdog failed to end the attempt of job %s", attempt.job.id)
 
     def stop(self) -> None:
         with self._cond:
@@ -174,6 +203,68 @@ class _Watchdog:
             self._cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+
+def _known_worker_signature() -> bool:
+    """Whether ``concurrent.futures.thread._worker`` takes the arguments ``_LoopExecutor`` gives it."""
+    worker = getattr(_futures_thread, "_worker", None)
+    try:
+        names = list(inspect.signature(worker).parameters) if worker is not None else []
+    except (TypeError, ValueError):  # pragma: no cover - not a Python function
+        return False
+    return names == ["executor_reference", "work_queue", "initializer", "initargs"]
+
+
+#: Whether ``_LoopExecutor`` can start its threads as daemon threads (CPython 3.10 to 3.13).
+_DAEMON_THREADS = _known_worker_signature()
+
+#: Every claim-loop thread of this process (weakly held), for ``claim_loop_threads``.
+_LOOP_THREADS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def claim_loop_threads() -> list[threading.Thread]:
+    """Return the live threads that run claim loops (and so handlers), of every client of this process.
+
+    After ``shutdown()`` returns, the ones left run handlers that ignored cancellation.
+    """
+    return [thread for thread in list(_LOOP_THREADS) if thread.is_alive()]
+
+
+class _LoopExecutor(ThreadPoolExecutor):
+    """A queue's ``ThreadPoolExecutor`` whose threads do not hold the process at exit.
+
+    ``concurrent.futures`` joins its threads when the interpreter exits. After ``shutdown()``
+    gave up on a handler that ignores cancellation (its attempt was put back as waiting), that
+    join would keep the process alive until the handler returns, maybe never. These threads
+    are daemon threads, and not registered for that join: ``_start_daemon_thread`` is CPython's
+    ``_adjust_thread_count`` (3.10 to 3.13) but for those two points. On a Python whose private
+    ``_worker`` differs, the executor starts its threads as a plain ``ThreadPoolExecutor`` does.
+    """
+
+    def _adjust_thread_count(self) -> None:
+        if _DAEMON_THREADS:
+            self._start_daemon_thread()
+        else:  # pragma: no cover - a Python that neoq does not know yet
+            super()._adjust_thread_count()
+        _LOOP_THREADS.update(self._threads)
+
+    def _start_daemon_thread(self) -> None:
+        if self._idle_semaphore.acquire(timeout=0):
+            return
+
+        def weakref_cb(_: object, q: Any = self._work_queue) -> None:
+            q.put(None)
+
+        count = len(self._threads)
+        if count < self._max_workers:
+            thread = threading.Thread(
+                name=f"{self._thread_name_prefix}_{count}",
+                target=_futures_thread._worker,
+                args=(weakref.ref(self, weakref_cb), self._work_queue, self._initializer, self._initargs),
+                daemon=True,
+            )
+            thread.start()
+            self._threads.add(thread)  # type: ignore[attr-defined]
 
 
 class _QueueRunner:
@@ -234,14 +325,34 @@ class Worker:
     def _launch(self, runner: _QueueRunner) -> None:
         concurrency = runner.handler.concurrency
         self._watchdog.note_timeout(runner.handler.timeout)
-        runner.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"neoq-{runner.queue[:40]}")
-        runner.futures = [runner.executor.submit(self._loop, runner) for _ in range(concurrency)]
+        runner.executor = _LoopExecutor(max_workers=concurrency, thread_name_prefix=f"neoq-{runner.queue[:40]}")
+        runner.futures = [runner.executor.submit(self._serve, runner) for _ in range(concurrency)]
 
     def is_started(self, queue: str) -> bool:
         """Return True if ``queue`` has running claim loops."""
         return queue in self._runners
 
     # -- the claim loop ------------------------------------------------------------------
+
+    def _serve(self, runner: _QueueRunner) -> None:
+        """Run one claim loop; start it again whenever it ends by an exception, unless stopping."""
+        pause = 0.0
+        while True:
+            try:
+                self._loop(runner)
+                return
+            except BaseException:
+                # A bug, or a backend raising what it must not: without a loop the queue would
+                # stop for good at concurrency 1. An attempt it was running released its claim.
+                if runner.stopping.is_set():
+                    self._log.exception("neoq: a claim loop of queue %r failed while stopping", runner.queue)
+                    return
+                pause = min(MAX_ERROR_PAUSE, max(0.05, pause * 2))
+                self._log.exception(
+                    "neoq: a claim loop of queue %r failed; starting it again in %.2fs", runner.queue, pause
+                )
+                if runner.stopping.wait(pause):
+                    return
 
     def _loop(self, runner: _QueueRunner) -> None:
         backend = self._backend
@@ -331,7 +442,7 @@ class Worker:
         local.context = attempt
         try:
             handler.func(job)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: fail the attempt, not the thread
             error = exc
         finally:
             local.context = None
@@ -364,6 +475,10 @@ class Worker:
                 else:
                     self._recover(job, error)
                     self._settle(claim, self._failure(job, handler, error_text(error)), duration, error)
+        except BaseException:
+            # neoq's own machinery failed past what the steps above catch: the job must not stay claimed.
+            self._log.exception("neoq: job %s (queue %r): settling or reporting its attempt failed", job.id, job.queue)
+            self._put_back(claim)  # a no-op if it was settled; a job claimed with the settle still runs
         finally:
             if running.get(job_id) is attempt:
                 running.pop(job_id, None)
@@ -383,12 +498,20 @@ class Worker:
         retries = max(job.retries + 1, job.attempts)
         try:
             delay = handler.retry_delay(retries)
-        except Exception as exc:
+        except BaseException as exc:  # it runs user code, in a claim loop or the watchdog
             self._log.error(
-                "neoq: backoff of queue %r raised %s; retrying job %s in 1s", job.queue, error_text(exc), job.id
+                "neoq: backoff of queue %r failed: %s; retrying job %s in %gs",
+                job.queue,
+                error_text(exc),
+                job.id,
+                BACKOFF_FALLBACK,
+                exc_info=True,
             )
-            delay = 1.0
-        run_after = self._now() + timedelta(seconds=delay)
+            delay = BACKOFF_FALLBACK
+        try:
+            run_after = self._now() + timedelta(seconds=delay)
+        except OverflowError:  # a clock near year 9999: no retry can be due
+            return Outcome(JobStatus.FAILED, error)
         if job.deadline is not None and run_after >= job.deadline:
             return Outcome(JobStatus.FAILED, error)
         return Outcome(JobStatus.NEW, error, run_after, retries)
@@ -413,8 +536,30 @@ class Worker:
         except NeoqError as err:
             self._log_unsettled(job, outcome, err)
             return None
+        except Exception:  # a backend raising what it must not
+            self._log.exception(
+                "neoq: job %s (queue %r, attempt %d) could not be settled as %s",
+                job.id,
+                job.queue,
+                job.attempts,
+                outcome.status.value,
+            )
+            self._put_back(claim)
+            return None
         self._report(job, outcome, duration, exc)
         return following
+
+    def _put_back(self, claim: Claim) -> None:
+        """After a settle that failed unexpectedly: make the job due again, as a shutdown would.
+
+        Where the failed settle got far enough to end the claim (PostgreSQL), this does nothing
+        and ``release`` rolls the claim's transaction back: the job runs again either way.
+        """
+        job = claim.job
+        try:
+            self._backend.settle(claim, Outcome(JobStatus.NEW, job.error, self._now(), job.retries))
+        except Exception:
+            self._log.exception("neoq: job %s (queue %r) could not be put back", job.id, job.queue)
 
     def _log_unsettled(self, job: Job, outcome: Outcome, err: NeoqError) -> None:
         # The outcome is lost, not the job: its claim ends with the connection and it runs again.
@@ -511,7 +656,7 @@ class Worker:
             return
         try:
             callback(job, exc)
-        except Exception:
+        except BaseException:  # even SystemExit: it runs in a claim loop or the watchdog
             self._log.exception("neoq: recovery_callback raised for job %s (queue %r)", job.id, job.queue)
 
     def _end_from_outside(self, attempt: _Attempt, outcome: Outcome, exc: BaseException | None = None) -> None:
@@ -558,7 +703,7 @@ class Worker:
                 for runner in runners:
                     self._launch(runner)
                 for runner in runners:
-                    remaining = None if end == math.inf else max(0.0, end - clock.monotonic())
+                    remaining = None if end == math.inf else min(LONGEST_WAIT, max(0.0, end - clock.monotonic()))
                     wait_futures(runner.futures, timeout=remaining)
                 timed_out = clock.monotonic() >= end
                 if timed_out:
@@ -597,7 +742,7 @@ class Worker:
             remaining = end - self._clock.monotonic()
             if remaining <= 0 or (force is not None and force.is_set()):
                 break
-            _, pending = wait_futures(futures, timeout=min(remaining, 0.1) if force is not None else remaining)
+            _, pending = wait_futures(futures, timeout=min(remaining, 0.1 if force is not None else LONGEST_WAIT))
             futures = list(pending)
         # 3. End what is still running: cancelled, and back to waiting for a later run.
         if futures:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -114,7 +115,7 @@ def test_every_is_anchored_to_the_epoch_so_every_process_agrees() -> None:
     # Two processes starting at different moments compute the same ticks.
     a = list(ticks(trigger, utc(2024, 5, 1, 10, 0, 7), utc(2024, 5, 1, 10, 10)))
     b = list(ticks(trigger, utc(2024, 5, 1, 10, 2, 59), utc(2024, 5, 1, 10, 10)))
-    assert a[-len(b):] == b
+    assert a[-len(b) :] == b
     assert all(int(tick.timestamp()) % 90 == 0 for tick in a)
     assert first_ticks("@every 1h30m", WED, 2) == [utc(2024, 5, 1, 10, 30), utc(2024, 5, 1, 12)]
     assert first_ticks("@every 2m", utc(2024, 5, 1, 10, 3), 1) == [utc(2024, 5, 1, 10, 4)]
@@ -653,6 +654,69 @@ def test_shutdown_while_the_store_fails_is_prompt() -> None:
     assert time.monotonic() - started < 3
     assert scheduler_threads() == []
     assert client.list_jobs(queue="down") == []
+
+
+# -- failures inside the scheduler's threads -------------------------------------------------------
+
+
+def test_a_store_raising_any_base_exception_loses_one_tick_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # A SystemExit from the store went into a Future that nobody reads: the tick was lost silently.
+    class ExitingStore(MemoryBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.exits = 1
+
+        def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
+            if self.exits:
+                self.exits -= 1
+                raise SystemExit("a store that exits (test)")
+            return super().enqueue_tick(job, key, tick)
+
+    store = ExitingStore()
+    client = neoq.new(backend=store, shutdown_timeout=5)
+    try:
+        client.start_cron("* * * * * *", lambda job: None, queue="exits")
+        wait_for(lambda: len(client.list_jobs(queue="exits")) >= 2, timeout=10)
+    finally:
+        client.shutdown(timeout=5)
+    failed = [r for r in caplog.records if "failed to enqueue tick" in r.getMessage()]
+    assert failed and failed[0].levelno == logging.ERROR and failed[0].exc_info
+    assert_consecutive_seconds(scheduled(client, "exits"))
+
+
+def test_the_scheduler_thread_outlives_a_failing_trigger(caplog: pytest.LogCaptureFixture) -> None:
+    # An exception from a trigger ended APScheduler's thread, and every schedule with it, silently.
+    from apscheduler.triggers.base import BaseTrigger
+
+    from neoq.cron import CronScheduler
+
+    class FailsOnce(BaseTrigger):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.inner = parse_spec("* * * * * *")
+            self.armed = True
+
+        def get_next_fire_time(self, previous: datetime | None, now: datetime) -> datetime | None:
+            if self.armed and threading.current_thread().name == "neoq-cron":
+                self.armed = False
+                raise RuntimeError("a trigger that fails (test)")
+            result: datetime | None = self.inner.get_next_fire_time(previous, now)
+            return result
+
+    client = neoq.new()
+    cron = CronScheduler(client)
+    trigger = FailsOnce()
+    try:
+        cron.add("fails", "* * * * * *", trigger)
+        wait_for(lambda: not trigger.armed, timeout=10)
+        failed_at = datetime.now(UTC)
+        wait_for(lambda: (s := scheduled(client, "fails")) and datetime.fromisoformat(s[-1]) > failed_at, timeout=15)
+        assert "neoq-cron" in scheduler_threads()
+    finally:
+        cron.stop()
+        client.shutdown()
+    failed = [r for r in caplog.records if "the scheduler failed" in r.getMessage()]
+    assert failed and failed[0].levelno == logging.ERROR and failed[0].exc_info
+    assert_consecutive_seconds(scheduled(client, "fails"))
 
 
 def test_cron_scheduler_refuses_duplicates_and_use_after_stop() -> None:

@@ -95,3 +95,20 @@ def test_exponential_backoff() -> None:
 def test_retry_delay_accepts_timedelta_and_clamps() -> None:
     assert Handler(noop, backoff=lambda n: timedelta(seconds=n)).retry_delay(3) == 3.0
     assert Handler(noop, backoff=lambda n: -5).retry_delay(1) == 0.0
+
+
+def test_timeouts_and_backoff_delays_stop_at_100_years() -> None:
+    from neoq.defaults import MAX_DURATION
+
+    assert MAX_DURATION == 100 * 365.25 * 86400
+    assert Handler(noop, timeout=MAX_DURATION).timeout == MAX_DURATION
+    for too_long in (MAX_DURATION + 1, timedelta(days=400 * 365), 1e300):
+        with pytest.raises(ConfigurationError, match="at most 100 years"):
+            Handler(noop, timeout=too_long)
+    # Above 100 years a delay is clamped; it overflowed the retry's datetime (1e12 s) or float() (10**400).
+    for huge in (1e12, 10**400, timedelta.max):
+        assert Handler(noop, backoff=lambda n, huge=huge: huge).retry_delay(1) == MAX_DURATION
+    assert Handler(noop, backoff=lambda n: -(10**400)).retry_delay(1) == 0.0
+    for garbage in (float("nan"), float("inf"), "soon", None):
+        with pytest.raises(TypeError, match="backoff result"):
+            Handler(noop, backoff=lambda n, garbage=garbage: garbage).retry_delay(1)

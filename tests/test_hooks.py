@@ -73,9 +73,7 @@ def test_failures_fire_failed_with_the_exception_then_retried_or_finally_failed(
     nq.start("q", handler, max_retries=1, backoff=no_backoff, concurrency=1)
     job_id = nq.enqueue(Job(queue="q"))
     wait_for(lambda: record.of("finally_failed"))
-    assert record.names(job_id) == [
-        "enqueued", "started", "failed", "retried", "started", "failed", "finally_failed"
-    ]
+    assert record.names(job_id) == ["enqueued", "started", "failed", "retried", "started", "failed", "finally_failed"]
     first_failure, retried = record.of("failed")[0], record.of("retried")[0]
     assert first_failure.exception is boom and retried.exception is boom
     assert retried.job.status is JobStatus.NEW and retried.job.retries == 1
@@ -142,6 +140,32 @@ def test_a_raising_hook_is_logged_and_never_breaks_the_job(nq, caplog):
     assert any("enqueued hook" in m and f"job {job_id}" in m for m in messages)
     assert any("succeeded hook" in m for m in messages)
     assert all(r.exc_info for r in caplog.records if "hook" in r.getMessage())
+
+
+@pytest.mark.parametrize("exc", [SystemExit(2), KeyboardInterrupt(), GeneratorExit()], ids=type)
+def test_a_hook_raising_any_base_exception_does_not_stop_the_queue(nq, caplog, exc):
+    # It escaped Hooks._fire and ended the claim loop: at concurrency 1 the queue stopped for good.
+    def bad(event: JobEvent) -> None:
+        raise exc
+
+    for name in ("started", "succeeded", "failed", "finally_failed"):
+        nq.on(name, bad)
+    nq.start("q", neoq.Handler(lambda job: job.payload.get("fail") and 1 / 0, concurrency=1, max_retries=0))
+    with caplog.at_level(logging.ERROR, logger="neoq"):
+        ids = [nq.enqueue(Job(queue="q", payload={"fail": n == 0, "n": n})) for n in range(3)]
+        wait_for(lambda: all(nq.get_job(i).status is not JobStatus.NEW for i in ids))
+    assert [nq.get_job(i).status for i in ids] == [JobStatus.FAILED, JobStatus.PROCESSED, JobStatus.PROCESSED]
+    logged = [r for r in caplog.records if "hook" in r.getMessage() and r.exc_info]
+    assert {r.getMessage().split()[1] for r in logged} >= {"started", "succeeded", "failed"}
+
+
+def test_an_enqueued_hook_lets_ctrl_c_through_in_the_main_thread(nq):
+    def interrupted(event: JobEvent) -> None:
+        raise KeyboardInterrupt
+
+    nq.on("enqueued", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        nq.enqueue(Job(queue="q"))
 
 
 def test_decorator_form_off_and_unknown_events(nq):

@@ -168,3 +168,18 @@ def test_to_seconds_and_error_text() -> None:
             raise TypeError("no")
 
     assert error_text(Unprintable()) == "Unprintable: <str() of the exception raised>"
+
+
+def test_error_text_is_storable_text() -> None:
+    # A lone surrogate (os.fsdecode of a Latin-1 file name) cannot be encoded as UTF-8: PostgreSQL
+    # refused the settle and the claim loop died. Every backend stores the same escaped text.
+    name = b"caf\xe9.txt".decode("utf-8", "surrogateescape")
+    assert error_text(OSError(f"no {name}")) == "OSError: no caf\\udce9.txt"
+    assert error_text(ValueError("\ud83d\x00\u00e9\U0001f600")) == "ValueError: \\ud83d\\x00\u00e9\U0001f600"
+    error_text(SystemExit(f"exit {name}")).encode("utf-8")
+
+    class Exiting(Exception):
+        def __str__(self) -> str:
+            raise SystemExit("no")
+
+    assert error_text(Exiting()) == "Exiting: <str() of the exception raised>"

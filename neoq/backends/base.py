@@ -187,7 +187,9 @@ class Backend(abc.ABC):
         terminal. On PostgreSQL a failure rolls back the handler's writes first. Called once per
         claim, possibly from another thread than the handler's while the handler still runs
         (after ``interrupt``). After it returns the job's fingerprint is free again unless the
-        status is ``NEW``.
+        status is ``NEW``. A second call for the same claim must change nothing: when a settle
+        or what follows it fails unexpectedly, the runtime settles the claim again as ``NEW``
+        (due now) so that its job is never left claimed.
         """
 
     def interrupt(self, claim: Claim) -> None:  # noqa: B027 - optional hook

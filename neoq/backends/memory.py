@@ -387,8 +387,8 @@ class MemoryBackend(Backend):
     def _settle_locked(self, claim: Claim, outcome: Outcome, now: datetime) -> None:
         # Called with the lock held.
         record = self._records.get(claim.job.id or "")
-        if record is None or not record.claimed:
-            return
+        if record is None or not record.claimed or record.version != claim.token:
+            return  # settled before (the claim is stale): the contract makes a second settle a no-op
         status = outcome.status
         if status is not JobStatus.NEW:
             self._finish(record, status, None if status is JobStatus.PROCESSED else outcome.error, now)

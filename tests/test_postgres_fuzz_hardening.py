@@ -19,7 +19,7 @@ pytestmark = pytest.mark.postgres
 _queues = itertools.count()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pg_client(pg_url: str) -> Iterator[neoq.Neoq]:
     with neoq.new(pg_url, application_name=unique_name("neoq-fuzz-hard"), shutdown_timeout=2) as nq:
         yield nq

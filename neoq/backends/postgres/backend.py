@@ -118,7 +118,7 @@ _CANCEL_MEMORY = 2.0
 
 _SYNCHRONOUS_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
 
-_STATS_KEYS = ("new", "processed", "failed", "cancelled")
+_STATS_KEYS = ("new", "running", "processed", "failed", "cancelled")
 
 Conn = psycopg.Connection[TupleRow]
 
@@ -2185,6 +2185,7 @@ def _job_from_row(row: TupleRow) -> Job:
         error=row[10],
         created_at=_utc(row[11]),
         ran_at=_utc(row[12]),
+        finished_at=_utc(row[13]),
     )
 
 
@@ -2205,7 +2206,7 @@ def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datet
         max_retries=row[6],
         fingerprint=row[2],
         id=job_id,
-        status=JobStatus.NEW,
+        status=JobStatus.RUNNING,
         retries=row[7],
         attempts=attempts,
         error=row[8],

@@ -120,6 +120,9 @@ _SYNCHRONOUS_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
 
 _STATS_KEYS = ("new", "running", "processed", "failed", "cancelled")
 
+#: The statuses a job keeps until ``retry_job``: what ``prune`` deletes.
+_FINISHED = (JobStatus.PROCESSED, JobStatus.FAILED, JobStatus.CANCELLED)
+
 Conn = psycopg.Connection[TupleRow]
 
 #: Per claim-loop thread: ``empty``, what the last look at a queue found when it had nothing due
@@ -2106,7 +2109,7 @@ class PostgresBackend(Backend):
         return None if row is None else _utc(row[0])
 
     def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
-        cutoffs = {status.value: older_than.get(status) for status in JobStatus if status is not JobStatus.NEW}
+        cutoffs = {status.value: older_than.get(status) for status in _FINISHED}
         deleted = 0
         with self._aux("pruning jobs") as conn:
             # Small batches, each its own transaction, so no lock is held for long.

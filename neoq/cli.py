@@ -396,14 +396,19 @@ def _cmd_jobs_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: The statuses of a job that has not finished, and how the CLI says them.
+_WAITING_OR_RUNNING = {JobStatus.NEW: "waiting", JobStatus.RUNNING: "running"}
+_NOT_FINISHED = frozenset(_WAITING_OR_RUNNING)
+
+
 def _cmd_jobs_retry(args: argparse.Namespace) -> int:
     with _client(args, shared=True) as nq:
         before = nq.get_job(args.job_id)
         nq.retry_job(args.job_id)
         job = nq.get_job(args.job_id)
     status = job.status.value if job is not None else JobStatus.NEW.value
-    if before is not None and before.status is JobStatus.NEW:
-        text = f"job {args.job_id} is already waiting or running; nothing changed"
+    if before is not None and before.status in _NOT_FINISHED:
+        text = f"job {args.job_id} is already {_WAITING_OR_RUNNING[before.status]}; nothing changed"
     else:
         text = f"job {args.job_id} will run again"
     _emit(args, {"id": args.job_id, "status": status}, text)
@@ -416,7 +421,7 @@ def _cmd_jobs_cancel(args: argparse.Namespace) -> int:
         nq.cancel_job(args.job_id)
         job = nq.get_job(args.job_id)
     status = job.status if job is not None else JobStatus.CANCELLED
-    if before is not None and before.status is not JobStatus.NEW:
+    if before is not None and before.status not in _NOT_FINISHED:
         text = f"job {args.job_id} had already finished ({before.status.value}); nothing changed"
     elif status is JobStatus.CANCELLED:
         text = f"job {args.job_id} cancelled"
@@ -649,7 +654,7 @@ def _setup_logging(as_json: bool, level: str | None) -> None:
 #: The order of a job's fields in ``jobs show`` and its JSON; fields not named here follow.
 _JOB_FIELDS = (
     "id", "queue", "status", "payload", "attempts", "retries", "max_retries", "error",
-    "created_at", "run_after", "ran_at", "deadline", "fingerprint",
+    "created_at", "run_after", "ran_at", "finished_at", "deadline", "fingerprint",
 )  # fmt: skip
 
 

@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .job import Job, JobStatus
@@ -47,7 +47,8 @@ class JobEvent:
 
     #: The event's name: one of ``neoq.hooks.EVENTS``.
     name: str
-    #: The job. For outcome events its ``status``, ``error``, ``retries`` and ``run_after`` are the new ones.
+    #: The job. For outcome events its ``status``, ``error``, ``retries`` and ``run_after`` are the new ones,
+    #: and ``finished_at`` is set once it is ``PROCESSED``, ``FAILED`` or ``CANCELLED``; ``started``: ``RUNNING``.
     job: Job
     #: ``failed``/``retried``/``finally_failed``: the exception the attempt ended with (the handler's, or
     #: neoq's ``JobTimeoutError``/``DeadlineExceededError``); ``None`` when the job failed without running.
@@ -151,6 +152,8 @@ class Hooks:
             error=outcome.error,
             retries=job.retries if outcome.retries is None else outcome.retries,
             run_after=outcome.run_after or job.run_after,
+            # This process's clock, just after the settle; the store's own time is in get_job().
+            finished_at=None if status is JobStatus.NEW else datetime.now(timezone.utc),
         )
         for name in names:
             hooks = table[name]

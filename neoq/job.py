@@ -41,8 +41,11 @@ __all__ = [
 class JobStatus(str, enum.Enum):
     """Where a job is in its life."""
 
-    #: Waiting to run, running, or waiting for a retry.
+    #: Waiting: to run for the first time, or for a retry.
     NEW = "new"
+    #: An attempt is in progress right now, in a live process. A job whose process died reads
+    #: ``NEW`` again once the store notices (PostgreSQL: at once; in lease mode, when the lease ends).
+    RUNNING = "running"
     #: An attempt succeeded. Terminal until ``retry_job``.
     PROCESSED = "processed"
     #: Retries exhausted, or the deadline passed. Terminal until ``retry_job``.
@@ -100,6 +103,9 @@ class Job:
     created_at: datetime | None = None
     #: Set by the backend: when the latest attempt started (aware UTC).
     ran_at: datetime | None = None
+    #: Set by the backend: when the job became ``PROCESSED``, ``FAILED`` or ``CANCELLED`` (aware UTC):
+    #: the end of its last attempt, or its cancellation. ``None`` while ``NEW`` or ``RUNNING``.
+    finished_at: datetime | None = None
 
     def __init__(
         self,
@@ -117,6 +123,7 @@ class Job:
         error: str | None = None,
         created_at: datetime | None = None,
         ran_at: datetime | None = None,
+        finished_at: datetime | None = None,
     ) -> None:
         # What the dataclass's __init__ does at half its cost: it sets each field through
         # object.__setattr__ (the class is frozen); this fills the instance dict in one update.
@@ -135,6 +142,7 @@ class Job:
             error=error,
             created_at=created_at,
             ran_at=ran_at,
+            finished_at=finished_at,
         )
 
 
@@ -370,6 +378,7 @@ def prepare_job(job: object) -> tuple[Job, str]:
         "error": None,
         "created_at": None,
         "ran_at": None,
+        "finished_at": None,
     }
     if type(job) is not Job:
         return evolve(job, **state), text  # a subclass keeps its own fields

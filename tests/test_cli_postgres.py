@@ -6,6 +6,7 @@ import json
 import signal
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
@@ -82,13 +83,13 @@ def test_commands_in_process(pg_clean, nq, capsys):
     status, out, _ = main(capsys, "--url", url, "--json", "jobs", "retry", first)
     assert json.loads(out) == {"id": first, "status": "new"}
     status, out, _ = main(capsys, "--url", url, "jobs", "retry", first)
-    assert "already waiting or running" in out
+    assert out.strip() == f"job {first} is already waiting; nothing changed"
 
     status, out, _ = main(capsys, "--url", url, "stats")
-    assert out.splitlines()[0].split() == ["QUEUE", "NEW", "PROCESSED", "FAILED", "CANCELLED"]
-    assert out.splitlines()[1].split() == ["mail", "2", "0", "0", "0"]
+    assert out.splitlines()[0].split() == ["QUEUE", "NEW", "RUNNING", "PROCESSED", "FAILED", "CANCELLED"]
+    assert out.splitlines()[1].split() == ["mail", "2", "0", "0", "0", "0"]
     status, out, _ = main(capsys, "--url", url, "--json", "stats")
-    assert json.loads(out) == {"mail": {"new": 2, "processed": 0, "failed": 0, "cancelled": 0}}
+    assert json.loads(out) == {"mail": {"new": 2, "running": 0, "processed": 0, "failed": 0, "cancelled": 0}}
 
     for action in ("show", "retry", "cancel"):
         for job_id in ("987654321", "not-a-number"):
@@ -184,7 +185,7 @@ def test_retry_and_stats_after_a_worker_ran_jobs(worker, nq, pg_clean):
     ok = nq.enqueue(Job(queue="work", payload={"sleep": 0}))
     bad = nq.enqueue(Job(queue="work", payload={"fail": True}, max_retries=0))
     wait_for(lambda: nq.get_job(bad).status is JobStatus.FAILED and nq.get_job(ok).status is JobStatus.PROCESSED)
-    assert nq.stats()["work"] == {"new": 0, "processed": 1, "failed": 1, "cancelled": 0}
+    assert nq.stats()["work"] == {"new": 0, "running": 0, "processed": 1, "failed": 1, "cancelled": 0}
     assert nq.get_job(bad).error == "RuntimeError: asked to fail"
     result = run_neoq(["--url", pg_clean, "jobs", "list", "--status", "failed"])
     assert result.stdout.splitlines()[1].split()[:4] == [bad, "work", "failed", "1"]
@@ -283,3 +284,34 @@ def test_commands_read_times_in_utc_whatever_the_session_timezone(pg_clean: str,
     assert json.loads(result.stdout)["deadline"] == "9999-12-31T23:59:59.999999+00:00"
     result = run_neoq(["--json", "jobs", "list"], env=env)
     assert [job["deadline"] for job in json.loads(result.stdout)] == ["9999-12-31T23:59:59.999999+00:00"]
+
+
+def test_running_jobs_in_list_show_and_stats(worker, pg_clean, nq):
+    process = worker()
+    job_id = nq.enqueue(Job(queue="work", payload={"sleep": 30}))
+    waiting = nq.enqueue(Job(queue="work", payload={"later": 1}, run_after=datetime(2099, 1, 1, tzinfo=timezone.utc)))
+    assert process.expect("started", timeout=10) == f"started {job_id}"
+    # Other processes (the commands) see the job running in the worker process.
+    result = run_neoq(["--url", pg_clean, "jobs", "list", "--status", "running"])
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[:4] for line in result.stdout.splitlines()[1:]] == [[job_id, "work", "running", "1"]]
+    result = run_neoq(["--url", pg_clean, "--json", "jobs", "list", "--status", "new"])
+    assert [job["id"] for job in json.loads(result.stdout)] == [waiting]
+    result = run_neoq(["--url", pg_clean, "--json", "jobs", "show", job_id])
+    shown = json.loads(result.stdout)
+    assert shown["status"] == "running" and shown["ran_at"] is not None and shown["finished_at"] is None
+    result = run_neoq(["--url", pg_clean, "stats"])
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["QUEUE", "NEW", "RUNNING", "PROCESSED", "FAILED", "CANCELLED"]
+    assert lines[1].split() == ["work", "1", "1", "0", "0", "0"]
+    result = run_neoq(["--url", pg_clean, "jobs", "retry", job_id])
+    assert result.stdout.strip() == f"job {job_id} is already running; nothing changed"
+    result = run_neoq(["--url", pg_clean, "jobs", "cancel", job_id])
+    assert "had already finished" not in result.stdout
+    assert process.expect("cancelled", timeout=5) == f"cancelled {job_id}"
+    job = wait_for(lambda: (j := nq.get_job(job_id)) is not None and j.status is JobStatus.CANCELLED and j)
+    assert job.finished_at is not None and job.ran_at is not None and job.finished_at > job.ran_at
+    result = run_neoq(["--url", pg_clean, "--json", "stats"])
+    assert json.loads(result.stdout) == {"work": {"new": 1, "running": 0, "processed": 0, "failed": 0, "cancelled": 1}}
+    process.send(signal.SIGTERM)
+    assert process.wait(10) == 0

@@ -32,7 +32,7 @@ def test_memory_clients_are_private() -> None:
         job_id = a.enqueue(Job(queue="q", payload={}))
         b.enqueue(Job(queue="q", payload={}))  # no duplicate: another store
         assert a.get_job(job_id) is not None
-        assert a.stats() == b.stats() == {"q": {"new": 1, "processed": 0, "failed": 0, "cancelled": 0}}
+        assert a.stats() == b.stats() == {"q": {"new": 1, "running": 0, "processed": 0, "failed": 0, "cancelled": 0}}
 
 
 @pytest.mark.parametrize(

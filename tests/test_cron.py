@@ -448,7 +448,7 @@ def test_a_running_or_retrying_job_does_not_hold_back_the_next_tick(nq: neoq.Neo
         jobs = jobs_by_tick()
         later = [stamp for stamp in jobs if stamp > second]
         return (
-            jobs[first].status is JobStatus.NEW  # still running
+            jobs[first].status is JobStatus.RUNNING  # still running
             and jobs[second].status is JobStatus.NEW
             and jobs[second].retries == 1  # waiting for its retry
             and len(later) >= 2

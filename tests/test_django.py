@@ -170,6 +170,30 @@ def test_django_tasks_run_on_neoq_workers(dj: Any) -> None:
     dj.get_client().cancel_job(later.id)
 
 
+def test_a_running_task_reads_running_and_finishes_after_its_work(dj: Any) -> None:
+    import threading
+
+    from shop import tasks
+
+    tasks.held.clear()
+    tasks.release.clear()
+    enqueued = tasks.hold.enqueue(0.3)
+    drain = threading.Thread(target=dj.get_client().drain, kwargs={"timeout": 30})
+    drain.start()
+    try:
+        assert tasks.held.wait(30)
+        running = tasks.hold.get_result(enqueued.id)
+        assert running.status == "RUNNING" and not running.is_finished
+        assert running.started_at is not None and running.finished_at is None
+    finally:
+        tasks.release.set()
+        drain.join(30)
+    done = tasks.hold.get_result(enqueued.id)
+    assert done.status == "SUCCESSFUL" and done.finished_at is not None and done.started_at is not None
+    # The end of the run, not its start: the task worked 0.3 s after it started.
+    assert done.finished_at - done.started_at >= timedelta(seconds=0.25), (done.started_at, done.finished_at)
+
+
 def test_a_task_enqueued_in_a_rolled_back_request_does_not_exist(dj: Any) -> None:
     from shop import tasks
     from shop.views import OrderFailed

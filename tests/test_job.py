@@ -25,7 +25,7 @@ def test_job_is_frozen_and_keyword_only() -> None:
 
 
 def test_job_status_is_a_str_enum() -> None:
-    assert [s.value for s in JobStatus] == ["new", "processed", "failed", "cancelled"]
+    assert [s.value for s in JobStatus] == ["new", "running", "processed", "failed", "cancelled"]
     assert JobStatus.FAILED == "failed" and str(JobStatus.NEW) == "new"
 
 

@@ -86,7 +86,7 @@ def test_a_running_attempt_is_seen_by_other_sessions_and_counted_with_its_outcom
 
         def handler(job: Job) -> None:
             running = other.get_job(job.id or "")
-            assert running is not None and running.status is JobStatus.NEW
+            assert running is not None and running.status is JobStatus.RUNNING
             seen.append((job.attempts, running.attempts))
 
         nq.handler("hot-attempt")(handler)
@@ -222,7 +222,11 @@ def test_retries_due_at_once_under_racing_claims_count_every_attempt_once(pg_cle
 
         nq.start("hot-race", Handler(handler, concurrency=10, max_retries=retries, backoff=lambda n: 0.0))
         for job_id in jobs:
-            wait_until(lambda: nq.get_job(job_id).status is not JobStatus.NEW, 60, f"job {job_id} ends")  # noqa: B023
+            wait_until(
+                lambda: nq.get_job(job_id).status not in (JobStatus.NEW, JobStatus.RUNNING),  # noqa: B023
+                60,
+                f"job {job_id} ends",
+            )
         for job_id in jobs:
             job = nq.get_job(job_id)
             assert job is not None and job.status is JobStatus.PROCESSED, job

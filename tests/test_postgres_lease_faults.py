@@ -9,6 +9,7 @@ past its lease, then resumed, finds its late completion ignored: the re-run's ou
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,33 @@ def test_sigkilled_worker_job_runs_again_after_its_lease_expires(
     )
     assert job.attempts == 2
     assert effects(lease_db, job_id) == [(second.pid, 2, "done")]
+
+
+def test_a_leased_job_reads_running_until_its_dead_worker_s_lease_expires(
+    workers: Callable[..., LeaseWorker], client: neoq.Neoq, tmp_path: Path
+) -> None:
+    queue = unique_name("lease-shown")
+    flag = tmp_path / "started"
+    worker = workers(queue)
+    job_id = client.enqueue(Job(queue=queue, payload={"mode": "block_once", "flag": str(flag)}))
+    wait_until(flag.exists, 20, "the worker started the job")
+    job = wait_until(
+        lambda: (j := client.get_job(job_id)) is not None and j.status is JobStatus.RUNNING and j, 1.0, "running"
+    )
+    assert job.attempts == 1 and job.ran_at is not None and job.finished_at is None
+    assert [j.id for j in client.list_jobs(queue=queue, status=JobStatus.RUNNING)] == [job_id]
+    assert client.stats()[queue] == {"new": 0, "running": 1, "processed": 0, "failed": 0, "cancelled": 0}
+    # Past a few heartbeats the lease is still renewed: still running.
+    time.sleep(LEASE * 1.5)
+    assert client.get_job(job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
+    worker.kill()  # SIGKILL: the lease is no longer renewed
+    killed = time.monotonic()
+    job = wait_until(
+        lambda: (j := client.get_job(job_id)) is not None and j.status is JobStatus.NEW and j, LEASE + 2.0, "new again"
+    )
+    print(f"\nread NEW {time.monotonic() - killed:.3f}s after SIGKILL (lease {LEASE}s)")
+    assert job.attempts == 1 and job.finished_at is None
+    assert client.stats()[queue]["running"] == 0
 
 
 def test_a_job_that_always_kills_its_worker_ends_failed(workers: Callable[..., LeaseWorker], client: neoq.Neoq) -> None:

@@ -114,6 +114,39 @@ def test_sigkill_mid_job_runs_the_job_again_elsewhere(
     assert started - killed_at < 5
 
 
+def test_another_process_sees_a_job_running_at_once_and_new_again_once_its_worker_is_killed(
+    pg_effects: str, client: neoq.Neoq, workers: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    queue = unique_name("shown")
+    worker = workers(pg_effects, {queue: {"concurrency": 1}})
+    flag = tmp_path / "running"
+    job_id = client.enqueue(Job(queue=queue, payload={"mode": "block_once", "flag": str(flag)}))
+    wait_until(flag.exists, 30, "the attempt runs")
+    started = flag.stat().st_mtime
+    # The claim's row lock is visible to every session: RUNNING within a second of the start.
+    job = wait_until(
+        lambda: (j := client.get_job(job_id)) is not None and j.status is JobStatus.RUNNING and j, 1.0, "running"
+    )
+    print(f"\nread RUNNING {time.time() - started:.3f}s after the handler started")
+    assert job.attempts == 1 and job.finished_at is None
+    assert job.ran_at is not None and abs(job.ran_at.timestamp() - started) < 1.0  # the claim's start
+    assert [j.id for j in client.list_jobs(queue=queue, status=JobStatus.RUNNING)] == [job_id]
+    assert client.list_jobs(queue=queue, status=JobStatus.NEW) == []
+    assert client.stats()[queue] == {"new": 0, "running": 1, "processed": 0, "failed": 0, "cancelled": 0}
+    # The process dies: its session, its transaction and the row lock go with it, and the job is
+    # waiting again at once (its lost attempt counted).
+    killed = time.monotonic()
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.proc.wait(10)
+    job = wait_until(
+        lambda: (j := client.get_job(job_id)) is not None and j.status is JobStatus.NEW and j, 2.0, "new again"
+    )
+    print(f"read NEW {time.monotonic() - killed:.3f}s after SIGKILL")
+    assert job.attempts == 1 and job.finished_at is None
+    assert client.stats()[queue] == {"new": 1, "running": 0, "processed": 0, "failed": 0, "cancelled": 0}
+    assert client.list_jobs(queue=queue, status=JobStatus.RUNNING) == []
+
+
 def test_a_job_that_kills_its_worker_every_time_fails_after_max_retries_plus_one(
     pg_effects: str, client: neoq.Neoq, workers: Callable[..., WorkerProcess]
 ) -> None:

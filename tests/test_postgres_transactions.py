@@ -52,9 +52,9 @@ def test_handler_writes_commit_together_with_processed(nq: neoq.Neoq, pg_url: st
     nq.start("tx", handler)
     job_id = nq.enqueue(Job(queue="tx", payload={}))
     assert wrote.wait(10)
-    # Written but not committed: nobody else sees the write, and the job is still NEW.
+    # Written but not committed: nobody else sees the write, and the job is still running.
     assert rows_of(pg_url, side_table) == []
-    assert nq.get_job(job_id).status is JobStatus.NEW  # type: ignore[union-attr]
+    assert nq.get_job(job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
     finish.set()
     wait_until(lambda: nq.get_job(job_id).status is JobStatus.PROCESSED, 10, "processed")  # type: ignore[union-attr]
     assert rows_of(pg_url, side_table) == [(int(job_id), "done")]

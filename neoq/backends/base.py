@@ -7,11 +7,15 @@ hundred lines that pass the behaviour suite in ``neoq.testing``.
 The life of a job as a backend sees it::
 
     enqueue ──► NEW (waiting; due once run_after <= now)
-                 │ claim()                        ▲ settle(NEW + run_after): a retry
-                 ▼                                │
-              NEW (claimed: one owner at a time) ─┼─► settle(PROCESSED | FAILED | CANCELLED)
-                 │ the owner's process dies       │
-                 └── claimable again (attempts counted), at once or after the store notices
+                 │ claim()                            ▲ settle(NEW + run_after): a retry
+                 ▼                                    │
+              RUNNING (claimed: one owner at a time) ─┼─► settle(PROCESSED | FAILED | CANCELLED),
+                 │ the owner's process dies               finished_at = when the settle ran
+                 └── NEW again, claimable (attempts counted), at once or after the store notices
+
+A backend may store a running job as ``NEW`` and tell ``RUNNING`` from its claim's hold when it
+reads it (PostgreSQL does: the claim's row lock, or a live lease); whatever it stores, every read
+(``get_job``, ``list_jobs``, ``stats``) reports ``RUNNING`` for a job whose attempt is in progress.
 
 Threads: every method may be called from any thread, concurrently, after ``open()``.
 Times: the backend keeps aware UTC datetimes and compares ``run_after`` with its own clock
@@ -44,7 +48,7 @@ class Claim:
     While a claim is held no other claim on the same job can be made, in any process.
     """
 
-    #: The job as claimed: status ``NEW``, ``attempts`` counting this attempt, ``ran_at`` now.
+    #: The job as claimed: status ``RUNNING``, ``attempts`` counting this attempt, ``ran_at`` now.
     job: Job
     #: The store transaction the handler may use (PostgreSQL: a ``psycopg.Connection``), else ``None``.
     transaction: Any = None
@@ -129,7 +133,8 @@ class Backend(abc.ABC):
 
         The jobs were validated by ``neoq.job.prepare_job``: each has a ``fingerprint``, UTC
         datetimes (``run_after`` ``None`` means now) and a JSON-safe ``payload``. All or
-        nothing: if any job has the same ``(queue, fingerprint)`` as a stored ``NEW`` job, or
+        nothing: if any job has the same ``(queue, fingerprint)`` as a stored ``NEW`` or
+        ``RUNNING`` job, or
         as another job of the batch, raise ``DuplicateJobError`` (with the existing job's id
         where known) and store none. Wake claimers of the jobs' queues once stored.
         ``connection``: a caller's store transaction to write through (PostgreSQL); backends
@@ -184,12 +189,13 @@ class Backend(abc.ABC):
 
         ``PROCESSED`` clears ``error``; ``NEW`` makes the job due again at
         ``outcome.run_after`` with ``outcome.retries``; ``FAILED`` and ``CANCELLED`` are
-        terminal. On PostgreSQL a failure rolls back the handler's writes first. Called once per
+        terminal, with ``finished_at`` the time of this call (the end of the attempt, not its
+        start). On PostgreSQL a failure rolls back the handler's writes first. Called once per
         claim, possibly from another thread than the handler's while the handler still runs
         (after ``interrupt``). After it returns the job's fingerprint is free again unless the
-        status is ``NEW``. A second call for the same claim must change nothing: when a settle
-        or what follows it fails unexpectedly, the runtime settles the claim again as ``NEW``
-        (due now) so that its job is never left claimed.
+        status is ``NEW``; until then the job reads ``RUNNING``. A second call for the same claim must
+        change nothing: when a settle or what follows it fails unexpectedly, the runtime settles the
+        claim again as ``NEW`` (due now) so that its job is never left claimed.
         """
 
     def interrupt(self, claim: Claim) -> None:  # noqa: B027 - optional hook
@@ -243,8 +249,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
-        """Delete up to ``limit`` jobs whose status is a key of ``older_than`` and that
-        finished (were last updated) before that status's datetime; return how many.
+        """Delete up to ``limit`` jobs whose status is a key of ``older_than`` and whose
+        ``finished_at`` is before that status's datetime; return how many.
 
         Only ``PROCESSED``, ``FAILED`` and ``CANCELLED`` appear as keys. Must not block claims
         for long (PostgreSQL: small batches, ``SKIP LOCKED``). Cron tick records older than
@@ -260,15 +266,20 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
-        """Return up to ``limit`` jobs, newest first, optionally of one queue and/or status."""
+        """Return up to ``limit`` jobs, newest first, optionally of one queue and/or status.
+
+        ``status`` as ``get_job`` reports it: ``NEW`` lists only waiting jobs, ``RUNNING`` only
+        jobs whose attempt is in progress.
+        """
 
     @abc.abstractmethod
     def retry_job(self, job_id: str) -> None:
         """Make a ``PROCESSED``, ``FAILED`` or ``CANCELLED`` job ``NEW`` and due now.
 
-        ``retries``, ``attempts`` and ``error`` reset to 0/0/None. A ``NEW`` job is left as it is.
+        ``retries``, ``attempts``, ``error`` and ``finished_at`` reset to 0/0/None/None. A ``NEW``
+        or ``RUNNING`` job is left as it is.
         Raises ``JobNotFoundError`` for an unknown id and ``DuplicateJobError`` if another
-        ``NEW`` job holds the same queue and fingerprint.
+        ``NEW`` or ``RUNNING`` job holds the same queue and fingerprint.
         """
 
     @abc.abstractmethod
@@ -282,7 +293,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def stats(self) -> dict[str, dict[str, int]]:
-        """Return ``{queue: {"new": n, "processed": n, "failed": n, "cancelled": n}}``.
+        """Return ``{queue: {"new": n, "running": n, "processed": n, "failed": n, "cancelled": n}}``.
 
-        Every queue that has jobs appears, with all four keys (zeros included).
+        Every queue that has jobs appears, with all five keys (zeros included). ``"new"`` counts
+        waiting jobs only; a job whose attempt is in progress counts under ``"running"``. Keep it
+        cheap on a large store: it is what dashboards and ``neoq stats`` poll.
         """

@@ -53,8 +53,10 @@ __all__ = ["MemoryBackend"]
 _allocate_lock = threading.Lock
 _new_job = object.__new__
 
-_EMPTY_STATS = ("new", "processed", "failed", "cancelled")
+_EMPTY_STATS = ("new", "running", "processed", "failed", "cancelled")
 
+_NEW = JobStatus.NEW
+_RUNNING = JobStatus.RUNNING
 _PROCESSED = JobStatus.PROCESSED
 
 #: A heap entry: (run_after timestamp, sequence, job id, record version, ticket). The ticket is a
@@ -89,7 +91,7 @@ class _Ready:
 
 
 class _Record:
-    __slots__ = ("claimed", "finished_at", "flat", "job", "payload_text", "seq", "ticket", "version")
+    __slots__ = ("claimed", "flat", "job", "payload_text", "seq", "ticket", "version")
 
     def __init__(self, job: Job, payload_text: str | None, flat: dict[str, Any] | None, seq: int) -> None:
         self.job = job  # each read gets its own payload: a copy of ``flat``, or decoded from the text
@@ -102,7 +104,6 @@ class _Record:
         self.claimed = False
         #: The ticket of the job's current heap entry: empty once claimed or cancelled.
         self.ticket: list[int] = []
-        self.finished_at: datetime | None = None  # when it last became PROCESSED, FAILED or CANCELLED
 
 
 class MemoryBackend(Backend):
@@ -305,7 +306,7 @@ class MemoryBackend(Backend):
             # ``record.job`` is this backend's own object (readers copy it under the lock), so it
             # is updated in place, in one call: a reader sees the claim whole or not at all.
             job = record.job
-            job.__dict__.update(attempts=job.attempts + 1, ran_at=now)
+            job.__dict__.update(attempts=job.attempts + 1, ran_at=now, status=_RUNNING)
             return record
 
     def _fast(self, queue: str, ready: _Ready, now: datetime) -> bool:
@@ -398,6 +399,7 @@ class MemoryBackend(Backend):
         record.version += 1
         record.job = evolve(
             job,
+            status=_NEW,
             error=outcome.error,
             run_after=outcome.run_after or now,
             retries=job.retries if outcome.retries is None else outcome.retries,
@@ -414,8 +416,7 @@ class MemoryBackend(Backend):
         """
         job = record.job
         self._unique.pop((job.queue, job.fingerprint or ""), None)
-        record.finished_at = now
-        job.__dict__.update(status=status, error=error)
+        job.__dict__.update(status=status, error=error, finished_at=now)
         record.claimed = False
 
     def wakeup(self, queue: str, waiters: int) -> None:
@@ -449,7 +450,7 @@ class MemoryBackend(Backend):
                     break
                 job = record.job
                 cutoff = older_than.get(job.status)
-                if cutoff is None or record.claimed or record.finished_at is None or record.finished_at >= cutoff:
+                if cutoff is None or record.claimed or job.finished_at is None or job.finished_at >= cutoff:
                     continue
                 del self._records[job_id]
                 deleted += 1
@@ -495,7 +496,7 @@ class MemoryBackend(Backend):
         with self._lock:
             record = self._get(job_id)
             job = record.job
-            if job.status is JobStatus.NEW:
+            if job.status is _NEW or job.status is _RUNNING:
                 return
             key = (job.queue, job.fingerprint or "")
             holder = self._unique.get(key)
@@ -506,14 +507,14 @@ class MemoryBackend(Backend):
             now = self._clock.now()
             self._unique[key] = job.id or ""
             record.version += 1
-            record.job = evolve(job, status=JobStatus.NEW, run_after=now, retries=0, attempts=0, error=None)
+            record.job = evolve(job, status=_NEW, run_after=now, retries=0, attempts=0, error=None, finished_at=None)
             self._schedule(record, now)
 
     def cancel_job(self, job_id: str) -> None:
         with self._lock:
             record = self._get(job_id)
             job = record.job
-            if job.status is not JobStatus.NEW:
+            if job.status is not _NEW and job.status is not _RUNNING:
                 return
             try:
                 record.ticket.pop()  # not claimed yet: the cancellation owns the job now
@@ -522,8 +523,7 @@ class MemoryBackend(Backend):
             else:
                 running = False
                 record.version += 1
-                record.job = evolve(job, status=JobStatus.CANCELLED)
-                record.finished_at = self._clock.now()
+                record.job = evolve(job, status=JobStatus.CANCELLED, finished_at=self._clock.now())
                 self._unique.pop((job.queue, job.fingerprint or ""), None)
         if running:
             # Outside the lock: the runtime settles the claim, which takes the lock again.

@@ -85,7 +85,7 @@ def test_sigkilled_workers_lose_nothing_and_commit_each_effect_once(
         drain_s=f"{drained:.1f}",
         throughput=f"{JOBS / drained:.0f}/s",
     )
-    assert stats == {"new": 0, "processed": JOBS, "failed": 0, "cancelled": 0}
+    assert stats == {"new": 0, "running": 0, "processed": JOBS, "failed": 0, "cancelled": 0}
     assert sorted(per_job) == sorted(int(i) for i in ids), "a processed job has no committed effect"
     doubled = {job: n for job, n in per_job.items() if n != 1}
     assert not doubled, f"effects committed more than once: {doubled}"

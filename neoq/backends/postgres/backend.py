@@ -124,7 +124,10 @@ _CANCEL_MEMORY = 2.0
 
 _SYNCHRONOUS_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
 
-_STATS_KEYS = ("new", "processed", "failed", "cancelled")
+_STATS_KEYS = ("new", "running", "processed", "failed", "cancelled")
+
+#: The statuses a job keeps until ``retry_job``: what ``prune`` deletes.
+_FINISHED = (JobStatus.PROCESSED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 Conn = psycopg.Connection[TupleRow]
 
@@ -2158,7 +2161,7 @@ class PostgresBackend(Backend):
         return None if row is None else _utc(row[0])
 
     def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
-        cutoffs = {status.value: older_than.get(status) for status in JobStatus if status is not JobStatus.NEW}
+        cutoffs = {status.value: older_than.get(status) for status in _FINISHED}
         deleted = 0
         with self._aux("pruning jobs") as conn:
             # Small batches, each its own transaction, so no lock is held for long.
@@ -2237,6 +2240,7 @@ def _job_from_row(row: TupleRow) -> Job:
         error=row[10],
         created_at=_utc(row[11]),
         ran_at=_utc(row[12]),
+        finished_at=_utc(row[13]),
     )
 
 
@@ -2275,7 +2279,7 @@ def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datet
         max_retries=row[6],
         fingerprint=row[2],
         id=job_id,
-        status=JobStatus.NEW,
+        status=JobStatus.RUNNING,
         retries=row[7],
         attempts=attempts,
         error=row[8],

@@ -124,7 +124,7 @@ def _job_template() -> dict[str, Any] | None:
     None when ``Job`` grows a ``__post_init__``, ``__slots__`` or an unset field whose default is
     made per instance: then the claim calls ``Job(...)``.
     """
-    set_by_claim = {"queue", "payload", "run_after", "deadline", "max_retries", "fingerprint", "id"}
+    set_by_claim = {"queue", "payload", "run_after", "deadline", "max_retries", "fingerprint", "id", "status"}
     set_by_claim |= {"retries", "attempts", "error", "created_at", "ran_at"}
     if hasattr(Job, "__post_init__") or hasattr(Job, "__slots__"):
         return None
@@ -456,6 +456,7 @@ class LeaseEngine:
         new_job = object.__new__
         template = _JOB_TEMPLATE
         leases = self._leases
+        running = JobStatus.RUNNING
         for row in rows:
             job_id, due_at, deadline = row[0], row[4].astimezone(utc), row[5]
             lease = LeaseToken(self, job_id, row[1], row[10], due_at, leased_at=now)
@@ -467,6 +468,7 @@ class LeaseEngine:
                 "max_retries": row[6],
                 "fingerprint": row[2],
                 "id": str(job_id),
+                "status": running,
                 "retries": row[7],
                 "attempts": row[11],
                 "error": row[8],

@@ -60,6 +60,7 @@ _InvalidTask: type[Exception] = getattr(_exceptions, "InvalidTask", None) or _ex
 
 _STATUS = {
     JobStatus.NEW: _base.TaskResultStatus.READY,
+    JobStatus.RUNNING: _base.TaskResultStatus.RUNNING,
     JobStatus.PROCESSED: _base.TaskResultStatus.SUCCESSFUL,
     JobStatus.FAILED: _base.TaskResultStatus.FAILED,
     JobStatus.CANCELLED: _base.TaskResultStatus.FAILED,
@@ -142,7 +143,6 @@ class NeoqTaskBackend(_backends_base.BaseTaskBackend):  # type: ignore[misc]
         if job is None or "task" not in job.payload or not job.queue.startswith(self.queue_prefix):
             raise _exceptions.TaskResultDoesNotExist(result_id)
         task = _import_task(job.payload["task"])
-        finished = job.status is not JobStatus.NEW
         result = self._result(
             task,
             str(job.id),
@@ -152,7 +152,7 @@ class NeoqTaskBackend(_backends_base.BaseTaskBackend):  # type: ignore[misc]
             enqueued_at=job.created_at,
             started_at=job.ran_at,
             last_attempted_at=job.ran_at,
-            finished_at=job.ran_at if finished else None,
+            finished_at=job.finished_at,
             worker_ids=["neoq"] * (job.retries + 1) if job.ran_at else [],
         )
         if job.error:

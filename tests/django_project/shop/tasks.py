@@ -1,5 +1,8 @@
 """django.tasks tasks of the shop: they run on neoq workers (TASKS uses NeoqTaskBackend)."""
 
+import threading
+import time
+
 import django
 
 if django.VERSION >= (6, 0):
@@ -24,3 +27,15 @@ def send_with_context(context, order_id: int) -> None:
 @task
 def explode(message: str) -> None:
     raise ValueError(message)
+
+
+#: ``hold`` sets ``held`` once it runs, then waits for ``release`` (tests look at it meanwhile).
+held = threading.Event()
+release = threading.Event()
+
+
+@task
+def hold(seconds: float) -> None:
+    held.set()
+    release.wait(30)
+    time.sleep(seconds)  # the task's work, after the test has looked

@@ -7,9 +7,11 @@
 -- name: claim
 -- Lock the next due job of a queue; no row when none is due (claim_idle then says more).
 -- A claimed job comes with its attempts so far (the row lock makes them this claim's to count),
--- the moment of the claim, which becomes the attempt's ran_at, and ``lost``: whether an earlier
--- claim of it ended without a settle (its transaction id is still the row's xmax, read before
--- this claim's lock replaces it; see migration 0003 and backend._take).
+-- the moment of the claim, which becomes the attempt's ran_at (now(): the claim's transaction
+-- began in the same round trip, and get_job reads that time from pg_stat_activity while the job
+-- runs), and ``lost``: whether an earlier claim of it ended without a settle (its transaction id
+-- is still the row's xmax, read before this claim's lock replaces it; see migration 0003 and
+-- backend._take).
 WITH job AS (
     SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
            j.error, j.created_at, j.xmax AS locker, j.xmin AS creator
@@ -23,7 +25,7 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
        job.retries, job.error, job.created_at,
        EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
        neoq_attempts_of(job.id) AS attempts,
-       clock_timestamp() AS claimed_at,
+       now() AS claimed_at,
        coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost
 FROM job;
 
@@ -43,7 +45,7 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
        job.retries, job.error, job.created_at,
        EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
        neoq_attempts_of(job.id) AS attempts,
-       clock_timestamp() AS claimed_at,
+       now() AS claimed_at,
        coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost,
        EXISTS (SELECT 1 FROM neoq_jobs b
                WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now() AND b.id <> job.id
@@ -96,23 +98,27 @@ WITH counted AS (
     SELECT CASE WHEN %(status)s::text = 'new' AND EXISTS (SELECT 1 FROM cancel) THEN 'cancelled'
                 ELSE %(status)s::text END AS status
 )
+-- finished_at is clock_timestamp(), the end of the attempt: now() is the claim's start.
+-- lease_owner is cleared, so that a retry waiting here never reads as leased (running).
 UPDATE neoq_jobs j
 SET status = o.status,
     error = %(error)s,
     run_after = coalesce(%(run_after)s, j.run_after),
     retries = coalesce(%(retries)s, j.retries),
-    finished_at = CASE WHEN o.status = 'new' THEN NULL ELSE now() END
+    finished_at = CASE WHEN o.status = 'new' THEN NULL ELSE clock_timestamp() END,
+    lease_owner = NULL
 FROM outcome o
 WHERE j.id = %(id)s
 RETURNING j.status, CASE WHEN j.status = 'new' THEN pg_notify(%(channel)s, 'q:' || j.queue) IS NULL END;
 
 -- name: settle_processed
--- A processed attempt whose holder saw no cancellation request (settle removes one), counted.
+-- A processed attempt whose holder saw no cancellation request (settle removes one), counted;
+-- finished now (clock_timestamp(): now() is when the claim's transaction began).
 WITH counted AS (
     INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at) VALUES (%(id)s, 1, %(ran_at)s::timestamptz)
     ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at
 )
-UPDATE neoq_jobs SET status = 'processed', error = NULL, finished_at = now() WHERE id = %(id)s;
+UPDATE neoq_jobs SET status = 'processed', error = NULL, finished_at = clock_timestamp() WHERE id = %(id)s;
 
 -- name: enqueue
 -- Insert a batch in one statement; each row notifies its queue (PostgreSQL folds identical
@@ -156,29 +162,78 @@ ORDER BY t.ord
 LIMIT 1;
 
 -- name: get_job
+-- The job as a user sees it. A waiting job ('new' in the table) reads 'running' while an attempt
+-- is in progress: its lease is alive (lease mode: lease_owner set, run_after the lease's end), or
+-- its row is locked by a claim whose transaction is in progress (transaction mode: the locker in
+-- xmax, migration 0003), which PostgreSQL ends with the session of a process that died. A row
+-- never locked (xmax 0: most waiting jobs) costs no function call.
 -- attempts: the counted ones, and the one a waiting job's lock holder runs or lost (migration 0003).
-SELECT j.id, j.queue, j.fingerprint, j.payload, j.status, j.run_after, j.deadline, j.max_retries, j.retries,
-       coalesce(a.attempts, 0)
-       + (j.status = 'new' AND coalesce(neoq_locker_status(j.xmax, j.xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
-                                        IN ('in progress', 'aborted'), false))::integer,
-       j.error, j.created_at, a.ran_at
-FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id
+-- ran_at of a running claim: when its transaction began, from pg_stat_activity (NULL for a reader
+-- that may not see the holder's session: another role, without pg_read_all_stats); the counted
+-- attempts' ran_at is written by its settle.
+SELECT j.id, j.queue, j.fingerprint, j.payload, l.status, j.run_after, j.deadline, j.max_retries, j.retries,
+       coalesce(a.attempts, 0) + coalesce(l.locker IN ('in progress', 'aborted'), false)::integer,
+       j.error, j.created_at,
+       CASE WHEN l.locker = 'in progress'
+            THEN (SELECT s.xact_start FROM pg_stat_activity s WHERE s.backend_xid = j.xmax)
+            ELSE a.ran_at END,
+       j.finished_at
+FROM neoq_jobs j
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN j.status <> 'new' THEN j.status
+                WHEN j.lease_owner IS NOT NULL AND j.run_after > now() THEN 'running'
+                WHEN k.locker = 'in progress' THEN 'running'
+                ELSE 'new' END AS status,
+           k.locker
+    FROM (SELECT CASE WHEN j.status = 'new' AND j.xmax <> '0'::xid
+                      THEN neoq_locker_status(j.xmax, j.xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+                 END AS locker) k
+) l
+LEFT JOIN neoq_attempts a ON a.job_id = j.id
 WHERE j.id = %(id)s;
 
 -- name: list_jobs
-SELECT j.id, j.queue, j.fingerprint, j.payload, j.status, j.run_after, j.deadline, j.max_retries, j.retries,
-       coalesce(a.attempts, 0)
-       + (j.status = 'new' AND coalesce(neoq_locker_status(j.xmax, j.xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
-                                        IN ('in progress', 'aborted'), false))::integer,
-       j.error, j.created_at, a.ran_at
-FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id
+-- Each job as get_job reads it, filtered by that status ('new': waiting jobs only). The filter on
+-- the stored status comes first, so the planner knows how selective it is.
+SELECT j.id, j.queue, j.fingerprint, j.payload, l.status, j.run_after, j.deadline, j.max_retries, j.retries,
+       coalesce(a.attempts, 0) + coalesce(l.locker IN ('in progress', 'aborted'), false)::integer,
+       j.error, j.created_at,
+       CASE WHEN l.locker = 'in progress'
+            THEN (SELECT s.xact_start FROM pg_stat_activity s WHERE s.backend_xid = j.xmax)
+            ELSE a.ran_at END,
+       j.finished_at
+FROM neoq_jobs j
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN j.status <> 'new' THEN j.status
+                WHEN j.lease_owner IS NOT NULL AND j.run_after > now() THEN 'running'
+                WHEN k.locker = 'in progress' THEN 'running'
+                ELSE 'new' END AS status,
+           k.locker
+    FROM (SELECT CASE WHEN j.status = 'new' AND j.xmax <> '0'::xid
+                      THEN neoq_locker_status(j.xmax, j.xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+                 END AS locker) k
+) l
+LEFT JOIN neoq_attempts a ON a.job_id = j.id
 WHERE (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
-  AND (%(status)s::text IS NULL OR j.status = %(status)s::text)
+  AND (%(status)s::text IS NULL
+       OR (j.status = CASE WHEN %(status)s::text = 'running' THEN 'new' ELSE %(status)s::text END
+           AND l.status = %(status)s::text))
 ORDER BY j.id DESC
 LIMIT %(limit)s;
 
 -- name: stats
-SELECT queue, status, count(*) FROM neoq_jobs GROUP BY queue, status;
+-- Counts by status as get_job reads it, in one pass: a function call only for waiting rows that
+-- were locked (running, or the trace of a lost attempt), none for the others.
+SELECT j.queue,
+       CASE WHEN j.status <> 'new' THEN j.status
+            WHEN j.lease_owner IS NOT NULL AND j.run_after > now() THEN 'running'
+            WHEN j.xmax = '0'::xid THEN 'new'
+            WHEN neoq_locker_status(j.xmax, j.xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+                 = 'in progress' THEN 'running'
+            ELSE 'new' END AS status,
+       count(*)
+FROM neoq_jobs j
+GROUP BY 1, 2;
 
 -- name: retry_job
 -- A finished job becomes due now with fresh counters; its queue is woken on commit.

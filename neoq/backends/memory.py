@@ -25,6 +25,10 @@ only if it is the head it compared (see ``_take``); a processed job is settled w
 locked readers tolerate in any order (see ``_finish``). Anything else (a retry, a delayed job
 coming due, a wake-up, waiting for work) takes the lock as before, and so does everything on an
 interpreter without a GIL.
+
+A claimed job stays ``NEW`` in its record, with ``claimed`` set: readers (``get_job``,
+``list_jobs``, ``stats``) report it ``RUNNING``, and its ``finished_at`` comes from the record, so
+neither costs the claim path a write.
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ class _Ready:
 
 
 class _Record:
-    __slots__ = ("claimed", "flat", "job", "payload_text", "seq", "ticket", "version")
+    __slots__ = ("claimed", "finished_at", "flat", "job", "payload_text", "seq", "ticket", "version")
 
     def __init__(self, job: Job, payload_text: str | None, flat: dict[str, Any] | None, seq: int) -> None:
         self.job = job  # each read gets its own payload: a copy of ``flat``, or decoded from the text
@@ -104,6 +108,7 @@ class _Record:
         self.claimed = False
         #: The ticket of the job's current heap entry: empty once claimed or cancelled.
         self.ticket: list[int] = []
+        self.finished_at: datetime | None = None  # when it last became PROCESSED, FAILED or CANCELLED
 
 
 class MemoryBackend(Backend):
@@ -306,7 +311,7 @@ class MemoryBackend(Backend):
             # ``record.job`` is this backend's own object (readers copy it under the lock), so it
             # is updated in place, in one call: a reader sees the claim whole or not at all.
             job = record.job
-            job.__dict__.update(attempts=job.attempts + 1, ran_at=now, status=_RUNNING)
+            job.__dict__.update(attempts=job.attempts + 1, ran_at=now)
             return record
 
     def _fast(self, queue: str, ready: _Ready, now: datetime) -> bool:
@@ -332,6 +337,7 @@ class MemoryBackend(Backend):
             state = claimed.__dict__
         # The handler's own payload: a fresh dict of immutable values, or decoded from the text.
         state["payload"] = dict(flat) if flat is not None else json.loads(record.payload_text or "null")
+        state["status"] = _RUNNING
         return Claim(claimed, None, version)  # (job, transaction, token)
 
     def _settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
@@ -399,7 +405,6 @@ class MemoryBackend(Backend):
         record.version += 1
         record.job = evolve(
             job,
-            status=_NEW,
             error=outcome.error,
             run_after=outcome.run_after or now,
             retries=job.retries if outcome.retries is None else outcome.retries,
@@ -416,7 +421,8 @@ class MemoryBackend(Backend):
         """
         job = record.job
         self._unique.pop((job.queue, job.fingerprint or ""), None)
-        job.__dict__.update(status=status, error=error, finished_at=now)
+        record.finished_at = now
+        job.__dict__.update(status=status, error=error)
         record.claimed = False
 
     def wakeup(self, queue: str, waiters: int) -> None:
@@ -450,7 +456,7 @@ class MemoryBackend(Backend):
                     break
                 job = record.job
                 cutoff = older_than.get(job.status)
-                if cutoff is None or record.claimed or job.finished_at is None or job.finished_at >= cutoff:
+                if cutoff is None or record.claimed or record.finished_at is None or record.finished_at >= cutoff:
                     continue
                 del self._records[job_id]
                 deleted += 1
@@ -471,7 +477,7 @@ class MemoryBackend(Backend):
             record = self._records.get(job_id) if isinstance(job_id, str) else None
             if record is None:
                 return None
-            job = _copy(record.job)  # under the lock: claim and settle change record.job in place
+            job = _shown(record)  # under the lock: claim and settle change record.job in place
             text, flat = record.payload_text, record.flat
         job.__dict__["payload"] = _payload_copy(text, flat)
         return job
@@ -481,11 +487,11 @@ class MemoryBackend(Backend):
             matching = [
                 record
                 for record in self._records.values()
-                if (queue is None or record.job.queue == queue) and (status is None or record.job.status is status)
+                if (queue is None or record.job.queue == queue) and (status is None or _status(record) is status)
             ]
             matching.sort(key=lambda record: record.seq, reverse=True)
             # copied under the lock: claim and settle change record.job in place
-            records = [(_copy(record.job), record.payload_text, record.flat) for record in matching[:limit]]
+            records = [(_shown(record), record.payload_text, record.flat) for record in matching[:limit]]
         jobs = []
         for job, text, flat in records:
             job.__dict__["payload"] = _payload_copy(text, flat)
@@ -496,7 +502,7 @@ class MemoryBackend(Backend):
         with self._lock:
             record = self._get(job_id)
             job = record.job
-            if job.status is _NEW or job.status is _RUNNING:
+            if job.status is JobStatus.NEW:
                 return
             key = (job.queue, job.fingerprint or "")
             holder = self._unique.get(key)
@@ -507,14 +513,15 @@ class MemoryBackend(Backend):
             now = self._clock.now()
             self._unique[key] = job.id or ""
             record.version += 1
-            record.job = evolve(job, status=_NEW, run_after=now, retries=0, attempts=0, error=None, finished_at=None)
+            record.finished_at = None
+            record.job = evolve(job, status=JobStatus.NEW, run_after=now, retries=0, attempts=0, error=None)
             self._schedule(record, now)
 
     def cancel_job(self, job_id: str) -> None:
         with self._lock:
             record = self._get(job_id)
             job = record.job
-            if job.status is not _NEW and job.status is not _RUNNING:
+            if job.status is not JobStatus.NEW:
                 return
             try:
                 record.ticket.pop()  # not claimed yet: the cancellation owns the job now
@@ -523,7 +530,8 @@ class MemoryBackend(Backend):
             else:
                 running = False
                 record.version += 1
-                record.job = evolve(job, status=JobStatus.CANCELLED, finished_at=self._clock.now())
+                record.job = evolve(job, status=JobStatus.CANCELLED)
+                record.finished_at = self._clock.now()
                 self._unique.pop((job.queue, job.fingerprint or ""), None)
         if running:
             # Outside the lock: the runtime settles the claim, which takes the lock again.
@@ -537,7 +545,7 @@ class MemoryBackend(Backend):
                 counts = result.get(job.queue)
                 if counts is None:
                     counts = result[job.queue] = dict.fromkeys(_EMPTY_STATS, 0)
-                counts[job.status.value] += 1
+                counts[_status(record).value] += 1
         return result
 
     def _get(self, job_id: str) -> _Record:
@@ -591,6 +599,23 @@ def _push_ready(ready: _Ready, entry: _Entry) -> None:
         fifo.append(entry)
     else:
         heappush(ready.heap, entry)
+
+
+def _status(record: _Record) -> JobStatus:
+    """The record's status as readers see it: a claimed job is stored ``NEW`` and reads ``RUNNING``."""
+    status = record.job.status
+    return _RUNNING if status is _NEW and record.claimed else status
+
+
+def _shown(record: _Record) -> Job:
+    """A copy of the record's job for a reader, with its status as ``_status`` reads it and its
+    ``finished_at`` (None until that status is final: ``_finish`` sets the time first). Called
+    with the lock held."""
+    job = _copy(record.job)
+    state = job.__dict__
+    status = state["status"] = _status(record)
+    state["finished_at"] = None if status is _NEW or status is _RUNNING else record.finished_at
+    return job
 
 
 def _payload_copy(text: str | None, flat: dict[str, Any] | None) -> Any:

@@ -451,7 +451,7 @@ class Neoq:
             self._check_open()
             self._register(name, resolved)
             if self._cron is None:
-                self._cron = CronScheduler(self, clock=self._clock)
+                self._cron = CronScheduler(self.backend, clock=self._clock)
             cron = self._cron
         self._start_worker(name, resolved)
         cron.add(name, spec, trigger, catch_up=window)

@@ -535,7 +535,7 @@ def test_ticks_later_than_the_grace_are_dropped() -> None:
 
     client = neoq.new()
     try:
-        cron = CronScheduler(client, clock=Later(), grace=600)
+        cron = CronScheduler(client.backend, clock=Later(), grace=600)
         old = datetime.now(UTC).replace(microsecond=0)
         cron._store_ticks("graced", [old, old + timedelta(hours=1, minutes=55)])
         assert scheduled(client, "graced") == [(old + timedelta(hours=1, minutes=55)).isoformat()]
@@ -703,7 +703,7 @@ def test_the_scheduler_thread_outlives_a_failing_trigger(caplog: pytest.LogCaptu
             return result
 
     client = neoq.new()
-    cron = CronScheduler(client)
+    cron = CronScheduler(client.backend)
     trigger = FailsOnce()
     try:
         cron.add("fails", "* * * * * *", trigger)
@@ -723,7 +723,7 @@ def test_cron_scheduler_refuses_duplicates_and_use_after_stop() -> None:
     from neoq.cron import CronScheduler
 
     client = neoq.new()
-    cron = CronScheduler(client)
+    cron = CronScheduler(client.backend)
     try:
         trigger = parse_spec("@yearly")
         cron.add("yearly", "@yearly", trigger)
@@ -744,3 +744,42 @@ def test_timezone_may_be_a_tzinfo() -> None:
     from zoneinfo import ZoneInfo
 
     assert first_ticks("0 9 * * *", utc(2024, 7, 1), 1, ZoneInfo("Europe/Paris")) == [utc(2024, 7, 1, 7)]  # type: ignore[arg-type]
+
+
+def cron_imports() -> dict[str, set[str]]:
+    """Return the absolute names each module of ``neoq.cron`` imports, TYPE_CHECKING imports included."""
+    import ast
+    from pathlib import Path
+
+    import neoq.cron
+
+    source = Path(neoq.cron.__file__)
+    is_package = source.name == "__init__.py"
+    imported: dict[str, set[str]] = {}
+    for path in sorted(source.parent.glob("*.py")) if is_package else [source]:
+        package = ["neoq", "cron"] if is_package else ["neoq"]
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                names.add(".".join([*base, *([node.module] if node.module else [])]))
+        imported[path.stem] = names
+    return imported
+
+
+def test_cron_knows_nothing_of_the_client() -> None:
+    # cron.py imported Neoq from app.py while app.py imported it: an import circle.
+    imported = cron_imports()
+    assert imported
+    for module, names in imported.items():
+        assert not names & {"neoq.app", "neoq"}, f"{module} imports the client"
+
+
+def test_cron_specs_are_read_without_apscheduler() -> None:
+    imported = cron_imports()
+    assert {"spec", "triggers", "naming", "scheduler"} <= set(imported)
+    for module in ("spec", "naming"):
+        assert not any(name.startswith("apscheduler") for name in imported[module]), module
+    assert any(name.startswith("apscheduler") for name in imported["triggers"])

@@ -139,7 +139,9 @@ def test_a_client_opened_before_a_fork_works_in_the_child_and_the_parent_keeps_i
         assert [j.id for j in nq.list_jobs(queue=queue)] == newest_first
         # The child's sessions ended with it.
         wait_until(lambda: not sessions(pg_clean, app) & child_sessions, 10, "the child's sessions end with it")
-    assert sessions(pg_clean, app) == set()
+    # The client closed every connection; the server's backends leave pg_stat_activity as they exit,
+    # which on a loaded machine can lag the close by a moment.
+    wait_until(lambda: sessions(pg_clean, app) == set(), 10, "the parent's sessions end at shutdown")
 
 
 @pytest.mark.parametrize("mode", ["transaction", "lease"])

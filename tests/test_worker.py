@@ -207,7 +207,7 @@ def test_waits_longer_than_threading_allows() -> None:
     release = threading.Event()
     nq.start("busy", lambda job: release.wait(10))
     nq.enqueue(Job(queue="busy", payload={}))
-    wait_for(lambda: nq.stats().get("busy", {}).get("new") == 1 and nq._worker._running)
+    wait_for(lambda: nq.stats().get("busy", {}).get("running") == 1 and nq._worker._running)
     threading.Timer(0.2, release.set).start()
     start = time.monotonic()
     nq.shutdown(timeout=1e12)

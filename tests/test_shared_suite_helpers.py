@@ -9,7 +9,8 @@ import pytest
 
 import neoq
 from neoq.backends import MemoryBackend
-from neoq.testing_shared import SharedStoreSuite, _execute
+from neoq.testing import SharedStoreSuite
+from neoq.testing.shared import _execute
 
 
 class _Offering(MemoryBackend):

@@ -12,7 +12,7 @@ import pytest
 
 import neoq
 from neoq import Job
-from neoq.testing_shared import SharedStoreSuite
+from neoq.testing import SharedStoreSuite
 
 
 class TestSharedMemory(SharedStoreSuite):

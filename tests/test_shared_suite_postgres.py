@@ -1,6 +1,6 @@
-"""The shared-store suite (neoq.testing_shared.SharedStoreSuite) on PostgreSQL, in both handler modes.
+"""The shared-store suite (neoq.testing.SharedStoreSuite) on PostgreSQL, in both handler modes.
 
-Worker processes are ``python -m neoq.testing_worker`` children on the test database (the
+Worker processes are ``python -m neoq.testing.worker`` children on the test database (the
 ``pg_clean`` fixture of tests/pgfixtures.py: never skipped under CI=true).
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from neoq.testing_shared import SharedStoreSuite
+from neoq.testing import SharedStoreSuite
 
 pytestmark = pytest.mark.postgres
 

@@ -9,7 +9,7 @@ quickly. Two more tests are gated by capability: ``"enqueue_in_transaction"`` an
 ``"transaction"``. It speaks only through the public API and a URL, so any backend can run it::
 
     import pytest
-    from neoq.testing_shared import SharedStoreSuite
+    from neoq.testing import SharedStoreSuite
 
     class TestMyStoreShared(SharedStoreSuite):
         capabilities = frozenset({"shared"})       # what the store offers (see below)
@@ -18,7 +18,7 @@ quickly. Two more tests are gated by capability: ``"enqueue_in_transaction"`` an
         def store_url(self) -> str:
             return "mystore://localhost/neoq_test"  # a store the test may fill
 
-The worker processes are ``python -m neoq.testing_worker`` children (what each job does is in
+The worker processes are ``python -m neoq.testing.worker`` children (what each job does is in
 its payload), so the backend must be reachable from a new interpreter by its URL alone:
 registered with neoq and importable. Each test uses queues of its own, so ``store_url`` may
 return one store per test or one per class.
@@ -52,10 +52,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from .app import Neoq, new
-from .context import job_context
-from .job import Job, JobStatus
-from .testing_worker import WorkerPool, WorkerProcess, make_handler, wait_until
+from ..app import Neoq, new
+from ..context import job_context
+from ..job import Job, JobStatus
+from .processes import WorkerPool, WorkerProcess, make_handler, wait_until
 
 __all__ = ["SharedStoreSuite"]
 

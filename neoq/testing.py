@@ -28,6 +28,7 @@ import pytest
 
 from .app import Neoq, new
 from .backends.base import Backend, Outcome
+from .backends.capabilities import ENQUEUE_IN_TRANSACTION
 from .context import current_job, job_context
 from .errors import ConfigurationError, DuplicateJobError, InvalidJobError, JobNotFoundError
 from .handler import Handler
@@ -92,6 +93,23 @@ class BackendSuite:
         reached.__name__ = f"job {job_id} is {status.value}"
         result: Job = wait_for(reached, timeout)
         return result
+
+    # -- what the backend declares ----------------------------------------------------------
+
+    def test_capabilities_and_modes_are_declared(self, backend: Backend) -> None:
+        capabilities = backend.capabilities
+        assert isinstance(capabilities, frozenset), "Backend.capabilities must be a frozenset of names"
+        assert all(isinstance(name, str) and name for name in capabilities), capabilities
+        # Names of neoq's own (neoq.backends.capabilities.KNOWN) or the backend's own extra ones.
+        assert backend.capabilities == capabilities, "capabilities describe the backend as configured: stable"
+        assert isinstance(backend.handler_modes, frozenset) and "transaction" in backend.handler_modes
+
+    def test_enqueue_through_a_connection_needs_the_capability(self, nq: Neoq) -> None:
+        if ENQUEUE_IN_TRANSACTION in nq.backend.capabilities:
+            pytest.skip("the store enqueues in a caller's transaction (the shared-store suite checks it)")
+        with pytest.raises(ConfigurationError):
+            nq.enqueue(Job(queue="through", payload={}), connection=object())
+        assert nq.stats() == {}
 
     # -- storing -------------------------------------------------------------------------
 

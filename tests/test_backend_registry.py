@@ -304,3 +304,18 @@ def test_a_backend_says_whether_release_is_needed() -> None:
         nq.start("q", lambda job: None, concurrency=2)
         wait_for(lambda: sorted(backend.released) == sorted(ids))
     assert MemoryBackend.needs_release is False and Backend.needs_release is True
+
+
+def test_the_handler_modes_a_backend_serves_are_its_own_to_declare() -> None:
+    """The base class accepts the modes a backend declares, and names no backend when it refuses one."""
+
+    class Leasing(MemoryBackend):
+        handler_modes = frozenset({"transaction", "lease"})
+
+    with neoq.new(backend=Leasing()) as nq:
+        nq.start("leased", lambda job: None, mode="lease")
+        job_id = nq.enqueue(Job(queue="leased", payload={}))
+        wait_for(lambda: nq.get_job(job_id).status is neoq.JobStatus.PROCESSED)  # type: ignore[union-attr]
+    with neoq.new("memory://") as nq, pytest.raises(ConfigurationError) as refused:
+        nq.start("leased", lambda job: None, mode="lease")
+    assert str(refused.value) == "MemoryBackend does not support mode='lease' (queue 'leased'); it serves 'transaction'"

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from ..app import Neoq
-from ..errors import DuplicateJobError, InvalidJobError
+from ..backends.base import Backend
+from ..backends.capabilities import ENQUEUE_IN_TRANSACTION
+from ..errors import ConfigurationError, DuplicateJobError, InvalidJobError
 from ..handler import Handler
 from ..job import Job, JobStatus, prepare_job
 from .base import SuiteBase
@@ -21,6 +23,23 @@ from .helpers import PATIENCE, utc_now, wait_for
 
 class StoringTests(SuiteBase):
     """What is stored, as given, and what is refused: input checks, limits and uniqueness."""
+
+    # -- what the backend declares ----------------------------------------------------------
+
+    def test_capabilities_and_modes_are_declared(self, backend: Backend) -> None:
+        capabilities = backend.capabilities
+        assert isinstance(capabilities, frozenset), "Backend.capabilities must be a frozenset of names"
+        assert all(isinstance(name, str) and name for name in capabilities), capabilities
+        # Names of neoq's own (neoq.backends.capabilities.KNOWN) or the backend's own extra ones.
+        assert backend.capabilities == capabilities, "capabilities describe the backend as configured: stable"
+        assert isinstance(backend.handler_modes, frozenset) and "transaction" in backend.handler_modes
+
+    def test_enqueue_through_a_connection_needs_the_capability(self, nq: Neoq) -> None:
+        if ENQUEUE_IN_TRANSACTION in nq.backend.capabilities:
+            pytest.skip("the store enqueues in a caller's transaction (the shared-store suite checks it)")
+        with pytest.raises(ConfigurationError):
+            nq.enqueue(Job(queue="through", payload={}), connection=object())
+        assert nq.stats() == {}
 
     # -- storing -------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ settings for every queue the suite serves, e.g. ``{"mode": "lease"}``), ``connec
 DB-API connection to the store, for the capability-gated tests); and the timing bounds
 ``pickup_median_limit`` and ``rerun_limit``.
 
-``capabilities`` says what the store offers, as ``Backend.capabilities`` will: ``None`` (the
+``capabilities`` says what the store offers, as ``Backend.capabilities`` does: ``None`` (the
 default) reads ``nq.backend.capabilities``; a set narrows it (a handler mode may use less of the
 store: PostgreSQL's lease mode gives handlers no transaction). A test whose capability is missing
 is skipped with the reason, so a store without ``"shared"``, like ``memory://`` (each client its
@@ -147,14 +147,12 @@ class SharedStoreSuite:
 
     def require(self, nq: Neoq, capability: str) -> None:
         """Skip the test unless the store offers ``capability``."""
-        offered: frozenset[str] | None = getattr(nq.backend, "capabilities", None)
+        offered = nq.backend.capabilities
         declared = type(self).capabilities
-        if declared is None and offered is None:
-            raise AssertionError(f"{type(nq.backend).__name__} has no capabilities: set `capabilities` on the suite")
-        if declared is not None and offered is not None and not declared <= offered:
+        if declared is not None and not declared <= offered:
             raise AssertionError(f"the suite declares {sorted(declared - offered)}, which the backend does not offer")
         available = declared if declared is not None else offered
-        if available is None or capability not in available:
+        if capability not in available:
             pytest.skip(f"the store does not offer {capability!r}")
 
     def wait_status(

@@ -254,12 +254,12 @@ def _client(args: argparse.Namespace, *, shared: bool) -> Iterator[Neoq]:
     it is missing or out of date.
     """
     url = _url(args)
-    if shared and url is None:
-        raise CommandError(f"no backend given: {_MEMORY_NOTE}")
     if not shared:
         nq = new(url or "memory://")
+    elif url is None:
+        raise CommandError(f"no backend given: {_MEMORY_NOTE}")
     else:
-        backend = backend_from_url(url or "memory://")
+        backend = backend_from_url(url)
         if SHARED not in backend.capabilities:
             raise CommandError(_private_note(redact_url(url)))
         _require_schema(backend)

@@ -148,9 +148,7 @@ def test_an_empty_queue_is_not_looked_at_again_while_what_a_look_said_holds(cloc
 
 
 @pytest.mark.parametrize("concurrency", [1, 10, 50])
-def test_idle_loops_look_once_per_poll_interval_between_them(
-    clock: FakeClock, store: Store, concurrency: int
-) -> None:
+def test_idle_loops_look_once_per_poll_interval_between_them(clock: FakeClock, store: Store, concurrency: int) -> None:
     loops = start(clock, store, concurrency)
     try:
         before = len(store.looks)

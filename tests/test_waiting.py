@@ -179,28 +179,31 @@ def test_without_notify_every_waiting_loop_polls_each_interval(clock: FakeClock,
 def test_a_signal_wakes_exactly_one_look(clock: FakeClock, store: Store, concurrency: int) -> None:
     loops = start(clock, store, concurrency)
     try:
-        before = len(store.looks)
+        before, woken = len(store.looks), clock.woken
         job = store.add()
         loops.waiting.signal()
         clock.wait_for_sleepers(concurrency)
+        woken = clock.woken - woken
     finally:
         loops.close()
     assert [job for job, _ in loops.got] == [job]
     assert len(store.looks) - before == 1
+    assert woken == 1, f"{woken} loops woken for one signal"
 
 
 def test_a_signal_with_nothing_behind_it_costs_one_look(clock: FakeClock, store: Store, eight: Loops) -> None:
-    before = len(store.looks)
+    before, woken = len(store.looks), clock.woken
     eight.waiting.signal()
-    eight.waiting.signal()
+    eight.waiting.signal()  # before the loop woken by the first has looked: it answers for both
     clock.wait_for_sleepers(8)
     assert len(store.looks) - before == 1
+    assert clock.woken - woken == 1
 
 
 def test_a_trickle_of_signals_costs_one_look_each(clock: FakeClock, store: Store, eight: Loops) -> None:
     """8 loops and 10 local enqueues, one after the other: 10 looks (the old PostgreSQL claim
     needed 20, and 44 before a signal was looked into by one loop only)."""
-    before = len(store.looks)
+    before, woken = len(store.looks), clock.woken
     for _ in range(10):
         store.add()
         eight.waiting.signal()
@@ -208,6 +211,7 @@ def test_a_trickle_of_signals_costs_one_look_each(clock: FakeClock, store: Store
         clock.advance(0.2)
     assert len(eight.got) == 10
     assert len(store.looks) - before == 10
+    assert clock.woken - woken == 10, "the other waiting loops were woken too"
 
 
 def test_a_burst_of_signals_is_drained_by_handing_the_turn_on(clock: FakeClock, store: Store, eight: Loops) -> None:
@@ -266,9 +270,14 @@ def test_due_amends_what_is_known_without_a_look(clock: FakeClock, store: Store,
     assert store.looks[before:] == [pytest.approx(enqueued + 1.5 + DUE_SLACK)] * 2  # as above
 
 
-def test_due_during_a_look_is_a_signal(clock: FakeClock, store: Store) -> None:
-    """The look under way may have missed the job: someone looks again after it."""
+@pytest.mark.parametrize("known", [False, True])
+def test_due_during_a_look_is_a_signal(clock: FakeClock, store: Store, known: bool) -> None:
+    """The look under way may have missed the job: someone looks again after it, whether the
+    look was the first (nothing known) or a timed one (what was known ran out)."""
     waiting = QueueWaiting("q", clock=clock, poll_interval=POLL)
+    if known:
+        assert waiting.claim(store.look, 0) is None
+        clock.advance(POLL)
     store.gate = threading.Event()
     result: list[int | None] = []
     leader = threading.Thread(target=lambda: result.append(waiting.claim(store.look, 10)))
@@ -278,10 +287,28 @@ def test_due_during_a_look_is_a_signal(clock: FakeClock, store: Store) -> None:
     waiting.due(1.0)
     store.gate.set()
     clock.wait_for_sleepers(1)
-    assert len(store.looks) == 2, "the look after the due() call did not happen"
+    assert len(store.looks) == known + 2, "the look after the due() call did not happen"
     clock.advance(1.1)  # the second look learned the due time: the claim takes the job then
     leader.join(10)
     assert result == [1]
+
+
+def test_due_during_a_chained_look_is_a_signal(clock: FakeClock, store: Store) -> None:
+    waiting = QueueWaiting("q", clock=clock, poll_interval=10.0)
+    assert waiting.claim(store.look, 0) is None
+    clock.advance(1.0)
+    store.gate = threading.Event()
+    chained = threading.Thread(target=waiting.chain, args=(store.look,))
+    chained.start()
+    assert store.entered.wait(10)
+    job = store.add(delay=1.0)
+    waiting.due(1.0)
+    store.gate.set()
+    chained.join(10)
+    store.gate = None
+    assert waiting.claim(store.look, 0) is None  # looks: the chained look may have missed it
+    clock.advance(1.0 + DUE_SLACK)
+    assert waiting.claim(store.look, 0) == job
 
 
 def test_held_jobs_are_polled_often_by_one_loop(clock: FakeClock, store: Store) -> None:
@@ -316,6 +343,35 @@ def test_the_timed_look_survives_the_timekeeper_leaving(clock: FakeClock, store:
         loops.close()
 
 
+def test_a_timekeeper_that_leaves_hands_the_time_to_a_waiting_loop(clock: FakeClock, store: Store) -> None:
+    waiting = QueueWaiting("q", clock=clock, poll_interval=10.0)
+    results: list[int | None] = []
+
+    def claim(timeout: float) -> None:
+        results.append(waiting.claim(store.look, timeout))
+
+    keeper = threading.Thread(target=claim, args=(1.0,))  # the first to wait keeps the time
+    keeper.start()
+    clock.wait_for_sleepers(1)
+    others = [threading.Thread(target=claim, args=(1000.0,)) for _ in range(2)]
+    for thread in others:
+        thread.start()
+    clock.wait_for_sleepers(3)
+    clock.advance(1.0)  # the keeper's claim ends; its loop does not come back
+    keeper.join(10)
+    clock.wait_for_sleepers(2)
+    job = store.add()  # without a signal: only the timed look finds it
+    clock.advance(9.0)
+    wait_for(lambda: len(results) == 2)
+    assert results == [None, job]
+    # At 1010 the timed look, and the follower learning what comes next (it took the job that
+    # was due when what was known had run out: the rest is unknown).
+    assert store.looks == [pytest.approx(1000.0), pytest.approx(1010.0), pytest.approx(1010.0)]
+    waiting.close()
+    for thread in others:
+        thread.join(10)
+
+
 def test_a_signal_during_a_look_makes_the_leader_look_again(clock: FakeClock, store: Store) -> None:
     waiting = QueueWaiting("q", clock=clock, poll_interval=POLL)
     store.gate = threading.Event()
@@ -331,25 +387,32 @@ def test_a_signal_during_a_look_makes_the_leader_look_again(clock: FakeClock, st
     assert len(store.looks) == 2
 
 
-def test_claims_out_of_time_wait_for_the_look_under_way_and_take_its_answer(clock: FakeClock, store: Store) -> None:
+@pytest.mark.parametrize("leader_timeout", [0.0, 10.0])
+def test_claims_out_of_time_wait_for_the_look_under_way_and_take_its_answer(
+    clock: FakeClock, store: Store, leader_timeout: float
+) -> None:
+    """Whether the leader then returns (out of time too) or waits on (it has time left)."""
     waiting = QueueWaiting("q", clock=clock, poll_interval=POLL)
     store.gate = threading.Event()
     results: list[int | None] = []
 
-    def claim() -> None:
-        results.append(waiting.claim(store.look, 0))
+    def claim(timeout: float) -> None:
+        results.append(waiting.claim(store.look, timeout))
 
-    threads = [threading.Thread(target=claim) for _ in range(4)]
-    threads[0].start()
+    leader = threading.Thread(target=claim, args=(leader_timeout,))
+    leader.start()
     assert store.entered.wait(10)
-    for thread in threads[1:]:
+    others = [threading.Thread(target=claim, args=(0.0,)) for _ in range(3)]
+    for thread in others:
         thread.start()
     clock.wait_for_sleepers(3)  # waiting for the answer, not looking beside the leader
     store.gate.set()
-    for thread in threads:
+    for thread in others:
         thread.join(10)
-    assert results == [None] * 4
+    assert results[-3:] == [None] * 3
     assert len(store.looks) == 1
+    waiting.close()
+    leader.join(10)
 
 
 def test_wakeup_returns_that_many_blocked_claims_and_close_the_rest(clock: FakeClock, store: Store) -> None:

@@ -75,6 +75,8 @@ class FakeClock(Clock):
         self._mono = self._origin
         #: The conditions slept on now, with their deadlines; a woken one is taken off at once.
         self._sleepers: dict[threading.Condition, float] = {}
+        #: How many sleepers ``notify`` woke so far (not their deadlines): threads made to run.
+        self.woken = 0
 
     def __repr__(self) -> str:
         return f"FakeClock(monotonic={self._mono:g})"
@@ -105,6 +107,7 @@ class FakeClock(Clock):
         """Wake the thread sleeping on ``cond`` (its lock held); it stops counting as a sleeper now."""
         with self._lock:
             if self._sleepers.pop(cond, None) is not None:
+                self.woken += 1
                 self._changed.notify_all()
         cond.notify()
 

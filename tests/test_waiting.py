@@ -16,7 +16,7 @@ import pytest
 
 from neoq.clock import SYSTEM_CLOCK, Clock
 from neoq.testing import wait_for
-from neoq.waiting import DUE_SLACK, HELD_POLL, FakeClock, Look, QueueWaiting, Waiting
+from neoq.waiting import DUE_SLACK, HELD_POLL, FakeClock, Look, QueueWaiting, Signals, Waiting
 
 POLL = 2.0
 
@@ -460,6 +460,34 @@ def test_a_stopping_loop_neither_looks_nor_waits(clock: FakeClock, store: Store)
     assert store.looks == []
 
 
+class InterruptedClock(FakeClock):
+    """A fake clock whose next wait raises, as a KeyboardInterrupt in ``Condition.wait`` would."""
+
+    interrupt = False
+
+    def wait_until(self, cond: threading.Condition, deadline: float) -> None:
+        if self.interrupt:
+            self.interrupt = False
+            raise KeyboardInterrupt
+        super().wait_until(cond, deadline)
+
+
+def test_a_wait_that_raises_leaves_no_waiter_behind() -> None:
+    clock = InterruptedClock()
+    store = Store(clock)
+    waiting = QueueWaiting("q", clock=clock, poll_interval=10.0)
+    assert waiting.claim(store.look, 0) is None
+    clock.interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        waiting.claim(store.look, 100)  # it was the timekeeper
+    loops = Loops(waiting, store, 1, timeout=3.0)
+    try:
+        clock.run(10.5, sleepers=1)
+    finally:
+        loops.close()
+    assert store.looks == [pytest.approx(1000.0), pytest.approx(1010.0)]
+
+
 def test_an_exception_in_a_look_propagates_and_frees_the_turn(clock: FakeClock, store: Store) -> None:
     waiting = QueueWaiting("q", clock=clock, poll_interval=POLL)
     store.fail = ConnectionError("store down")
@@ -630,3 +658,9 @@ def test_real_threads_stop_at_once_on_wakeup() -> None:
     for thread in threads:
         thread.join(10)
     assert results == [None] * 4
+
+
+def test_waiting_is_the_signals_a_store_is_given() -> None:
+    signals: Signals = Waiting()
+    signals.signal("q")
+    signals.due("q", 1.0)

@@ -9,6 +9,8 @@ signals (``Waiting.signal``, ``Waiting.due``); the runtime's claim loops call
 from __future__ import annotations
 
 from .clocks import FakeClock
-from .policy import DUE_SLACK, HELD_POLL, Look, QueueWaiting, Waiting
+from .look import Look, Signals
+from .policy import DUE_SLACK, HELD_POLL, QueueWaiting
+from .registry import Waiting
 
-__all__ = ["DUE_SLACK", "HELD_POLL", "FakeClock", "Look", "QueueWaiting", "Waiting"]
+__all__ = ["DUE_SLACK", "HELD_POLL", "FakeClock", "Look", "QueueWaiting", "Signals", "Waiting"]

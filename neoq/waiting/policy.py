@@ -19,28 +19,27 @@ here, per queue and process, in a ``QueueWaiting`` that every claim loop of the 
 - **One timekeeper.** Of the waiting loops, one (the timekeeper) sleeps until the knowledge goes
   stale by time and then looks; the others sleep until a signal or their claim's end. When the
   timekeeper leaves, another waiting loop is woken to take the role. Idle cost is thus one look
-  per queue and poll interval, whatever the concurrency (PostgreSQL: 5.5 -> 0.6 transactions/s at
-  concurrency 10; 25 -> 0.6 at 50). With ``notify=False`` every waiting loop also looks every
-  ``poll_interval`` of its own (the PostgreSQL backend's ``listen=False``).
+  per queue and poll interval, whatever the concurrency (the PostgreSQL claim this replaces
+  measured 5.5 -> 0.6 transactions/s at concurrency 10 and 25 -> 0.6 at 50 with it). With
+  ``notify=False`` every waiting loop also looks every ``poll_interval`` of its own (the PostgreSQL
+  backend's ``listen=False``).
 
-The states of one claim call (all under the queue's one lock)::
+One claim call, all under the queue's one lock but for the look itself::
 
-             claim(look, timeout)
-                     │
-                     ▼
-     ┌──────► [decide] ── closed / wake-up / stopping ──────────────────────► None
-     │           │  │
-     │           │  └── knowledge stale (or own poll due) and nobody looks ──► [leader: look()]
-     │           │                                   (lock released)            │   │    │
-     │           │                                                  took a job ─┘   │    └ raised ──► raise
-     │           │                                       (more? then a signal)      │
-     │           ▼                                                        nothing: record ▲
-     │      time left? ── no, nobody looks ──► None                                       │
-     │           │ yes (or no time but a look in progress: wait for its answer)           │
-     │           ▼                                                                        │
-     │      [wait] as the timekeeper (until stale), a sleeper (until signal or end),      │
-     │             or a turn waiter (out of time: until the look in progress ends)        │
-     └──── woken / deadline ◄─────────────────────────────────────────────────────────────┘
+    claim(look, timeout)
+      │
+      ▼
+    decide ◄─────────────────────────────────────────────────────────────────────────┐
+      ├─ closed, a wake-up, or stopping ─────────────────────────────► None           │
+      ├─ stale, and nobody looks ──► LEAD: look() with the lock released              │
+      │                                ├─ a claim ──► return it (more: a signal)      │
+      │                                ├─ nothing ──► keep what it said ──────────────┤
+      │                                └─ raised ───► raise, the turn free again      │
+      ├─ out of time, and nobody looks ──────────────────────────────► None           │
+      └─ WAIT as  the timekeeper: until stale (or the claim's end)                    │
+                  a sleeper:      until woken (or the claim's end)                    │
+                  a turn waiter:  out of time, until the look under way ends          │
+                      └─ woken, or the deadline ──────────────────────────────────────┘
 
 On every way out of ``claim`` (``_pass_on``), the queue checks that someone will act: a turn waiter
 is woken when the turn is free, and a sleeper when the knowledge is stale by a signal or nobody
@@ -58,14 +57,14 @@ import collections
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..defaults import DEFAULT_POLL_INTERVAL
 from .clocks import waits_of
+from .look import Look
 
-__all__ = ["DUE_SLACK", "HELD_POLL", "Look", "QueueWaiting", "Waiting"]
+__all__ = ["DUE_SLACK", "HELD_POLL", "QueueWaiting"]
 
 C = TypeVar("C")
 
@@ -75,21 +74,6 @@ HELD_POLL = 0.25
 
 #: Look this long after a job's due time (seconds): the store's own clock is then surely past it.
 DUE_SLACK = 0.001
-
-
-@dataclass(frozen=True, slots=True)
-class Look(Generic[C]):
-    """A store's answer to one non-blocking look at a queue."""
-
-    #: The job claimed, or ``None``: nothing was due (or nothing could be taken).
-    claim: C | None = None
-    #: With no claim: seconds from the look's start until the queue's next job is due, ``None``
-    #: when nothing is scheduled. Seconds, not a time: the store measures it on its own clock.
-    due_in: float | None = None
-    #: With no claim: due jobs exist that others hold (look again within ``held_poll``).
-    held: bool = False
-    #: With a claim: other due jobs may remain, so the turn passes to the next waiting loop.
-    more: bool = True
 
 
 class _Waiter:
@@ -374,20 +358,22 @@ class QueueWaiting:
             deadline = until
         waiter.woken = False
         waiter.deadline = deadline
-        self._pass_on()  # e.g. this claim just looked: the turn waiters get the answer now
-        if not waiter.woken:
-            self._wait_until(waiter.cond, deadline)
-        if waiter.woken:
-            if waiter.for_turn:
-                waiter.for_turn = False
-                self._pending -= 1
-        elif self._timekeeper is waiter:
-            self._timekeeper = None
-        else:
-            # Its deadline came (or a spurious wake-up): nobody took it off.
-            try:
+        try:
+            self._pass_on()  # e.g. this claim just looked: the turn waiters get the answer now
+            if not waiter.woken:
+                self._wait_until(waiter.cond, deadline)
+        finally:
+            # Even when the wait raised (KeyboardInterrupt): a waiter left behind would be woken
+            # for a turn it never takes, and ``_pending`` would keep every later signal waiting.
+            if waiter.woken:
+                if waiter.for_turn:
+                    waiter.for_turn = False
+                    self._pending -= 1
+            elif self._timekeeper is waiter:
+                self._timekeeper = None
+            elif waiter in self._sleepers:  # its deadline came, or a spurious wake-up
                 self._sleepers.remove(waiter)
-            except ValueError:
+            else:
                 self._turn_waiters.remove(waiter)
 
     def _pass_on(self, look_wanted: bool = True) -> None:
@@ -424,82 +410,3 @@ class QueueWaiting:
         if self._timekeeper is waiter:
             self._timekeeper = None
         self._notify(waiter.cond)
-
-
-class Waiting:
-    """The ``QueueWaiting`` of every queue of one client in one process, made on first claim.
-
-    The store calls ``signal``, ``due`` and (at shutdown, through the runtime) ``wakeup`` by queue
-    name; a queue without claims in this process has nothing to wake, and no state is made for it.
-    After ``os.fork()`` the child needs a new ``Waiting`` (the parent's threads did not come along).
-    """
-
-    def __init__(
-        self,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        notify: bool = True,
-        held_poll: float = HELD_POLL,
-    ) -> None:
-        self._clock = clock
-        self._poll_interval = poll_interval
-        self._notify = notify
-        self._held_poll = held_poll
-        self._lock = threading.Lock()
-        self._queues: dict[str, QueueWaiting] = {}
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"Waiting(queues={sorted(self._queues)!r})"
-
-    def queue(self, name: str) -> QueueWaiting:
-        """The waiting of queue ``name`` (made now if it has none yet)."""
-        waiting = self._queues.get(name)
-        if waiting is None:
-            with self._lock:
-                waiting = self._queues.get(name)
-                if waiting is None:
-                    waiting = QueueWaiting(
-                        name,
-                        clock=self._clock,
-                        poll_interval=self._poll_interval,
-                        notify=self._notify,
-                        held_poll=self._held_poll,
-                    )
-                    if self._closed:
-                        waiting.close()
-                    self._queues[name] = waiting
-        return waiting
-
-    def signal(self, queue: str | None = None) -> None:
-        """``QueueWaiting.signal`` of ``queue``; of every queue when ``None`` (a reconnect)."""
-        for waiting in self._some(queue):
-            waiting.signal()
-
-    def due(self, queue: str, delay: float) -> None:
-        """``QueueWaiting.due`` of ``queue``, if it has claims in this process."""
-        waiting = self._queues.get(queue)
-        if waiting is not None:
-            waiting.due(delay)
-
-    def wakeup(self, queue: str, waiters: int) -> None:
-        """``QueueWaiting.wakeup`` of ``queue``, if it has claims in this process."""
-        waiting = self._queues.get(queue)
-        if waiting is not None:
-            waiting.wakeup(waiters)
-
-    def close(self) -> None:
-        """Close every queue's waiting, and those made later. Idempotent."""
-        with self._lock:
-            self._closed = True
-            queues = list(self._queues.values())
-        for waiting in queues:
-            waiting.close()
-
-    def _some(self, queue: str | None) -> list[QueueWaiting]:
-        if queue is None:
-            with self._lock:
-                return list(self._queues.values())
-        waiting = self._queues.get(queue)
-        return [] if waiting is None else [waiting]

@@ -18,16 +18,25 @@ C = TypeVar("C")
 
 @dataclass(frozen=True, slots=True)
 class Look(Generic[C]):
-    """A store's answer to one non-blocking look at a queue."""
+    """A store's answer to one non-blocking look at a queue.
+
+    An answer is *complete* when it has no claim, or a claim with ``more=False``: then ``due_in``
+    and ``held`` describe the rest of the queue, and the answer is kept until something changes.
+    A claim with ``more=True`` (the default: the store does not know better) passes the turn to
+    the next waiting loop at once, whose look completes the picture.
+    """
 
     #: The job claimed, or ``None``: nothing was due (or nothing could be taken).
     claim: C | None = None
-    #: With no claim: seconds from the look's start until the queue's next job is due, ``None``
+    #: Seconds from the look's start until the queue's next job not yet due is due; ``None``
     #: when nothing is scheduled. Seconds, not a time: the store measures it on its own clock.
+    #: Read only from a complete answer.
     due_in: float | None = None
-    #: With no claim: due jobs exist that others hold (look again within ``held_poll``).
+    #: Due jobs exist that others hold (look again within ``held_poll``): a dead worker's job is
+    #: freed without a signal. Read only from a complete answer.
     held: bool = False
-    #: With a claim: other due jobs may remain, so the turn passes to the next waiting loop.
+    #: With a claim: other jobs may be due (held or not), or the store cannot tell. ``False``
+    #: says nothing else is due, and ``due_in`` is then the next due time.
     more: bool = True
 
 

@@ -206,8 +206,9 @@ class QueueWaiting:
         """Run the look of a loop that just settled a job, outside the turn; keep what it found.
 
         ``look`` returns ``None`` when the store did not look after all. A chained look that took
-        a job hands no turn on (its loop comes back by itself); one that found nothing updates
-        the queue's knowledge like a leader's look, unless a newer look already did.
+        a job hands no turn on, even with ``more`` (its loop comes back by itself, and signals
+        wake the waiting loops); a complete answer updates the queue's knowledge like a leader's
+        look, unless a newer look already did.
         """
         with self._lock:
             seen = self._signals
@@ -221,7 +222,7 @@ class QueueWaiting:
                 self._outside -= 1
                 if result is not None:
                     self.looks += 1
-                    if result.claim is None:
+                    if result.claim is None or not result.more:
                         self._record(seen, started, result)
         return None if result is None else result.claim
 
@@ -299,26 +300,18 @@ class QueueWaiting:
             self._lock.acquire()
             self._looking = False
             self.looks += 1
-        if result.claim is None:
-            self._record(seen, started, result)
-            return None
-        self._retime()  # it slept while the look was under way; what was known decides again
-        if result.more:
+        if result.claim is not None and result.more:
             # The baton is a signal: a loop that is not waiting right now (between claims, or its
             # claim just timed out) looks too, unless a look begins after it.
             self._signals += 1
-        elif self._known and self._seen <= seen and started < self._stale_at:
-            # It took the only due job: the rest of what was known still holds, from this look on.
-            self._seen = seen
-            self._looked_at = max(self._looked_at, started)
-            self._held = False
-            self._knowledge_changed()
-        elif self._known and started >= self._stale_at:
-            self._known = False  # what was known had run out; the next claim looks in full
+        else:
+            self._record(seen, started, result)  # a complete answer, with a claim or without
+        self._retime()  # it slept while the look was under way; what is known decides again
         return result.claim
 
     def _record(self, seen: int, started: float, result: Look[C]) -> None:
-        """Keep what a look that found nothing said, unless a newer look's answer is kept."""
+        """Keep a complete answer (nothing due, or a claim and nothing else due), unless a newer
+        look's answer is kept."""
         if self._known and (seen, started) < (self._seen, self._looked_at):
             return  # e.g. a chained look that began before the leader's; never move back
         due_in = result.due_in

@@ -312,29 +312,32 @@ def test_due_amends_what_is_known_without_a_look(clock: FakeClock, store: Store,
 
 
 @pytest.mark.parametrize("known", [False, True])
-def test_due_during_a_look_is_a_signal(clock: FakeClock, store: Store, known: bool) -> None:
-    """The look under way may have missed the job: someone looks again after it, whether the
-    look was the first (nothing known) or a timed one (what was known ran out)."""
+def test_a_job_announced_by_due_during_a_look_is_not_lost(clock: FakeClock, store: Store, known: bool) -> None:
+    """The look under way may have missed the job: when nothing was known, due() is a signal and
+    someone looks again; when the look is a timed one, its answer keeps the announced due time."""
     waiting = QueueWaiting("q", clock=clock, poll_interval=POLL)
     if known:
         assert waiting.claim(store.look, 0) is None
         clock.advance(POLL)
     store.gate = threading.Event()
-    result: list[int | None] = []
-    leader = threading.Thread(target=lambda: result.append(waiting.claim(store.look, 10)))
+    result: list[tuple[int | None, float]] = []
+    leader = threading.Thread(target=lambda: result.append((waiting.claim(store.look, 10), clock.monotonic())))
     leader.start()
     assert store.entered.wait(10)
-    store.add(delay=1.0)
+    enqueued = clock.monotonic()
+    job = store.add(delay=1.0)
     waiting.due(1.0)
     store.gate.set()
     clock.wait_for_sleepers(1)
-    assert len(store.looks) == known + 2, "the look after the due() call did not happen"
-    clock.advance(1.1)  # the second look learned the due time: the claim takes the job then
+    # Known: the first look and the timed one, which keeps the due time. Else: the first look, and
+    # the one after the signal that due() then was.
+    assert len(store.looks) == 2
+    clock.advance(1.0 + DUE_SLACK)
     leader.join(10)
-    assert result == [1]
+    assert result == [(job, pytest.approx(enqueued + 1.0 + DUE_SLACK))]
 
 
-def test_due_during_a_chained_look_is_a_signal(clock: FakeClock, store: Store) -> None:
+def test_a_job_announced_by_due_during_a_chained_look_is_not_lost(clock: FakeClock, store: Store) -> None:
     waiting = QueueWaiting("q", clock=clock, poll_interval=10.0)
     assert waiting.claim(store.look, 0) is None
     clock.advance(1.0)
@@ -345,11 +348,34 @@ def test_due_during_a_chained_look_is_a_signal(clock: FakeClock, store: Store) -
     job = store.add(delay=1.0)
     waiting.due(1.0)
     store.gate.set()
-    chained.join(10)
+    chained.join(10)  # it answers "nothing scheduled", from before the job was stored
     store.gate = None
-    assert waiting.claim(store.look, 0) is None  # looks: the chained look may have missed it
+    assert waiting.claim(store.look, 0) is None
+    assert len(store.looks) == 2, "no look needed: the due time is kept"
     clock.advance(1.0 + DUE_SLACK)
     assert waiting.claim(store.look, 0) == job
+
+
+def test_a_due_time_already_seen_is_not_kept_for_later_looks(clock: FakeClock, store: Store) -> None:
+    waiting = QueueWaiting("q", clock=clock, poll_interval=POLL)
+    assert waiting.claim(store.look, 0) is None
+    first = store.add(delay=1.0)
+    waiting.due(1.0)
+    clock.advance(1.0 + DUE_SLACK)
+    assert waiting.claim(store.look, 0) == first  # its look saw every announced job
+    clock.advance(POLL)
+    store.gate = threading.Event()
+    timed = threading.Thread(target=waiting.claim, args=(store.look, 0))
+    timed.start()
+    assert store.entered.wait(10)
+    looks = len(store.looks)
+    store.add(delay=5.0)
+    waiting.due(5.0)  # during the timed look: kept with its answer, not the first job's time
+    store.gate.set()
+    timed.join(10)
+    store.gate = None
+    assert waiting.claim(store.look, 0) is None
+    assert len(store.looks) == looks, "a due time already passed made the queue look again"
 
 
 def test_held_jobs_are_polled_often_by_one_loop(clock: FakeClock, store: Store) -> None:

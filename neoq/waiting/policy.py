@@ -111,14 +111,16 @@ class QueueWaiting:
         self._poll_each = not notify
         self._held_poll = held_poll
         self._lock = threading.Lock()
-        #: Looks taken (leader and chained): for statistics and tests.
+        #: Looks taken in turn (not chained ones): for statistics and tests.
         self.looks = 0
         #: Signals so far; a look notes the count at its start, so it answers for those before it.
         self._signals = 0
         #: A leader is looking now (the turn is taken).
         self._looking = False
-        #: Chained looks under way (``chain``).
-        self._outside = 0
+        #: ``due`` calls so far, and the earliest due time they set since the newest look that
+        #: began after all of them: a look under way during one may have missed its job.
+        self._dues = 0
+        self._late_due = math.inf
         # The knowledge: what the newest look that found nothing said, and when it goes stale.
         self._known = False
         self._seen = -1
@@ -208,23 +210,20 @@ class QueueWaiting:
         ``look`` returns ``None`` when the store did not look after all. A chained look that took
         a job hands no turn on, even with ``more`` (its loop comes back by itself, and signals
         wake the waiting loops); a complete answer updates the queue's knowledge like a leader's
-        look, unless a newer look already did.
+        look, unless a newer look already did. An exception from ``look`` propagates.
         """
-        with self._lock:
-            seen = self._signals
-            started = self._clock.monotonic()
-            self._outside += 1
-        result: Look[C] | None = None
-        try:
-            result = look()
-        finally:
+        # No lock unless the answer is kept: chained looks run back to back on every busy loop,
+        # and one lock taken by all of them is a convoy (see memory.py). Counters read without
+        # the lock may be a little old, which only makes what is kept look older than it is.
+        seen, dues = self._signals, self._dues
+        started = self._clock.monotonic()
+        result = look()
+        if result is None:
+            return None
+        if result.claim is None or not result.more:
             with self._lock:
-                self._outside -= 1
-                if result is not None:
-                    self.looks += 1
-                    if result.claim is None or not result.more:
-                        self._record(seen, started, result)
-        return None if result is None else result.claim
+                self._record(seen, dues, started, result)
+        return result.claim
 
     # -- the store's side ----------------------------------------------------------------
 
@@ -242,11 +241,14 @@ class QueueWaiting:
         """A job of this process's enqueue comes due in ``delay`` seconds (visible to looks now).
 
         When the queue's knowledge is current it is amended, and nobody looks before the job is
-        due; else (a look under way could have missed the job) this is a ``signal``.
+        due; a look under way (it may have missed the job) keeps the due time too when it
+        answers. Else this is a ``signal``.
         """
         with self._lock:
-            if delay > 0 and self._known and self._seen == self._signals and not self._looking and not self._outside:
+            if delay > 0 and self._known and self._seen == self._signals:
                 at = self._clock.monotonic() + delay + DUE_SLACK
+                self._dues += 1
+                self._late_due = min(self._late_due, at)
                 if at < self._due_at:
                     self._due_at = at
                     self._knowledge_changed()
@@ -289,7 +291,7 @@ class QueueWaiting:
     def _lead(self, look: Callable[[], Look[C]]) -> C | None:
         """Take the turn and look, with the lock released meanwhile; record what was found."""
         self._looking = True
-        seen = self._signals
+        seen, dues = self._signals, self._dues
         started = self._clock.monotonic()
         self._lock.release()
         try:
@@ -305,20 +307,25 @@ class QueueWaiting:
             # claim just timed out) looks too, unless a look begins after it.
             self._signals += 1
         else:
-            self._record(seen, started, result)  # a complete answer, with a claim or without
+            self._record(seen, dues, started, result)  # a complete answer, with a claim or without
         self._retime()  # it slept while the look was under way; what is known decides again
         return result.claim
 
-    def _record(self, seen: int, started: float, result: Look[C]) -> None:
-        """Keep a complete answer (nothing due, or a claim and nothing else due), unless a newer
-        look's answer is kept."""
+    def _record(self, seen: int, dues: int, started: float, result: Look[C]) -> None:
+        """Keep a complete answer (nothing due, or a claim and nothing else due) of a look that
+        began when ``seen`` signals and ``dues`` due calls had come, unless a newer one is kept."""
         if self._known and (seen, started) < (self._seen, self._looked_at):
             return  # e.g. a chained look that began before the leader's; never move back
         due_in = result.due_in
+        due_at = math.inf if due_in is None else started + max(0.0, due_in) + DUE_SLACK
+        if dues != self._dues:
+            due_at = min(due_at, self._late_due)  # jobs stored while it looked
+        else:
+            self._late_due = math.inf  # it saw every job that due() announced
         self._known = True
         self._seen = seen
         self._looked_at = started
-        self._due_at = math.inf if due_in is None else started + max(0.0, due_in) + DUE_SLACK
+        self._due_at = due_at
         self._held = result.held
         self._knowledge_changed()
 

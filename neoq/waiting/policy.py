@@ -6,11 +6,12 @@ here, per queue and process, in a ``QueueWaiting`` that every claim loop of the 
 
 - **One looks, the others follow.** At most one claim loop looks at a time (the leader holds *the
   turn*). A loop that wants to look while another does waits for that look's answer instead.
-- **What the store said is kept on the queue** ("nothing due until t, and others hold due jobs"),
-  so a loop whose claim timed out, or a loop that just finished a job, does not ask again while it
-  is current: until a *signal*, the next due time, ``held_poll`` after a look that saw jobs held by
-  others (a dead worker's job is freed without a signal), or ``poll_interval`` after the last look
-  (the safety net for a lost notification, or the poll of a store that cannot notify).
+- **What the store said is kept on the queue** ("nothing due until t, and others hold due jobs",
+  from a complete answer: see ``Look``), so a loop whose claim timed out, or a loop that just
+  finished a job, does not ask again while it is current: until a *signal*, the next due time
+  (which ``due()`` may bring forward), ``held_poll`` after a look that saw jobs held by others (a
+  dead worker's job is freed without a signal), or ``poll_interval`` after the last look (the
+  safety net for a lost notification, or the poll of a store that cannot notify).
 - **A signal is looked into once.** ``signal()`` (a notification, a local enqueue, a reconnect)
   wakes one waiting loop, and only when nobody is looking or already woken to look: a look that
   begins after a signal answers for it, so the other loops sleep on (no herd).
@@ -48,7 +49,7 @@ waking others would only multiply failing looks.
 
 ``chain(look)`` is the look of a loop that just settled a job and asks for the next one in the same
 step (PostgreSQL's settle-and-claim round trip): it does not take the turn, since busy loops must not
-wait for each other, but what it found is kept like the leader's.
+wait for each other, and takes the lock only to keep a complete answer like the leader's.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .backends.base import Backend
-from .backends.memory import MemoryBackend
+from .backends.registry import backend_from_url
 from .clock import SYSTEM_CLOCK, Clock
 from .defaults import (
     DEFAULT_LIST_LIMIT,
@@ -26,7 +26,6 @@ from .errors import ConfigurationError, InvalidJobError
 from .handler import Handler, HandlerFunc, as_handler
 from .hooks import Hook, Hooks
 from .job import Job, JobStatus, prepare_job, setting_seconds, validate_queue_name
-from .redact import url_scheme
 from .retention import Pruner
 from .worker import RecoveryCallback, Worker
 
@@ -55,31 +54,6 @@ def _prepare_at(job: object, index: int) -> tuple[Job, str]:
         raise InvalidJobError(f"job {index}: {exc}") from None
 
 
-def _backend_from_url(url: str, options: dict[str, Any], clock: Clock) -> Backend:
-    # No message here shows the URL, nor any part of it but a well-formed scheme: a URL written
-    # wrongly ("postgres:secret@host/db") may hold its password anywhere (see neoq.redact).
-    if not isinstance(url, str):
-        raise ConfigurationError(f"url must be a str, not {type(url).__name__}")
-    scheme = url_scheme(url)
-    if scheme is None:
-        raise ConfigurationError(
-            "the backend URL does not start with scheme://; accepted: memory://, postgresql://, postgres:// "
-            "(the URL is not shown: it may hold a password)"
-        )
-    if scheme == "memory":
-        if options:
-            raise ConfigurationError(f"memory:// takes no backend options; got {', '.join(sorted(options))}")
-        return MemoryBackend(clock=clock)
-    if scheme in ("postgresql", "postgres"):
-        from .backends.postgres import PostgresBackend
-
-        return PostgresBackend(url, **options)
-    raise ConfigurationError(
-        f"unknown backend URL scheme {scheme}://; accepted: memory://, postgresql://, postgres:// "
-        "(or pass backend=<a neoq.backends.Backend>)"
-    )
-
-
 def new(
     url: str | None = None,
     *,
@@ -94,8 +68,9 @@ def new(
 ) -> Neoq:
     """Create a client on a backend and open it.
 
-    ``url`` picks the backend: ``memory://`` (the default) or ``postgresql://...``
-    (``postgres://`` too). With neither ``url`` nor ``backend``, ``NEOQ_URL`` is read, else
+    ``url`` picks the backend by its scheme: ``memory://`` (the default), ``postgresql://...``
+    (``postgres://`` too), or any scheme a package registers as a ``neoq.backends`` entry point
+    (see ``neoq.backends.registry``). With neither ``url`` nor ``backend``, ``NEOQ_URL`` is read, else
     ``memory://``: a store private to this process, so the first ``enqueue`` into a queue this
     client does not run logs a warning, and ``neoq worker`` refuses to run on it (give
     ``memory://`` explicitly to avoid both). ``backend`` passes a ``neoq.backends.Backend``
@@ -130,7 +105,8 @@ def new(
         if url is None:
             url = os.environ.get("NEOQ_URL") or None
             implicit = url is None
-        backend = _backend_from_url(DEFAULT_URL if url is None else url, options, clock)
+        # Found by the URL's scheme among the neoq.backends entry points (neoq.backends.registry).
+        backend = backend_from_url(DEFAULT_URL if url is None else url, clock=clock, **options)
     client = Neoq(
         backend,
         shutdown_timeout=shutdown_timeout,
@@ -167,7 +143,7 @@ class Neoq:
             raise ConfigurationError(f"logger must be a logging.Logger, not {type(logger).__name__}")
         if recovery_callback is not None and not callable(recovery_callback):
             raise ConfigurationError("recovery_callback must be callable as callback(job, exc)")
-        #: The backend this client stores jobs in.
+        #: The backend this client stores jobs in; what it offers is ``backend.capabilities``.
         self.backend: Backend = backend
         #: The default grace time of ``shutdown()``, in seconds.
         self.shutdown_timeout: float = setting_seconds(shutdown_timeout, "shutdown_timeout")
@@ -219,8 +195,9 @@ class Neoq:
 
         Raises ``InvalidJobError`` (nothing stored) for a job that cannot be stored and
         ``DuplicateJobError`` while a job with the same queue and fingerprint is ``NEW``.
-        ``connection``: on PostgreSQL, a ``psycopg.Connection`` whose transaction the job is
-        inserted in; it exists, and workers are woken, only when that transaction commits.
+        ``connection``: a DB-API connection of the store (on PostgreSQL a ``psycopg.Connection``)
+        whose transaction the job is inserted in, on a backend with the ``"enqueue_in_transaction"``
+        capability; it exists, and workers are woken, only when that transaction commits.
         """
         self._check_open()
         prepared, text = prepare_job(job)

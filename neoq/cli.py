@@ -34,14 +34,15 @@ from datetime import datetime
 from enum import Enum
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import __version__
 from .app import Neoq, new
-from .backends.memory import MemoryBackend
+from .backends.base import Backend
+from .backends.capabilities import SHARED
+from .backends.registry import backend_from_url
 from .errors import NeoqError
 from .job import Job, JobStatus
-from .redact import mask_secrets, redact_url
+from .redact import mask_secrets, redact_url, url_scheme
 from .worker import claim_loop_threads
 
 __all__ = ["CommandError", "build_parser", "load_client", "main", "mask_secrets", "run_worker"]
@@ -59,10 +60,16 @@ EXIT_USAGE = 2
 #: cancellation before it exits without them.
 LEFTOVER_THREAD_GRACE = 1.0
 
-_MEMORY_NOTE = (
-    "memory:// is private to each process, so there is nothing to see from here; "
-    "give --url or NEOQ_URL with the PostgreSQL database your workers use"
-)
+
+def _private_note(shown: str) -> str:
+    """Why an inspecting command refuses a store without the ``"shared"`` capability."""
+    return (
+        f"{shown} is private to each process, so there is nothing to see from here; "
+        "give --url or NEOQ_URL with the store your workers use (e.g. their PostgreSQL database)"
+    )
+
+
+_MEMORY_NOTE = _private_note("memory://")
 
 
 class CommandError(Exception):
@@ -240,38 +247,32 @@ def _url(args: argparse.Namespace) -> str | None:
 
 @contextmanager
 def _client(args: argparse.Namespace, *, shared: bool) -> Iterator[Neoq]:
-    """Open a client on the URL of ``args``; ``shared`` commands refuse the private memory store.
+    """Open a client on the URL of ``args``; ``shared`` commands refuse a store private to one process.
 
-    ``shared`` commands (``jobs``, ``stats``) look at a store that workers use: they never create or
-    migrate its schema (``neoq migrate`` does), and say so when it is missing or out of date.
+    ``shared`` commands (``jobs``, ``stats``) look at a store that workers use (capability
+    ``"shared"``): they never create or migrate its schema (``neoq migrate`` does), and say so when
+    it is missing or out of date.
     """
     url = _url(args)
-    if shared and url is None:
+    if not shared:
+        nq = new(url or "memory://")
+    elif url is None:
         raise CommandError(f"no backend given: {_MEMORY_NOTE}")
-    if url is None:
-        nq = new("memory://")
-    elif shared and _is_postgres(url):
-        _require_schema(url)
-        nq = new(url, migrate=False)
     else:
-        nq = new(url)
+        backend = backend_from_url(url)
+        if SHARED not in backend.capabilities:
+            raise CommandError(_private_note(redact_url(url)))
+        _require_schema(backend)
+        nq = new(backend=backend)
     try:
-        if shared and isinstance(nq.backend, MemoryBackend):
-            raise CommandError(_MEMORY_NOTE)
         yield nq
     finally:
         nq.shutdown()
 
 
-def _is_postgres(url: str) -> bool:
-    return urlsplit(url).scheme.lower() in ("postgresql", "postgres") if "://" in url else False
-
-
-def _require_schema(url: str) -> None:
-    """Raise ``CommandError`` when the PostgreSQL database at ``url`` has no neoq schema, or an older one."""
-    from .backends.postgres import PostgresBackend
-
-    missing = PostgresBackend(url).missing_migrations()
+def _require_schema(backend: Backend) -> None:
+    """Raise ``CommandError`` when the store of ``backend`` has no neoq schema, or an older one."""
+    missing = backend.missing_migrations()
     if not missing:
         return
     if missing[0] == 1:
@@ -320,10 +321,12 @@ def _cmd_enqueue(args: argparse.Namespace) -> int:
         max_retries=args.max_retries,
     )
     with _client(args, shared=False) as nq:
-        if isinstance(nq.backend, MemoryBackend):
-            why = "no --url or NEOQ_URL: " if _url(args) is None else ""
+        if SHARED not in nq.backend.capabilities:
+            url = _url(args)
+            why = "no --url or NEOQ_URL: " if url is None else ""
             print(
-                f"neoq: warning: {why}the job went to a private memory:// store and is gone when this command exits",
+                f"neoq: warning: {why}the job went to a private {redact_url(url or 'memory://')} store "
+                "and is gone when this command exits",
                 file=sys.stderr,
             )
         job_id = nq.enqueue(job)
@@ -344,23 +347,20 @@ def _json_kind(value: Any) -> str:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    url = _url(args)
-    shown = redact_url(url or "memory://")
-    if url is not None and _is_postgres(url):
-        from .backends.postgres import PostgresBackend
-
-        applied = PostgresBackend(url).migrate()
-        if applied:
-            many = "s" if len(applied) > 1 else ""
-            text = f"{shown}: applied migration{many} {_versions(applied)}; the schema is up to date"
-        else:
-            text = f"{shown}: the schema was already up to date; nothing applied"
-        _emit(args, {"url": shown, "migrated": True, "applied": applied}, text)
+    url = _url(args) or "memory://"
+    shown = redact_url(url)
+    # Backend.migrate() works on a backend that is not open, and leaves nothing open.
+    applied = backend_from_url(url).migrate()
+    if applied is None:
+        text = f"{shown}: {url_scheme(url)}:// keeps no schema; nothing to migrate"
+        _emit(args, {"url": shown, "migrated": False}, text)
         return EXIT_OK
-    with _client(args, shared=False) as nq:
-        memory = isinstance(nq.backend, MemoryBackend)
-    text = f"{shown}: memory:// keeps no schema; nothing to migrate" if memory else f"{shown}: schema is up to date"
-    _emit(args, {"url": shown, "migrated": not memory}, text)
+    if applied:
+        many = "s" if len(applied) > 1 else ""
+        text = f"{shown}: applied migration{many} {_versions(applied)}; the schema is up to date"
+    else:
+        text = f"{shown}: the schema was already up to date; nothing applied"
+    _emit(args, {"url": shown, "migrated": True, "applied": applied}, text)
     return EXIT_OK
 
 

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = ["HANDLER_MODES", "Handler", "HandlerFunc"]
 
-#: How a backend may run a queue's attempts: ``"transaction"`` (one store transaction per attempt,
-#: every backend) or ``"lease"`` (a renewed lease, no transaction held; PostgreSQL).
+#: How a backend may run a queue's attempts: ``"transaction"`` (the attempt holds the job as the
+#: store allows, in a transaction where it has one; every backend) or ``"lease"`` (a renewed lease,
+#: no transaction held). Each backend names the modes it serves in ``Backend.handler_modes``.
 HANDLER_MODES = ("transaction", "lease")
 
 #: What a handler is: any callable taking the ``Job``. Its return value is ignored.
@@ -33,7 +34,8 @@ class Handler:
     used for jobs that do not set their own. ``backoff``: ``backoff(retries) -> timedelta |
     float``, the delay before each retry (clamped to 0 .. 100 years).
     ``mode``: ``"transaction"`` or ``"lease"`` (see ``HANDLER_MODES``); ``None``, the default, takes
-    the backend's default mode (``"transaction"`` unless the backend was told otherwise).
+    the backend's default mode (``"transaction"`` unless the backend was told otherwise). A mode
+    the backend does not serve (``Backend.handler_modes``) is refused when the queue starts.
     Invalid settings raise ``ConfigurationError``.
     """
 

@@ -305,8 +305,8 @@ class Worker:
         self._monotonic: Callable[[], float] = time.monotonic if system else clock.monotonic
         self._now: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc) if system else clock.now
         self._watchdog = _Watchdog(self._running, self._expire, self._monotonic)
-        #: Whether ``release`` must be called: not when the backend keeps the base class's no-op.
-        self._releases = getattr(type(backend), "release", None) is not Backend.release
+        #: Whether ``release`` must be called after each attempt (the backend says).
+        self._releases = bool(backend.needs_release)
         self._stopped = False
         backend.set_cancel_callback(self._cancel_running)
 
@@ -464,7 +464,7 @@ class Worker:
                         if chain is None:
                             backend.settle(claim, _PROCESSED)
                         else:
-                            following = backend._settle_then_claim(claim, _PROCESSED, chain)
+                            following = backend.settle_then_claim(claim, _PROCESSED, chain)
                     except NeoqError as err:
                         self._log_unsettled(job, _PROCESSED, err)
                     else:
@@ -532,7 +532,7 @@ class Worker:
             if chain is None:
                 self._backend.settle(claim, outcome)
             else:
-                following = self._backend._settle_then_claim(claim, outcome, chain)
+                following = self._backend.settle_then_claim(claim, outcome, chain)
         except NeoqError as err:
             self._log_unsettled(job, outcome, err)
             return None

@@ -275,6 +275,20 @@ def test_settings(dj: Any) -> None:
         load_settings()
 
 
+def test_enqueue_through_django_needs_a_backend_that_enqueues_in_a_transaction(dj: Any) -> None:
+    """neoq's own store cannot take Django's connection: said by capability, before Django's is touched."""
+    from django.test import override_settings
+
+    with override_settings(NEOQ={"URL": "memory://", "DATABASE": "default"}):
+        client = dj.get_client()
+        assert "enqueue_in_transaction" not in client.backend.capabilities
+        for enqueue in (dj.enqueue, lambda job: dj.enqueue_many([job])):
+            with pytest.raises(neoq.ConfigurationError, match="lacks the 'enqueue_in_transaction' capability"):
+                enqueue(neoq.Job(queue="solo", payload={}))
+        assert client.stats() == {}
+        dj.shutdown_client()
+
+
 def test_database_url() -> None:
     assert (
         database_url(

@@ -143,7 +143,7 @@ def test_a_retry_due_now_goes_to_the_end_of_the_deque(lock_free: bool) -> None:
     claim = backend.claim("q", 0)
     assert claim is not None and claim.job.id == a
     clock.set(1)
-    following = backend._settle_then_claim(claim, Outcome(JobStatus.NEW, "boom", None, 1), "q")
+    following = backend.settle_then_claim(claim, Outcome(JobStatus.NEW, "boom", None, 1), "q")
     assert following is not None and following.job.id == b
     assert _places(backend) == (1, 0)
     backend.settle(following, Outcome(JobStatus.PROCESSED))
@@ -344,11 +344,11 @@ class _UnsettlingBackend(MemoryBackend):
         super().__init__()
         self.failures = 0
 
-    def _settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
+    def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
         if self.failures == 0:
             self.failures += 1
             raise neoq.BackendError("the store went away")
-        return super()._settle_then_claim(claim, outcome, queue)
+        return super().settle_then_claim(claim, outcome, queue)
 
 
 def test_a_processed_outcome_that_cannot_be_stored_is_logged_and_not_reported(

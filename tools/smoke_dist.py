@@ -47,6 +47,12 @@ migrations = sorted(p.name for p in (sql / "migrations").iterdir() if p.name.end
 assert migrations and migrations[0].startswith("0001"), migrations
 assert "select" in (sql / "queries.sql").read_text().lower()
 
+from importlib.metadata import entry_points
+
+backends = {e.name: e.value for e in entry_points(group="neoq.backends")}
+assert backends.get("memory") == "neoq.backends.memory:MemoryBackend", backends
+assert backends.get("postgresql") == backends.get("postgres") == "neoq.backends.postgres:PostgresBackend", backends
+
 seen = []
 with neoq.new("memory://") as nq:
     nq.start("smoke", lambda job: seen.append(job.payload["n"]))

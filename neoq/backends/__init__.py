@@ -2,6 +2,9 @@
 
 ``MemoryBackend`` needs nothing installed. ``PostgresBackend`` needs the ``postgres`` extra
 (``pip install neoq[postgres]``); it is imported on first use, so ``import neoq`` works without it.
+What a store offers beyond the contract is ``Backend.capabilities`` (names in ``capabilities``);
+``neoq.new(url)`` finds a backend by the URL's scheme among the ``neoq.backends`` entry points
+(``registry``), so a package outside neoq can add one.
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ A backend may store a running job as ``NEW`` and tell ``RUNNING`` from its claim
 reads it (PostgreSQL does: the claim's row lock, or a live lease); whatever it stores, every read
 (``get_job``, ``list_jobs``, ``stats``) reports ``RUNNING`` for a job whose attempt is in progress.
 
+What a store offers beyond this contract (a transaction for handlers, enqueue in the caller's
+transaction, sharing between processes, notifications) it declares in ``capabilities``, with the
+names of ``neoq.backends.capabilities``; the handler modes it serves in ``handler_modes``. A
+backend is found by its URL's scheme (``neoq.backends.registry``) and built by ``from_url``.
+
 Threads: every method may be called from any thread, concurrently, after ``open()``.
 Times: the backend keeps aware UTC datetimes and compares ``run_after`` with its own clock
 (PostgreSQL: the database's ``now()``; memory: the ``Clock`` it was given).
@@ -36,6 +41,7 @@ from ..errors import ConfigurationError
 from ..job import Job, JobStatus
 
 if TYPE_CHECKING:
+    from ..clock import Clock
     from ..handler import Handler
 
 __all__ = ["Backend", "Claim", "Outcome"]
@@ -50,7 +56,7 @@ class Claim:
 
     #: The job as claimed: status ``RUNNING``, ``attempts`` counting this attempt, ``ran_at`` now.
     job: Job
-    #: The store transaction the handler may use (PostgreSQL: a ``psycopg.Connection``), else ``None``.
+    #: The store transaction the handler may use (a DB-API connection: capability ``"transaction"``), else ``None``.
     transaction: Any = None
     #: Backend-private state (a connection, a version number, ...). The runtime never reads it.
     token: Any = field(default=None, repr=False)
@@ -91,6 +97,43 @@ class Backend(abc.ABC):
 
     _cancel_callback: CancelCallback | None = None
 
+    #: The handler modes (``Handler.mode``) this backend serves: ``"transaction"``, the mode of
+    #: every backend (one attempt at a time holds the job, as the store allows), and, where the
+    #: backend offers it, ``"lease"`` (no transaction held while the handler runs).
+    handler_modes: frozenset[str] = frozenset({"transaction"})
+
+    #: Whether the runtime must call ``release`` after each attempt. A backend whose claims hold
+    #: nothing to free (no connection, no lock) may set it False to save the call.
+    needs_release: bool = True
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the store offers beyond the core contract, as configured (default: nothing).
+
+        Names from ``neoq.backends.capabilities``: ``"transaction"``, ``"enqueue_in_transaction"``,
+        ``"shared"``, ``"notify"``; a backend may add names of its own. The runtime, the CLI, the
+        integrations and the test suites decide by these, never by the backend's class. A subclass
+        overrides it with a property or a class attribute.
+        """
+        return frozenset()
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> Backend:
+        """Build the backend for ``url`` (its scheme chose this class), not opened yet.
+
+        ``neoq.new(url, **options)``, ``NEOQ_URL`` and the CLI's ``--url`` come here through the
+        ``neoq.backends`` entry points (``neoq.backends.registry``). ``options`` are the backend's
+        own settings, given to ``neoq.new()``; ``clock`` is where the client reads time, for a store
+        that keeps time in the process (a store that compares times on its server ignores it).
+        Raises ``ConfigurationError`` for a URL or an option it cannot use; no message shows the
+        URL's password (``neoq.redact``). The default raises ``ConfigurationError``: a backend that
+        can be named by a URL overrides it.
+        """
+        raise ConfigurationError(
+            f"{cls.__name__} cannot be built from a URL (it does not implement from_url()); "
+            "construct it and pass it as neoq.new(backend=...)"
+        )
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def open(self) -> None:  # noqa: B027 - optional hook
@@ -109,6 +152,24 @@ class Backend(abc.ABC):
         After it returns no thread of the backend runs and no connection of it is open,
         except connections held by claims whose handler threads were abandoned.
         """
+
+    def migrate(self) -> list[int] | None:
+        """Create or upgrade the store's schema now; return the versions applied (``[]``: it was current).
+
+        What ``neoq migrate`` calls, on a backend that is not open; it leaves nothing open. The
+        default returns ``None``: the store keeps no schema. A backend with a schema overrides it
+        and ``missing_migrations``.
+        """
+        return None
+
+    def missing_migrations(self) -> list[int]:
+        """The schema versions the store lacks (all of them when it has no schema yet), found with reads only.
+
+        The CLI's inspecting commands (``neoq stats``, ``neoq jobs``) call it before ``open()`` and
+        refuse to go on while something is missing, so they never create or change a schema.
+        The default: ``[]``, nothing is missing.
+        """
+        return []
 
     def set_cancel_callback(self, callback: CancelCallback | None) -> None:
         """Register the runtime's callback for cancellations of jobs claimed in this process.
@@ -137,8 +198,9 @@ class Backend(abc.ABC):
         ``RUNNING`` job, or
         as another job of the batch, raise ``DuplicateJobError`` (with the existing job's id
         where known) and store none. Wake claimers of the jobs' queues once stored.
-        ``connection``: a caller's store transaction to write through (PostgreSQL); backends
-        that cannot do so raise ``ConfigurationError`` when it is not ``None``.
+        ``connection``: a caller's store transaction to write through (capability
+        ``"enqueue_in_transaction"``); backends without it raise ``ConfigurationError`` when it is
+        not ``None``.
         """
 
     def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None) -> list[str]:
@@ -161,13 +223,13 @@ class Backend(abc.ABC):
         """Get ready to serve ``queue`` with ``handler``; called before its claim loops start.
 
         The runtime calls it from ``start``/``drain``, so a setting the backend cannot honour
-        fails there. The default supports only the ``"transaction"`` mode (``handler.mode``
-        ``None`` or ``"transaction"``) and raises ``ConfigurationError`` for any other.
+        fails there. The default accepts the modes of ``handler_modes`` (and ``None``, the
+        backend's default) and raises ``ConfigurationError`` for any other.
         """
-        if handler.mode not in (None, "transaction"):
+        if handler.mode is not None and handler.mode not in self.handler_modes:
             raise ConfigurationError(
                 f"{type(self).__name__} does not support mode={handler.mode!r} (queue {queue!r}); "
-                "the lease mode needs the PostgreSQL backend"
+                f"it serves {', '.join(map(repr, sorted(self.handler_modes)))}"
             )
 
     @abc.abstractmethod
@@ -190,7 +252,7 @@ class Backend(abc.ABC):
         ``PROCESSED`` clears ``error``; ``NEW`` makes the job due again at
         ``outcome.run_after`` with ``outcome.retries``; ``FAILED`` and ``CANCELLED`` are
         terminal, with ``finished_at`` the time of this call (the end of the attempt, not its
-        start). On PostgreSQL a failure rolls back the handler's writes first. Called once per
+        start). With a ``"transaction"``, a failure rolls back the handler's writes first. Called once per
         claim, possibly from another thread than the handler's while the handler still runs
         (after ``interrupt``). After it returns the job's fingerprint is free again unless the
         status is ``NEW``; until then the job reads ``RUNNING``. A second call for the same claim must
@@ -202,17 +264,19 @@ class Backend(abc.ABC):
         """Stop the claim's store work in progress before a settle from another thread.
 
         Called when the runtime ends an attempt whose handler is still running (timeout,
-        deadline, cancellation, forced shutdown). PostgreSQL cancels the running statement.
+        deadline, cancellation, forced shutdown); a SQL store cancels the running statement.
         Must not block for long and must not raise.
         """
 
-    def _settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
-        """The runtime's fast path after an attempt that returned: ``settle(claim, outcome)``, then,
-        if the backend can do it in the same step, claim a job of ``queue`` that is due now (never
-        waiting) and return it; else return None and the claim loop calls ``claim`` as usual.
+    def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
+        """``settle(claim, outcome)``, then, if the backend can in the same step, claim a due job of ``queue``.
 
-        Private to neoq: the default settles only. The memory backend overrides it to take its
-        lock once per job instead of twice.
+        The runtime's path after an attempt, when its claim loop goes on: a backend may store the
+        outcome and take the queue's next due job in one step (one lock, one round trip), never
+        waiting for one, and return that claim, held as ``claim`` returns it. ``None``: the claim
+        loop calls ``claim`` as usual. The default settles only and returns ``None``; an override
+        keeps ``settle``'s contract for ``claim`` whatever it returns (PostgreSQL: one pipeline;
+        memory: its lock taken once per job instead of twice).
         """
         self.settle(claim, outcome)
         return None
@@ -221,7 +285,8 @@ class Backend(abc.ABC):
         """Free the claim's resources (return its connection to the pool).
 
         Called exactly once per claim, after ``settle`` and after the handler returned, from
-        the thread that ran the handler. Must not raise.
+        the thread that ran the handler. Must not raise. The runtime may skip it when
+        ``needs_release`` is False.
         """
 
     def wakeup(self, queue: str, waiters: int) -> None:  # noqa: B027 - optional hook

@@ -51,6 +51,7 @@ from ..errors import ConfigurationError, DuplicateJobError, JobNotFoundError
 from ..job import Job, JobStatus, evolve
 from ..job import copy_job as _copy
 from .base import Backend, Claim, Outcome
+from .capabilities import NOTIFY
 
 __all__ = ["MemoryBackend"]
 
@@ -112,7 +113,16 @@ class _Record:
 
 
 class MemoryBackend(Backend):
-    """Jobs in this process's memory: fast, private to one client, gone when the process ends."""
+    """Jobs in this process's memory: fast, private to one client, gone when the process ends.
+
+    Capabilities: ``"notify"`` only. A waiting claim is woken by the enqueue itself, never by a
+    poll, which is what ``"notify"`` tells the runtime; the store is private to its client (not
+    ``"shared"``), and has no transaction to give handlers or to enqueue in.
+    """
+
+    capabilities = frozenset({NOTIFY})
+    #: Its claims hold nothing to free: the runtime skips ``release`` after each attempt.
+    needs_release = False
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock = clock or SYSTEM_CLOCK
@@ -138,6 +148,13 @@ class MemoryBackend(Backend):
     def __repr__(self) -> str:
         return "MemoryBackend()"
 
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> MemoryBackend:
+        """``memory://``: a new private store. It takes no options; ``clock`` is the client's."""
+        if options:
+            raise ConfigurationError(f"memory:// takes no backend options; got {', '.join(sorted(options))}")
+        return cls(clock=clock)
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def open(self) -> None:
@@ -152,7 +169,10 @@ class MemoryBackend(Backend):
 
     def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
         if connection is not None:
-            raise ConfigurationError("enqueue(connection=...) needs the PostgreSQL backend; memory:// has none")
+            raise ConfigurationError(
+                "enqueue(connection=...) needs a backend with the 'enqueue_in_transaction' capability; "
+                "memory:// has no transactions"
+            )
         deferred: list[threading.Lock] = []
         try:
             with self._lock:
@@ -340,9 +360,9 @@ class MemoryBackend(Backend):
         state["status"] = _RUNNING
         return Claim(claimed, None, version)  # (job, transaction, token)
 
-    def _settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
+    def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
         if not self._plain:
-            return super()._settle_then_claim(claim, outcome, queue)  # a subclass changed settle or claim
+            return super().settle_then_claim(claim, outcome, queue)  # a subclass changed settle or claim
         now = self._now()
         ready = self._ready.get(queue)
         if outcome.status is _PROCESSED and ready is not None and self._fast(queue, ready, now):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigurationError
+from ..base import Backend
 
 __all__ = ["PostgresBackend"]
 
@@ -23,10 +24,17 @@ else:
             raise
         _missing = str(exc.name)
 
-        class PostgresBackend:
+        def _not_installed() -> ConfigurationError:
+            return ConfigurationError(
+                f"the PostgreSQL backend needs {_missing}, which is not installed: pip install neoq[postgres]"
+            )
+
+        class PostgresBackend(Backend):
             """Stand-in that explains how to install the PostgreSQL driver."""
 
             def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-                raise ConfigurationError(
-                    f"the PostgreSQL backend needs {_missing}, which is not installed: pip install neoq[postgres]"
-                )
+                raise _not_installed()
+
+            @classmethod
+            def from_url(cls, url: str, **options: Any) -> Any:
+                raise _not_installed()

@@ -9,7 +9,7 @@ How it works, in one screen:
   transaction back and the job is claimable again. The handler gets that connection as
   ``Claim.transaction``; a failure rolls back to the savepoint before recording the outcome. A
   processed attempt's settle and the next claim of its claim loop share one round trip and the
-  connection (``_settle_then_claim``).
+  connection (``settle_then_claim``).
 - **Attempts survive crashes.** The attempt counter lives in ``neoq_attempts``. The settle adds
   the attempt there, in the claim's transaction, with its outcome. An attempt that ends without a
   settle (its worker died, its session was ended) leaves a trace instead: the claim's lock wrote
@@ -54,6 +54,7 @@ from psycopg.errors import error_from_result
 from psycopg.rows import TupleRow, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ...clock import Clock
 from ...defaults import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TRANSACTION_TIMEOUT,
@@ -73,6 +74,7 @@ from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus, setting_seconds
 from ...redact import HIDDEN, redact_url, url_scheme
 from ..base import Backend, Claim, Outcome, PrepareJob
+from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION
 from . import forking
 from .lease import LeaseEngine, LeaseToken
 from .migrations import migrate, missing_migrations
@@ -666,7 +668,30 @@ class PostgresBackend(Backend):
       cannot deliver notifications); waiting claims then poll every ``poll_interval``.
     - ``prepare_threshold`` (default psycopg's, 5): psycopg's server-side prepared statements;
       ``None`` disables them, as PgBouncer in transaction pooling needs.
+
+    Capabilities: ``"shared"`` and ``"enqueue_in_transaction"``; ``"transaction"`` unless the
+    default ``mode`` is ``"lease"``; ``"notify"`` unless ``listen`` is False.
     """
+
+    handler_modes = frozenset(HANDLER_MODES)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this backend offers, as configured (see ``neoq.backends.capabilities``)."""
+        offered = {SHARED, ENQUEUE_IN_TRANSACTION}
+        if self._default_mode == "transaction":
+            offered.add(TRANSACTION)
+        if self._listen_enabled:
+            offered.add(NOTIFY)
+        return frozenset(offered)
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> PostgresBackend:
+        """``postgresql://`` and ``postgres://``: ``PostgresBackend(url, **options)``.
+
+        The database's clock decides what is due, so the client's ``clock`` is not used.
+        """
+        return cls(url, **options)
 
     def __init__(
         self,
@@ -1750,7 +1775,7 @@ class PostgresBackend(Backend):
                     # statements fail instead of running outside the job's transaction.
                     self._close_under_handler(held)
 
-    def _settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
+    def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
         """Settle a processed attempt and claim ``queue``'s next due job in the same round trip.
 
         RELEASE SAVEPOINT, the outcome, COMMIT, then BEGIN, the claim query and SAVEPOINT, in one
@@ -1817,7 +1842,7 @@ class PostgresBackend(Backend):
                     self._close_under_handler(held)
 
     def _settle_and_claim(self, conn: Conn, held: _Held, job: Job, queue: str) -> tuple[Any, ...] | None:
-        """The exchange of ``_settle_then_claim``: the claim's row, or None when the claim failed.
+        """The exchange of ``settle_then_claim``: the claim's row, or None when the claim failed.
 
         Raises ``BackendError`` when the outcome was not stored.
         """

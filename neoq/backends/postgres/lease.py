@@ -297,7 +297,7 @@ class LeaseEngine:
         return self._take(queue, prefetch) or self._claim(queue, timeout, prefetch)
 
     def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str, prefetch: int = 0) -> Claim | None:
-        """``Backend._settle_then_claim`` for a lease-mode claim: ``settle``, then a job of
+        """``Backend.settle_then_claim`` for a lease-mode claim: ``settle``, then a job of
         ``queue`` already leased into the buffer, if any (else None: the loop calls ``claim``).
         """
         self.settle(claim, outcome)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import neoq
+from neoq.backends.capabilities import ENQUEUE_IN_TRANSACTION
 from neoq.errors import ConfigurationError
 from neoq.handler import HandlerFunc
 from neoq.job import Job, prepare_job
@@ -142,6 +143,17 @@ def psycopg_connection(using: str) -> Any:
     return raw
 
 
+def _transaction_of(client: neoq.Neoq, using: str) -> Any:
+    """Django's connection ``using``, for an enqueue inside its transaction: the backend must offer that."""
+    if ENQUEUE_IN_TRANSACTION not in client.backend.capabilities:
+        raise ConfigurationError(
+            f"neoq's backend ({type(client.backend).__name__}) cannot enqueue inside Django's transaction "
+            f"(it lacks the {ENQUEUE_IN_TRANSACTION!r} capability): set NEOQ['DATABASE'] to None to enqueue "
+            "through neoq's own connections, or use enqueue_on_commit()"
+        )
+    return psycopg_connection(using)
+
+
 def _alias(using: str | None) -> str | None:
     if using is not None:
         return using
@@ -157,12 +169,14 @@ def enqueue(job: Job, *, using: str | None = None) -> str:
     are woken, only if that transaction commits; outside one, at once (Django's autocommit).
     ``using`` is the database alias (default: ``settings.NEOQ["DATABASE"]``). When neoq has
     its own database (a ``URL`` and no ``DATABASE``), this is ``get_client().enqueue(job)``.
+    Through Django's connection, neoq's backend needs the ``"enqueue_in_transaction"``
+    capability (PostgreSQL has it), else this raises ``ConfigurationError``.
     """
     alias = _alias(using)
     client = get_client()
     if alias is None:
         return client.enqueue(job)
-    return client.enqueue(job, connection=psycopg_connection(alias))
+    return client.enqueue(job, connection=_transaction_of(client, alias))
 
 
 def enqueue_many(jobs: Iterable[Job], *, using: str | None = None) -> list[str]:
@@ -171,7 +185,7 @@ def enqueue_many(jobs: Iterable[Job], *, using: str | None = None) -> list[str]:
     client = get_client()
     if alias is None:
         return client.enqueue_many(jobs)
-    return client.enqueue_many(jobs, connection=psycopg_connection(alias))
+    return client.enqueue_many(jobs, connection=_transaction_of(client, alias))
 
 
 def enqueue_on_commit(job: Job, *, using: str | None = None, robust: bool = False) -> None:

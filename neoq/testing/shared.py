@@ -9,7 +9,7 @@ quickly. Two more tests are gated by capability: ``"enqueue_in_transaction"`` an
 ``"transaction"``. It speaks only through the public API and a URL, so any backend can run it::
 
     import pytest
-    from neoq.testing_shared import SharedStoreSuite
+    from neoq.testing import SharedStoreSuite
 
     class TestMyStoreShared(SharedStoreSuite):
         capabilities = frozenset({"shared"})       # what the store offers (see below)
@@ -18,7 +18,7 @@ quickly. Two more tests are gated by capability: ``"enqueue_in_transaction"`` an
         def store_url(self) -> str:
             return "mystore://localhost/neoq_test"  # a store the test may fill
 
-The worker processes are ``python -m neoq.testing_worker`` children (what each job does is in
+The worker processes are ``python -m neoq.testing.worker`` children (what each job does is in
 its payload), so the backend must be reachable from a new interpreter by its URL alone:
 registered with neoq and importable. Each test uses queues of its own, so ``store_url`` may
 return one store per test or one per class.
@@ -29,7 +29,7 @@ settings for every queue the suite serves, e.g. ``{"mode": "lease"}``), ``connec
 DB-API connection to the store, for the capability-gated tests); and the timing bounds
 ``pickup_median_limit`` and ``rerun_limit``.
 
-``capabilities`` says what the store offers, as ``Backend.capabilities`` will: ``None`` (the
+``capabilities`` says what the store offers: ``None`` (the
 default) reads ``nq.backend.capabilities``; a set narrows it (a handler mode may use less of the
 store: PostgreSQL's lease mode gives handlers no transaction). A test whose capability is missing
 is skipped with the reason, so a store without ``"shared"``, like ``memory://`` (each client its
@@ -52,10 +52,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from .app import Neoq, new
-from .context import job_context
-from .job import Job, JobStatus
-from .testing_worker import WorkerPool, WorkerProcess, make_handler, wait_until
+from ..app import Neoq, new
+from ..context import job_context
+from ..job import Job, JobStatus
+from .processes import WorkerPool, WorkerProcess, make_handler, wait_until
 
 __all__ = ["SharedStoreSuite"]
 
@@ -147,14 +147,12 @@ class SharedStoreSuite:
 
     def require(self, nq: Neoq, capability: str) -> None:
         """Skip the test unless the store offers ``capability``."""
-        offered: frozenset[str] | None = getattr(nq.backend, "capabilities", None)
+        offered = nq.backend.capabilities
         declared = type(self).capabilities
-        if declared is None and offered is None:
-            raise AssertionError(f"{type(nq.backend).__name__} has no capabilities: set `capabilities` on the suite")
-        if declared is not None and offered is not None and not declared <= offered:
+        if declared is not None and not declared <= offered:
             raise AssertionError(f"the suite declares {sorted(declared - offered)}, which the backend does not offer")
         available = declared if declared is not None else offered
-        if available is None or capability not in available:
+        if capability not in available:
             pytest.skip(f"the store does not offer {capability!r}")
 
     def wait_status(

@@ -178,7 +178,7 @@ def test_the_cli_reaches_it_and_decides_by_capability(dummy_installed: None) -> 
     stats = _neoq("--url", "dummy://x", "--json", "stats")
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout) == {
-        "seeded-x": {"new": 1, "processed": 0, "failed": 0, "cancelled": 0},
+        "seeded-x": {"new": 1, "running": 0, "processed": 0, "failed": 0, "cancelled": 0},
     }
     # The same class without "shared": the inspecting commands refuse it, as they refuse memory://.
     private = _neoq("--url", "dummyprivate://y", "stats")

@@ -258,20 +258,23 @@ class QueueWaiting:
             self._pass_on()
 
     def wakeup(self, waiters: int) -> None:
-        """Make up to ``waiters`` blocked claims return ``None`` now (shutdown).
+        """Make up to ``waiters`` claims blocked now return ``None`` at once (shutdown).
 
-        A wake-up that finds no claim blocked makes a later claim return ``None`` at once, so a
-        claim between its decision and its wait is not missed; that is harmless.
+        A leader's look counts as blocked: it returns ``None`` after the look unless it took a
+        job. Wake-ups beyond those are dropped, not kept for later claims: a claim that was about
+        to start when the runtime stopped sees ``stopping`` instead.
         """
         with self._lock:
-            if waiters <= 0:
-                return
-            self._wakeups += waiters
-            for _ in range(waiters):
+            woken = 0
+            while woken < waiters:
                 waiter = self._any_waiter()
                 if waiter is None:
                     break
                 self._wake(waiter, for_turn=False)
+                woken += 1
+            if self._looking and woken < waiters:
+                woken += 1
+            self._wakeups += woken
 
     def close(self) -> None:
         """Make every blocked claim, and every later one, return ``None``. Idempotent."""

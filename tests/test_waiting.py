@@ -525,6 +525,20 @@ def test_a_wakeup_during_a_look_ends_the_leader_s_claim_after_it(clock: FakeCloc
     store.gate.set()
     leader.join(10)  # the look found nothing: it returns instead of waiting 1000 s
     assert result == [None]
+    # A leader that took a job returns it, and the wake-up is spent: it ends no later claim.
+    first = store.add()
+    store.gate, store.entered = threading.Event(), threading.Event()
+    waiting.signal()
+    leader = threading.Thread(target=lambda: result.append(waiting.claim(store.look, 1000)))
+    leader.start()
+    assert store.entered.wait(10)
+    waiting.wakeup(1)
+    store.gate.set()
+    leader.join(10)
+    assert result == [None, first]
+    second = store.add()
+    waiting.signal()
+    assert waiting.claim(store.look, 1000) == second
 
 
 def test_a_stopping_loop_neither_looks_nor_waits(clock: FakeClock, store: Store) -> None:

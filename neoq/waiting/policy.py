@@ -139,6 +139,8 @@ class QueueWaiting:
         self._pending = 0
         #: ``wakeup`` requests not yet consumed; each makes one claim return None.
         self._wakeups = 0
+        #: A ``wakeup`` reached the leader while it looked: its claim returns None after the look.
+        self._leader_woken = False
         self._closed = False
         self._claiming = 0
 
@@ -184,7 +186,8 @@ class QueueWaiting:
                     except BaseException:
                         failed = True
                         raise
-                    if claim is not None:
+                    woken, self._leader_woken = self._leader_woken, False
+                    if claim is not None or woken:
                         return claim
                     force = False
                     poll_at = math.inf
@@ -272,9 +275,9 @@ class QueueWaiting:
                     break
                 self._wake(waiter, for_turn=False)
                 woken += 1
-            if self._looking and woken < waiters:
-                woken += 1
             self._wakeups += woken
+            if self._looking and woken < waiters:
+                self._leader_woken = True
 
     def close(self) -> None:
         """Make every blocked claim, and every later one, return ``None``. Idempotent."""

@@ -763,7 +763,7 @@ def test_real_threads_stop_at_once_on_wakeup() -> None:
         thread.start()
     deadline = time.monotonic() + 10
     while waiting.claiming < 4 and time.monotonic() < deadline:
-        time.sleep(0.001)
+        time.sleep(0.001)  # polling for the claims to start, with a deadline
     started = time.monotonic()
     waiting.wakeup(4)
     done.wait(10)

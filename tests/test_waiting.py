@@ -500,20 +500,45 @@ def test_wakeup_returns_that_many_blocked_claims_and_close_the_rest(clock: FakeC
     assert len(store.looks) == 1
 
 
-def test_a_wakeup_beyond_the_blocked_claims_ends_the_next_claim(clock: FakeClock, store: Store) -> None:
-    """Not lost: a claim between its decision and its wait when the wake-up came must see it."""
+def test_a_wakeup_beyond_the_blocked_claims_is_not_kept(clock: FakeClock, store: Store) -> None:
     waiting = QueueWaiting("q", clock=clock, poll_interval=POLL)
     result: list[int | None] = []
     thread = threading.Thread(target=lambda: result.append(waiting.claim(store.look, 1000)))
     thread.start()
     clock.wait_for_sleepers(1)
-    waiting.wakeup(2)
+    waiting.wakeup(3)
     thread.join(10)
     assert result == [None]
-    store.add()
+    job = store.add()
     waiting.signal()
-    assert waiting.claim(store.look, 1000) is None  # the wake-up left over, before any look
-    assert waiting.claim(store.look, 0) == 1
+    assert waiting.claim(store.look, 1000) == job  # no wake-up left over to end it early
+
+
+def test_a_wakeup_during_a_look_ends_the_leader_s_claim_after_it(clock: FakeClock, store: Store) -> None:
+    waiting = QueueWaiting("q", clock=clock, poll_interval=POLL)
+    store.gate = threading.Event()
+    result: list[int | None] = []
+    leader = threading.Thread(target=lambda: result.append(waiting.claim(store.look, 1000)))
+    leader.start()
+    assert store.entered.wait(10)
+    waiting.wakeup(1)
+    store.gate.set()
+    leader.join(10)  # the look found nothing: it returns instead of waiting 1000 s
+    assert result == [None]
+    # A leader that took a job returns it, and the wake-up is spent: it ends no later claim.
+    first = store.add()
+    store.gate, store.entered = threading.Event(), threading.Event()
+    waiting.signal()
+    leader = threading.Thread(target=lambda: result.append(waiting.claim(store.look, 1000)))
+    leader.start()
+    assert store.entered.wait(10)
+    waiting.wakeup(1)
+    store.gate.set()
+    leader.join(10)
+    assert result == [None, first]
+    second = store.add()
+    waiting.signal()
+    assert waiting.claim(store.look, 1000) == second
 
 
 def test_a_stopping_loop_neither_looks_nor_waits(clock: FakeClock, store: Store) -> None:
@@ -640,8 +665,13 @@ def test_the_waiting_of_a_process_routes_by_queue(clock: FakeClock, store: Store
     assert queue.claim(store.look, 0) is None  # known: due in a second
     clock.advance(1.0 + DUE_SLACK)
     assert queue.claim(store.look, 0) == job
+    result: list[int | None] = []
+    blocked = threading.Thread(target=lambda: result.append(queue.claim(store.look, 1000)))
+    blocked.start()
+    clock.wait_for_sleepers(1)
     waiting.wakeup("q", 1)
-    assert queue.claim(store.look, 1000) is None
+    blocked.join(10)
+    assert result == [None]
     waiting.close()
     assert waiting.queue("later").claim(store.look, 10) is None
 
@@ -733,7 +763,7 @@ def test_real_threads_stop_at_once_on_wakeup() -> None:
         thread.start()
     deadline = time.monotonic() + 10
     while waiting.claiming < 4 and time.monotonic() < deadline:
-        time.sleep(0.001)
+        time.sleep(0.001)  # polling for the claims to start, with a deadline
     started = time.monotonic()
     waiting.wakeup(4)
     done.wait(10)

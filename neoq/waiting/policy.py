@@ -139,6 +139,8 @@ class QueueWaiting:
         self._pending = 0
         #: ``wakeup`` requests not yet consumed; each makes one claim return None.
         self._wakeups = 0
+        #: A ``wakeup`` reached the leader while it looked: its claim returns None after the look.
+        self._leader_woken = False
         self._closed = False
         self._claiming = 0
 
@@ -184,7 +186,8 @@ class QueueWaiting:
                     except BaseException:
                         failed = True
                         raise
-                    if claim is not None:
+                    woken, self._leader_woken = self._leader_woken, False
+                    if claim is not None or woken:
                         return claim
                     force = False
                     poll_at = math.inf
@@ -258,20 +261,23 @@ class QueueWaiting:
             self._pass_on()
 
     def wakeup(self, waiters: int) -> None:
-        """Make up to ``waiters`` blocked claims return ``None`` now (shutdown).
+        """Make up to ``waiters`` claims blocked now return ``None`` at once (shutdown).
 
-        A wake-up that finds no claim blocked makes a later claim return ``None`` at once, so a
-        claim between its decision and its wait is not missed; that is harmless.
+        A leader's look counts as blocked: it returns ``None`` after the look unless it took a
+        job. Wake-ups beyond those are dropped, not kept for later claims: a claim that was about
+        to start when the runtime stopped sees ``stopping`` instead.
         """
         with self._lock:
-            if waiters <= 0:
-                return
-            self._wakeups += waiters
-            for _ in range(waiters):
+            woken = 0
+            while woken < waiters:
                 waiter = self._any_waiter()
                 if waiter is None:
                     break
                 self._wake(waiter, for_turn=False)
+                woken += 1
+            self._wakeups += woken
+            if self._looking and woken < waiters:
+                self._leader_woken = True
 
     def close(self) -> None:
         """Make every blocked claim, and every later one, return ``None``. Idempotent."""

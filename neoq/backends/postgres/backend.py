@@ -73,10 +73,25 @@ from ...redact import HIDDEN, redact_url, url_scheme
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION
 from . import forking
-from .common import _ROLLBACK_TO_SAVEPOINT, CHANNEL
+from .batch import (
+    _COPY_CHUNK,
+    _COPY_MIN,
+    _NULL,
+    _batch_params,
+    _check_batch,
+    _copy_groups,
+    _copy_json,
+    _copy_text,
+    _copy_time,
+    _CopyRow,
+    _duplicate_params,
+    _in_batch,
+)
+from .common import _ROLLBACK_TO_SAVEPOINT, CHANNEL, _utc
 from .lease import LeaseEngine, LeaseToken
 from .migrations import migrate, missing_migrations
 from .queries import QUERIES
+from .rows import _claimed_job, _job_from_row
 from .wire import (
     _AUX_STATEMENTS,
     _BEGIN,
@@ -101,6 +116,7 @@ from .wire import (
     _result_error,
     _send,
     _wait_fds,
+    _wire_text,
 )
 
 __all__ = ["CHANNEL", "PostgresBackend"]
@@ -159,23 +175,6 @@ _local = threading.local()
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _batch_params(jobs: Sequence[Job], payloads: list[str]) -> dict[str, Any]:
-    """The parameters of the ``enqueue`` statement for ``jobs``."""
-    return {
-        "queues": [job.queue for job in jobs],
-        "fingerprints": [job.fingerprint or "" for job in jobs],
-        "payloads": payloads,
-        "run_afters": [job.run_after for job in jobs],
-        "deadlines": [job.deadline for job in jobs],
-        "max_retries": [job.max_retries for job in jobs],
-        "channel": CHANNEL,
-    }
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(timezone.utc)
-
-
 def _parse_id(job_id: object) -> int | None:
     # Ids are the decimal text of a bigint; anything else names no job (and never reaches SQL).
     if not isinstance(job_id, str) or not job_id.isascii() or not job_id.isdigit():
@@ -205,64 +204,6 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=F
 
 _NOT_OPEN = "the PostgreSQL backend is not open (call open(), or use neoq.new())"
 
-#: Batches at least this large are written with COPY (see _enqueue_copy); smaller ones with one INSERT.
-_COPY_MIN = 64
-
-#: Rows of a COPY sent at a time, so that the server stores a batch while the client builds the rest.
-_COPY_CHUNK = 500
-
-#: COPY's text format: backslash, tab, newline and carriage return are escaped.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(value: str) -> str:
-    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-        return value.translate(_COPY_ESCAPES)
-    return value
-
-
-def _copy_json(text: str) -> str:
-    # JSON text never holds a raw tab, newline or carriage return (the encoder escapes them).
-    return text.replace("\\", "\\\\") if "\\" in text else text
-
-
-#: A COPY row: the job's index in the batch, the prepared job, its payload's JSON text.
-_CopyRow = tuple[int, Job, str]
-
-
-#: COPY's NULL.
-_NULL = "\\N"
-
-
-def _in_batch(first: int, index: int, job: Job) -> DuplicateJobError:
-    return DuplicateJobError(f"jobs {first} and {index} of the batch have the same queue {job.queue!r} and fingerprint")
-
-
-def _check_batch(jobs: Sequence[Job]) -> None:
-    """Raise ``DuplicateJobError`` for the first job with the queue and fingerprint of an earlier one."""
-    seen: dict[tuple[str, str], int] = {}
-    for index, job in enumerate(jobs):
-        first = seen.setdefault((job.queue, job.fingerprint or ""), index)
-        if first != index:
-            raise _in_batch(first, index, job)
-
-
-def _duplicate_params(keys: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """The parameters ``PostgresBackend._duplicate`` needs for jobs of these (queue, fingerprint), in order."""
-    pairs = list(keys)
-    return {"queues": [queue for queue, _ in pairs], "fingerprints": [fp for _, fp in pairs]}
-
-
-def _copy_groups(jobs: Sequence[Job], payloads: list[str]) -> list[tuple[bool, Iterable[_CopyRow]]]:
-    """The rows of prepared ``jobs`` for ``_enqueue_copy``: those without ``run_after``, then the others."""
-    timed = [index for index, job in enumerate(jobs) if job.run_after is not None]
-    untimed = [index for index, job in enumerate(jobs) if job.run_after is None] if timed else range(len(jobs))
-    return [
-        (with_run_after, [(index, jobs[index], payloads[index]) for index in indexes])
-        for indexes, with_run_after in ((untimed, False), (timed, True))
-        if indexes
-    ]
-
 
 class _Stream:
     """A large batch prepared job by job while COPY sends it (``PostgresBackend.enqueue_prepared``)."""
@@ -280,19 +221,6 @@ class _Stream:
         self.local: list[_QueueState] = []
         #: The error the batch raised itself (invalid job, duplicate within the batch), if any.
         self.error: NeoqError | None = None
-
-
-def _wire_text(value: object) -> bytes | None:
-    """A settle parameter in PostgreSQL's text format (``None`` is SQL NULL)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat().encode()
-    return str(value).encode()
-
-
-def _copy_time(value: datetime | None) -> str:
-    return "\\N" if value is None else value.isoformat()
 
 
 class _Held:
@@ -2024,25 +1952,6 @@ class PostgresBackend(Backend):
         return result
 
 
-def _job_from_row(row: TupleRow) -> Job:
-    return Job(
-        queue=row[1],
-        payload=row[3],
-        run_after=_utc(row[5]),
-        deadline=_utc(row[6]),
-        max_retries=row[7],
-        fingerprint=row[2],
-        id=str(row[0]),
-        status=JobStatus(row[4]),
-        retries=row[8],
-        attempts=row[9],
-        error=row[10],
-        created_at=_utc(row[11]),
-        ran_at=_utc(row[12]),
-        finished_at=_utc(row[13]),
-    )
-
-
 def _configure(statements: Sequence[str], conn: Conn) -> None:
     """A pool's configure hook: the connection is this process's (``forking``), its session is in
     UTC; prepare ``statements`` (the worker pool's claim and settle, the short-work pool's one-job
@@ -2067,24 +1976,6 @@ def _utc_session(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET TimeZone TO 'UTC'")
     if not conn.autocommit:
         conn.commit()
-
-
-def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datetime | None) -> Job:
-    return Job(
-        queue=row[1],
-        payload=row[3],
-        run_after=_utc(row[4]),
-        deadline=_utc(row[5]),
-        max_retries=row[6],
-        fingerprint=row[2],
-        id=job_id,
-        status=JobStatus.RUNNING,
-        retries=row[7],
-        attempts=attempts,
-        error=row[8],
-        created_at=_utc(row[9]),
-        ran_at=_utc(ran_at),
-    )
 
 
 class _Counters:

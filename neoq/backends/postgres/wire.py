@@ -6,6 +6,7 @@ import math
 import re
 import select
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import psycopg
@@ -257,3 +258,12 @@ def _load_row(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> tuple[A
         conn._neoq_transformer = transformer  # type: ignore[attr-defined]
     transformer.set_pgresult(result)
     return transformer.load_row(0, tuple)
+
+
+def _wire_text(value: object) -> bytes | None:
+    """A settle parameter in PostgreSQL's text format (``None`` is SQL NULL)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat().encode()
+    return str(value).encode()

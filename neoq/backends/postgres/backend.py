@@ -87,11 +87,12 @@ from .batch import (
     _duplicate_params,
     _in_batch,
 )
-from .common import _ROLLBACK_TO_SAVEPOINT, CHANNEL, _utc
+from .common import _ROLLBACK_TO_SAVEPOINT, CHANNEL, _is_connection_error, _parse_id, _utc, _utc_session
 from .lease import LeaseEngine, LeaseToken
 from .migrations import migrate, missing_migrations
 from .queries import QUERIES
 from .rows import _claimed_job, _job_from_row
+from .state import _QueueState
 from .wire import (
     _AUX_STATEMENTS,
     _BEGIN,
@@ -175,29 +176,6 @@ _local = threading.local()
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _parse_id(job_id: object) -> int | None:
-    # Ids are the decimal text of a bigint; anything else names no job (and never reaches SQL).
-    if not isinstance(job_id, str) or not job_id.isascii() or not job_id.isdigit():
-        return None
-    if len(job_id) > 19 or (len(job_id) > 1 and job_id[0] == "0"):
-        return None
-    value = int(job_id)
-    return value if 0 < value < 2**63 else None
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, PoolTimeout):
-        return True
-    if not isinstance(exc, psycopg.Error):
-        return False
-    state = exc.sqlstate
-    if state is None:
-        # Client-side failures (cannot connect, connection lost) carry no SQLSTATE.
-        return isinstance(exc, psycopg.OperationalError)
-    # 08: connection exception; 57P0x: the server is shutting down or ended the session.
-    return state.startswith("08") or state.startswith("57P")
-
-
 #: The same text the job was validated with (neoq.job.encode_payload); built once, as json.dumps()
 #: with options builds a new encoder per call.
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
@@ -266,45 +244,6 @@ class _Held:
         self.released = False
         self.interrupted = False
         self.returned = False
-
-
-class _QueueState:
-    """Waiting claims of one queue: woken by the listener, by wakeup() and by local enqueues."""
-
-    __slots__ = (
-        "cond",
-        "generation",
-        "local",
-        "local_at",
-        "looked_at",
-        "polling_held",
-        "signalled_at",
-        "timer_held",
-        "waiting",
-        "wakeups",
-    )
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self.cond = threading.Condition(lock)
-        #: Enqueues of this process whose own notification is still to come (they signal the
-        #: queue themselves, so the listener lets that many notifications go), and when the
-        #: last began: after _LOCAL_NOTIFY_MEMORY the count is forgotten.
-        self.local = 0
-        self.local_at = 0.0
-        #: Bumped on every signal, so a claim that was probing when it came probes again.
-        self.generation = 0
-        #: wakeup() requests not yet consumed by a waiting claim.
-        self.wakeups = 0
-        self.waiting = 0
-        #: One waiting claim per queue and process looks often while others hold due jobs.
-        self.polling_held = False
-        #: One waiting claim per queue and process looks every poll interval (claim()).
-        self.timer_held = False
-        #: When a claim of this process last looked at the queue (time.monotonic()).
-        self.looked_at = 0.0
-        #: When the queue was last signalled (a notification or a local enqueue): a look that
-        #: began after it saw what the signal was about.
-        self.signalled_at = 0.0
 
 
 #: What a look at a queue found when nothing was due (see ``_local``).
@@ -1960,22 +1899,6 @@ def _configure(statements: Sequence[str], conn: Conn) -> None:
     _utc_session(conn)
     if statements:
         _prepare(conn, statements)
-
-
-def _utc_session(conn: psycopg.Connection[Any]) -> None:
-    """Make sure ``conn``'s session TimeZone is UTC.
-
-    The connection options ask for it, but libpq sends ``PGTZ`` from the environment as a setting of
-    its own, which the server applies after the options. In another zone, a time stored near the
-    ends of what Python can hold (``datetime.max`` from an older neoq) is a year 10000 or year 0
-    there, and reading it failed: every claim of its queue, ``get_job`` and ``list_jobs``. The
-    server reports the zone at connect (ParameterStatus), so only such a session pays a round trip.
-    """
-    if conn.info.parameter_status("TimeZone") == "UTC":
-        return
-    conn.execute("SET TimeZone TO 'UTC'")
-    if not conn.autocommit:
-        conn.commit()
 
 
 class _Counters:

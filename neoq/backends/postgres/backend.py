@@ -28,13 +28,10 @@ How it works, in one screen:
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import logging
 import math
-import os
-import queue as queue_module
 import re
 import threading
 import time
@@ -48,7 +45,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import TupleRow, tuple_row
+from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...clock import Clock
@@ -87,8 +84,19 @@ from .batch import (
     _duplicate_params,
     _in_batch,
 )
-from .common import _ROLLBACK_TO_SAVEPOINT, CHANNEL, _is_connection_error, _parse_id, _utc, _utc_session
+from .common import (
+    _ROLLBACK_TO_SAVEPOINT,
+    CHANNEL,
+    Conn,
+    _close_quietly,
+    _is_connection_error,
+    _parse_id,
+    _utc,
+    _utc_session,
+)
+from .counters import _Counters
 from .lease import LeaseEngine, LeaseToken
+from .listener import _Canceller, _Listener
 from .migrations import migrate, missing_migrations
 from .queries import QUERIES
 from .rows import _claimed_job, _job_from_row
@@ -98,7 +106,6 @@ from .wire import (
     _BEGIN,
     _CHANNEL_B,
     _COMMIT,
-    _COUNTER_STATEMENTS,
     _FATAL_ERROR,
     _HOT_PREPARED,
     _HOT_UNNAMED,
@@ -116,7 +123,6 @@ from .wire import (
     _receive,
     _result_error,
     _send,
-    _wait_fds,
     _wire_text,
 )
 
@@ -164,7 +170,6 @@ _STATS_KEYS = ("new", "running", "processed", "failed", "cancelled")
 #: The statuses a job keeps until ``retry_job``: what ``prune`` deletes.
 _FINISHED = (JobStatus.PROCESSED, JobStatus.FAILED, JobStatus.CANCELLED)
 
-Conn = psycopg.Connection[TupleRow]
 
 #: Per claim-loop thread: ``empty``, what the last look at a queue found when it had nothing due
 #: (its _QueueState, the state's wake-up generation then, seconds from the look to the next due
@@ -453,7 +458,14 @@ class PostgresBackend(Backend):
             try:
                 if self._migrate:
                     self._migrate_on(listen_conn)
-                listener = _Listener(self, listen_conn)
+                listener = _Listener(
+                    listen_conn,
+                    connect=lambda: self._connect(self._listen_kwargs),
+                    on_notify=self._on_notify,
+                    recorded_cancels=self._recorded_cancels,
+                    redeliver_cancels=self._redeliver_cancels,
+                    signal_all=lambda: self._signal(None),
+                )
                 work: ConnectionPool[Conn] = ConnectionPool(
                     self._url,
                     kwargs=self._work_kwargs,
@@ -484,8 +496,14 @@ class PostgresBackend(Backend):
             except BaseException:
                 listen_conn.close()
                 raise
-            canceller = _Canceller(self)
-            self._pools = _Pools(work, aux, listener, canceller, _Counters(self))
+            canceller = _Canceller(self._notify_cancel)
+            self._pools = _Pools(
+                work,
+                aux,
+                listener,
+                canceller,
+                _Counters(lambda: self._connect(self._counter_kwargs), self._hot.prepared, self._wrap),
+            )
             self._reopen = False
             forking.track_backend(self)
             # Wake-ups left from an earlier open() (shutdown's) must not cut the new claims short.
@@ -1901,61 +1919,11 @@ def _configure(statements: Sequence[str], conn: Conn) -> None:
         _prepare(conn, statements)
 
 
-class _Counters:
-    """Autocommit connections that commit attempt counters, kept in a stack and grown on demand.
-
-    A counter write takes one round trip, so a few connections serve many worker threads; there
-    are never more than the threads counting at the same moment. Cheaper per job than a pool.
-    """
-
-    def __init__(self, backend: PostgresBackend) -> None:
-        self._backend = backend
-        self._idle: list[Conn] = []
-        self._closed = False
-
-    def get(self) -> Conn:
-        try:
-            return self._idle.pop()  # atomic; the most recently used connection first
-        except IndexError:
-            pass
-        backend = self._backend
-        conn = backend._connect(backend._counter_kwargs)
-        try:
-            if backend._hot.prepared:
-                _prepare(conn, _COUNTER_STATEMENTS)
-        except psycopg.Error as exc:
-            _close_quietly(conn)
-            raise backend._wrap(exc, "preparing the attempt counter") from exc
-        return conn
-
-    def put(self, conn: Conn) -> None:
-        if self._closed or conn.closed:
-            _close_quietly(conn)
-            return
-        self._idle.append(conn)
-        if self._closed:
-            self.close()
-
-    def close(self) -> None:
-        self._closed = True
-        while self._idle:
-            try:
-                conn = self._idle.pop()
-            except IndexError:
-                break
-            _close_quietly(conn)
-
-
 def _drop_count(held: _Held) -> None:
     """Close the counter connection of a claim that ends unsettled; the counter it sent still commits."""
     conn, held.counter = held.counter, None
     if conn is not None:
         _close_quietly(conn)
-
-
-def _close_quietly(conn: psycopg.Connection[Any]) -> None:
-    with suppress(Exception):
-        conn.close()
 
 
 _NUMERIC_PORTS = re.compile(r"[0-9]*(?:,[0-9]*)*")
@@ -2003,210 +1971,3 @@ def _secrets_of(url: str, params: dict[str, Any]) -> list[str]:
 
 
 # -- cancellations -----------------------------------------------------------------------------
-
-
-class _Canceller:
-    """Calls the runtime's cancel callback from a thread of its own.
-
-    The runtime settles the cancelled attempt inside the callback (a statement cancel and a
-    round trip that may wait for the handler's statement to stop); doing that on the listener
-    thread would hold up every other wake-up meanwhile.
-    """
-
-    def __init__(self, backend: PostgresBackend) -> None:
-        self._backend = backend
-        self._queue: queue_module.SimpleQueue[str | None] = queue_module.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="neoq-pg-cancel", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def deliver(self, job_id: str) -> None:
-        self._queue.put(job_id)
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            job_id = self._queue.get()
-            if job_id is None:
-                return
-            try:
-                self._backend._notify_cancel(job_id)
-            except BaseException:  # pragma: no cover - the runtime logs its own errors
-                # Whatever it was, the next cancellation must still be delivered.
-                logger.exception("neoq: delivering the cancellation of job %s failed", job_id)
-
-
-# -- the listener ----------------------------------------------------------------------------
-
-
-class _Listener:
-    """The client's LISTEN connection and its thread; reconnects by itself.
-
-    It waits on the connection's socket and on a pipe that ``stop()`` writes to, so closing
-    never waits for a timeout. psycopg's own ``notifies()`` would hold the connection lock
-    while waiting, which is fine here: nothing else uses this connection.
-
-    A ``c:<id>`` notification is a hint to look: the listener reads this client's recorded
-    cancellation requests on its own connection (``PostgresBackend._recorded_cancels``), once for
-    all the hints that one wake-up brought.
-    """
-
-    def __init__(self, backend: PostgresBackend, conn: Conn) -> None:
-        self._backend = backend
-        self._conn: Conn | None = conn
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        #: Notifications psycopg read while a statement of the listener ran (its notify handler
-        #: hands them here; pgconn.notifies() no longer has them).
-        self._backlog: collections.deque[str] = collections.deque()
-        self._thread = threading.Thread(target=self._run, name="neoq-pg-listener", daemon=True)
-
-    def start(self) -> None:
-        """LISTEN, and wait for notifications in a thread of its own from now on."""
-        conn = self._conn
-        if conn is not None:
-            try:
-                self._listen(conn)
-            except (psycopg.Error, OSError) as exc:
-                # The thread connects again (and looks for pending cancellations) by itself.
-                logger.debug("neoq: the PostgreSQL listener cannot listen yet: %s", exc)
-                self._conn = None
-                _close_quietly(conn)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with suppress(OSError):
-            os.write(self._wake_w, b"x")
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            _close_quietly(conn)
-        for fd in (self._wake_r, self._wake_w):
-            with suppress(OSError):
-                os.close(fd)
-
-    def _listen(self, conn: Conn) -> None:
-        conn.add_notify_handler(self._keep)
-        conn.execute(f"LISTEN {CHANNEL}")
-
-    def _keep(self, notify: psycopg.Notify) -> None:
-        self._backlog.append(notify.payload)
-
-    def _run(self) -> None:
-        """Listen until stopped. Whatever escapes the loop is logged with its traceback, and the
-        loop starts again on a new connection: without it, no claim of this client would be
-        woken and no cancellation would reach it."""
-        pause = 0.0
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                self._loop()
-                return
-            except BaseException:
-                if self._stop.is_set():
-                    return
-                logger.exception("neoq: the PostgreSQL listener failed; it starts again on a new connection")
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    _close_quietly(conn)
-                # A failure that repeats at once backs off; one after a good while does not.
-                pause = 0.1 if time.monotonic() - started > 5.0 else min(5.0, max(0.1, pause * 2))
-                if self._wait(pause):
-                    return
-
-    def _loop(self) -> None:
-        backend = self._backend
-        pause = 0.0
-        while not self._stop.is_set():
-            conn = self._conn
-            if conn is None or conn.closed:
-                conn = self._reconnect(pause)
-                if conn is None:
-                    pause = min(5.0, max(0.1, pause * 2))
-                    continue
-                pause = 0.0
-            try:
-                if self._backlog:
-                    self._deliver(conn)  # read by a statement of the listener's (_reconnect)
-                timeout = 0.2 if backend._redeliver_cancels() else 30.0
-                ready = _wait_fds((conn.pgconn.socket, self._wake_r), timeout)
-                if self._wake_r in ready or self._stop.is_set():
-                    return
-                if not ready:
-                    continue
-                conn.pgconn.consume_input()
-                if conn.pgconn.status != pq.ConnStatus.OK:
-                    raise psycopg.OperationalError("the listener's connection was lost")
-                self._deliver(conn)
-            except (psycopg.Error, OSError, ValueError) as exc:
-                if self._stop.is_set():
-                    return
-                logger.warning("neoq: the PostgreSQL listener lost its connection (%s); reconnecting", exc)
-                self._conn = None
-                _close_quietly(conn)
-
-    def _deliver(self, conn: Conn) -> None:
-        """Act on the notifications that arrived: wake-ups at once, cancellation hints by one look."""
-        hinted: set[int] = set()
-        while True:
-            notify = conn.pgconn.notifies()
-            if notify is None:
-                break
-            self._dispatch(notify.extra.decode("utf-8", "replace"), hinted)
-        while hinted or self._backlog:
-            while self._backlog:
-                self._dispatch(self._backlog.popleft(), hinted)
-            if hinted:
-                looking, hinted = hinted, set()
-                self._backend._recorded_cancels(conn, looking)  # may read more into the backlog
-
-    def _dispatch(self, payload: str, hinted: set[int]) -> None:
-        kind, _, value = payload.partition(":")
-        if kind == "q":
-            self._backend._on_notify(value)
-        elif kind == "c":
-            job_id = _parse_id(value)
-            if job_id is not None:
-                hinted.add(job_id)
-
-    def _reconnect(self, pause: float) -> Conn | None:
-        if pause and self._wait(pause):
-            return None
-        backend = self._backend
-        try:
-            conn = backend._connect(backend._listen_kwargs)
-        except BackendError as exc:
-            logger.debug("neoq: the PostgreSQL listener cannot reconnect yet: %s", exc)
-            return None
-        try:
-            self._listen(conn)
-            # Cancellations requested while it was away: their notifications are lost.
-            backend._recorded_cancels(conn)
-        except psycopg.Error as exc:
-            logger.debug("neoq: the PostgreSQL listener cannot listen yet: %s", exc)
-            _close_quietly(conn)
-            return None
-        except BaseException:
-            _close_quietly(conn)
-            raise
-        if self._stop.is_set():
-            _close_quietly(conn)
-            return None
-        self._conn = conn
-        logger.info("neoq: the PostgreSQL listener is connected again")
-        # Notifications sent while it was away are lost: every waiting claim looks again.
-        backend._signal(None)
-        return conn
-
-    def _wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds`` unless stopped; True if stopped."""
-        with suppress(OSError, ValueError):
-            _wait_fds((self._wake_r,), seconds)
-        return self._stop.is_set()

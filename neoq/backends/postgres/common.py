@@ -3,14 +3,18 @@ ids, times and sessions in UTC, which errors mean the connection is lost."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
+from psycopg.rows import TupleRow
 from psycopg_pool import PoolTimeout
 
 #: The one LISTEN/NOTIFY channel of every queue.
 CHANNEL = "neoq"
+
+Conn = psycopg.Connection[TupleRow]
 
 #: The savepoint taken before each handler; a failure rolls back to it.
 _SAVEPOINT = "SAVEPOINT neoq_handler"
@@ -58,3 +62,8 @@ def _utc_session(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET TimeZone TO 'UTC'")
     if not conn.autocommit:
         conn.commit()
+
+
+def _close_quietly(conn: psycopg.Connection[Any]) -> None:
+    with suppress(Exception):
+        conn.close()

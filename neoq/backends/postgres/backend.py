@@ -32,7 +32,6 @@ import functools
 import json
 import logging
 import math
-import re
 import threading
 import time
 import weakref
@@ -44,7 +43,6 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -66,7 +64,7 @@ from ...errors import (
 )
 from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus, setting_seconds
-from ...redact import HIDDEN, redact_url, url_scheme
+from ...redact import HIDDEN, redact_url
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION
 from . import forking
@@ -101,6 +99,7 @@ from .migrations import migrate, missing_migrations
 from .queries import QUERIES
 from .rows import _claimed_job, _job_from_row
 from .state import _QueueState
+from .urls import _parse_url, _secrets_of
 from .wire import (
     _AUX_STATEMENTS,
     _BEGIN,
@@ -1924,50 +1923,3 @@ def _drop_count(held: _Held) -> None:
     conn, held.counter = held.counter, None
     if conn is not None:
         _close_quietly(conn)
-
-
-_NUMERIC_PORTS = re.compile(r"[0-9]*(?:,[0-9]*)*")
-
-
-def _parse_url(url: str) -> dict[str, Any]:
-    """libpq's reading of ``url``. ``ConfigurationError``, showing none of the URL, when libpq
-    cannot read it, or would take a part of a password for a host, a port or a database name,
-    which its error messages quote."""
-    try:
-        params: dict[str, Any] | None = conninfo_to_dict(url)
-    except psycopg.Error:
-        params = None  # raised below, outside this handler: the driver's error quotes the URL
-    if params is None:
-        raise ConfigurationError(
-            "the PostgreSQL url cannot be parsed; expected a postgresql:// URL (special characters "
-            "percent-encoded) or libpq's 'host=... dbname=...'; the URL is not shown, as it may hold a password"
-        )
-    if url_scheme(url) in ("postgresql", "postgres"):
-        # libpq ends the user info at the first "@" before any "/"; any other "@" means a part of the
-        # password was read as the host or the database (u:p@ss@host, u:pa/ss@host).
-        rest = url.split("://", 1)[1]
-        at = rest.find("@")
-        if rest.count("@") > 1 or (at >= 0 and "/" in rest[:at]):
-            raise ConfigurationError(
-                "the PostgreSQL url has an '@' besides the one before the host: write '@' as %40 in the "
-                "password (and anywhere else in the URL); the URL is not shown, as it may hold a password"
-            )
-    if not _NUMERIC_PORTS.fullmatch(str(params.get("port") or "")):
-        raise ConfigurationError(
-            "the port in the PostgreSQL url is not a number (is a password missing its '@host'?); "
-            "the URL is not shown, as it may hold a password"
-        )
-    return params
-
-
-def _secrets_of(url: str, params: dict[str, Any]) -> list[str]:
-    """The passwords of ``url`` as libpq reads them and as written (percent-encoded), longest first."""
-    secrets = {str(value) for key, value in params.items() if "password" in key and value}
-    if url_scheme(url) is not None:
-        credentials = url.split("://", 1)[1].partition("@")
-        if credentials[1]:
-            secrets.add(credentials[0].partition(":")[2])
-    return sorted((secret for secret in secrets if secret), key=len, reverse=True)
-
-
-# -- cancellations -----------------------------------------------------------------------------

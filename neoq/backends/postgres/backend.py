@@ -81,6 +81,7 @@ from .batch import (
     _CopyRow,
     _duplicate_params,
     _in_batch,
+    _Stream,
 )
 from .common import (
     _ROLLBACK_TO_SAVEPOINT,
@@ -98,7 +99,7 @@ from .listener import _Canceller, _Listener
 from .migrations import migrate, missing_migrations
 from .queries import QUERIES
 from .rows import _claimed_job, _job_from_row
-from .state import _QueueState
+from .state import _drop_count, _Held, _Pools, _QueueState
 from .urls import _parse_url, _secrets_of
 from .wire import (
     _AUX_STATEMENTS,
@@ -187,104 +188,8 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=F
 _NOT_OPEN = "the PostgreSQL backend is not open (call open(), or use neoq.new())"
 
 
-class _Stream:
-    """A large batch prepared job by job while COPY sends it (``PostgresBackend.enqueue_prepared``)."""
-
-    __slots__ = ("error", "keys", "local", "queues")
-
-    def __init__(self) -> None:
-        #: (queue, fingerprint) of the jobs prepared so far -> the index of the first with them.
-        #: The jobs themselves are not kept: a large batch of them alive costs the garbage
-        #: collector more than they cost to make.
-        self.keys: dict[tuple[str, str], int] = {}
-        #: The batch's queues, known once every job is prepared.
-        self.queues: set[str] = set()
-        #: What ``_local_enqueue`` counted, for ``_local_undo``.
-        self.local: list[_QueueState] = []
-        #: The error the batch raised itself (invalid job, duplicate within the batch), if any.
-        self.error: NeoqError | None = None
-
-
-class _Held:
-    """Backend-private state of one claim (``Claim.token``): its connection and who is done with it.
-
-    ``settle`` and ``release`` may run in different threads and in either order when the
-    runtime ends an attempt from outside (timeout, cancellation, forced shutdown); ``lock``
-    orders them, and the connection goes back to the pool once both happened.
-    """
-
-    __slots__ = (
-        "attempts",
-        "claimed_at",
-        "conn",
-        "counter",
-        "interrupted",
-        "job_id",
-        "lock",
-        "lost",
-        "more",
-        "ran_at",
-        "released",
-        "returned",
-        "settled",
-    )
-
-    def __init__(self, conn: Conn, job_id: str, claimed_at: float) -> None:
-        self.conn = conn
-        self.job_id = job_id
-        #: When the claim query was sent (monotonic): cancellations seen earlier were for an older claim.
-        self.claimed_at = claimed_at
-        #: The counter connection whose attempt counter's result is still to be read (_collect_count).
-        self.counter: Conn | None = None
-        #: The attempt number the claim read (attempts so far + 1), and when the attempt started.
-        self.attempts = 0
-        self.ran_at: datetime | None = None
-        #: Whether the claim saw an earlier attempt that ended without a settle (counted apart).
-        self.lost = False
-        #: Whether the claim saw more due jobs of its queue (claim_probe), so wakes one more loop.
-        self.more = True
-        self.lock = threading.Lock()
-        self.settled = False
-        self.released = False
-        self.interrupted = False
-        self.returned = False
-
-
 #: What a look at a queue found when nothing was due (see ``_local``).
 _Known = tuple[_QueueState, int, float | None, bool, float]
-
-
-class _Pools:
-    """What one open() created; close() tears it down."""
-
-    def __init__(
-        self,
-        work: ConnectionPool[Conn],
-        aux: ConnectionPool[Conn],
-        listener: _Listener,
-        canceller: _Canceller,
-        counters: _Counters,
-    ) -> None:
-        self.work = work
-        self.aux = aux
-        self.listener = listener
-        self.canceller = canceller
-        self.counters = counters
-        #: At most one aux connection that a single ``enqueue`` kept for the next one, with the
-        #: monotonic time it goes back to the pool: a checkout from the pool and its return cost
-        #: a job enqueued one at a time about 12 us together (3-10% of its enqueue, measured here).
-        #: Taken with ``list.pop`` (atomic), so two enqueues never share it; while kept, the
-        #: pool counts it as in use.
-        self.spare: list[tuple[Conn, float]] = []
-
-    def drop_spare(self) -> None:
-        """Give the kept connection back to the aux pool (which closes it once closed itself)."""
-        while self.spare:
-            try:
-                conn, _ = self.spare.pop()
-            except IndexError:
-                break
-            self.aux.putconn(conn)
 
 
 # -- the backend ---------------------------------------------------------------------------
@@ -1916,10 +1821,3 @@ def _configure(statements: Sequence[str], conn: Conn) -> None:
     _utc_session(conn)
     if statements:
         _prepare(conn, statements)
-
-
-def _drop_count(held: _Held) -> None:
-    """Close the counter connection of a claim that ends unsettled; the counter it sent still commits."""
-    conn, held.counter = held.counter, None
-    if conn is not None:
-        _close_quietly(conn)

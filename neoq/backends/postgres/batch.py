@@ -6,9 +6,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from ...errors import DuplicateJobError
+from ...errors import DuplicateJobError, NeoqError
 from ...job import Job
 from .common import CHANNEL
+from .state import _QueueState
 
 
 def _batch_params(jobs: Sequence[Job], payloads: list[str]) -> dict[str, Any]:
@@ -85,3 +86,21 @@ def _copy_groups(jobs: Sequence[Job], payloads: list[str]) -> list[tuple[bool, I
 
 def _copy_time(value: datetime | None) -> str:
     return "\\N" if value is None else value.isoformat()
+
+
+class _Stream:
+    """A large batch prepared job by job while COPY sends it (``PostgresBackend.enqueue_prepared``)."""
+
+    __slots__ = ("error", "keys", "local", "queues")
+
+    def __init__(self) -> None:
+        #: (queue, fingerprint) of the jobs prepared so far -> the index of the first with them.
+        #: The jobs themselves are not kept: a large batch of them alive costs the garbage
+        #: collector more than they cost to make.
+        self.keys: dict[tuple[str, str], int] = {}
+        #: The batch's queues, known once every job is prepared.
+        self.queues: set[str] = set()
+        #: What ``_local_enqueue`` counted, for ``_local_undo``.
+        self.local: list[_QueueState] = []
+        #: The error the batch raised itself (invalid job, duplicate within the batch), if any.
+        self.error: NeoqError | None = None

@@ -28,30 +28,22 @@ How it works, in one screen:
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import logging
 import math
-import os
-import queue as queue_module
-import re
-import select
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.adapt import Transformer
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.errors import error_from_result
-from psycopg.rows import TupleRow, tuple_row
+from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...clock import Clock
@@ -72,27 +64,74 @@ from ...errors import (
 )
 from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus, setting_seconds
-from ...redact import HIDDEN, redact_url, url_scheme
+from ...redact import HIDDEN, redact_url
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION
 from . import forking
+from .batch import (
+    _COPY_CHUNK,
+    _COPY_MIN,
+    _NULL,
+    _batch_params,
+    _check_batch,
+    _copy_groups,
+    _copy_json,
+    _copy_text,
+    _copy_time,
+    _CopyRow,
+    _duplicate_params,
+    _in_batch,
+    _Stream,
+)
+from .common import (
+    _ROLLBACK_TO_SAVEPOINT,
+    CHANNEL,
+    Conn,
+    _close_quietly,
+    _is_connection_error,
+    _parse_id,
+    _utc,
+    _utc_session,
+)
+from .counters import _Counters
 from .lease import LeaseEngine, LeaseToken
+from .listener import _Canceller, _Listener
 from .migrations import migrate, missing_migrations
 from .queries import QUERIES
+from .rows import _claimed_job, _job_from_row
+from .state import _drop_count, _Held, _Pools, _QueueState
+from .urls import _parse_url, _secrets_of
+from .wire import (
+    _AUX_STATEMENTS,
+    _BEGIN,
+    _CHANNEL_B,
+    _COMMIT,
+    _FATAL_ERROR,
+    _HOT_PREPARED,
+    _HOT_UNNAMED,
+    _IDLE,
+    _PIPELINE_ABORTED,
+    _PREPARED,
+    _RELEASE_SAVEPOINT_B,
+    _ROLLBACK_TO_SAVEPOINT_B,
+    _SAVEPOINT_B,
+    _WORK_STATEMENTS,
+    _Command,
+    _exchange,
+    _load_row,
+    _prepare,
+    _receive,
+    _result_error,
+    _send,
+    _wire_text,
+)
 
 __all__ = ["CHANNEL", "PostgresBackend"]
 
 logger = logging.getLogger(__name__)
 
-#: The one LISTEN/NOTIFY channel of every queue.
-CHANNEL = "neoq"
-
 #: The TimeZone of every session neoq opens (``_utc_session``).
 _UTC_OPTION = "-c TimeZone=UTC"
-
-#: The savepoint taken before each handler; a failure rolls back to it.
-_SAVEPOINT = "SAVEPOINT neoq_handler"
-_ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT neoq_handler"
 
 #: Connections of the pool for short autocommit work (enqueue, inspection).
 _AUX_POOL_MAX = 4
@@ -131,7 +170,6 @@ _STATS_KEYS = ("new", "running", "processed", "failed", "cancelled")
 #: The statuses a job keeps until ``retry_job``: what ``prune`` deletes.
 _FINISHED = (JobStatus.PROCESSED, JobStatus.FAILED, JobStatus.CANCELLED)
 
-Conn = psycopg.Connection[TupleRow]
 
 #: Per claim-loop thread: ``empty``, what the last look at a queue found when it had nothing due
 #: (its _QueueState, the state's wake-up generation then, seconds from the look to the next due
@@ -143,503 +181,15 @@ _local = threading.local()
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _batch_params(jobs: Sequence[Job], payloads: list[str]) -> dict[str, Any]:
-    """The parameters of the ``enqueue`` statement for ``jobs``."""
-    return {
-        "queues": [job.queue for job in jobs],
-        "fingerprints": [job.fingerprint or "" for job in jobs],
-        "payloads": payloads,
-        "run_afters": [job.run_after for job in jobs],
-        "deadlines": [job.deadline for job in jobs],
-        "max_retries": [job.max_retries for job in jobs],
-        "channel": CHANNEL,
-    }
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(timezone.utc)
-
-
-def _parse_id(job_id: object) -> int | None:
-    # Ids are the decimal text of a bigint; anything else names no job (and never reaches SQL).
-    if not isinstance(job_id, str) or not job_id.isascii() or not job_id.isdigit():
-        return None
-    if len(job_id) > 19 or (len(job_id) > 1 and job_id[0] == "0"):
-        return None
-    value = int(job_id)
-    return value if 0 < value < 2**63 else None
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, PoolTimeout):
-        return True
-    if not isinstance(exc, psycopg.Error):
-        return False
-    state = exc.sqlstate
-    if state is None:
-        # Client-side failures (cannot connect, connection lost) carry no SQLSTATE.
-        return isinstance(exc, psycopg.OperationalError)
-    # 08: connection exception; 57P0x: the server is shutting down or ended the session.
-    return state.startswith("08") or state.startswith("57P")
-
-
 #: The same text the job was validated with (neoq.job.encode_payload); built once, as json.dumps()
 #: with options builds a new encoder per call.
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 _NOT_OPEN = "the PostgreSQL backend is not open (call open(), or use neoq.new())"
 
-#: Batches at least this large are written with COPY (see _enqueue_copy); smaller ones with one INSERT.
-_COPY_MIN = 64
-
-#: Rows of a COPY sent at a time, so that the server stores a batch while the client builds the rest.
-_COPY_CHUNK = 500
-
-#: COPY's text format: backslash, tab, newline and carriage return are escaped.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(value: str) -> str:
-    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-        return value.translate(_COPY_ESCAPES)
-    return value
-
-
-def _copy_json(text: str) -> str:
-    # JSON text never holds a raw tab, newline or carriage return (the encoder escapes them).
-    return text.replace("\\", "\\\\") if "\\" in text else text
-
-
-#: A COPY row: the job's index in the batch, the prepared job, its payload's JSON text.
-_CopyRow = tuple[int, Job, str]
-
-
-#: COPY's NULL.
-_NULL = "\\N"
-
-
-def _in_batch(first: int, index: int, job: Job) -> DuplicateJobError:
-    return DuplicateJobError(f"jobs {first} and {index} of the batch have the same queue {job.queue!r} and fingerprint")
-
-
-def _check_batch(jobs: Sequence[Job]) -> None:
-    """Raise ``DuplicateJobError`` for the first job with the queue and fingerprint of an earlier one."""
-    seen: dict[tuple[str, str], int] = {}
-    for index, job in enumerate(jobs):
-        first = seen.setdefault((job.queue, job.fingerprint or ""), index)
-        if first != index:
-            raise _in_batch(first, index, job)
-
-
-def _duplicate_params(keys: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """The parameters ``PostgresBackend._duplicate`` needs for jobs of these (queue, fingerprint), in order."""
-    pairs = list(keys)
-    return {"queues": [queue for queue, _ in pairs], "fingerprints": [fp for _, fp in pairs]}
-
-
-def _copy_groups(jobs: Sequence[Job], payloads: list[str]) -> list[tuple[bool, Iterable[_CopyRow]]]:
-    """The rows of prepared ``jobs`` for ``_enqueue_copy``: those without ``run_after``, then the others."""
-    timed = [index for index, job in enumerate(jobs) if job.run_after is not None]
-    untimed = [index for index, job in enumerate(jobs) if job.run_after is None] if timed else range(len(jobs))
-    return [
-        (with_run_after, [(index, jobs[index], payloads[index]) for index in indexes])
-        for indexes, with_run_after in ((untimed, False), (timed, True))
-        if indexes
-    ]
-
-
-class _Stream:
-    """A large batch prepared job by job while COPY sends it (``PostgresBackend.enqueue_prepared``)."""
-
-    __slots__ = ("error", "keys", "local", "queues")
-
-    def __init__(self) -> None:
-        #: (queue, fingerprint) of the jobs prepared so far -> the index of the first with them.
-        #: The jobs themselves are not kept: a large batch of them alive costs the garbage
-        #: collector more than they cost to make.
-        self.keys: dict[tuple[str, str], int] = {}
-        #: The batch's queues, known once every job is prepared.
-        self.queues: set[str] = set()
-        #: What ``_local_enqueue`` counted, for ``_local_undo``.
-        self.local: list[_QueueState] = []
-        #: The error the batch raised itself (invalid job, duplicate within the batch), if any.
-        self.error: NeoqError | None = None
-
-
-def _wire_text(value: object) -> bytes | None:
-    """A settle parameter in PostgreSQL's text format (``None`` is SQL NULL)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat().encode()
-    return str(value).encode()
-
-
-def _copy_time(value: datetime | None) -> str:
-    return "\\N" if value is None else value.isoformat()
-
-
-# -- the hot path on the wire --------------------------------------------------------------------
-#
-# Claiming, counting an attempt and settling a processed job run once per job, always with the
-# same statements. They go to the server as protocol-level prepared statements, in libpq pipelines
-# sent straight through the connection's ``pgconn``: one round trip each, parameters bound, and
-# none of the per-statement Python work of psycopg's cursors and ``pipeline()`` (which, on the
-# pure-Python implementation, cost more CPU per job than the server spends on it). The connection
-# is left the way psycopg expects it (out of pipeline mode, no pending results), so the handler
-# and every other path use it through psycopg as usual.
-
-
-def _numbered(query: str) -> tuple[bytes, tuple[str, ...]]:
-    """A named query's ``%(name)s`` placeholders as ``$n``, and the names in ``$n`` order."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in names:
-            names.append(name)
-        return f"${names.index(name) + 1}"
-
-    return re.sub(r"%\((\w+)\)s", number, query).encode(), tuple(names)
-
-
-#: name -> (wire name, SQL with $n placeholders, parameter names in order)
-_PREPARED = {
-    name: (f"neoq_{name}".encode(), *_numbered(QUERIES[name]))
-    for name in ("claim", "claim_probe", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one")
-}
-_WORK_STATEMENTS = ("claim", "claim_probe", "claim_idle", "settle", "settle_processed")
-_COUNTER_STATEMENTS = ("count_attempt",)
-_AUX_STATEMENTS = ("enqueue_one",)
-_BEGIN = b"BEGIN"
-_COMMIT = b"COMMIT"
-_ROLLBACK = b"ROLLBACK"
-_SAVEPOINT_B = _SAVEPOINT.encode()
-_RELEASE_SAVEPOINT_B = b"RELEASE SAVEPOINT neoq_handler"
-_ROLLBACK_TO_SAVEPOINT_B = b"ROLLBACK TO SAVEPOINT neoq_handler"
-_PROCESSED_B = JobStatus.PROCESSED.value.encode()
-_CHANNEL_B = CHANNEL.encode()
-_PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
-_FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
-_PIPELINE_ABORTED = pq.ExecStatus.PIPELINE_ABORTED
-_BAD = pq.ConnStatus.BAD
-_IDLE = pq.TransactionStatus.IDLE
-
-
-class _Hot(NamedTuple):
-    """The hot path's statements: prepared (by name), or sent whole each time (PgBouncer)."""
-
-    prepared: bool
-    claim: bytes
-    claim_probe: bytes
-    claim_idle: bytes
-    settle: bytes
-    settle_processed: bytes
-    counter: bytes
-    enqueue_one: bytes
-
-
-_HOT_NAMES = ("claim", "claim_probe", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one")
-_HOT_PREPARED = _Hot(True, *(_PREPARED[name][0] for name in _HOT_NAMES))
-_HOT_UNNAMED = _Hot(False, *(_PREPARED[name][1] for name in _HOT_NAMES))
-
-#: One command of an exchange: (SQL text or prepared statement name, text parameters, prepared?).
-_Command = tuple[bytes, "Sequence[bytes | None] | None", bool]
-
-
-def _prepare(conn: psycopg.Connection[Any], names: Sequence[str]) -> None:
-    """Prepare the named hot-path statements on ``conn`` (protocol level, no transaction)."""
-    pgconn = conn.pgconn
-    with conn.lock:
-        for name in names:
-            wire, text, _ = _PREPARED[name]
-            result = pgconn.prepare(wire, text)
-            if result.status == _FATAL_ERROR:
-                if (result.error_field(pq.DiagnosticField.SQLSTATE) or b"") == b"42P05":
-                    continue  # prepared already (a pool connection configured twice)
-                raise _result_error(conn, result)
-
-
-def _result_error(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> psycopg.Error:
-    if not result.error_field(pq.DiagnosticField.SQLSTATE) or conn.pgconn.status == _BAD:
-        # No SQLSTATE: the client's side failed (the connection is lost), as psycopg reports it.
-        return psycopg.OperationalError(result.get_error_message(conn.info.encoding).strip() or "connection lost")
-    return error_from_result(result, conn.info.encoding)
-
-
-def _exchange(
-    conn: psycopg.Connection[Any], commands: Sequence[_Command], *, close_after: bool = False
-) -> list[pq.abc.PGresult]:
-    """Send ``commands`` in one libpq pipeline, wait for every result, return them (binary rows).
-
-    Raises the psycopg error of the first command that failed (the later ones were skipped by
-    the server). A connection that breaks half-way is closed, so the pool discards it.
-    ``close_after``: when every command succeeded, close the connection before its lock is let
-    go, so no other thread's statement can run on it in between.
-    """
-    pgconn = conn.pgconn
-    with conn.lock:
-        if len(commands) == 1 and not close_after:
-            results = [_send_receive(pgconn, commands[0])]
-        else:
-            _send(pgconn, commands)
-            results = _receive(conn, len(commands))
-            if close_after and all(result.status != _FATAL_ERROR for result in results):
-                pgconn.finish()
-    for result in results:
-        if result.status == _FATAL_ERROR:
-            raise _result_error(conn, result)
-    return results
-
-
-def _send(pgconn: pq.abc.PGconn, commands: Sequence[_Command]) -> None:
-    """Send ``commands`` and a sync in one libpq pipeline, flushed to the socket (one write: libpq
-    flushes at each sync); the results are left to ``_receive``. A failure closes the connection
-    (its state is unknown)."""
-    if pgconn.status == _BAD:
-        raise psycopg.OperationalError("the connection is closed")
-    pgconn.enter_pipeline_mode()
-    try:
-        for text, params, prepared in commands:
-            if prepared:
-                pgconn.send_query_prepared(text, params, result_format=pq.Format.BINARY)
-            else:
-                pgconn.send_query_params(text, params, result_format=pq.Format.BINARY)
-        pgconn.pipeline_sync()
-        while pgconn.flush():
-            _wait_fds((pgconn.socket,), None, write=True)
-    except BaseException:
-        pgconn.finish()
-        raise
-
-
-def _send_receive(pgconn: pq.abc.PGconn, command: _Command) -> pq.abc.PGresult:
-    """``_send`` and ``_receive`` of one command, outside pipeline mode: the same messages
-    (libpq sends a sync after it), with fewer calls. A failure closes the connection."""
-    if pgconn.status == _BAD:
-        raise psycopg.OperationalError("the connection is closed")
-    text, params, prepared = command
-    try:
-        if prepared:
-            pgconn.send_query_prepared(text, params, result_format=pq.Format.BINARY)
-        else:
-            pgconn.send_query_params(text, params, result_format=pq.Format.BINARY)
-        socket = pgconn.socket
-        while pgconn.flush():
-            _wait_fds((socket,), None, write=True)
-        result = _get_result(pgconn, socket)
-        if result is None:
-            raise psycopg.OperationalError("the connection was lost")
-        if _get_result(pgconn, socket) is not None:
-            raise psycopg.OperationalError("unexpected results from the server")
-    except BaseException:
-        pgconn.finish()  # its state is unknown: drop it
-        raise
-    return result
-
-
-def _receive(conn: psycopg.Connection[Any], count: int) -> list[pq.abc.PGresult]:
-    """The results of the ``count`` commands ``_send`` sent, then its sync; the pipeline ends there.
-
-    Failed commands come back as results (``FATAL_ERROR``, and ``PIPELINE_ABORTED`` for those the
-    server skipped after it); a connection that breaks is closed and raises.
-    """
-    pgconn = conn.pgconn
-    results: list[pq.abc.PGresult] = []
-    try:
-        socket = pgconn.socket
-        for _ in range(count):
-            result = _get_result(pgconn, socket)
-            if result is None:
-                raise psycopg.OperationalError("the connection was lost")
-            results.append(result)
-            if _get_result(pgconn, socket) is not None:
-                raise psycopg.OperationalError("unexpected results from the server")
-        sync = _get_result(pgconn, socket)
-        if sync is None or sync.status != _PIPELINE_SYNC:
-            if sync is not None and sync.status == _FATAL_ERROR:
-                raise _result_error(conn, sync)
-            raise psycopg.OperationalError("the connection was lost")
-        pgconn.exit_pipeline_mode()
-    except BaseException:
-        # Half-way through a pipeline the connection's state is unknown: drop it.
-        pgconn.finish()
-        raise
-    return results
-
-
-def _get_result(pgconn: pq.abc.PGconn, socket: int) -> pq.abc.PGresult | None:
-    """``pgconn.get_result()`` once it would not block, waiting for the server in ``select``.
-
-    psycopg's C implementation calls ``PQgetResult`` holding the GIL: called while the server is
-    still working, it blocks every other thread of the process for the whole round trip, so the
-    claim loops of one worker took turns instead of waiting for the server together.
-    """
-    while pgconn.is_busy():
-        _wait_readable(socket)  # releases the GIL
-        pgconn.consume_input()
-    return pgconn.get_result()
-
-
-def _wait_readable(fd: int) -> None:
-    """Block until ``fd`` is readable."""
-    _wait_fds((fd,), None)
-
-
-def _wait_fds(fds: Sequence[int], timeout: float | None, *, write: bool = False) -> list[int]:
-    """The ``fds`` that are readable (writable with ``write``) within ``timeout`` seconds (None: no limit).
-
-    poll() where there is one: select() refuses file descriptors past 1023, which a process with
-    many open files (or connections) hands out.
-    """
-    if _HAS_POLL:
-        poller = select.poll()
-        mask = select.POLLOUT if write else select.POLLIN
-        for fd in fds:
-            poller.register(fd, mask)
-        events = poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
-        return [fd for fd, _ in events]
-    if write:  # pragma: no cover - Windows
-        return select.select([], list(fds), [], timeout)[1]
-    return select.select(list(fds), [], [], timeout)[0]  # pragma: no cover - Windows
-
-
-_HAS_POLL = hasattr(select, "poll")
-
-
-def _load_row(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> tuple[Any, ...] | None:
-    """The first row of ``result`` as psycopg would load it, or None."""
-    if result.ntuples == 0:
-        return None
-    # One transformer per connection: it keeps the loaders it looked up (a claim's row always has
-    # the same column types), which a new one per row would look up again (~4 us a claim).
-    transformer = getattr(conn, "_neoq_transformer", None)
-    if transformer is None:
-        transformer = Transformer.from_context(conn)
-        conn._neoq_transformer = transformer  # type: ignore[attr-defined]
-    transformer.set_pgresult(result)
-    return transformer.load_row(0, tuple)
-
-
-class _Held:
-    """Backend-private state of one claim (``Claim.token``): its connection and who is done with it.
-
-    ``settle`` and ``release`` may run in different threads and in either order when the
-    runtime ends an attempt from outside (timeout, cancellation, forced shutdown); ``lock``
-    orders them, and the connection goes back to the pool once both happened.
-    """
-
-    __slots__ = (
-        "attempts",
-        "claimed_at",
-        "conn",
-        "counter",
-        "interrupted",
-        "job_id",
-        "lock",
-        "lost",
-        "more",
-        "ran_at",
-        "released",
-        "returned",
-        "settled",
-    )
-
-    def __init__(self, conn: Conn, job_id: str, claimed_at: float) -> None:
-        self.conn = conn
-        self.job_id = job_id
-        #: When the claim query was sent (monotonic): cancellations seen earlier were for an older claim.
-        self.claimed_at = claimed_at
-        #: The counter connection whose attempt counter's result is still to be read (_collect_count).
-        self.counter: Conn | None = None
-        #: The attempt number the claim read (attempts so far + 1), and when the attempt started.
-        self.attempts = 0
-        self.ran_at: datetime | None = None
-        #: Whether the claim saw an earlier attempt that ended without a settle (counted apart).
-        self.lost = False
-        #: Whether the claim saw more due jobs of its queue (claim_probe), so wakes one more loop.
-        self.more = True
-        self.lock = threading.Lock()
-        self.settled = False
-        self.released = False
-        self.interrupted = False
-        self.returned = False
-
-
-class _QueueState:
-    """Waiting claims of one queue: woken by the listener, by wakeup() and by local enqueues."""
-
-    __slots__ = (
-        "cond",
-        "generation",
-        "local",
-        "local_at",
-        "looked_at",
-        "polling_held",
-        "signalled_at",
-        "timer_held",
-        "waiting",
-        "wakeups",
-    )
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self.cond = threading.Condition(lock)
-        #: Enqueues of this process whose own notification is still to come (they signal the
-        #: queue themselves, so the listener lets that many notifications go), and when the
-        #: last began: after _LOCAL_NOTIFY_MEMORY the count is forgotten.
-        self.local = 0
-        self.local_at = 0.0
-        #: Bumped on every signal, so a claim that was probing when it came probes again.
-        self.generation = 0
-        #: wakeup() requests not yet consumed by a waiting claim.
-        self.wakeups = 0
-        self.waiting = 0
-        #: One waiting claim per queue and process looks often while others hold due jobs.
-        self.polling_held = False
-        #: One waiting claim per queue and process looks every poll interval (claim()).
-        self.timer_held = False
-        #: When a claim of this process last looked at the queue (time.monotonic()).
-        self.looked_at = 0.0
-        #: When the queue was last signalled (a notification or a local enqueue): a look that
-        #: began after it saw what the signal was about.
-        self.signalled_at = 0.0
-
 
 #: What a look at a queue found when nothing was due (see ``_local``).
 _Known = tuple[_QueueState, int, float | None, bool, float]
-
-
-class _Pools:
-    """What one open() created; close() tears it down."""
-
-    def __init__(
-        self,
-        work: ConnectionPool[Conn],
-        aux: ConnectionPool[Conn],
-        listener: _Listener,
-        canceller: _Canceller,
-        counters: _Counters,
-    ) -> None:
-        self.work = work
-        self.aux = aux
-        self.listener = listener
-        self.canceller = canceller
-        self.counters = counters
-        #: At most one aux connection that a single ``enqueue`` kept for the next one, with the
-        #: monotonic time it goes back to the pool: a checkout from the pool and its return cost
-        #: a job enqueued one at a time about 12 us together (3-10% of its enqueue, measured here).
-        #: Taken with ``list.pop`` (atomic), so two enqueues never share it; while kept, the
-        #: pool counts it as in use.
-        self.spare: list[tuple[Conn, float]] = []
-
-    def drop_spare(self) -> None:
-        """Give the kept connection back to the aux pool (which closes it once closed itself)."""
-        while self.spare:
-            try:
-                conn, _ = self.spare.pop()
-            except IndexError:
-                break
-            self.aux.putconn(conn)
 
 
 # -- the backend ---------------------------------------------------------------------------
@@ -812,7 +362,14 @@ class PostgresBackend(Backend):
             try:
                 if self._migrate:
                     self._migrate_on(listen_conn)
-                listener = _Listener(self, listen_conn)
+                listener = _Listener(
+                    listen_conn,
+                    connect=lambda: self._connect(self._listen_kwargs),
+                    on_notify=self._on_notify,
+                    recorded_cancels=self._recorded_cancels,
+                    redeliver_cancels=self._redeliver_cancels,
+                    signal_all=lambda: self._signal(None),
+                )
                 work: ConnectionPool[Conn] = ConnectionPool(
                     self._url,
                     kwargs=self._work_kwargs,
@@ -843,8 +400,14 @@ class PostgresBackend(Backend):
             except BaseException:
                 listen_conn.close()
                 raise
-            canceller = _Canceller(self)
-            self._pools = _Pools(work, aux, listener, canceller, _Counters(self))
+            canceller = _Canceller(self._notify_cancel)
+            self._pools = _Pools(
+                work,
+                aux,
+                listener,
+                canceller,
+                _Counters(lambda: self._connect(self._counter_kwargs), self._hot.prepared, self._wrap),
+            )
             self._reopen = False
             forking.track_backend(self)
             # Wake-ups left from an earlier open() (shutdown's) must not cut the new claims short.
@@ -2250,25 +1813,6 @@ class PostgresBackend(Backend):
         return result
 
 
-def _job_from_row(row: TupleRow) -> Job:
-    return Job(
-        queue=row[1],
-        payload=row[3],
-        run_after=_utc(row[5]),
-        deadline=_utc(row[6]),
-        max_retries=row[7],
-        fingerprint=row[2],
-        id=str(row[0]),
-        status=JobStatus(row[4]),
-        retries=row[8],
-        attempts=row[9],
-        error=row[10],
-        created_at=_utc(row[11]),
-        ran_at=_utc(row[12]),
-        finished_at=_utc(row[13]),
-    )
-
-
 def _configure(statements: Sequence[str], conn: Conn) -> None:
     """A pool's configure hook: the connection is this process's (``forking``), its session is in
     UTC; prepare ``statements`` (the worker pool's claim and settle, the short-work pool's one-job
@@ -2277,348 +1821,3 @@ def _configure(statements: Sequence[str], conn: Conn) -> None:
     _utc_session(conn)
     if statements:
         _prepare(conn, statements)
-
-
-def _utc_session(conn: psycopg.Connection[Any]) -> None:
-    """Make sure ``conn``'s session TimeZone is UTC.
-
-    The connection options ask for it, but libpq sends ``PGTZ`` from the environment as a setting of
-    its own, which the server applies after the options. In another zone, a time stored near the
-    ends of what Python can hold (``datetime.max`` from an older neoq) is a year 10000 or year 0
-    there, and reading it failed: every claim of its queue, ``get_job`` and ``list_jobs``. The
-    server reports the zone at connect (ParameterStatus), so only such a session pays a round trip.
-    """
-    if conn.info.parameter_status("TimeZone") == "UTC":
-        return
-    conn.execute("SET TimeZone TO 'UTC'")
-    if not conn.autocommit:
-        conn.commit()
-
-
-def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datetime | None) -> Job:
-    return Job(
-        queue=row[1],
-        payload=row[3],
-        run_after=_utc(row[4]),
-        deadline=_utc(row[5]),
-        max_retries=row[6],
-        fingerprint=row[2],
-        id=job_id,
-        status=JobStatus.RUNNING,
-        retries=row[7],
-        attempts=attempts,
-        error=row[8],
-        created_at=_utc(row[9]),
-        ran_at=_utc(ran_at),
-    )
-
-
-class _Counters:
-    """Autocommit connections that commit attempt counters, kept in a stack and grown on demand.
-
-    A counter write takes one round trip, so a few connections serve many worker threads; there
-    are never more than the threads counting at the same moment. Cheaper per job than a pool.
-    """
-
-    def __init__(self, backend: PostgresBackend) -> None:
-        self._backend = backend
-        self._idle: list[Conn] = []
-        self._closed = False
-
-    def get(self) -> Conn:
-        try:
-            return self._idle.pop()  # atomic; the most recently used connection first
-        except IndexError:
-            pass
-        backend = self._backend
-        conn = backend._connect(backend._counter_kwargs)
-        try:
-            if backend._hot.prepared:
-                _prepare(conn, _COUNTER_STATEMENTS)
-        except psycopg.Error as exc:
-            _close_quietly(conn)
-            raise backend._wrap(exc, "preparing the attempt counter") from exc
-        return conn
-
-    def put(self, conn: Conn) -> None:
-        if self._closed or conn.closed:
-            _close_quietly(conn)
-            return
-        self._idle.append(conn)
-        if self._closed:
-            self.close()
-
-    def close(self) -> None:
-        self._closed = True
-        while self._idle:
-            try:
-                conn = self._idle.pop()
-            except IndexError:
-                break
-            _close_quietly(conn)
-
-
-def _drop_count(held: _Held) -> None:
-    """Close the counter connection of a claim that ends unsettled; the counter it sent still commits."""
-    conn, held.counter = held.counter, None
-    if conn is not None:
-        _close_quietly(conn)
-
-
-def _close_quietly(conn: psycopg.Connection[Any]) -> None:
-    with suppress(Exception):
-        conn.close()
-
-
-_NUMERIC_PORTS = re.compile(r"[0-9]*(?:,[0-9]*)*")
-
-
-def _parse_url(url: str) -> dict[str, Any]:
-    """libpq's reading of ``url``. ``ConfigurationError``, showing none of the URL, when libpq
-    cannot read it, or would take a part of a password for a host, a port or a database name,
-    which its error messages quote."""
-    try:
-        params: dict[str, Any] | None = conninfo_to_dict(url)
-    except psycopg.Error:
-        params = None  # raised below, outside this handler: the driver's error quotes the URL
-    if params is None:
-        raise ConfigurationError(
-            "the PostgreSQL url cannot be parsed; expected a postgresql:// URL (special characters "
-            "percent-encoded) or libpq's 'host=... dbname=...'; the URL is not shown, as it may hold a password"
-        )
-    if url_scheme(url) in ("postgresql", "postgres"):
-        # libpq ends the user info at the first "@" before any "/"; any other "@" means a part of the
-        # password was read as the host or the database (u:p@ss@host, u:pa/ss@host).
-        rest = url.split("://", 1)[1]
-        at = rest.find("@")
-        if rest.count("@") > 1 or (at >= 0 and "/" in rest[:at]):
-            raise ConfigurationError(
-                "the PostgreSQL url has an '@' besides the one before the host: write '@' as %40 in the "
-                "password (and anywhere else in the URL); the URL is not shown, as it may hold a password"
-            )
-    if not _NUMERIC_PORTS.fullmatch(str(params.get("port") or "")):
-        raise ConfigurationError(
-            "the port in the PostgreSQL url is not a number (is a password missing its '@host'?); "
-            "the URL is not shown, as it may hold a password"
-        )
-    return params
-
-
-def _secrets_of(url: str, params: dict[str, Any]) -> list[str]:
-    """The passwords of ``url`` as libpq reads them and as written (percent-encoded), longest first."""
-    secrets = {str(value) for key, value in params.items() if "password" in key and value}
-    if url_scheme(url) is not None:
-        credentials = url.split("://", 1)[1].partition("@")
-        if credentials[1]:
-            secrets.add(credentials[0].partition(":")[2])
-    return sorted((secret for secret in secrets if secret), key=len, reverse=True)
-
-
-# -- cancellations -----------------------------------------------------------------------------
-
-
-class _Canceller:
-    """Calls the runtime's cancel callback from a thread of its own.
-
-    The runtime settles the cancelled attempt inside the callback (a statement cancel and a
-    round trip that may wait for the handler's statement to stop); doing that on the listener
-    thread would hold up every other wake-up meanwhile.
-    """
-
-    def __init__(self, backend: PostgresBackend) -> None:
-        self._backend = backend
-        self._queue: queue_module.SimpleQueue[str | None] = queue_module.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="neoq-pg-cancel", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def deliver(self, job_id: str) -> None:
-        self._queue.put(job_id)
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            job_id = self._queue.get()
-            if job_id is None:
-                return
-            try:
-                self._backend._notify_cancel(job_id)
-            except BaseException:  # pragma: no cover - the runtime logs its own errors
-                # Whatever it was, the next cancellation must still be delivered.
-                logger.exception("neoq: delivering the cancellation of job %s failed", job_id)
-
-
-# -- the listener ----------------------------------------------------------------------------
-
-
-class _Listener:
-    """The client's LISTEN connection and its thread; reconnects by itself.
-
-    It waits on the connection's socket and on a pipe that ``stop()`` writes to, so closing
-    never waits for a timeout. psycopg's own ``notifies()`` would hold the connection lock
-    while waiting, which is fine here: nothing else uses this connection.
-
-    A ``c:<id>`` notification is a hint to look: the listener reads this client's recorded
-    cancellation requests on its own connection (``PostgresBackend._recorded_cancels``), once for
-    all the hints that one wake-up brought.
-    """
-
-    def __init__(self, backend: PostgresBackend, conn: Conn) -> None:
-        self._backend = backend
-        self._conn: Conn | None = conn
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        #: Notifications psycopg read while a statement of the listener ran (its notify handler
-        #: hands them here; pgconn.notifies() no longer has them).
-        self._backlog: collections.deque[str] = collections.deque()
-        self._thread = threading.Thread(target=self._run, name="neoq-pg-listener", daemon=True)
-
-    def start(self) -> None:
-        """LISTEN, and wait for notifications in a thread of its own from now on."""
-        conn = self._conn
-        if conn is not None:
-            try:
-                self._listen(conn)
-            except (psycopg.Error, OSError) as exc:
-                # The thread connects again (and looks for pending cancellations) by itself.
-                logger.debug("neoq: the PostgreSQL listener cannot listen yet: %s", exc)
-                self._conn = None
-                _close_quietly(conn)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with suppress(OSError):
-            os.write(self._wake_w, b"x")
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            _close_quietly(conn)
-        for fd in (self._wake_r, self._wake_w):
-            with suppress(OSError):
-                os.close(fd)
-
-    def _listen(self, conn: Conn) -> None:
-        conn.add_notify_handler(self._keep)
-        conn.execute(f"LISTEN {CHANNEL}")
-
-    def _keep(self, notify: psycopg.Notify) -> None:
-        self._backlog.append(notify.payload)
-
-    def _run(self) -> None:
-        """Listen until stopped. Whatever escapes the loop is logged with its traceback, and the
-        loop starts again on a new connection: without it, no claim of this client would be
-        woken and no cancellation would reach it."""
-        pause = 0.0
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                self._loop()
-                return
-            except BaseException:
-                if self._stop.is_set():
-                    return
-                logger.exception("neoq: the PostgreSQL listener failed; it starts again on a new connection")
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    _close_quietly(conn)
-                # A failure that repeats at once backs off; one after a good while does not.
-                pause = 0.1 if time.monotonic() - started > 5.0 else min(5.0, max(0.1, pause * 2))
-                if self._wait(pause):
-                    return
-
-    def _loop(self) -> None:
-        backend = self._backend
-        pause = 0.0
-        while not self._stop.is_set():
-            conn = self._conn
-            if conn is None or conn.closed:
-                conn = self._reconnect(pause)
-                if conn is None:
-                    pause = min(5.0, max(0.1, pause * 2))
-                    continue
-                pause = 0.0
-            try:
-                if self._backlog:
-                    self._deliver(conn)  # read by a statement of the listener's (_reconnect)
-                timeout = 0.2 if backend._redeliver_cancels() else 30.0
-                ready = _wait_fds((conn.pgconn.socket, self._wake_r), timeout)
-                if self._wake_r in ready or self._stop.is_set():
-                    return
-                if not ready:
-                    continue
-                conn.pgconn.consume_input()
-                if conn.pgconn.status != pq.ConnStatus.OK:
-                    raise psycopg.OperationalError("the listener's connection was lost")
-                self._deliver(conn)
-            except (psycopg.Error, OSError, ValueError) as exc:
-                if self._stop.is_set():
-                    return
-                logger.warning("neoq: the PostgreSQL listener lost its connection (%s); reconnecting", exc)
-                self._conn = None
-                _close_quietly(conn)
-
-    def _deliver(self, conn: Conn) -> None:
-        """Act on the notifications that arrived: wake-ups at once, cancellation hints by one look."""
-        hinted: set[int] = set()
-        while True:
-            notify = conn.pgconn.notifies()
-            if notify is None:
-                break
-            self._dispatch(notify.extra.decode("utf-8", "replace"), hinted)
-        while hinted or self._backlog:
-            while self._backlog:
-                self._dispatch(self._backlog.popleft(), hinted)
-            if hinted:
-                looking, hinted = hinted, set()
-                self._backend._recorded_cancels(conn, looking)  # may read more into the backlog
-
-    def _dispatch(self, payload: str, hinted: set[int]) -> None:
-        kind, _, value = payload.partition(":")
-        if kind == "q":
-            self._backend._on_notify(value)
-        elif kind == "c":
-            job_id = _parse_id(value)
-            if job_id is not None:
-                hinted.add(job_id)
-
-    def _reconnect(self, pause: float) -> Conn | None:
-        if pause and self._wait(pause):
-            return None
-        backend = self._backend
-        try:
-            conn = backend._connect(backend._listen_kwargs)
-        except BackendError as exc:
-            logger.debug("neoq: the PostgreSQL listener cannot reconnect yet: %s", exc)
-            return None
-        try:
-            self._listen(conn)
-            # Cancellations requested while it was away: their notifications are lost.
-            backend._recorded_cancels(conn)
-        except psycopg.Error as exc:
-            logger.debug("neoq: the PostgreSQL listener cannot listen yet: %s", exc)
-            _close_quietly(conn)
-            return None
-        except BaseException:
-            _close_quietly(conn)
-            raise
-        if self._stop.is_set():
-            _close_quietly(conn)
-            return None
-        self._conn = conn
-        logger.info("neoq: the PostgreSQL listener is connected again")
-        # Notifications sent while it was away are lost: every waiting claim looks again.
-        backend._signal(None)
-        return conn
-
-    def _wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds`` unless stopped; True if stopped."""
-        with suppress(OSError, ValueError):
-            _wait_fds((self._wake_r,), seconds)
-        return self._stop.is_set()

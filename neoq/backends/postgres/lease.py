@@ -47,7 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg.abc import Buffer
@@ -59,10 +59,9 @@ from ...errors import BackendConnectionError, BackendError, NeoqError
 from ...job import Job, JobStatus
 from ..base import Claim, Outcome
 from . import forking
+from .common import CHANNEL, _utc_session
 from .queries import parse_queries
-
-if TYPE_CHECKING:
-    from .backend import PostgresBackend
+from .state import _QueueState
 
 __all__ = ["LeaseEngine", "LeaseToken", "heartbeat_interval"]
 
@@ -188,6 +187,28 @@ class _LeaseQueue:
         self.short = -1
 
 
+class LeaseHost(Protocol):
+    """What ``LeaseEngine`` uses of its ``PostgresBackend`` (so lease.py needs no import of backend.py)."""
+
+    @property
+    def _url(self) -> str: ...
+    @property
+    def _aux_kwargs(self) -> dict[str, Any]: ...
+    @property
+    def _connect_timeout(self) -> float: ...
+    @property
+    def _safe_url(self) -> str: ...
+    @property
+    def _poll_interval(self) -> float: ...
+    @property
+    def _pools(self) -> object:
+        """None once the backend is closed."""
+
+    def _wrap(self, exc: BaseException, doing: str) -> BackendError: ...
+    def _state(self, queue: str) -> _QueueState: ...
+    def _notify_cancel(self, job_id: str) -> None: ...
+
+
 class LeaseEngine:
     """The lease mode of one open ``PostgresBackend``: claims, heartbeat and the outcome flusher.
 
@@ -196,7 +217,7 @@ class LeaseEngine:
     a heartbeat thread and a flusher thread.
     """
 
-    def __init__(self, backend: PostgresBackend, lease: float) -> None:
+    def __init__(self, backend: LeaseHost, lease: float) -> None:
         self._backend = backend
         self._lease = lease
         self._interval = heartbeat_interval(lease)
@@ -772,8 +793,6 @@ class _JsonLoader(Loader):
 def _configure(conn: Conn) -> None:
     """The lease pool's configure hook: the connection is this process's (``forking``), its session
     is in UTC (as every session of neoq's); the cheaper loader for the payloads a claim returns."""
-    from .backend import _utc_session
-
     forking.track(conn)
     _utc_session(conn)
     conn.adapters.register_loader("json", _JsonLoader)
@@ -797,6 +816,4 @@ def _text_element(text: str | None) -> str:
 
 
 def _channel() -> str:
-    from .backend import CHANNEL
-
     return CHANNEL

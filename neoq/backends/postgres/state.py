@@ -1,0 +1,137 @@
+"""The PostgreSQL backend's runtime state: per queue (the wake-ups that the claims and the lease
+engine wait on), per claim (its connection), per open() (its pools and threads)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+from psycopg_pool import ConnectionPool
+
+from .common import Conn, _close_quietly
+from .counters import _Counters
+from .listener import _Canceller, _Listener
+
+
+class _QueueState:
+    """Waiting claims of one queue: woken by the listener, by wakeup() and by local enqueues."""
+
+    __slots__ = (
+        "cond",
+        "generation",
+        "local",
+        "local_at",
+        "looked_at",
+        "polling_held",
+        "signalled_at",
+        "timer_held",
+        "waiting",
+        "wakeups",
+    )
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.cond = threading.Condition(lock)
+        #: Enqueues of this process whose own notification is still to come (they signal the
+        #: queue themselves, so the listener lets that many notifications go), and when the
+        #: last began: after _LOCAL_NOTIFY_MEMORY the count is forgotten.
+        self.local = 0
+        self.local_at = 0.0
+        #: Bumped on every signal, so a claim that was probing when it came probes again.
+        self.generation = 0
+        #: wakeup() requests not yet consumed by a waiting claim.
+        self.wakeups = 0
+        self.waiting = 0
+        #: One waiting claim per queue and process looks often while others hold due jobs.
+        self.polling_held = False
+        #: One waiting claim per queue and process looks every poll interval (claim()).
+        self.timer_held = False
+        #: When a claim of this process last looked at the queue (time.monotonic()).
+        self.looked_at = 0.0
+        #: When the queue was last signalled (a notification or a local enqueue): a look that
+        #: began after it saw what the signal was about.
+        self.signalled_at = 0.0
+
+
+class _Held:
+    """Backend-private state of one claim (``Claim.token``): its connection and who is done with it.
+
+    ``settle`` and ``release`` may run in different threads and in either order when the
+    runtime ends an attempt from outside (timeout, cancellation, forced shutdown); ``lock``
+    orders them, and the connection goes back to the pool once both happened.
+    """
+
+    __slots__ = (
+        "attempts",
+        "claimed_at",
+        "conn",
+        "counter",
+        "interrupted",
+        "job_id",
+        "lock",
+        "lost",
+        "more",
+        "ran_at",
+        "released",
+        "returned",
+        "settled",
+    )
+
+    def __init__(self, conn: Conn, job_id: str, claimed_at: float) -> None:
+        self.conn = conn
+        self.job_id = job_id
+        #: When the claim query was sent (monotonic): cancellations seen earlier were for an older claim.
+        self.claimed_at = claimed_at
+        #: The counter connection whose attempt counter's result is still to be read (_collect_count).
+        self.counter: Conn | None = None
+        #: The attempt number the claim read (attempts so far + 1), and when the attempt started.
+        self.attempts = 0
+        self.ran_at: datetime | None = None
+        #: Whether the claim saw an earlier attempt that ended without a settle (counted apart).
+        self.lost = False
+        #: Whether the claim saw more due jobs of its queue (claim_probe), so wakes one more loop.
+        self.more = True
+        self.lock = threading.Lock()
+        self.settled = False
+        self.released = False
+        self.interrupted = False
+        self.returned = False
+
+
+class _Pools:
+    """What one open() created; close() tears it down."""
+
+    def __init__(
+        self,
+        work: ConnectionPool[Conn],
+        aux: ConnectionPool[Conn],
+        listener: _Listener,
+        canceller: _Canceller,
+        counters: _Counters,
+    ) -> None:
+        self.work = work
+        self.aux = aux
+        self.listener = listener
+        self.canceller = canceller
+        self.counters = counters
+        #: At most one aux connection that a single ``enqueue`` kept for the next one, with the
+        #: monotonic time it goes back to the pool: a checkout from the pool and its return cost
+        #: a job enqueued one at a time about 12 us together (3-10% of its enqueue, measured here).
+        #: Taken with ``list.pop`` (atomic), so two enqueues never share it; while kept, the
+        #: pool counts it as in use.
+        self.spare: list[tuple[Conn, float]] = []
+
+    def drop_spare(self) -> None:
+        """Give the kept connection back to the aux pool (which closes it once closed itself)."""
+        while self.spare:
+            try:
+                conn, _ = self.spare.pop()
+            except IndexError:
+                break
+            self.aux.putconn(conn)
+
+
+def _drop_count(held: _Held) -> None:
+    """Close the counter connection of a claim that ends unsettled; the counter it sent still commits."""
+    conn, held.counter = held.counter, None
+    if conn is not None:
+        _close_quietly(conn)

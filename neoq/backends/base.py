@@ -14,8 +14,9 @@ The life of a job as a backend sees it::
                  └── NEW again, claimable (attempts counted), at once or after the store notices
 
 A backend may store a running job as ``NEW`` and tell ``RUNNING`` from its claim's hold when it
-reads it (PostgreSQL does: the claim's row lock, or a live lease); whatever it stores, every read
-(``get_job``, ``list_jobs``, ``stats``) reports ``RUNNING`` for a job whose attempt is in progress.
+reads it, so that the claim writes nothing more (memory: the record's claimed flag; PostgreSQL:
+the claim's row lock, or a live lease); whatever it stores, every read (``get_job``,
+``list_jobs``, ``stats``) reports ``RUNNING`` for a job whose attempt is in progress.
 
 What a store offers beyond this contract (a transaction for handlers, enqueue in the caller's
 transaction, sharing between processes, notifications) it declares in ``capabilities``, with the

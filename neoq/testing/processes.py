@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from ..handler import Handler
 from ..job import Job
+from .helpers import wait_for
 
 __all__ = ["WorkerPool", "WorkerProcess", "job_key", "make_handler", "wait_until", "write_atomically"]
 
@@ -53,14 +53,10 @@ def wait_until(
 
     After ``timeout`` seconds, fail naming ``what``, with the state and output of ``pool``'s processes.
     """
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            raise AssertionError(f"not within {timeout:g}s: {what}" + ("" if pool is None else pool.report()))
-        time.sleep(interval)
+    try:
+        return wait_for(predicate, timeout, interval)
+    except AssertionError:
+        raise AssertionError(f"not within {timeout:g}s: {what}" + ("" if pool is None else pool.report())) from None
 
 
 def make_handler(func: Callable[[Job], None], settings: dict[str, Any]) -> Handler:

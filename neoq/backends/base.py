@@ -33,13 +33,18 @@ Errors: a backend raises only ``NeoqError`` subclasses; driver errors are wrappe
 from __future__ import annotations
 
 import abc
+import functools
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..clock import SYSTEM_CLOCK
+from ..defaults import DEFAULT_POLL_INTERVAL
 from ..errors import ConfigurationError
 from ..job import Job, JobStatus
+from ..waiting import Look, Waiting
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -233,18 +238,79 @@ class Backend(abc.ABC):
                 f"it serves {', '.join(map(repr, sorted(self.handler_modes)))}"
             )
 
-    @abc.abstractmethod
+    # -- claiming: the store looks, neoq.waiting decides who looks when ---------------------
+
+    def look(self, queue: str) -> Look[Claim]:
+        """Claim one due ``NEW`` job of ``queue`` now, without waiting; say what else the queue holds.
+
+        The store's half of claiming (docs/waiting.md): return ``Look(claim)`` with the claim
+        made, or ``Look(due_in=..., held=...)`` when nothing is due: seconds until the next job
+        not yet due comes due (``None``: none scheduled) and whether others hold due jobs. With a
+        claim, ``more=False`` says nothing else is due (``due_in`` is then the next due time); the
+        default ``more=True`` costs a follower's look. Jobs are claimed in order of
+        ``run_after`` then id. The claim increments ``attempts`` in a way that survives the
+        claiming process dying, sets ``ran_at``, and excludes every other claim on the job until
+        ``settle`` or the death of this process. Jobs whose deadline passed are still returned:
+        the runtime settles them ``FAILED``. When a job may have become due, the store tells
+        ``self.waiting`` (``signal(queue)``, ``due(queue, delay)``); it never waits itself.
+
+        A backend implements ``look`` (and the default ``claim`` waits for it), or overrides
+        ``claim`` with a wait of its own.
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither look() nor claim()")
+
     def claim(self, queue: str, timeout: float) -> Claim | None:
         """Claim one due ``NEW`` job of ``queue``, waiting up to ``timeout`` seconds for one.
 
         Blocks until a job is due (woken by enqueues, retries and ``run_after`` coming due,
         never by a busy poll), ``timeout`` passes, or ``wakeup(queue)`` is called; returns
-        ``None`` in the last two cases. ``timeout`` 0 means do not wait. Jobs are claimed in
-        order of ``run_after`` then id. The claim increments ``attempts`` in a way that
-        survives the claiming process dying, sets ``ran_at``, and excludes every other claim
-        on the job until ``settle`` or the death of this process. Jobs whose deadline passed
-        are still returned: the runtime settles them ``FAILED``.
+        ``None`` in the last two cases. ``timeout`` 0 means do not wait. Otherwise as ``look``.
+        The default waits through ``self.waiting`` (one look at a time per queue, kept answers,
+        signals) and looks with ``look``.
         """
+        return self.waiting.queue(queue).claim(functools.partial(self.look, queue), timeout)
+
+    #: Seconds between looks at a queue when nothing signals: the safety net for a lost
+    #: notification, or the poll of a store without ``"notify"``. A backend sets its own.
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+
+    #: The clock ``waiting`` reads (memory: the client's clock; a server's store: the system clock).
+    waiting_clock: Clock = SYSTEM_CLOCK
+
+    _waiting: Waiting | None = None
+    _waiting_lock = threading.Lock()
+
+    @property
+    def waiting(self) -> Waiting:
+        """The waiting of this backend's claim loops in this process (``neoq.waiting.Waiting``).
+
+        Made on first use with ``poll_interval``, ``waiting_clock`` and ``"notify"`` from
+        ``capabilities``; the store sends it its signals. ``reset_waiting`` drops it (``close()``,
+        a forked child).
+        """
+        waiting = self._waiting
+        if waiting is None:
+            with Backend._waiting_lock:
+                waiting = self._waiting
+                if waiting is None:
+                    waiting = Waiting(
+                        clock=self.waiting_clock,
+                        poll_interval=self.poll_interval,
+                        notify="notify" in self.capabilities,
+                    )
+                    self._waiting = waiting
+        return waiting
+
+    def reset_waiting(self, *, close: bool = True) -> None:
+        """Forget the waiting (a new one is made on next use); wake its claims first unless ``close=False``.
+
+        ``close()`` calls it so that blocked claims return; a forked child calls it with
+        ``close=False``, since the parent's threads did not come along.
+        """
+        with Backend._waiting_lock:
+            waiting, self._waiting = self._waiting, None
+        if waiting is not None and close:
+            waiting.close()
 
     @abc.abstractmethod
     def settle(self, claim: Claim, outcome: Outcome) -> None:
@@ -290,12 +356,16 @@ class Backend(abc.ABC):
         ``needs_release`` is False.
         """
 
-    def wakeup(self, queue: str, waiters: int) -> None:  # noqa: B027 - optional hook
+    def wakeup(self, queue: str, waiters: int) -> None:
         """Make up to ``waiters`` calls of ``claim(queue, ...)`` blocked now return at once.
 
         Used at shutdown so worker threads stop promptly. A wake-up that finds nobody
-        waiting may make a later ``claim`` return ``None`` early; that is harmless.
+        waiting may make a later ``claim`` return ``None`` early; that is harmless. The
+        default wakes the claims of ``waiting``.
         """
+        waiting = self._waiting
+        if waiting is not None:
+            waiting.wakeup(queue, waiters)
 
     # -- periodic jobs and retention -------------------------------------------------------
 

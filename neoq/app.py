@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from contextlib import nullcontext
 from datetime import timedelta
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .backends.base import Backend
@@ -22,11 +21,13 @@ from .defaults import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_URL,
 )
+from .enqueueing import Enqueuer
 from .errors import ConfigurationError, InvalidJobError
 from .handler import Handler, HandlerFunc, as_handler
 from .hooks import Hook, Hooks
-from .job import Job, JobStatus, prepare_job, setting_seconds, validate_queue_name
+from .job import Job, JobStatus, setting_seconds, validate_queue_name
 from .retention import Pruner
+from .signals import StopSignals, wait_for_stop
 from .worker import RecoveryCallback, Worker
 
 if TYPE_CHECKING:
@@ -36,22 +37,11 @@ __all__ = ["Neoq", "new"]
 
 _default_logger = logging.getLogger("neoq")
 
-#: How often a blocked ``run()`` lets Python handle pending signals, in seconds.
-SIGNAL_CHECK_INTERVAL = 0.2
-
 _H = TypeVar("_H", bound=Hook)
 
 
 def _retention(value: timedelta | float | None, name: str) -> float | None:
     return None if value is None else setting_seconds(value, name)
-
-
-def _prepare_at(job: object, index: int) -> tuple[Job, str]:
-    """``prepare_job`` for the ``index``-th job of an ``enqueue_many`` batch; errors name the index."""
-    try:
-        return prepare_job(job)
-    except InvalidJobError as exc:
-        raise InvalidJobError(f"job {index}: {exc}") from None
 
 
 def new(
@@ -116,7 +106,7 @@ def new(
         retention_processed=retention_processed,
         retention_failed=retention_failed,
     )
-    client._implicit_memory = client._warn_on_enqueue = implicit
+    client._implicit_memory = client._enqueuer.warn_private = implicit
     backend.open()
     return client
 
@@ -160,6 +150,7 @@ class Neoq:
         self._worker = Worker(
             backend, clock=self._clock, log=self.logger, recovery_callback=recovery_callback, events=self._hooks
         )
+        self._enqueuer = Enqueuer(backend, self._hooks, self.logger, runs=self._worker.is_started)
         # Started with the first handler (see _start_worker), so producers never prune.
         self._pruner = Pruner(
             backend,
@@ -172,7 +163,6 @@ class Neoq:
         #: Set by new() when nothing named the store: the private memory:// default, which no other
         #: process can reach. Enqueueing into it warns once; ``neoq worker`` refuses to run on it.
         self._implicit_memory = False
-        self._warn_on_enqueue = False
         self._closed = False
         self._stop_requested = threading.Event()
         self._force = threading.Event()
@@ -200,16 +190,7 @@ class Neoq:
         capability; it exists, and workers are woken, only when that transaction commits.
         """
         self._check_open()
-        prepared, text = prepare_job(job)
-        if self._warn_on_enqueue:
-            self._warn_implicit_memory((prepared.queue,))
-        # Through enqueue_prepared, so the backend can store the JSON text prepare_job made.
-        job_id = self.backend.enqueue_prepared(
-            (prepared,), lambda _job, _index: (prepared, text), connection=connection
-        )[0]
-        if self._hooks:
-            self._hooks.enqueued([replace(prepared, id=job_id)])
-        return job_id
+        return self._enqueuer.enqueue(job, connection)
 
     def enqueue_many(self, jobs: Iterable[Job], *, connection: Any = None) -> list[str]:
         """Store several jobs atomically (one round trip where the backend allows); return their ids.
@@ -217,44 +198,7 @@ class Neoq:
         The same checks as ``enqueue`` apply to each job; if any fails, none is stored.
         """
         self._check_open()
-        if isinstance(jobs, (Job, str, bytes)) or not isinstance(jobs, Iterable):
-            raise InvalidJobError("enqueue_many takes an iterable of neoq.Job")
-        batch = jobs if isinstance(jobs, (list, tuple)) else list(jobs)
-        if not batch:
-            return []
-        if self._warn_on_enqueue:
-            self._warn_implicit_memory(
-                job.queue for job in batch if isinstance(job, Job) and isinstance(job.queue, str)
-            )
-        # The backend prepares each job (possibly while it stores the ones before it). The
-        # prepared jobs are kept only for hooks: a large batch of them kept alive costs the
-        # garbage collector more than they cost to make.
-        if not self._hooks:
-            return self.backend.enqueue_prepared(batch, _prepare_at, connection=connection)
-        prepared: list[Job] = []
-
-        def prepare(job: object, index: int) -> tuple[Job, str]:
-            pair = _prepare_at(job, index)
-            prepared.append(pair[0])
-            return pair
-
-        ids = self.backend.enqueue_prepared(batch, prepare, connection=connection)
-        self._hooks.enqueued([replace(job, id=job_id) for job, job_id in zip(prepared, ids, strict=True)])
-        return ids
-
-    def _warn_implicit_memory(self, queues: Iterable[str]) -> None:
-        """Warn, once, that jobs go where only this process can run them: what a web process
-        that enqueues for a worker elsewhere does when NEOQ_URL was forgotten. Quiet while this
-        client runs the queues itself (``start()``)."""
-        if all(self._worker.is_started(queue) for queue in queues):
-            return
-        self._warn_on_enqueue = False
-        self.logger.warning(
-            "neoq: jobs are enqueued into a private in-memory store (no URL given, NEOQ_URL unset): "
-            "no other process can run them, and they are lost when this process exits; set NEOQ_URL "
-            "(or pass a URL) to share a store with your workers, or pass memory:// explicitly if this "
-            "process runs its jobs itself"
-        )
+        return self._enqueuer.enqueue_many(jobs, connection)
 
     # -- handlers ------------------------------------------------------------------------
 
@@ -353,38 +297,22 @@ class Neoq:
         unknown = wanted - set(self._handlers)
         if unknown:
             raise ConfigurationError(f"no handler registered for queue(s): {', '.join(sorted(unknown))}")
-        restore: dict[int, Any] = {}
+        signals = StopSignals(self.stop, log=self.logger, grace=self.shutdown_timeout, exit_on_second=False)
         # Signal handlers go in before any job can start, so a signal never meets the default one.
-        if install_signal_handlers and threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                restore[signum] = signal.signal(signum, self._on_signal)
-        try:
+        with signals if install_signal_handlers else nullcontext():
             with self._lock:
                 self._check_open()
                 for queue in sorted(wanted):
                     if not self._worker.is_started(queue):
                         self._start_worker(queue, self._handlers[queue])
-            # Wake up now and then: a signal delivered to another thread does not interrupt this
-            # thread's wait, and Python runs signal handlers only when the main thread runs.
-            while not self._stop_requested.wait(SIGNAL_CHECK_INTERVAL):
-                pass
+            wait_for_stop(self._stop_requested)
             self.shutdown()
-        finally:
-            for number, previous in restore.items():
-                signal.signal(number, previous)
 
     def stop(self) -> None:
         """Ask a blocking ``run()`` to shut down gracefully; a second call cuts the grace time short."""
         if self._stop_requested.is_set():
             self._force.set()
         self._stop_requested.set()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._stop_requested.is_set():
-            self.logger.warning("neoq: second signal %d: stopping at once", signum)
-        else:
-            self.logger.info("neoq: signal %d: shutting down gracefully", signum)
-        self.stop()
 
     def drain(self, timeout: timedelta | float | None = None) -> int:
         """Run this client's handlers until no job of their queues is due, then return.

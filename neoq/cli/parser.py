@@ -1,0 +1,129 @@
+"""The arguments of ``neoq``: the parser of every command, and the types that check its values."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+
+from .. import __version__
+from ..job import JobStatus
+from . import commands
+
+__all__ = ["build_parser"]
+
+
+def _aware_datetime(text: str) -> datetime:
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"  # fromisoformat() accepts "Z" only from Python 3.11
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO-8601 datetime (e.g. 2030-01-31T09:00:00+00:00 or 2030-01-31T09:00Z)"
+        ) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no timezone; add one, e.g. {text}+00:00 or {text}Z")
+    return parsed
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _app_spec(text: str) -> str:
+    module, sep, attr = text.partition(":")
+    if not sep or not module or not attr:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MODULE:ATTR, e.g. myapp.jobs:nq")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``neoq`` command; each command's ``func`` is in ``commands``."""
+    parser = argparse.ArgumentParser(
+        prog="neoq",
+        description="Run neoq workers and inspect and manage their jobs.",
+        epilog="The backend URL comes from --url, else NEOQ_URL. Passwords are never printed.",
+    )
+    parser.add_argument("--url", help="backend URL, e.g. postgresql://user@host/db (default: $NEOQ_URL)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    parser.add_argument("--traceback", action="store_true", help="on an error, print the traceback too")
+    parser.add_argument("--version", action="version", version=f"neoq {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    worker = subparsers.add_parser(
+        "worker",
+        help="run the handlers registered on a client until SIGTERM/SIGINT",
+        description=(
+            "Import MODULE and run the handlers registered on the neoq client MODULE:ATTR (a neoq.Neoq, "
+            "or a function returning one) until SIGTERM or SIGINT. The first signal stops claiming and lets "
+            "running jobs finish within the client's shutdown_timeout (exit 0); a second one exits at once "
+            "(exit 128+signal). --url is exported as NEOQ_URL before MODULE is imported, so a client made with "
+            "neoq.new() and no URL uses it."
+        ),
+    )
+    worker.add_argument("app", metavar="MODULE:ATTR", type=_app_spec, help="e.g. myapp.jobs:nq")
+    worker.add_argument(
+        "--queue", "-q", action="append", metavar="Q", help="run only this queue's handler (repeatable)"
+    )
+    worker.add_argument(
+        "--log-level",
+        default=None,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="logging level when neoq sets logging up (default INFO); --json logs one JSON object a line",
+    )
+    worker.set_defaults(func=commands.worker)
+
+    enqueue = subparsers.add_parser(
+        "enqueue",
+        help="enqueue one job and print its id",
+        description="Enqueue one job with a JSON object as payload and print the new job's id.",
+    )
+    enqueue.add_argument("queue", metavar="QUEUE")
+    enqueue.add_argument("payload", metavar="JSON", help="the payload, a JSON object: '{\"to\": 7}'")
+    enqueue.add_argument("--run-after", type=_aware_datetime, metavar="ISO", help="not before this time")
+    enqueue.add_argument("--deadline", type=_aware_datetime, metavar="ISO", help="must finish by this time")
+    enqueue.add_argument("--max-retries", type=_non_negative_int, metavar="N", help="retries after a failure")
+    enqueue.set_defaults(func=commands.enqueue)
+
+    migrate = subparsers.add_parser(
+        "migrate",
+        help="create or upgrade the schema",
+        description="Create or upgrade the backend's schema (PostgreSQL); safe while workers run.",
+    )
+    migrate.set_defaults(func=commands.migrate)
+
+    jobs = subparsers.add_parser(
+        "jobs",
+        help="list, show, retry or cancel jobs",
+        description="Inspect and manage jobs in a shared backend (PostgreSQL; memory:// is private to each process).",
+    )
+    actions = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="list jobs, newest first")
+    listing.add_argument("--queue", metavar="Q", help="only jobs of this queue")
+    listing.add_argument("--status", choices=[status.value for status in JobStatus], help="only jobs in this status")
+    listing.add_argument("--limit", type=_non_negative_int, default=100, metavar="N", help="at most N (default 100)")
+    listing.set_defaults(func=commands.jobs_list)
+    for name, func, text in (
+        ("show", commands.jobs_show, "show one job"),
+        ("retry", commands.jobs_retry, "run a failed, cancelled or processed job again"),
+        ("cancel", commands.jobs_cancel, "cancel a waiting or running job"),
+    ):
+        action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        action.add_argument("job_id", metavar="ID")
+        action.set_defaults(func=func)
+
+    stats = subparsers.add_parser(
+        "stats",
+        help="count jobs per queue and status",
+        description="Count jobs per queue and status in a shared backend (PostgreSQL; memory:// is private to each "
+        "process).",
+    )
+    stats.set_defaults(func=commands.stats)
+    return parser

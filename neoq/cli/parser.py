@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from .. import __version__
 from ..job import JobStatus
@@ -57,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"neoq {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    worker = subparsers.add_parser(
+    worker = _command(
+        subparsers,
         "worker",
-        help="run the handlers registered on a client until SIGTERM/SIGINT",
-        description=(
+        commands.worker,
+        "run the handlers registered on a client until SIGTERM/SIGINT",
+        (
             "Import MODULE and run the handlers registered on the neoq client MODULE:ATTR (a neoq.Neoq, "
             "or a function returning one) until SIGTERM or SIGINT. The first signal stops claiming and lets "
             "running jobs finish within the client's shutdown_timeout (exit 0); a second one exits at once "
@@ -78,26 +82,27 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="logging level when neoq sets logging up (default INFO); --json logs one JSON object a line",
     )
-    worker.set_defaults(func=commands.worker)
 
-    enqueue = subparsers.add_parser(
+    enqueue = _command(
+        subparsers,
         "enqueue",
-        help="enqueue one job and print its id",
-        description="Enqueue one job with a JSON object as payload and print the new job's id.",
+        commands.enqueue,
+        "enqueue one job and print its id",
+        "Enqueue one job with a JSON object as payload and print the new job's id.",
     )
     enqueue.add_argument("queue", metavar="QUEUE")
     enqueue.add_argument("payload", metavar="JSON", help="the payload, a JSON object: '{\"to\": 7}'")
     enqueue.add_argument("--run-after", type=_aware_datetime, metavar="ISO", help="not before this time")
     enqueue.add_argument("--deadline", type=_aware_datetime, metavar="ISO", help="must finish by this time")
     enqueue.add_argument("--max-retries", type=_non_negative_int, metavar="N", help="retries after a failure")
-    enqueue.set_defaults(func=commands.enqueue)
 
-    migrate = subparsers.add_parser(
+    _command(
+        subparsers,
         "migrate",
-        help="create or upgrade the schema",
-        description="Create or upgrade the backend's schema (PostgreSQL); safe while workers run.",
+        commands.migrate,
+        "create or upgrade the schema",
+        "Create or upgrade the backend's schema (PostgreSQL); safe while workers run.",
     )
-    migrate.set_defaults(func=commands.migrate)
 
     jobs = subparsers.add_parser(
         "jobs",
@@ -105,25 +110,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect and manage jobs in a shared backend (PostgreSQL; memory:// is private to each process).",
     )
     actions = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="list jobs, newest first")
+    listing = _command(actions, "list", commands.jobs_list, "list jobs, newest first")
     listing.add_argument("--queue", metavar="Q", help="only jobs of this queue")
     listing.add_argument("--status", choices=[status.value for status in JobStatus], help="only jobs in this status")
     listing.add_argument("--limit", type=_non_negative_int, default=100, metavar="N", help="at most N (default 100)")
-    listing.set_defaults(func=commands.jobs_list)
     for name, func, text in (
         ("show", commands.jobs_show, "show one job"),
         ("retry", commands.jobs_retry, "run a failed, cancelled or processed job again"),
         ("cancel", commands.jobs_cancel, "cancel a waiting or running job"),
     ):
-        action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        action = _command(actions, name, func, text, text[0].upper() + text[1:] + ".")
         action.add_argument("job_id", metavar="ID")
-        action.set_defaults(func=func)
 
-    stats = subparsers.add_parser(
+    _command(
+        subparsers,
         "stats",
-        help="count jobs per queue and status",
-        description="Count jobs per queue and status in a shared backend (PostgreSQL; memory:// is private to each "
-        "process).",
+        commands.stats,
+        "count jobs per queue and status",
+        "Count jobs per queue and status in a shared backend (PostgreSQL; memory:// is private to each process).",
     )
-    stats.set_defaults(func=commands.stats)
     return parser
+
+
+def _command(
+    subparsers: Any, name: str, func: Callable[[argparse.Namespace], int], text: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    """Add the command ``name``, run by ``func``, with ``text`` as its line in the help."""
+    command: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=description)
+    command.set_defaults(func=func)
+    return command

@@ -291,7 +291,7 @@ class Neoq:
 
         A first SIGINT or SIGTERM (or ``stop()``) shuts down gracefully; a second one while
         shutting down stops waiting for running attempts. Returns once the client is shut down.
-        Signal handlers are installed only when called from the main thread.
+        Signal handlers are installed only when called from the main thread (the policy: ``neoq.signals``).
         """
         wanted = set(self._handlers) if queues is None else set(queues)
         unknown = wanted - set(self._handlers)

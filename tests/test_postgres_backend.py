@@ -59,6 +59,11 @@ def test_named_queries_are_parsed_once_and_strictly() -> None:
     assert parsed == {"a": "SELECT 1", "b": "SELECT\n  2"}
     with pytest.raises(ValueError, match="twice"):
         parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+    # A fragment written once (job_view) stands in for an include line of a later block.
+    text = "-- name: view\nSELECT x\nFROM t\n\n-- name: one\n-- include: view\nWHERE id = 1;\n"
+    assert parse_queries(text)["one"] == "SELECT x\nFROM t\nWHERE id = 1"
+    with pytest.raises(ValueError, match="not defined before it"):
+        parse_queries("-- name: one\n-- include: view\nWHERE id = 1;\n-- name: view\nSELECT x\n")
 
 
 def test_primitives_before_open_raise_backend_error() -> None:

@@ -168,30 +168,23 @@ class PostgresBackend(Backend):
 
     def __init__(self, url: str, **options: Any) -> None:
         """Options as the class says (``settings.parse_settings`` checks them)."""
-        self._settings = settings = parse_settings(url, **options)
-        # What the claims, the lease engine (LeaseHost) and the pools read of the settings.
-        self._url = settings.url
-        self._safe_url = settings.safe_url
-        self._aux_kwargs = settings.aux_kwargs
-        self._connect_timeout = settings.connect_timeout
-        self._poll_interval = settings.poll_interval
-        self._pool_min = settings.pool_min
-        self._pool_max_fixed = settings.pool_max_fixed
+        self._settings = s = parse_settings(url, **options)
+        self.application_name = s.application_name
+        # The settings the claims read, and the lease engine (lease.LeaseHost), by their names there.
+        self._default_mode, self._lease_seconds, self._listen_enabled = s.default_mode, s.lease_seconds, s.listen
+        self._hot, self._pool_min, self._pool_max_fixed = s.hot, s.pool_min, s.pool_max_fixed
+        self._url, self._safe_url, self._aux_kwargs = s.url, s.safe_url, s.aux_kwargs
+        self._connect_timeout, self._poll_interval = s.connect_timeout, s.poll_interval
         #: The worker pool's size now: it grows with the claiming threads unless it is fixed.
-        self._pool_max = settings.pool_max
-        self.application_name = settings.application_name
-        self._default_mode = settings.default_mode
-        self._lease_seconds = settings.lease_seconds
-        self._listen_enabled = settings.listen
-        self._hot = settings.hot
+        self._pool_max = s.pool_max
         #: Each queue's mode and claim prefetch (Backend.prepare_queue); others take the default mode.
         self._queue_modes: dict[str, str] = {}
         self._prefetch: dict[str, int] = {}
         self._lease_engine: LeaseEngine | None = None
-        self._conns = Connections(settings, require=lambda: self._require(), barrier=self._barrier)
+        self._conns = Connections(s, require=lambda: self._require(), barrier=self._barrier)
         self._enqueuer = Enqueuer(
-            self._conns,
-            settings.hot,
+            conns=self._conns,
+            hot=s.hot,
             require=lambda: self._require(),
             barrier=self._barrier,
             local_enqueue=lambda queues: self._local_enqueue(queues),

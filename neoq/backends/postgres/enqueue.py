@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,35 +44,25 @@ from .wire import _AUX_STATEMENTS, _CHANNEL_B, _Command, _exchange_prepared, _Ho
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
+@dataclass(frozen=True, kw_only=True)
 class Enqueuer:
     """What ``PostgresBackend.enqueue`` and ``enqueue_tick`` do, given narrow callbacks.
 
-    ``conns``: the backend's connections; ``require``: the pools of the current ``open()``;
-    ``barrier``: run before writing (the lease mode's batched outcomes go first); ``local_enqueue``
-    and ``local_undo``: tell this process's waiting claims an enqueue is on its way (and that it
-    stored nothing); ``signal``: wake this process's claims of the queues enqueued to.
+    ``conns``: the backend's connections; ``hot``: its one-job statement; ``require``: the pools
+    of the current ``open()``, opening them in a forked child; ``current``: those pools, or None
+    once closed; ``barrier``: runs before writing (the lease mode's batched outcomes go first);
+    ``local_enqueue`` and ``local_undo``: tell this process's waiting claims an enqueue is on its
+    way (and that it stored nothing); ``signal``: wake this process's claims of the queues.
     """
 
-    def __init__(
-        self,
-        conns: Connections,
-        hot: _Hot,
-        *,
-        require: Callable[[], _Pools],
-        barrier: Callable[[], None],
-        local_enqueue: Callable[[set[str]], list[Any]],
-        local_undo: Callable[[list[Any]], None],
-        signal: Callable[[set[str]], None],
-        current: Callable[[], _Pools | None],
-    ) -> None:
-        self._conns = conns
-        self._hot = hot
-        self._require = require
-        self._barrier = barrier
-        self._local_enqueue = local_enqueue
-        self._local_undo = local_undo
-        self._signal = signal
-        self._current = current
+    conns: Connections
+    hot: _Hot
+    require: Callable[[], _Pools]
+    current: Callable[[], _Pools | None]
+    barrier: Callable[[], None]
+    local_enqueue: Callable[[set[str]], list[Any]]
+    local_undo: Callable[[list[Any]], None]
+    signal: Callable[[set[str]], None]
 
     def enqueue(self, jobs: Sequence[Job], connection: Any) -> list[str]:
         if not jobs:
@@ -109,7 +100,7 @@ class Enqueuer:
         stream = _Stream()
         rows = self._stream(jobs, prepare, stream)
         try:
-            with self._conns.aux("enqueueing jobs") as conn:
+            with self.conns.aux("enqueueing jobs") as conn:
                 try:
                     ids = _enqueue_copy(conn, len(jobs), [(with_run_after, rows)], stream.queues)
                 except pg_errors.UniqueViolation:
@@ -119,10 +110,10 @@ class Enqueuer:
                         raise stream.error from None
                     raise _duplicate(conn, _duplicate_params(stream.keys)) from None
         except BaseException:
-            self._local_undo(stream.local)
+            self.local_undo(stream.local)
             raise
         # Claims of this process need not wait for the notification's round trip.
-        self._signal(stream.queues)
+        self.signal(stream.queues)
         return ids
 
     def _stream(self, jobs: Sequence[object], prepare: PrepareJob, stream: _Stream) -> Iterator[_CopyRow]:
@@ -151,16 +142,16 @@ class Enqueuer:
             raise duplicate
         stream.queues.update(queue for queue, _ in seen)
         # Before the commit that sends the notification (see PostgresBackend._local_enqueue).
-        stream.local = self._local_enqueue(stream.queues)
+        stream.local = self.local_enqueue(stream.queues)
 
     def _store(self, jobs: Sequence[Job], payloads: list[str], connection: Any) -> list[str]:
         """Store prepared ``jobs`` (no duplicates among them) with their payloads' JSON text."""
         if connection is not None:
             return self._enqueue_through(connection, _batch_params(jobs, payloads))
         queues = {job.queue for job in jobs}
-        local = self._local_enqueue(queues)
+        local = self.local_enqueue(queues)
         try:
-            with self._conns.aux("enqueueing jobs") as conn:
+            with self.conns.aux("enqueueing jobs") as conn:
                 try:
                     if len(jobs) >= _COPY_MIN:
                         ids = _enqueue_copy(conn, len(jobs), _copy_groups(jobs, payloads), queues)
@@ -170,10 +161,10 @@ class Enqueuer:
                 except pg_errors.UniqueViolation:
                     raise _duplicate(conn, _batch_params(jobs, payloads)) from None
         except BaseException:
-            self._local_undo(local)
+            self.local_undo(local)
             raise
         # Claims of this process need not wait for the notification's round trip.
-        self._signal(queues)
+        self.signal(queues)
         return ids
 
     def _enqueue_single(self, job: Job, payload: str) -> str:
@@ -182,11 +173,11 @@ class Enqueuer:
         On the aux connection a previous single enqueue kept (``_Pools.spare``), and kept again
         for the next one.
         """
-        pools = self._require()
-        self._barrier()  # as in Connections.aux
-        conns = self._conns
+        pools = self.require()
+        self.barrier()  # as in Connections.aux
+        conns = self.conns
         queues = {job.queue}
-        local = self._local_enqueue(queues)
+        local = self.local_enqueue(queues)
         try:
             conn, until = conns.checkout(pools)
             try:
@@ -195,16 +186,16 @@ class Enqueuer:
                 except pg_errors.UniqueViolation:
                     raise _duplicate(conn, _batch_params((job,), [payload])) from None
             finally:
-                conns.keep_spare(pools, conn, until, lambda: self._current() is pools)
+                conns.keep_spare(pools, conn, until, lambda: self.current() is pools)
             conns.unreachable = False
         except (PoolTimeout, psycopg.Error) as exc:
-            self._local_undo(local)
+            self.local_undo(local)
             raise conns.aux_error(exc, "enqueueing jobs") from exc
         except BaseException:
-            self._local_undo(local)
+            self.local_undo(local)
             raise
         # Claims of this process need not wait for the notification's round trip.
-        self._signal(queues)
+        self.signal(queues)
         return job_id
 
     def _enqueue_one(self, conn: Conn, job: Job, payload: str) -> str:
@@ -220,7 +211,7 @@ class Enqueuer:
             None if max_retries is None else str(max_retries).encode(),
             _CHANNEL_B,
         )
-        hot = self._hot
+        hot = self.hot
         command: tuple[_Command] = ((hot.enqueue_one, values, hot.prepared),)
         value = _exchange_prepared(conn, command, _AUX_STATEMENTS, hot.prepared)[0].get_value(0, 0)
         assert value is not None
@@ -250,7 +241,7 @@ class Enqueuer:
                     raise duplicate from None
                 cur.execute("RELEASE SAVEPOINT neoq_enqueue")
         except psycopg.Error as exc:
-            raise self._conns.wrap(exc, "enqueueing jobs through the caller's connection") from exc
+            raise self.conns.wrap(exc, "enqueueing jobs through the caller's connection") from exc
         return [str(row[0]) for row in rows]
 
     def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
@@ -264,7 +255,7 @@ class Enqueuer:
             "max_retries": [job.max_retries],
             "channel": CHANNEL,
         }
-        with self._conns.aux("enqueueing a cron tick") as conn:
+        with self.conns.aux("enqueueing a cron tick") as conn:
             try:
                 with conn.transaction():
                     # A concurrent insert of the same tick waits here for the first to commit.
@@ -275,7 +266,7 @@ class Enqueuer:
                     conn.execute(QUERIES["tick_job"], {"job_id": row[0], "key": key, "tick": tick})
             except pg_errors.UniqueViolation:
                 raise _duplicate(conn, params) from None
-        self._signal({job.queue})
+        self.signal({job.queue})
         return str(row[0])
 
 

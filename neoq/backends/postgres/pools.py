@@ -85,32 +85,27 @@ class Connections:
     def open_pools(self, work_max: int) -> tuple[ConnectionPool[Conn], ConnectionPool[Conn]]:
         """The worker pool (claims' transactions) and the aux pool (short autocommit work), opening."""
         settings = self.settings
-        prepared = settings.hot.prepared
-        work: ConnectionPool[Conn] = ConnectionPool(
+        work = self._pool("neoq-work", settings.work_kwargs, settings.pool_min, work_max, _WORK_STATEMENTS)
+        return work, self._pool("neoq-aux", settings.aux_kwargs, 1, _AUX_POOL_MAX, _AUX_STATEMENTS)
+
+    def _pool(
+        self, name: str, kwargs: dict[str, Any], min_size: int, max_size: int, statements: Sequence[str]
+    ) -> ConnectionPool[Conn]:
+        """A pool that opens in the background; its connections prepare ``statements``, if prepared."""
+        settings = self.settings
+        pool: ConnectionPool[Conn] = ConnectionPool(
             settings.url,
-            kwargs=settings.work_kwargs,
-            min_size=settings.pool_min,
-            max_size=work_max,
+            kwargs=kwargs,
+            min_size=min_size,
+            max_size=max_size,
             open=False,
             timeout=settings.connect_timeout,
             reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
-            name="neoq-work",
-            configure=functools.partial(_configure, _WORK_STATEMENTS if prepared else ()),
+            name=name,
+            configure=functools.partial(_configure, statements if settings.hot.prepared else ()),
         )
-        aux: ConnectionPool[Conn] = ConnectionPool(
-            settings.url,
-            kwargs=settings.aux_kwargs,
-            min_size=1,
-            max_size=_AUX_POOL_MAX,
-            open=False,
-            timeout=settings.connect_timeout,
-            reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
-            name="neoq-aux",
-            configure=functools.partial(_configure, _AUX_STATEMENTS if prepared else ()),
-        )
-        work.open(wait=False)
-        aux.open(wait=False)
-        return work, aux
+        pool.open(wait=False)
+        return pool
 
     # -- the schema ------------------------------------------------------------------------
 

@@ -49,6 +49,8 @@ def test_bad_urls_raise_configuration_error_without_the_password() -> None:
     assert "hunter2" not in str(info.value)
     with pytest.raises(ConfigurationError):
         neoq.new("postgresql://u@h/db", pool_min_size=-3)
+    with pytest.raises(TypeError, match=r"PostgresBackend\(\) got an unexpected keyword argument 'pool_size'"):
+        PostgresBackend(URL, pool_size=3)  # type: ignore[call-arg]
     backend = PostgresBackend(URL, synchronous_commit=False, application_name="mine")
     assert "pw" not in repr(backend) and "127.0.0.1" in repr(backend)
     assert backend.application_name == "mine"

@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -64,7 +64,7 @@ from .listener import _Canceller, _Listener
 from .pools import Connections
 from .queries import QUERIES
 from .rows import _claimed_job
-from .settings import parse_settings
+from .settings import PostgresOptions, parse_settings
 from .state import _drop_count, _Held, _Pools, _QueueState
 from .wire import (
     _BEGIN,
@@ -85,6 +85,9 @@ from .wire import (
     _send,
     _wire_text,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["CHANNEL", "PostgresBackend"]
 
@@ -166,8 +169,10 @@ class PostgresBackend(Backend):
         """
         return cls(url, **options)
 
-    def __init__(self, url: str, **options: Any) -> None:
+    def __init__(self, url: str, **options: Unpack[PostgresOptions]) -> None:
         """Options as the class says (``settings.parse_settings`` checks them)."""
+        for name in options.keys() - PostgresOptions.__annotations__.keys():
+            raise TypeError(f"PostgresBackend() got an unexpected keyword argument {name!r}")
         self._settings = s = parse_settings(url, **options)
         self.application_name = s.application_name
         # The settings the claims read, and the lease engine (lease.LeaseHost), by their names there.

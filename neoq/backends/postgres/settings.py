@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from ...defaults import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -25,6 +25,23 @@ from .wire import _HOT_PREPARED, _HOT_UNNAMED, _Hot
 _UTC_OPTION = "-c TimeZone=UTC"
 
 _SYNCHRONOUS_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
+
+
+class PostgresOptions(TypedDict, total=False):
+    """The options of ``PostgresBackend(url, **options)``, as ``parse_settings`` takes them."""
+
+    idle_transaction_timeout: timedelta | float
+    pool_min_size: int | None
+    pool_max_size: int | None
+    synchronous_commit: bool | str
+    connect_timeout: timedelta | float | None
+    poll_interval: timedelta | float
+    application_name: str | None
+    migrate: bool
+    mode: str
+    lease: timedelta | float
+    listen: bool
+    prepare_threshold: int | None
 
 
 @dataclass(frozen=True)

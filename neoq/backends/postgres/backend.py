@@ -332,7 +332,7 @@ class PostgresBackend(Backend):
         self._fresh_runtime()
         self._reopen = pools is not None
 
-    # -- errors and short work ----------------------------------------------------------
+    # -- errors --------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
         return self._settings.scrub(text)

@@ -49,6 +49,8 @@ def test_bad_urls_raise_configuration_error_without_the_password() -> None:
     assert "hunter2" not in str(info.value)
     with pytest.raises(ConfigurationError):
         neoq.new("postgresql://u@h/db", pool_min_size=-3)
+    with pytest.raises(TypeError, match=r"PostgresBackend\(\) got an unexpected keyword argument 'pool_size'"):
+        PostgresBackend(URL, pool_size=3)  # type: ignore[call-arg]
     backend = PostgresBackend(URL, synchronous_commit=False, application_name="mine")
     assert "pw" not in repr(backend) and "127.0.0.1" in repr(backend)
     assert backend.application_name == "mine"
@@ -59,6 +61,11 @@ def test_named_queries_are_parsed_once_and_strictly() -> None:
     assert parsed == {"a": "SELECT 1", "b": "SELECT\n  2"}
     with pytest.raises(ValueError, match="twice"):
         parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+    # A fragment written once (job_view) stands in for an include line of a later block.
+    text = "-- name: view\nSELECT x\nFROM t\n\n-- name: one\n-- include: view\nWHERE id = 1;\n"
+    assert parse_queries(text)["one"] == "SELECT x\nFROM t\nWHERE id = 1"
+    with pytest.raises(ValueError, match="not defined before it"):
+        parse_queries("-- name: one\n-- include: view\nWHERE id = 1;\n-- name: view\nSELECT x\n")
 
 
 def test_primitives_before_open_raise_backend_error() -> None:

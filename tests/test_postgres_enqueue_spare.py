@@ -14,7 +14,7 @@ from pgfixtures import connections_of, unique_name, wait_until
 
 import neoq
 from neoq import BackendConnectionError, DuplicateJobError, Job
-from neoq.backends.postgres import backend as pg_backend
+from neoq.backends.postgres import pools as pg_pools
 
 pg = pytest.mark.postgres
 
@@ -48,13 +48,13 @@ def test_the_kept_connection_goes_back_to_the_pool_when_its_time_is_up(
     pg_clean: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with neoq.new(pg_clean) as nq:
-        monkeypatch.setattr(pg_backend, "_SPARE_FOR", 0.0)
+        monkeypatch.setattr(pg_pools, "_SPARE_FOR", 0.0)
         nq.enqueue(Job(queue="spare-time", payload={"i": 0}))
         pools = nq.backend._require()
         assert pools.spare == []
         assert pools.aux.get_stats()["pool_available"] >= 1
         # Kept, then found too old by the next enqueue: that one checks out from the pool.
-        monkeypatch.setattr(pg_backend, "_SPARE_FOR", 60.0)
+        monkeypatch.setattr(pg_pools, "_SPARE_FOR", 60.0)
         nq.enqueue(Job(queue="spare-time", payload={"i": 1}))
         conn, _ = pools.spare[0]
         pools.spare[0] = (conn, time.monotonic() - 1.0)
@@ -108,7 +108,7 @@ def test_concurrent_single_enqueues_keep_at_most_one_connection(pg_clean: str) -
         assert len(pools.spare) <= 1
         # Every other aux connection is back in the pool, within its size.
         stats = pools.aux.get_stats()
-        assert stats["pool_size"] <= pg_backend._AUX_POOL_MAX
+        assert stats["pool_size"] <= pg_pools._AUX_POOL_MAX
         assert stats["pool_size"] - stats["pool_available"] == len(pools.spare)
     wait_until(lambda: connections_of(pg_clean, name) == 0, 5, "every connection of the client is closed")
 

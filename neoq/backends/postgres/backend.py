@@ -28,88 +28,48 @@ How it works, in one screen:
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import math
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.rows import tuple_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from ...clock import Clock
-from ...defaults import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_IDLE_TRANSACTION_TIMEOUT,
-    DEFAULT_LEASE_DURATION,
-    DEFAULT_POLL_INTERVAL,
-    MIN_TICK_RETENTION,
-)
-from ...errors import (
-    BackendConnectionError,
-    BackendError,
-    ConfigurationError,
-    DuplicateJobError,
-    JobNotFoundError,
-    NeoqError,
-)
+from ...errors import BackendConnectionError, BackendError, NeoqError
 from ...handler import HANDLER_MODES, Handler
-from ...job import Job, JobStatus, setting_seconds
-from ...redact import HIDDEN, redact_url
+from ...job import Job, JobStatus
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION
-from . import forking
-from .batch import (
-    _COPY_CHUNK,
-    _COPY_MIN,
-    _NULL,
-    _batch_params,
-    _check_batch,
-    _copy_groups,
-    _copy_json,
-    _copy_text,
-    _copy_time,
-    _CopyRow,
-    _duplicate_params,
-    _in_batch,
-    _Stream,
-)
+from . import forking, inspection
+from .cancels import _Cancels
 from .common import (
     _ROLLBACK_TO_SAVEPOINT,
     CHANNEL,
     Conn,
     _close_quietly,
-    _is_connection_error,
-    _parse_id,
-    _utc,
-    _utc_session,
 )
 from .counters import _Counters
+from .enqueue import Enqueuer
 from .lease import LeaseEngine, LeaseToken
 from .listener import _Canceller, _Listener
-from .migrations import migrate, missing_migrations
+from .pools import Connections
 from .queries import QUERIES
-from .rows import _claimed_job, _job_from_row
+from .rows import _claimed_job
+from .settings import PostgresOptions, parse_settings
 from .state import _drop_count, _Held, _Pools, _QueueState
-from .urls import _parse_url, _secrets_of
 from .wire import (
-    _AUX_STATEMENTS,
     _BEGIN,
-    _CHANNEL_B,
     _COMMIT,
     _FATAL_ERROR,
-    _HOT_PREPARED,
-    _HOT_UNNAMED,
-    _IDLE,
     _PIPELINE_ABORTED,
     _PREPARED,
     _RELEASE_SAVEPOINT_B,
@@ -126,28 +86,12 @@ from .wire import (
     _wire_text,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["CHANNEL", "PostgresBackend"]
 
 logger = logging.getLogger(__name__)
-
-#: The TimeZone of every session neoq opens (``_utc_session``).
-_UTC_OPTION = "-c TimeZone=UTC"
-
-#: Connections of the pool for short autocommit work (enqueue, inspection).
-_AUX_POOL_MAX = 4
-
-#: While the aux pool has no connection to give, ask the server directly this often (seconds).
-_AUX_PROBE_EVERY = 0.25
-
-#: How long a single ``enqueue`` keeps the aux connection it used for the next one, instead of
-#: returning it to the pool (seconds): see ``_Pools.spare``.
-_SPARE_FOR = 1.0
-
-#: How long the pools keep re-trying one lost connection on their own. psycopg_pool doubles the
-#: delay between attempts (1, 2, 4, ... s) up to this, so with its default (5 minutes) a pool
-#: refills only at its next attempt, long after the server is back; giving up soon hands
-#: reconnection back to demand: the next getconn that has to wait grows the pool at once.
-_POOL_RECONNECT_TIMEOUT = 3.0
 
 #: While due jobs of a queue are held by others, re-probe this often (seconds), so a job whose
 #: worker died is picked up soon after PostgreSQL ends the dead session, without a notification.
@@ -159,17 +103,6 @@ _TIMED_LOOK_GRACE = 0.05
 #: How long (seconds) the listener remembers local enqueues whose notification it lets go.
 _LOCAL_NOTIFY_MEMORY = 0.5
 
-#: How long (seconds) the listener re-delivers a cancellation to the runtime, and remembers one for
-#: a job whose claim is still on its way.
-_CANCEL_MEMORY = 2.0
-
-_SYNCHRONOUS_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
-
-_STATS_KEYS = ("new", "running", "processed", "failed", "cancelled")
-
-#: The statuses a job keeps until ``retry_job``: what ``prune`` deletes.
-_FINISHED = (JobStatus.PROCESSED, JobStatus.FAILED, JobStatus.CANCELLED)
-
 
 #: Per claim-loop thread: ``empty``, what the last look at a queue found when it had nothing due
 #: (its _QueueState, the state's wake-up generation then, seconds from the look to the next due
@@ -177,13 +110,6 @@ _FINISHED = (JobStatus.PROCESSED, JobStatus.FAILED, JobStatus.CANCELLED)
 #: once instead of looking again while that is still current (see PostgresBackend._current).
 _local = threading.local()
 
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-#: The same text the job was validated with (neoq.job.encode_payload); built once, as json.dumps()
-#: with options builds a new encoder per call.
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 _NOT_OPEN = "the PostgreSQL backend is not open (call open(), or use neoq.new())"
 
@@ -243,106 +169,38 @@ class PostgresBackend(Backend):
         """
         return cls(url, **options)
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        idle_transaction_timeout: timedelta | float = DEFAULT_IDLE_TRANSACTION_TIMEOUT,
-        pool_min_size: int | None = None,
-        pool_max_size: int | None = None,
-        synchronous_commit: bool | str = True,
-        connect_timeout: timedelta | float | None = None,
-        poll_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
-        application_name: str | None = None,
-        migrate: bool = True,
-        mode: str = "transaction",
-        lease: timedelta | float = DEFAULT_LEASE_DURATION,
-        listen: bool = True,
-        prepare_threshold: int | None = 5,
-    ) -> None:
-        if not isinstance(url, str):
-            raise ConfigurationError(f"the PostgreSQL url must be a str, not {type(url).__name__}")
-        params = _parse_url(url)
-        self._secrets = _secrets_of(url, params)
-        #: What messages and repr show of the URL (neoq.redact): never its password.
-        self._safe_url = redact_url(url)
-        self._idle_ms = round(setting_seconds(idle_transaction_timeout, "idle_transaction_timeout") * 1000)
-        self._poll_interval = setting_seconds(poll_interval, "poll_interval") or DEFAULT_POLL_INTERVAL
-        if connect_timeout is None:
-            try:
-                connect_timeout = float(params.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
-            except ValueError:
-                raise ConfigurationError("connect_timeout in the PostgreSQL url must be a number") from None
-            if connect_timeout <= 0:
-                connect_timeout = DEFAULT_CONNECT_TIMEOUT
-        self._connect_timeout = setting_seconds(connect_timeout, "connect_timeout") or DEFAULT_CONNECT_TIMEOUT
-        if isinstance(synchronous_commit, bool):
-            synchronous_commit = "on" if synchronous_commit else "off"
-        if synchronous_commit not in _SYNCHRONOUS_COMMIT:
-            raise ConfigurationError(
-                f"synchronous_commit must be a bool or one of {', '.join(_SYNCHRONOUS_COMMIT)}; "
-                f"got {synchronous_commit!r}"
-            )
-        self._synchronous_commit = synchronous_commit
-        for name, value in (("pool_min_size", pool_min_size), ("pool_max_size", pool_max_size)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigurationError(f"{name} must be an int >= 1 or None, not {value!r}")
-        if pool_min_size is not None and pool_max_size is not None and pool_min_size > pool_max_size:
-            raise ConfigurationError("pool_min_size must not be larger than pool_max_size")
-        self._pool_min = pool_min_size or 1
-        self._pool_max_fixed = pool_max_size
-        self._pool_max = pool_max_size or max(self._pool_min, 2)
-        if application_name is None:
-            application_name = str(params.get("application_name") or "neoq")
-        self.application_name = application_name
-        self._migrate = migrate
-        self._url = url
-        if mode not in HANDLER_MODES:
-            raise ConfigurationError(f"mode must be one of {', '.join(map(repr, HANDLER_MODES))}, not {mode!r}")
-        self._default_mode = mode
-        self._lease_seconds = setting_seconds(lease, "lease")
-        if self._lease_seconds < 0.1:
-            raise ConfigurationError(f"lease must be at least 0.1 seconds, got {self._lease_seconds:g}")
-        self._listen_enabled = bool(listen)
-        if prepare_threshold is not None and (
-            isinstance(prepare_threshold, bool) or not isinstance(prepare_threshold, int)
-        ):
-            raise ConfigurationError(f"prepare_threshold must be an int or None, not {prepare_threshold!r}")
+    def __init__(self, url: str, **options: Unpack[PostgresOptions]) -> None:
+        """Options as the class says (``settings.parse_settings`` checks them)."""
+        for name in options.keys() - PostgresOptions.__annotations__.keys():
+            raise TypeError(f"PostgresBackend() got an unexpected keyword argument {name!r}")
+        self._settings = s = parse_settings(url, **options)
+        self.application_name = s.application_name
+        # The settings the claims read, and the lease engine (lease.LeaseHost), by their names there.
+        self._default_mode, self._lease_seconds, self._listen_enabled = s.default_mode, s.lease_seconds, s.listen
+        self._hot, self._pool_min, self._pool_max_fixed = s.hot, s.pool_min, s.pool_max_fixed
+        self._url, self._safe_url, self._aux_kwargs = s.url, s.safe_url, s.aux_kwargs
+        self._connect_timeout, self._poll_interval = s.connect_timeout, s.poll_interval
+        #: The worker pool's size now: it grows with the claiming threads unless it is fixed.
+        self._pool_max = s.pool_max
         #: Each queue's mode and claim prefetch (Backend.prepare_queue); others take the default mode.
         self._queue_modes: dict[str, str] = {}
         self._prefetch: dict[str, int] = {}
         self._lease_engine: LeaseEngine | None = None
-        user_options = str(params.get("options") or "")
-        base_kwargs: dict[str, Any] = {
-            "application_name": application_name,
-            "connect_timeout": max(2, math.ceil(self._connect_timeout)),
-            "prepare_threshold": prepare_threshold,
-        }
-        #: The hot path's statements are prepared unless prepared statements are off (PgBouncer).
-        self._hot = _HOT_PREPARED if prepare_threshold is not None else _HOT_UNNAMED
-        # Every session of neoq's runs in UTC, after the URL's own options so that it wins over a
-        # TimeZone there (see _utc_session for PGTZ): what is read back never depends on it.
-        user_options = f"{user_options} {_UTC_OPTION}".strip()
-        sc = f"-c synchronous_commit={synchronous_commit}"
-        idle = f"-c idle_in_transaction_session_timeout={self._idle_ms}"
-        self._work_kwargs = dict(base_kwargs, autocommit=False, options=f"{user_options} {sc} {idle}")
-        self._aux_kwargs = dict(base_kwargs, autocommit=True, options=f"{user_options} {sc} {idle}")
-        # Attempt counters are committed without waiting for the WAL flush (see _count_attempt).
-        self._counter_kwargs = dict(
-            base_kwargs, autocommit=True, options=f"{user_options} -c synchronous_commit=off {idle}"
+        self._conns = Connections(s, require=lambda: self._require(), barrier=self._barrier)
+        self._enqueuer = Enqueuer(
+            conns=self._conns,
+            hot=s.hot,
+            require=lambda: self._require(),
+            barrier=self._barrier,
+            local_enqueue=lambda queues: self._local_enqueue(queues),
+            local_undo=lambda states: self._local_undo(states),
+            signal=lambda queues: self._signal(queues),
+            current=lambda: self._pools,
         )
-        # The listener sits idle for long stretches: TCP keepalives let it notice a vanished server.
-        self._listen_kwargs = dict(base_kwargs, autocommit=True, options=user_options)
-        for key, value in (("keepalives", 1), ("keepalives_idle", 30), ("keepalives_interval", 10)):
-            if key not in params:
-                self._listen_kwargs[key] = value
-
         self._pools: _Pools | None = None
         self._fresh_runtime()
         #: Set in a forked child whose parent had this backend open: the next use opens it again.
         self._reopen = False
-        #: Set when a connection error was seen, cleared by the next aux work that succeeds.
-        self._unreachable = False
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self._safe_url!r})"
@@ -355,45 +213,23 @@ class PostgresBackend(Backend):
         Raises ``BackendConnectionError`` within the connect timeout when the server cannot be
         reached.
         """
+        settings = self._settings
         with self._lock:
             if self._pools is not None:
                 return
-            listen_conn = self._connect(self._listen_kwargs)
+            listen_conn = self._connect(settings.listen_kwargs)
             try:
-                if self._migrate:
-                    self._migrate_on(listen_conn)
+                if settings.migrate:
+                    self._conns.migrate_on(listen_conn)
                 listener = _Listener(
                     listen_conn,
-                    connect=lambda: self._connect(self._listen_kwargs),
+                    connect=lambda: self._connect(settings.listen_kwargs),
                     on_notify=self._on_notify,
                     recorded_cancels=self._recorded_cancels,
                     redeliver_cancels=self._redeliver_cancels,
                     signal_all=lambda: self._signal(None),
                 )
-                work: ConnectionPool[Conn] = ConnectionPool(
-                    self._url,
-                    kwargs=self._work_kwargs,
-                    min_size=self._pool_min,
-                    max_size=self._pool_max,
-                    open=False,
-                    timeout=self._connect_timeout,
-                    reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
-                    name="neoq-work",
-                    configure=functools.partial(_configure, _WORK_STATEMENTS if self._hot.prepared else ()),
-                )
-                aux: ConnectionPool[Conn] = ConnectionPool(
-                    self._url,
-                    kwargs=self._aux_kwargs,
-                    min_size=1,
-                    max_size=_AUX_POOL_MAX,
-                    open=False,
-                    timeout=self._connect_timeout,
-                    reconnect_timeout=_POOL_RECONNECT_TIMEOUT,
-                    name="neoq-aux",
-                    configure=functools.partial(_configure, _AUX_STATEMENTS if self._hot.prepared else ()),
-                )
-                work.open(wait=False)
-                aux.open(wait=False)
+                work, aux = self._conns.open_pools(self._pool_max)
             except psycopg.Error as exc:
                 listen_conn.close()
                 raise self._wrap(exc, "preparing the neoq schema") from exc
@@ -406,7 +242,7 @@ class PostgresBackend(Backend):
                 aux,
                 listener,
                 canceller,
-                _Counters(lambda: self._connect(self._counter_kwargs), self._hot.prepared, self._wrap),
+                _Counters(lambda: self._connect(settings.counter_kwargs), settings.hot.prepared, self._wrap),
             )
             self._reopen = False
             forking.track_backend(self)
@@ -451,52 +287,15 @@ class PostgresBackend(Backend):
     def migrate(self) -> list[int]:
         """Create or upgrade the schema now; return the migration versions applied (none when it
         was current: that is found out with reads only, so a role without DDL rights may call it)."""
-        conn = self._connect(self._listen_kwargs)
-        try:
-            return self._migrate_on(conn)
-        except psycopg.Error as exc:
-            raise self._wrap(exc, "migrating the neoq schema") from exc
-        finally:
-            conn.close()
+        return self._conns.migrate()
 
     def missing_migrations(self) -> list[int]:
         """The schema versions this neoq needs and the database lacks, found with reads only
         (all of them when it has no neoq schema); ``migrate()`` applies them. Needs no ``open()``."""
-        conn = self._connect(self._listen_kwargs)
-        try:
-            return missing_migrations(conn)
-        except psycopg.Error as exc:
-            raise self._wrap(exc, "reading the neoq schema version") from exc
-        finally:
-            conn.close()
-
-    def _migrate_on(self, conn: Conn) -> list[int]:
-        try:
-            return migrate(conn)
-        except pg_errors.InsufficientPrivilege as exc:
-            # A role meant to run workers only (docs/postgres.md: the worker role) on a schema
-            # that is missing or older than this neoq.
-            raise BackendError(
-                f"the neoq schema needs migrations {', '.join(map(str, missing_migrations(conn)))}, and this role "
-                f"may not apply them ({self._scrub(str(exc).strip().splitlines()[0])}): run `neoq migrate` with "
-                "a role that may create tables in the schema, then start again"
-            ) from exc
+        return self._conns.missing_migrations()
 
     def _connect(self, kwargs: dict[str, Any]) -> Conn:
-        try:
-            conn = psycopg.connect(self._url, row_factory=tuple_row, **kwargs)
-        except psycopg.Error as exc:
-            self._unreachable = True
-            raise BackendConnectionError(
-                f"cannot connect to PostgreSQL at {self._safe_url}: {self._scrub(str(exc).strip())}"
-            ) from exc
-        forking.track(conn)
-        try:
-            _utc_session(conn)
-        except psycopg.Error as exc:
-            _close_quietly(conn)
-            raise self._wrap(exc, "setting the session's TimeZone to UTC") from exc
-        return conn
+        return self._conns.connect(kwargs)
 
     def _require(self) -> _Pools:
         pools = self._pools
@@ -513,7 +312,9 @@ class PostgresBackend(Backend):
         self._lock = threading.Lock()
         self._states: dict[str, _QueueState] = {}
         self._claims: dict[str, _Held] = {}
-        self._cancel_seen: dict[str, float] = {}  # job id -> when a cancellation for it arrived
+        self._cancels = _Cancels(self._lock, self._claims, lambda: self._pools)
+        #: job id -> when a cancellation for it arrived (``cancels``).
+        self._cancel_seen = self._cancels.seen
         self._claimers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         #: Whether this open() started its listener (or has none to start).
         self._listening = False
@@ -534,168 +335,29 @@ class PostgresBackend(Backend):
     # -- errors --------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        # libpq's messages do not quote passwords, and _parse_url refuses the URLs it would misread
-        # (a part of a password taken for the host or the port); this is the last line of defence.
-        for secret in self._secrets:
-            text = text.replace(secret, HIDDEN)
-        return text
+        return self._settings.scrub(text)
 
     def _wrap(self, exc: BaseException, doing: str) -> BackendError:
-        message = self._scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        if _is_connection_error(exc):
-            self._unreachable = True
-            return BackendConnectionError(f"PostgreSQL at {self._safe_url} failed while {doing}: {message}")
-        return BackendError(f"PostgreSQL failed while {doing}: {message}")
+        return self._conns.wrap(exc, doing)
 
-    @contextmanager
-    def _aux(self, doing: str) -> Iterator[Conn]:
-        """An autocommit connection for short work; driver errors leave it wrapped."""
-        pool = self._require().aux
+    def _barrier(self) -> None:
+        """Before short work: the lease mode's batched outcomes are written first, so it reads them."""
         lease_engine = self._lease_engine
         if lease_engine is not None:
-            lease_engine.barrier()  # read this client's own outcomes, batched by the lease mode
-        try:
-            conn = self._aux_getconn(pool)
-            try:
-                yield conn
-            finally:
-                pool.putconn(conn)
-            self._unreachable = False
-        except (PoolTimeout, psycopg.Error) as exc:
-            raise self._aux_error(exc, doing) from exc
-
-    def _aux_error(self, exc: PoolTimeout | psycopg.Error, doing: str) -> NeoqError:
-        """The error to raise for ``exc``, met while ``doing`` aux work."""
-        if isinstance(exc, PoolTimeout):
-            self._unreachable = True
-            return BackendConnectionError(
-                f"no PostgreSQL connection to {self._safe_url} within {self._connect_timeout:g}s while {doing}"
-            )
-        return self._wrap(exc, doing)
-
-    def _aux_getconn(self, pool: ConnectionPool[Conn]) -> Conn:
-        """A pooled connection within the connect timeout; an outage is reported at once.
-
-        While the pool has no connection to give (busy, or refilling after an outage), the server
-        is asked directly every ``_AUX_PROBE_EVERY`` seconds, and at once after a connection error:
-        a server that refuses connections raises ``BackendConnectionError`` in milliseconds, where
-        the pool alone would wait out the whole connect timeout.
-        """
-        end = time.monotonic() + self._connect_timeout
-        while True:
-            if self._unreachable and not pool.get_stats().get("pool_available"):
-                self._connect(self._aux_kwargs).close()
-            try:
-                return pool.getconn(timeout=max(0.001, min(end - time.monotonic(), _AUX_PROBE_EVERY)))
-            except PoolTimeout:
-                if time.monotonic() >= end:
-                    raise
-            self._connect(self._aux_kwargs).close()
+            lease_engine.barrier()
 
     # -- producing -------------------------------------------------------------------------
 
     def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
-        if not jobs:
-            return []
-        if connection is None and len(jobs) == 1:
-            return [self._enqueue_single(jobs[0], _dumps(jobs[0].payload))]
-        _check_batch(jobs)
-        return self._store(jobs, [_dumps(job.payload) for job in jobs], connection)
+        return self._enqueuer.enqueue(jobs, connection)
 
     def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None) -> list[str]:
-        """Prepare each job of a large batch as COPY sends it (``_enqueue_stream``), so the server
-        stores the rows sent while the client prepares the next; keep the JSON text ``prepare`` made.
+        """Prepare each job of a large batch as COPY sends it, so the server stores the rows sent
+        while the client prepares the next (``enqueue.Enqueuer.enqueue_prepared``)."""
+        return self._enqueuer.enqueue_prepared(jobs, prepare, connection)
 
-        Through a caller's connection, for a small batch, and for a batch that mixes jobs with
-        and without ``run_after`` (two COPYs, so rows do not go in batch order), every job is
-        prepared first, as the default does.
-        """
-        count = len(jobs)
-        if connection is None and count == 1:
-            job, text = prepare(jobs[0], 0)
-            return [self._enqueue_single(job, text)]
-        if connection is None and count >= _COPY_MIN:
-            timed = sum(1 for job in jobs if isinstance(job, Job) and job.run_after is not None)
-            if timed == 0 or timed == count:
-                return self._enqueue_stream(jobs, prepare, with_run_after=timed == count)
-        pairs = [prepare(job, index) for index, job in enumerate(jobs)]
-        prepared = [job for job, _ in pairs]
-        if not prepared:
-            return []
-        _check_batch(prepared)
-        return self._store(prepared, [text for _, text in pairs], connection)
-
-    def _enqueue_stream(self, jobs: Sequence[object], prepare: PrepareJob, *, with_run_after: bool) -> list[str]:
-        """A large batch prepared while it is written: ``_enqueue_copy`` reads rows from ``_stream``."""
-        stream = _Stream()
-        rows = self._stream(jobs, prepare, stream)
-        try:
-            with self._aux("enqueueing jobs") as conn:
-                try:
-                    ids = self._enqueue_copy(conn, len(jobs), [(with_run_after, rows)], stream.queues)
-                except pg_errors.UniqueViolation:
-                    if stream.error is not None:  # pragma: no cover - psycopg 3.3 raises the batch's error itself
-                        # The server refused a row before the batch's own error ended the COPY:
-                        # report the batch's error, as if every job had been checked first.
-                        raise stream.error from None
-                    raise self._duplicate(conn, _duplicate_params(stream.keys)) from None
-        except BaseException:
-            self._local_undo(stream.local)
-            raise
-        # Claims of this process need not wait for the notification's round trip.
-        self._signal(stream.queues)
-        return ids
-
-    def _stream(self, jobs: Sequence[object], prepare: PrepareJob, stream: _Stream) -> Iterator[_CopyRow]:
-        """Prepare ``jobs`` one by one as COPY reads their rows; record what ``_Stream`` lists.
-
-        Errors keep the precedence of checking every job first: an invalid job is reported before
-        a duplicate within the batch, wherever each is. A duplicate's row is not sent (the server
-        would refuse it with an error that names no job); the jobs after it are only prepared.
-        Raising here ends the COPY, and its transaction rolls back.
-        """
-        seen = stream.keys
-        duplicate: DuplicateJobError | None = None
-        try:
-            for index, item in enumerate(jobs):
-                job, text = prepare(item, index)
-                first = seen.setdefault((job.queue, job.fingerprint or ""), index)
-                if first != index and duplicate is None:
-                    duplicate = _in_batch(first, index, job)
-                if duplicate is None:
-                    yield index, job, text
-        except NeoqError as exc:
-            stream.error = exc
-            raise
-        if duplicate is not None:
-            stream.error = duplicate
-            raise duplicate
-        stream.queues.update(queue for queue, _ in seen)
-        # Before the commit that sends the notification (see _local_enqueue).
-        stream.local = self._local_enqueue(stream.queues)
-
-    def _store(self, jobs: Sequence[Job], payloads: list[str], connection: Any) -> list[str]:
-        """Store prepared ``jobs`` (no duplicates among them) with their payloads' JSON text."""
-        if connection is not None:
-            return self._enqueue_through(connection, _batch_params(jobs, payloads))
-        queues = {job.queue for job in jobs}
-        local = self._local_enqueue(queues)
-        try:
-            with self._aux("enqueueing jobs") as conn:
-                try:
-                    if len(jobs) >= _COPY_MIN:
-                        ids = self._enqueue_copy(conn, len(jobs), _copy_groups(jobs, payloads), queues)
-                    else:
-                        params = _batch_params(jobs, payloads)
-                        ids = [str(row[0]) for row in conn.execute(QUERIES["enqueue"], params).fetchall()]
-                except pg_errors.UniqueViolation:
-                    raise self._duplicate(conn, _batch_params(jobs, payloads)) from None
-        except BaseException:
-            self._local_undo(local)
-            raise
-        # Claims of this process need not wait for the notification's round trip.
-        self._signal(queues)
-        return ids
+    def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
+        return self._enqueuer.enqueue_tick(job, key, tick)
 
     def _local_enqueue(self, queues: set[str]) -> list[_QueueState]:
         """Count an enqueue of this process on the states of its queues that have claims here;
@@ -737,176 +399,6 @@ class PostgresBackend(Backend):
             state.generation += 1
             state.signalled_at = time.monotonic()
             state.cond.notify()
-
-    def _enqueue_single(self, job: Job, payload: str) -> str:
-        """One prepared job, through no caller's connection: ``_store`` without what a batch needs.
-
-        On the aux connection a previous single enqueue kept (``_Pools.spare``), and kept again
-        for the next one.
-        """
-        pools = self._require()
-        lease_engine = self._lease_engine
-        if lease_engine is not None:
-            lease_engine.barrier()  # as in _aux
-        queues = {job.queue}
-        local = self._local_enqueue(queues)
-        try:
-            conn, until = self._checkout(pools)
-            try:
-                try:
-                    job_id = self._enqueue_one(conn, job, payload)
-                except pg_errors.UniqueViolation:
-                    raise self._duplicate(conn, _batch_params((job,), [payload])) from None
-            finally:
-                self._keep_spare(pools, conn, until)
-            self._unreachable = False
-        except (PoolTimeout, psycopg.Error) as exc:
-            self._local_undo(local)
-            raise self._aux_error(exc, "enqueueing jobs") from exc
-        except BaseException:
-            self._local_undo(local)
-            raise
-        # Claims of this process need not wait for the notification's round trip.
-        self._signal(queues)
-        return job_id
-
-    def _checkout(self, pools: _Pools) -> tuple[Conn, float]:
-        """An aux connection for a single enqueue and when it goes back to the pool: the kept one
-        (``_Pools.spare``) while its time lasts, else one from the pool."""
-        try:
-            conn, until = pools.spare.pop()
-        except IndexError:
-            pass
-        else:
-            if time.monotonic() < until:
-                return conn, until
-            pools.aux.putconn(conn)  # kept long enough: the pool sees it again (and may retire it)
-        return self._aux_getconn(pools.aux), time.monotonic() + _SPARE_FOR
-
-    def _keep_spare(self, pools: _Pools, conn: Conn, until: float) -> None:
-        """Keep ``conn`` as the spare of ``pools``, or give it back to the pool: when it is not
-        idle (closed, or a statement failed mid-transaction), when another is kept already, or
-        when its time is up (so the pool still sees every connection now and then)."""
-        spare = pools.spare
-        if spare or conn.pgconn.transaction_status != _IDLE or time.monotonic() >= until:
-            pools.aux.putconn(conn)
-            return
-        spare.append((conn, until))
-        if self._pools is not pools:  # closed meanwhile: close() may have looked already
-            pools.drop_spare()
-        elif len(spare) > 1:  # another enqueue kept one at the same moment: keep one
-            try:
-                extra, _ = spare.pop()
-            except IndexError:
-                return
-            pools.aux.putconn(extra)
-
-    def _enqueue_one(self, conn: Conn, job: Job, payload: str) -> str:
-        """One job: one prepared statement, parameters sent as text (no adaptation), one round trip."""
-        encoding = conn.info.encoding
-        run_after, deadline, max_retries = job.run_after, job.deadline, job.max_retries
-        values = (
-            job.queue.encode(encoding),
-            (job.fingerprint or "").encode(encoding),
-            payload.encode(encoding),
-            None if run_after is None else run_after.isoformat().encode(),
-            None if deadline is None else deadline.isoformat().encode(),
-            None if max_retries is None else str(max_retries).encode(),
-            _CHANNEL_B,
-        )
-        hot = self._hot
-        command: tuple[_Command] = ((hot.enqueue_one, values, hot.prepared),)
-        try:
-            result = _exchange(conn, command)[0]
-        except pg_errors.InvalidSqlStatementName:
-            if not hot.prepared:
-                raise
-            _prepare(conn, _AUX_STATEMENTS)  # deallocated by someone: prepare again
-            result = _exchange(conn, command)[0]
-        value = result.get_value(0, 0)
-        assert value is not None
-        return str(int.from_bytes(value, "big", signed=True))
-
-    def _enqueue_copy(
-        self, conn: Conn, count: int, groups: Iterable[tuple[bool, Iterable[_CopyRow]]], queues: set[str]
-    ) -> list[str]:
-        """A large batch: ``count`` ids reserved in one statement, rows written with COPY, in one
-        transaction; return the ids in batch order.
-
-        ``groups``: one COPY each, whether its rows have a ``run_after``, and its rows. Rows may
-        be made as they are read (``_stream``): each chunk goes out as soon as it is built, so the
-        server stores it while the client makes the next. ``queues`` are notified once every row
-        is written. Jobs without ``run_after`` get the column's default, the transaction's
-        ``now()`` (as the INSERT's ``coalesce(run_after, now())``): their COPY leaves it out.
-        """
-        with conn.transaction():
-            row = conn.execute(QUERIES["reserve_ids"], {"n": count}).fetchone()
-            assert row is not None and row[0] is not None
-            ids: list[str] = row[0].split(",")
-            cur = conn.cursor()
-            for with_run_after, rows in groups:
-                columns = "id, queue, fingerprint, payload, deadline, max_retries" + (
-                    ", run_after" if with_run_after else ""
-                )
-                with cur.copy(f"COPY neoq_jobs ({columns}) FROM STDIN") as copy:
-                    lines = []
-                    for index, job, payload in rows:
-                        deadline, max_retries = job.deadline, job.max_retries
-                        line = (
-                            f"{ids[index]}\t{_copy_text(job.queue)}\t{_copy_text(job.fingerprint or '')}\t"
-                            f"{_copy_json(payload)}\t{_NULL if deadline is None else deadline.isoformat()}\t"
-                            f"{_NULL if max_retries is None else max_retries}"
-                        )
-                        if with_run_after:
-                            line = f"{line}\t{_copy_time(job.run_after)}"
-                        lines.append(line)
-                        if len(lines) == _COPY_CHUNK:
-                            lines.append("")
-                            copy.write("\n".join(lines))
-                            lines = []
-                    if lines:
-                        lines.append("")
-                        copy.write("\n".join(lines))
-            conn.execute(QUERIES["notify_queues"], {"queues": sorted(queues), "channel": CHANNEL})
-        return ids
-
-    def _enqueue_through(self, connection: Any, params: dict[str, Any]) -> list[str]:
-        """Insert through the caller's connection, inside its transaction; never commit it."""
-        if not isinstance(connection, psycopg.Connection):
-            raise ConfigurationError(f"connection must be a psycopg.Connection (sync), not {type(connection).__name__}")
-        try:
-            cur = connection.cursor(row_factory=tuple_row)
-            if connection.autocommit:
-                # One statement is its own transaction: all or nothing, notified on its commit.
-                try:
-                    rows = cur.execute(QUERIES["enqueue"], params).fetchall()
-                except pg_errors.UniqueViolation:
-                    raise self._duplicate(connection, params) from None
-            else:
-                # A savepoint keeps a duplicate from aborting the caller's transaction.
-                cur.execute("SAVEPOINT neoq_enqueue")
-                try:
-                    rows = cur.execute(QUERIES["enqueue"], params).fetchall()
-                except pg_errors.UniqueViolation:
-                    cur.execute("ROLLBACK TO SAVEPOINT neoq_enqueue")
-                    duplicate = self._duplicate(connection, params)
-                    cur.execute("RELEASE SAVEPOINT neoq_enqueue")
-                    raise duplicate from None
-                cur.execute("RELEASE SAVEPOINT neoq_enqueue")
-        except psycopg.Error as exc:
-            raise self._wrap(exc, "enqueueing jobs through the caller's connection") from exc
-        return [str(row[0]) for row in rows]
-
-    def _duplicate(self, conn: Conn | psycopg.Connection[Any], params: dict[str, Any]) -> DuplicateJobError:
-        row = (
-            conn.cursor(row_factory=tuple_row)
-            .execute(QUERIES["find_duplicate"], {"queues": params["queues"], "fingerprints": params["fingerprints"]})
-            .fetchone()
-        )
-        holder = None if row is None else str(row[0])
-        if holder is None:
-            return DuplicateJobError("a job with the same queue and fingerprint is still new")
-        return DuplicateJobError(f"job {holder} with the same queue and fingerprint is still new", holder)
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -1649,175 +1141,40 @@ class PostgresBackend(Backend):
     # -- cancellation --------------------------------------------------------------------
 
     def cancel_job(self, job_id: str) -> None:
-        key = _parse_id(job_id)
-        if key is None:
-            raise JobNotFoundError(f"no job has id {job_id!r}")
-        with self._aux("cancelling a job") as conn:
-            if conn.execute(QUERIES["cancel_waiting"], {"id": key}).fetchone() is not None:
-                return
-            row = conn.execute(QUERIES["job_status"], {"id": key}).fetchone()
-            if row is None:
-                raise JobNotFoundError(f"no job has id {job_id!r}")
-            if row[0] != JobStatus.NEW.value:
-                return
-            # Held by a claim (running): leave a durable request and tell its holder.
-            conn.execute(QUERIES["request_cancel"], {"id": key, "channel": CHANNEL})
-        self._on_cancel(str(key))
+        inspection.cancel_job(self._conns.aux, self._on_cancel, job_id)
 
     def _on_cancel(self, job_id: str) -> None:
-        """A cancellation request for ``job_id`` is recorded in the store (this process wrote it,
-        or ``_recorded_cancels`` read it)."""
-        now = time.monotonic()
-        with self._lock:
-            self._cancel_seen[job_id] = now
-            held = self._claims.get(job_id)
-            pools = self._pools
-        if held is not None and pools is not None:
-            pools.canceller.deliver(job_id)
+        """A cancellation request for ``job_id`` is recorded in the store (``cancels``)."""
+        self._cancels.on_cancel(job_id)
 
     def _redeliver_cancels(self) -> bool:
-        """Tell the runtime again about cancelled jobs it may have missed; True while any remain.
-
-        A notification can arrive between claim() returning and the runtime registering the
-        attempt; the runtime ignores repeats, so repeating for a short while closes that gap.
-        """
-        now = time.monotonic()
-        with self._lock:
-            for job_id, seen in list(self._cancel_seen.items()):
-                if now - seen > _CANCEL_MEMORY:
-                    del self._cancel_seen[job_id]
-            claims = self._claims
-            due = [
-                job_id
-                for job_id, seen in self._cancel_seen.items()
-                if job_id in claims and seen >= claims[job_id].claimed_at
-            ]
-            remaining = bool(self._cancel_seen)
-            pools = self._pools
-        if pools is not None:
-            for job_id in due:
-                pools.canceller.deliver(job_id)
-        return remaining
+        """Tell the runtime again about cancelled jobs it may have missed; True while any remain."""
+        return self._cancels.redeliver()
 
     def _held_ids(self) -> list[int]:
-        with self._lock:
-            return [int(job_id) for job_id in self._claims]
+        return self._cancels.held_ids()
 
     def _recorded_cancels(self, conn: Conn, hinted: Iterable[int] = ()) -> None:
-        """Act on the cancellation requests stored for the jobs this process holds and ``hinted``.
+        """Act on the cancellation requests stored for the jobs this process holds and ``hinted``
+        (a job whose claim is still on its way, see ``_take``)."""
+        self._cancels.recorded(conn, [*self._held_ids(), *hinted])
 
-        A notification is only a hint: anyone who can connect may send ``c:<id>`` on the
-        channel, and clients of other schemas of the database (another ``search_path``) share
-        it. Only a request that ``cancel_job`` recorded in this client's ``neoq_cancellations``
-        cancels. ``hinted`` covers a job whose claim is still on its way (see ``_take``).
-        """
-        ids = sorted(set(self._held_ids()).union(hinted))
-        if not ids:
-            return
-        for (job_id,) in conn.execute(QUERIES["pending_cancels"], {"ids": ids}).fetchall():
-            self._on_cancel(str(job_id))
-
-    # -- periodic jobs and retention -------------------------------------------------------
-
-    def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
-        params = {
-            "queues": [job.queue],
-            "fingerprints": [job.fingerprint or ""],
-            "payloads": [_dumps(job.payload)],
-            "run_afters": [job.run_after],
-            "deadlines": [job.deadline],
-            "max_retries": [job.max_retries],
-            "channel": CHANNEL,
-        }
-        with self._aux("enqueueing a cron tick") as conn:
-            try:
-                with conn.transaction():
-                    # A concurrent insert of the same tick waits here for the first to commit.
-                    if conn.execute(QUERIES["record_tick"], {"key": key, "tick": tick}).fetchone() is None:
-                        return None
-                    row = conn.execute(QUERIES["enqueue"], params).fetchone()
-                    assert row is not None
-                    conn.execute(QUERIES["tick_job"], {"job_id": row[0], "key": key, "tick": tick})
-            except pg_errors.UniqueViolation:
-                raise self._duplicate(conn, params) from None
-        self._signal({job.queue})
-        return str(row[0])
+    # -- periodic jobs, retention, inspecting and managing ---------------------------------
 
     def last_tick(self, key: str) -> datetime | None:
-        with self._aux("reading the last cron tick") as conn:
-            row = conn.execute(QUERIES["last_tick"], {"key": key}).fetchone()
-        return None if row is None else _utc(row[0])
+        return inspection.last_tick(self._conns.aux, key)
 
     def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
-        cutoffs = {status.value: older_than.get(status) for status in _FINISHED}
-        deleted = 0
-        with self._aux("pruning jobs") as conn:
-            # Small batches, each its own transaction, so no lock is held for long.
-            while deleted < limit:
-                batch = min(500, limit - deleted)
-                row = conn.execute(QUERIES["prune"], dict(cutoffs, limit=batch)).fetchone()
-                count = 0 if row is None else int(row[0])
-                deleted += count
-                if count < batch:
-                    break
-            known = [cutoff for cutoff in older_than.values() if cutoff is not None]
-            if known:
-                floor = datetime.now(timezone.utc) - timedelta(seconds=MIN_TICK_RETENTION)
-                conn.execute(QUERIES["prune_ticks"], {"cutoff": min(*known, floor)})
-        return deleted
-
-    # -- inspecting and managing ---------------------------------------------------------
+        return inspection.prune(self._conns.aux, older_than, limit)
 
     def get_job(self, job_id: str) -> Job | None:
-        key = _parse_id(job_id)
-        if key is None:
-            return None
-        with self._aux("reading a job") as conn:
-            row = conn.execute(QUERIES["get_job"], {"id": key}).fetchone()
-        return None if row is None else _job_from_row(row)
+        return inspection.get_job(self._conns.aux, job_id)
 
     def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
-        params = {"queue": queue, "status": None if status is None else status.value, "limit": limit}
-        with self._aux("listing jobs") as conn:
-            rows = conn.execute(QUERIES["list_jobs"], params).fetchall()
-        return [_job_from_row(row) for row in rows]
+        return inspection.list_jobs(self._conns.aux, queue, status, limit)
 
     def retry_job(self, job_id: str) -> None:
-        key = _parse_id(job_id)
-        if key is None:
-            raise JobNotFoundError(f"no job has id {job_id!r}")
-        with self._aux("retrying a job") as conn:
-            try:
-                row = conn.execute(QUERIES["retry_job"], {"id": key, "channel": CHANNEL}).fetchone()
-            except pg_errors.UniqueViolation:
-                holder = conn.execute(QUERIES["fingerprint_holder"], {"id": key}).fetchone()
-                holder_id = None if holder is None else str(holder[0])
-                raise DuplicateJobError(
-                    f"job {holder_id or '?'} with the same queue and fingerprint is still new", holder_id
-                ) from None
-            if row is None:
-                if conn.execute(QUERIES["job_status"], {"id": key}).fetchone() is None:
-                    raise JobNotFoundError(f"no job has id {job_id!r}")
-                return  # a NEW job is left as it is
-        self._signal({row[0]})
+        inspection.retry_job(self._conns.aux, self._signal, job_id)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        result: dict[str, dict[str, int]] = {}
-        with self._aux("reading stats") as conn:
-            rows = conn.execute(QUERIES["stats"]).fetchall()
-        for queue, status, count in rows:
-            counts = result.get(queue)
-            if counts is None:
-                counts = result[queue] = dict.fromkeys(_STATS_KEYS, 0)
-            counts[status] = int(count)
-        return result
-
-
-def _configure(statements: Sequence[str], conn: Conn) -> None:
-    """A pool's configure hook: the connection is this process's (``forking``), its session is in
-    UTC; prepare ``statements`` (the worker pool's claim and settle, the short-work pool's one-job
-    enqueue)."""
-    forking.track(conn)
-    _utc_session(conn)
-    if statements:
-        _prepare(conn, statements)
+        return inspection.stats(self._conns.aux)

@@ -8,17 +8,26 @@ from importlib import resources
 __all__ = ["QUERIES", "parse_queries"]
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^\s*--\s*include:\s*(\w+)\s*$")
 
 
 def parse_queries(text: str) -> dict[str, str]:
-    """Return the blocks of ``text`` by name: each starts at a ``-- name: x`` line."""
+    """Return the blocks of ``text`` by name: each starts at a ``-- name: x`` line. A line
+    ``-- include: y`` in a block stands for the text of block ``y``, defined before it."""
     queries: dict[str, str] = {}
     matches = list(_NAME.finditer(text))
     for index, match in enumerate(matches):
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
-        body = "\n".join(
-            line for line in text[match.end() : end].splitlines() if line.strip() and not line.lstrip().startswith("--")
-        )
+        lines = []
+        for line in text[match.end() : end].splitlines():
+            included = _INCLUDE.match(line)
+            if included is not None:
+                if included.group(1) not in queries:
+                    raise ValueError(f"query {match.group(1)!r} includes {included.group(1)!r}, not defined before it")
+                lines.append(queries[included.group(1)])
+            elif line.strip() and not line.lstrip().startswith("--"):
+                lines.append(line)
+        body = "\n".join(lines)
         name = match.group(1)
         if name in queries:
             raise ValueError(f"query {name!r} is defined twice in queries.sql")

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import pq
 from psycopg.adapt import Transformer
-from psycopg.errors import error_from_result
+from psycopg.errors import InvalidSqlStatementName, error_from_result
 
 from ...job import JobStatus
 from .common import _SAVEPOINT, CHANNEL
@@ -129,6 +129,27 @@ def _exchange(
         if result.status == _FATAL_ERROR:
             raise _result_error(conn, result)
     return results
+
+
+def _prepare_again(conn: psycopg.Connection[Any], names: Sequence[str]) -> None:
+    """Someone deallocated neoq's statements on ``conn`` (``DEALLOCATE ALL``, a pooler that
+    resets sessions): end the transaction the failure left, if any, and prepare ``names`` again."""
+    conn.rollback()  # no round trip on a connection that is idle
+    _prepare(conn, names)
+
+
+def _exchange_prepared(
+    conn: psycopg.Connection[Any], commands: Sequence[_Command], names: Sequence[str], prepared: bool
+) -> list[pq.abc.PGresult]:
+    """``_exchange``; when ``prepared`` statements (``names``) were deallocated meanwhile, prepare
+    them again (``_prepare_again``) and send ``commands`` once more."""
+    try:
+        return _exchange(conn, commands)
+    except InvalidSqlStatementName:
+        if not prepared:
+            raise
+        _prepare_again(conn, names)
+        return _exchange(conn, commands)
 
 
 def _send(pgconn: pq.abc.PGconn, commands: Sequence[_Command]) -> None:

@@ -2,7 +2,8 @@
 --
 -- A block starts with "-- name: <name>" and runs to the next one. Every value is a bound
 -- parameter (%(name)s); the notification channel is a parameter of pg_notify().
--- Job columns come back in the order of neoq.backends.postgres.backend._JOB_COLUMNS.
+-- A line "-- include: <name>" stands for the text of the block of that name (defined above it).
+-- Rows of jobs start with the ten columns neoq.backends.postgres.rows reads, in its order.
 
 -- name: claim
 -- Lock the next due job of a queue; no row when none is due (claim_idle then says more).
@@ -161,19 +162,19 @@ JOIN neoq_jobs j ON j.queue = t.queue AND j.fingerprint = t.fingerprint AND j.st
 ORDER BY t.ord
 LIMIT 1;
 
--- name: get_job
--- The job as a user sees it. A waiting job ('new' in the table) reads 'running' while an attempt
--- is in progress: its lease is alive (lease mode: lease_owner set, run_after the lease's end), or
--- its row is locked by a claim whose transaction is in progress (transaction mode: the locker in
--- xmax, migration 0003), which PostgreSQL ends with the session of a process that died. A row
--- never locked (xmax 0: most waiting jobs) costs no function call.
+-- name: job_view
+-- The job as a user sees it (get_job, list_jobs). A waiting job ('new' in the table) reads 'running'
+-- while an attempt is in progress: its lease is alive (lease mode: lease_owner set, run_after the
+-- lease's end), or its row is locked by a claim whose transaction is in progress (transaction mode:
+-- the locker in xmax, migration 0003), which PostgreSQL ends with the session of a process that
+-- died. A row never locked (xmax 0: most waiting jobs) costs no function call.
 -- attempts: the counted ones, and the one a waiting job's lock holder runs or lost (migration 0003).
 -- ran_at of a running claim: when its transaction began, from pg_stat_activity (NULL for a reader
 -- that may not see the holder's session: another role, without pg_read_all_stats); the counted
 -- attempts' ran_at is written by its settle.
-SELECT j.id, j.queue, j.fingerprint, j.payload, l.status, j.run_after, j.deadline, j.max_retries, j.retries,
+SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
+       j.error, j.created_at, l.status,
        coalesce(a.attempts, 0) + coalesce(l.locker IN ('in progress', 'aborted'), false)::integer,
-       j.error, j.created_at,
        CASE WHEN l.locker = 'in progress'
             THEN (SELECT s.xact_start FROM pg_stat_activity s WHERE s.backend_xid = j.xmax)
             ELSE a.ran_at END,
@@ -190,30 +191,15 @@ CROSS JOIN LATERAL (
                  END AS locker) k
 ) l
 LEFT JOIN neoq_attempts a ON a.job_id = j.id
+
+-- name: get_job
+-- include: job_view
 WHERE j.id = %(id)s;
 
 -- name: list_jobs
 -- Each job as get_job reads it, filtered by that status ('new': waiting jobs only). The filter on
 -- the stored status comes first, so the planner knows how selective it is.
-SELECT j.id, j.queue, j.fingerprint, j.payload, l.status, j.run_after, j.deadline, j.max_retries, j.retries,
-       coalesce(a.attempts, 0) + coalesce(l.locker IN ('in progress', 'aborted'), false)::integer,
-       j.error, j.created_at,
-       CASE WHEN l.locker = 'in progress'
-            THEN (SELECT s.xact_start FROM pg_stat_activity s WHERE s.backend_xid = j.xmax)
-            ELSE a.ran_at END,
-       j.finished_at
-FROM neoq_jobs j
-CROSS JOIN LATERAL (
-    SELECT CASE WHEN j.status <> 'new' THEN j.status
-                WHEN j.lease_owner IS NOT NULL AND j.run_after > now() THEN 'running'
-                WHEN k.locker = 'in progress' THEN 'running'
-                ELSE 'new' END AS status,
-           k.locker
-    FROM (SELECT CASE WHEN j.status = 'new' AND j.xmax <> '0'::xid
-                      THEN neoq_locker_status(j.xmax, j.xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
-                 END AS locker) k
-) l
-LEFT JOIN neoq_attempts a ON a.job_id = j.id
+-- include: job_view
 WHERE (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
   AND (%(status)s::text IS NULL
        OR (j.status = CASE WHEN %(status)s::text = 'running' THEN 'new' ELSE %(status)s::text END

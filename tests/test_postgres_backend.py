@@ -184,16 +184,21 @@ def test_a_job_retried_right_after_its_cancellation_runs(pg_clean: str) -> None:
 
 
 def counting_probes(backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the time of every probe ``backend``'s claims make (the look at the queue)."""
+    """Record the time of every look at the queue that ``backend``'s claims make (``look``)."""
     probes: list[float] = []
-    real_probe = backend._probe
+    real_look = backend.look
 
-    def probe(queue: str, timeout: float, end: float) -> Any:
+    def look(queue: str) -> Any:
         probes.append(time.monotonic())
-        return real_probe(queue, timeout, end)
+        return real_look(queue)
 
-    monkeypatch.setattr(backend, "_probe", probe)
+    monkeypatch.setattr(backend, "look", look)
     return probes
+
+
+def all_loops_waiting(backend: PostgresBackend, queue: str, probes: list[float]) -> Callable[[], bool]:
+    """Whether the queue was looked at and its eight claim loops are all in a claim now."""
+    return lambda: bool(probes) and backend.waiting.queue(queue).claiming == 8
 
 
 def start_claim_loops(
@@ -257,7 +262,7 @@ def test_idle_claim_loops_look_once_per_poll_interval_between_them(
     got: list[tuple[str, float]] = []
     threads = start_claim_loops(backend, queue, 1.0, stop, got)
     try:
-        wait_until(lambda: len(probes) >= 8, 10, "every loop looked once")
+        wait_until(all_loops_waiting(backend, queue, probes), 10, "every loop waits in a claim")
         before = len(probes)
         time.sleep(3.0)  # counted over ten poll intervals
         looks = len(probes) - before
@@ -344,7 +349,7 @@ def test_a_signal_is_looked_into_once_not_by_every_waiting_loop(
     got: list[tuple[str, float]] = []
     threads = start_claim_loops(backend, queue, 0.5, stop, got)
     try:
-        wait_until(lambda: len(probes) >= 8, 10, "every loop looked once")
+        wait_until(all_loops_waiting(backend, queue, probes), 10, "every loop waits in a claim")
         # Every loop's first claim timed out and it waits in its next one: the looks counted from
         # here on are the signals' alone.
         wait_until(

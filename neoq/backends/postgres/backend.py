@@ -921,6 +921,7 @@ class PostgresBackend(Backend):
             scrub=self._scrub,
             forget=self._forget,
             cancel_seen=lambda job_id: job_id in self._cancel_seen,
+            signal=lambda queue: self._signal((queue,)),
             connect_timeout=self._connect_timeout,
         )
         return TransactionClaims(

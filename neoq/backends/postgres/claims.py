@@ -138,9 +138,11 @@ class TransactionClaims:
                     or conn.info.transaction_status != pq.TransactionStatus.INTRANS
                 ):
                     settles.write_outcome(held, claim.job, outcome)
+                    held.stored = True
                     return None
                 started = time.monotonic()
                 row = self._settle_and_claim(conn, held, claim.job, queue)
+                held.stored = True
                 if row is None:
                     if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
                         return None  # the claim failed; release() returns the connection
@@ -258,7 +260,7 @@ class TransactionClaims:
         for it (it is then stored CANCELLED and ``conn`` returned). An earlier attempt that the
         claim found lost is counted first (``Settles.send_count``); this one is counted by its settle."""
         job_id = str(row[0])
-        held = _Held(conn, job_id, started)
+        held = _Held(conn, job_id, str(row[1]), started)
         lost = held.lost = bool(row[13])
         held.ran_at = row[12]
         held.attempts = int(row[11]) + lost + 1
@@ -277,6 +279,7 @@ class TransactionClaims:
                 self.settles.forget(held)
                 _close_quietly(conn)
                 self.settles.putconn(conn)
+                self.settles.signal(held.queue)  # its job is due again
                 raise
         return Claim(_claimed_job(row, job_id, held.attempts, held.ran_at), transaction=conn, token=held)
 

@@ -100,6 +100,7 @@ class Settles:
         scrub: Callable[[str], str],
         forget: Callable[[_Held], None],
         cancel_seen: Callable[[str], bool],
+        signal: Callable[[str], None],
         connect_timeout: float,
     ) -> None:
         self._hot = hot
@@ -108,6 +109,8 @@ class Settles:
         self._scrub = scrub
         self.forget = forget
         self._cancel_seen = cancel_seen
+        #: Signals a queue whose job a claim of this process left due again (ended unsettled).
+        self.signal = signal
         self._connect_timeout = connect_timeout
 
     # -- the runtime's calls -------------------------------------------------------------
@@ -121,6 +124,7 @@ class Settles:
             try:
                 self.collect_count(held)
                 self.write_outcome(held, claim.job, outcome)
+                held.stored = True
             finally:
                 self.done(held)
 
@@ -158,7 +162,11 @@ class Settles:
             logger.exception("neoq: releasing the connection of job %s failed", held.job_id)
 
     def give_back(self, held: _Held) -> None:
-        """Return the claim's connection to the pool, exactly once, clean (with ``held.lock``)."""
+        """Return the claim's connection to the pool, exactly once, clean (with ``held.lock``).
+
+        A claim that ends without its outcome stored (the settle failed, or never came) leaves
+        its job due again, and no notification says so: its queue is signalled.
+        """
         if held.returned:
             return
         held.returned = True
@@ -170,6 +178,8 @@ class Settles:
             except psycopg.Error:
                 _close_quietly(conn)
         self.putconn(conn)
+        if not held.stored:
+            self.signal(held.queue)
 
     def putconn(self, conn: Conn) -> None:
         """Give a worker connection back to the current pool (or close it: closed, or another open())."""

@@ -50,18 +50,21 @@ class _Held:
         "job_id",
         "lock",
         "lost",
+        "queue",
         "ran_at",
         "released",
         "returned",
         "settled",
+        "stored",
     )
 
-    def __init__(self, conn: Conn, job_id: str, claimed_at: float) -> None:
+    def __init__(self, conn: Conn, job_id: str, queue: str, claimed_at: float) -> None:
         self.conn = conn
         self.job_id = job_id
+        self.queue = queue
         #: When the claim query was sent (monotonic): cancellations seen earlier were for an older claim.
         self.claimed_at = claimed_at
-        #: The counter connection whose attempt counter's result is still to be read (_collect_count).
+        #: The counter connection whose attempt counter's result is still to be read (Settles.collect_count).
         self.counter: Conn | None = None
         #: The attempt number the claim read (attempts so far + 1), and when the attempt started.
         self.attempts = 0
@@ -70,6 +73,8 @@ class _Held:
         self.lost = False
         self.lock = threading.Lock()
         self.settled = False
+        #: Whether the outcome was committed: a claim that ends without it leaves its job due again.
+        self.stored = False
         self.released = False
         self.interrupted = False
         self.returned = False

@@ -201,6 +201,35 @@ def all_loops_waiting(backend: PostgresBackend, queue: str, probes: list[float])
     return lambda: bool(probes) and backend.waiting.queue(queue).claiming == 8
 
 
+def test_a_look_answers_at_once_with_a_claim_or_when_the_next_job_comes_due(
+    pg_backend_factory: Callable[..., PostgresBackend],
+) -> None:
+    """``look`` never waits: it claims a due job and says whether more are due (and if not, when the
+    next comes due), or says when the next job comes due and whether others hold due jobs."""
+    backend = pg_backend_factory(poll_interval=60)
+    queue = unique_name("looks")
+    empty = backend.look(queue)
+    assert (empty.claim, empty.due_in, empty.held) == (None, None, False)
+    later = datetime.now(timezone.utc) + timedelta(seconds=30)
+    jobs = [Job(queue=queue, payload={"n": 0}), Job(queue=queue, payload={}, run_after=later)]
+    backend.enqueue([prepare_job(job)[0] for job in jobs])
+    first = backend.look(queue)
+    assert first.claim is not None and first.claim.job.payload == {"n": 0}
+    assert not first.more and first.due_in is not None and 25 < first.due_in <= 30
+    # The due job is held by the claim above: nothing to take, but others hold due jobs.
+    held = backend.look(queue)
+    assert held.claim is None and held.held and held.due_in is not None and 25 < held.due_in <= 30
+    backend.settle(first.claim, neoq.backends.Outcome(JobStatus.PROCESSED))
+    backend.release(first.claim)
+    settled = backend.look(queue)
+    assert settled.claim is None and not settled.held and settled.due_in is not None
+    backend.enqueue([prepare_job(Job(queue=queue, payload={"n": n}))[0] for n in (1, 2)])
+    second = backend.look(queue)
+    assert second.claim is not None and second.claim.job.payload == {"n": 1} and second.more
+    backend.settle(second.claim, neoq.backends.Outcome(JobStatus.PROCESSED))
+    backend.release(second.claim)
+
+
 def start_claim_loops(
     backend: PostgresBackend, queue: str, timeout: float, stop: threading.Event, got: list[tuple[str, float]]
 ) -> list[threading.Thread]:

@@ -954,12 +954,13 @@ class PostgresBackend(Backend):
         return self._transactions.look(queue)
 
     def claim(self, queue: str, timeout: float) -> Claim | None:
-        """``Backend.claim``; a lease-mode queue waits in its lease engine (``LeaseEngine.claim``)."""
+        """``Backend.claim``; a lease-mode queue waits in its lease engine (``LeaseEngine.claim``)
+        until that engine answers looks (then this override goes)."""
         if self._is_lease(queue):
             if not self._listening:
                 self._listen_now()
             return self._lease().claim(queue, timeout, self._prefetch.get(queue, 0))
-        return self.waiting.queue(queue).claim(functools.partial(self.look, queue), timeout)
+        return super().claim(queue, timeout)
 
     def _count_claimer(self) -> None:
         """Size the worker pool to the threads that claim: each holds at most one connection."""

@@ -191,16 +191,50 @@ def test_a_job_retried_right_after_its_cancellation_runs(pg_clean: str) -> None:
 
 
 def counting_probes(backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the time of every probe ``backend``'s claims make (the look at the queue)."""
+    """Record the time of every look at the queue that ``backend``'s claims make (``look``)."""
     probes: list[float] = []
-    real_probe = backend._probe
+    real_look = backend.look
 
-    def probe(queue: str, timeout: float, end: float) -> Any:
+    def look(queue: str) -> Any:
         probes.append(time.monotonic())
-        return real_probe(queue, timeout, end)
+        return real_look(queue)
 
-    monkeypatch.setattr(backend, "_probe", probe)
+    monkeypatch.setattr(backend, "look", look)
     return probes
+
+
+def all_loops_waiting(backend: PostgresBackend, queue: str, probes: list[float]) -> Callable[[], bool]:
+    """Whether the queue was looked at and its eight claim loops are all in a claim now."""
+    return lambda: bool(probes) and backend.waiting.queue(queue).claiming == 8
+
+
+def test_a_look_answers_at_once_with_a_claim_or_when_the_next_job_comes_due(
+    pg_backend_factory: Callable[..., PostgresBackend],
+) -> None:
+    """``look`` never waits: it claims a due job and says whether more are due (and if not, when the
+    next comes due), or says when the next job comes due and whether others hold due jobs."""
+    backend = pg_backend_factory(poll_interval=60)
+    queue = unique_name("looks")
+    empty = backend.look(queue)
+    assert (empty.claim, empty.due_in, empty.held) == (None, None, False)
+    later = datetime.now(timezone.utc) + timedelta(seconds=30)
+    jobs = [Job(queue=queue, payload={"n": 0}), Job(queue=queue, payload={}, run_after=later)]
+    backend.enqueue([prepare_job(job)[0] for job in jobs])
+    first = backend.look(queue)
+    assert first.claim is not None and first.claim.job.payload == {"n": 0}
+    assert not first.more and first.due_in is not None and 25 < first.due_in <= 30
+    # The due job is held by the claim above: nothing to take, but others hold due jobs.
+    held = backend.look(queue)
+    assert held.claim is None and held.held and held.due_in is not None and 25 < held.due_in <= 30
+    backend.settle(first.claim, neoq.backends.Outcome(JobStatus.PROCESSED))
+    backend.release(first.claim)
+    settled = backend.look(queue)
+    assert settled.claim is None and not settled.held and settled.due_in is not None
+    backend.enqueue([prepare_job(Job(queue=queue, payload={"n": n}))[0] for n in (1, 2)])
+    second = backend.look(queue)
+    assert second.claim is not None and second.claim.job.payload == {"n": 1} and second.more
+    backend.settle(second.claim, neoq.backends.Outcome(JobStatus.PROCESSED))
+    backend.release(second.claim)
 
 
 def start_claim_loops(
@@ -264,7 +298,7 @@ def test_idle_claim_loops_look_once_per_poll_interval_between_them(
     got: list[tuple[str, float]] = []
     threads = start_claim_loops(backend, queue, 1.0, stop, got)
     try:
-        wait_until(lambda: len(probes) >= 8, 10, "every loop looked once")
+        wait_until(all_loops_waiting(backend, queue, probes), 10, "every loop waits in a claim")
         before = len(probes)
         time.sleep(3.0)  # counted over ten poll intervals
         looks = len(probes) - before
@@ -351,7 +385,7 @@ def test_a_signal_is_looked_into_once_not_by_every_waiting_loop(
     got: list[tuple[str, float]] = []
     threads = start_claim_loops(backend, queue, 0.5, stop, got)
     try:
-        wait_until(lambda: len(probes) >= 8, 10, "every loop looked once")
+        wait_until(all_loops_waiting(backend, queue, probes), 10, "every loop waits in a claim")
         # Every loop's first claim timed out and it waits in its next one: the looks counted from
         # here on are the signals' alone.
         wait_until(
@@ -371,6 +405,6 @@ def test_a_signal_is_looked_into_once_not_by_every_waiting_loop(
             thread.join(10)
     delays = [claimed - at for (_, claimed), at in zip(got, sent, strict=True)]
     assert max(delays) < 0.5, f"a job waited {max(delays):.2f} s for a claim"
-    # Two looks per job: the woken loop's, and that loop's next claim (this test settles with plain
-    # settle(), so no look is left over for it). With every waiting loop looking again: about 45.
-    assert looks <= 30, f"{looks} looks for 10 signalled jobs: the other waiting loops each looked again"
+    # One look per job: the woken loop's, whose claim also says nothing else is due, so neither the
+    # other loops nor that loop's next claim look again. With every waiting loop looking again: about 45.
+    assert looks <= 15, f"{looks} looks for 10 signalled jobs: the other waiting loops each looked again"

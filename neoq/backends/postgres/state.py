@@ -1,5 +1,5 @@
-"""The PostgreSQL backend's runtime state: per queue (the wake-ups that the claims and the lease
-engine wait on), per claim (its connection), per open() (its pools and threads)."""
+"""The PostgreSQL backend's runtime state: per queue (own enqueues, the lease engine's wake-ups),
+per claim (its connection), per open() (its pools and threads)."""
 
 from __future__ import annotations
 
@@ -14,20 +14,10 @@ from .listener import _Canceller, _Listener
 
 
 class _QueueState:
-    """Waiting claims of one queue: woken by the listener, by wakeup() and by local enqueues."""
+    """One queue that this process claims: its own enqueues whose notification is still to come,
+    and the wait of the lease engine's claims (transaction mode waits in ``neoq.waiting``)."""
 
-    __slots__ = (
-        "cond",
-        "generation",
-        "local",
-        "local_at",
-        "looked_at",
-        "polling_held",
-        "signalled_at",
-        "timer_held",
-        "waiting",
-        "wakeups",
-    )
+    __slots__ = ("cond", "generation", "local", "local_at", "waiting", "wakeups")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.cond = threading.Condition(lock)
@@ -36,20 +26,11 @@ class _QueueState:
         #: last began: after _LOCAL_NOTIFY_MEMORY the count is forgotten.
         self.local = 0
         self.local_at = 0.0
-        #: Bumped on every signal, so a claim that was probing when it came probes again.
+        # The lease engine's claims (LeaseEngine._claim): bumped on every signal, so a claim that
+        # was leasing when it came leases again; wakeup() requests not yet consumed; claims waiting.
         self.generation = 0
-        #: wakeup() requests not yet consumed by a waiting claim.
         self.wakeups = 0
         self.waiting = 0
-        #: One waiting claim per queue and process looks often while others hold due jobs.
-        self.polling_held = False
-        #: One waiting claim per queue and process looks every poll interval (claim()).
-        self.timer_held = False
-        #: When a claim of this process last looked at the queue (time.monotonic()).
-        self.looked_at = 0.0
-        #: When the queue was last signalled (a notification or a local enqueue): a look that
-        #: began after it saw what the signal was about.
-        self.signalled_at = 0.0
 
 
 class _Held:
@@ -69,29 +50,31 @@ class _Held:
         "job_id",
         "lock",
         "lost",
-        "more",
+        "queue",
         "ran_at",
         "released",
         "returned",
         "settled",
+        "stored",
     )
 
-    def __init__(self, conn: Conn, job_id: str, claimed_at: float) -> None:
+    def __init__(self, conn: Conn, job_id: str, queue: str, claimed_at: float) -> None:
         self.conn = conn
         self.job_id = job_id
+        self.queue = queue
         #: When the claim query was sent (monotonic): cancellations seen earlier were for an older claim.
         self.claimed_at = claimed_at
-        #: The counter connection whose attempt counter's result is still to be read (_collect_count).
+        #: The counter connection whose attempt counter's result is still to be read (Settles.collect_count).
         self.counter: Conn | None = None
         #: The attempt number the claim read (attempts so far + 1), and when the attempt started.
         self.attempts = 0
         self.ran_at: datetime | None = None
         #: Whether the claim saw an earlier attempt that ended without a settle (counted apart).
         self.lost = False
-        #: Whether the claim saw more due jobs of its queue (claim_probe), so wakes one more loop.
-        self.more = True
         self.lock = threading.Lock()
         self.settled = False
+        #: Whether the outcome was committed: a claim that ends without it leaves its job due again.
+        self.stored = False
         self.released = False
         self.interrupted = False
         self.returned = False

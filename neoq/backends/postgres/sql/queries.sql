@@ -31,8 +31,10 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
 FROM job;
 
 -- name: claim_probe
--- The claim of a claim loop that was waiting: also says whether more jobs are due (held by
--- others or not), so that it wakes one more waiting loop only then.
+-- The claim of a claim loop that was waiting (a look): also says whether more jobs are due (held
+-- by others or not), so that it wakes one more waiting loop only then, and, when none is, when the
+-- queue's next job comes due (seconds from now, by the database's clock; as claim_idle's), so that
+-- the look's answer is complete (neoq.waiting.Look).
 WITH job AS (
     SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
            j.error, j.created_at, j.xmax AS locker, j.xmin AS creator
@@ -50,7 +52,10 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
        coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost,
        EXISTS (SELECT 1 FROM neoq_jobs b
                WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now() AND b.id <> job.id
-               ORDER BY b.run_after LIMIT 1) AS more
+               ORDER BY b.run_after LIMIT 1) AS more,
+       (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
+        FROM neoq_jobs n
+        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()) AS next_due
 FROM job;
 
 -- name: claim_idle

@@ -1,0 +1,293 @@
+"""Transaction mode's claims: one look at a queue, and a processed job's settle chained to the next claim.
+
+**A claim is a transaction.** ``look`` takes a connection from the worker pool and sends
+``BEGIN``, ``SELECT ... FOR UPDATE SKIP LOCKED`` (``claim_probe``: ``run_after <= now()`` in the
+query itself; it also says whether more jobs are due, and when the next one comes due) and a
+``SAVEPOINT``, pipelined into one round trip. The open transaction holds the job's row lock until
+the settle (``settles.Settles``) writes the outcome and commits; if the process dies, PostgreSQL
+rolls the transaction back and the job is claimable again. When nothing is due, ``claim_idle``
+says when the next job comes due and whether others hold due jobs, and commits, in one more round
+trip. The answer is a ``neoq.waiting.Look``: this module never waits, the backend's ``waiting``
+decides who looks when (docs/waiting.md).
+
+``chain`` is the look of ``Backend.settle_then_claim``: RELEASE SAVEPOINT, the outcome, COMMIT,
+then BEGIN, the claim query and SAVEPOINT in one pipeline, the connection going from the settled
+claim to the new one without the pool.
+
+It is given what it uses of the backend as callbacks: the pools (``require`` opens them in a
+forked child), the error wrapper, and the registry of this process's claims (``register``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import pq
+from psycopg_pool import PoolTimeout
+
+from ...errors import BackendConnectionError, BackendError, NeoqError
+from ...job import Job
+from ...waiting import Look
+from ..base import Claim, Outcome
+from .common import Conn, _close_quietly
+from .rows import _claimed_job
+from .settles import Settles
+from .state import _Held, _Pools
+from .wire import (
+    _BEGIN,
+    _COMMIT,
+    _FATAL_ERROR,
+    _PIPELINE_ABORTED,
+    _RELEASE_SAVEPOINT_B,
+    _SAVEPOINT_B,
+    _WORK_STATEMENTS,
+    _Command,
+    _exchange,
+    _Hot,
+    _load_row,
+    _prepare,
+    _receive,
+    _result_error,
+    _send,
+)
+
+__all__ = ["TransactionClaims"]
+
+logger = logging.getLogger(__name__)
+
+#: How long a look waits for a worker connection at most (seconds; the connect timeout if shorter).
+_GETCONN_WAIT = 2.0
+
+#: A look that found nothing: (seconds until the next job is due or None, others hold due jobs).
+_Idle = tuple["float | None", bool]
+
+
+class TransactionClaims:
+    """The claim side of transaction mode (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        hot: _Hot,
+        settles: Settles,
+        require: Callable[[], _Pools],
+        wrap: Callable[[BaseException, str], BackendError],
+        register: Callable[[_Held], bool],
+        connect_timeout: float,
+        safe_url: str,
+    ) -> None:
+        self._hot = hot
+        self.settles = settles
+        self._require = require
+        self._wrap = wrap
+        #: Registers a claim with this process (cancellations find it); True when a cancellation
+        #: of its job arrived since its claim query was sent.
+        self._register = register
+        self._connect_timeout = connect_timeout
+        self._safe_url = safe_url
+
+    def look(self, queue: str) -> Look[Claim]:
+        """Claim a due job of ``queue`` now, or say when the next comes due (``Backend.look``)."""
+        pools = self._require()
+        while True:
+            conn = self._getconn(pools, min(_GETCONN_WAIT, self._connect_timeout))
+            if conn is None:
+                return Look(held=True)  # every connection runs a job: look again soon
+            started = time.monotonic()
+            try:
+                row = self._claim_row(conn, queue)
+                idle = self._idle(conn, queue) if row is None else None
+            except psycopg.Error as exc:
+                self.settles.putconn(conn)  # the pool rolls back or discards it
+                raise self._wrap(exc, f"claiming a job of queue {queue!r}") from exc
+            if row is None:
+                self.settles.putconn(conn)
+                assert idle is not None
+                return Look(due_in=idle[0], held=idle[1])
+            claim = self._take(pools, conn, row, started)
+            if claim is not None:
+                more = bool(row[14])
+                # Nothing else due: the probe's next due time completes the answer.
+                return Look(claim, more=more, due_in=None if more else row[15])
+            # Its job was cancelled while it waited: look again.
+
+    def chain(self, claim: Claim, held: _Held, outcome: Outcome, queue: str) -> Look[Claim] | None:
+        """Settle the processed attempt ``claim`` and claim ``queue``'s next due job in one round
+        trip (``Backend.settle_then_claim``, through ``QueueWaiting.chain``). None when it did
+        not look after all (the claim was ended from outside, or the claim part failed: the
+        outcome is stored, and the loop claims again the usual way)."""
+        settles = self.settles
+        with held.lock:
+            if held.settled:
+                return None
+            held.settled = True
+            conn = held.conn
+            try:
+                settles.collect_count(held)
+                pools = settles.pools()
+                if (
+                    pools is None
+                    or held.interrupted
+                    or conn.closed
+                    or conn.info.transaction_status != pq.TransactionStatus.INTRANS
+                ):
+                    settles.write_outcome(held, claim.job, outcome)
+                    held.stored = True
+                    return None
+                started = time.monotonic()
+                row = self._settle_and_claim(conn, held, claim.job, queue)
+                held.stored = True
+                if row is None:
+                    if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
+                        return None  # the claim failed; release() returns the connection
+                    try:
+                        next_due, busy = self._idle(conn, queue)
+                    except psycopg.Error as exc:  # the outcome is stored; release() cleans up
+                        logger.debug("neoq: claiming after job %s failed: %s", claim.job.id, exc)
+                        return None
+                    # The queue has nothing due: the claim loop goes straight to waiting.
+                    return Look(due_in=next_due, held=busy)
+                held.returned = True  # the connection is the next claim's now
+                settles.forget(held)
+                try:
+                    following = self._take(pools, conn, row, started)
+                except NeoqError as exc:
+                    # The outcome is stored; the claim loop claims again the usual way.
+                    logger.debug("neoq: claiming after job %s failed: %s", claim.job.id, exc)
+                    return None
+                # The plain claim query does not say whether more is due.
+                return None if following is None else Look(following)
+            finally:
+                settles.done(held)
+
+    # -- one round trip each ---------------------------------------------------------------
+
+    def _claim_row(self, conn: Conn, queue: str) -> tuple[Any, ...] | None:
+        """BEGIN, the claim query and the handler's SAVEPOINT, in one round trip; the claim's row
+        (None when nothing is due: the transaction is still open)."""
+        hot = self._hot
+        commands: tuple[_Command, ...] = (
+            (_BEGIN, None, False),
+            (hot.claim_probe, (queue.encode(conn.info.encoding),), hot.prepared),
+            (_SAVEPOINT_B, None, False),
+        )
+        try:
+            results = _exchange(conn, commands)
+        except pg_errors.InvalidSqlStatementName:
+            if not hot.prepared:
+                raise
+            # Someone deallocated neoq's statements on this connection (DEALLOCATE ALL): again.
+            conn.rollback()
+            _prepare(conn, _WORK_STATEMENTS)
+            results = _exchange(conn, commands)
+        return _load_row(conn, results[1])
+
+    def _idle(self, conn: Conn, queue: str) -> _Idle:
+        """After a claim that found nothing: (seconds until the next job is due, others hold due
+        jobs), and the transaction ended, in one round trip.
+
+        Committed, not rolled back: a claim that found nothing may still have locked a row. When
+        a job it was about to lock was updated meanwhile (its retry was just settled), PostgreSQL
+        locks the new version before it rechecks the claim's conditions on it, and keeps the lock
+        when the recheck fails. Rolled back, that lock would leave an aborted transaction's id in
+        the row's xmax, the trace of an attempt lost without a settle (migration 0003), and the
+        next claim would count an attempt that never ran. A transaction that wrote nothing
+        commits without writing anything either.
+        """
+        hot = self._hot
+        commands: tuple[_Command, ...] = (
+            (hot.claim_idle, (queue.encode(conn.info.encoding),), hot.prepared),
+            (_COMMIT, None, False),
+        )
+        row = _load_row(conn, _exchange(conn, commands)[0])
+        assert row is not None
+        return row[0], bool(row[1])
+
+    def _settle_and_claim(self, conn: Conn, held: _Held, job: Job, queue: str) -> tuple[Any, ...] | None:
+        """The exchange of ``chain``: the claim's row, or None when the claim failed.
+
+        Raises ``BackendError`` when the outcome was not stored.
+        """
+        hot = self._hot
+        encoding = conn.info.encoding
+        settle: tuple[_Command, ...] = (
+            (_RELEASE_SAVEPOINT_B, None, False),
+            self.settles.processed(job, held),
+            (_COMMIT, None, False),
+        )
+        claim: tuple[_Command, ...] = (
+            (_BEGIN, None, False),
+            (hot.claim, (queue.encode(encoding),), hot.prepared),
+            (_SAVEPOINT_B, None, False),
+        )
+        try:
+            # One segment (one sync): the server commits a COMMIT when it executes it, so a claim
+            # that fails after it cannot undo the outcome; and libpq sends a segment per sync.
+            with conn.lock:
+                _send(conn.pgconn, settle + claim)
+                results = _receive(conn, len(settle) + len(claim))
+            settled, claimed = results[: len(settle)], results[len(settle) :]
+            for result in settled:
+                if result.status == _FATAL_ERROR:
+                    raise _result_error(conn, result)
+        except psycopg.Error as exc:
+            with suppress(psycopg.Error):
+                if not conn.closed:
+                    conn.rollback()
+            raise self._wrap(exc, f"settling job {job.id} as processed") from exc
+        for result in claimed:
+            if result.status == _FATAL_ERROR or result.status == _PIPELINE_ABORTED:
+                # The outcome is committed; the claim loop claims again the usual way (and reports).
+                error = _result_error(conn, result)
+                logger.debug("neoq: claiming after job %s failed: %s", job.id, error)
+                with suppress(psycopg.Error):
+                    conn.rollback()
+                    if isinstance(error, pg_errors.InvalidSqlStatementName) and hot.prepared:
+                        _prepare(conn, _WORK_STATEMENTS)  # deallocated by someone: prepare again
+                return None
+        return _load_row(conn, claimed[1])
+
+    # -- making a claim --------------------------------------------------------------------
+
+    def _take(self, pools: _Pools, conn: Conn, row: tuple[Any, ...], started: float) -> Claim | None:
+        """Make a claim of the job ``row`` locked on ``conn``; None when a cancellation was waiting
+        for it (it is then stored CANCELLED and ``conn`` returned). An earlier attempt that the
+        claim found lost is counted first (``Settles.send_count``); this one is counted by its settle."""
+        job_id = str(row[0])
+        held = _Held(conn, job_id, str(row[1]), started)
+        lost = held.lost = bool(row[13])
+        held.ran_at = row[12]
+        held.attempts = int(row[11]) + lost + 1
+        # Registered before anything else, so a cancellation arriving from now on finds it.
+        # One that arrived while the claim query ran may have missed its snapshot.
+        cancelled = self._register(held)
+        if row[10] or cancelled:
+            # Cancelled while it waited for this claim: record it and never run it.
+            self.settles.settle_unrun(held, _claimed_job(row, job_id, 0, None))
+            return None
+        if lost:
+            try:
+                self.settles.send_count(pools, held)
+            except BaseException:
+                # Without the lost attempt counted the job must not run: end the claim (it is due again).
+                self.settles.forget(held)
+                _close_quietly(conn)
+                self.settles.putconn(conn)
+                self.settles.signal(held.queue)  # its job is due again
+                raise
+        return Claim(_claimed_job(row, job_id, held.attempts, held.ran_at), transaction=conn, token=held)
+
+    def _getconn(self, pools: _Pools, timeout: float) -> Conn | None:
+        try:
+            return pools.work.getconn(timeout=timeout)
+        except PoolTimeout as exc:
+            stats = pools.work.get_stats()
+            if stats.get("pool_size", 0) >= stats.get("pool_max", 0):
+                return None  # every connection is held by a running job: wait for one
+            raise BackendConnectionError(f"no PostgreSQL connection to {self._safe_url} within {timeout:g}s") from exc

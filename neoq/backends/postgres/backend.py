@@ -67,6 +67,7 @@ from ...job import Job, JobStatus, setting_seconds
 from ...redact import HIDDEN, redact_url
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION
+from ..lease import LeaseEngine, LeaseToken
 from . import forking
 from .batch import (
     _COPY_CHUNK,
@@ -94,7 +95,7 @@ from .common import (
     _utc_session,
 )
 from .counters import _Counters
-from .lease import LeaseEngine, LeaseToken
+from .leasestore import PostgresLeaseStore
 from .listener import _Canceller, _Listener
 from .migrations import migrate, missing_migrations
 from .queries import QUERIES
@@ -268,6 +269,7 @@ class PostgresBackend(Backend):
         self._safe_url = redact_url(url)
         self._idle_ms = round(setting_seconds(idle_transaction_timeout, "idle_transaction_timeout") * 1000)
         self._poll_interval = setting_seconds(poll_interval, "poll_interval") or DEFAULT_POLL_INTERVAL
+        self.poll_interval = self._poll_interval  # the waiting's (lease-mode claims wait through it)
         if connect_timeout is None:
             try:
                 connect_timeout = float(params.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
@@ -427,6 +429,7 @@ class PostgresBackend(Backend):
             lease_engine, self._lease_engine = self._lease_engine, None
         if lease_engine is not None:
             lease_engine.close()
+        self.reset_waiting()  # lease-mode claims waiting return None
         if pools is None:
             return
         # Blocked claims return None at once and see the backend closed.
@@ -528,6 +531,7 @@ class PostgresBackend(Backend):
         pools, self._pools = self._pools, None
         lease_engine, self._lease_engine = self._lease_engine, None
         forking.abandon((pools, lease_engine))
+        self.reset_waiting(close=False)
         self._fresh_runtime()
         self._reopen = pools is not None
 
@@ -737,6 +741,9 @@ class PostgresBackend(Backend):
             state.generation += 1
             state.signalled_at = time.monotonic()
             state.cond.notify()
+        waiting = self._waiting
+        if waiting is not None:  # lease-mode claims wait through it
+            waiting.signal(queue)
 
     def _enqueue_single(self, job: Job, payload: str) -> str:
         """One prepared job, through no caller's connection: ``_store`` without what a batch needs.
@@ -936,14 +943,29 @@ class PostgresBackend(Backend):
             if engine is None:
                 if self._pools is None:  # closed meanwhile
                     raise BackendError(_NOT_OPEN)
-                engine = self._lease_engine = LeaseEngine(self, self._lease_seconds)
+                store = PostgresLeaseStore(
+                    self._url,
+                    kwargs=self._aux_kwargs,
+                    connect_timeout=self._connect_timeout,
+                    safe_url=self._safe_url,
+                    wrap=self._wrap,
+                )
+                engine = self._lease_engine = LeaseEngine(
+                    store,
+                    self._lease_seconds,
+                    loops=lambda queue: self.waiting.queue(queue),
+                    prefetch=lambda queue: self._prefetch.get(queue, 0),
+                    notify_cancel=self._notify_cancel,
+                    name="PostgreSQL",
+                )
         return engine
 
     def claim(self, queue: str, timeout: float) -> Claim | None:
         if not self._listening:
             self._listen_now()
         if self._queue_modes.get(queue, self._default_mode) == "lease":
-            return self._lease().claim(queue, timeout, self._prefetch.get(queue, 0))
+            self._state(queue)  # signals of this process's enqueues, and their notifications let go
+            return self.waiting.queue(queue).claim(functools.partial(self._lease().look, queue), timeout)
         self._require()
         state = self._state(queue)
         self._count_claimer()
@@ -1348,7 +1370,7 @@ class PostgresBackend(Backend):
         """
         held = claim.token
         if isinstance(held, LeaseToken):
-            return held.engine.settle_then_claim(claim, outcome, queue, self._prefetch.get(queue, 0))
+            return held.engine.settle_then_claim(claim, outcome, queue)
         if (
             outcome.status is not JobStatus.PROCESSED
             or not isinstance(held, _Held)
@@ -1620,6 +1642,8 @@ class PostgresBackend(Backend):
         self._putconn(self._pools, conn)
 
     def wakeup(self, queue: str, waiters: int) -> None:
+        if self._queue_modes.get(queue, self._default_mode) == "lease":
+            return super().wakeup(queue, waiters)
         state = self._state(queue)
         with state.cond:
             state.wakeups += waiters
@@ -1645,6 +1669,10 @@ class PostgresBackend(Backend):
                 state.generation += 1
                 state.signalled_at = time.monotonic()
                 state.cond.notify()
+        waiting = self._waiting
+        if waiting is not None:  # lease-mode claims wait through it
+            for signalled in [None] if queues is None else list(queues):
+                waiting.signal(signalled)
 
     # -- cancellation --------------------------------------------------------------------
 

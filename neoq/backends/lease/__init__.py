@@ -4,9 +4,9 @@ small store protocol (``store.LeaseStore``)."""
 
 from __future__ import annotations
 
-from .engine import LeaseEngine, Loops
+from .engine import LeaseEngine
 from .heartbeat import heartbeat_interval
-from .store import Leased, LeaseHolder, LeaseStore, LeaseToken, Lost, Settlement
+from .store import Leased, LeaseHolder, LeaseStore, LeaseToken, Loops, Lost, Settlement
 
 __all__ = [
     "LeaseEngine",

@@ -1,7 +1,7 @@
 """The lease engine: leased claims for every store that cannot hold a transaction across a handler.
 
-Nothing is held in the store while a handler runs. A claim *leases* its job (``run_after`` moved
-to the lease's expiry, a fresh fencing token), the engine's heartbeat renews the leases of running
+Nothing is held in the store while a handler runs. A claim *leases* its job (its due time moved to
+the lease's expiry, a fresh fencing token), the engine's heartbeat renews the leases of running
 jobs, and outcomes are written later in batches, each fenced by its token, so that a holder whose
 lease expired changes nothing. PostgreSQL's lease mode runs on it (``neoq.backends.postgres.
 leasestore``); so may any store that implements the five calls below (docs/lease-mode.md).
@@ -23,7 +23,7 @@ How it works:
 - **Prefetch and read-ahead.** A buffered job nobody started within a heartbeat interval is given
   back (due as before, attempt uncounted). While the buffer turns over fast, the loop that takes a
   job from a buffer running low first leases the next batch (a read-ahead: up to three
-  ``prefetch`` es), so fetches overlap with handlers; ``settle_then_claim`` takes the next buffered
+  prefetches), so fetches overlap with handlers; ``settle_then_claim`` takes the next buffered
   job as a chained look (``QueueWaiting.chain``). At most one read-ahead per queue runs at a time.
 - **Give-back at close.** ``close`` writes the outcomes waiting, gives back the buffered jobs, and
   closes the store. Leases of handlers still running expire on their own.
@@ -94,7 +94,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from ...errors import NeoqError
 from ...job import JobStatus
@@ -102,9 +102,9 @@ from ...waiting import Look
 from ..base import Claim, Outcome
 from .flusher import Flusher
 from .heartbeat import heartbeat_interval, start_heartbeat
-from .store import LeaseStore, LeaseToken, Settlement
+from .store import LeaseStore, LeaseToken, Loops, Settlement
 
-__all__ = ["LeaseEngine", "Loops"]
+__all__ = ["LeaseEngine"]
 
 logger = logging.getLogger("neoq.backends.lease")
 
@@ -125,24 +125,6 @@ _READ_AHEAD_AGE = 0.25
 
 #: The answer of a look at a closed engine: nothing (the backend's close wakes the claim loops).
 _NOTHING: Look[Claim] = Look()
-
-
-class Loops(Protocol):
-    """The claim loops of one queue in this process, as the engine sees them
-    (``neoq.waiting.QueueWaiting`` is one)."""
-
-    @property
-    def claiming(self) -> int:
-        """Claim calls in progress (waiting or looking): the loops one fetch serves."""
-        ...
-
-    def signal(self) -> None:
-        """Jobs were buffered for the loops: have one look (and take one)."""
-        ...
-
-    def chain(self, look: Callable[[], Look[Claim] | None]) -> Claim | None:
-        """The look of a loop that just settled a job, outside the turn."""
-        ...
 
 
 class _LeaseQueue:

@@ -1,19 +1,22 @@
 """The records the lease engine and its store trade, and ``LeaseStore``: what a store implements.
 
-The contract of each call is in the docstring of ``neoq.backends.lease.engine`` ("What a store
+``Loops`` is how the engine sees a queue's claim loops. The contract of each call of a
+``LeaseStore`` is in the docstring of ``neoq.backends.lease.engine`` ("What a store
 implements to get leases").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from ...job import Job
+from ...waiting import Look
 from ..base import Claim, Outcome
 
-__all__ = ["LeaseHolder", "LeaseStore", "LeaseToken", "Leased", "Lost", "Settlement"]
+__all__ = ["LeaseHolder", "LeaseStore", "LeaseToken", "Leased", "Loops", "Lost", "Settlement"]
 
 #: One job ``LeaseStore.fetch`` leased: ``(job, key, token, due_at, cancel_requested)``.
 Leased = tuple[Job, Any, int, datetime, bool]
@@ -82,4 +85,22 @@ class LeaseStore(Protocol):
 
     def close(self) -> None:
         """Release the store's resources."""
+        ...
+
+
+class Loops(Protocol):
+    """The claim loops of one queue in this process, as the engine sees them
+    (``neoq.waiting.QueueWaiting`` is one)."""
+
+    @property
+    def claiming(self) -> int:
+        """Claim calls in progress (waiting or looking): the loops one fetch serves."""
+        ...
+
+    def signal(self) -> None:
+        """Jobs were buffered for the loops: have one look (and take one)."""
+        ...
+
+    def chain(self, look: Callable[[], Look[Claim] | None]) -> Claim | None:
+        """The look of a loop that just settled a job, outside the turn."""
         ...

@@ -1,5 +1,6 @@
-"""The PostgreSQL backend's runtime state: per queue (the wake-ups that the claims and the lease
-engine wait on), per claim (its connection), per open() (its pools and threads)."""
+"""The PostgreSQL backend's runtime state: per queue (the wake-ups that transaction-mode claims
+wait on; lease-mode claims wait through ``neoq.waiting``), per claim (its connection), per open()
+(its pools and threads)."""
 
 from __future__ import annotations
 

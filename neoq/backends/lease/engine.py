@@ -230,14 +230,7 @@ class LeaseEngine:
         claims, due_in, held = self._fetch(queue, limit)
         if not claims:
             return Look(due_in=due_in, held=held)
-        rest = claims[1:]
-        with mine.lock:
-            closed = self._closed.is_set()
-            if not closed:
-                mine.buffer.extend(rest)
-            mine.short = len(claims) < limit
-        if closed and rest:
-            self._give_back([c.token for c in rest])
+        self._keep(mine, claims[1:], len(claims) < limit)
         return Look(claims[0])
 
     def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
@@ -291,17 +284,23 @@ class LeaseEngine:
             # The loops fetch again themselves when the buffer runs dry (and report errors then).
             logger.debug("neoq: reading ahead on queue %r failed: %s", queue, exc)
         finally:
-            with mine.lock:
-                mine.reading = False
-                closed = self._closed.is_set()
-                if not closed:
-                    mine.buffer.extend(claims)
-                mine.short = len(claims) < limit
-            if closed and claims:
-                # close() emptied the buffers already: give these back too.
-                self._give_back([claim.token for claim in claims])
-        if claims and not closed:
+            kept = self._keep(mine, claims, len(claims) < limit, reading=True)
+        if claims and kept:
             loops.signal()  # a waiting loop takes one (and hands the turn on while there are more)
+
+    def _keep(self, mine: _LeaseQueue, claims: list[Claim], short: bool, *, reading: bool = False) -> bool:
+        """Buffer ``claims`` (a fetch's ``short`` noted; a read-ahead ended), unless the engine
+        closed meanwhile: then give them back, since close() emptied the buffers already."""
+        with mine.lock:
+            if reading:
+                mine.reading = False
+            closed = self._closed.is_set()
+            if not closed:
+                mine.buffer.extend(claims)
+            mine.short = short
+        if closed and claims:
+            self._give_back([claim.token for claim in claims])
+        return not closed
 
     def _fetch(self, queue: str, limit: int) -> tuple[list[Claim], float | None, bool]:
         """Lease up to ``limit`` due jobs; return their claims, or the store's ``due_in``, ``held``."""

@@ -163,7 +163,7 @@ class LeaseEngine:
         loops: Callable[[str], Loops],
         prefetch: Callable[[str], int],
         notify_cancel: Callable[[str], None],
-        name: str = "the store",
+        name: str = "lease",
     ) -> None:
         self._store = store
         self._lease = lease

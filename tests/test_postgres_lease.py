@@ -326,16 +326,16 @@ def test_slow_jobs_leave_no_job_attempted_twice_by_prefetch(pg_clean: str) -> No
 def test_idle_claim_loops_do_not_take_turns_leasing_nothing(pg_clean: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three idle loops beside a running job: each claim statement's end woke the others' poll
     waits, so they leased nothing back to back (about 2,000 statements a second)."""
-    from neoq.backends.postgres import lease
+    from neoq.backends.postgres.leasestore import PostgresLeaseStore
 
     fetches: list[float] = []
-    original = lease.LeaseEngine._fetch
+    original = PostgresLeaseStore.fetch
 
-    def counting(self: lease.LeaseEngine, queue: str, limit: int) -> object:
+    def counting(self: PostgresLeaseStore, queue: str, limit: int, lease: float, owner: str) -> object:
         fetches.append(time.monotonic())
-        return original(self, queue, limit)
+        return original(self, queue, limit, lease, owner)
 
-    monkeypatch.setattr(lease.LeaseEngine, "_fetch", counting)
+    monkeypatch.setattr(PostgresLeaseStore, "fetch", counting)
     queue = unique_name("lease-idle")
     started, release = threading.Event(), threading.Event()
 

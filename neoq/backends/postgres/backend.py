@@ -47,6 +47,7 @@ from ...job import Job, JobStatus
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION
+from ..lease import LeaseEngine, LeaseToken
 from . import forking, inspection
 from .cancels import _Cancels
 from .claims import TransactionClaims
@@ -56,7 +57,7 @@ from .common import (
 )
 from .counters import _Counters
 from .enqueue import Enqueuer
-from .lease import LeaseEngine, LeaseToken
+from .leasestore import PostgresLeaseStore
 from .listener import _Canceller, _Listener
 from .pools import Connections
 from .settings import PostgresOptions, parse_settings
@@ -79,13 +80,6 @@ _TIMED_LOOK_GRACE = 0.05
 
 #: How long (seconds) the listener remembers local enqueues whose notification it lets go.
 _LOCAL_NOTIFY_MEMORY = 0.5
-
-
-#: Per claim-loop thread: ``empty``, what the last look at a queue found when it had nothing due
-#: (its _QueueState, the state's wake-up generation then, seconds from the look to the next due
-#: job or None, whether others hold due jobs, when it looked); the claim() that follows waits at
-#: once instead of looking again while that is still current (see PostgresBackend._current).
-_local = threading.local()
 
 
 _NOT_OPEN = "the PostgreSQL backend is not open (call open(), or use neoq.new())"
@@ -232,19 +226,14 @@ class PostgresBackend(Backend):
         with self._lock:
             pools, self._pools = self._pools, None
             self._reopen = False
-            states = list(self._states.values())
             leftover = list(self._claims.values())
             lease_engine, self._lease_engine = self._lease_engine, None
         if lease_engine is not None:
             lease_engine.close()
+        # Blocked claims (both modes wait in neoq.waiting) return None at once and see the backend closed.
+        self.reset_waiting()
         if pools is None:
             return
-        # Blocked claims return None at once and see the backend closed.
-        self.reset_waiting()
-        for state in states:
-            with state.cond:
-                state.generation += 1
-                state.cond.notify_all()
         pools.listener.stop()
         pools.canceller.stop()
         pools.counters.close()
@@ -304,6 +293,7 @@ class PostgresBackend(Backend):
         pools, self._pools = self._pools, None
         lease_engine, self._lease_engine = self._lease_engine, None
         forking.abandon((pools, lease_engine))
+        self.reset_waiting(close=False)
         self._fresh_runtime()
         self.reset_waiting(close=False)
         self._reopen = pools is not None
@@ -402,7 +392,21 @@ class PostgresBackend(Backend):
             if engine is None:
                 if self._pools is None:  # closed meanwhile
                     raise BackendError(_NOT_OPEN)
-                engine = self._lease_engine = LeaseEngine(self, self._lease_seconds)
+                store = PostgresLeaseStore(
+                    self._url,
+                    kwargs=self._aux_kwargs,
+                    connect_timeout=self._connect_timeout,
+                    safe_url=self._safe_url,
+                    wrap=self._wrap,
+                )
+                engine = self._lease_engine = LeaseEngine(
+                    store,
+                    self._lease_seconds,
+                    loops=lambda queue: self.waiting.queue(queue),
+                    prefetch=lambda queue: self._prefetch.get(queue, 0),
+                    notify_cancel=self._notify_cancel,
+                    name="PostgreSQL",
+                )
         return engine
 
     @functools.cached_property
@@ -439,22 +443,12 @@ class PostgresBackend(Backend):
         """
         if not self._listening:
             self._listen_now()
-        if self._is_lease(queue):
-            # Lease mode claims through its engine's own wait (``claim``) until the engine answers looks.
-            raise BackendError(f"queue {queue!r} is in lease mode: it claims through claim(), not look()")
         if queue not in self._states:
             self._state(queue)  # this process claims the queue: its own enqueues' notifications are counted
+        if self._is_lease(queue):
+            return self._lease().look(queue)
         self._count_claimer()
         return self._transactions.look(queue)
-
-    def claim(self, queue: str, timeout: float) -> Claim | None:
-        """``Backend.claim``; a lease-mode queue waits in its lease engine (``LeaseEngine.claim``)
-        until that engine answers looks (then this override goes)."""
-        if self._is_lease(queue):
-            if not self._listening:
-                self._listen_now()
-            return self._lease().claim(queue, timeout, self._prefetch.get(queue, 0))
-        return super().claim(queue, timeout)
 
     def _count_claimer(self) -> None:
         """Size the worker pool to the threads that claim: each holds at most one connection."""
@@ -503,7 +497,7 @@ class PostgresBackend(Backend):
         """
         held = claim.token
         if isinstance(held, LeaseToken):
-            return held.engine.settle_then_claim(claim, outcome, queue, self._prefetch.get(queue, 0))
+            return held.engine.settle_then_claim(claim, outcome, queue)
         if outcome.status is not JobStatus.PROCESSED or not isinstance(held, _Held) or self._is_lease(queue):
             self.settle(claim, outcome)
             return None
@@ -525,16 +519,6 @@ class PostgresBackend(Backend):
     #: Used by close() for claims whose handler thread was abandoned.
     _close_under_handler = staticmethod(close_under_handler)
 
-    def wakeup(self, queue: str, waiters: int) -> None:
-        """``Backend.wakeup``; a lease-mode queue's claims wait in its lease engine."""
-        if self._is_lease(queue):
-            state = self._state(queue)
-            with state.cond:
-                state.wakeups += waiters
-                state.cond.notify(waiters)
-            return
-        super().wakeup(queue, waiters)
-
     def _state(self, queue: str) -> _QueueState:
         state = self._states.get(queue)
         if state is None:
@@ -554,15 +538,6 @@ class PostgresBackend(Backend):
             else:
                 for queue in queues:
                     waiting.signal(queue)
-        if self._lease_engine is not None:
-            # The lease engine's claims wait on the queue's state (until the engine answers looks).
-            states = self._states
-            for name in list(states) if queues is None else queues:
-                state = states.get(name)
-                if state is not None:
-                    with state.cond:
-                        state.generation += 1
-                        state.cond.notify()
 
     # -- cancellation --------------------------------------------------------------------
 

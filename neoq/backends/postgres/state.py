@@ -1,5 +1,5 @@
-"""The PostgreSQL backend's runtime state: per queue (own enqueues, the lease engine's wake-ups),
-per claim (its connection), per open() (its pools and threads)."""
+"""The PostgreSQL backend's runtime state: per queue (its own enqueues), per claim (its
+connection), per open() (its pools and threads). Claims of both modes wait in ``neoq.waiting``."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from .listener import _Canceller, _Listener
 
 
 class _QueueState:
-    """One queue that this process claims: its own enqueues whose notification is still to come,
-    and the wait of the lease engine's claims (transaction mode waits in ``neoq.waiting``)."""
+    """One queue that this process claims: its own enqueues whose notification is still to come."""
 
-    __slots__ = ("cond", "generation", "local", "local_at", "waiting", "wakeups")
+    __slots__ = ("cond", "local", "local_at")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.cond = threading.Condition(lock)
@@ -26,11 +25,6 @@ class _QueueState:
         #: last began: after _LOCAL_NOTIFY_MEMORY the count is forgotten.
         self.local = 0
         self.local_at = 0.0
-        # The lease engine's claims (LeaseEngine._claim): bumped on every signal, so a claim that
-        # was leasing when it came leases again; wakeup() requests not yet consumed; claims waiting.
-        self.generation = 0
-        self.wakeups = 0
-        self.waiting = 0
 
 
 class _Held:

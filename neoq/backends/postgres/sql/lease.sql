@@ -1,9 +1,9 @@
--- Named queries of the PostgreSQL lease mode, loaded once by neoq.backends.postgres.lease.
+-- Named queries of the PostgreSQL lease mode, loaded once by neoq.backends.postgres.leasestore.
 --
 -- A lease is (run_after = expiry, lease_token = fencing token, lease_owner) on a job that stays
 -- 'new' (see migrations/0002_lease.sql). Every write of a holder names its token, so a holder
 -- whose lease expired and was claimed again changes nothing. Every value is a bound parameter,
--- except lease_claim's %(limit)s: lease.py writes that integer into the text (see _CLAIM_BY_LIMIT).
+-- except lease_claim's %(limit)s: leasestore.py writes that integer into the text (see _CLAIM_BY_LIMIT).
 
 -- name: lease_claim
 -- Lease up to %(limit)s due jobs of a queue in one statement and count their attempts; or, when

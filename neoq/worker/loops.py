@@ -66,9 +66,7 @@ class Worker:
         self._log = log
         self._lock = threading.Lock()
         self._runners: dict[str, QueueRunner] = {}
-        self._attempts = AttemptRunner(
-            backend, clock=clock, log=log, recovery_callback=recovery_callback, events=events
-        )
+        self._attempts = AttemptRunner(backend, clock, log, recovery_callback, events)
         self._running = self._attempts.running
         self._watchdog = self._attempts.watchdog
         self._stopped = False

@@ -47,17 +47,11 @@ class AttemptRunner:
     """Runs the attempts of one worker's claim loops, and ends running ones from outside."""
 
     def __init__(
-        self,
-        backend: Backend,
-        *,
-        clock: Clock,
-        log: logging.Logger,
-        recovery_callback: RecoveryCallback | None = None,
-        events: Any = None,
+        self, backend: Backend, clock: Clock, log: logging.Logger, recovery: RecoveryCallback | None, events: Any
     ) -> None:
         self._backend = backend
         self._log = log
-        self._recovery_callback = recovery_callback
+        self._recovery_callback = recovery
         self._events = events
         #: The running attempts by job id: at most the sum of the started queues' concurrency.
         self.running: dict[str, Attempt] = {}

@@ -26,10 +26,10 @@ from .harness import CONCURRENCY, QUEUE, fresh_database
 def _burst(client: Any, concurrency: int) -> int:
     """Run the worker's own claim loops in burst mode until the queue is empty; return jobs run."""
     from neoq.handler import as_handler
-    from neoq.worker import _QueueRunner
+    from neoq.worker.loops import QueueRunner
 
     worker = client._worker  # the runtime itself, so nothing but the claim loop is measured
-    runner = _QueueRunner(QUEUE, as_handler(lambda job: None, concurrency=concurrency), burst=True)
+    runner = QueueRunner(QUEUE, as_handler(lambda job: None, concurrency=concurrency), burst=True)
     worker._launch(runner)
     wait_futures(runner.futures)
     assert runner.executor is not None
@@ -52,9 +52,9 @@ def profile_memory(n: int) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
 
     from neoq.handler import as_handler
-    from neoq.worker import _QueueRunner
+    from neoq.worker.loops import QueueRunner
 
-    runner = _QueueRunner(QUEUE, as_handler(lambda job: None), burst=True)
+    runner = QueueRunner(QUEUE, as_handler(lambda job: None), burst=True)
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()

@@ -6,7 +6,7 @@ import enum
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
@@ -21,12 +21,7 @@ from .defaults import (
     MAX_QUEUE_NAME_LENGTH,
 )
 from .errors import ConfigurationError, InvalidJobError
-
-try:
-    from _json import encode_basestring as _c_encode_basestring
-    from _json import make_encoder as _c_make_encoder
-except ImportError:  # pragma: no cover - no C accelerator (PyPy): JSONEncoder.encode only
-    _c_make_encoder = None  # type: ignore[assignment, misc]
+from .jsontext import FLAT_ENCODE, canonical_json, compact_json
 
 __all__ = [
     "Job",
@@ -160,36 +155,6 @@ def to_seconds(value: timedelta | float | int, name: str) -> float:
     return float(value)
 
 
-# Built once: json.dumps() with any option builds a new encoder per call, a third of its cost here.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _flat_encoder() -> Callable[[object, int], Sequence[str]] | None:
-    """``_COMPACT``'s C encoder built once (``JSONEncoder.encode`` builds one per call, most of its
-    cost for a small payload), for flat payloads only (see ``_is_flat``): they hold no container,
-    so the encoder needs no cycle check. ``None`` where the C accelerator is missing, or where it
-    does not take these arguments or write what ``_COMPACT`` writes (it is private to ``json``)."""
-    if _c_make_encoder is None:
-        return None
-    sample = {"s": '\u00e9"\n', "i": -1, "f": 1e16, "t": True, "n": None}
-    try:
-        encode = _c_make_encoder(None, _COMPACT.default, _c_encode_basestring, None, ":", ",", False, False, False)
-        if "".join(encode(sample, 0)) != _COMPACT.encode(sample):
-            return None
-    except Exception:  # pragma: no cover - another Python's json internals
-        return None
-    return encode
-
-
-_FLAT_ENCODE = _flat_encoder()
-
-
-def canonical_json(payload: Mapping[str, Any]) -> str:
-    """Return the canonical JSON text of ``payload``: sorted keys, no whitespace, ASCII only."""
-    return _CANONICAL.encode(payload)
-
-
 def fingerprint(queue: str, payload: Mapping[str, Any]) -> str:
     """Return the stable hex digest of ``queue`` and the canonical JSON of ``payload``.
 
@@ -321,7 +286,7 @@ def _encode_payload(payload: object) -> tuple[str, bool]:
     if not flat:
         _check_structure(payload)
     try:
-        text = "".join(_FLAT_ENCODE(payload, 0)) if flat and _FLAT_ENCODE is not None else _COMPACT.encode(payload)
+        text = "".join(FLAT_ENCODE(payload, 0)) if flat and FLAT_ENCODE is not None else compact_json(payload)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidJobError(f"payload is not JSON-serialisable: {exc}") from None
     if not text.isascii():

@@ -1,17 +1,9 @@
-"""A reference neoq backend on one SQLite file that several processes share: ``refsqlite:///path/to/jobs.db``.
+"""neoq's reference backend: one SQLite file that the processes of a host share, ``refsqlite:///path/jobs.db``.
 
-It shows the contract of ``neoq.backends.Backend`` (docs/backends.md) and passes ``neoq.testing.BackendSuite``
-and ``SharedStoreSuite`` (tests/test_reference_backend.py). It is documentation, not a product:
-
-- A claim is a lease: ``owner`` and ``lease_until`` set on the row, with ``attempts`` counted. Nothing renews
-  it, so a handler running longer than ``lease`` seconds may run twice. A real store without a held transaction
-  renews its leases and batches its writes with the lease engine (neoq/backends/lease/).
-- It cannot notify: ``capabilities`` is ``{"shared"}``, and neoq.waiting polls every ``poll_interval`` seconds.
-- One connection per backend, behind a lock; SQLite's WAL lets processes read while one writes.
+Documentation, not a product (docs/backends.md): its leases are renewed by nothing (see neoq/backends/lease/).
 """
 
-from __future__ import annotations
-
+import contextlib
 import json
 import sqlite3
 import threading
@@ -23,23 +15,20 @@ from neoq.errors import BackendError, ConfigurationError, DuplicateJobError, Job
 from neoq.job import Job, JobStatus, canonical_json
 from neoq.waiting import Look
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,
-  fingerprint TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL, run_after INTEGER NOT NULL,
-  deadline INTEGER, max_retries INTEGER, retries INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
-  error TEXT, created_at INTEGER NOT NULL, ran_at INTEGER, finished_at INTEGER,
-  owner TEXT, lease_until INTEGER, cancel INTEGER NOT NULL DEFAULT 0);
+SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,
+  fingerprint TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL, run_after INTEGER NOT NULL, deadline INTEGER,
+  max_retries INTEGER, retries INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, error TEXT,
+  created_at INTEGER NOT NULL, ran_at INTEGER, finished_at INTEGER, owner TEXT, lease_until INTEGER, cancel INTEGER);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique ON jobs (queue, fingerprint) WHERE status IN ('new', 'running');
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, status, run_after, id);
 CREATE TABLE IF NOT EXISTS ticks (key TEXT NOT NULL, tick INTEGER NOT NULL, PRIMARY KEY (key, tick));
 """
-# A running job whose lease ran out reads NEW: its holder is gone, and the next look takes it.
-STATE = "CASE WHEN status = 'running' AND lease_until <= :now THEN 'new' ELSE status END"
-DUE = "(status = 'new' AND run_after <= :now) OR (status = 'running' AND lease_until <= :now)"
+# What every read reports: a running job whose lease ran out reads NEW (its holder is gone).
+ROWS = "SELECT *, CASE WHEN status = 'running' AND lease_until <= :now THEN 'new' ELSE status END AS state FROM jobs"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def micros(value: datetime) -> int:  # times are stored as integer microseconds since 1970: exact, ordered
+def micros(value: datetime) -> int:  # times are integer microseconds since 1970: exact, ordered as numbers
     return (value - EPOCH) // timedelta(microseconds=1)
 
 
@@ -48,19 +37,18 @@ def when(value: int | None) -> datetime | None:
 
 
 class ReferenceBackend(Backend):
-    capabilities = frozenset({"shared"})  # a file that processes share; no "notify": the waiting polls
-    needs_release = False  # a claim holds no connection
+    capabilities = frozenset({"shared"})  # a file several processes share; no "notify": the waiting polls
+    needs_release = False  # a claim holds no connection to give back
 
     def __init__(self, path: str, *, lease: float = 30.0, poll_interval: float = 0.05) -> None:
         self.path, self.lease, self.poll_interval = path, lease, poll_interval
         self.owner = uuid.uuid4().hex  # this backend's name on the rows it claims
-        self._lock, self._db, self._held = threading.Lock(), None, set()
+        self._lock, self._db, self._held = threading.Lock(), None, set()  # _held: ids of the jobs it holds
         self._stop, self._watcher = threading.Event(), None
 
     @classmethod
-    def from_url(cls, url, *, clock=None, **options):
-        path = url.split("://", 1)[1]
-        if not path or set(options) - {"lease", "poll_interval"}:
+    def from_url(cls, url, *, clock=None, **options):  # the clock is ignored: processes share the file's time
+        if not (path := url.split("://", 1)[1]) or set(options) - {"lease", "poll_interval"}:
             raise ConfigurationError("refsqlite://PATH takes a file path and the options lease, poll_interval")
         return cls(path, **options)
 
@@ -69,10 +57,10 @@ class ReferenceBackend(Backend):
             if self._db is None:
                 self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
                 self._db.row_factory = sqlite3.Row
-                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
                 self._db.executescript(SCHEMA)
                 self._stop.clear()
-                self._watcher = threading.Thread(target=self._watch_cancels, name="neoq-refsqlite-cancels", daemon=True)
+                self._watcher = threading.Thread(target=self._watch_cancels, name="neoq-refsqlite", daemon=True)
                 self._watcher.start()
 
     def close(self) -> None:
@@ -80,193 +68,143 @@ class ReferenceBackend(Backend):
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join()
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-        self.reset_waiting()
+            db, self._db = self._db, None
+        if db is not None:
+            db.close()
+        self.reset_waiting()  # claims waiting in neoq.waiting return
 
-    def _run(self, work, *args, write=True):
-        """``work(db, now, *args)`` in one transaction (``BEGIN IMMEDIATE``: one writer across processes)."""
+    def _run(self, work, write=True):  # work(db, now) in one transaction; BEGIN IMMEDIATE locks out other writers
         with self._lock:
-            if self._db is None:
-                raise BackendError("the backend is not open")
+            if (db := self._db) is None:
+                raise BackendError("the backend is closed")
             try:
-                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    result = work(self._db, micros(datetime.now(timezone.utc)), *args)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-                return result
-            except sqlite3.Error as exc:
+                with db:  # commits, or rolls back on an exception
+                    db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    return work(db, micros(datetime.now(timezone.utc)))
+            except sqlite3.Error as exc:  # a backend raises only NeoqErrors
                 raise BackendError(f"SQLite: {exc}") from exc
 
-    def _job(self, row: sqlite3.Row) -> Job:
-        return Job(queue=row["queue"], payload=json.loads(row["payload"]), run_after=when(row["run_after"]),
-                   deadline=when(row["deadline"]), max_retries=row["max_retries"], fingerprint=row["fingerprint"],
-                   id=str(row["id"]), status=JobStatus(row["state"]), retries=row["retries"],
-                   attempts=row["attempts"], error=row["error"], created_at=when(row["created_at"]),
-                   ran_at=when(row["ran_at"]), finished_at=when(row["finished_at"]))
+    def _read(self, sql, **params):
+        return self._run(lambda db, now: db.execute(sql, {"now": now, **params}).fetchall(), write=False)
 
-    def _insert(self, db, now, jobs):
-        for job in jobs:
-            found = db.execute("SELECT id FROM jobs WHERE queue = ? AND fingerprint = ? AND status IN ('new', 'running')",
-                               (job.queue, job.fingerprint)).fetchone()
-            if found is not None:
-                raise DuplicateJobError(f"a job of {job.queue!r} holds this fingerprint", str(found["id"]))
+    @staticmethod
+    def _job(row) -> Job:
+        times = {name: when(row[name]) for name in ("run_after", "deadline", "created_at", "ran_at", "finished_at")}
+        return Job(id=str(row["id"]), queue=row["queue"], payload=json.loads(row["payload"]), **times,
+                   status=JobStatus(row["state"]), fingerprint=row["fingerprint"], max_retries=row["max_retries"],
+                   retries=row["retries"], attempts=row["attempts"], error=row["error"])
+
+    @staticmethod
+    def _row(db, now, job_id):  # SQLite compares the id column with the text as a number
+        if (row := db.execute(f"{ROWS} WHERE id = :id", {"id": job_id, "now": now}).fetchone()) is None:
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        return row
+
+    @staticmethod
+    def _unique(db, queue, fingerprint):  # no other waiting or running job of the queue may hold the fingerprint
+        sql = "SELECT id FROM jobs WHERE queue = ? AND fingerprint = ? AND status IN ('new', 'running')"
+        if (holder := db.execute(sql, (queue, fingerprint)).fetchone()) is not None:
+            raise DuplicateJobError(f"a job of {queue!r} holds this fingerprint", str(holder["id"]))
+
+    def _insert(self, db, now, jobs):  # an exception rolls the whole batch back (_run)
         if len({(job.queue, job.fingerprint) for job in jobs}) < len(jobs):
             raise DuplicateJobError("two jobs of the batch have the same queue and fingerprint")
-        return [str(db.execute(
-            "INSERT INTO jobs (queue, fingerprint, payload, status, run_after, deadline, max_retries, created_at)"
-            " VALUES (?, ?, ?, 'new', ?, ?, ?, ?)",
-            (job.queue, job.fingerprint, canonical_json(job.payload), micros(job.run_after) if job.run_after else now,
-             job.deadline and micros(job.deadline), job.max_retries, now)).lastrowid) for job in jobs]
-
-    def _signal(self, jobs) -> None:  # tell this process's waiting loops; other processes find them by polling
-        now = datetime.now(timezone.utc)
         for job in jobs:
-            delay = 0.0 if job.run_after is None else (job.run_after - now).total_seconds()
-            self.waiting.due(job.queue, delay) if delay > 0 else self.waiting.signal(job.queue)
+            self._unique(db, job.queue, job.fingerprint)
+            run_after = micros(job.run_after) if job.run_after else now
+            yield str(db.execute(
+                "INSERT INTO jobs (queue, fingerprint, payload, status, run_after, deadline, max_retries, created_at)"
+                " VALUES (?, ?, ?, 'new', ?, ?, ?, ?)", (job.queue, job.fingerprint, canonical_json(job.payload),
+                run_after, job.deadline and micros(job.deadline), job.max_retries, now)).lastrowid)
 
     def enqueue(self, jobs, *, connection=None):
         if connection is not None:
             raise ConfigurationError("refsqlite:// cannot enqueue in a caller's transaction")
-        ids = self._run(self._insert, jobs)
-        self._signal(jobs)
+        ids = self._run(lambda db, now: list(self._insert(db, now, jobs)))
+        for queue in {job.queue for job in jobs}:
+            self.waiting.signal(queue)  # this process's claims look now; other processes find the jobs by polling
         return ids
 
-    def look(self, queue: str) -> Look[Claim]:
+    def look(self, queue: str) -> Look[Claim]:  # lease the first due job in one UPDATE, else say when to look again
         def claim(db, now):
-            lease_until = now + int(self.lease * 1e6)
             row = db.execute(
                 "UPDATE jobs SET status = 'running', owner = :me, lease_until = :until, attempts = attempts + 1,"
-                f" ran_at = :now, cancel = 0 WHERE id = (SELECT id FROM jobs WHERE queue = :q AND ({DUE})"
+                " ran_at = :now, cancel = 0 WHERE id = (SELECT id FROM jobs WHERE queue = :queue AND"
+                " ((status = 'new' AND run_after <= :now) OR (status = 'running' AND lease_until <= :now))"
                 " ORDER BY run_after, id LIMIT 1) RETURNING *, 'running' AS state",
-                {"me": self.owner, "until": lease_until, "now": now, "q": queue}).fetchone()
-            if row is not None:
+                {"me": self.owner, "until": now + int(self.lease * 1e6), "now": now, "queue": queue}).fetchone()
+            if row is not None:  # its attempt number fences the claim: see settle
                 return Look(Claim(self._job(row), token=row["attempts"]))
-            # Nothing due: when does the next job come due, or the next lease run out (no signal tells)?
-            (next_at,) = db.execute(
-                "SELECT MIN(CASE status WHEN 'new' THEN run_after ELSE lease_until END) FROM jobs"
-                " WHERE queue = ? AND status IN ('new', 'running')", (queue,)).fetchone()
+            (next_at,) = db.execute(  # the next job comes due, or the next lease runs out (nothing signals that)
+                "SELECT min(iif(status = 'new', run_after, lease_until)) FROM jobs WHERE queue = ?"
+                " AND status IN ('new', 'running')", (queue,)).fetchone()
             return Look(due_in=None if next_at is None else max(0.0, (next_at - now) / 1e6))
-
-        found = self._run(claim)
-        if found.claim is not None:
+        if (found := self._run(claim)).claim is not None:
             self._held.add(found.claim.job.id)
         return found
 
-    def settle(self, claim: Claim, outcome) -> None:
-        def store(db, now):  # only while this attempt still holds the row: a late settle after the lease ran out is lost
-            db.execute(
-                "UPDATE jobs SET status = ?, error = ?, run_after = coalesce(?, run_after), retries = coalesce(?,"
-                " retries), finished_at = ?, owner = NULL, lease_until = NULL, cancel = 0"
-                " WHERE id = ? AND owner = ? AND attempts = ? AND status = 'running'",
-                (outcome.status.value, outcome.error, outcome.run_after and micros(outcome.run_after),
-                 outcome.retries, None if outcome.status is JobStatus.NEW else now, int(claim.job.id), self.owner,
-                 claim.token))
+    def settle(self, claim: Claim, outcome) -> None:  # only while this attempt still holds the row (owner, attempt)
+        self._run(lambda db, now: db.execute(
+            "UPDATE jobs SET status = ?, error = ?, run_after = coalesce(?, run_after), retries = coalesce(?, retries),"
+            " finished_at = ?, owner = NULL, lease_until = NULL, cancel = 0 WHERE id = ? AND owner = ? AND attempts = ?",
+            (outcome.status.value, outcome.error, outcome.run_after and micros(outcome.run_after), outcome.retries,
+             None if outcome.status is JobStatus.NEW else now, claim.job.id, self.owner, claim.token)))
+        self._held.discard(claim.job.id)  # a retry (NEW) is found by the poll, like other processes' changes
 
-        self._run(store)
-        self._held.discard(claim.job.id)
-        if outcome.status is JobStatus.NEW:
-            self._signal([Job(queue=claim.job.queue, run_after=outcome.run_after)])
-
-    def _watch_cancels(self) -> None:
-        """Another process's ``cancel_job`` marks the row; the holder finds the mark here, while it holds claims."""
+    def _watch_cancels(self) -> None:  # cancel_job (in any process) marks the row; its holder looks for marks
+        sql = "SELECT id FROM jobs WHERE cancel = 1 AND owner = :me"
         while not self._stop.wait(0.05):
-            held = [int(job_id) for job_id in list(self._held)]
-            try:
-                marked = held and self._run(lambda db, now: db.execute(
-                    f"SELECT id FROM jobs WHERE cancel = 1 AND owner = ? AND id IN ({','.join('?' * len(held))})",
-                    (self.owner, *held)).fetchall(), write=False)
-            except BackendError:  # closing, or the file is busy: look again soon
-                continue
-            for row in marked:
-                    if self._held and str(row["id"]) in self._held:
-                        self._held.discard(str(row["id"]))
-                        self._notify_cancel(str(row["id"]))
+            with contextlib.suppress(BackendError):  # closing, or the file stayed busy: look again soon
+                marked = {str(row["id"]) for row in self._read(sql, me=self.owner)} if self._held else set()
+                for job_id in marked & self._held:
+                    self._held.discard(job_id)
+                    self._notify_cancel(job_id)  # the runtime settles it CANCELLED
 
     def cancel_job(self, job_id: str) -> None:
-        def cancel(db, now):
-            row = self._get(db, now, job_id)
-            if row is None:
-                raise JobNotFoundError(f"no job with id {job_id!r}")
-            if row["state"] == "new":
-                db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, owner = NULL, lease_until = NULL"
-                           " WHERE id = ?", (now, row["id"]))
+        def cancel(db, now):  # a waiting job ends now; a running one is marked for its holder
+            if (row := self._row(db, now, job_id))["state"] == "new":
+                db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, owner = NULL WHERE id = ?",
+                           (now, row["id"]))
             elif row["state"] == "running":
                 db.execute("UPDATE jobs SET cancel = 1 WHERE id = ?", (row["id"],))
-            return row["state"] == "running" and row["owner"] == self.owner
-
-        if self._run(cancel):  # held here: tell the runtime at once
-            self._held.discard(job_id)
-            self._notify_cancel(job_id)
-
-    def _get(self, db, now, job_id):
-        key = int(job_id) if job_id.isdigit() else -1
-        return db.execute(f"SELECT *, {STATE} AS state FROM jobs WHERE id = :id", {"id": key, "now": now}).fetchone()
-
-    def get_job(self, job_id):
-        row = self._run(self._get, job_id, write=False)
-        return None if row is None else self._job(row)
-
-    def list_jobs(self, queue, status, limit):
-        sql = f"SELECT * FROM (SELECT *, {STATE} AS state FROM jobs) WHERE coalesce(:q = queue, 1)" \
-              " AND coalesce(:s = state, 1) ORDER BY id DESC LIMIT :limit"
-        rows = self._run(lambda db, now: db.execute(sql, {"q": queue, "s": status and status.value, "now": now,
-                                                          "limit": limit}).fetchall(), write=False)
-        return [self._job(row) for row in rows]
-
-    def stats(self):
-        rows = self._run(lambda db, now: db.execute(
-            f"SELECT queue, {STATE} AS state, count(*) FROM jobs GROUP BY 1, 2", {"now": now}).fetchall(), write=False)
-        found = {}
-        for queue, state, count in rows:
-            found.setdefault(queue, dict.fromkeys(("new", "running", "processed", "failed", "cancelled"), 0))
-            found[queue][state] += count
-        return found
+        self._run(cancel)
 
     def retry_job(self, job_id):
         def retry(db, now):
-            row = self._get(db, now, job_id)
-            if row is None:
-                raise JobNotFoundError(f"no job with id {job_id!r}")
-            if row["state"] in ("new", "running"):
-                return None
-            if db.execute("SELECT 1 FROM jobs WHERE queue = ? AND fingerprint = ? AND status IN ('new', 'running')",
-                          (row["queue"], row["fingerprint"])).fetchone():
-                raise DuplicateJobError(f"a job of {row['queue']!r} holds this fingerprint")
-            db.execute("UPDATE jobs SET status = 'new', run_after = ?, retries = 0, attempts = 0, error = NULL,"
-                       " finished_at = NULL WHERE id = ?", (now, row["id"]))
-            return row["queue"]
+            if (row := self._row(db, now, job_id))["state"] not in ("new", "running"):
+                self._unique(db, row["queue"], row["fingerprint"])
+                db.execute("UPDATE jobs SET status = 'new', run_after = ?, retries = 0, attempts = 0, error = NULL,"
+                           " finished_at = NULL WHERE id = ?", (now, row["id"]))
+        self._run(retry)
 
-        queue = self._run(retry)
-        if queue is not None:
-            self.waiting.signal(queue)
+    def get_job(self, job_id):
+        rows = self._read(f"{ROWS} WHERE id = :id", id=job_id)
+        return self._job(rows[0]) if rows else None
 
-    def prune(self, older_than, limit):
-        def delete(db, now):
-            done = 0
-            for status, cutoff in older_than.items():
-                done += db.execute("DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = ? AND"
-                                   " finished_at < ? LIMIT ?)", (status.value, micros(cutoff), limit - done)).rowcount
-            return done
+    def list_jobs(self, queue, status, limit):
+        rows = self._read(f"SELECT * FROM ({ROWS}) WHERE coalesce(queue = :queue, 1) AND coalesce(state = :status, 1)"
+                          " ORDER BY id DESC LIMIT :limit", queue=queue, status=status and status.value, limit=limit)
+        return [self._job(row) for row in rows]
 
-        return self._run(delete)
+    def stats(self):
+        states = ("new", "running", "processed", "failed", "cancelled")
+        counts = ", ".join(f"sum(state = '{state}') AS {state}" for state in states)
+        rows = self._read(f"SELECT queue, {counts} FROM ({ROWS}) GROUP BY queue")
+        return {row["queue"]: {state: row[state] for state in states} for row in rows}
+
+    def prune(self, older_than, limit):  # ticks are kept: the contract allows deleting old ones, not asks
+        cutoffs = {"processed": None, "failed": None, "cancelled": None, "limit": limit}  # None: not pruned
+        cutoffs.update((status.value, micros(cutoff)) for status, cutoff in older_than.items())
+        return self._run(lambda db, now: db.execute(
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < CASE status WHEN 'processed'"
+            " THEN :processed WHEN 'failed' THEN :failed WHEN 'cancelled' THEN :cancelled END LIMIT :limit)",
+            cutoffs).rowcount)
 
     def enqueue_tick(self, job, key, tick):
-        def store(db, now):
-            if db.execute("INSERT OR IGNORE INTO ticks VALUES (?, ?)", (key, micros(tick))).rowcount == 0:
-                return None
-            return self._insert(db, now, [job])[0]
-
-        job_id = self._run(store)
-        if job_id is not None:
-            self._signal([job])
-        return job_id
+        def store(db, now):  # the tick and its job in one transaction: once across every process
+            if db.execute("INSERT OR IGNORE INTO ticks VALUES (?, ?)", (key, micros(tick))).rowcount:
+                return next(self._insert(db, now, [job]))
+        return self._run(store)
 
     def last_tick(self, key):
-        (latest,) = self._run(lambda db, now: db.execute("SELECT max(tick) FROM ticks WHERE key = ?", (key,))
-                              .fetchone(), write=False)
-        return when(latest)
+        return when(self._read("SELECT max(tick) AS latest FROM ticks WHERE key = :key", key=key)[0]["latest"])

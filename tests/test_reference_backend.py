@@ -19,6 +19,7 @@ import pytest
 
 import neoq
 from neoq import Job, JobStatus
+from neoq.backends import Outcome
 from neoq.testing import BackendSuite, SharedStoreSuite, wait_for
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
@@ -86,8 +87,6 @@ def test_a_lease_that_ran_out_makes_the_job_claimable_again_with_its_attempt_cou
         again = wait_for(lambda: second.look("q").claim, 5)
         assert again.job.id == job_id and again.job.attempts == 2
         # The first holder's late settle is fenced off: the row belongs to the second claim.
-        from neoq.backends import Outcome
-
         first.settle(lost, Outcome(JobStatus.PROCESSED))
         assert second.get_job(job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
         second.settle(again, Outcome(JobStatus.PROCESSED))

@@ -1,7 +1,4 @@
-"""neoq's reference backend: one SQLite file that the processes of a host share, ``refsqlite:///path/jobs.db``.
-
-Documentation, not a product (docs/backends.md): its leases are renewed by nothing (see neoq/backends/lease/).
-"""
+"""neoq's reference backend, ``refsqlite:///path/jobs.db``: a SQLite file shared by processes. See docs/backends.md."""
 
 import contextlib
 import json
@@ -42,9 +39,8 @@ class ReferenceBackend(Backend):
 
     def __init__(self, path: str, *, lease: float = 30.0, poll_interval: float = 0.05) -> None:
         self.path, self.lease, self.poll_interval = path, lease, poll_interval
-        self.owner = uuid.uuid4().hex  # this backend's name on the rows it claims
-        self._lock, self._db, self._held = threading.Lock(), None, set()  # _held: ids of the jobs it holds
-        self._stop, self._watcher = threading.Event(), None
+        self.owner, self._held = uuid.uuid4().hex, set()  # its name on the rows it claims; the ids it holds
+        self._lock, self._db, self._stop, self._watcher = threading.Lock(), None, threading.Event(), None
 
     @classmethod
     def from_url(cls, url, *, clock=None, **options):  # the clock is ignored: processes share the file's time
@@ -90,9 +86,8 @@ class ReferenceBackend(Backend):
     @staticmethod
     def _job(row) -> Job:
         times = {name: when(row[name]) for name in ("run_after", "deadline", "created_at", "ran_at", "finished_at")}
-        return Job(id=str(row["id"]), queue=row["queue"], payload=json.loads(row["payload"]), **times,
-                   status=JobStatus(row["state"]), fingerprint=row["fingerprint"], max_retries=row["max_retries"],
-                   retries=row["retries"], attempts=row["attempts"], error=row["error"])
+        return Job(**times, id=str(row["id"]), status=JobStatus(row["state"]), payload=json.loads(row["payload"]),
+                   **{key: row[key] for key in ("queue", "fingerprint", "max_retries", "retries", "attempts", "error")})
 
     @staticmethod
     def _row(db, now, job_id):  # SQLite compares the id column with the text as a number
@@ -125,28 +120,22 @@ class ReferenceBackend(Backend):
             self.waiting.signal(queue)  # this process's claims look now; other processes find the jobs by polling
         return ids
 
-    def look(self, queue: str) -> Look[Claim]:  # lease the first due job in one UPDATE, else say when to look again
-        def claim(db, now):
-            row = db.execute(
-                "UPDATE jobs SET status = 'running', owner = :me, lease_until = :until, attempts = attempts + 1,"
-                " ran_at = :now, cancel = 0 WHERE id = (SELECT id FROM jobs WHERE queue = :queue AND"
-                " ((status = 'new' AND run_after <= :now) OR (status = 'running' AND lease_until <= :now))"
-                " ORDER BY run_after, id LIMIT 1) RETURNING *, 'running' AS state",
-                {"me": self.owner, "until": now + int(self.lease * 1e6), "now": now, "queue": queue}).fetchone()
-            if row is not None:  # its attempt number fences the claim: see settle
-                return Look(Claim(self._job(row), token=row["attempts"]))
-            (next_at,) = db.execute(  # the next job comes due, or the next lease runs out (nothing signals that)
-                "SELECT min(iif(status = 'new', run_after, lease_until)) FROM jobs WHERE queue = ?"
-                " AND status IN ('new', 'running')", (queue,)).fetchone()
-            return Look(due_in=None if next_at is None else max(0.0, (next_at - now) / 1e6))
-        if (found := self._run(claim)).claim is not None:
-            self._held.add(found.claim.job.id)
-        return found
+    def look(self, queue: str) -> Look[Claim]:  # lease the first due job (or one whose lease ran out) in one UPDATE
+        row = self._run(lambda db, now: db.execute(
+            "UPDATE jobs SET status = 'running', owner = :me, lease_until = :until, attempts = attempts + 1,"
+            " ran_at = :now, cancel = 0 WHERE id = (SELECT id FROM jobs WHERE queue = :queue AND"
+            " ((status = 'new' AND run_after <= :now) OR (status = 'running' AND lease_until <= :now))"
+            " ORDER BY run_after, id LIMIT 1) RETURNING *, 'running' AS state",
+            {"me": self.owner, "until": now + int(self.lease * 1e6), "now": now, "queue": queue}).fetchone())
+        if row is None:  # no due_in: it only spares a notified store's polls, and this one is polled anyway
+            return Look()
+        self._held.add(str(row["id"]))
+        return Look(Claim(self._job(row), token=row["attempts"]))  # the attempt number fences the claim: see settle
 
     def settle(self, claim: Claim, outcome) -> None:  # only while this attempt still holds the row (owner, attempt)
         self._run(lambda db, now: db.execute(
             "UPDATE jobs SET status = ?, error = ?, run_after = coalesce(?, run_after), retries = coalesce(?, retries),"
-            " finished_at = ?, owner = NULL, lease_until = NULL, cancel = 0 WHERE id = ? AND owner = ? AND attempts = ?",
+            " finished_at = ?, owner = NULL, lease_until = NULL WHERE id = ? AND owner = ? AND attempts = ?",
             (outcome.status.value, outcome.error, outcome.run_after and micros(outcome.run_after), outcome.retries,
              None if outcome.status is JobStatus.NEW else now, claim.job.id, self.owner, claim.token)))
         self._held.discard(claim.job.id)  # a retry (NEW) is found by the poll, like other processes' changes

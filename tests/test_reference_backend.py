@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import neoq
-from neoq import Job, JobStatus
+from neoq import Handler, Job, JobStatus
 from neoq.backends import Outcome, registry
 from neoq.testing import BackendSuite, SharedStoreSuite, wait_for
 
@@ -101,3 +101,24 @@ def test_the_reference_backend_stays_small() -> None:
     """Issue #16: a reference backend under 200 lines shows the contract; docs/backends.md says so."""
     lines = (EXAMPLES / "reference_backend.py").read_text().splitlines()
     assert len(lines) < 200, f"{len(lines)} lines"
+
+
+def test_a_cancel_of_a_job_whose_holder_died_reaches_its_next_holder(tmp_path: Path) -> None:
+    path = str(tmp_path / "jobs.db")
+    dead = ReferenceBackend(path, lease=1.0)
+    dead.open()
+    (job_id,) = dead.enqueue([Job(queue="c", payload={}, fingerprint="f")])
+    assert dead.look("c").claim is not None
+    dead.close()  # no settle: as if its process died while the lease runs
+    attempts: list[int] = []
+
+    def handler(job: Job) -> None:
+        attempts.append(job.attempts)
+        context = neoq.job_context()
+        assert context is not None and context.cancelled.wait(5)
+
+    with neoq.new(backend=ReferenceBackend(path, lease=5.0)) as nq:
+        nq.cancel_job(job_id)  # the holder is gone and its lease not out: the row is marked
+        nq.start("c", Handler(handler, concurrency=1))
+        wait_for(lambda: nq.get_job(job_id).status is JobStatus.CANCELLED, 10)  # type: ignore[union-attr]
+    assert attempts == [2], "the next holder took it with the attempt counted, and the cancel reached it"

@@ -123,7 +123,7 @@ class ReferenceBackend(Backend):
     def look(self, queue: str) -> Look[Claim]:  # lease the first due job (or one whose lease ran out) in one UPDATE
         row = self._run(lambda db, now: db.execute(
             "UPDATE jobs SET status = 'running', owner = :me, lease_until = :until, attempts = attempts + 1,"
-            " ran_at = :now, cancel = 0 WHERE id = (SELECT id FROM jobs WHERE queue = :queue AND"
+            " ran_at = :now WHERE id = (SELECT id FROM jobs WHERE queue = :queue AND"
             " ((status = 'new' AND run_after <= :now) OR (status = 'running' AND lease_until <= :now))"
             " ORDER BY run_after, id LIMIT 1) RETURNING *, 'running' AS state",
             {"me": self.owner, "until": now + int(self.lease * 1e6), "now": now, "queue": queue}).fetchone())
@@ -150,7 +150,7 @@ class ReferenceBackend(Backend):
                     self._notify_cancel(job_id)  # the runtime settles it CANCELLED
 
     def cancel_job(self, job_id: str) -> None:
-        def cancel(db, now):  # a waiting job ends now; a running one is marked for its holder
+        def cancel(db, now):  # a waiting job ends now; a running one is marked for its holder (or the next one)
             if (row := self._row(db, now, job_id))["state"] == "new":
                 db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, owner = NULL WHERE id = ?",
                            (now, row["id"]))
@@ -163,7 +163,7 @@ class ReferenceBackend(Backend):
             if (row := self._row(db, now, job_id))["state"] not in ("new", "running"):
                 self._unique(db, row["queue"], row["fingerprint"])
                 db.execute("UPDATE jobs SET status = 'new', run_after = ?, retries = 0, attempts = 0, error = NULL,"
-                           " finished_at = NULL WHERE id = ?", (now, row["id"]))
+                           " finished_at = NULL, cancel = NULL WHERE id = ?", (now, row["id"]))
         self._run(retry)
 
     def get_job(self, job_id):

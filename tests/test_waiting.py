@@ -514,6 +514,31 @@ def test_a_wakeup_beyond_the_blocked_claims_is_not_kept(clock: FakeClock, store:
     assert waiting.claim(store.look, 1000) == job  # no wake-up left over to end it early
 
 
+def test_a_wakeup_counts_a_waiter_woken_before_it_that_has_not_run_yet(clock: FakeClock, store: Store) -> None:
+    # A waiter woken (here by a signal, for the turn) but not yet running spends a wake-up too when it
+    # runs: were it not counted, the sleeper woken beside it would find none left and sleep on (at
+    # shutdown: a claim loop still claiming after the runtime stopped).
+    waiting = QueueWaiting("q", clock=clock, poll_interval=POLL)
+    results: list[int | None] = []
+    threads = [threading.Thread(target=lambda: results.append(waiting.claim(store.look, 1000))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    clock.wait_for_sleepers(2)
+    held: list[threading.Condition] = []
+    notify = waiting._notify
+    waiting._notify = held.append  # type: ignore[method-assign]  # wake-ups are held back, then delivered
+    waiting.signal()  # one waiter is woken for the turn: it has not run yet
+    waiting.wakeup(2)
+    waiting._notify = notify  # type: ignore[method-assign]
+    with waiting._lock:
+        for cond in held:
+            notify(cond)
+    for thread in threads:
+        thread.join(10)
+    assert results == [None, None]
+    assert store.looks == [1000.0]  # the first claims' look; the woken ones looked no more
+
+
 def test_a_wakeup_during_a_look_ends_the_leader_s_claim_after_it(clock: FakeClock, store: Store) -> None:
     waiting = QueueWaiting("q", clock=clock, poll_interval=POLL)
     store.gate = threading.Event()

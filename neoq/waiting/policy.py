@@ -268,15 +268,17 @@ class QueueWaiting:
         to start when the runtime stopped sees ``stopping`` instead.
         """
         with self._lock:
-            woken = 0
-            while woken < waiters:
+            # Every claim in progress but the leader comes back to the loop's top and spends one
+            # wake-up there: the sleepers woken here, and the waiters woken earlier that have not
+            # run yet (a spent wake-up each, so they must be counted, or a sleeper goes unwoken).
+            blocked = min(waiters, self._claiming - (1 if self._looking else 0))
+            for _ in range(blocked):
                 waiter = self._any_waiter()
                 if waiter is None:
                     break
                 self._wake(waiter, for_turn=False)
-                woken += 1
-            self._wakeups += woken
-            if self._looking and woken < waiters:
+            self._wakeups += blocked
+            if self._looking and blocked < waiters:
                 self._leader_woken = True
 
     def close(self) -> None:

@@ -4,7 +4,6 @@ transaction, and cron ticks once each. Every enqueue notifies its queues inside 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +16,7 @@ from psycopg_pool import PoolTimeout
 
 from ...errors import ConfigurationError, DuplicateJobError, NeoqError
 from ...job import Job
+from ...jsontext import compact_json
 from ..base import PrepareJob
 from .batch import (
     _COPY_CHUNK,
@@ -39,9 +39,8 @@ from .queries import QUERIES
 from .state import _Pools
 from .wire import _AUX_STATEMENTS, _CHANNEL_B, _Command, _exchange_prepared, _Hot
 
-#: The same text the job was validated with (neoq.job.encode_payload); built once, as json.dumps()
-#: with options builds a new encoder per call.
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+#: The same text the job was validated with (neoq.job.encode_payload).
+_dumps = compact_json
 
 
 @dataclass(frozen=True, kw_only=True)

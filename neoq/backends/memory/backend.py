@@ -186,7 +186,7 @@ class MemoryBackend(Backend):
         if jobs is None:
             return _NOTHING
         now = self._now()
-        if jobs.next_due() <= now.timestamp():
+        if jobs.future and jobs.next_due() <= now.timestamp():
             with self._lock:
                 jobs.move_due(now.timestamp())
         take = jobs.due.take

@@ -61,10 +61,13 @@ class DueQueue(queue.Queue):  # type: ignore[type-arg]  # queue.Queue is generic
 
     def take(self) -> tuple[Entry | None, int]:
         """The first entry (``None`` when empty), without waiting, and how many entries remain."""
-        with self.mutex:
-            if not self._qsize():
-                return None, 0
-            return self._get(), self._qsize()
+        with self.mutex:  # ``_get`` and ``_qsize`` written out: this is every claim's path
+            fifo, heap = self.fifo, self.heap
+            if heap and (not fifo or heap[0] < fifo[0]):
+                return heappop(heap), len(fifo) + len(heap)
+            if fifo:
+                return fifo.popleft(), len(fifo) + len(heap)
+            return None, 0
 
 
 class QueueJobs:

@@ -189,24 +189,35 @@ class MemoryBackend(Backend):
         if jobs.future and jobs.next_due() <= now.timestamp():
             with self._lock:
                 jobs.move_due(now.timestamp())
+        record, remaining = self._take(jobs)
+        if record is None:
+            return Look(due_in=self._due_in(jobs, now))
+        claim = self._claimed(record, now)
+        if remaining:
+            return Look(claim)  # more may be due (or stale entries wait): a follower looks
+        return Look(claim, due_in=self._due_in(jobs, now), more=False)
+
+    def _take(self, jobs: QueueJobs) -> tuple[Record | None, int]:
+        """Take the first live due entry of ``jobs``: its record (``None``: none), and how many entries remain."""
         take = jobs.due.take
         live = self._live
         while True:
             entry, remaining = take()
             if entry is None:
-                return Look(due_in=self._due_in(jobs, now))
+                return None, 0
             record = live.pop(entry, None)
             if record is not None:
-                break  # this scheduling of the job is ours alone; else a stale entry: skipped
+                return record, remaining  # this scheduling of the job is ours alone
+            # else a stale entry (its job was claimed, cancelled or rescheduled since): skipped
+
+    def _claimed(self, record: Record, now: datetime) -> Claim:
+        """Mark the record's job claimed at ``now`` (its entry is ours) and return the handler's claim."""
         record.claimed = True
         # ``record.job`` is this backend's own object (readers copy it under the lock), so it is
         # updated in place, in one call: a reader sees the claim whole or not at all.
         job = record.job
         job.__dict__.update(attempts=job.attempts + 1, ran_at=now)
-        claim = self._claim_of(record, job)
-        if remaining:
-            return Look(claim)  # more may be due (or stale entries wait): a follower looks
-        return Look(claim, due_in=self._due_in(jobs, now), more=False)
+        return self._claim_of(record, job)
 
     def _due_in(self, jobs: QueueJobs, now: datetime) -> float | None:
         if not jobs.future:
@@ -232,14 +243,25 @@ class MemoryBackend(Backend):
     def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
         if not self._plain:
             return super().settle_then_claim(claim, outcome, queue)
-        self.settle(claim, outcome)
+        now = self._now()
+        self._settle(claim, outcome, now)
+        jobs = self._queues.get(queue)
+        if jobs is not None and not jobs.future:
+            # The busy loop's step: nothing can have come due, so the due queue is the whole look.
+            # A job taken here is a look that answers ``more=True``, which the waiting's ``chain``
+            # would neither keep nor pass on: it is skipped, and so is building the answer.
+            record, _ = self._take(jobs)
+            if record is not None:
+                return self._claimed(record, now)
         look = self._looks.get(queue)
         if look is None:
             look = self._looks[queue] = functools.partial(self.look, queue)
-        return self.waiting.queue(queue).chain(look)
+        return self.waiting.queue(queue).chain(look)  # nothing due, or future jobs: a look, kept
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
-        now = self._now()
+        self._settle(claim, outcome, self._now())
+
+    def _settle(self, claim: Claim, outcome: Outcome, now: datetime) -> None:
         record = self._records.get(claim.job.id or "")
         if record is None or not record.claimed or record.version != claim.token:
             return  # settled before (the claim is stale): the contract makes a second settle a no-op

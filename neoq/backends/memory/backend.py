@@ -189,7 +189,8 @@ class MemoryBackend(Backend):
         if jobs.future and jobs.next_due() <= now.timestamp():
             with self._lock:
                 jobs.move_due(now.timestamp())
-        record, remaining = self._take(jobs)
+        record: Record | None
+        record, remaining = jobs.due.take_live(self._live)
         if record is None:
             return Look(due_in=self._due_in(jobs, now))
         claim = self._claimed(record, now)
@@ -197,18 +198,11 @@ class MemoryBackend(Backend):
             return Look(claim)  # more may be due (or stale entries wait): a follower looks
         return Look(claim, due_in=self._due_in(jobs, now), more=False)
 
-    def _take(self, jobs: QueueJobs) -> tuple[Record | None, int]:
-        """Take the first live due entry of ``jobs``: its record (``None``: none), and how many entries remain."""
-        take = jobs.due.take
-        live = self._live
-        while True:
-            entry, remaining = take()
-            if entry is None:
-                return None, 0
-            record = live.pop(entry, None)
-            if record is not None:
-                return record, remaining  # this scheduling of the job is ours alone
-            # else a stale entry (its job was claimed, cancelled or rescheduled since): skipped
+    def _due_in(self, jobs: QueueJobs, now: datetime) -> float | None:
+        if not jobs.future:
+            return None
+        with self._lock:
+            return jobs.due_in(now.timestamp())
 
     def _claimed(self, record: Record, now: datetime) -> Claim:
         """Mark the record's job claimed at ``now`` (its entry is ours) and return the handler's claim."""
@@ -217,16 +211,7 @@ class MemoryBackend(Backend):
         # updated in place, in one call: a reader sees the claim whole or not at all.
         job = record.job
         job.__dict__.update(attempts=job.attempts + 1, ran_at=now)
-        return self._claim_of(record, job)
-
-    def _due_in(self, jobs: QueueJobs, now: datetime) -> float | None:
-        if not jobs.future:
-            return None
-        with self._lock:
-            return jobs.due_in(now.timestamp())
-
-    def _claim_of(self, record: Record, job: Job) -> Claim:
-        # Only this claim's settle changes the record now.
+        # The handler's copy: only this claim's settle changes the record now.
         if type(job) is Job:
             claimed = _new_job(Job)
             state = claimed.__dict__
@@ -250,7 +235,8 @@ class MemoryBackend(Backend):
             # The busy loop's step: nothing can have come due, so the due queue is the whole look.
             # A job taken here is a look that answers ``more=True``, which the waiting's ``chain``
             # would neither keep nor pass on: it is skipped, and so is building the answer.
-            record, _ = self._take(jobs)
+            record: Record | None
+            record, _ = jobs.due.take_live(self._live)
             if record is not None:
                 return self._claimed(record, now)
         look = self._looks.get(queue)

@@ -14,6 +14,7 @@ import math
 import queue
 from collections.abc import Iterable
 from heapq import heappop, heappush
+from typing import Any
 
 __all__ = ["DueQueue", "Entry", "QueueJobs"]
 
@@ -59,15 +60,25 @@ class DueQueue(queue.Queue):  # type: ignore[type-arg]  # queue.Queue is generic
             for entry in entries:
                 self._put(entry)
 
-    def take(self) -> tuple[Entry | None, int]:
-        """The first entry (``None`` when empty), without waiting, and how many entries remain."""
+    def take_live(self, live: dict[Entry, Any]) -> tuple[Any, int]:
+        """Take the first entry that ``live`` holds, without waiting: what ``live`` mapped it to (``None``
+        when no such entry waits), and how many entries remain.
+
+        The entry is popped from ``live`` too (one atomic ``dict.pop``), and whoever pops it owns what
+        it stands for; entries that ``live`` no longer holds are stale, and dropped.
+        """
         with self.mutex:  # ``_get`` and ``_qsize`` written out: this is every claim's path
             fifo, heap = self.fifo, self.heap
-            if heap and (not fifo or heap[0] < fifo[0]):
-                return heappop(heap), len(fifo) + len(heap)
-            if fifo:
-                return fifo.popleft(), len(fifo) + len(heap)
-            return None, 0
+            while True:
+                if heap and (not fifo or heap[0] < fifo[0]):
+                    entry = heappop(heap)
+                elif fifo:
+                    entry = fifo.popleft()
+                else:
+                    return None, 0
+                value = live.pop(entry, None)
+                if value is not None:
+                    return value, len(fifo) + len(heap)
 
 
 class QueueJobs:

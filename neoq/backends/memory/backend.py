@@ -234,7 +234,7 @@ class MemoryBackend(Backend):
             return super().settle_then_claim(claim, outcome, queue)
         now = self._now()
         self._settle(claim, outcome, now)
-        if self._stops.get(queue) and self._stopped(queue):
+        if self._stops and self._stopped(queue):
             return None  # the claim loop's own claim call sees that it is stopping
         jobs = self._queues.get(queue)
         if jobs is not None and not jobs.future:
@@ -258,9 +258,9 @@ class MemoryBackend(Backend):
     def _stopped(self, queue: str) -> bool:
         """Meet one shutdown wake-up of ``queue``, if one is left."""
         with self._lock:
-            left = self._stops.get(queue, 0)
-            if left:
-                self._stops[queue] = left - 1
+            left = self._stops.pop(queue, 0)
+            if left > 1:
+                self._stops[queue] = left - 1  # else none is left: the dict empties, for the check above
             return bool(left)
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:

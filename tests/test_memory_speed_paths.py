@@ -501,3 +501,14 @@ def test_a_settle_after_a_shutdown_wake_up_claims_nothing() -> None:
     assert claim is not None and claim.job.id == ids[1]
     following = backend.settle_then_claim(claim, Outcome(JobStatus.PROCESSED), "q")
     assert following is not None and following.job.id == ids[2]  # the wake-up was met once
+
+
+def test_a_wake_up_left_over_from_a_stop_is_void_for_new_claim_loops() -> None:
+    backend = MemoryBackend(clock=FakeClock())
+    ids = [_enqueue(backend) for _ in range(2)]
+    backend.wakeup("q", 4)  # a stop whose claim loops were not blocked
+    backend.prepare_queue("q", Handler(lambda job: None))  # the queue starts again
+    claim = backend.claim("q", 0)
+    assert claim is not None
+    following = backend.settle_then_claim(claim, Outcome(JobStatus.PROCESSED), "q")
+    assert following is not None and following.job.id == ids[1]

@@ -8,7 +8,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...clock import SYSTEM_CLOCK, Clock
 from ...defaults import MIN_TICK_RETENTION
@@ -20,6 +20,9 @@ from ..base import Backend, Claim, Outcome
 from ..capabilities import NOTIFY
 from .queues import Entry, QueueJobs
 from .records import Record, flat_copy, payload_copy, shown, status_of
+
+if TYPE_CHECKING:
+    from ...handler import Handler
 
 __all__ = ["MemoryBackend"]
 
@@ -234,7 +237,7 @@ class MemoryBackend(Backend):
             return super().settle_then_claim(claim, outcome, queue)
         now = self._now()
         self._settle(claim, outcome, now)
-        if self._stops and self._stopped(queue):
+        if self._stops.get(queue) and self._stopped(queue):
             return None  # the claim loop's own claim call sees that it is stopping
         jobs = self._queues.get(queue)
         if jobs is not None and not jobs.future:
@@ -250,6 +253,11 @@ class MemoryBackend(Backend):
             look = self._looks[queue] = functools.partial(self.look, queue)
         return self.waiting.queue(queue).chain(look)  # nothing due, or future jobs: a look, kept
 
+    def prepare_queue(self, queue: str, handler: Handler) -> None:
+        super().prepare_queue(queue, handler)
+        with self._lock:
+            self._stops.pop(queue, None)  # new claim loops: wake-ups of the ones before are void
+
     def wakeup(self, queue: str, waiters: int) -> None:
         with self._lock:
             self._stops[queue] = self._stops.get(queue, 0) + waiters
@@ -260,7 +268,7 @@ class MemoryBackend(Backend):
         with self._lock:
             left = self._stops.pop(queue, 0)
             if left > 1:
-                self._stops[queue] = left - 1  # else none is left: the dict empties, for the check above
+                self._stops[queue] = left - 1
             return bool(left)
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import math
 import queue
+import sys
 from collections.abc import Iterable
 from heapq import heappop, heappush
 from typing import Any
@@ -22,6 +23,11 @@ __all__ = ["DueQueue", "Entry", "QueueJobs"]
 Entry = tuple[float, int, int]
 
 
+#: Whether a take may pop the deque without the queue's mutex: only when a GIL makes
+#: ``deque.popleft`` and ``dict.pop`` single steps that no other thread interleaves with.
+LOCK_FREE: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
 class DueQueue(queue.Queue):  # type: ignore[type-arg]  # queue.Queue is generic only in typeshed
     """The due jobs of one queue, in order of ``run_after`` then id: a ``queue.Queue`` that keeps them sorted.
 
@@ -30,8 +36,18 @@ class DueQueue(queue.Queue):  # type: ignore[type-arg]  # queue.Queue is generic
     them) are appended to a deque, so taking one is a ``popleft``; the others (a ``run_after`` in
     the past, a future job that came due behind fresh ones, a clock that went back) go to a heap,
     and a take compares the two heads. The store never blocks on this queue (``neoq.waiting``
-    does the waiting), so it puts a batch and takes one entry with one turn of the queue's mutex
-    each (``put_many``, ``take``) instead of ``put``/``get``'s condition notifications.
+    does the waiting), so it puts a batch with one turn of the mutex (``put_many``) and takes
+    with ``take_live`` instead of ``put``/``get``'s condition notifications.
+
+    **While the heap is empty, a take pops the deque without the mutex** (``LOCK_FREE``). Ten claim
+    loops taking the mutex once per job form a lock convoy: a thread switched out while it holds
+    the mutex makes the others sleep on it, and from then on every release wakes a sleeping thread
+    (docs/performance.md: the mutex halved throughput). ``popleft`` is one atomic step, and the
+    deque stays sorted whatever is popped from its head, so the only care needed is in the
+    mutex's holders, which may see the deque's head go meanwhile: ``_put`` may find it empty, and
+    a take that compared the deque's head with the heap's keeps what it popped only if it is the
+    head it compared (else the entry goes to the heap, where it keeps its order, and it looks
+    again). Entries the heap holds are taken under the mutex only.
     """
 
     def _init(self, maxsize: int) -> None:
@@ -43,16 +59,38 @@ class DueQueue(queue.Queue):  # type: ignore[type-arg]  # queue.Queue is generic
 
     def _put(self, entry: Entry) -> None:
         fifo = self.fifo
-        if not fifo or fifo[-1] < entry:
+        try:
+            in_order = fifo[-1] < entry
+        except IndexError:  # empty (a take without the mutex may have just emptied it)
+            in_order = True
+        if in_order:
             fifo.append(entry)
         else:
             heappush(self.heap, entry)
 
     def _get(self) -> Entry:
+        entry = self._take_locked()
+        if entry is None:
+            raise IndexError("take from an empty DueQueue")
+        return entry
+
+    def _take_locked(self) -> Entry | None:
+        # The mutex held: the first entry of the two places, or None.
         fifo, heap = self.fifo, self.heap
-        if heap and (not fifo or heap[0] < fifo[0]):
-            return heappop(heap)
-        return fifo.popleft()
+        while True:
+            try:
+                first = fifo[0]
+            except IndexError:
+                return heappop(heap) if heap else None
+            if heap and heap[0] < first:
+                return heappop(heap)
+            try:
+                entry = fifo.popleft()
+            except IndexError:
+                continue  # emptied by a take without the mutex
+            if entry is first:
+                return entry
+            heappush(heap, entry)  # ``first`` went to a take without the mutex: compare again
 
     def put_many(self, entries: Iterable[Entry]) -> None:
         """Put ``entries`` (never blocks: the queue has no size limit)."""
@@ -67,16 +105,24 @@ class DueQueue(queue.Queue):  # type: ignore[type-arg]  # queue.Queue is generic
         The entry is popped from ``live`` too (one atomic ``dict.pop``), and whoever pops it owns what
         it stands for; entries that ``live`` no longer holds are stale, and dropped.
         """
-        with self.mutex:  # ``_get`` and ``_qsize`` written out: this is every claim's path
-            fifo, heap = self.fifo, self.heap
-            while True:
-                if heap and (not fifo or heap[0] < fifo[0]):
-                    entry = heappop(heap)
-                elif fifo:
+        fifo, heap = self.fifo, self.heap
+        if LOCK_FREE:
+            while not heap:  # the common take: no mutex (see the class docstring)
+                try:
                     entry = fifo.popleft()
-                else:
+                except IndexError:
+                    if heap:
+                        break
                     return None, 0
                 value = live.pop(entry, None)
+                if value is not None:
+                    return value, len(fifo) + len(heap)
+        with self.mutex:
+            while True:
+                first = self._take_locked()
+                if first is None:
+                    return None, 0
+                value = live.pop(first, None)
                 if value is not None:
                     return value, len(fifo) + len(heap)
 

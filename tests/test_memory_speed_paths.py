@@ -15,13 +15,14 @@ import logging
 import random
 import threading
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 import neoq
 from neoq import Handler, Job, JobStatus
 from neoq.backends.base import Claim, Outcome
-from neoq.backends.memory import MemoryBackend
+from neoq.backends.memory import MemoryBackend, queues
 from neoq.clock import Clock
 from neoq.job import prepare_job
 from neoq.testing import wait_for
@@ -41,6 +42,13 @@ class _Clock(Clock):
 
     def set(self, seconds: float) -> None:
         self.at = T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["lock-free", "locked"])
+def lock_free(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run each test with the due queue's take without the mutex, and as on a Python without a GIL."""
+    monkeypatch.setattr(queues, "LOCK_FREE", request.param)
+    return bool(request.param)
 
 
 _payloads = itertools.count()
@@ -512,3 +520,31 @@ def test_a_wake_up_left_over_from_a_stop_is_void_for_new_claim_loops() -> None:
     assert claim is not None
     following = backend.settle_then_claim(claim, Outcome(JobStatus.PROCESSED), "q")
     assert following is not None and following.job.id == ids[1]
+
+
+class _StealingDeque(collections.deque):  # type: ignore[type-arg]
+    """A deque whose head a take without the mutex pops right after the mutex's holder read it, once."""
+
+    stolen: Any = None
+
+    def __getitem__(self, index: Any) -> Any:
+        head = super().__getitem__(index)
+        if index == 0 and self.stolen is None:
+            self.stolen = super().popleft()
+        return head
+
+
+def test_a_take_whose_compared_head_went_meanwhile_keeps_the_order() -> None:
+    clock = _Clock()
+    backend = MemoryBackend(clock=clock)
+    clock.set(10)
+    _enqueue(backend)  # the deque's head, taken by "another claim" during the comparison
+    clock.set(12)
+    last = _enqueue(backend)
+    middle = _enqueue(backend, run_after=11)  # in the due heap: takes go through the mutex
+    due = backend._queues["q"].due
+    due.fifo = _StealingDeque(due.fifo)
+    # The take compared the deque's head (10 s) with the heap's (11 s) and popped the deque, but
+    # got the 12 s job: it puts it in the heap and takes the 11 s job first.
+    assert _claim_ids(backend) == [middle, last]
+    assert due.fifo.stolen is not None

@@ -23,6 +23,7 @@ import neoq
 from neoq import Handler, Job, JobStatus
 from neoq.backends.base import Claim, Outcome
 from neoq.backends.memory import MemoryBackend, queues
+from neoq.backends.memory import backend as memory_backend
 from neoq.clock import Clock
 from neoq.job import prepare_job
 from neoq.testing import wait_for
@@ -46,8 +47,9 @@ class _Clock(Clock):
 
 @pytest.fixture(autouse=True, params=[True, False], ids=["lock-free", "locked"])
 def lock_free(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Run each test with the due queue's take without the mutex, and as on a Python without a GIL."""
+    """Run each test with the take and the processed settle without locks, and as on a Python without a GIL."""
     monkeypatch.setattr(queues, "LOCK_FREE", request.param)
+    monkeypatch.setattr(memory_backend, "LOCK_FREE", request.param)  # the settle of a processed job
     return bool(request.param)
 
 

@@ -18,7 +18,7 @@ from ...job import copy_job as _copy
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome
 from ..capabilities import NOTIFY
-from .queues import Entry, QueueJobs
+from .queues import LOCK_FREE, Entry, QueueJobs
 from .records import Record, flat_copy, payload_copy, shown, status_of
 
 if TYPE_CHECKING:
@@ -279,7 +279,7 @@ class MemoryBackend(Backend):
         if record is None or not record.claimed or record.version != claim.token:
             return  # settled before (the claim is stale): the contract makes a second settle a no-op
         status = outcome.status
-        if status is _PROCESSED:
+        if status is _PROCESSED and LOCK_FREE:
             self._finish(record, _PROCESSED, None, now)  # only its claimer changes the record now
             return
         wake: _Wake = {}
@@ -287,7 +287,7 @@ class MemoryBackend(Backend):
             if not record.claimed or record.version != claim.token:
                 return
             if status is not _NEW:
-                self._finish(record, status, outcome.error, now)
+                self._finish(record, status, None if status is _PROCESSED else outcome.error, now)
                 return
             job = record.job
             record.claimed = False

@@ -1,8 +1,8 @@
-"""The in-memory backend's lock-free claim step and the watchdog, under concurrency.
+"""The in-memory backend's claims and the watchdog, under concurrency.
 
-Claims of due jobs and the settle of processed ones take no lock (a ticket per scheduled job
-arbitrates, see ``neoq/backends/memory.py``); these tests race them against the locked
-operations and check that no job runs twice, none is lost, and timeouts still fire on time.
+Claims of due jobs and the settle of processed ones do not take the store's lock (whoever pops a
+job's live entry owns it, see ``neoq/backends/memory/``); these tests race them against the
+locked operations and check that no job runs twice, none is lost, and timeouts still fire on time.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_cancel_races_with_claims_and_nothing_runs_twice_or_is_lost() -> None:
     print(f"{cancelled} cancelled, {processed} processed, {len(runs)} handlers run")
 
 
-def test_fingerprints_are_free_again_after_lock_free_settles() -> None:
+def test_fingerprints_are_free_again_after_settles_without_the_lock() -> None:
     with neoq.new() as nq:
         done = threading.Event()
         count = [0]

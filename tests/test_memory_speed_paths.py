@@ -1,8 +1,10 @@
-"""The in-memory backend's two places for due jobs: a deque for jobs that arrive in order, a heap
-for the others (see ``neoq/backends/memory.py``).
+"""The in-memory backend's places for jobs (see ``neoq/backends/memory/``): per queue a ``queue.Queue``
+of due jobs kept in order (a deque for jobs that arrive in order, a heap for the others) and a heap
+of future jobs, and its claims through ``neoq.waiting``.
 
-Claims must still come in order of ``run_after``, then id, whichever place a job waits in; these
-tests put jobs in both, with and without the lock-free step, and race claims against each other.
+Claims must come in order of ``run_after``, then id, whichever place a job waits in. The ordering
+tests call ``look`` (the store's answer, which the waiting does not filter); the claims through the
+waiting run on ``neoq.waiting.FakeClock``, with no sleeps.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import itertools
 import logging
 import random
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,17 +21,20 @@ import pytest
 
 import neoq
 from neoq import Handler, Job, JobStatus
-from neoq.backends import memory
 from neoq.backends.base import Claim, Outcome
-from neoq.backends.memory import MemoryBackend
+from neoq.backends.memory import MemoryBackend, queues
+from neoq.backends.memory import backend as memory_backend
 from neoq.clock import Clock
 from neoq.job import prepare_job
 from neoq.testing import wait_for
+from neoq.waiting import FakeClock
 
 T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
 
 class _Clock(Clock):
+    """Wall-clock time set by hand (the waiting is not used: tests call ``look``)."""
+
     def __init__(self) -> None:
         self.at = T0
 
@@ -41,11 +45,12 @@ class _Clock(Clock):
         self.at = T0 + timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=[True, False], ids=["lock-free", "locked"])
-def lock_free(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[bool]:
-    """Run the test with the lock-free claim step, and as on an interpreter without a GIL."""
-    monkeypatch.setattr(memory, "_LOCK_FREE", request.param)
-    yield request.param
+@pytest.fixture(autouse=True, params=[True, False], ids=["lock-free", "locked"])
+def lock_free(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run each test with the take and the processed settle without locks, and as on a Python without a GIL."""
+    monkeypatch.setattr(queues, "LOCK_FREE", request.param)
+    monkeypatch.setattr(memory_backend, "LOCK_FREE", request.param)  # the settle of a processed job
+    return bool(request.param)
 
 
 _payloads = itertools.count()
@@ -62,29 +67,30 @@ def _enqueue(backend: MemoryBackend, run_after: float | None = None, queue: str 
 
 def _claim_ids(backend: MemoryBackend, queue: str = "q") -> list[str]:
     ids = []
-    while (claim := backend.claim(queue, 0)) is not None:
+    while (claim := backend.look(queue).claim) is not None:
         ids.append(claim.job.id or "")
         backend.settle(claim, Outcome(JobStatus.PROCESSED))
     return ids
 
 
-def _places(backend: MemoryBackend, queue: str = "q") -> tuple[int, int]:
-    ready = backend._ready[queue]
-    return len(ready.fifo), len(ready.heap)
+def _places(backend: MemoryBackend, queue: str = "q") -> tuple[int, int, int]:
+    """How many entries wait in the due deque, the due heap and the future heap."""
+    jobs = backend._queues[queue]
+    return len(jobs.due.fifo), len(jobs.due.heap), len(jobs.future)
 
 
-def test_jobs_enqueued_due_now_wait_in_the_deque_in_order(lock_free: bool) -> None:
+def test_jobs_enqueued_due_now_wait_in_the_deque_in_order() -> None:
     clock = _Clock()
     backend = MemoryBackend(clock=clock)
     ids = []
     for second in range(5):
         clock.set(second)
         ids.append(_enqueue(backend))
-    assert _places(backend) == (5, 0)
+    assert _places(backend) == (5, 0, 0)
     assert _claim_ids(backend) == ids
 
 
-def test_a_job_due_before_the_deque_s_last_one_waits_in_the_heap_and_comes_first(lock_free: bool) -> None:
+def test_a_job_due_before_the_deque_s_last_one_waits_in_the_heap_and_comes_first() -> None:
     clock = _Clock()
     backend = MemoryBackend(clock=clock)
     clock.set(10)
@@ -93,22 +99,22 @@ def test_a_job_due_before_the_deque_s_last_one_waits_in_the_heap_and_comes_first
     b = _enqueue(backend)
     past = _enqueue(backend, run_after=15)  # between a and b
     earliest = _enqueue(backend, run_after=1)  # before all
-    assert _places(backend) == (2, 2)
+    assert _places(backend) == (2, 2, 0)
     assert _claim_ids(backend) == [earliest, a, past, b]
 
 
-def test_a_clock_that_went_back_does_not_reorder_the_deque(lock_free: bool) -> None:
+def test_a_clock_that_went_back_does_not_reorder_the_deque() -> None:
     clock = _Clock()
     backend = MemoryBackend(clock=clock)
-    clock.set(100)
+    clock.set(10)
     later = _enqueue(backend)
-    clock.set(50)
+    clock.set(5)
     earlier = _enqueue(backend)
-    assert _places(backend) == (1, 1)
+    assert _places(backend) == (1, 1, 0)
     assert _claim_ids(backend) == [earlier, later]
 
 
-def test_jobs_with_the_same_run_after_come_in_id_order_across_both_places(lock_free: bool) -> None:
+def test_jobs_with_the_same_run_after_come_in_id_order_across_both_places() -> None:
     clock = _Clock()
     backend = MemoryBackend(clock=clock)
     clock.set(10)
@@ -116,27 +122,39 @@ def test_jobs_with_the_same_run_after_come_in_id_order_across_both_places(lock_f
     clock.set(20)
     later = _enqueue(backend)
     tie = _enqueue(backend, run_after=10)  # the same run_after as ``first``, in the heap
-    assert _places(backend) == (2, 1)
+    assert _places(backend) == (2, 1, 0)
     assert _claim_ids(backend) == [first, tie, later]
 
 
-def test_a_retry_interleaves_with_fresh_jobs_by_its_run_after(lock_free: bool) -> None:
+def test_a_batch_with_run_afters_in_the_past_is_claimed_in_run_after_order() -> None:
+    clock = _Clock()
+    backend = MemoryBackend(clock=clock)
+    clock.set(100)
+    jobs = [
+        prepare_job(Job(queue="q", payload={"n": n}, run_after=T0 + timedelta(seconds=s)))[0]
+        for n, s in ((0, 99), (1, 97), (2, 98))
+    ]
+    ids = backend.enqueue(jobs)
+    assert _claim_ids(backend) == [ids[1], ids[2], ids[0]]
+
+
+def test_a_retry_interleaves_with_fresh_jobs_by_its_run_after() -> None:
     clock = _Clock()
     backend = MemoryBackend(clock=clock)
     fresh = []
     for second in range(1, 4):
         clock.set(second)
         fresh.append(_enqueue(backend))
-    claim = backend.claim("q", 0)
+    claim = backend.look("q").claim
     assert claim is not None and claim.job.id == fresh[0]
     # Retried to run at 2.5 s: after fresh[1] (2 s), before fresh[2] (3 s). The deque's last entry
-    # is fresh[2], so the retry waits in the heap.
+    # is fresh[2], so the retry waits in the due heap.
     backend.settle(claim, Outcome(JobStatus.NEW, "boom", T0 + timedelta(seconds=2.5), 1))
-    assert _places(backend) == (2, 1)
+    assert _places(backend) == (2, 1, 0)
     assert _claim_ids(backend) == [fresh[1], fresh[0], fresh[2]]
 
 
-def test_a_retry_due_now_goes_to_the_end_of_the_deque(lock_free: bool) -> None:
+def test_a_retry_due_now_goes_to_the_end_of_the_deque() -> None:
     clock = _Clock()
     backend = MemoryBackend(clock=clock)
     a, b = _enqueue(backend), _enqueue(backend)
@@ -145,24 +163,58 @@ def test_a_retry_due_now_goes_to_the_end_of_the_deque(lock_free: bool) -> None:
     clock.set(1)
     following = backend.settle_then_claim(claim, Outcome(JobStatus.NEW, "boom", None, 1), "q")
     assert following is not None and following.job.id == b
-    assert _places(backend) == (1, 0)
+    assert _places(backend) == (1, 0, 0)
     backend.settle(following, Outcome(JobStatus.PROCESSED))
     assert _claim_ids(backend) == [a]
     job = backend.get_job(a)
     assert job is not None and job.attempts == 2 and job.status is JobStatus.PROCESSED
 
 
-def test_delayed_jobs_that_come_due_keep_their_order_with_the_deque(lock_free: bool) -> None:
+def test_a_future_retry_waits_in_the_future_heap() -> None:
+    clock = _Clock()
+    backend = MemoryBackend(clock=clock)
+    job_id = _enqueue(backend)
+    claim = backend.look("q").claim
+    assert claim is not None
+    backend.settle(claim, Outcome(JobStatus.NEW, "boom", T0 + timedelta(seconds=3), 1))
+    assert _places(backend) == (0, 0, 1)
+    look = backend.look("q")
+    assert look.claim is None and look.due_in == 3.0
+    clock.set(3)
+    assert _claim_ids(backend) == [job_id]
+
+
+def test_delayed_jobs_that_come_due_keep_their_order_with_the_deque() -> None:
     clock = _Clock()
     backend = MemoryBackend(clock=clock)
     delayed = [_enqueue(backend, run_after=second) for second in (5, 6)]
+    assert _places(backend) == (0, 0, 2)
     clock.set(5.5)
     fresh = _enqueue(backend)
     clock.set(7)
     assert _claim_ids(backend) == [delayed[0], fresh, delayed[1]]
 
 
-def test_a_cancelled_job_in_the_deque_is_skipped(lock_free: bool) -> None:
+def test_a_look_says_when_the_next_job_comes_due_and_whether_more_are_due() -> None:
+    clock = _Clock()
+    backend = MemoryBackend(clock=clock)
+    assert backend.look("q").due_in is None  # a queue it never saw
+    _enqueue(backend, run_after=4)
+    _enqueue(backend, run_after=9)
+    look = backend.look("q")
+    assert (look.claim, look.due_in) == (None, 4.0)
+    first, second = _enqueue(backend), _enqueue(backend)
+    look = backend.look("q")
+    assert look.claim is not None and look.claim.job.id == first and look.more
+    look = backend.look("q")
+    assert look.claim is not None and look.claim.job.id == second
+    assert not look.more and look.due_in == 4.0  # a complete answer: nothing else is due
+    clock.set(4.5)
+    look = backend.look("q")
+    assert look.claim is not None and not look.more and look.due_in == 4.5
+
+
+def test_a_cancelled_job_in_the_deque_is_skipped() -> None:
     clock = _Clock()
     backend = MemoryBackend(clock=clock)
     ids = [_enqueue(backend) for _ in range(4)]
@@ -170,97 +222,52 @@ def test_a_cancelled_job_in_the_deque_is_skipped(lock_free: bool) -> None:
     backend.cancel_job(ids[2])
     backend.cancel_job(ids[3])
     assert _claim_ids(backend) == [ids[1]]
-    assert backend.claim("q", 0) is None
+    assert backend.look("q").claim is None
     statuses = [job.status for job in backend.list_jobs("q", None, 10)]
     assert statuses.count(JobStatus.CANCELLED) == 3
 
 
-def test_cancelled_heads_of_both_places_are_skipped(lock_free: bool) -> None:
+def test_cancelled_heads_of_every_place_are_skipped() -> None:
     clock = _Clock()
     backend = MemoryBackend(clock=clock)
     clock.set(10)
     fifo_head, fifo_next = _enqueue(backend), _enqueue(backend)
     heap_head, heap_next = _enqueue(backend, run_after=1), _enqueue(backend, run_after=2)
-    assert _places(backend) == (2, 2)
-    backend.cancel_job(heap_head)
-    backend.cancel_job(fifo_head)
+    future_head, future_next = _enqueue(backend, run_after=20), _enqueue(backend, run_after=21)
+    assert _places(backend) == (2, 2, 2)
+    for job_id in (heap_head, fifo_head, future_head):
+        backend.cancel_job(job_id)
     assert _claim_ids(backend) == [heap_next, fifo_next]
-    assert _places(backend) == (0, 0)
+    clock.set(30)
+    assert _claim_ids(backend) == [future_next]
+    assert _places(backend) == (0, 0, 0)
 
 
-def test_a_retried_job_whose_old_entry_is_stale_runs_once(lock_free: bool) -> None:
+def test_a_retried_job_whose_old_entry_is_stale_runs_once() -> None:
     clock = _Clock()
     backend = MemoryBackend(clock=clock)
     job_id = _enqueue(backend)
     backend.cancel_job(job_id)
-    backend.retry_job(job_id)  # a new entry, same sequence: the old one's ticket is empty
+    backend.retry_job(job_id)  # a new entry, a new version: the old entry is stale
+    assert _places(backend) == (2, 0, 0)
     assert _claim_ids(backend) == [job_id]
+    assert _places(backend) == (0, 0, 0)
 
 
-class _StealingDeque(collections.deque):  # type: ignore[type-arg]
-    """A deque whose head is taken by "another claim" between a claim's look and its pop, once."""
-
-    stolen: Any = None
-
-    def __getitem__(self, index: Any) -> Any:
-        head = super().__getitem__(index)
-        if index == 0 and self.stolen is None:
-            self.stolen = super().popleft()
-            self.stolen[4].pop()  # that claim owns it now
-        return head
-
-
-class _StealingHeap(list):  # type: ignore[type-arg]
-    """A heap whose head is taken by "another claim" between a claim's look and its pop, once."""
-
-    stolen: Any = None
-
-    def __getitem__(self, index: Any) -> Any:
-        head = super().__getitem__(index)
-        if index == 0 and self.stolen is None:
-            import heapq
-
-            self.stolen = heapq.heappop(self)
-            self.stolen[4].pop()
-        return head
+def test_a_settle_of_a_stale_claim_changes_nothing() -> None:
+    backend = MemoryBackend(clock=_Clock())
+    job_id = _enqueue(backend)
+    claim = backend.look("q").claim
+    assert claim is not None
+    backend.settle(claim, Outcome(JobStatus.NEW, "boom", None, 1))
+    again = backend.look("q").claim
+    assert again is not None and again.job.id == job_id and again.job.attempts == 2
+    backend.settle(claim, Outcome(JobStatus.FAILED, "late"))  # the first claim's token is stale
+    job = backend.get_job(job_id)
+    assert job is not None and job.status is JobStatus.RUNNING
 
 
-def test_a_deque_head_taken_by_another_claim_meanwhile_is_not_claimed_out_of_order(lock_free: bool) -> None:
-    clock = _Clock()
-    backend = MemoryBackend(clock=clock)
-    clock.set(10)
-    stolen = _enqueue(backend)
-    clock.set(12)
-    last = _enqueue(backend)
-    middle = _enqueue(backend, run_after=11)
-    ready = backend._ready["q"]
-    ready.fifo = _StealingDeque(ready.fifo)
-    assert _places(backend) == (2, 1)
-    # This claim compared the deque's head (10 s) with the heap's (11 s) and popped the deque,
-    # but got the 12 s job: it must put it back in order and take the 11 s job instead.
-    assert _claim_ids(backend) == [middle, last]
-    assert ready.fifo.stolen[2] == stolen
-
-
-def test_a_heap_head_taken_by_another_claim_meanwhile_is_not_claimed_out_of_order(lock_free: bool) -> None:
-    clock = _Clock()
-    backend = MemoryBackend(clock=clock)
-    clock.set(10)
-    first = _enqueue(backend)
-    clock.set(12)
-    last = _enqueue(backend)
-    stolen = _enqueue(backend, run_after=1)
-    middle = _enqueue(backend, run_after=11)
-    ready = backend._ready["q"]
-    ready.heap = _StealingHeap(ready.heap)
-    assert _places(backend) == (2, 2)
-    # This claim compared the heap's head (1 s) with the deque's (10 s) and popped the heap, but
-    # got the 11 s job: it must put it back and take the 10 s job instead.
-    assert _claim_ids(backend) == [first, middle, last]
-    assert ready.heap.stolen[2] == stolen
-
-
-def test_sequential_claims_follow_run_after_then_id_through_a_random_history(lock_free: bool) -> None:
+def test_sequential_claims_follow_run_after_then_id_through_a_random_history() -> None:
     rng = random.Random(6)
     clock = _Clock()
     backend = MemoryBackend(clock=clock)
@@ -294,18 +301,117 @@ def test_sequential_claims_follow_run_after_then_id_through_a_random_history(loc
                 waiting[claim.job.id or ""] = (retry_at, int(claim.job.id or ""))
         else:
             due = [key for key in waiting.values() if key[0] <= now]
-            claim = backend.claim("q", 0)
+            look = backend.look("q")
             if not due:
-                assert claim is None
+                assert look.claim is None
+                future = [key[0] for key in waiting.values()]
+                if future:  # stale entries of cancelled jobs may make it earlier, never later
+                    assert look.due_in is not None and look.due_in <= min(future) - now
                 continue
             expected = min(due)
-            assert claim is not None, expected
-            assert int(claim.job.id or "") == expected[1]
-            del waiting[claim.job.id or ""]
-            claimed.append(claim)
-        fifo, heap = _places(backend)
+            assert look.claim is not None, expected
+            assert int(look.claim.job.id or "") == expected[1]
+            del waiting[look.claim.job.id or ""]
+            claimed.append(look.claim)
+        fifo, heap, _ = _places(backend)
         used["both" if fifo and heap else "fifo" if fifo else "heap" if heap else "none"] += 1
     assert min(used.values()) > 50, used  # the history went through every combination
+
+
+# -- claims through neoq.waiting, on a fake clock ----------------------------------------
+
+
+def _claim_in_thread(backend: MemoryBackend, timeout: float) -> tuple[threading.Thread, list[Claim | None]]:
+    got: list[Claim | None] = []
+    thread = threading.Thread(target=lambda: got.append(backend.claim("q", timeout)), daemon=True)
+    thread.start()
+    return thread, got
+
+
+def test_a_blocked_claim_is_woken_by_an_enqueue() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+    thread, got = _claim_in_thread(backend, 60)
+    clock.wait_for_sleepers(1)
+    job_id = _enqueue(backend)
+    thread.join(10)
+    assert not thread.is_alive() and got[0] is not None and got[0].job.id == job_id
+    assert backend.waiting.queue("q").looks == 2  # the first look, and the one the enqueue asked for
+
+
+def test_a_blocked_claim_takes_a_future_job_when_it_comes_due_not_before() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+    job_id = backend.enqueue([prepare_job(Job(queue="q", run_after=clock.now() + timedelta(seconds=5)))[0]])[0]
+    thread, got = _claim_in_thread(backend, 60)
+    clock.wait_for_sleepers(1)
+    clock.run(4.9, sleepers=1)
+    assert got == []  # looked at 0 s, then each poll interval (2 s): nothing due yet
+    assert backend.waiting.queue("q").looks == 3
+    clock.advance(0.2)
+    thread.join(10)
+    assert not thread.is_alive() and got[0] is not None and got[0].job.id == job_id
+
+
+def test_a_future_job_enqueued_while_a_claim_waits_re_times_it() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+    thread, got = _claim_in_thread(backend, 60)
+    clock.wait_for_sleepers(1)
+    job_id = backend.enqueue([prepare_job(Job(queue="q", run_after=clock.now() + timedelta(seconds=3)))[0]])[0]
+    clock.wait_for_sleepers(1)
+    assert backend.waiting.queue("q").looks == 1  # due() amended what was known: no look
+    clock.advance(3.01)
+    thread.join(10)
+    assert not thread.is_alive() and got[0] is not None and got[0].job.id == job_id
+
+
+def test_a_retry_wakes_a_blocked_claim_when_due() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+    job_id = _enqueue(backend)
+    claim = backend.claim("q", 0)
+    assert claim is not None
+    thread, got = _claim_in_thread(backend, 60)
+    clock.wait_for_sleepers(1)
+    backend.settle(claim, Outcome(JobStatus.NEW, "boom", clock.now() + timedelta(seconds=2), 1))
+    clock.wait_for_sleepers(1)
+    clock.advance(2.01)
+    thread.join(10)
+    assert not thread.is_alive() and got[0] is not None and got[0].job.id == job_id and got[0].job.attempts == 2
+
+
+def test_wakeup_and_close_end_blocked_claims() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+    first, got_first = _claim_in_thread(backend, 60)
+    second, got_second = _claim_in_thread(backend, 60)
+    clock.wait_for_sleepers(2)
+    backend.wakeup("q", 1)
+    clock.wait_for_sleepers(1)
+    backend.close()
+    first.join(10)
+    second.join(10)
+    assert got_first == [None] and got_second == [None]
+    # open() again: a new waiting, and the jobs are still there
+    backend.open()
+    job_id = _enqueue(backend)
+    claim = backend.claim("q", 0)
+    assert claim is not None and claim.job.id == job_id
+
+
+def test_the_chained_claim_takes_the_next_job_and_keeps_a_complete_answer() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+    a, b = _enqueue(backend), _enqueue(backend)
+    claim = backend.claim("q", 0)
+    assert claim is not None and claim.job.id == a
+    following = backend.settle_then_claim(claim, Outcome(JobStatus.PROCESSED), "q")
+    assert following is not None and following.job.id == b
+    looks = backend.waiting.queue("q").looks
+    assert backend.settle_then_claim(following, Outcome(JobStatus.PROCESSED), "q") is None
+    assert backend.claim("q", 0) is None  # the chained look said "nothing due": kept, no look
+    assert backend.waiting.queue("q").looks == looks
 
 
 def test_racing_claim_loops_run_every_job_of_both_places_once() -> None:
@@ -388,3 +494,59 @@ def test_a_handler_that_raises_after_its_attempt_ended_is_logged_at_debug(caplog
     assert job.error.startswith("JobTimeoutError")
     [line] = [r.getMessage() for r in caplog.records if "raised after its attempt had ended" in r.getMessage()]
     assert line == f"neoq: job {job_id} (queue 'q') raised after its attempt had ended: too late"
+
+
+def test_a_settle_after_a_shutdown_wake_up_claims_nothing() -> None:
+    # The runtime looks at a loop's stop flag before each attempt; a loop told to stop while it
+    # ran one must not take the next job in its settle.
+    backend = MemoryBackend(clock=FakeClock())
+    ids = [_enqueue(backend) for _ in range(3)]
+    claim = backend.claim("q", 0)
+    assert claim is not None and claim.job.id == ids[0]
+    backend.wakeup("q", 1)  # nobody is blocked: the wake-up is kept for the settle
+    assert backend.settle_then_claim(claim, Outcome(JobStatus.PROCESSED), "q") is None
+    job = backend.get_job(ids[0])
+    assert job is not None and job.status is JobStatus.PROCESSED
+    claim = backend.claim("q", 0)
+    assert claim is not None and claim.job.id == ids[1]
+    following = backend.settle_then_claim(claim, Outcome(JobStatus.PROCESSED), "q")
+    assert following is not None and following.job.id == ids[2]  # the wake-up was met once
+
+
+def test_a_wake_up_left_over_from_a_stop_is_void_for_new_claim_loops() -> None:
+    backend = MemoryBackend(clock=FakeClock())
+    ids = [_enqueue(backend) for _ in range(2)]
+    backend.wakeup("q", 4)  # a stop whose claim loops were not blocked
+    backend.prepare_queue("q", Handler(lambda job: None))  # the queue starts again
+    claim = backend.claim("q", 0)
+    assert claim is not None
+    following = backend.settle_then_claim(claim, Outcome(JobStatus.PROCESSED), "q")
+    assert following is not None and following.job.id == ids[1]
+
+
+class _StealingDeque(collections.deque):  # type: ignore[type-arg]
+    """A deque whose head a take without the mutex pops right after the mutex's holder read it, once."""
+
+    stolen: Any = None
+
+    def __getitem__(self, index: Any) -> Any:
+        head = super().__getitem__(index)
+        if index == 0 and self.stolen is None:
+            self.stolen = super().popleft()
+        return head
+
+
+def test_a_take_whose_compared_head_went_meanwhile_keeps_the_order() -> None:
+    clock = _Clock()
+    backend = MemoryBackend(clock=clock)
+    clock.set(10)
+    _enqueue(backend)  # the deque's head, taken by "another claim" during the comparison
+    clock.set(12)
+    last = _enqueue(backend)
+    middle = _enqueue(backend, run_after=11)  # in the due heap: takes go through the mutex
+    due = backend._queues["q"].due
+    due.fifo = _StealingDeque(due.fifo)
+    # The take compared the deque's head (10 s) with the heap's (11 s) and popped the deque, but
+    # got the 12 s job: it puts it in the heap and takes the 11 s job first.
+    assert _claim_ids(backend) == [middle, last]
+    assert due.fifo.stolen is not None

@@ -1,0 +1,444 @@
+"""``MemoryBackend``: the store, its claims (a look, through ``neoq.waiting``) and its readers."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from ...clock import SYSTEM_CLOCK, Clock
+from ...defaults import MIN_TICK_RETENTION
+from ...errors import ConfigurationError, DuplicateJobError, JobNotFoundError
+from ...job import Job, JobStatus, encode_payload, evolve
+from ...job import copy_job as _copy
+from ...waiting import Look
+from ..base import Backend, Claim, Outcome
+from ..capabilities import NOTIFY
+from .queues import LOCK_FREE, Entry, QueueJobs
+from .records import Record, flat_copy, payload_copy, shown, status_of
+
+if TYPE_CHECKING:
+    from ...handler import Handler
+
+__all__ = ["MemoryBackend"]
+
+_new_job = object.__new__
+_EMPTY_STATS = ("new", "running", "processed", "failed", "cancelled")
+_NEW = JobStatus.NEW
+_RUNNING = JobStatus.RUNNING
+_PROCESSED = JobStatus.PROCESSED
+_NOTHING: Look[Claim] = Look(due_in=None)
+
+#: What a change asks of the waiting claim loops, by queue: 0.0 a signal (a job is due now), else
+#: the delay until the earliest job it stored for later comes due.
+_Wake = dict[str, float]
+
+
+class MemoryBackend(Backend):
+    """Jobs in this process's memory: fast, private to one client, gone when the process ends.
+
+    Capabilities: ``"notify"`` only. Every job this store makes due is signalled by the change
+    itself (an enqueue, a retry), and the next future job's time is in every answer, so the
+    waiting never needs to poll; the store is private to its client (not ``"shared"``), and has no
+    transaction to give handlers or to enqueue in.
+    """
+
+    capabilities = frozenset({NOTIFY})
+    #: Its claims hold nothing to free: the runtime skips ``release`` after each attempt.
+    needs_release = False
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock or SYSTEM_CLOCK
+        #: The waiting keeps time on the client's clock: a test's fake clock drives both.
+        self.waiting_clock = self._clock
+        # The system clock's own function: one call less on every claim and settle.
+        self._now: Callable[[], datetime] = (
+            functools.partial(datetime.now, timezone.utc) if type(self._clock) is Clock else self._clock.now
+        )
+        cls = type(self)
+        #: False when a subclass changed how a job is claimed or settled: the chained step then
+        #: settles only, and the claim loop claims through the subclass.
+        self._plain = (
+            cls.settle is MemoryBackend.settle and cls.look is MemoryBackend.look and cls.claim is Backend.claim
+        )
+        #: Guards the records, the uniqueness keys, the future heaps and the ticks. A claim does
+        #: not take it unless a future job came due, nor does the settle of a processed job.
+        self._lock = threading.Lock()
+        self._records: dict[str, Record] = {}
+        self._unique: dict[tuple[str, str], str] = {}
+        self._queues: dict[str, QueueJobs] = {}
+        #: The entry of each job's current scheduling, to its record. Whoever pops an entry owns
+        #: that scheduling: a claim (``dict.pop`` is atomic, so without the lock) or a cancellation.
+        #: An entry that is not here (the job was claimed, cancelled or rescheduled since) is stale.
+        self._live: dict[Entry, Record] = {}
+        self._looks: dict[str, Callable[[], Look[Claim]]] = {}
+        #: Shutdown wake-ups (``wakeup``) by queue that no chained claim has met yet. A loop told to
+        #: stop while it ran a job settles it without taking the next (the runtime looked at its
+        #: stop flag before the attempt); one left over only makes a later settle claim nothing.
+        self._stops: dict[str, int] = {}
+        self._ids = itertools.count(1)
+        self._ticks: dict[str, datetime] = {}
+        self._tick_set: set[tuple[str, datetime]] = set()
+
+    def __repr__(self) -> str:
+        return "MemoryBackend()"
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> MemoryBackend:
+        """``memory://``: a new private store. It takes no options; ``clock`` is the client's."""
+        if options:
+            raise ConfigurationError(f"memory:// takes no backend options; got {', '.join(sorted(options))}")
+        return cls(clock=clock)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.reset_waiting()  # blocked claims return; the jobs stay, for an open() again
+
+    # -- producing -------------------------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
+        if connection is not None:
+            raise ConfigurationError(
+                "enqueue(connection=...) needs a backend with the 'enqueue_in_transaction' capability; "
+                "memory:// has no transactions"
+            )
+        wake: _Wake = {}
+        with self._lock:
+            ids = self._store(jobs, wake)
+        self._wake(wake)
+        return ids
+
+    def _store(self, jobs: Sequence[Job], wake: _Wake) -> list[str]:
+        # Called with the lock held: checks every job, then stores all of them.
+        now = self._now()
+        keys: dict[tuple[str, str], int] = {}
+        for index, job in enumerate(jobs):
+            key = (job.queue, job.fingerprint or "")
+            existing = self._unique.get(key)
+            if existing is not None:
+                raise DuplicateJobError(
+                    f"job {index} duplicates job {existing} of queue {job.queue!r}, which is still new", existing
+                )
+            if key in keys:
+                raise DuplicateJobError(
+                    f"jobs {keys[key]} and {index} of the batch have the same queue {job.queue!r} and fingerprint"
+                )
+            keys[key] = index
+        ids: list[str] = []
+        due: dict[str, list[Entry]] = {}
+        for job in jobs:
+            seq = next(self._ids)
+            job_id = str(seq)
+            stored = evolve(job, id=job_id, created_at=now, run_after=job.run_after or now)
+            payload = job.payload
+            flat = flat_copy(payload)
+            record = Record(stored, None if flat is not None else encode_payload(payload), flat, seq)
+            self._records[job_id] = record
+            self._unique[key_of(job)] = job_id
+            self._schedule(record, now, wake, due)
+            ids.append(job_id)
+        for queue, entries in due.items():
+            self._jobs_of(queue).due.put_many(entries)  # one turn of each queue's mutex per batch
+        return ids
+
+    def _schedule(self, record: Record, now: datetime, wake: _Wake, due: dict[str, list[Entry]] | None = None) -> None:
+        """Make the record's current version wait: due now, or in its queue's future heap (the lock held).
+
+        Due entries go to ``due`` (by queue) when given, for the caller to put, else to the queue.
+        """
+        job = record.job
+        queue = job.queue
+        run_after = job.run_after or now
+        entry = record.entry = (run_after.timestamp(), record.seq, record.version)
+        self._live[entry] = record
+        delay = (run_after - now).total_seconds()
+        if delay <= 0:
+            if due is None:
+                self._jobs_of(queue).due.put(entry)
+            else:
+                due.setdefault(queue, []).append(entry)
+            wake[queue] = 0.0
+        else:
+            self._jobs_of(queue).push_future(entry)
+            wake[queue] = min(wake.get(queue, delay), delay)
+
+    def _jobs_of(self, queue: str) -> QueueJobs:
+        # Called with the lock held.
+        jobs = self._queues.get(queue)
+        if jobs is None:
+            jobs = self._queues[queue] = QueueJobs()
+        return jobs
+
+    def _wake(self, wake: _Wake) -> None:
+        """Tell the waiting what a change made due (outside the lock: the woken loop looks at once)."""
+        if not wake:
+            return
+        waiting = self.waiting
+        for queue, delay in wake.items():
+            if delay > 0:
+                waiting.due(queue, delay)
+            else:
+                waiting.signal(queue)
+
+    # -- consuming -------------------------------------------------------------------------
+
+    def look(self, queue: str) -> Look[Claim]:
+        """Claim the first due job of ``queue`` without waiting, or say when its next job comes due."""
+        jobs = self._queues.get(queue)
+        if jobs is None:
+            return _NOTHING
+        now = self._now()
+        if jobs.future and jobs.next_due() <= now.timestamp():
+            with self._lock:
+                jobs.move_due(now.timestamp())
+        record: Record | None
+        record, remaining = jobs.due.take_live(self._live)
+        if record is None:
+            return Look(due_in=self._due_in(jobs, now))
+        claim = self._claimed(record, now)
+        if remaining:
+            return Look(claim)  # more may be due (or stale entries wait): a follower looks
+        return Look(claim, due_in=self._due_in(jobs, now), more=False)
+
+    def _due_in(self, jobs: QueueJobs, now: datetime) -> float | None:
+        if not jobs.future:
+            return None
+        with self._lock:
+            return jobs.due_in(now.timestamp())
+
+    def _claimed(self, record: Record, now: datetime) -> Claim:
+        """Mark the record's job claimed at ``now`` (its entry is ours) and return the handler's claim."""
+        record.claimed = True
+        # ``record.job`` is this backend's own object (readers copy it under the lock), so it is
+        # updated in place, in one call: a reader sees the claim whole or not at all.
+        job = record.job
+        job.__dict__.update(attempts=job.attempts + 1, ran_at=now)
+        # The handler's copy: only this claim's settle changes the record now.
+        if type(job) is Job:
+            claimed = _new_job(Job)
+            state = claimed.__dict__
+            state.update(job.__dict__)
+        else:
+            claimed = _copy(job)
+            state = claimed.__dict__
+        # The handler's own payload: a fresh dict of immutable values, or decoded from the text.
+        flat = record.flat
+        state["payload"] = dict(flat) if flat is not None else json.loads(record.payload_text or "null")
+        state["status"] = _RUNNING
+        return Claim(claimed, None, record.version)  # (job, transaction, token)
+
+    def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
+        if not self._plain:
+            return super().settle_then_claim(claim, outcome, queue)
+        now = self._now()
+        self._settle(claim, outcome, now)
+        if self._stops.get(queue) and self._stopped(queue):
+            return None  # the claim loop's own claim call sees that it is stopping
+        jobs = self._queues.get(queue)
+        if jobs is not None and not jobs.future:
+            # The busy loop's step: nothing can have come due, so the due queue is the whole look.
+            # A job taken here is a look that answers ``more=True``, which the waiting's ``chain``
+            # would neither keep nor pass on: it is skipped, and so is building the answer.
+            record: Record | None
+            record, _ = jobs.due.take_live(self._live)
+            if record is not None:
+                return self._claimed(record, now)
+        look = self._looks.get(queue)
+        if look is None:
+            look = self._looks[queue] = functools.partial(self.look, queue)
+        return self.waiting.queue(queue).chain(look)  # nothing due, or future jobs: a look, kept
+
+    def prepare_queue(self, queue: str, handler: Handler) -> None:
+        super().prepare_queue(queue, handler)
+        with self._lock:
+            self._stops.pop(queue, None)  # new claim loops: wake-ups of the ones before are void
+
+    def wakeup(self, queue: str, waiters: int) -> None:
+        with self._lock:
+            self._stops[queue] = self._stops.get(queue, 0) + waiters
+        super().wakeup(queue, waiters)
+
+    def _stopped(self, queue: str) -> bool:
+        """Meet one shutdown wake-up of ``queue``, if one is left."""
+        with self._lock:
+            left = self._stops.pop(queue, 0)
+            if left > 1:
+                self._stops[queue] = left - 1
+            return bool(left)
+
+    def settle(self, claim: Claim, outcome: Outcome) -> None:
+        self._settle(claim, outcome, self._now())
+
+    def _settle(self, claim: Claim, outcome: Outcome, now: datetime) -> None:
+        record = self._records.get(claim.job.id or "")
+        if record is None or not record.claimed or record.version != claim.token:
+            return  # settled before (the claim is stale): the contract makes a second settle a no-op
+        status = outcome.status
+        if status is _PROCESSED and LOCK_FREE:
+            self._finish(record, _PROCESSED, None, now)  # only its claimer changes the record now
+            return
+        wake: _Wake = {}
+        with self._lock:
+            if not record.claimed or record.version != claim.token:
+                return
+            if status is not _NEW:
+                self._finish(record, status, None if status is _PROCESSED else outcome.error, now)
+                return
+            job = record.job
+            record.claimed = False
+            record.version += 1
+            record.job = evolve(
+                job,
+                error=outcome.error,
+                run_after=outcome.run_after or now,
+                retries=job.retries if outcome.retries is None else outcome.retries,
+            )
+            self._schedule(record, now, wake)
+        self._wake(wake)
+
+    def _finish(self, record: Record, status: JobStatus, error: str | None, now: datetime) -> None:
+        """Store the final outcome of a claimed record's attempt; safe without the lock.
+
+        The order is for the locked readers: the fingerprint is free first (the job counts as
+        finished from here) and ``claimed`` is cleared last, so ``prune`` never sees the record
+        unclaimed and unfinished; ``cancel_job`` or ``retry_job`` arriving midway act as if called
+        just before or just after. The stored ``Job`` is updated in place, in one call.
+        """
+        job = record.job
+        self._unique.pop(key_of(job), None)
+        record.finished_at = now
+        job.__dict__.update(status=status, error=error)
+        record.claimed = False
+
+    # -- periodic jobs and retention -------------------------------------------------------
+
+    def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
+        wake: _Wake = {}
+        with self._lock:
+            if (key, tick) in self._tick_set:
+                return None
+            job_id = self._store([job], wake)[0]
+            self._tick_set.add((key, tick))
+            last = self._ticks.get(key)
+            if last is None or tick > last:
+                self._ticks[key] = tick
+        self._wake(wake)
+        return job_id
+
+    def last_tick(self, key: str) -> datetime | None:
+        with self._lock:
+            return self._ticks.get(key)
+
+    def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
+        deleted = 0
+        with self._lock:
+            for job_id, record in list(self._records.items()):
+                if deleted >= limit:
+                    break
+                cutoff = older_than.get(record.job.status)
+                if cutoff is None or record.claimed or record.finished_at is None or record.finished_at >= cutoff:
+                    continue
+                del self._records[job_id]
+                deleted += 1
+            known = [cutoff for cutoff in older_than.values() if cutoff is not None]
+            if known and self._tick_set:
+                floor = self._clock.now() - timedelta(seconds=MIN_TICK_RETENTION)
+                oldest = min(*known, floor)
+                # A schedule's latest tick stays: last_tick() reads it.
+                self._tick_set = {
+                    (key, tick) for key, tick in self._tick_set if tick >= oldest or self._ticks.get(key) == tick
+                }
+        return deleted
+
+    # -- inspecting and managing ---------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._lock:
+            record = self._records.get(job_id) if isinstance(job_id, str) else None
+            if record is None:
+                return None
+            job = shown(record)  # under the lock: claim and settle change record.job in place
+        job.__dict__["payload"] = record.payload()
+        return job
+
+    def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
+        with self._lock:
+            matching = [
+                record
+                for record in self._records.values()
+                if (queue is None or record.job.queue == queue) and (status is None or status_of(record) is status)
+            ]
+            matching.sort(key=lambda record: record.seq, reverse=True)
+            # copied under the lock: claim and settle change record.job in place
+            shown_jobs = [(shown(record), record.payload_text, record.flat) for record in matching[:limit]]
+        jobs = []
+        for job, text, flat in shown_jobs:
+            job.__dict__["payload"] = payload_copy(text, flat)
+            jobs.append(job)
+        return jobs
+
+    def retry_job(self, job_id: str) -> None:
+        wake: _Wake = {}
+        with self._lock:
+            record = self._get(job_id)
+            job = record.job
+            if job.status is JobStatus.NEW:
+                return
+            key = key_of(job)
+            holder = self._unique.get(key)
+            if holder is not None:
+                raise DuplicateJobError(
+                    f"job {holder} of queue {job.queue!r} with the same fingerprint is still new", holder
+                )
+            now = self._clock.now()
+            self._unique[key] = job.id or ""
+            record.version += 1
+            record.finished_at = None
+            record.job = evolve(job, status=JobStatus.NEW, run_after=now, retries=0, attempts=0, error=None)
+            self._schedule(record, now, wake)
+        self._wake(wake)
+
+    def cancel_job(self, job_id: str) -> None:
+        with self._lock:
+            record = self._get(job_id)
+            job = record.job
+            if job.status is not JobStatus.NEW:
+                return
+            entry = record.entry
+            running = entry is None or self._live.pop(entry, None) is None  # else the cancellation owns it
+            if not running:
+                record.version += 1  # its entry, wherever it waits, is stale now
+                record.job = evolve(job, status=JobStatus.CANCELLED)
+                record.finished_at = self._clock.now()
+                self._unique.pop(key_of(job), None)
+        if running:
+            # A claim took it: the runtime stops the attempt. Outside the lock: the runtime
+            # settles the claim, which may take the lock again.
+            self._notify_cancel(job_id)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for record in self._records.values():
+                queue = record.job.queue
+                counts = result.get(queue)
+                if counts is None:
+                    counts = result[queue] = dict.fromkeys(_EMPTY_STATS, 0)
+                counts[status_of(record).value] += 1
+        return result
+
+    def _get(self, job_id: str) -> Record:
+        record = self._records.get(job_id) if isinstance(job_id, str) else None
+        if record is None:
+            raise JobNotFoundError(f"no job has id {job_id!r}")
+        return record
+
+
+def key_of(job: Job) -> tuple[str, str]:
+    """The job's uniqueness key: (queue, fingerprint)."""
+    return (job.queue, job.fingerprint or "")

@@ -496,34 +496,6 @@ def test_a_handler_that_raises_after_its_attempt_ended_is_logged_at_debug(caplog
     assert line == f"neoq: job {job_id} (queue 'q') raised after its attempt had ended: too late"
 
 
-def test_a_settle_after_a_shutdown_wake_up_claims_nothing() -> None:
-    # The runtime looks at a loop's stop flag before each attempt; a loop told to stop while it
-    # ran one must not take the next job in its settle.
-    backend = MemoryBackend(clock=FakeClock())
-    ids = [_enqueue(backend) for _ in range(3)]
-    claim = backend.claim("q", 0)
-    assert claim is not None and claim.job.id == ids[0]
-    backend.wakeup("q", 1)  # nobody is blocked: the wake-up is kept for the settle
-    assert backend.settle_then_claim(claim, Outcome(JobStatus.PROCESSED), "q") is None
-    job = backend.get_job(ids[0])
-    assert job is not None and job.status is JobStatus.PROCESSED
-    claim = backend.claim("q", 0)
-    assert claim is not None and claim.job.id == ids[1]
-    following = backend.settle_then_claim(claim, Outcome(JobStatus.PROCESSED), "q")
-    assert following is not None and following.job.id == ids[2]  # the wake-up was met once
-
-
-def test_a_wake_up_left_over_from_a_stop_is_void_for_new_claim_loops() -> None:
-    backend = MemoryBackend(clock=FakeClock())
-    ids = [_enqueue(backend) for _ in range(2)]
-    backend.wakeup("q", 4)  # a stop whose claim loops were not blocked
-    backend.prepare_queue("q", Handler(lambda job: None))  # the queue starts again
-    claim = backend.claim("q", 0)
-    assert claim is not None
-    following = backend.settle_then_claim(claim, Outcome(JobStatus.PROCESSED), "q")
-    assert following is not None and following.job.id == ids[1]
-
-
 class _StealingDeque(collections.deque):  # type: ignore[type-arg]
     """A deque whose head a take without the mutex pops right after the mutex's holder read it, once."""
 

@@ -292,3 +292,36 @@ def test_queue_threads_are_daemon_threads() -> None:
         nq.enqueue(Job(queue="daemons", payload={}))
         assert entered.wait(10)
     assert names and all(daemon for _, daemon in names), names
+
+
+@pytest.mark.parametrize("url", ["memory://", "postgres"])
+def test_a_loop_told_to_stop_while_its_job_runs_takes_no_next_job(url: str, request: pytest.FixtureRequest) -> None:
+    # The settle of a processed job may claim the next one in the same step (settle_then_claim);
+    # a loop whose stop came while the handler ran must settle only, on every backend.
+    if url == "postgres":
+        url = request.getfixturevalue("pg_clean")
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def handler(job: Job) -> None:
+        ran.append(job.payload["n"])
+        started.set()
+        assert release.wait(10)
+
+    with neoq.new(url) as nq:
+        first = nq.enqueue(Job(queue="q", payload={"n": "first"}))
+        second = nq.enqueue(Job(queue="q", payload={"n": "second"}))
+        nq.start("q", Handler(handler, concurrency=1))
+        assert started.wait(10)
+        stopper = threading.Thread(target=nq.shutdown, kwargs={"timeout": 10})
+        stopper.start()
+        runners = nq._worker._runners.values()  # the runtime's stop flag, set by shutdown
+        wait_for(lambda: all(runner.stopping.is_set() for runner in runners), timeout=10)
+        release.set()
+        stopper.join(15)
+        assert not stopper.is_alive()
+    assert ran == ["first"]  # a chained claim would have run before shutdown() returned
+    if url.startswith("postgres"):
+        with neoq.new(url) as reader:
+            assert status(reader, first) is JobStatus.PROCESSED
+            assert status(reader, second) is JobStatus.NEW

@@ -146,7 +146,7 @@ class Worker:
                         return
                     continue
             runner.ran += 1
-            claim = run(runner.handler, claim, None if stopping.is_set() else queue)
+            claim = run(runner.handler, claim, None if stopping.is_set() else queue, stopping)
 
     # -- draining and stopping -----------------------------------------------------------
 

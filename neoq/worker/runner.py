@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -67,8 +68,14 @@ class AttemptRunner:
 
     # -- running -------------------------------------------------------------------------
 
-    def run(self, handler: Handler, claim: Claim, chain: str | None = None) -> Claim | None:
-        """Run one attempt; with ``chain`` (the queue), maybe return the next job, claimed as it settled."""
+    def run(
+        self, handler: Handler, claim: Claim, chain: str | None = None, stopping: threading.Event | None = None
+    ) -> Claim | None:
+        """Run one attempt; with ``chain`` (the queue), maybe return the next job, claimed as it settled.
+
+        Not once ``stopping`` is set, even when it was set while the handler ran: a loop told to stop
+        takes no new job.
+        """
         job = claim.job
         deadline = job.deadline
         now = None
@@ -142,7 +149,7 @@ class AttemptRunner:
                     # ``_settle(claim, _PROCESSED, ...)`` and ``report``'s common case, inlined.
                     backend = self._backend
                     try:
-                        if chain is None:
+                        if chain is None or (stopping is not None and stopping.is_set()):
                             backend.settle(claim, _PROCESSED)
                         else:
                             following = backend.settle_then_claim(claim, _PROCESSED, chain)

@@ -22,7 +22,7 @@ from .queues import LOCK_FREE, Entry, QueueJobs
 from .records import Record, flat_copy, payload_copy, shown, status_of
 
 if TYPE_CHECKING:
-    from ...handler import Handler
+    pass
 
 __all__ = ["MemoryBackend"]
 
@@ -76,10 +76,6 @@ class MemoryBackend(Backend):
         #: An entry that is not here (the job was claimed, cancelled or rescheduled since) is stale.
         self._live: dict[Entry, Record] = {}
         self._looks: dict[str, Callable[[], Look[Claim]]] = {}
-        #: Shutdown wake-ups (``wakeup``) by queue that no chained claim has met yet. A loop told to
-        #: stop while it ran a job settles it without taking the next (the runtime looked at its
-        #: stop flag before the attempt); one left over only makes a later settle claim nothing.
-        self._stops: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._ticks: dict[str, datetime] = {}
         self._tick_set: set[tuple[str, datetime]] = set()
@@ -237,8 +233,6 @@ class MemoryBackend(Backend):
             return super().settle_then_claim(claim, outcome, queue)
         now = self._now()
         self._settle(claim, outcome, now)
-        if self._stops.get(queue) and self._stopped(queue):
-            return None  # the claim loop's own claim call sees that it is stopping
         jobs = self._queues.get(queue)
         if jobs is not None and not jobs.future:
             # The busy loop's step: nothing can have come due, so the due queue is the whole look.
@@ -252,24 +246,6 @@ class MemoryBackend(Backend):
         if look is None:
             look = self._looks[queue] = functools.partial(self.look, queue)
         return self.waiting.queue(queue).chain(look)  # nothing due, or future jobs: a look, kept
-
-    def prepare_queue(self, queue: str, handler: Handler) -> None:
-        super().prepare_queue(queue, handler)
-        with self._lock:
-            self._stops.pop(queue, None)  # new claim loops: wake-ups of the ones before are void
-
-    def wakeup(self, queue: str, waiters: int) -> None:
-        with self._lock:
-            self._stops[queue] = self._stops.get(queue, 0) + waiters
-        super().wakeup(queue, waiters)
-
-    def _stopped(self, queue: str) -> bool:
-        """Meet one shutdown wake-up of ``queue``, if one is left."""
-        with self._lock:
-            left = self._stops.pop(queue, 0)
-            if left > 1:
-                self._stops[queue] = left - 1
-            return bool(left)
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
         self._settle(claim, outcome, self._now())

@@ -9,7 +9,7 @@ from typing import Any
 from ...errors import DuplicateJobError, NeoqError
 from ...job import Job
 from .common import CHANNEL
-from .state import _QueueState
+from .notices import _QueueState
 
 
 def _batch_params(jobs: Sequence[Job], payloads: list[str]) -> dict[str, Any]:

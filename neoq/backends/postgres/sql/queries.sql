@@ -61,7 +61,7 @@ SELECT (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
 -- name: count_attempt
 -- Counts an attempt that ended without a settle (the claim saw it: ``lost``). Runs on a second
 -- connection, in a transaction of its own, sent before the handler starts, so it is committed
--- even if this attempt dies too (see backend._send_count); returns the count.
+-- even if this attempt dies too (see settles.Settles.send_count); returns the count.
 INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at)
 VALUES (%(id)s, 1, %(ran_at)s::timestamptz)
 ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at

@@ -224,7 +224,8 @@ class PostgresBackend(Backend):
         self._lock = threading.Lock()
         self._claims: dict[str, _Held] = {}
         self._cancels = _Cancels(self._lock, self._claims, lambda: self._pools)
-        self._notices = LocalNotices(listening=lambda: self._listening, signal=self._signal)
+        # Without a listener (listen=False) no notification comes to let go.
+        self._notices = LocalNotices(listening=lambda: self._listening and self._settings.listen, signal=self._signal)
         self._claimers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         #: Whether this open() started its listener (or has none to start).
         self._listening = False

@@ -22,9 +22,10 @@ How it works, in one screen:
   look in this client's ``neoq_cancellations``; only a recorded request cancels). Enqueues notify
   inside their transaction, so nothing wakes before the commit. Claims wait in ``neoq.waiting``
   (``Backend.claim``): the listener's notifications, this process's enqueues and a reconnect
-  signal it (``_signal``); each look that finds nothing says when the queue's next job comes due
-  (by the database's clock), so future jobs and retries are picked up on time in every process; a
-  look every ``poll_interval`` is the safety net.
+  signal it (``_signal``; notices.py lets the notifications of its own enqueues go); each look
+  that finds nothing says when the queue's next job comes due (by the database's clock), so
+  future jobs and retries are picked up on time in every process; a look every
+  ``poll_interval`` is the safety net.
 """
 
 from __future__ import annotations
@@ -32,13 +33,10 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-
-import psycopg
 
 from ...clock import Clock
 from ...errors import BackendError
@@ -48,21 +46,20 @@ from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION
 from ..lease import LeaseEngine, LeaseToken
-from . import forking, inspection
+from . import forking, inspection, runtime
 from .cancels import _Cancels
 from .claims import TransactionClaims
 from .common import (
     CHANNEL,
     Conn,
 )
-from .counters import _Counters
 from .enqueue import Enqueuer
 from .leasestore import PostgresLeaseStore
-from .listener import _Canceller, _Listener
+from .notices import LocalNotices
 from .pools import Connections
 from .settings import PostgresOptions, parse_settings
-from .settles import Settles, close_under_handler
-from .state import _drop_count, _Held, _Pools, _QueueState
+from .settles import Settles
+from .state import _Held, _Pools
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -70,17 +67,6 @@ if TYPE_CHECKING:
 __all__ = ["CHANNEL", "PostgresBackend"]
 
 logger = logging.getLogger(__name__)
-
-#: While due jobs of a queue are held by others, re-probe this often (seconds), so a job whose
-#: worker died is picked up soon after PostgreSQL ends the dead session, without a notification.
-_HELD_JOBS_POLL = 0.25
-
-#: How long after the timed look was due a waiting claim checks that it happened (claim()).
-_TIMED_LOOK_GRACE = 0.05
-
-#: How long (seconds) the listener remembers local enqueues whose notification it lets go.
-_LOCAL_NOTIFY_MEMORY = 0.5
-
 
 _NOT_OPEN = "the PostgreSQL backend is not open (call open(), or use neoq.new())"
 
@@ -122,9 +108,9 @@ class PostgresBackend(Backend):
     def capabilities(self) -> frozenset[str]:
         """What this backend offers, as configured (see ``neoq.backends.capabilities``)."""
         offered = {SHARED, ENQUEUE_IN_TRANSACTION}
-        if self._default_mode == "transaction":
+        if self._settings.default_mode == "transaction":
             offered.add(TRANSACTION)
-        if self._listen_enabled:
+        if self._settings.listen:
             offered.add(NOTIFY)
         return frozenset(offered)
 
@@ -142,11 +128,6 @@ class PostgresBackend(Backend):
             raise TypeError(f"PostgresBackend() got an unexpected keyword argument {name!r}")
         self._settings = s = parse_settings(url, **options)
         self.application_name = s.application_name
-        # The settings the claims read, and the lease engine (lease.LeaseHost), by their names there.
-        self._default_mode, self._lease_seconds, self._listen_enabled = s.default_mode, s.lease_seconds, s.listen
-        self._hot, self._pool_min, self._pool_max_fixed = s.hot, s.pool_min, s.pool_max_fixed
-        self._url, self._safe_url, self._aux_kwargs = s.url, s.safe_url, s.aux_kwargs
-        self._connect_timeout, self._poll_interval = s.connect_timeout, s.poll_interval
         self.poll_interval = s.poll_interval
         #: The worker pool's size now: it grows with the claiming threads unless it is fixed.
         self._pool_max = s.pool_max
@@ -160,8 +141,8 @@ class PostgresBackend(Backend):
             hot=s.hot,
             require=lambda: self._require(),
             barrier=self._barrier,
-            local_enqueue=lambda queues: self._local_enqueue(queues),
-            local_undo=lambda states: self._local_undo(states),
+            local_enqueue=lambda queues: self._notices.enqueued(queues),
+            local_undo=lambda states: self._notices.undo(states),
             signal=lambda queues: self._signal(queues),
             current=lambda: self._pools,
         )
@@ -171,7 +152,7 @@ class PostgresBackend(Backend):
         self._reopen = False
 
     def __repr__(self) -> str:
-        return f"PostgresBackend({self._safe_url!r})"
+        return f"PostgresBackend({self._settings.safe_url!r})"
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -185,41 +166,24 @@ class PostgresBackend(Backend):
         with self._lock:
             if self._pools is not None:
                 return
-            listen_conn = self._connect(settings.listen_kwargs)
-            try:
-                if settings.migrate:
-                    self._conns.migrate_on(listen_conn)
-                listener = _Listener(
-                    listen_conn,
-                    connect=lambda: self._connect(settings.listen_kwargs),
-                    on_notify=self._on_notify,
-                    recorded_cancels=self._recorded_cancels,
-                    redeliver_cancels=self._redeliver_cancels,
-                    signal_all=lambda: self._signal(None),
-                )
-                work, aux = self._conns.open_pools(self._pool_max)
-            except psycopg.Error as exc:
-                listen_conn.close()
-                raise self._wrap(exc, "preparing the neoq schema") from exc
-            except BaseException:
-                listen_conn.close()
-                raise
-            canceller = _Canceller(self._notify_cancel)
-            self._pools = _Pools(
-                work,
-                aux,
-                listener,
-                canceller,
-                _Counters(lambda: self._connect(settings.counter_kwargs), settings.hot.prepared, self._wrap),
+            self._pools = pools = runtime.start(
+                settings,
+                self._conns,
+                self._pool_max,
+                notify_cancel=self._notify_cancel,
+                on_notify=self._notices.notified,
+                recorded_cancels=self._recorded_cancels,
+                redeliver_cancels=self._cancels.redeliver,
+                signal_all=lambda: self._signal(None),
             )
             self._reopen = False
             forking.track_backend(self)
             # Wake-ups left from an earlier open() (shutdown's) must not cut the new claims short.
-            self._states.clear()
+            self._notices.clear()
             # The listener starts with the first claim (or queue): a client that only enqueues
             # listens to nothing, so its own notifications cost it nothing.
-            self._listening = not self._listen_enabled
-            canceller.start()
+            self._listening = not settings.listen
+            pools.canceller.start()
 
     def close(self) -> None:
         """Close the pools and the listener and join the backend's threads. Idempotent."""
@@ -232,21 +196,8 @@ class PostgresBackend(Backend):
             lease_engine.close()
         # Blocked claims (both modes wait in neoq.waiting) return None at once and see the backend closed.
         self.reset_waiting()
-        if pools is None:
-            return
-        pools.listener.stop()
-        pools.canceller.stop()
-        pools.counters.close()
-        pools.drop_spare()
-        # Claims whose handler thread was abandoned: end their transactions so nothing stays
-        # locked or open. Their late release() finds the connection closed and tolerates it.
-        for held in leftover:
-            with held.lock:
-                _drop_count(held)
-                if not held.returned:
-                    self._close_under_handler(held)
-        pools.work.close(timeout=5.0)
-        pools.aux.close(timeout=5.0)
+        if pools is not None:
+            runtime.stop(pools, leftover)
 
     def migrate(self) -> list[int]:
         """Create or upgrade the schema now; return the migration versions applied (none when it
@@ -257,9 +208,6 @@ class PostgresBackend(Backend):
         """The schema versions this neoq needs and the database lacks, found with reads only
         (all of them when it has no neoq schema); ``migrate()`` applies them. Needs no ``open()``."""
         return self._conns.missing_migrations()
-
-    def _connect(self, kwargs: dict[str, Any]) -> Conn:
-        return self._conns.connect(kwargs)
 
     def _require(self) -> _Pools:
         pools = self._pools
@@ -274,11 +222,10 @@ class PostgresBackend(Backend):
     def _fresh_runtime(self) -> None:
         """The state of claims, wake-ups and cancellations, as in a backend never opened."""
         self._lock = threading.Lock()
-        self._states: dict[str, _QueueState] = {}
         self._claims: dict[str, _Held] = {}
         self._cancels = _Cancels(self._lock, self._claims, lambda: self._pools)
-        #: job id -> when a cancellation for it arrived (``cancels``).
-        self._cancel_seen = self._cancels.seen
+        # Without a listener (listen=False) no notification comes to let go.
+        self._notices = LocalNotices(listening=lambda: self._listening and self._settings.listen, signal=self._signal)
         self._claimers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         #: Whether this open() started its listener (or has none to start).
         self._listening = False
@@ -299,9 +246,6 @@ class PostgresBackend(Backend):
         self._reopen = pools is not None
 
     # -- errors --------------------------------------------------------------------------
-
-    def _scrub(self, text: str) -> str:
-        return self._settings.scrub(text)
 
     def _wrap(self, exc: BaseException, doing: str) -> BackendError:
         return self._conns.wrap(exc, doing)
@@ -325,45 +269,6 @@ class PostgresBackend(Backend):
     def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
         return self._enqueuer.enqueue_tick(job, key, tick)
 
-    def _local_enqueue(self, queues: set[str]) -> list[_QueueState]:
-        """Count an enqueue of this process on the states of its queues that this process claims;
-        return those states (``_local_undo`` takes it back).
-
-        Counted before the statement is sent: its notification can reach the listener before
-        the enqueue's own signal (``_signal``), and the listener must already know to let it go.
-        Without a listener there is nothing to let go.
-        """
-        if not self._listening or not self._listen_enabled:
-            return []
-        states = self._states
-        found = [state for state in (states.get(queue) for queue in queues) if state is not None]
-        now = time.monotonic()
-        for state in found:
-            with state.cond:
-                # A count older than the memory is of notifications that never came (the listener
-                # was away): forget it.
-                state.local = 1 if now - state.local_at > _LOCAL_NOTIFY_MEMORY else state.local + 1
-                state.local_at = now
-        return found
-
-    def _local_undo(self, states: list[_QueueState]) -> None:
-        """An enqueue counted by ``_local_enqueue`` stored nothing: no notification comes."""
-        for state in states:
-            with state.cond:
-                state.local = max(0, state.local - 1)
-
-    def _on_notify(self, queue: str) -> None:
-        """The listener got ``q:<queue>``: signal the queue, unless an enqueue of this process did."""
-        state = self._states.get(queue)
-        if state is None:
-            return  # nothing of this process claims the queue
-        with state.cond:
-            if state.local > 0 and time.monotonic() - state.local_at <= _LOCAL_NOTIFY_MEMORY:
-                state.local -= 1
-                return
-            state.local = 0
-        self._signal((queue,))
-
     # -- consuming -------------------------------------------------------------------------
 
     def _listen_now(self) -> None:
@@ -381,27 +286,24 @@ class PostgresBackend(Backend):
         """Serve ``queue`` in ``handler.mode``, else this backend's default mode."""
         if not self._listening:
             self._listen_now()
-        self._queue_modes[queue] = handler.mode or self._default_mode
+        self._queue_modes[queue] = handler.mode or self._settings.default_mode
         self._prefetch[queue] = handler.concurrency
 
     def _lease(self) -> LeaseEngine:
         """The lease engine of this open backend, started on first use."""
         self._require()  # outside the lock: in a forked child it opens the backend, which takes it
+        s = self._settings
         with self._lock:
             engine = self._lease_engine
             if engine is None:
                 if self._pools is None:  # closed meanwhile
                     raise BackendError(_NOT_OPEN)
                 store = PostgresLeaseStore(
-                    self._url,
-                    kwargs=self._aux_kwargs,
-                    connect_timeout=self._connect_timeout,
-                    safe_url=self._safe_url,
-                    wrap=self._wrap,
+                    s.url, kwargs=s.aux_kwargs, connect_timeout=s.connect_timeout, safe_url=s.safe_url, wrap=self._wrap
                 )
                 engine = self._lease_engine = LeaseEngine(
                     store,
-                    self._lease_seconds,
+                    s.lease_seconds,
                     loops=lambda queue: self.waiting.queue(queue),
                     prefetch=lambda queue: self._prefetch.get(queue, 0),
                     notify_cancel=self._notify_cancel,
@@ -412,28 +314,29 @@ class PostgresBackend(Backend):
     @functools.cached_property
     def _transactions(self) -> TransactionClaims:
         """Transaction mode's claims and settles (claims.py, settles.py), given narrow callbacks."""
+        s = self._settings
         settles = Settles(
-            hot=self._hot,
+            hot=s.hot,
             pools=lambda: self._pools,
             wrap=self._wrap,
-            scrub=self._scrub,
-            forget=self._forget,
-            cancel_seen=lambda job_id: job_id in self._cancel_seen,
+            scrub=s.scrub,
+            forget=lambda held: self._cancels.forget(held),
+            cancel_seen=lambda job_id: job_id in self._cancels.seen,
             signal=lambda queue: self._signal((queue,)),
-            connect_timeout=self._connect_timeout,
+            connect_timeout=s.connect_timeout,
         )
         return TransactionClaims(
-            hot=self._hot,
+            hot=s.hot,
             settles=settles,
             require=self._require,
             wrap=self._wrap,
-            register=self._register,
-            connect_timeout=self._connect_timeout,
-            safe_url=self._safe_url,
+            register=lambda held: self._cancels.register(held),
+            connect_timeout=s.connect_timeout,
+            safe_url=s.safe_url,
         )
 
     def _is_lease(self, queue: str) -> bool:
-        return self._queue_modes.get(queue, self._default_mode) == "lease"
+        return self._queue_modes.get(queue, self._settings.default_mode) == "lease"
 
     def look(self, queue: str) -> Look[Claim]:
         """Claim a due job of ``queue`` now, or say when the next comes due (``Backend.look``).
@@ -443,8 +346,7 @@ class PostgresBackend(Backend):
         """
         if not self._listening:
             self._listen_now()
-        if queue not in self._states:
-            self._state(queue)  # this process claims the queue: its own enqueues' notifications are counted
+        self._notices.claims(queue)  # its own enqueues' notifications are counted from now
         if self._is_lease(queue):
             return self._lease().look(queue)
         self._count_claimer()
@@ -459,24 +361,10 @@ class PostgresBackend(Backend):
             self._claimers.add(thread)
             wanted = len(self._claimers)
             pools = self._pools
-            if self._pool_max_fixed is not None or pools is None or wanted <= self._pool_max:
+            if self._settings.pool_max_fixed is not None or pools is None or wanted <= self._pool_max:
                 return
             self._pool_max = wanted
-            pools.work.resize(self._pool_min, wanted)
-
-    def _register(self, held: _Held) -> bool:
-        """Register a claim of this process; True when a cancellation of its job arrived since
-        its claim query was sent (one that arrived meanwhile may have missed its snapshot)."""
-        with self._lock:
-            self._claims[held.job_id] = held
-            seen = self._cancel_seen.get(held.job_id)
-        return seen is not None and seen >= held.claimed_at
-
-    def _forget(self, held: _Held) -> None:
-        with self._lock:
-            if self._claims.get(held.job_id) is held:
-                del self._claims[held.job_id]
-            self._cancel_seen.pop(held.job_id, None)
+            pools.work.resize(self._settings.pool_min, wanted)
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
         held = claim.token
@@ -516,18 +404,6 @@ class PostgresBackend(Backend):
         if isinstance(held, _Held):
             self._transactions.settles.release(held)
 
-    #: Used by close() for claims whose handler thread was abandoned.
-    _close_under_handler = staticmethod(close_under_handler)
-
-    def _state(self, queue: str) -> _QueueState:
-        state = self._states.get(queue)
-        if state is None:
-            with self._lock:
-                state = self._states.get(queue)
-                if state is None:
-                    state = self._states[queue] = _QueueState(threading.Lock())
-        return state
-
     def _signal(self, queues: Iterable[str] | None) -> None:
         """Something of ``queues`` (every queue when None: a reconnect) may be due now: have one
         waiting claim loop of each look. The one place that signals a queue."""
@@ -542,15 +418,7 @@ class PostgresBackend(Backend):
     # -- cancellation --------------------------------------------------------------------
 
     def cancel_job(self, job_id: str) -> None:
-        inspection.cancel_job(self._conns.aux, self._on_cancel, job_id)
-
-    def _on_cancel(self, job_id: str) -> None:
-        """A cancellation request for ``job_id`` is recorded in the store (``cancels``)."""
-        self._cancels.on_cancel(job_id)
-
-    def _redeliver_cancels(self) -> bool:
-        """Tell the runtime again about cancelled jobs it may have missed; True while any remain."""
-        return self._cancels.redeliver()
+        inspection.cancel_job(self._conns.aux, lambda job_id: self._cancels.on_cancel(job_id), job_id)
 
     def _held_ids(self) -> list[int]:
         return self._cancels.held_ids()

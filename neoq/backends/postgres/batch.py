@@ -9,7 +9,7 @@ from typing import Any
 from ...errors import DuplicateJobError, NeoqError
 from ...job import Job
 from .common import CHANNEL
-from .state import _QueueState
+from .notices import _QueueState
 
 
 def _batch_params(jobs: Sequence[Job], payloads: list[str]) -> dict[str, Any]:
@@ -100,7 +100,7 @@ class _Stream:
         self.keys: dict[tuple[str, str], int] = {}
         #: The batch's queues, known once every job is prepared.
         self.queues: set[str] = set()
-        #: What ``_local_enqueue`` counted, for ``_local_undo``.
+        #: What ``LocalNotices.enqueued`` counted, for ``LocalNotices.undo`` (notices.py).
         self.local: list[_QueueState] = []
         #: The error the batch raised itself (invalid job, duplicate within the batch), if any.
         self.error: NeoqError | None = None

@@ -29,6 +29,21 @@ class _Cancels:
         #: job id -> when a cancellation for it arrived (time.monotonic()).
         self.seen: dict[str, float] = {}
 
+    def register(self, held: _Held) -> bool:
+        """Register a claim of this process; True when a cancellation of its job arrived since
+        its claim query was sent (one that arrived meanwhile may have missed its snapshot)."""
+        with self._lock:
+            self._claims[held.job_id] = held
+            seen = self.seen.get(held.job_id)
+        return seen is not None and seen >= held.claimed_at
+
+    def forget(self, held: _Held) -> None:
+        """The claim ended: forget it, and any cancellation seen for its job."""
+        with self._lock:
+            if self._claims.get(held.job_id) is held:
+                del self._claims[held.job_id]
+            self.seen.pop(held.job_id, None)
+
     def on_cancel(self, job_id: str) -> None:
         """A cancellation request for ``job_id`` is recorded in the store (this process wrote it,
         or ``recorded`` read it)."""

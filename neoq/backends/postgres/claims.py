@@ -49,9 +49,10 @@ from .wire import (
     _WORK_STATEMENTS,
     _Command,
     _exchange,
+    _exchange_prepared,
     _Hot,
     _load_row,
-    _prepare,
+    _prepare_again,
     _receive,
     _result_error,
     _send,
@@ -122,49 +123,44 @@ class TransactionClaims:
         trip (``Backend.settle_then_claim``, through ``QueueWaiting.chain``). None when it did
         not look after all (the claim was ended from outside, or the claim part failed: the
         outcome is stored, and the loop claims again the usual way)."""
+        return self.settles.once(held, lambda: self._chained(claim, held, outcome, queue))
+
+    def _chained(self, claim: Claim, held: _Held, outcome: Outcome, queue: str) -> Look[Claim] | None:
+        """``chain`` once the claim is its to settle (``Settles.once``)."""
         settles = self.settles
-        with held.lock:
-            if held.settled:
-                return None
-            held.settled = True
-            conn = held.conn
+        conn = held.conn
+        pools = settles.pools()
+        if (
+            pools is None
+            or held.interrupted
+            or conn.closed
+            or conn.info.transaction_status != pq.TransactionStatus.INTRANS
+        ):
+            settles.store(held, claim.job, outcome)
+            return None
+        started = time.monotonic()
+        row = self._settle_and_claim(conn, held, claim.job, queue)
+        held.stored = True
+        if row is None:
+            if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
+                return None  # the claim failed; release() returns the connection
             try:
-                settles.collect_count(held)
-                pools = settles.pools()
-                if (
-                    pools is None
-                    or held.interrupted
-                    or conn.closed
-                    or conn.info.transaction_status != pq.TransactionStatus.INTRANS
-                ):
-                    settles.write_outcome(held, claim.job, outcome)
-                    held.stored = True
-                    return None
-                started = time.monotonic()
-                row = self._settle_and_claim(conn, held, claim.job, queue)
-                held.stored = True
-                if row is None:
-                    if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
-                        return None  # the claim failed; release() returns the connection
-                    try:
-                        next_due, busy = self._idle(conn, queue)
-                    except psycopg.Error as exc:  # the outcome is stored; release() cleans up
-                        logger.debug("neoq: claiming after job %s failed: %s", claim.job.id, exc)
-                        return None
-                    # The queue has nothing due: the claim loop goes straight to waiting.
-                    return Look(due_in=next_due, held=busy)
-                held.returned = True  # the connection is the next claim's now
-                settles.forget(held)
-                try:
-                    following = self._take(pools, conn, row, started)
-                except NeoqError as exc:
-                    # The outcome is stored; the claim loop claims again the usual way.
-                    logger.debug("neoq: claiming after job %s failed: %s", claim.job.id, exc)
-                    return None
-                # The plain claim query does not say whether more is due.
-                return None if following is None else Look(following)
-            finally:
-                settles.done(held)
+                next_due, busy = self._idle(conn, queue)
+            except psycopg.Error as exc:  # the outcome is stored; release() cleans up
+                logger.debug("neoq: claiming after job %s failed: %s", claim.job.id, exc)
+                return None
+            # The queue has nothing due: the claim loop goes straight to waiting.
+            return Look(due_in=next_due, held=busy)
+        held.returned = True  # the connection is the next claim's now
+        settles.forget(held)
+        try:
+            following = self._take(pools, conn, row, started)
+        except NeoqError as exc:
+            # The outcome is stored; the claim loop claims again the usual way.
+            logger.debug("neoq: claiming after job %s failed: %s", claim.job.id, exc)
+            return None
+        # The plain claim query does not say whether more is due.
+        return None if following is None else Look(following)
 
     # -- one round trip each ---------------------------------------------------------------
 
@@ -177,15 +173,8 @@ class TransactionClaims:
             (hot.claim_probe, (queue.encode(conn.info.encoding),), hot.prepared),
             (_SAVEPOINT_B, None, False),
         )
-        try:
-            results = _exchange(conn, commands)
-        except pg_errors.InvalidSqlStatementName:
-            if not hot.prepared:
-                raise
-            # Someone deallocated neoq's statements on this connection (DEALLOCATE ALL): again.
-            conn.rollback()
-            _prepare(conn, _WORK_STATEMENTS)
-            results = _exchange(conn, commands)
+        # Someone may have deallocated neoq's statements on this connection (DEALLOCATE ALL).
+        results = _exchange_prepared(conn, commands, _WORK_STATEMENTS, hot.prepared)
         return _load_row(conn, results[1])
 
     def _idle(self, conn: Conn, queue: str) -> _Idle:
@@ -247,9 +236,10 @@ class TransactionClaims:
                 error = _result_error(conn, result)
                 logger.debug("neoq: claiming after job %s failed: %s", job.id, error)
                 with suppress(psycopg.Error):
-                    conn.rollback()
                     if isinstance(error, pg_errors.InvalidSqlStatementName) and hot.prepared:
-                        _prepare(conn, _WORK_STATEMENTS)  # deallocated by someone: prepare again
+                        _prepare_again(conn, _WORK_STATEMENTS)  # deallocated by someone
+                    else:
+                        conn.rollback()
                 return None
         return _load_row(conn, claimed[1])
 

@@ -140,7 +140,7 @@ class Enqueuer:
             stream.error = duplicate
             raise duplicate
         stream.queues.update(queue for queue, _ in seen)
-        # Before the commit that sends the notification (see PostgresBackend._local_enqueue).
+        # Before the commit that sends the notification (see notices.LocalNotices.enqueued).
         stream.local = self.local_enqueue(stream.queues)
 
     def _store(self, jobs: Sequence[Job], payloads: list[str], connection: Any) -> list[str]:

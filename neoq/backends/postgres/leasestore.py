@@ -16,7 +16,6 @@ engine's alone, so PgBouncer in transaction pooling serves it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,11 +30,12 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import BackendConnectionError, BackendError
-from ...job import Job, JobStatus
+from ...job import JobStatus
 from ..lease import Leased, LeaseToken, Lost, Settlement
 from . import forking
 from .common import CHANNEL, _utc_session
 from .queries import parse_queries
+from .rows import _job
 
 __all__ = ["PostgresLeaseStore"]
 
@@ -52,25 +52,6 @@ Conn = psycopg.Connection[TupleRow]
 #: the number in the text, the generic plan is the right one and is reused.
 _CLAIM_BY_LIMIT: dict[int, str] = {}
 
-
-def _job_template() -> dict[str, Any] | None:
-    """The defaults of the ``Job`` fields a claim does not set, if a plain dict copy can build a Job.
-
-    None when ``Job`` grows a ``__post_init__``, ``__slots__`` or an unset field whose default is
-    made per instance: then the claim calls ``Job(...)``.
-    """
-    set_by_claim = {"queue", "payload", "run_after", "deadline", "max_retries", "fingerprint", "id", "status"}
-    set_by_claim |= {"retries", "attempts", "error", "created_at", "ran_at"}
-    if hasattr(Job, "__post_init__") or hasattr(Job, "__slots__"):
-        return None
-    for item in dataclasses.fields(Job):
-        if item.name not in set_by_claim and (item.default_factory is not dataclasses.MISSING or not item.init):
-            return None
-    return {name: value for name, value in Job(queue="template").__dict__.items() if name not in set_by_claim}
-
-
-#: The defaults of the Job fields a claim does not set (see _job_template).
-_JOB_TEMPLATE = _job_template()
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
@@ -137,35 +118,11 @@ class PostgresLeaseStore:
         rows.sort(key=_row_order)
         leased: list[Leased] = []
         utc = timezone.utc
-        new_job = object.__new__
-        template = _JOB_TEMPLATE
         running = JobStatus.RUNNING
         for row in rows:
-            job_id, due_at, deadline = row[0], row[4].astimezone(utc), row[5]
-            values = {
-                "queue": row[1],
-                "payload": row[3],
-                "run_after": due_at,
-                "deadline": None if deadline is None else deadline.astimezone(utc),
-                "max_retries": row[6],
-                "fingerprint": row[2],
-                "id": str(job_id),
-                "status": running,
-                "retries": row[7],
-                "attempts": row[11],
-                "error": row[8],
-                "created_at": row[9].astimezone(utc),
-                "ran_at": row[12].astimezone(utc),
-            }
-            if template is None:
-                job = Job(**values)
-            else:
-                # Job(**values) without the frozen dataclass's per-field __setattr__.
-                job = new_job(Job)
-                fields = job.__dict__
-                fields.update(template)
-                fields.update(values)
-            leased.append((job, job_id, row[10], due_at, row[13]))
+            job_id = row[0]
+            job = _job(row, str(job_id), running, row[11], row[12])
+            leased.append((job, job_id, row[10], row[4].astimezone(utc), row[13]))
         return leased, None, False
 
     def settle_many(self, batch: list[Settlement]) -> set[Any]:

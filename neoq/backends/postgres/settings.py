@@ -171,7 +171,7 @@ def parse_settings(
         hot=_HOT_PREPARED if prepare_threshold is not None else _HOT_UNNAMED,
         work_kwargs=dict(base_kwargs, autocommit=False, options=f"{user_options} {sc} {idle}"),
         aux_kwargs=dict(base_kwargs, autocommit=True, options=f"{user_options} {sc} {idle}"),
-        # Attempt counters are committed without waiting for the WAL flush (see _count_attempt).
+        # Attempt counters are committed without waiting for the WAL flush (see settles.Settles.send_count).
         counter_kwargs=dict(base_kwargs, autocommit=True, options=f"{user_options} -c synchronous_commit=off {idle}"),
         listen_kwargs=listen_kwargs,
     )

@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -48,6 +48,8 @@ from .wire import (
 __all__ = ["Settles", "close_under_handler", "settle_params"]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 def settle_params(job: Job, outcome: Outcome, held: _Held, counted: int = 1) -> dict[str, Any]:
@@ -117,14 +119,27 @@ class Settles:
 
     def settle(self, claim: Claim, held: _Held, outcome: Outcome) -> None:
         """``Backend.settle`` of a transaction-mode claim."""
+        self.once(held, lambda: self.store(held, claim.job, outcome))
+
+    def store(self, held: _Held, job: Job, outcome: Outcome) -> None:
+        """Store ``outcome`` (``write_outcome``) and note that it is."""
+        self.write_outcome(held, job, outcome)
+        held.stored = True
+
+    def once(self, held: _Held, write: Callable[[], _T]) -> _T | None:
+        """Settle ``held`` with ``write`` (it stores the outcome), the first time only: None after.
+
+        The one frame of every settle (``settle``, and the chained settle-and-claim of
+        ``claims.TransactionClaims.chain``): under the claim's lock, the lost attempt's counter
+        read first (``collect_count``), and whatever ``write`` does, the claim ended (``done``).
+        """
         with held.lock:
             if held.settled:
-                return
+                return None
             held.settled = True
             try:
                 self.collect_count(held)
-                self.write_outcome(held, claim.job, outcome)
-                held.stored = True
+                return write()
             finally:
                 self.done(held)
 

@@ -1,5 +1,6 @@
-"""The PostgreSQL backend's runtime state: per queue (its own enqueues), per claim (its
-connection), per open() (its pools and threads). Claims of both modes wait in ``neoq.waiting``."""
+"""The PostgreSQL backend's runtime state: per claim (its connection), per open() (its pools and
+threads). Per queue, this process's own enqueues are in notices.py; claims of both modes wait in
+``neoq.waiting``."""
 
 from __future__ import annotations
 
@@ -11,20 +12,6 @@ from psycopg_pool import ConnectionPool
 from .common import Conn, _close_quietly
 from .counters import _Counters
 from .listener import _Canceller, _Listener
-
-
-class _QueueState:
-    """One queue that this process claims: its own enqueues whose notification is still to come."""
-
-    __slots__ = ("cond", "local", "local_at")
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self.cond = threading.Condition(lock)
-        #: Enqueues of this process whose own notification is still to come (they signal the
-        #: queue themselves, so the listener lets that many notifications go), and when the
-        #: last began: after _LOCAL_NOTIFY_MEMORY the count is forgotten.
-        self.local = 0
-        self.local_at = 0.0
 
 
 class _Held:

@@ -5,14 +5,13 @@
 -- A line "-- include: <name>" stands for the text of the block of that name (defined above it).
 -- Rows of jobs start with the ten columns neoq.backends.postgres.rows reads, in its order.
 
--- name: claim
--- Lock the next due job of a queue; no row when none is due (claim_idle then says more).
--- A claimed job comes with its attempts so far (the row lock makes them this claim's to count),
--- the moment of the claim, which becomes the attempt's ran_at (now(): the claim's transaction
--- began in the same round trip, and get_job reads that time from pg_stat_activity while the job
--- runs), and ``lost``: whether an earlier claim of it ended without a settle (its transaction id
--- is still the row's xmax, read before this claim's lock replaces it; see migration 0003 and
--- backend._take).
+-- name: claimed_job
+-- The start of claim and claim_probe: the next due job of a queue locked, with its attempts so
+-- far (the row lock makes them this claim's to count), the moment of the claim, which becomes the
+-- attempt's ran_at (now(): the claim's transaction began in the same round trip, and get_job reads
+-- that time from pg_stat_activity while the job runs), and ``lost``: whether an earlier claim of it
+-- ended without a settle (its transaction id is still the row's xmax, read before this claim's
+-- lock replaces it; see migration 0003 and claims.TransactionClaims._take).
 WITH job AS (
     SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
            j.error, j.created_at, j.xmax AS locker, j.xmin AS creator
@@ -28,6 +27,10 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
        neoq_attempts_of(job.id) AS attempts,
        now() AS claimed_at,
        coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost
+
+-- name: claim
+-- Lock the next due job of a queue; no row when none is due (claim_idle then says more).
+-- include: claimed_job
 FROM job;
 
 -- name: claim_probe
@@ -35,22 +38,8 @@ FROM job;
 -- by others or not), so that it wakes one more waiting loop only then, and, when none is, when the
 -- queue's next job comes due (seconds from now, by the database's clock; as claim_idle's), so that
 -- the look's answer is complete (neoq.waiting.Look).
-WITH job AS (
-    SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
-           j.error, j.created_at, j.xmax AS locker, j.xmin AS creator
-    FROM neoq_jobs j
-    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
-    ORDER BY j.run_after, j.id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-)
-SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
-       job.retries, job.error, job.created_at,
-       EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
-       neoq_attempts_of(job.id) AS attempts,
-       now() AS claimed_at,
-       coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost,
-       EXISTS (SELECT 1 FROM neoq_jobs b
+-- include: claimed_job
+     , EXISTS (SELECT 1 FROM neoq_jobs b
                WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now() AND b.id <> job.id
                ORDER BY b.run_after LIMIT 1) AS more,
        (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
@@ -72,7 +61,7 @@ SELECT (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
 -- name: count_attempt
 -- Counts an attempt that ended without a settle (the claim saw it: ``lost``). Runs on a second
 -- connection, in a transaction of its own, sent before the handler starts, so it is committed
--- even if this attempt dies too (see backend._send_count); returns the count.
+-- even if this attempt dies too (see settles.Settles.send_count); returns the count.
 INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at)
 VALUES (%(id)s, 1, %(ran_at)s::timestamptz)
 ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at

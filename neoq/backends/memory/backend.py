@@ -32,6 +32,8 @@ _NEW = JobStatus.NEW
 _RUNNING = JobStatus.RUNNING
 _PROCESSED = JobStatus.PROCESSED
 _NOTHING: Look[Claim] = Look(due_in=None)
+#: What ``_finish`` writes into a processed job, built once (it is only read).
+_PROCESSED_STATE: dict[str, Any] = {"status": _PROCESSED, "error": None}
 
 #: What a change asks of the waiting claim loops, by queue: 0.0 a signal (a job is due now), else
 #: the delay until the earliest job it stored for later comes due.
@@ -236,7 +238,7 @@ class MemoryBackend(Backend):
             # ``_settle``'s first step, inlined: it runs once per job.
             record: Record | None = self._records.get(claim.job.id or "")
             if record is not None and record.claimed and record.version == claim.token:
-                self._finish(record, _PROCESSED, None, now)  # only its claimer changes the record now
+                self._finish(record, _PROCESSED_STATE, now)  # only its claimer changes the record now
         else:
             self._settle(claim, outcome, now)
         jobs = self._queues.get(queue)
@@ -261,14 +263,14 @@ class MemoryBackend(Backend):
             return  # settled before (the claim is stale): the contract makes a second settle a no-op
         status = outcome.status
         if status is _PROCESSED and LOCK_FREE:
-            self._finish(record, _PROCESSED, None, now)  # only its claimer changes the record now
+            self._finish(record, _PROCESSED_STATE, now)  # only its claimer changes the record now
             return
         wake: _Wake = {}
         with self._lock:
             if not record.claimed or record.version != claim.token:
                 return
             if status is not _NEW:
-                self._finish(record, status, None if status is _PROCESSED else outcome.error, now)
+                self._finish(record, {"status": status, "error": None if status is _PROCESSED else outcome.error}, now)
                 return
             job = record.job
             record.claimed = False
@@ -282,8 +284,9 @@ class MemoryBackend(Backend):
             self._schedule(record, now, wake)
         self._wake(wake)
 
-    def _finish(self, record: Record, status: JobStatus, error: str | None, now: datetime) -> None:
-        """Store the final outcome of a claimed record's attempt; safe without the lock.
+    def _finish(self, record: Record, outcome: dict[str, Any], now: datetime) -> None:
+        """Store the final outcome of a claimed record's attempt (its ``status`` and ``error``,
+        ``_PROCESSED_STATE`` for a processed one); safe without the lock.
 
         The order is for the locked readers: the fingerprint is free first (the job counts as
         finished from here) and ``claimed`` is cleared last, so ``prune`` never sees the record
@@ -293,7 +296,7 @@ class MemoryBackend(Backend):
         job = record.job
         self._unique.pop((job.queue, job.fingerprint or ""), None)  # ``key_of(job)``, inlined
         record.finished_at = now
-        job.__dict__.update(status=status, error=error)
+        job.__dict__.update(outcome)
         record.claimed = False
 
     # -- periodic jobs and retention -------------------------------------------------------

@@ -802,3 +802,17 @@ def test_waiting_is_the_signals_a_store_is_given() -> None:
     signals: Signals = Waiting()
     signals.signal("q")
     signals.due("q", 1.0)
+
+
+def test_look_is_a_value() -> None:
+    # A plain slots class (cheaper to build than a frozen dataclass) that still compares and
+    # hashes by its fields, as the dataclass did.
+    assert Look() == Look(None, None, False, True)
+    assert Look("job", due_in=1.5, held=True, more=False) == Look("job", 1.5, True, False)
+    assert Look("job") != Look("other")
+    assert Look("job") != Look("job", more=False)
+    assert Look() != (None, None, False, True)
+    assert hash(Look("job", 2.0)) == hash(Look("job", 2.0))
+    assert len({Look(), Look(), Look(due_in=1.0)}) == 2
+    assert repr(Look("job", due_in=2.0)) == "Look(claim='job', due_in=2.0, held=False, more=True)"
+    assert not hasattr(Look(), "__dict__")  # slots: no stray attributes

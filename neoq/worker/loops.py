@@ -146,7 +146,8 @@ class Worker:
                         return
                     continue
             runner.ran += 1
-            claim = run(runner.handler, claim, None if stopping.is_set() else queue, stopping)
+            # ``run`` looks at ``stopping`` when it settles: a loop told to stop claims no next job.
+            claim = run(runner.handler, claim, queue, stopping)
 
     # -- draining and stopping -----------------------------------------------------------
 

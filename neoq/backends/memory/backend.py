@@ -32,6 +32,8 @@ _NEW = JobStatus.NEW
 _RUNNING = JobStatus.RUNNING
 _PROCESSED = JobStatus.PROCESSED
 _NOTHING: Look[Claim] = Look(due_in=None)
+#: What ``_finish`` writes into a processed job, built once (it is only read).
+_PROCESSED_STATE: dict[str, Any] = {"status": _PROCESSED, "error": None}
 
 #: What a change asks of the waiting claim loops, by queue: 0.0 a signal (a job is due now), else
 #: the delay until the earliest job it stored for later comes due.
@@ -192,12 +194,12 @@ class MemoryBackend(Backend):
         if jobs.future and jobs.next_due() <= now.timestamp():
             with self._lock:
                 jobs.move_due(now.timestamp())
-        record: Record | None
-        record, remaining = jobs.due.take_live(self._live)
+        due = jobs.due
+        record: Record | None = due.take_live(self._live)
         if record is None:
             return Look(due_in=self._due_in(jobs, now))
         claim = self._claimed(record, now)
-        if remaining:
+        if due.left():
             return Look(claim)  # more may be due (or stale entries wait): a follower looks
         return Look(claim, due_in=self._due_in(jobs, now), more=False)
 
@@ -232,14 +234,19 @@ class MemoryBackend(Backend):
         if not self._plain:
             return super().settle_then_claim(claim, outcome, queue)
         now = self._now()
-        self._settle(claim, outcome, now)
+        if outcome.status is _PROCESSED and LOCK_FREE:
+            # ``_settle``'s first step, inlined: it runs once per job.
+            record: Record | None = self._records.get(claim.job.id or "")
+            if record is not None and record.claimed and record.version == claim.token:
+                self._finish(record, _PROCESSED_STATE, now)  # only its claimer changes the record now
+        else:
+            self._settle(claim, outcome, now)
         jobs = self._queues.get(queue)
         if jobs is not None and not jobs.future:
             # The busy loop's step: nothing can have come due, so the due queue is the whole look.
             # A job taken here is a look that answers ``more=True``, which the waiting's ``chain``
             # would neither keep nor pass on: it is skipped, and so is building the answer.
-            record: Record | None
-            record, _ = jobs.due.take_live(self._live)
+            record = jobs.due.take_live(self._live)
             if record is not None:
                 return self._claimed(record, now)
         look = self._looks.get(queue)
@@ -256,14 +263,14 @@ class MemoryBackend(Backend):
             return  # settled before (the claim is stale): the contract makes a second settle a no-op
         status = outcome.status
         if status is _PROCESSED and LOCK_FREE:
-            self._finish(record, _PROCESSED, None, now)  # only its claimer changes the record now
+            self._finish(record, _PROCESSED_STATE, now)  # only its claimer changes the record now
             return
         wake: _Wake = {}
         with self._lock:
             if not record.claimed or record.version != claim.token:
                 return
             if status is not _NEW:
-                self._finish(record, status, None if status is _PROCESSED else outcome.error, now)
+                self._finish(record, {"status": status, "error": None if status is _PROCESSED else outcome.error}, now)
                 return
             job = record.job
             record.claimed = False
@@ -277,8 +284,9 @@ class MemoryBackend(Backend):
             self._schedule(record, now, wake)
         self._wake(wake)
 
-    def _finish(self, record: Record, status: JobStatus, error: str | None, now: datetime) -> None:
-        """Store the final outcome of a claimed record's attempt; safe without the lock.
+    def _finish(self, record: Record, outcome: dict[str, Any], now: datetime) -> None:
+        """Store the final outcome of a claimed record's attempt (its ``status`` and ``error``,
+        ``_PROCESSED_STATE`` for a processed one); safe without the lock.
 
         The order is for the locked readers: the fingerprint is free first (the job counts as
         finished from here) and ``claimed`` is cleared last, so ``prune`` never sees the record
@@ -286,9 +294,9 @@ class MemoryBackend(Backend):
         just before or just after. The stored ``Job`` is updated in place, in one call.
         """
         job = record.job
-        self._unique.pop(key_of(job), None)
+        self._unique.pop((job.queue, job.fingerprint or ""), None)  # ``key_of(job)``, inlined
         record.finished_at = now
-        job.__dict__.update(status=status, error=error)
+        job.__dict__.update(outcome)
         record.claimed = False
 
     # -- periodic jobs and retention -------------------------------------------------------

@@ -98,9 +98,9 @@ class DueQueue(queue.Queue):  # type: ignore[type-arg]  # queue.Queue is generic
             for entry in entries:
                 self._put(entry)
 
-    def take_live(self, live: dict[Entry, Any]) -> tuple[Any, int]:
-        """Take the first entry that ``live`` holds, without waiting: what ``live`` mapped it to (``None``
-        when no such entry waits), and how many entries remain.
+    def take_live(self, live: dict[Entry, Any]) -> Any:
+        """Take the first entry that ``live`` holds, without waiting: what ``live`` mapped it to, or
+        ``None`` when no such entry waits (``left`` then says how many entries remain).
 
         The entry is popped from ``live`` too (one atomic ``dict.pop``), and whoever pops it owns what
         it stands for; entries that ``live`` no longer holds are stale, and dropped.
@@ -113,18 +113,22 @@ class DueQueue(queue.Queue):  # type: ignore[type-arg]  # queue.Queue is generic
                 except IndexError:
                     if heap:
                         break
-                    return None, 0
+                    return None
                 value = live.pop(entry, None)
                 if value is not None:
-                    return value, len(fifo) + len(heap)
+                    return value
         with self.mutex:
             while True:
                 first = self._take_locked()
                 if first is None:
-                    return None, 0
+                    return None
                 value = live.pop(first, None)
                 if value is not None:
-                    return value, len(fifo) + len(heap)
+                    return value
+
+    def left(self) -> int:
+        """How many entries wait (stale ones too), read without the mutex: a hint."""
+        return len(self.fifo) + len(self.heap)
 
 
 class QueueJobs:

@@ -31,7 +31,9 @@ def test_cancel_races_with_claims_and_nothing_runs_twice_or_is_lost() -> None:
         nq.start("race", Handler(handler, concurrency=8, max_retries=0))
         for job_id in ids[::-3]:  # from the last job back: the cancels meet eight claim loops
             nq.cancel_job(job_id)
+        # Every job ends: none waits and none is still running (a job left RUNNING would be lost).
         wait_for(lambda: nq.stats().get("race", {}).get("new", 1) == 0, timeout=60)
+        wait_for(lambda: nq.stats()["race"]["running"] == 0, timeout=10)
         wait_for(lambda: sum(nq.stats()["race"].values()) == n)
         statuses = {job_id: nq.get_job(job_id).status for job_id in ids}  # type: ignore[union-attr]
     assert max(runs.values()) == 1, "a job ran twice"

@@ -139,11 +139,11 @@ class PostgresBackend(Backend):
         self._enqueuer = Enqueuer(
             conns=self._conns,
             hot=s.hot,
-            require=lambda: self._require(),
+            require=self._require,
             barrier=self._barrier,
-            local_enqueue=lambda queues: self._notices.enqueued(queues),
+            local_enqueue=lambda queues: self._notices.enqueued(queues),  # _notices: each open() its own
             local_undo=lambda states: self._notices.undo(states),
-            signal=lambda queues: self._signal(queues),
+            signal=self._signal,
             current=lambda: self._pools,
         )
         self._pools: _Pools | None = None

@@ -185,7 +185,7 @@ class Enqueuer:
                 except pg_errors.UniqueViolation:
                     raise _duplicate(conn, _batch_params((job,), [payload])) from None
             finally:
-                conns.keep_spare(pools, conn, until, lambda: self.current() is pools)
+                conns.keep_spare(pools, conn, until, self.current)
             conns.unreachable = False
         except (PoolTimeout, psycopg.Error) as exc:
             self.local_undo(local)

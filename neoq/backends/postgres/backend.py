@@ -144,7 +144,6 @@ class PostgresBackend(Backend):
             local_enqueue=lambda queues: self._notices.enqueued(queues),  # _notices: each open() its own
             local_undo=lambda states: self._notices.undo(states),
             signal=self._signal,
-            current=lambda: self._pools,
         )
         self._pools: _Pools | None = None
         self._fresh_runtime()

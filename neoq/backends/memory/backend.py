@@ -114,11 +114,11 @@ class MemoryBackend(Backend):
         queue = job.queue
         key = (queue, job.fingerprint or "")
         with self._lock:
+            now = self._now()  # read first, as in _store (a test's clock may count its readings)
             existing = self._unique.get(key)
             if existing is not None:
                 message = f"job 0 duplicates job {existing} of queue {queue!r}, which is still new"
                 raise DuplicateJobError(message, existing)
-            now = self._now()
             job_id = str(seq := next(self._ids))
             run_after = job.run_after or now
             record = self._records[job_id] = Record(evolve(job, id=job_id, created_at=now, run_after=run_after), seq)

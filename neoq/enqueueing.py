@@ -36,6 +36,11 @@ class Enqueuer:
         self._hooks = hooks
         self._log = log
         self._runs = runs
+        #: Whether ``backend.enqueue_prepared`` is the default (prepare each job, then ``enqueue``):
+        #: a single enqueue then calls ``enqueue`` itself, without the callback and the list.
+        self._plain = type(backend).enqueue_prepared is Backend.enqueue_prepared and "enqueue_prepared" not in getattr(
+            backend, "__dict__", ()
+        )
         #: Set by ``neoq.new()`` when nothing named the store: the first enqueue into a queue this
         #: client does not run warns, once, that no other process can run it.
         self.warn_private = False
@@ -45,11 +50,14 @@ class Enqueuer:
         prepared, text = prepare_job(job)
         if self.warn_private:
             self._warn_private((prepared.queue,))
-        # Through enqueue_prepared, so the backend can store the JSON text prepare_job made.
-        job_id = self._backend.enqueue_prepared(
-            (prepared,), lambda _job, _index: (prepared, text), connection=connection
-        )[0]
-        if self._hooks:
+        if self._plain:  # what the default enqueue_prepared does, for one job
+            job_id = self._backend.enqueue([prepared], connection=connection)[0]
+        else:
+            # Through enqueue_prepared, so the backend can store the JSON text prepare_job made.
+            job_id = self._backend.enqueue_prepared(
+                (prepared,), lambda _job, _index: (prepared, text), connection=connection
+            )[0]
+        if self._hooks.active:
             self._hooks.enqueued([replace(prepared, id=job_id)])
         return job_id
 

@@ -58,8 +58,16 @@ class Waiting:
         return waiting
 
     def signal(self, queue: str | None = None) -> None:
-        """``QueueWaiting.signal`` of ``queue``; of every queue when ``None`` (a reconnect)."""
-        for waiting in self._some(queue):
+        """``QueueWaiting.signal`` of ``queue``; of every queue when ``None`` (a reconnect).
+
+        A queue without claims in this process costs one dict lookup (every local enqueue signals).
+        """
+        if queue is not None:
+            waiting = self._queues.get(queue)
+            if waiting is not None:
+                waiting.signal()
+            return
+        for waiting in self._some(None):
             waiting.signal()
 
     def due(self, queue: str, delay: float) -> None:

@@ -8,21 +8,18 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...clock import SYSTEM_CLOCK, Clock
 from ...defaults import MIN_TICK_RETENTION
 from ...errors import ConfigurationError, DuplicateJobError, JobNotFoundError
-from ...job import Job, JobStatus, encode_payload, evolve
+from ...job import Job, JobStatus, evolve
 from ...job import copy_job as _copy
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome
 from ..capabilities import NOTIFY
 from .queues import LOCK_FREE, Entry, QueueJobs
-from .records import Record, flat_copy, payload_copy, shown, status_of
-
-if TYPE_CHECKING:
-    pass
+from .records import Record, payload_copy, shown, status_of
 
 __all__ = ["MemoryBackend"]
 
@@ -105,11 +102,39 @@ class MemoryBackend(Backend):
                 "enqueue(connection=...) needs a backend with the 'enqueue_in_transaction' capability; "
                 "memory:// has no transactions"
             )
+        if len(jobs) == 1:
+            return [self._enqueue_one(jobs[0])]  # _store, _schedule and _wake without what a batch needs
         wake: _Wake = {}
         with self._lock:
             ids = self._store(jobs, wake)
         self._wake(wake)
         return ids
+
+    def _enqueue_one(self, job: Job) -> str:
+        queue = job.queue
+        key = (queue, job.fingerprint or "")
+        with self._lock:
+            now = self._now()  # read first, as in _store (a test's clock may count its readings)
+            existing = self._unique.get(key)
+            if existing is not None:
+                message = f"job 0 duplicates job {existing} of queue {queue!r}, which is still new"
+                raise DuplicateJobError(message, existing)
+            job_id = str(seq := next(self._ids))
+            run_after = job.run_after or now
+            record = self._records[job_id] = Record(evolve(job, id=job_id, created_at=now, run_after=run_after), seq)
+            self._unique[key] = job_id
+            entry = record.entry = (run_after.timestamp(), seq, 0)
+            self._live[entry] = record
+            delay = (run_after - now).total_seconds()
+            if delay <= 0:
+                self._jobs_of(queue).due.put_entry(entry)
+            else:
+                self._jobs_of(queue).push_future(entry)
+        if delay <= 0:  # outside the lock, as in _wake
+            self.waiting.signal(queue)
+        else:
+            self.waiting.due(queue, delay)
+        return job_id
 
     def _store(self, jobs: Sequence[Job], wake: _Wake) -> list[str]:
         # Called with the lock held: checks every job, then stores all of them.
@@ -133,10 +158,7 @@ class MemoryBackend(Backend):
             seq = next(self._ids)
             job_id = str(seq)
             stored = evolve(job, id=job_id, created_at=now, run_after=job.run_after or now)
-            payload = job.payload
-            flat = flat_copy(payload)
-            record = Record(stored, None if flat is not None else encode_payload(payload), flat, seq)
-            self._records[job_id] = record
+            record = self._records[job_id] = Record(stored, seq)
             self._unique[key_of(job)] = job_id
             self._schedule(record, now, wake, due)
             ids.append(job_id)
@@ -157,7 +179,7 @@ class MemoryBackend(Backend):
         delay = (run_after - now).total_seconds()
         if delay <= 0:
             if due is None:
-                self._jobs_of(queue).due.put(entry)
+                self._jobs_of(queue).due.put_entry(entry)
             else:
                 due.setdefault(queue, []).append(entry)
             wake[queue] = 0.0

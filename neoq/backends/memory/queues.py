@@ -92,6 +92,19 @@ class DueQueue(queue.Queue):  # type: ignore[type-arg]  # queue.Queue is generic
                 return entry
             heappush(heap, entry)  # ``first`` went to a take without the mutex: compare again
 
+    def put_entry(self, entry: Entry) -> None:
+        """Put one entry: ``put_many`` of one, without the list (never blocks)."""
+        with self.mutex:
+            fifo = self.fifo
+            try:
+                in_order = fifo[-1] < entry
+            except IndexError:  # empty (a take without the mutex may have just emptied it)
+                in_order = True
+            if in_order:
+                fifo.append(entry)
+            else:
+                heappush(self.heap, entry)
+
     def put_many(self, entries: Iterable[Entry]) -> None:
         """Put ``entries`` (never blocks: the queue has no size limit)."""
         with self.mutex:

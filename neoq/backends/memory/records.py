@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ...job import Job, JobStatus
+from ...job import Job, JobStatus, encode_payload
 from ...job import copy_job as _copy
 
 __all__ = ["Record", "flat_copy", "payload_copy", "shown", "status_of"]
@@ -24,12 +24,13 @@ class Record:
 
     __slots__ = ("claimed", "entry", "finished_at", "flat", "job", "payload_text", "seq", "version")
 
-    def __init__(self, job: Job, payload_text: str | None, flat: dict[str, Any] | None, seq: int) -> None:
+    def __init__(self, job: Job, seq: int) -> None:
         self.job = job  # each read gets its own payload: a copy of ``flat``, or decoded from the text
         #: A private dict whose values are all immutable (str, int, float, bool, None): a shallow
         #: copy of it is a full copy, and cheaper than decoding. ``None`` for any other payload.
-        self.flat = flat
-        self.payload_text = payload_text  # the payload as JSON text, when it is not flat
+        self.flat = flat = flat_copy(job.payload)
+        #: The payload as JSON text, when it is not flat.
+        self.payload_text = None if flat is not None else encode_payload(job.payload)
         self.seq = seq
         #: Bumped by every new scheduling of the job (a retry, a cancellation): older entries are stale.
         self.version = 0

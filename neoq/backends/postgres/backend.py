@@ -139,12 +139,11 @@ class PostgresBackend(Backend):
         self._enqueuer = Enqueuer(
             conns=self._conns,
             hot=s.hot,
-            require=lambda: self._require(),
+            require=self._require,
             barrier=self._barrier,
-            local_enqueue=lambda queues: self._notices.enqueued(queues),
+            local_enqueue=lambda queues: self._notices.enqueued(queues),  # _notices: each open() its own
             local_undo=lambda states: self._notices.undo(states),
-            signal=lambda queues: self._signal(queues),
-            current=lambda: self._pools,
+            signal=self._signal,
         )
         self._pools: _Pools | None = None
         self._fresh_runtime()

@@ -48,16 +48,15 @@ class Enqueuer:
     """What ``PostgresBackend.enqueue`` and ``enqueue_tick`` do, given narrow callbacks.
 
     ``conns``: the backend's connections; ``hot``: its one-job statement; ``require``: the pools
-    of the current ``open()``, opening them in a forked child; ``current``: those pools, or None
-    once closed; ``barrier``: runs before writing (the lease mode's batched outcomes go first);
-    ``local_enqueue`` and ``local_undo``: tell this process's waiting claims an enqueue is on its
-    way (and that it stored nothing); ``signal``: wake this process's claims of the queues.
+    of the current ``open()``, opening them in a forked child; ``barrier``: runs before writing
+    (the lease mode's batched outcomes go first); ``local_enqueue`` and ``local_undo``: tell this
+    process's waiting claims an enqueue is on its way (and that it stored nothing); ``signal``:
+    wake this process's claims of the queues.
     """
 
     conns: Connections
     hot: _Hot
     require: Callable[[], _Pools]
-    current: Callable[[], _Pools | None]
     barrier: Callable[[], None]
     local_enqueue: Callable[[set[str]], list[Any]]
     local_undo: Callable[[list[Any]], None]
@@ -185,7 +184,7 @@ class Enqueuer:
                 except pg_errors.UniqueViolation:
                     raise _duplicate(conn, _batch_params((job,), [payload])) from None
             finally:
-                conns.keep_spare(pools, conn, until, lambda: self.current() is pools)
+                conns.keep_spare(pools, conn, until)
             conns.unreachable = False
         except (PoolTimeout, psycopg.Error) as exc:
             self.local_undo(local)

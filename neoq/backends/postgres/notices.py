@@ -61,9 +61,9 @@ class LocalNotices:
         the enqueue's own signal, and the listener must already know to let it go. Without a
         listener there is nothing to let go.
         """
-        if not self._listening():
-            return []
         states = self._states
+        if not states or not self._listening():  # no claim here (a client that only enqueues)
+            return []
         found = [state for state in (states.get(queue) for queue in queues) if state is not None]
         now = time.monotonic()
         for state in found:

@@ -201,17 +201,16 @@ class Connections:
             pools.aux.putconn(conn)  # kept long enough: the pool sees it again (and may retire it)
         return self.aux_getconn(pools.aux), time.monotonic() + _SPARE_FOR
 
-    def keep_spare(self, pools: _Pools, conn: Conn, until: float, still_open: Callable[[], bool]) -> None:
+    def keep_spare(self, pools: _Pools, conn: Conn, until: float) -> None:
         """Keep ``conn`` as the spare of ``pools``, or give it back to the pool: when it is not
         idle (closed, or a statement failed mid-transaction), when another is kept already, or
-        when its time is up (so the pool still sees every connection now and then).
-        ``still_open`` says whether ``pools`` are still the backend's."""
+        when its time is up (so the pool still sees every connection now and then)."""
         spare = pools.spare
         if spare or conn.pgconn.transaction_status != _IDLE or time.monotonic() >= until:
             pools.aux.putconn(conn)
             return
         spare.append((conn, until))
-        if not still_open():  # closed meanwhile: close() may have looked already
+        if pools.closed:  # closed meanwhile: close() may have looked already
             pools.drop_spare()
         elif len(spare) > 1:  # another enqueue kept one at the same moment: keep one
             try:

@@ -63,6 +63,7 @@ def start(
 
 def stop(pools: _Pools, leftover: Iterable[_Held]) -> None:
     """Stop the listener, the canceller and the counters; close the pools and the claims in ``leftover``."""
+    pools.closed = True  # before drop_spare: a single enqueue that keeps a spare after it sees it
     pools.listener.stop()
     pools.canceller.stop()
     pools.counters.close()

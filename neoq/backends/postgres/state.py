@@ -83,6 +83,8 @@ class _Pools:
         #: Taken with ``list.pop`` (atomic), so two enqueues never share it; while kept, the
         #: pool counts it as in use.
         self.spare: list[tuple[Conn, float]] = []
+        #: Set by ``runtime.stop`` before it gives the spare back: a spare kept later is given back at once.
+        self.closed = False
 
     def drop_spare(self) -> None:
         """Give the kept connection back to the aux pool (which closes it once closed itself)."""

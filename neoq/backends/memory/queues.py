@@ -95,15 +95,7 @@ class DueQueue(queue.Queue):  # type: ignore[type-arg]  # queue.Queue is generic
     def put_entry(self, entry: Entry) -> None:
         """Put one entry: ``put_many`` of one, without the list (never blocks)."""
         with self.mutex:
-            fifo = self.fifo
-            try:
-                in_order = fifo[-1] < entry
-            except IndexError:  # empty (a take without the mutex may have just emptied it)
-                in_order = True
-            if in_order:
-                fifo.append(entry)
-            else:
-                heappush(self.heap, entry)
+            self._put(entry)
 
     def put_many(self, entries: Iterable[Entry]) -> None:
         """Put ``entries`` (never blocks: the queue has no size limit)."""

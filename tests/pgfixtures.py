@@ -31,6 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from neoq.testing import wait_for
+
 DEFAULT_TEST_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 #: Tables a test may assume empty at its start when it asks for ``pg_clean``.
@@ -376,15 +378,11 @@ class TcpProxy:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> Any:
-    """Poll ``predicate`` until truthy (returned) or fail after ``timeout`` seconds naming ``what``."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(interval)
+    """``neoq.testing.wait_for``, failing with a message that names ``what``."""
+    try:
+        return wait_for(predicate, timeout, interval)
+    except AssertionError:
+        raise AssertionError(f"timed out after {timeout}s waiting until {what}") from None
 
 
 # -- worker processes --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ of looks are exact and no test sleeps. The store is a list of (due time, id) on 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -816,3 +817,44 @@ def test_look_is_a_value() -> None:
     assert len({Look(), Look(), Look(due_in=1.0)}) == 2
     assert repr(Look("job", due_in=2.0)) == "Look(claim='job', due_in=2.0, held=False, more=True)"
     assert not hasattr(Look(), "__dict__")  # slots: no stray attributes
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_its_waiting_though_a_parent_thread_held_the_lock() -> None:
+    # The lock that guards making a backend's waiting is shared by every backend; a thread of the
+    # parent holding it at fork() must not leave the child's backends unable to make theirs.
+    from neoq.backends.base import Backend
+    from neoq.backends.memory import MemoryBackend
+
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with Backend._waiting_lock:
+            taken.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only if it made and dropped a waiting at once
+            code = 1
+            try:
+                done = threading.Event()
+
+                def make() -> None:
+                    backend = MemoryBackend()
+                    backend.reset_waiting(close=False)
+                    assert backend.waiting is not None
+                    done.set()
+
+                threading.Thread(target=make, daemon=True).start()
+                code = 0 if done.wait(5) else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        holder.join(10)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -435,3 +436,13 @@ class Backend(abc.ABC):
         waiting jobs only; a job whose attempt is in progress counts under ``"running"``. Keep it
         cheap on a large store: it is what dashboards and ``neoq stats`` poll.
         """
+
+
+def _new_waiting_lock() -> None:
+    # A forked child has one thread: a thread of the parent that held the lock did not come along,
+    # and the child's first ``waiting`` or ``reset_waiting`` would wait for it forever.
+    Backend._waiting_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_waiting_lock)

@@ -30,7 +30,10 @@ __all__ = ["SqliteLeaseStore"]
 
 _NEXT_DUE = "SELECT min(run_after) FROM neoq_jobs WHERE queue = ? AND status = 'new'"
 
-_PICK = "SELECT id, run_after FROM neoq_jobs WHERE queue = ? AND status = 'new' AND run_after <= ? ORDER BY run_after, id LIMIT ?"
+_PICK = (
+    "SELECT id, run_after FROM neoq_jobs WHERE queue = ? AND status = 'new' AND run_after <= ?"
+    " ORDER BY run_after, id LIMIT ?"
+)
 
 _SETTLE = (
     "UPDATE neoq_jobs SET status = ?, error = ?, run_after = ?, retries = coalesce(?, retries),"

@@ -22,9 +22,7 @@ COLUMNS = (
 )
 
 #: The status a job reports: a 'new' job with a live lease is running (its holder renews it).
-STATE = (
-    "CASE WHEN status = 'new' AND lease_owner IS NOT NULL AND run_after > :now THEN 'running' ELSE status END"
-)
+STATE = "CASE WHEN status = 'new' AND lease_owner IS NOT NULL AND run_after > :now THEN 'running' ELSE status END"
 
 _decode = json.JSONDecoder().decode
 

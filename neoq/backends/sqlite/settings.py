@@ -105,11 +105,11 @@ def path_from_url(url: str) -> str:
             "a SQLite URL has no host: write sqlite:///relative/path.db or sqlite:////absolute/path.db"
         )
     path = rest[1:]
+    _refuse_memory(path)
     if "?" in path:
         raise ConfigurationError(
             "a SQLite URL takes no ?query: give options as keyword arguments of neoq.new() (e.g. lease=10)"
         )
-    _refuse_memory(path)
     return path
 
 

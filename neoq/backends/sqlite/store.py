@@ -66,7 +66,7 @@ class Store:
         def insert(conn: sqlite3.Connection) -> list[str]:
             now = now_micros()
             rows = []
-            for job, text in zip(jobs, texts):
+            for job, text in zip(jobs, texts, strict=True):
                 run_after = now if job.run_after is None else micros(job.run_after)
                 deadline = None if job.deadline is None else micros(job.deadline)
                 rows.append((job.queue, job.fingerprint, text, run_after, deadline, job.max_retries, now))
@@ -219,9 +219,11 @@ class Store:
         queue: list[str] = []
 
         def retry(conn: sqlite3.Connection) -> None:
-            row = None if key is None else conn.execute(
-                "SELECT queue, fingerprint, status FROM neoq_jobs WHERE id = ?", (key,)
-            ).fetchone()
+            row = (
+                None
+                if key is None
+                else conn.execute("SELECT queue, fingerprint, status FROM neoq_jobs WHERE id = ?", (key,)).fetchone()
+            )
             if row is None:
                 raise JobNotFoundError(f"no job with id {job_id!r}")
             if row[2] == "new":

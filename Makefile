@@ -24,7 +24,7 @@ $(STAMP): $(CORE_STAMP)
 
 venv: $(STAMP) ## create .venv and install neoq with its dev tools
 
-demo: $(CORE_STAMP) ## run a worker on the in-memory backend and print what it does
+demo: $(CORE_STAMP) ## run a worker on the in-memory backend and print what it does, then on a SQLite file
 	$(PY) examples/demo.py
 
 test: $(STAMP) ## run the whole test suite (PostgreSQL included) with coverage

@@ -24,7 +24,11 @@ How it works, in one screen:
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import threading
+import time
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -52,6 +56,14 @@ __all__ = ["SqliteBackend"]
 logger = logging.getLogger(__name__)
 
 _NOT_OPEN = "the SQLite backend is not open (call open(), or use neoq.new())"
+
+#: RETURNING (claims) needs SQLite 3.35 (2021).
+_MIN_SQLITE = (3, 35, 0)
+
+#: Open backends of this process: a forked child makes each forget its parent's threads and connections.
+_open_backends: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
+#: What a child inherited and never uses (see ``_after_fork``).
+_abandoned: list[object] = []
 
 
 class SqliteBackend(Backend):
@@ -112,10 +124,15 @@ class SqliteBackend(Backend):
         with self._lock:
             if self._conns is not None:
                 return
+            if sqlite3.sqlite_version_info < _MIN_SQLITE:
+                raise ConfigurationError(
+                    f"the SQLite backend needs SQLite 3.35 or newer; this Python has {sqlite3.sqlite_version}"
+                )
             check_path(self._settings.path)
             self._prepare_file(migrate=self._settings.migrate)
             self._conns = conns = Connections(self._settings)
             self._store = Store(conns, self._stored)
+            _open_backends.add(self)
 
     def close(self) -> None:
         """Write outcomes waiting, give unstarted leased jobs back, stop the threads, close every
@@ -134,6 +151,18 @@ class SqliteBackend(Backend):
         if conns is not None:
             conns.close()
 
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's engine and watcher threads did not come along, and its
+        connections are not the child's. Forget them; the next claim starts the child's own."""
+        self._lock = threading.Lock()
+        _abandoned.append((self._engine, self._watcher))
+        self._engine = None
+        self._watcher = None
+        conns = self._conns
+        if conns is not None:
+            conns.after_fork()
+        self.reset_waiting(close=False)
+
     def migrate(self) -> list[int]:
         """Create or upgrade the schema now; return the versions applied ([] when it was current)."""
         check_path(self._settings.path)
@@ -141,23 +170,20 @@ class SqliteBackend(Backend):
 
     def missing_migrations(self) -> list[int]:
         """The schema versions the file lacks (all of them for a new file), with reads only."""
-        import os
-
         if not os.path.exists(self._settings.path):
             return [version for version, _, _ in migrations.available_migrations()]
-        conn = connect(self._settings, read_only=True)
+        conn = None
         try:
+            conn = connect(self._settings, read_only=True)
             return migrations.missing_migrations(conn)
-        except Exception as exc:
+        except sqlite3.Error as exc:
             raise describe(exc, self._settings.path, "reading the schema version") from exc
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def _prepare_file(self, *, migrate: bool) -> list[int]:
         """WAL mode and the schema, retried while another process holds the file (it may be migrating)."""
-        import sqlite3
-        import time
-
         s = self._settings
         deadline = time.monotonic() + s.busy_timeout
         delay = 0.005
@@ -312,3 +338,15 @@ class SqliteBackend(Backend):
     def stats(self) -> dict[str, dict[str, int]]:
         self._barrier()
         return self._require().stats()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_open_backends):
+        try:
+            backend._after_fork()
+        except Exception:  # pragma: no cover - one backend's trouble must not stop the others
+            logger.exception("neoq: resetting a SQLite backend in a forked child failed")
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

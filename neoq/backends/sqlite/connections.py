@@ -31,6 +31,10 @@ from .settings import SqliteSettings
 
 __all__ = ["Connections", "connect"]
 
+#: Connections a forked child inherited: kept alive and never used or closed (closing a SQLite
+#: connection across a fork may checkpoint or unlock on the parent's behalf).
+_abandoned: list[object] = []
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -105,10 +109,15 @@ class Connections:
 
     # -- the pool --------------------------------------------------------------------------
 
+    def after_fork(self) -> None:
+        """Called in a forked child (before any other thread exists): forget the parent's connections."""
+        if self._pid != os.getpid():
+            self._forked()
+
     def _acquire(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self.after_fork()
         with self._cond:
-            if self._pid != os.getpid():
-                self._forked()
             while True:
                 if self._closed:
                     raise BackendError("the SQLite backend is closed")
@@ -140,6 +149,7 @@ class Connections:
 
     def _forked(self) -> None:
         """In a forked child: the parent's connections are not ours to use or close."""
+        _abandoned.append(self._idle)
         self._idle = []
         self._open = 0
         self._pid = os.getpid()

@@ -50,28 +50,34 @@ class Store:
         """Store ``jobs`` (with their payloads' JSON ``texts`` when known) in one transaction."""
         if not jobs:
             return []
-        keys = [(job.queue, job.fingerprint) for job in jobs]
-        if len(set(keys)) < len(keys):
-            seen: set[tuple[str, str | None]] = set()
-            for key in keys:
-                if key in seen:
-                    raise DuplicateJobError(
-                        f"two jobs of the batch have the same queue {key[0]!r} and fingerprint: nothing was stored"
-                    )
-                seen.add(key)
+        if len(jobs) > 1:
+            keys = {(job.queue, job.fingerprint) for job in jobs}
+            if len(keys) < len(jobs):
+                seen: set[tuple[str, str | None]] = set()
+                for job in jobs:
+                    key = (job.queue, job.fingerprint)
+                    if key in seen:
+                        raise DuplicateJobError(
+                            f"two jobs of the batch have the same queue {key[0]!r} and fingerprint: nothing was stored"
+                        )
+                    seen.add(key)
         if texts is None:
             texts = [encode_payload(job.payload) for job in jobs]
+        # The rows are built before the write lock is taken: the file is locked for the inserts only.
+        now = now_micros()
+        rows = []
         delays: dict[str, float] = {}
+        for job, text in zip(jobs, texts, strict=True):
+            run_after = now if job.run_after is None else micros(job.run_after)
+            deadline = None if job.deadline is None else micros(job.deadline)
+            rows.append((job.queue, job.fingerprint, text, run_after, deadline, job.max_retries, now))
+            if run_after > now:
+                delay = (run_after - now) / 1e6
+                delays[job.queue] = min(delay, delays.get(job.queue, delay))
+            else:
+                delays[job.queue] = 0.0
 
         def insert(conn: sqlite3.Connection) -> list[str]:
-            now = now_micros()
-            rows = []
-            for job, text in zip(jobs, texts, strict=True):
-                run_after = now if job.run_after is None else micros(job.run_after)
-                deadline = None if job.deadline is None else micros(job.deadline)
-                rows.append((job.queue, job.fingerprint, text, run_after, deadline, job.max_retries, now))
-                delay = max(0.0, (run_after - now) / 1e6)
-                delays[job.queue] = min(delay, delays.get(job.queue, delay))
             try:
                 if len(rows) == 1:
                     return [str(conn.execute(_INSERT, rows[0]).lastrowid)]

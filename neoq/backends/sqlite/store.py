@@ -202,19 +202,29 @@ class Store:
         return [job_from_row(row, row[13]) for row in rows]
 
     def stats(self) -> dict[str, dict[str, int]]:
-        rows = self._conns.read(
-            lambda conn: conn.execute(
-                f"SELECT queue, {STATE} AS state, count(*) FROM neoq_jobs GROUP BY queue, state",
-                {"now": now_micros()},
-            ).fetchall(),
-            "counting jobs",
-        )
+        """Counts per queue and status: one pass over the (queue, status) index, and the running jobs
+        (a live lease) among the 'new' ones through the due index; one snapshot for both."""
+
+        def count(conn: sqlite3.Connection) -> tuple[list[tuple[str, str, int]], list[tuple[str, int]]]:
+            totals = conn.execute("SELECT queue, status, count(*) FROM neoq_jobs GROUP BY queue, status").fetchall()
+            running = conn.execute(
+                "SELECT queue, count(*) FROM neoq_jobs WHERE status = 'new' AND run_after > ?"
+                " AND lease_owner IS NOT NULL GROUP BY queue",
+                (now_micros(),),
+            ).fetchall()
+            return totals, running
+
+        totals, running = self._conns.read(count, "counting jobs")
         out: dict[str, dict[str, int]] = {}
-        for queue, state, count in rows:
+        for queue, status, number in totals:
             counts = out.get(queue)
             if counts is None:
                 counts = out[queue] = dict.fromkeys(_STATES, 0)
-            counts[state] += count
+            counts[status] += number
+        for queue, number in running:
+            counts = out[queue]
+            counts["running"] = number
+            counts["new"] -= number
         return out
 
     # -- managing --------------------------------------------------------------------------

@@ -25,7 +25,11 @@ CREATE TABLE neoq_jobs (
     ran_at      INTEGER,
     finished_at INTEGER,
     lease_token INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT
+    lease_owner TEXT,
+    result      TEXT,                               -- a processed attempt's return value, JSON text
+    traceback   TEXT,                               -- the last failed attempt's traceback
+    progress    REAL,                               -- the running attempt's latest report, 0 to 1
+    progress_note TEXT
 );
 
 -- The file, not a check-then-insert, decides uniqueness among waiting and running jobs.

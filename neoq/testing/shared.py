@@ -6,7 +6,8 @@ processes, a job whose worker is SIGKILLed runs again with the attempt counted, 
 ``FAILED`` after ``max_retries + 1`` attempts, each cron tick is enqueued once across three
 processes, a cancel reaches a handler in another process, a handler's progress and result are
 seen from another process, and another process picks a job up quickly. Two more tests are gated
-by capability: ``"enqueue_in_transaction"`` and ``"transaction"``. It speaks only through the public API and a URL, so any backend can run it::
+by capability: ``"enqueue_in_transaction"`` and ``"transaction"``. It speaks only through the
+public API and a URL, so any backend can run it::
 
     import pytest
     from neoq.testing import SharedStoreSuite

@@ -344,6 +344,14 @@ class LeaseEngine:
         """
         self._flusher.submit(Settlement(claim.token, outcome), mark=True)
 
+    def progress(self, claim: Claim, fraction: float, note: str | None) -> None:
+        """``Backend.progress``: the store's optional fenced ``progress`` write; dropped without one,
+        or once the lease is settled or lost."""
+        lease = claim.token
+        write = getattr(self._store, "progress", None)
+        if write is not None and isinstance(lease, LeaseToken) and not lease.settled and not lease.lost:
+            write(lease, fraction, note)
+
     def barrier(self) -> None:
         """Wait until every outcome settled so far was written (or failed to be)."""
         self._flusher.barrier()

@@ -207,6 +207,9 @@ def neoq_tables(url: str) -> list[str]:
     return sorted(name for (name,) in rows)
 
 
+#: The newest schema version neoq ships.
+LATEST = available_migrations()[-1][0]
+
 #: The commands that read or manage jobs in a store that workers use.
 JOB_COMMANDS = (["stats"], ["jobs", "list"], ["jobs", "show", "1"], ["jobs", "retry", "1"], ["jobs", "cancel", "1"])
 
@@ -216,7 +219,7 @@ def test_migrate_says_which_migrations_it_applied(pg_new_database: Callable[[], 
     shown = redact_url(url)
     result = run_neoq(["--url", url, "migrate"])
     assert result.returncode == 0 and result.stderr == ""
-    assert result.stdout == f"{shown}: applied migrations 1-4; the schema is up to date\n"
+    assert result.stdout == f"{shown}: applied migrations 1-{LATEST}; the schema is up to date\n"
     result = run_neoq(["--url", url, "migrate"])
     assert result.stdout == f"{shown}: the schema was already up to date; nothing applied\n"
     result = run_neoq(["--url", url, "--json", "migrate"])
@@ -247,13 +250,13 @@ def test_commands_on_jobs_never_migrate_an_old_schema(pg_new_database: Callable[
         result = run_neoq(["--url", url, *argv])
         assert (result.returncode, result.stdout) == (1, ""), argv
         assert result.stderr == (
-            "neoq: error: the neoq schema of the database is out of date (it lacks migrations 3-4): "
+            f"neoq: error: the neoq schema of the database is out of date (it lacks migrations 3-{LATEST}): "
             "upgrade it with `neoq migrate` (same --url), then try again\n"
         ), argv
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT max(version) FROM neoq_migrations").fetchone() == (2,)
     result = run_neoq(["--url", url, "migrate"])
-    assert result.stdout == f"{redact_url(url)}: applied migrations 3-4; the schema is up to date\n"
+    assert result.stdout == f"{redact_url(url)}: applied migrations 3-{LATEST}; the schema is up to date\n"
 
 
 def test_every_command_works_for_a_role_without_ddl_rights(pg_new_database: Callable[[], str]) -> None:

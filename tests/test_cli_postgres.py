@@ -97,6 +97,36 @@ def test_commands_in_process(pg_clean, nq, capsys):
             assert status == 1 and out == "" and err == f"neoq: error: no job has id {job_id!r}\n", (action, err)
 
 
+def test_show_prints_result_traceback_and_progress(pg_clean, nq, capsys):
+    def report(job: Job) -> dict[str, object]:
+        context = neoq.job_context()
+        assert context is not None
+        context.progress(1.0, "all rows")
+        return {"rows": 3, "name": "é"}
+
+    def fail(job: Job) -> None:
+        raise ValueError("no such row")
+
+    nq.start("report", report)
+    nq.start("fail", neoq.Handler(fail, max_retries=0))
+    done, failed = nq.enqueue(Job(queue="report")), nq.enqueue(Job(queue="fail"))
+    wait_for(lambda: nq.get_job(done).status is JobStatus.PROCESSED and nq.get_job(failed).status is JobStatus.FAILED)
+    status, out, _ = main(capsys, "--url", pg_clean, "jobs", "show", done)
+    assert status == 0 and out.endswith('result\n{\n  "rows": 3,\n  "name": "é"\n}\n') and "traceback" not in out
+    assert ["progress", "1.0"] in [line.split() for line in out.splitlines()]
+    assert ["progress_note", "all", "rows"] in [line.split() for line in out.splitlines()]
+    status, out, _ = main(capsys, "--url", pg_clean, "--json", "jobs", "show", done)
+    data = json.loads(out)
+    assert (data["result"], data["progress"], data["progress_note"], data["traceback"]) == (
+        {"rows": 3, "name": "é"}, 1.0, "all rows", None
+    )
+    status, out, _ = main(capsys, "--url", pg_clean, "jobs", "show", failed)
+    tail = out.split("\ntraceback\n", 1)[1]
+    assert tail.startswith("Traceback (most recent call last):") and tail.endswith("ValueError: no such row\n")
+    status, out, _ = main(capsys, "--url", pg_clean, "--json", "jobs", "show", failed)
+    assert json.loads(out)["traceback"].endswith("ValueError: no such row\n")
+
+
 def test_empty_store_and_duplicates(pg_clean, capsys):
     status, out, _ = main(capsys, "--url", pg_clean, "jobs", "list")
     assert (status, out) == (0, "no jobs\n")

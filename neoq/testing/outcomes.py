@@ -135,6 +135,25 @@ class OutcomesTests(SuiteBase):
         job = self.wait_status(nq, job_id, JobStatus.PROCESSED)
         assert job.error is None and job.traceback is None and job.result == "second attempt succeeds"
 
+    def test_cancelling_a_retry_keeps_the_failure_it_retries(self, nq: Neoq) -> None:
+        running = threading.Event()
+
+        def handler(job: Job) -> None:
+            if job.attempts == 1:
+                raise ValueError("first attempt fails")
+            context = job_context()
+            assert context is not None
+            running.set()
+            context.cancelled.wait(PATIENCE)
+
+        nq.start("cancel-retry", Handler(handler, max_retries=1, backoff=no_backoff))
+        job_id = nq.enqueue(Job(queue="cancel-retry"))
+        assert running.wait(PATIENCE)
+        nq.cancel_job(job_id)
+        job = self.wait_status(nq, job_id, JobStatus.CANCELLED)
+        assert job.error == "ValueError: first attempt fails"
+        assert job.traceback is not None and job.traceback.rstrip().endswith("ValueError: first attempt fails")
+
     def test_retry_job_clears_the_earlier_outcome(self, nq: Neoq) -> None:
         outcomes = iter(["fail", "ok"])
 

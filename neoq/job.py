@@ -104,10 +104,10 @@ class Job:
     #: the end of its last attempt, or its cancellation. ``None`` while ``NEW`` or ``RUNNING``.
     finished_at: datetime | None = None
     #: What the handler returned (decoded from the JSON it is stored as); ``None`` when it returned
-    #: ``None`` or has not finished.
-    result: Any = None
+    #: ``None`` or has not finished. Left out of the repr (it may be large), as ``traceback`` is.
+    result: Any = field(default=None, repr=False)
     #: The formatted traceback of the last failed attempt; ``None`` once one succeeds.
-    traceback: str | None = None
+    traceback: str | None = field(default=None, repr=False)
     #: The latest ``job_context().progress()`` report, from 0.0 to 1.0; ``None`` before any.
     progress: float | None = None
     #: The note of that report, if it had one.

@@ -106,7 +106,8 @@ class Job:
     #: What the handler returned (decoded from the JSON it is stored as); ``None`` when it returned
     #: ``None`` or has not finished. Left out of the repr (it may be large), as ``traceback`` is.
     result: Any = field(default=None, repr=False)
-    #: The formatted traceback of the last failed attempt; ``None`` once one succeeds.
+    #: The formatted traceback of the last failed attempt (for a timeout: the handler's stack when its
+    #: time ran out); ``None`` once one succeeds.
     traceback: str | None = field(default=None, repr=False)
     #: The latest ``job_context().progress()`` report, from 0.0 to 1.0; ``None`` before any.
     progress: float | None = None

@@ -8,14 +8,24 @@ a progress report (``check_progress``); every backend stores the same texts.
 from __future__ import annotations
 
 import math
+import sys
 import traceback
+from types import CodeType
 from typing import Any
 
 from .defaults import MAX_PAYLOAD_DEPTH, MAX_PROGRESS_NOTE_LENGTH, MAX_RESULT_SIZE, MAX_TRACEBACK_LENGTH
 from .errors import InvalidJobError, InvalidProgressError
 from .jsontext import compact_json
 
-__all__ = ["check_progress", "error_text", "exception_name", "result_text", "storable", "traceback_text"]
+__all__ = [
+    "check_progress",
+    "error_text",
+    "exception_name",
+    "result_text",
+    "running_stack_text",
+    "storable",
+    "traceback_text",
+]
 
 #: Modules whose exceptions are named without their module: Python's own, and neoq's.
 _BARE_MODULES = frozenset({"builtins", "neoq.errors"})
@@ -72,6 +82,30 @@ def traceback_text(exc: BaseException) -> str:
         half = MAX_TRACEBACK_LENGTH // 2 - 40
         text = f"{text[:half]}\n... ({len(text) - 2 * half} characters left out) ...\n{text[-half:]}"
     return text
+
+
+def running_stack_text(code: CodeType, local: str, value: object, error: str) -> str | None:
+    """The stack of the thread running ``code`` with ``local`` bound to ``value`` (a handler that an
+    attempt's end left running), from that frame inward, as a traceback ending with ``error``;
+    ``None`` when no thread runs it (it returned meanwhile). Read only when an attempt times out."""
+    try:
+        for frame in sys._current_frames().values():
+            inner, found = frame, None
+            while frame is not None:
+                if frame.f_code is code and frame.f_locals.get(local) is value:
+                    found = frame
+                    break
+                frame = frame.f_back  # type: ignore[assignment]
+            if found is None:
+                continue
+            frames = list(traceback.walk_stack(inner))
+            frames = frames[: next(i for i, (f, _) in enumerate(frames) if f is found)]
+            summary = traceback.StackSummary.extract(reversed(frames), capture_locals=False)
+            text = "Stack of the handler when its attempt ended (most recent call last):\n"
+            return storable(text + "".join(summary.format()) + error + "\n")[-MAX_TRACEBACK_LENGTH:]
+    except Exception:  # a best effort: the attempt's outcome must not depend on it
+        return None
+    return None
 
 
 def result_text(value: Any) -> str:

@@ -112,6 +112,23 @@ class OutcomesTests(SuiteBase):
         job = self.wait_status(nq, nq.enqueue(Job(queue="builtin-error")), JobStatus.FAILED)
         assert job.error == "KeyError: 'missing'"
 
+    def test_a_timeout_keeps_where_the_handler_was_as_its_traceback(self, nq: Neoq) -> None:
+        release = threading.Event()
+
+        def stuck_in_a_call(job: Job) -> None:
+            release.wait(PATIENCE)
+
+        def handler(job: Job) -> None:
+            stuck_in_a_call(job)
+
+        nq.start("stuck", Handler(handler, timeout=0.2, max_retries=0))
+        job = self.wait_status(nq, nq.enqueue(Job(queue="stuck")), JobStatus.FAILED)
+        release.set()
+        assert job.error is not None and job.error.startswith("JobTimeoutError: ")
+        assert job.traceback is not None, "the handler's stack when its time ran out"
+        assert "in handler" in job.traceback and "in stuck_in_a_call" in job.traceback
+        assert job.traceback.rstrip().endswith(job.error)
+
     def test_traceback_is_kept_while_retrying_and_cleared_on_success(self, nq: Neoq) -> None:
         release = threading.Event()
 

@@ -29,7 +29,7 @@ from ..context import LAZY_DEADLINE, _local
 from ..errors import DeadlineExceededError, InvalidJobError, JobTimeoutError, NeoqError
 from ..handler import Handler
 from ..job import Job, JobStatus
-from ..outcomes import error_text, result_text, traceback_text
+from ..outcomes import error_text, result_text, running_stack_text, traceback_text
 from .attempt import Attempt
 from .progress import ProgressWriter
 from .report import report
@@ -322,7 +322,10 @@ class AttemptRunner:
             exc = DeadlineExceededError("the job's deadline passed while it was running")
         else:
             exc = JobTimeoutError(f"the attempt ran past the handler's timeout of {attempt._handler.timeout:g}s")
-        outcome = self._failure(job, attempt._handler, error_text(exc), final=attempt._by_deadline)
+        error = error_text(exc)
+        # The handler raised nothing: its traceback is where it was when its time ran out.
+        stack = running_stack_text(_RUN_CODE, "attempt", attempt, error)
+        outcome = self._failure(job, attempt._handler, error, stack, final=attempt._by_deadline)
         self._end_from_outside(attempt, outcome, exc)
 
     def _cancel_running(self, job_id: str) -> None:
@@ -342,3 +345,7 @@ class AttemptRunner:
                 self._end_from_outside(
                     attempt, Outcome(JobStatus.NEW, job.error, self._now(), job.retries, traceback=job.traceback)
                 )
+
+
+#: ``AttemptRunner.run``'s code: the frame below which a timed-out handler's stack is read.
+_RUN_CODE = AttemptRunner.run.__code__

@@ -161,8 +161,9 @@ def _check_result(value: Any) -> None:
             stack.extend((sub, f"{path}[{index}]", depth + 1) for index, sub in enumerate(item))
         elif item is not None and kind is not bool and kind is not int and not isinstance(item, (int, float, str)):
             name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+            where = "the handler returned a" if path == "result" else f"the handler's result holds at {path} a"
             raise InvalidJobError(
-                f"the handler returned a {name} at {path}, which strict JSON "
+                f"{where} {name}, which strict JSON "
                 "cannot encode; return None, a bool, a number, a str, a list or a dict of them"
             )
 

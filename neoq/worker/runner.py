@@ -164,7 +164,10 @@ class AttemptRunner:
                     self.progress.finish(attempt)  # its last report lands while the claim holds the job
                 if error is None:
                     # ``_settle(claim, outcome, ...)`` and ``report``'s common case, inlined.
-                    outcome = _PROCESSED if value is None else self._returned(job, value)
+                    if value is None:
+                        outcome, refused = _PROCESSED, None
+                    else:
+                        outcome, refused = self._returned(value)
                     backend = self._backend
                     try:
                         if chain is None or (stopping is not None and stopping.is_set()):
@@ -175,9 +178,9 @@ class AttemptRunner:
                         self._log_unsettled(job, outcome, err)
                     else:
                         if self._log.isEnabledFor(logging.INFO):
-                            report(self._log, events, job, outcome, duration, None)
+                            report(self._log, events, job, outcome, duration, refused)
                         elif events is not None and events.active:
-                            events.settled(job, outcome, duration, None)
+                            events.settled(job, outcome, duration, refused)
                 else:
                     self._recover(job, error)
                     outcome = self._failure(job, handler, error_text(error), traceback_text(error))
@@ -198,16 +201,19 @@ class AttemptRunner:
 
     # -- outcomes ------------------------------------------------------------------------
 
-    def _returned(self, job: Job, value: Any) -> Outcome:
+    def _returned(self, value: Any) -> tuple[Outcome, InvalidJobError | None]:
         """The outcome of an attempt that returned ``value`` (not ``None``): PROCESSED with its JSON,
-        or FAILED at once when no store can keep it (no retry: the handler's work is done)."""
+        or FAILED at once when no store can keep it (no retry: the handler's work is done), with the
+        ``InvalidJobError`` that the log and the hooks report."""
         try:
-            return Outcome(JobStatus.PROCESSED, result=result_text(value))
+            return Outcome(JobStatus.PROCESSED, result=result_text(value)), None
         except InvalidJobError as exc:
-            return Outcome(JobStatus.FAILED, error_text(exc))
+            refused = exc
         except Exception as exc:  # a __str__ or a mapping's items() that raises, while checking it
-            bad = InvalidJobError(f"the handler's result ({type(value).__name__}) cannot be encoded: {error_text(exc)}")
-            return Outcome(JobStatus.FAILED, error_text(bad))
+            refused = InvalidJobError(
+                f"the handler's result ({type(value).__name__}) cannot be encoded: {error_text(exc)}"
+            )
+        return Outcome(JobStatus.FAILED, error_text(refused)), refused
 
     def _failure(
         self, job: Job, handler: Handler, error: str, traceback: str | None = None, *, final: bool = False

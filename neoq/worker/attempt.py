@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..backends.base import Claim
 from ..context import JobContext, _LazyDeadline
 from ..handler import Handler
-
-if TYPE_CHECKING:
-    from .progress import ProgressWriter
 
 __all__ = ["Attempt"]
 
@@ -36,7 +33,7 @@ class Attempt(JobContext):
         by_deadline: bool,
         monotonic: Callable[[], float],
         now: Callable[[], datetime] | None,
-        writer: ProgressWriter,
+        writer: Callable[[Attempt, float, str | None], None],
     ) -> None:
         # JobContext's fields, set here rather than through its __init__: this runs once per job.
         self.job = claim.job
@@ -53,12 +50,12 @@ class Attempt(JobContext):
         # One item that exactly one ``take`` pops: ``list.pop`` is atomic, and a list is cheaper
         # to make per attempt than a lock.
         self._token: list[bool] = [True]
-        self._writer = writer
+        self._writer = writer  # ``ProgressWriter.report``
         #: ``[written at, report not written yet, being written]`` once the handler reports (``ProgressWriter``).
         self._progress: list[Any] | None = None
 
     def _report(self, fraction: float, note: str | None) -> None:
-        self._writer.report(self, fraction, note)
+        self._writer(self, fraction, note)
 
     def take(self) -> bool:
         try:

@@ -66,6 +66,7 @@ class AttemptRunner:
         self.watchdog = Watchdog(self.running, self._expire, self._monotonic)
         #: Writes the handlers' progress reports (its thread starts with the first report).
         self.progress = ProgressWriter(backend, self._monotonic)
+        self._report_progress = self.progress.report
         #: Whether ``release`` must be called after each attempt (the backend says).
         self._releases = bool(backend.needs_release)
         backend.set_cancel_callback(self._cancel_running)
@@ -119,7 +120,7 @@ class AttemptRunner:
                 False,
                 monotonic,
                 self._now,
-                self.progress,
+                self._report_progress,
             )
             by_deadline = False
         else:
@@ -129,7 +130,7 @@ class AttemptRunner:
                 ends_at = deadline_at
             attempt_deadline = None if ends_at == math.inf else now + timedelta(seconds=ends_at - start)
             attempt = Attempt(
-                claim, handler, attempt_deadline, ends_at, start, by_deadline, monotonic, None, self.progress
+                claim, handler, attempt_deadline, ends_at, start, by_deadline, monotonic, None, self._report_progress
             )
         job_id = job.id or ""
         running = self.running

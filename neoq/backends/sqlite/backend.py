@@ -305,6 +305,12 @@ class SqliteBackend(Backend):
             raise BackendError("settle() got a claim that this SQLite backend did not make")
         return lease.engine.settle_then_claim(claim, outcome, queue)
 
+    def progress(self, claim: Claim, fraction: float, note: str | None) -> None:
+        """A running job's progress report: one short write, fenced by the claim's lease."""
+        lease = claim.token
+        if isinstance(lease, LeaseToken):
+            lease.engine.progress(claim, fraction, note)
+
     def release(self, claim: Claim) -> None:
         lease = claim.token
         if isinstance(lease, LeaseToken):

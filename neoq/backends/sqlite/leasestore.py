@@ -24,7 +24,7 @@ from typing import Any
 from ...job import JobStatus
 from ..lease import Leased, LeaseToken, Lost, Settlement
 from .connections import Connections
-from .rows import COLUMNS, job_from_row, micros, now_micros, when
+from .rows import COLUMNS, NCOLUMNS, job_from_row, micros, now_micros, when
 
 __all__ = ["SqliteLeaseStore"]
 
@@ -35,10 +35,15 @@ _PICK = (
     " ORDER BY run_after, id LIMIT ?"
 )
 
+#: No traceback with the job's error unchanged (a cancellation, a put-back) keeps the stored one.
 _SETTLE = (
-    "UPDATE neoq_jobs SET status = ?, error = ?, run_after = ?, retries = coalesce(?, retries),"
-    " finished_at = ?, lease_owner = NULL WHERE id = ? AND lease_token = ? AND status = 'new'"
+    "UPDATE neoq_jobs SET status = :status, error = :error,"
+    " traceback = CASE WHEN :traceback IS NULL AND error IS :error THEN traceback ELSE :traceback END,"
+    " result = :result, run_after = :run_after, retries = coalesce(:retries, retries), finished_at = :finished_at,"
+    " lease_owner = NULL WHERE id = :id AND lease_token = :token AND status = 'new'"
 )
+
+_PROGRESS = "UPDATE neoq_jobs SET progress = ?, progress_note = ? WHERE id = ? AND lease_token = ? AND status = 'new'"
 
 _RENEW = "UPDATE neoq_jobs SET run_after = ? WHERE id = ? AND lease_token = ? AND status = 'new'"
 
@@ -86,7 +91,7 @@ class SqliteLeaseStore:
                 # The job as claimed reads due when it was, not at its lease's expiry.
                 due = when(due_at[row[0]])
                 assert due is not None
-                leased.append((job_from_row(row, "running", run_after=due), row[0], row[13], due, False))
+                leased.append((job_from_row(row, "running", run_after=due), row[0], row[NCOLUMNS], due, False))
             leased.sort(key=lambda item: (due_at[item[1]], item[1]))
             return leased, None
 
@@ -107,17 +112,20 @@ class SqliteLeaseStore:
                 retry = status is JobStatus.NEW
                 run_after = outcome.run_after if retry and outcome.run_after is not None else lease.due_at
                 at = micros(run_after)
+                processed = status is JobStatus.PROCESSED
                 cursor = execute(
                     _SETTLE,
-                    (
-                        status.value,
-                        None if status is JobStatus.PROCESSED else outcome.error,
-                        at,
-                        outcome.retries if retry else None,
-                        None if retry else now,
-                        lease.job_id,
-                        lease.token,
-                    ),
+                    {
+                        "status": status.value,
+                        "error": None if processed else outcome.error,
+                        "traceback": None if processed else outcome.traceback,
+                        "result": outcome.result if processed else None,
+                        "run_after": at,
+                        "retries": outcome.retries if retry else None,
+                        "finished_at": None if retry else now,
+                        "id": lease.job_id,
+                        "token": lease.token,
+                    },
                 )
                 if cursor.rowcount:
                     written.add(lease.job_id)
@@ -130,6 +138,13 @@ class SqliteLeaseStore:
         for queue, delay in retried.items():
             self._due(queue, delay)
         return written
+
+    def progress(self, lease: LeaseToken, fraction: float, note: str | None) -> None:
+        """A running job's progress report, fenced by the lease's token (a lost lease writes nothing)."""
+        self._conns.write(
+            lambda conn: conn.execute(_PROGRESS, (fraction, note, lease.job_id, lease.token)),
+            "storing a progress report",
+        )
 
     def renew(self, leases: list[LeaseToken], lease: float) -> list[Lost]:
         """Renew the leases past a third of their time; return the lost ones with their job's status."""

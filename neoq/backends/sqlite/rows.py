@@ -10,7 +10,7 @@ from typing import Any
 
 from ...job import Job, JobStatus
 
-__all__ = ["COLUMNS", "STATE", "job_from_row", "micros", "now_micros", "when"]
+__all__ = ["COLUMNS", "NCOLUMNS", "STATE", "job_from_row", "micros", "now_micros", "when"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
@@ -18,8 +18,10 @@ _MICROSECOND = timedelta(microseconds=1)
 #: The columns ``job_from_row`` reads, in order (the state last).
 COLUMNS = (
     "id, queue, fingerprint, payload, run_after, deadline, max_retries, retries, attempts, error, "
-    "created_at, ran_at, finished_at"
+    "created_at, ran_at, finished_at, result, traceback, progress, progress_note"
 )
+#: How many columns ``COLUMNS`` names: what a query selects after them starts at this index.
+NCOLUMNS = 17
 
 #: The status a job reports: a 'new' job with a live lease is running (its holder renews it).
 STATE = "CASE WHEN status = 'new' AND lease_owner IS NOT NULL AND run_after > :now THEN 'running' ELSE status END"
@@ -57,4 +59,8 @@ def job_from_row(row: sqlite3.Row | tuple[Any, ...], status: str, *, run_after: 
         ran_at=when(row[11]),
         finished_at=when(row[12]),
         status=JobStatus(status),
+        result=None if row[13] is None else _decode(row[13]),
+        traceback=row[14],
+        progress=row[15],
+        progress_note=row[16],
     )

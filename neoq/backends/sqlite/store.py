@@ -15,7 +15,7 @@ from ...defaults import MIN_TICK_RETENTION
 from ...errors import DuplicateJobError, JobNotFoundError
 from ...job import Job, JobStatus, encode_payload
 from .connections import Connections
-from .rows import COLUMNS, STATE, job_from_row, micros, now_micros, when
+from .rows import COLUMNS, NCOLUMNS, STATE, job_from_row, micros, now_micros, when
 
 __all__ = ["Store"]
 
@@ -179,7 +179,7 @@ class Store:
             ).fetchone(),
             "reading a job",
         )
-        return None if row is None else job_from_row(row, row[13])
+        return None if row is None else job_from_row(row, row[NCOLUMNS])
 
     def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
         where = []
@@ -199,7 +199,7 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT :limit"
         rows = self._conns.read(lambda conn: conn.execute(sql, params).fetchall(), "listing jobs")
-        return [job_from_row(row, row[13]) for row in rows]
+        return [job_from_row(row, row[NCOLUMNS]) for row in rows]
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Counts per queue and status: one pass over the (queue, status) index, and the running jobs
@@ -247,8 +247,8 @@ class Store:
             try:
                 conn.execute(
                     "UPDATE neoq_jobs SET status = 'new', run_after = ?, retries = 0, attempts = 0, error = NULL,"
-                    " finished_at = NULL, ran_at = NULL, lease_owner = NULL, lease_token = lease_token + 1"
-                    " WHERE id = ?",
+                    " finished_at = NULL, ran_at = NULL, lease_owner = NULL, lease_token = lease_token + 1,"
+                    " result = NULL, traceback = NULL, progress = NULL, progress_note = NULL WHERE id = ?",
                     (now_micros(), key),
                 )
             except sqlite3.IntegrityError as exc:

@@ -18,7 +18,9 @@ from .defaults import (
     MAX_FINGERPRINT_LENGTH,
     MAX_JOB_RETRIES,
     MAX_PAYLOAD_DEPTH,
+    MAX_PRIORITY,
     MAX_QUEUE_NAME_LENGTH,
+    MIN_PRIORITY,
 )
 from .errors import ConfigurationError, InvalidJobError
 from .jsontext import FLAT_ENCODE, canonical_json, compact_json
@@ -67,7 +69,8 @@ class Job:
     Limits, the same on every backend: ``enqueue`` raises ``InvalidJobError`` naming the field,
     and stores nothing, for a ``run_after`` or ``deadline`` outside 1970-01-01 to 9000-01-01
     UTC, a ``max_retries`` that is not an ``int`` from 0 to 1,000,000, or a ``fingerprint``
-    that is empty, longer than 256 characters, or holds a NUL character or a lone surrogate.
+    that is empty, longer than 256 characters, or holds a NUL character or a lone surrogate, or a
+    ``priority`` that is not an ``int`` from -100 to 100.
     """
 
     #: The queue whose handler runs the job: non-empty, at most 128 characters.
@@ -84,6 +87,9 @@ class Job:
     #: Uniqueness key among waiting jobs of the queue (at most 256 characters, no NUL, no lone
     #: surrogate); ``None`` means computed from queue and payload.
     fingerprint: str | None = None
+    #: Higher runs first among the queue's due jobs (then ``run_after``, then enqueue order): an
+    #: ``int`` from -100 to 100, as in ``django.tasks``. Needs the ``"priority"`` capability when not 0.
+    priority: int = 0
     #: Set by the backend: the job's id.
     id: str | None = None
     #: Set by the backend: see ``JobStatus``.
@@ -111,6 +117,7 @@ class Job:
         deadline: datetime | None = None,
         max_retries: int | None = None,
         fingerprint: str | None = None,
+        priority: int = 0,
         id: str | None = None,  # noqa: A002 - the field's name
         status: JobStatus = JobStatus.NEW,
         retries: int = 0,
@@ -130,6 +137,7 @@ class Job:
             deadline=deadline,
             max_retries=max_retries,
             fingerprint=fingerprint,
+            priority=priority,
             id=id,
             status=status,
             retries=retries,
@@ -319,6 +327,9 @@ def prepare_job(job: object) -> tuple[Job, str]:
         isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_JOB_RETRIES
     ):
         raise InvalidJobError(f"max_retries must be an int from 0 to {MAX_JOB_RETRIES:,} or None, not {max_retries!r}")
+    priority = job.priority
+    if priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidJobError(f"priority must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, not {priority!r}")
     fp = job.fingerprint
     if fp is None:
         # The canonical text of a flat payload with sorted keys and ASCII text is its compact text
@@ -336,6 +347,7 @@ def prepare_job(job: object) -> tuple[Job, str]:
         "deadline": deadline,
         "max_retries": max_retries,
         "fingerprint": fp,
+        "priority": priority,
         "id": None,
         "status": JobStatus.NEW,
         "retries": 0,

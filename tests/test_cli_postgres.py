@@ -65,7 +65,7 @@ def test_commands_in_process(pg_clean, nq, capsys):
 
     status, out, _ = main(capsys, "--url", url, "jobs", "list", "--queue", "mail")
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "RUN", "AFTER", "ERROR"]
+    assert lines[0].split() == ["ID", "QUEUE", "STATUS", "PRIORITY", "ATTEMPTS", "CREATED", "RUN", "AFTER", "ERROR"]
     assert [line.split()[0] for line in lines[1:]] == [second, first]  # newest first
     assert lines[0].index("STATUS") == lines[1].index("new")  # aligned
     status, out, _ = main(capsys, "--url", url, "--json", "jobs", "list", "--status", "new", "--limit", "1")
@@ -188,7 +188,7 @@ def test_retry_and_stats_after_a_worker_ran_jobs(worker, nq, pg_clean):
     assert nq.stats()["work"] == {"new": 0, "running": 0, "processed": 1, "failed": 1, "cancelled": 0}
     assert nq.get_job(bad).error == "RuntimeError: asked to fail"
     result = run_neoq(["--url", pg_clean, "jobs", "list", "--status", "failed"])
-    assert result.stdout.splitlines()[1].split()[:4] == [bad, "work", "failed", "1"]
+    assert result.stdout.splitlines()[1].split()[:5] == [bad, "work", "failed", "0", "1"]
     assert "RuntimeError: asked to fail" in result.stdout
     process.expect(f"started {bad}")  # the first run
     nq.retry_job(bad)
@@ -216,7 +216,8 @@ def test_migrate_says_which_migrations_it_applied(pg_new_database: Callable[[], 
     shown = redact_url(url)
     result = run_neoq(["--url", url, "migrate"])
     assert result.returncode == 0 and result.stderr == ""
-    assert result.stdout == f"{shown}: applied migrations 1-4; the schema is up to date\n"
+    latest = len(available_migrations())
+    assert result.stdout == f"{shown}: applied migrations 1-{latest}; the schema is up to date\n"
     result = run_neoq(["--url", url, "migrate"])
     assert result.stdout == f"{shown}: the schema was already up to date; nothing applied\n"
     result = run_neoq(["--url", url, "--json", "migrate"])
@@ -243,17 +244,18 @@ def test_commands_on_jobs_never_migrate_an_old_schema(pg_new_database: Callable[
         for version, name, text in available_migrations()[:2]:
             conn.execute(text.encode())
             conn.execute("INSERT INTO neoq_migrations VALUES (%s, %s)", [version, name])
+    latest = len(available_migrations())
     for argv in (["stats"], ["jobs", "list"]):
         result = run_neoq(["--url", url, *argv])
         assert (result.returncode, result.stdout) == (1, ""), argv
         assert result.stderr == (
-            "neoq: error: the neoq schema of the database is out of date (it lacks migrations 3-4): "
+            f"neoq: error: the neoq schema of the database is out of date (it lacks migrations 3-{latest}): "
             "upgrade it with `neoq migrate` (same --url), then try again\n"
         ), argv
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT max(version) FROM neoq_migrations").fetchone() == (2,)
     result = run_neoq(["--url", url, "migrate"])
-    assert result.stdout == f"{redact_url(url)}: applied migrations 3-4; the schema is up to date\n"
+    assert result.stdout == f"{redact_url(url)}: applied migrations 3-{latest}; the schema is up to date\n"
 
 
 def test_every_command_works_for_a_role_without_ddl_rights(pg_new_database: Callable[[], str]) -> None:
@@ -294,7 +296,7 @@ def test_running_jobs_in_list_show_and_stats(worker, pg_clean, nq):
     # Other processes (the commands) see the job running in the worker process.
     result = run_neoq(["--url", pg_clean, "jobs", "list", "--status", "running"])
     assert result.returncode == 0, result.stderr
-    assert [line.split()[:4] for line in result.stdout.splitlines()[1:]] == [[job_id, "work", "running", "1"]]
+    assert [line.split()[:5] for line in result.stdout.splitlines()[1:]] == [[job_id, "work", "running", "0", "1"]]
     result = run_neoq(["--url", pg_clean, "--json", "jobs", "list", "--status", "new"])
     assert [job["id"] for job in json.loads(result.stdout)] == [waiting]
     result = run_neoq(["--url", pg_clean, "--json", "jobs", "show", job_id])

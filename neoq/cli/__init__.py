@@ -4,7 +4,7 @@ Usage (``neoq --help``, ``neoq COMMAND --help``)::
 
     neoq [--url URL] [--json] COMMAND ...
     neoq worker MODULE:ATTR [--queue Q ...]
-    neoq enqueue QUEUE JSON [--run-after ISO] [--deadline ISO] [--max-retries N]
+    neoq enqueue QUEUE JSON [--run-after ISO] [--deadline ISO] [--max-retries N] [--priority N]
     neoq migrate
     neoq jobs list [--queue Q] [--status S] [--limit N] | show ID | retry ID | cancel ID
     neoq stats

@@ -103,6 +103,7 @@ def enqueue(args: argparse.Namespace) -> int:
         run_after=args.run_after,
         deadline=args.deadline,
         max_retries=args.max_retries,
+        priority=args.priority,
     )
     with _client(args, shared=False) as nq:
         if SHARED not in nq.backend.capabilities:
@@ -158,6 +159,7 @@ def jobs_list(args: argparse.Namespace) -> int:
             job.id or "",
             job.queue,
             job.status.value,
+            str(job.priority),
             str(job.attempts),
             when(job.created_at),
             when(job.run_after),
@@ -165,7 +167,7 @@ def jobs_list(args: argparse.Namespace) -> int:
         ]
         for job in jobs
     ]
-    headers = ["ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "RUN AFTER", "ERROR"]
+    headers = ["ID", "QUEUE", "STATUS", "PRIORITY", "ATTEMPTS", "CREATED", "RUN AFTER", "ERROR"]
     emit(args, [job_to_dict(job) for job in jobs], format_table(headers, rows) if rows else "no jobs")
     return EXIT_OK
 

@@ -1,7 +1,7 @@
 """The in-memory backend: the embedded default, private to one client, and neoq's reference store.
 
-Per queue, due jobs wait in a ``queue.Queue`` (kept in order of ``run_after`` then id,
-``queues.DueQueue``) and future jobs and retries in a heap ordered the same way, moved to the due
+Per queue, due jobs wait in a ``queue.Queue`` (kept in claim order: priority, ``run_after``,
+then id; ``queues.DueQueue``) and future jobs and retries in a heap ordered by ``run_after``, moved to the due
 queue by the look that finds them due: no timer thread, no polling tick. Every entry carries its
 job's version; cancelling, retrying or rescheduling a job bumps the version, and the stale entry is
 skipped when it comes up instead of being removed from the middle of a queue or heap.

@@ -17,7 +17,7 @@ from ...job import Job, JobStatus, evolve
 from ...job import copy_job as _copy
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome
-from ..capabilities import NOTIFY
+from ..capabilities import NOTIFY, PRIORITY
 from .queues import LOCK_FREE, Entry, QueueJobs
 from .records import Record, payload_copy, shown, status_of
 
@@ -46,7 +46,7 @@ class MemoryBackend(Backend):
     transaction to give handlers or to enqueue in.
     """
 
-    capabilities = frozenset({NOTIFY})
+    capabilities = frozenset({NOTIFY, PRIORITY})
     #: Its claims hold nothing to free: the runtime skips ``release`` after each attempt.
     needs_release = False
 
@@ -123,7 +123,7 @@ class MemoryBackend(Backend):
             run_after = job.run_after or now
             record = self._records[job_id] = Record(evolve(job, id=job_id, created_at=now, run_after=run_after), seq)
             self._unique[key] = job_id
-            entry = record.entry = (run_after.timestamp(), seq, 0)
+            entry = record.entry = (-job.priority, run_after.timestamp(), seq, 0)
             self._live[entry] = record
             delay = (run_after - now).total_seconds()
             if delay <= 0:
@@ -174,7 +174,7 @@ class MemoryBackend(Backend):
         job = record.job
         queue = job.queue
         run_after = job.run_after or now
-        entry = record.entry = (run_after.timestamp(), record.seq, record.version)
+        entry = record.entry = (-job.priority, run_after.timestamp(), record.seq, record.version)
         self._live[entry] = record
         delay = (run_after - now).total_seconds()
         if delay <= 0:

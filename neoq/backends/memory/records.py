@@ -35,7 +35,7 @@ class Record:
         #: Bumped by every new scheduling of the job (a retry, a cancellation): older entries are stale.
         self.version = 0
         #: The entry of the job's current scheduling (``None`` before the first).
-        self.entry: tuple[float, int, int] | None = None
+        self.entry: tuple[int, float, int, int] | None = None
         self.claimed = False
         self.finished_at: datetime | None = None  # when it last became PROCESSED, FAILED or CANCELLED
 

@@ -44,7 +44,7 @@ from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
-from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION
+from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, PRIORITY, SHARED, TRANSACTION
 from ..lease import LeaseEngine, LeaseToken
 from . import forking, inspection, runtime
 from .cancels import _Cancels
@@ -98,16 +98,20 @@ class PostgresBackend(Backend):
     - ``prepare_threshold`` (default psycopg's, 5): psycopg's server-side prepared statements;
       ``None`` disables them, as PgBouncer in transaction pooling needs.
 
-    Capabilities: ``"shared"`` and ``"enqueue_in_transaction"``; ``"transaction"`` unless the
+    Capabilities: ``"shared"``, ``"enqueue_in_transaction"`` and the flow-control ones
+    (``neoq.backends.capabilities.FLOW_CONTROL``); ``"transaction"`` unless the
     default ``mode`` is ``"lease"``; ``"notify"`` unless ``listen`` is False.
     """
 
     handler_modes = frozenset(HANDLER_MODES)
 
+    #: The flow-control capabilities it has in both modes (docs/flow-control.md).
+    _FLOW_CONTROL = frozenset({PRIORITY})
+
     @property
     def capabilities(self) -> frozenset[str]:
         """What this backend offers, as configured (see ``neoq.backends.capabilities``)."""
-        offered = {SHARED, ENQUEUE_IN_TRANSACTION}
+        offered = {SHARED, ENQUEUE_IN_TRANSACTION, *self._FLOW_CONTROL}
         if self._settings.default_mode == "transaction":
             offered.add(TRANSACTION)
         if self._settings.listen:

@@ -39,6 +39,9 @@ from .queries import QUERIES
 from .state import _Pools
 from .wire import _AUX_STATEMENTS, _CHANNEL_B, _Command, _exchange_prepared, _Hot
 
+#: ``Job.priority`` 0 as the enqueue statement's text parameter, made once.
+_PRIORITY_ZERO = b"0"
+
 #: The same text the job was validated with (neoq.job.encode_payload).
 _dumps = compact_json
 
@@ -207,6 +210,7 @@ class Enqueuer:
             None if run_after is None else run_after.isoformat().encode(),
             None if deadline is None else deadline.isoformat().encode(),
             None if max_retries is None else str(max_retries).encode(),
+            _PRIORITY_ZERO if not job.priority else str(job.priority).encode(),
             _CHANNEL_B,
         )
         hot = self.hot
@@ -251,6 +255,7 @@ class Enqueuer:
             "run_afters": [job.run_after],
             "deadlines": [job.deadline],
             "max_retries": [job.max_retries],
+            "priorities": [job.priority],
             "channel": CHANNEL,
         }
         with self.conns.aux("enqueueing a cron tick") as conn:
@@ -286,7 +291,7 @@ def _enqueue_copy(
         ids: list[str] = row[0].split(",")
         cur = conn.cursor()
         for with_run_after, rows in groups:
-            columns = "id, queue, fingerprint, payload, deadline, max_retries" + (
+            columns = "id, queue, fingerprint, payload, deadline, max_retries, priority" + (
                 ", run_after" if with_run_after else ""
             )
             with cur.copy(f"COPY neoq_jobs ({columns}) FROM STDIN") as copy:
@@ -296,7 +301,7 @@ def _enqueue_copy(
                     line = (
                         f"{ids[index]}\t{_copy_text(job.queue)}\t{_copy_text(job.fingerprint or '')}\t"
                         f"{_copy_json(payload)}\t{_NULL if deadline is None else deadline.isoformat()}\t"
-                        f"{_NULL if max_retries is None else max_retries}"
+                        f"{_NULL if max_retries is None else max_retries}\t{job.priority}"
                     )
                     if with_run_after:
                         line = f"{line}\t{_copy_time(job.run_after)}"

@@ -121,7 +121,7 @@ class PostgresLeaseStore:
         running = JobStatus.RUNNING
         for row in rows:
             job_id = row[0]
-            job = _job(row, str(job_id), running, row[11], row[12])
+            job = _job(row, str(job_id), running, row[11], row[12], None, row[15])
             leased.append((job, job_id, row[10], row[4].astimezone(utc), row[13]))
         return leased, None, False
 
@@ -210,8 +210,9 @@ def _configure(conn: Conn) -> None:
     conn.adapters.register_loader("json", _JsonLoader)
 
 
-def _row_order(row: TupleRow) -> tuple[Any, Any]:
-    return row[4], row[0]
+def _row_order(row: TupleRow) -> tuple[Any, Any, Any]:
+    # The claim order: priority descending, then run_after (the due time before the lease), then id.
+    return -row[15], row[4], row[0]
 
 
 def _text_element(text: str | None) -> str:

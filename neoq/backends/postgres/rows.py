@@ -20,7 +20,7 @@ from ...job import Job, JobStatus
 
 #: The fields ``_job`` sets; the others keep ``Job``'s defaults.
 _SET_BY_ROW = frozenset(
-    {"queue", "payload", "run_after", "deadline", "max_retries", "fingerprint", "id", "status"}
+    {"queue", "payload", "run_after", "deadline", "max_retries", "fingerprint", "priority", "id", "status"}
     | {"retries", "attempts", "error", "created_at", "ran_at", "finished_at"}
 )
 
@@ -52,6 +52,7 @@ def _job(
     attempts: int,
     ran_at: datetime | None,
     finished_at: datetime | None = None,
+    priority: int = 0,
 ) -> Job:
     """The one mapping of a job row (its first ten columns) and what the query says beyond them.
 
@@ -65,6 +66,7 @@ def _job(
         "deadline": None if deadline is None else deadline.astimezone(_UTC),
         "max_retries": row[6],
         "fingerprint": row[2],
+        "priority": priority,
         "id": job_id,
         "status": status,
         "retries": row[7],
@@ -86,10 +88,10 @@ def _job(
 
 
 def _job_from_row(row: tuple[Any, ...]) -> Job:
-    """A row of ``job_view``: the ten columns, then status, attempts, ran_at, finished_at."""
-    return _job(row, str(row[0]), JobStatus(row[10]), row[11], row[12], row[13])
+    """A row of ``job_view``: the ten columns, then status, attempts, ran_at, finished_at, priority."""
+    return _job(row, str(row[0]), JobStatus(row[10]), row[11], row[12], row[13], row[14])
 
 
 def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datetime | None) -> Job:
-    """A row a claim locked: running its attempt number ``attempts`` since ``ran_at``."""
-    return _job(row, job_id, JobStatus.RUNNING, attempts, ran_at)
+    """A row a claim locked (``claimed_job``): running its attempt number ``attempts`` since ``ran_at``."""
+    return _job(row, job_id, JobStatus.RUNNING, attempts, ran_at, None, row[14])

@@ -12,16 +12,35 @@
 -- before the statement is sent, so that its prepared (generic) plan knows how many rows it takes.
 -- Losing a lease in a server crash loses nothing (the job is due again), so the statement commits
 -- asynchronously; the outcome that follows is written durably.
-WITH picked AS (
+-- The claim order is (priority DESC, run_after, id), read as three ranges, each from its index and
+-- only as far as the ranges before it left room (queries.sql: claimed_job; migration 0006).
+WITH high AS (
     SELECT j.id, j.run_after
     FROM neoq_jobs j
-    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
-      -- Evaluated once, before the first row: this statement's own transaction commits without
-      -- waiting for its WAL to reach the disk (SET LOCAL in one statement, PgBouncer-safe).
+    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.priority > 0 AND j.run_after <= now()
+      -- Evaluated once, before the first row of the first range (always read): this statement's
+      -- own transaction commits without waiting for its WAL to reach the disk (SET LOCAL in one
+      -- statement, PgBouncer-safe).
       AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), plain AS (
+    SELECT j.id, j.run_after
+    FROM neoq_jobs j
+    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.priority = 0 AND j.run_after <= now()
     ORDER BY j.run_after, j.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), low AS (
+    SELECT j.id, j.run_after
+    FROM neoq_jobs j
+    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.priority < 0 AND j.run_after <= now()
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low LIMIT %(limit)s
 ), leased AS (
     UPDATE neoq_jobs j
     SET run_after = now() + make_interval(secs => %(lease)s),
@@ -30,7 +49,7 @@ WITH picked AS (
     FROM picked p
     WHERE j.id = p.id
     RETURNING j.id, j.queue, j.fingerprint, j.payload, p.run_after AS due_at, j.deadline, j.max_retries,
-              j.retries, j.error, j.created_at, j.lease_token
+              j.retries, j.error, j.created_at, j.lease_token, j.priority
 ), counted AS (
     INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at)
     SELECT l.id, 1, clock_timestamp() FROM leased l
@@ -40,13 +59,14 @@ WITH picked AS (
 SELECT l.id, l.queue, l.fingerprint, l.payload, l.due_at, l.deadline, l.max_retries, l.retries, l.error,
        l.created_at, l.lease_token, c.attempts, c.ran_at,
        EXISTS (SELECT 1 FROM neoq_cancellations x WHERE x.job_id = l.id) AS cancel_requested,
-       NULL::float8 AS next_due
+       NULL::float8 AS next_due, l.priority
 FROM leased l JOIN counted c ON c.job_id = l.id
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
         FROM neoq_jobs n
-        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now())
+        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()),
+       NULL
 WHERE NOT EXISTS (SELECT 1 FROM leased);
 
 -- name: lease_settle

@@ -5,6 +5,13 @@
 -- A line "-- include: <name>" stands for the text of the block of that name (defined above it).
 -- Rows of jobs start with the ten columns neoq.backends.postgres.rows reads, in its order.
 
+-- name: due_job
+-- A due job of a queue as a claim locks it; each user adds its priority range, order and lock.
+SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
+       j.error, j.created_at, j.xmax AS locker, j.xmin AS creator, j.priority
+FROM neoq_jobs j
+WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
+
 -- name: claimed_job
 -- The start of claim and claim_probe: the next due job of a queue locked, with its attempts so
 -- far (the row lock makes them this claim's to count), the moment of the claim, which becomes the
@@ -12,21 +19,38 @@
 -- that time from pg_stat_activity while the job runs), and ``lost``: whether an earlier claim of it
 -- ended without a settle (its transaction id is still the row's xmax, read before this claim's
 -- lock replaces it; see migration 0003 and claims.TransactionClaims._take).
-WITH job AS (
-    SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
-           j.error, j.created_at, j.xmax AS locker, j.xmin AS creator
-    FROM neoq_jobs j
-    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
+-- The claim order is (priority DESC, run_after, id), read as three ranges (migration 0006): jobs
+-- above priority 0 from neoq_jobs_due_priority, then priority 0 from neoq_jobs_due, then below 0.
+-- A CTE is read only as far as its reader asks, so a range is locked and read only when the
+-- ranges before it had no job to give.
+WITH high AS (
+-- include: due_job
+      AND j.priority > 0
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), plain AS (
+-- include: due_job
+      AND j.priority = 0
     ORDER BY j.run_after, j.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
+), low AS (
+-- include: due_job
+      AND j.priority < 0
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), job AS (
+    SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low LIMIT 1
 )
 SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
        job.retries, job.error, job.created_at,
        EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
        neoq_attempts_of(job.id) AS attempts,
        now() AS claimed_at,
-       coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost
+       coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost,
+       job.priority
 
 -- name: claim
 -- Lock the next due job of a queue; no row when none is due (claim_idle then says more).
@@ -119,11 +143,13 @@ UPDATE neoq_jobs SET status = 'processed', error = NULL, finished_at = clock_tim
 -- Insert a batch in one statement; each row notifies its queue (PostgreSQL folds identical
 -- notifications of one transaction, and delivers them only on commit).
 WITH ins AS (
-    INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries)
-    SELECT t.queue, t.fingerprint, t.payload::json, coalesce(t.run_after, now()), t.deadline, t.max_retries
+    INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, priority)
+    SELECT t.queue, t.fingerprint, t.payload::json, coalesce(t.run_after, now()), t.deadline, t.max_retries,
+           t.priority
     FROM unnest(%(queues)s::text[], %(fingerprints)s::text[], %(payloads)s::text[],
-                %(run_afters)s::timestamptz[], %(deadlines)s::timestamptz[], %(max_retries)s::integer[])
-         WITH ORDINALITY AS t(queue, fingerprint, payload, run_after, deadline, max_retries, ord)
+                %(run_afters)s::timestamptz[], %(deadlines)s::timestamptz[], %(max_retries)s::integer[],
+                %(priorities)s::smallint[])
+         WITH ORDINALITY AS t(queue, fingerprint, payload, run_after, deadline, max_retries, priority, ord)
     ORDER BY t.ord
     RETURNING id, queue
 )
@@ -132,9 +158,9 @@ SELECT ins.id, pg_notify(%(channel)s, 'q:' || ins.queue) IS NULL FROM ins ORDER 
 -- name: enqueue_one
 -- One job (enqueue() called with a single job): the same as enqueue, without the arrays, and the
 -- notification sent from RETURNING (no CTE to scan).
-INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries)
+INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, priority)
 VALUES (%(queue)s::text, %(fingerprint)s::text, %(payload)s::json, coalesce(%(run_after)s::timestamptz, now()),
-        %(deadline)s::timestamptz, %(max_retries)s::integer)
+        %(deadline)s::timestamptz, %(max_retries)s::integer, %(priority)s::smallint)
 RETURNING id, pg_notify(%(channel)s::text, 'q:' || queue) IS NULL;
 
 -- name: reserve_ids
@@ -172,7 +198,7 @@ SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_r
        CASE WHEN l.locker = 'in progress'
             THEN (SELECT s.xact_start FROM pg_stat_activity s WHERE s.backend_xid = j.xmax)
             ELSE a.ran_at END,
-       j.finished_at
+       j.finished_at, j.priority
 FROM neoq_jobs j
 CROSS JOIN LATERAL (
     SELECT CASE WHEN j.status <> 'new' THEN j.status

@@ -1,0 +1,11 @@
+-- neoq schema, version 6: flow control (docs/flow-control.md).
+
+-- Priorities: higher runs first among a queue's due jobs. Most jobs keep the default 0, so the
+-- claim index of non-zero priorities is partial: an enqueue of a priority-0 job writes no entry in
+-- it, and neoq_jobs_due (queue, run_after, id) stays the index of priority-0 claims, of the next due
+-- time and of expired leases. A claim reads three ranges in turn (above 0, 0, below 0), each from
+-- its index in claim order, and stops at the first that has a job (claims.sql: claimed_job).
+ALTER TABLE neoq_jobs ADD COLUMN priority smallint NOT NULL DEFAULT 0
+    CONSTRAINT neoq_jobs_priority_range CHECK (priority BETWEEN -100 AND 100);
+CREATE INDEX neoq_jobs_due_priority ON neoq_jobs (queue, priority DESC, run_after, id)
+    WHERE status = 'new' AND priority <> 0;

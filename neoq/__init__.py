@@ -33,6 +33,7 @@ from .errors import (
     JobTimeoutError,
     NeoqError,
 )
+from .flow import RateLimit, Snooze
 from .handler import Handler
 from .hooks import JobEvent
 from .job import Job, JobStatus
@@ -60,6 +61,8 @@ __all__ = [
     "JobTimeoutError",
     "Neoq",
     "NeoqError",
+    "RateLimit",
+    "Snooze",
     "__version__",
     "backends",
     "current_job",

@@ -98,6 +98,8 @@ class Job:
     retries: int = 0
     #: Attempts started so far, counted even when a worker dies mid-attempt (a neoq addition).
     attempts: int = 0
+    #: Set by the backend: attempts that ended in ``raise neoq.Snooze`` (counted in ``attempts`` too).
+    snoozes: int = 0
     #: ``"<ExceptionClass>: <message>"`` of the last failed attempt; ``None`` once one succeeds.
     error: str | None = None
     #: Set by the backend: when the job was stored (aware UTC).
@@ -122,6 +124,7 @@ class Job:
         status: JobStatus = JobStatus.NEW,
         retries: int = 0,
         attempts: int = 0,
+        snoozes: int = 0,
         error: str | None = None,
         created_at: datetime | None = None,
         ran_at: datetime | None = None,
@@ -142,6 +145,7 @@ class Job:
             status=status,
             retries=retries,
             attempts=attempts,
+            snoozes=snoozes,
             error=error,
             created_at=created_at,
             ran_at=ran_at,
@@ -352,6 +356,7 @@ def prepare_job(job: object) -> tuple[Job, str]:
         "status": JobStatus.NEW,
         "retries": 0,
         "attempts": 0,
+        "snoozes": 0,
         "error": None,
         "created_at": None,
         "ran_at": None,

@@ -317,3 +317,20 @@ def test_running_jobs_in_list_show_and_stats(worker, pg_clean, nq):
     assert json.loads(result.stdout) == {"work": {"new": 1, "running": 0, "processed": 0, "failed": 0, "cancelled": 1}}
     process.send(signal.SIGTERM)
     assert process.wait(10) == 0
+
+
+def test_queues_list_pause_and_resume(nq: neoq.Neoq, pg_clean: str) -> None:
+    nq.enqueue(Job(queue="work", payload={"n": 1}))
+    assert run_neoq(["--url", pg_clean, "queues", "list"]).stdout.split() == [
+        *("QUEUE", "STATE", "NEW", "RUNNING"),
+        *("work", "active", "1", "0"),
+    ]
+    result = run_neoq(["--url", pg_clean, "queues", "pause", "work"])
+    assert result.returncode == 0 and "paused" in result.stdout
+    assert nq.paused_queues() == {"work"}
+    listed = json.loads(run_neoq(["--url", pg_clean, "--json", "queues", "list"]).stdout)
+    assert listed == [{"queue": "work", "paused": True, "new": 1, "running": 0}]
+    assert "work (paused)" in run_neoq(["--url", pg_clean, "stats"]).stdout
+    assert run_neoq(["--url", pg_clean, "queues", "resume", "work"]).returncode == 0
+    assert nq.paused_queues() == set()
+    assert run_neoq(["--url", pg_clean, "queues", "pause", ""]).returncode == 1  # a bad name: one error line

@@ -136,6 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
         action = _command(actions, name, func, text, text[0].upper() + text[1:] + ".")
         action.add_argument("job_id", metavar="ID")
 
+    queues = subparsers.add_parser(
+        "queues",
+        help="list queues, pause or resume one",
+        description=(
+            "List the queues of a shared backend and which are paused; pause a queue (no process starts its "
+            "jobs until it is resumed; running ones finish) or resume it."
+        ),
+    )
+    verbs = queues.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _command(verbs, "list", commands.queues_list, "every queue with jobs or paused, and whether it is paused")
+    for name, func, text in (
+        ("pause", commands.queues_pause, "pause a queue in every process"),
+        ("resume", commands.queues_resume, "resume a paused queue"),
+    ):
+        verb = _command(verbs, name, func, text, text[0].upper() + text[1:] + ".")
+        verb.add_argument("queue", metavar="QUEUE")
+
     _command(
         subparsers,
         "stats",

@@ -7,16 +7,26 @@ tests (``neoq.testing.flowshared``).
 
 from __future__ import annotations
 
+import itertools
+import threading
+import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from ..app import Neoq
-from ..backends.capabilities import PRIORITY
-from ..errors import InvalidJobError
-from ..job import Job
+from ..backends.capabilities import PAUSE, PRIORITY, SNOOZE
+from ..defaults import MAX_SNOOZES
+from ..errors import ConfigurationError, InvalidJobError
+from ..flow import Snooze
+from ..handler import Handler
+from ..job import Job, JobStatus
 from .base import SuiteBase
-from .helpers import utc_now
+from .helpers import PATIENCE, utc_now, wait_for
+
+#: How long a test watches for something that must not happen (seconds).
+QUIET = 0.4
 
 
 class FlowTests(SuiteBase):
@@ -75,3 +85,135 @@ class FlowTests(SuiteBase):
             return (-job.priority, job.run_after, ids.index(job_id))
 
         assert ran == sorted(ids, key=key)
+
+    # -- pausing -------------------------------------------------------------------------
+
+    def test_pause_stops_new_starts_until_resume(self, nq: Neoq) -> None:
+        self.require(nq, PAUSE)
+        started: list[str] = []
+        release = threading.Event()
+
+        def handler(job: Job) -> None:
+            started.append(job.id or "")
+            release.wait(PATIENCE)
+
+        nq.start("paused", Handler(handler, concurrency=2))
+        ids = nq.enqueue_many([Job(queue="paused", payload={"n": n}) for n in range(6)])
+        wait_for(lambda: len(started) == 2)
+        nq.pause_queue("paused")  # both claim loops are busy: no claim is under way
+        assert nq.paused_queues() == {"paused"}
+        assert nq.stats()["paused"]["paused"] == 1 and nq.stats()["paused"]["running"] == 2
+        release.set()  # running attempts finish...
+        wait_for(lambda: nq.stats()["paused"]["processed"] == 2)
+        time.sleep(QUIET)  # ...and no other starts while paused (watched for a while)
+        assert len(started) == 2 and nq.stats()["paused"]["new"] == 4
+        nq.resume_queue("paused")
+        assert nq.paused_queues() == set() and "paused" not in nq.stats()["paused"]
+        for job_id in ids:
+            self.wait_status(nq, job_id, JobStatus.PROCESSED)
+
+    def test_a_paused_queue_waits_without_looking_again_and_again(self, nq: Neoq) -> None:
+        self.require(nq, PAUSE)
+        nq.pause_queue("idle_pause")
+        job_id = nq.enqueue(Job(queue="idle_pause", payload={}))
+        looks: list[float] = []
+        look = nq.backend.look
+
+        def counted(queue: str) -> Any:
+            looks.append(time.monotonic())
+            return look(queue)
+
+        nq.backend.look = counted  # type: ignore[method-assign]
+        try:
+            nq.start("idle_pause", Handler(lambda job: None, concurrency=4))
+            time.sleep(2 * QUIET)
+            # A look or two to learn the queue is paused, then a wait for the resume's signal (or
+            # the poll interval): never a look per claim loop and instant.
+            assert len(looks) <= 6, f"{len(looks)} looks at a paused queue in {2 * QUIET}s"
+            assert self.status_of(nq, job_id) is JobStatus.NEW
+            nq.resume_queue("idle_pause")
+            self.wait_status(nq, job_id, JobStatus.PROCESSED, timeout=PATIENCE)
+        finally:
+            del nq.backend.look
+
+    def test_pause_and_resume_are_idempotent_and_check_the_name(self, nq: Neoq) -> None:
+        self.require(nq, PAUSE)
+        nq.resume_queue("never_paused")
+        nq.pause_queue("twice")
+        nq.pause_queue("twice")
+        assert nq.paused_queues() == {"twice"}
+        assert nq.stats()["twice"] == {"new": 0, "running": 0, "processed": 0, "failed": 0, "cancelled": 0, "paused": 1}
+        nq.resume_queue("twice")
+        nq.resume_queue("twice")
+        assert nq.paused_queues() == set()
+        for bad in ("", "x" * 129, 7):
+            with pytest.raises(ConfigurationError):
+                nq.pause_queue(bad)  # type: ignore[arg-type]
+
+    def test_pause_without_the_capability_is_refused(self, nq: Neoq) -> None:
+        if PAUSE in nq.backend.capabilities:
+            pytest.skip("the backend declares 'pause'")
+        with pytest.raises(ConfigurationError, match="'pause' capability"):
+            nq.pause_queue("q")
+        assert nq.paused_queues() == set()
+
+    # -- snoozing ------------------------------------------------------------------------
+
+    def test_snooze_runs_the_job_again_later_without_a_failure_or_a_retry(self, nq: Neoq) -> None:
+        self.require(nq, SNOOZE)
+        runs: list[tuple[float, int, int, int]] = []
+
+        def handler(job: Job) -> None:
+            runs.append((time.monotonic(), job.attempts, job.snoozes, job.retries))
+            if len(runs) < 3:
+                raise Snooze(timedelta(milliseconds=200) if len(runs) == 1 else 0.2)
+
+        nq.start("snooze", handler, max_retries=0)  # no retry at all: a snooze is none
+        job = self.wait_status(nq, nq.enqueue(Job(queue="snooze", payload={})), JobStatus.PROCESSED)
+        assert [run[1:] for run in runs] == [(1, 0, 0), (2, 1, 0), (3, 2, 0)]
+        assert all(later[0] - earlier[0] >= 0.15 for earlier, later in itertools.pairwise(runs))
+        assert (job.attempts, job.snoozes, job.retries, job.error) == (3, 2, 0, None)
+
+    def test_a_snoozed_job_waits_as_new_until_its_time(self, nq: Neoq) -> None:
+        self.require(nq, SNOOZE)
+        runs: list[int] = []
+
+        def handler(job: Job) -> None:
+            runs.append(job.attempts)
+            if len(runs) == 1:
+                raise Snooze(60)
+
+        nq.start("snooze_wait", handler)
+        job_id = nq.enqueue(Job(queue="snooze_wait", payload={}))
+        job = wait_for(lambda: (j := nq.get_job(job_id)) is not None and j.snoozes == 1 and j)
+        assert job.status is JobStatus.NEW and job.run_after is not None and job.run_after > utc_now()
+        assert runs == [1]
+
+    def test_snoozing_past_the_cap_fails_the_job_clearly(self, nq: Neoq) -> None:
+        self.require(nq, SNOOZE)
+
+        def handler(job: Job) -> None:
+            raise Snooze(0)
+
+        nq.start("snooze_cap", handler)
+        job_id = nq.enqueue(Job(queue="snooze_cap", payload={}))
+        job = self.wait_status(nq, job_id, JobStatus.FAILED, timeout=60)
+        assert job.snoozes == MAX_SNOOZES and job.attempts == MAX_SNOOZES + 1 and job.retries == 0
+        assert job.error is not None and job.error.startswith("SnoozeLimitError:")
+
+    def test_snooze_checks_its_delay(self) -> None:
+        for bad in (-1, float("nan"), "5", timedelta(days=-1)):
+            with pytest.raises(ConfigurationError, match="Snooze delay"):
+                Snooze(bad)  # type: ignore[arg-type]
+        assert Snooze(timedelta(minutes=1)).delay == 60.0
+
+    def test_snooze_without_the_capability_fails_the_attempt(self, nq: Neoq) -> None:
+        if SNOOZE in nq.backend.capabilities:
+            pytest.skip("the backend declares 'snooze'")
+
+        def handler(job: Job) -> None:
+            raise Snooze(1)
+
+        nq.start("snooze_none", handler, max_retries=0)
+        job = self.wait_status(nq, nq.enqueue(Job(queue="snooze_none", payload={})), JobStatus.FAILED)
+        assert job.error is not None and job.error.startswith("Snooze:")

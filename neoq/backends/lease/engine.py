@@ -391,6 +391,22 @@ class LeaseEngine:
         if stale:
             self._give_back(stale)
 
+    def give_back_queue(self, queue: str) -> None:
+        """Give back every job leased ahead for ``queue`` that no loop started (its queue was paused)."""
+        mine = self._queues.get(queue)
+        returned: list[LeaseToken] = []
+        with self._lock:
+            while mine is not None and mine.buffer:
+                try:
+                    lease = mine.buffer.popleft().token  # a claim loop may take one meanwhile
+                except IndexError:
+                    break
+                lease.settled = True
+                self._leases.pop(lease.job_id, None)
+                returned.append(lease)
+        if returned:
+            self._give_back(returned)
+
     def _give_back(self, leases: list[LeaseToken]) -> None:
         """Give unstarted leased jobs back (due as before, attempt uncounted); else their leases expire."""
         try:

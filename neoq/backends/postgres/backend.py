@@ -18,8 +18,9 @@ How it works, in one screen:
   its own, on a second (autocommit) connection, before its handler runs, so a job that kills
   every worker still ends FAILED (``Settles.send_count``; migration 0003).
 - **Wake-ups.** One LISTEN connection per client, on one channel for all queues; the payload is
-  ``q:<queue>`` (jobs to look at) or ``c:<job id>`` (a cancellation of that job may be recorded:
-  look in this client's ``neoq_cancellations``; only a recorded request cancels). Enqueues notify
+  ``q:<queue>`` (jobs to look at), ``c:<job id>`` (a cancellation of that job may be recorded:
+  look in this client's ``neoq_cancellations``; only a recorded request cancels) or ``p:<queue>``
+  (paused: give back what was leased ahead for it; flow.py). Enqueues notify
   inside their transaction, so nothing wakes before the commit. Claims wait in ``neoq.waiting``
   (``Backend.claim``): the listener's notifications, this process's enqueues and a reconnect
   signal it (``_signal``; notices.py lets the notifications of its own enqueues go); each look
@@ -44,16 +45,14 @@ from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
-from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, PRIORITY, SHARED, TRANSACTION
+from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION
 from ..lease import LeaseEngine, LeaseToken
 from . import forking, inspection, runtime
 from .cancels import _Cancels
 from .claims import TransactionClaims
-from .common import (
-    CHANNEL,
-    Conn,
-)
+from .common import CHANNEL, Conn
 from .enqueue import Enqueuer
+from .flow import FLOW_CAPABILITIES, PostgresFlow
 from .leasestore import PostgresLeaseStore
 from .notices import LocalNotices
 from .pools import Connections
@@ -74,7 +73,7 @@ _NOT_OPEN = "the PostgreSQL backend is not open (call open(), or use neoq.new())
 # -- the backend ---------------------------------------------------------------------------
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(PostgresFlow, Backend):
     """Jobs in a PostgreSQL database, shared by every client that uses it.
 
     ``url`` is a libpq connection string or URL (``postgresql://user:pw@host:5432/db?sslmode=...``);
@@ -105,13 +104,10 @@ class PostgresBackend(Backend):
 
     handler_modes = frozenset(HANDLER_MODES)
 
-    #: The flow-control capabilities it has in both modes (docs/flow-control.md).
-    _FLOW_CONTROL = frozenset({PRIORITY})
-
     @property
     def capabilities(self) -> frozenset[str]:
         """What this backend offers, as configured (see ``neoq.backends.capabilities``)."""
-        offered = {SHARED, ENQUEUE_IN_TRANSACTION, *self._FLOW_CONTROL}
+        offered = {SHARED, ENQUEUE_IN_TRANSACTION, *FLOW_CAPABILITIES}
         if self._settings.default_mode == "transaction":
             offered.add(TRANSACTION)
         if self._settings.listen:
@@ -178,6 +174,7 @@ class PostgresBackend(Backend):
                 recorded_cancels=self._recorded_cancels,
                 redeliver_cancels=self._cancels.redeliver,
                 signal_all=lambda: self._signal(None),
+                on_pause=self._paused_elsewhere,
             )
             self._reopen = False
             forking.track_backend(self)

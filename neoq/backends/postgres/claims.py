@@ -113,9 +113,9 @@ class TransactionClaims:
                 return Look(due_in=idle[0], held=idle[1])
             claim = self._take(pools, conn, row, started)
             if claim is not None:
-                more = bool(row[15])
+                more = bool(row[16])
                 # Nothing else due: the probe's next due time completes the answer.
-                return Look(claim, more=more, due_in=None if more else row[16])
+                return Look(claim, more=more, due_in=None if more else row[17])
             # Its job was cancelled while it waited: look again.
 
     def chain(self, claim: Claim, held: _Held, outcome: Outcome, queue: str) -> Look[Claim] | None:

@@ -121,7 +121,7 @@ class PostgresLeaseStore:
         running = JobStatus.RUNNING
         for row in rows:
             job_id = row[0]
-            job = _job(row, str(job_id), running, row[11], row[12], None, row[15])
+            job = _job(row, str(job_id), running, row[11], row[12], None, row[15], row[16])
             leased.append((job, job_id, row[10], row[4].astimezone(utc), row[13]))
         return leased, None, False
 
@@ -133,6 +133,7 @@ class PostgresLeaseStore:
         errors: list[str] = []
         run_afters: list[str] = []
         retries: list[str] = []
+        snoozed: list[str] = []
         processed = JobStatus.PROCESSED
         for pending in batch:
             lease, outcome = pending.lease, pending.outcome
@@ -144,6 +145,7 @@ class PostgresLeaseStore:
                 errors.append("NULL")
                 run_afters.append(str((lease.due_at - _EPOCH) // _MICROSECOND))
                 retries.append("NULL")
+                snoozed.append("0")
                 continue
             retry = status is JobStatus.NEW
             # A retry is due at its own time; a finished job gets back the time it was due.
@@ -152,6 +154,7 @@ class PostgresLeaseStore:
             errors.append(_text_element(outcome.error))
             run_afters.append(str((run_after - _EPOCH) // _MICROSECOND))
             retries.append(str(outcome.retries) if retry and outcome.retries is not None else "NULL")
+            snoozed.append("1" if outcome.snoozed else "0")
         # Array literals ('{1,2}') built here: psycopg adapts a list element by element in Python.
         params = {
             "ids": "{" + ",".join(ids) + "}",
@@ -160,6 +163,7 @@ class PostgresLeaseStore:
             "errors": "{" + ",".join(errors) + "}",
             "run_afters": "{" + ",".join(run_afters) + "}",
             "retries": "{" + ",".join(retries) + "}",
+            "snoozed": "{" + ",".join(snoozed) + "}",
             "channel": CHANNEL,
         }
         with self._conn(f"writing the outcomes of {len(batch)} jobs") as conn:

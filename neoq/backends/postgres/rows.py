@@ -21,7 +21,7 @@ from ...job import Job, JobStatus
 #: The fields ``_job`` sets; the others keep ``Job``'s defaults.
 _SET_BY_ROW = frozenset(
     {"queue", "payload", "run_after", "deadline", "max_retries", "fingerprint", "priority", "id", "status"}
-    | {"retries", "attempts", "error", "created_at", "ran_at", "finished_at"}
+    | {"retries", "attempts", "snoozes", "error", "created_at", "ran_at", "finished_at"}
 )
 
 
@@ -53,6 +53,7 @@ def _job(
     ran_at: datetime | None,
     finished_at: datetime | None = None,
     priority: int = 0,
+    snoozes: int = 0,
 ) -> Job:
     """The one mapping of a job row (its first ten columns) and what the query says beyond them.
 
@@ -71,6 +72,7 @@ def _job(
         "status": status,
         "retries": row[7],
         "attempts": attempts,
+        "snoozes": snoozes,
         "error": row[8],
         "created_at": row[9].astimezone(_UTC),
         "ran_at": None if ran_at is None else ran_at.astimezone(_UTC),
@@ -88,10 +90,10 @@ def _job(
 
 
 def _job_from_row(row: tuple[Any, ...]) -> Job:
-    """A row of ``job_view``: the ten columns, then status, attempts, ran_at, finished_at, priority."""
-    return _job(row, str(row[0]), JobStatus(row[10]), row[11], row[12], row[13], row[14])
+    """A row of ``job_view``: the ten columns, then status, attempts, ran_at, finished_at, priority, snoozes."""
+    return _job(row, str(row[0]), JobStatus(row[10]), row[11], row[12], row[13], row[14], row[15])
 
 
 def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datetime | None) -> Job:
     """A row a claim locked (``claimed_job``): running its attempt number ``attempts`` since ``ran_at``."""
-    return _job(row, job_id, JobStatus.RUNNING, attempts, ran_at, None, row[14])
+    return _job(row, job_id, JobStatus.RUNNING, attempts, ran_at, None, row[14], row[15])

@@ -63,6 +63,7 @@ def settle_params(job: Job, outcome: Outcome, held: _Held, counted: int = 1) -> 
         "error": None if status is JobStatus.PROCESSED else outcome.error,
         "run_after": outcome.run_after if status is JobStatus.NEW else None,
         "retries": outcome.retries if status is JobStatus.NEW else None,
+        "snoozed": 1 if outcome.snoozed else 0,
         "channel": CHANNEL,
     }
 

@@ -13,11 +13,13 @@
 -- Losing a lease in a server crash loses nothing (the job is due again), so the statement commits
 -- asynchronously; the outcome that follows is written durably.
 -- The claim order is (priority DESC, run_after, id), read as three ranges, each from its index and
--- only as far as the ranges before it left room (queries.sql: claimed_job; migration 0006).
+-- only as far as the ranges before it left room (queries.sql: claimed_job; migration 0006). A
+-- paused queue's jobs are not taken.
 WITH high AS (
     SELECT j.id, j.run_after
     FROM neoq_jobs j
     WHERE j.queue = %(queue)s AND j.status = 'new' AND j.priority > 0 AND j.run_after <= now()
+      AND NOT EXISTS (SELECT 1 FROM neoq_queue_pauses q WHERE q.queue = %(queue)s)
       -- Evaluated once, before the first row of the first range (always read): this statement's
       -- own transaction commits without waiting for its WAL to reach the disk (SET LOCAL in one
       -- statement, PgBouncer-safe).
@@ -29,6 +31,7 @@ WITH high AS (
     SELECT j.id, j.run_after
     FROM neoq_jobs j
     WHERE j.queue = %(queue)s AND j.status = 'new' AND j.priority = 0 AND j.run_after <= now()
+      AND NOT EXISTS (SELECT 1 FROM neoq_queue_pauses q WHERE q.queue = %(queue)s)
     ORDER BY j.run_after, j.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -36,6 +39,7 @@ WITH high AS (
     SELECT j.id, j.run_after
     FROM neoq_jobs j
     WHERE j.queue = %(queue)s AND j.status = 'new' AND j.priority < 0 AND j.run_after <= now()
+      AND NOT EXISTS (SELECT 1 FROM neoq_queue_pauses q WHERE q.queue = %(queue)s)
     ORDER BY j.priority DESC, j.run_after, j.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -49,7 +53,7 @@ WITH high AS (
     FROM picked p
     WHERE j.id = p.id
     RETURNING j.id, j.queue, j.fingerprint, j.payload, p.run_after AS due_at, j.deadline, j.max_retries,
-              j.retries, j.error, j.created_at, j.lease_token, j.priority
+              j.retries, j.error, j.created_at, j.lease_token, j.priority, j.snoozes
 ), counted AS (
     INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at)
     SELECT l.id, 1, clock_timestamp() FROM leased l
@@ -59,14 +63,16 @@ WITH high AS (
 SELECT l.id, l.queue, l.fingerprint, l.payload, l.due_at, l.deadline, l.max_retries, l.retries, l.error,
        l.created_at, l.lease_token, c.attempts, c.ran_at,
        EXISTS (SELECT 1 FROM neoq_cancellations x WHERE x.job_id = l.id) AS cancel_requested,
-       NULL::float8 AS next_due, l.priority
+       NULL::float8 AS next_due, l.priority, l.snoozes
 FROM leased l JOIN counted c ON c.job_id = l.id
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
         FROM neoq_jobs n
-        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()),
-       NULL
+        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()
+          -- A paused queue: nothing scheduled, its loops wait for the resume's notification.
+          AND NOT EXISTS (SELECT 1 FROM neoq_queue_pauses q WHERE q.queue = %(queue)s)),
+       NULL, NULL
 WHERE NOT EXISTS (SELECT 1 FROM leased);
 
 -- name: lease_settle
@@ -79,16 +85,17 @@ WITH t AS (
     SELECT u.id, u.token, u.status, u.error,
            timestamptz 'epoch' + u.micros / 1000000 * interval '1 second'
                + mod(u.micros, 1000000) * interval '1 microsecond' AS run_after,
-           u.retries
+           u.retries, u.snoozed
     FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(statuses)s::text[], %(errors)s::text[],
-                %(run_afters)s::bigint[], %(retries)s::integer[])
-         AS u(id, token, status, error, micros, retries)
+                %(run_afters)s::bigint[], %(retries)s::integer[], %(snoozed)s::integer[])
+         AS u(id, token, status, error, micros, retries, snoozed)
 ), done AS (
     UPDATE neoq_jobs j
     SET status = t.status,
         error = t.error,
         run_after = t.run_after,
         retries = coalesce(t.retries, j.retries),
+        snoozes = j.snoozes + t.snoozed,
         finished_at = CASE WHEN t.status = 'new' THEN NULL ELSE now() END,
         lease_owner = NULL
     FROM t

@@ -7,10 +7,13 @@
 
 -- name: due_job
 -- A due job of a queue as a claim locks it; each user adds its priority range, order and lock.
+-- None while the queue is paused (read once per statement: pause_queue waits for the statements
+-- that read it before the pause, see flow.py).
 SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
-       j.error, j.created_at, j.xmax AS locker, j.xmin AS creator, j.priority
+       j.error, j.created_at, j.xmax AS locker, j.xmin AS creator, j.priority, j.snoozes
 FROM neoq_jobs j
 WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
+  AND NOT EXISTS (SELECT 1 FROM neoq_queue_pauses p WHERE p.queue = %(queue)s)
 
 -- name: claimed_job
 -- The start of claim and claim_probe: the next due job of a queue locked, with its attempts so
@@ -50,7 +53,7 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
        neoq_attempts_of(job.id) AS attempts,
        now() AS claimed_at,
        coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost,
-       job.priority
+       job.priority, job.snoozes
 
 -- name: claim
 -- Lock the next due job of a queue; no row when none is due (claim_idle then says more).
@@ -74,13 +77,16 @@ FROM job;
 -- name: claim_idle
 -- After a claim found nothing due, in its transaction: when the queue's next job comes due
 -- (seconds from now, by the database's clock), and whether due jobs exist that others hold.
+-- Neither while the queue is paused: its claim loops wait for the resume's notification.
 SELECT (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
         FROM neoq_jobs n
-        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()) AS next_due,
+        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now() AND NOT p.paused) AS next_due,
        -- ORDER BY ... LIMIT 1 keeps the planner on the neoq_jobs_due index (a bare EXISTS may pick a
        -- sequential scan, which an idle probe would then pay for on a large table).
-       EXISTS (SELECT 1 FROM neoq_jobs b WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now()
-               ORDER BY b.run_after LIMIT 1) AS busy;
+       NOT p.paused
+       AND EXISTS (SELECT 1 FROM neoq_jobs b WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now()
+                   ORDER BY b.run_after LIMIT 1) AS busy
+FROM (SELECT EXISTS (SELECT 1 FROM neoq_queue_pauses q WHERE q.queue = %(queue)s) AS paused) p;
 
 -- name: count_attempt
 -- Counts an attempt that ended without a settle (the claim saw it: ``lost``). Runs on a second
@@ -103,7 +109,8 @@ WHERE j.id = %(id)s
 ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at;
 
 -- name: settle
--- Store an attempt's outcome in the claim's transaction, and add ``counted`` to its attempts
+-- Store an attempt's outcome in the claim's transaction (``snoozed``: 1 for raise neoq.Snooze,
+-- else 0), and add ``counted`` to its attempts
 -- (1; for a job cancelled before it started, 0, or 1 for an earlier attempt the claim saw lost).
 -- A cancellation request that arrived while the job ran turns a retry (or a put-back at
 -- shutdown) into CANCELLED.
@@ -124,6 +131,7 @@ SET status = o.status,
     error = %(error)s,
     run_after = coalesce(%(run_after)s, j.run_after),
     retries = coalesce(%(retries)s, j.retries),
+    snoozes = j.snoozes + %(snoozed)s::integer,
     finished_at = CASE WHEN o.status = 'new' THEN NULL ELSE clock_timestamp() END,
     lease_owner = NULL
 FROM outcome o
@@ -198,7 +206,7 @@ SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_r
        CASE WHEN l.locker = 'in progress'
             THEN (SELECT s.xact_start FROM pg_stat_activity s WHERE s.backend_xid = j.xmax)
             ELSE a.ran_at END,
-       j.finished_at, j.priority
+       j.finished_at, j.priority, j.snoozes
 FROM neoq_jobs j
 CROSS JOIN LATERAL (
     SELECT CASE WHEN j.status <> 'new' THEN j.status
@@ -245,7 +253,7 @@ GROUP BY 1, 2;
 -- A finished job becomes due now with fresh counters; its queue is woken on commit.
 WITH job AS (
     UPDATE neoq_jobs
-    SET status = 'new', run_after = now(), retries = 0, error = NULL, finished_at = NULL
+    SET status = 'new', run_after = now(), retries = 0, snoozes = 0, error = NULL, finished_at = NULL
     WHERE id = %(id)s AND status <> 'new'
     RETURNING id, queue
 ), attempts AS (
@@ -314,3 +322,30 @@ SELECT count(*) FROM gone;
 DELETE FROM neoq_ticks t
 WHERE t.tick < %(cutoff)s::timestamptz
   AND t.tick < (SELECT max(m.tick) FROM neoq_ticks m WHERE m.key = t.key);
+
+-- name: pause_queue
+-- Pause a queue (once: a second pause keeps the first's time) and tell every client, whose lease
+-- mode gives back the jobs it leased ahead for the queue.
+WITH paused AS (
+    INSERT INTO neoq_queue_pauses (queue) VALUES (%(queue)s) ON CONFLICT (queue) DO NOTHING
+)
+SELECT pg_notify(%(channel)s, 'p:' || %(queue)s::text) IS NULL;
+
+-- name: claims_under_way
+-- Statements that may have read the pauses before the last one committed, still running: claims
+-- of either mode (the only statements naming the table, besides this one, which is left out). The
+-- query text of another role's session is hidden without pg_read_all_stats: not counted.
+SELECT count(*)
+FROM pg_stat_activity s
+WHERE s.datname = current_database() AND s.pid <> pg_backend_pid() AND s.state = 'active'
+  AND s.query_start < statement_timestamp() AND position('neoq_queue_pauses' IN s.query) > 0;
+
+-- name: resume_queue
+-- Resume a queue and wake its claim loops in every client.
+WITH resumed AS (
+    DELETE FROM neoq_queue_pauses WHERE queue = %(queue)s RETURNING queue
+)
+SELECT pg_notify(%(channel)s, 'q:' || r.queue) IS NULL FROM resumed r;
+
+-- name: paused_queues
+SELECT queue FROM neoq_queue_pauses ORDER BY queue;

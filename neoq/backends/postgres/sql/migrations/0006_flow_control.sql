@@ -9,3 +9,15 @@ ALTER TABLE neoq_jobs ADD COLUMN priority smallint NOT NULL DEFAULT 0
     CONSTRAINT neoq_jobs_priority_range CHECK (priority BETWEEN -100 AND 100);
 CREATE INDEX neoq_jobs_due_priority ON neoq_jobs (queue, priority DESC, run_after, id)
     WHERE status = 'new' AND priority <> 0;
+
+-- Paused queues: a claim of either mode takes no job of a queue named here (the claims read it in
+-- the statement that locks the job), and a look at it says nothing is due, so its claim loops wait
+-- for the resume's notification. Tiny, and read by key: one index probe per claim.
+CREATE TABLE neoq_queue_pauses (
+    queue     text PRIMARY KEY,
+    paused_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Snoozes (raise neoq.Snooze): attempts that asked to run again later, counted in neoq_attempts
+-- like every attempt, and here too, so that they count neither as failures nor as retries.
+ALTER TABLE neoq_jobs ADD COLUMN snoozes integer NOT NULL DEFAULT 0;

@@ -1,0 +1,82 @@
+"""The PostgreSQL backend's flow control (docs/flow-control.md): a mixin of ``PostgresBackend``.
+
+**Pausing.** A paused queue has a row in ``neoq_queue_pauses`` (migration 0006). Every claim
+statement, in either mode, reads it in the statement that locks the job, so a claim that starts
+after the pause committed takes nothing. A claim statement already running when it committed
+read the table before: ``pause_queue`` waits for those (``pg_stat_activity``: active statements
+that name the table and began before the wait's own statement), so that once it returns no claim
+of the queue is made anywhere. Where the server hides other sessions' query text (another role,
+without ``pg_read_all_stats``) it cannot see them, and does not wait. The pause is announced
+(``p:<queue>``): each client's lease mode gives back the jobs it had leased ahead for the queue
+and not started. ``resume_queue`` deletes the row and notifies ``q:<queue>``, which wakes the
+queue's claim loops everywhere (a look at a paused queue answers "nothing due, none scheduled",
+so they wait for it, or for the poll interval).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from ..capabilities import PAUSE, PRIORITY, SNOOZE
+from .common import CHANNEL
+from .queries import QUERIES
+
+if TYPE_CHECKING:
+    from ..lease import LeaseEngine
+    from .pools import Connections
+
+__all__ = ["FLOW_CAPABILITIES", "PostgresFlow"]
+
+logger = logging.getLogger(__name__)
+
+#: The flow-control capabilities of the PostgreSQL backend, in both modes.
+FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE})
+
+#: The longest ``pause_queue`` waits for claim statements that began before it (seconds): a claim
+#: statement takes milliseconds, so only a stuck server makes it give up (with a warning).
+PAUSE_WAIT = 10.0
+
+
+class PostgresFlow:
+    """``pause_queue``, ``resume_queue``, ``paused_queues`` (on the backend's aux connections)."""
+
+    _conns: Connections
+    _lease_engine: LeaseEngine | None
+
+    def _signal(self, queues: Iterable[str] | None) -> None:  # pragma: no cover - the backend's
+        raise NotImplementedError
+
+    def pause_queue(self, queue: str) -> None:
+        with self._conns.aux(f"pausing queue {queue!r}") as conn:
+            conn.execute(QUERIES["pause_queue"], {"queue": queue, "channel": CHANNEL})
+            # Committed (autocommit): claims from now on see it. Wait for those that began before.
+            deadline = time.monotonic() + PAUSE_WAIT
+            pause = 0.001
+            while True:
+                row = conn.execute(QUERIES["claims_under_way"]).fetchone()
+                if row is None or not row[0]:
+                    break
+                if time.monotonic() >= deadline:
+                    logger.warning("neoq: pausing queue %r: %d claims under way did not end in time", queue, row[0])
+                    break
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        self._paused_elsewhere(queue)  # this client's own lease buffer, without the notification's delay
+
+    def resume_queue(self, queue: str) -> None:
+        with self._conns.aux(f"resuming queue {queue!r}") as conn:
+            conn.execute(QUERIES["resume_queue"], {"queue": queue, "channel": CHANNEL})
+        self._signal([queue])  # this client's loops at once (and without a listener)
+
+    def paused_queues(self) -> set[str]:
+        with self._conns.aux("reading the paused queues") as conn:
+            return {row[0] for row in conn.execute(QUERIES["paused_queues"]).fetchall()}
+
+    def _paused_elsewhere(self, queue: str) -> None:
+        """A ``p:<queue>`` notification: give back the jobs leased ahead for ``queue``, not started."""
+        engine = self._lease_engine
+        if engine is not None:
+            engine.give_back_queue(queue)

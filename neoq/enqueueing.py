@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from .backends.base import Backend
-from .backends.capabilities import PRIORITY
+from .backends.capabilities import PRIORITY, UNIQUE_FOR
 from .errors import InvalidJobError
 from .hooks import Hooks
 from .job import Job, prepare_job
@@ -44,7 +44,7 @@ class Enqueuer:
         )
         #: What the store cannot honour of a job's flow-control fields: each is refused before
         #: anything is stored (``_refuse``). Empty for memory and PostgreSQL: no check at all.
-        self._unsupported = frozenset({PRIORITY}) - backend.capabilities
+        self._unsupported = frozenset({PRIORITY, UNIQUE_FOR}) - backend.capabilities
         #: Set by ``neoq.new()`` when nothing named the store: the first enqueue into a queue this
         #: client does not run warns, once, that no other process can run it.
         self.warn_private = False
@@ -100,12 +100,16 @@ class Enqueuer:
 
     def _refuse(self, job: Job, index: int | None) -> None:
         """Raise ``InvalidJobError`` when ``job`` uses a flow-control field the store lacks the capability for."""
-        if PRIORITY in self._unsupported and job.priority:
-            where = "" if index is None else f"job {index}: "
-            raise InvalidJobError(
-                f"{where}priority={job.priority} needs a backend with the 'priority' capability; "
-                f"{type(self._backend).__name__} does not offer it (give priority=0)"
-            )
+        where = "" if index is None else f"job {index}: "
+        for capability, used, default in (
+            (PRIORITY, job.priority != 0, "priority=0"),
+            (UNIQUE_FOR, job.unique_for is not None, "unique_for=None"),
+        ):
+            if used and capability in self._unsupported:
+                raise InvalidJobError(
+                    f"{where}{capability}= needs a backend with the {capability!r} capability; "
+                    f"{type(self._backend).__name__} does not offer it (give {default})"
+                )
 
     def _warn_private(self, queues: Iterable[str]) -> None:
         """Warn, once, that jobs go where only this process can run them: what a web process

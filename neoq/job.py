@@ -24,6 +24,7 @@ from .defaults import (
 )
 from .errors import ConfigurationError, InvalidJobError
 from .jsontext import FLAT_ENCODE, canonical_json, compact_json
+from .uniqueness import check_unique_for
 
 __all__ = [
     "Job",
@@ -64,13 +65,12 @@ class Job:
     """A unit of work: a JSON payload for the handler of a queue.
 
     Applications set ``queue``, ``payload`` and optionally ``run_after``, ``deadline``,
-    ``max_retries`` and ``fingerprint``; the backend sets the rest.
-
+    ``max_retries``, ``fingerprint``, ``priority`` and ``unique_for``; the backend sets the rest.
     Limits, the same on every backend: ``enqueue`` raises ``InvalidJobError`` naming the field,
     and stores nothing, for a ``run_after`` or ``deadline`` outside 1970-01-01 to 9000-01-01
     UTC, a ``max_retries`` that is not an ``int`` from 0 to 1,000,000, or a ``fingerprint``
-    that is empty, longer than 256 characters, or holds a NUL character or a lone surrogate, or a
-    ``priority`` that is not an ``int`` from -100 to 100.
+    that is empty, longer than 256 characters, or holds a NUL character or a lone surrogate, a
+    ``priority`` that is not an ``int`` from -100 to 100, or a ``unique_for`` not above 0.
     """
 
     #: The queue whose handler runs the job: non-empty, at most 128 characters.
@@ -90,6 +90,9 @@ class Job:
     #: Higher runs first among the queue's due jobs (then ``run_after``, then enqueue order): an
     #: ``int`` from -100 to 100, as in ``django.tasks``. Needs the ``"priority"`` capability when not 0.
     priority: int = 0
+    #: Refuse the enqueue (``DuplicateJobError``) if the same queue and fingerprint were enqueued with a
+    #: ``unique_for`` less than this long ago (seconds, or a ``timedelta``), whatever became of that job.
+    unique_for: timedelta | float | None = None
     #: Set by the backend: the job's id.
     id: str | None = None
     #: Set by the backend: see ``JobStatus``.
@@ -120,6 +123,7 @@ class Job:
         max_retries: int | None = None,
         fingerprint: str | None = None,
         priority: int = 0,
+        unique_for: timedelta | float | None = None,
         id: str | None = None,  # noqa: A002 - the field's name
         status: JobStatus = JobStatus.NEW,
         retries: int = 0,
@@ -141,6 +145,7 @@ class Job:
             max_retries=max_retries,
             fingerprint=fingerprint,
             priority=priority,
+            unique_for=unique_for,
             id=id,
             status=status,
             retries=retries,
@@ -352,6 +357,7 @@ def prepare_job(job: object) -> tuple[Job, str]:
         "max_retries": max_retries,
         "fingerprint": fp,
         "priority": priority,
+        "unique_for": None if job.unique_for is None else check_unique_for(job.unique_for),
         "id": None,
         "status": JobStatus.NEW,
         "retries": 0,

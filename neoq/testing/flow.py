@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from ..app import Neoq
-from ..backends.capabilities import PAUSE, PRIORITY, SNOOZE
+from ..backends.capabilities import PAUSE, PRIORITY, SNOOZE, UNIQUE_FOR
 from ..defaults import MAX_SNOOZES
-from ..errors import ConfigurationError, InvalidJobError
+from ..errors import ConfigurationError, DuplicateJobError, InvalidJobError
 from ..flow import Snooze
 from ..handler import Handler
 from ..job import Job, JobStatus
@@ -217,3 +217,62 @@ class FlowTests(SuiteBase):
         nq.start("snooze_none", handler, max_retries=0)
         job = self.wait_status(nq, nq.enqueue(Job(queue="snooze_none", payload={})), JobStatus.FAILED)
         assert job.error is not None and job.error.startswith("Snooze:")
+
+    # -- unique for a period -------------------------------------------------------------
+
+    def test_unique_for_refuses_an_enqueue_within_the_window_whatever_the_status(self, nq: Neoq) -> None:
+        self.require(nq, UNIQUE_FOR)
+        first = nq.enqueue(Job(queue="unique_for", payload={"k": 1}, unique_for=timedelta(seconds=30)))
+        nq.cancel_job(first)  # finished: the plain uniqueness (waiting jobs) would let a new one in
+        with pytest.raises(DuplicateJobError) as refused:
+            nq.enqueue(Job(queue="unique_for", payload={"k": 1}, unique_for=30))
+        assert refused.value.job_id == first and "unique_for" in str(refused.value)
+        # Another fingerprint, or another queue, is another key.
+        nq.enqueue(Job(queue="unique_for", payload={"k": 2}, unique_for=30))
+        nq.enqueue(Job(queue="unique_for_other", payload={"k": 1}, unique_for=30))
+        # A job without unique_for is not refused (its fingerprint is free: the first was cancelled).
+        nq.enqueue(Job(queue="unique_for", payload={"k": 1}))
+
+    def test_unique_for_lets_the_next_enqueue_in_once_the_window_passed(self, nq: Neoq) -> None:
+        self.require(nq, UNIQUE_FOR)
+        nq.start("unique_later", lambda job: None)
+        started = time.monotonic()
+        first = nq.enqueue(Job(queue="unique_later", payload={}, unique_for=0.5))
+        self.wait_status(nq, first, JobStatus.PROCESSED)
+
+        def enqueued() -> str | None:
+            try:
+                return nq.enqueue(Job(queue="unique_later", payload={}, unique_for=0.5))
+            except DuplicateJobError:
+                return None
+
+        second = wait_for(enqueued)
+        assert second != first and time.monotonic() - started >= 0.45
+        # The new job's own window decides: a short one reaches back less far.
+        with pytest.raises(DuplicateJobError):
+            nq.enqueue(Job(queue="unique_later", payload={}, unique_for=30))
+
+    @pytest.mark.parametrize("size", [2, 80], ids=["insert", "copy"])
+    def test_unique_for_refuses_a_whole_batch(self, nq: Neoq, size: int) -> None:
+        self.require(nq, UNIQUE_FOR)
+        held = nq.enqueue(Job(queue="unique_batch", payload={"n": size - 1}, unique_for=60))
+        nq.cancel_job(held)
+        batch = [Job(queue="unique_batch", payload={"n": n}, unique_for=60) for n in range(size)]
+        with pytest.raises(DuplicateJobError, match=f"job {size - 1} ") as refused:
+            nq.enqueue_many(batch)
+        assert refused.value.job_id == held
+        assert [job.id for job in nq.list_jobs(queue="unique_batch")] == [held]  # nothing of the batch
+        assert len(nq.enqueue_many(batch[:-1])) == size - 1  # and its windows were not opened
+
+    @pytest.mark.parametrize("unique_for", [0, -1, "1", float("nan"), timedelta(0), True])
+    def test_unique_for_out_of_range_is_refused_before_storing(self, nq: Neoq, unique_for: object) -> None:
+        with pytest.raises(InvalidJobError, match="unique_for"):
+            nq.enqueue(Job(queue="unique_bad", payload={}, unique_for=unique_for))  # type: ignore[arg-type]
+        assert nq.list_jobs(queue="unique_bad") == []
+
+    def test_unique_for_without_the_capability_is_refused(self, nq: Neoq) -> None:
+        if UNIQUE_FOR in nq.backend.capabilities:
+            pytest.skip("the backend declares 'unique_for'")
+        with pytest.raises(InvalidJobError, match="'unique_for' capability"):
+            nq.enqueue_many([Job(queue="unique_none", payload={}, unique_for=5)])
+        assert nq.list_jobs(queue="unique_none") == []

@@ -16,7 +16,7 @@ from ...job import Job, JobStatus, evolve
 from ...job import copy_job as _copy
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome
-from ..capabilities import GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE
+from ..capabilities import GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
 from .flow import MemoryFlow
 from .queues import LOCK_FREE, Entry, QueueJobs
 from .records import Record, payload_copy, shown, status_of
@@ -47,7 +47,7 @@ class MemoryBackend(MemoryFlow, MemoryUpkeep, Backend):
     transaction to give handlers or to enqueue in.
     """
 
-    capabilities = frozenset({NOTIFY, PRIORITY, PAUSE, SNOOZE, GLOBAL_LIMIT, RATE_LIMIT})
+    capabilities = frozenset({NOTIFY, PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT, RATE_LIMIT})
     #: Its claims hold nothing to free: the runtime skips ``release`` after each attempt.
     needs_release = False
 
@@ -121,10 +121,14 @@ class MemoryBackend(MemoryFlow, MemoryUpkeep, Backend):
             if existing is not None:
                 message = f"job 0 duplicates job {existing} of queue {queue!r}, which is still new"
                 raise DuplicateJobError(message, existing)
+            if job.unique_for is not None:  # flow.py
+                self._check_windows((job,), now.timestamp())
             job_id = str(seq := next(self._ids))
             run_after = job.run_after or now
             record = self._records[job_id] = Record(evolve(job, id=job_id, created_at=now, run_after=run_after), seq)
             self._unique[key] = job_id
+            if job.unique_for is not None:
+                self._open_windows((job,), (job_id,), now.timestamp())
             entry = record.entry = (-job.priority, run_after.timestamp(), seq, 0)
             self._live[entry] = record
             delay = (run_after - now).total_seconds()
@@ -154,6 +158,7 @@ class MemoryBackend(MemoryFlow, MemoryUpkeep, Backend):
                     f"jobs {keys[key]} and {index} of the batch have the same queue {job.queue!r} and fingerprint"
                 )
             keys[key] = index
+        self._check_windows(jobs, now.timestamp())
         ids: list[str] = []
         due: dict[str, list[Entry]] = {}
         for job in jobs:
@@ -166,6 +171,7 @@ class MemoryBackend(MemoryFlow, MemoryUpkeep, Backend):
             ids.append(job_id)
         for queue, entries in due.items():
             self._jobs_of(queue).due.put_many(entries)  # one turn of each queue's mutex per batch
+        self._open_windows(jobs, ids, now.timestamp())
         return ids
 
     def _schedule(self, record: Record, now: datetime, wake: _Wake, due: dict[str, list[Entry]] | None = None) -> None:

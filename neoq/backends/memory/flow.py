@@ -14,11 +14,13 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ...job import evolve
+from ...errors import DuplicateJobError
+from ...job import Job, evolve
+from ...uniqueness import unique_seconds
 from ...waiting import Look
 
 if TYPE_CHECKING:
@@ -62,10 +64,33 @@ class MemoryFlow:
     _now: Callable[[], datetime]
 
     def _flow_init(self) -> None:
+        #: (queue, fingerprint) -> (POSIX time, job id) of its last enqueue with a ``unique_for``.
+        self._windows: dict[tuple[str, str], tuple[float, str]] = {}
         self._paused: set[str] = set()
         self._limits: dict[str, _Limits] = {}
         #: Paused queues and queues with limits: what the hot paths check, one set lookup.
         self._gated: set[str] = set()
+
+    # -- unique for a period (the store's lock held) --------------------------------------
+
+    def _check_windows(self, jobs: Sequence[Job], now: float) -> None:
+        """Raise ``DuplicateJobError`` if a job of ``jobs`` falls in the ``unique_for`` of an earlier enqueue."""
+        for index, job in enumerate(jobs):
+            if job.unique_for is None:
+                continue
+            window = unique_seconds(job)
+            last = self._windows.get((job.queue, job.fingerprint or ""))
+            if last is not None and last[0] > now - window:
+                raise DuplicateJobError(
+                    f"job {index} of queue {job.queue!r} was enqueued as job {last[1]} {now - last[0]:.3g}s ago, "
+                    f"within its unique_for of {window:g}s",
+                    last[1],
+                )
+
+    def _open_windows(self, jobs: Sequence[Job], ids: Sequence[str], now: float) -> None:
+        for job, job_id in zip(jobs, ids, strict=True):
+            if job.unique_for is not None:
+                self._windows[(job.queue, job.fingerprint or "")] = (now, job_id)
 
     # -- pausing -------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ class MemoryUpkeep:
     _records: dict[str, Record]
     _ticks: dict[str, datetime]
     _tick_set: set[tuple[str, datetime]]
+    _windows: dict[tuple[str, str], tuple[float, str]]
     _store: Callable[[Sequence[Job], dict[str, float]], list[str]]
     _wake: Callable[[dict[str, float]], None]
 
@@ -64,4 +65,8 @@ class MemoryUpkeep:
                 self._tick_set = {
                     (key, tick) for key, tick in self._tick_set if tick >= oldest or self._ticks.get(key) == tick
                 }
+            failed = older_than.get(JobStatus.FAILED)
+            if failed is not None:  # unique_for is remembered as long as failed jobs
+                floor_ts = failed.timestamp()
+                self._windows = {key: last for key, last in self._windows.items() if last[0] >= floor_ts}
         return deleted

@@ -11,29 +11,41 @@ without ``pg_read_all_stats``) it cannot see them, and does not wait. The pause 
 and not started. ``resume_queue`` deletes the row and notifies ``q:<queue>``, which wakes the
 queue's claim loops everywhere (a look at a paused queue answers "nothing due, none scheduled",
 so they wait for it, or for the poll interval).
+
+**Unique for a period.** ``open_windows`` runs in the enqueue's transaction, after its rows are
+in: the last enqueue of each queue and fingerprint with a ``unique_for`` is a row of
+``neoq_unique_windows``, and ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` replaces it only when
+it lies outside the new job's ``unique_for``. Concurrent enqueues of one key take turns on that
+row, so exactly one gets in; a refused one raises ``DuplicateJobError`` and its transaction
+(and every job of its batch) rolls back.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..capabilities import PAUSE, PRIORITY, SNOOZE
-from .common import CHANNEL
+from ...errors import DuplicateJobError
+from ...uniqueness import unique_seconds
+from ..capabilities import PAUSE, PRIORITY, SNOOZE, UNIQUE_FOR
+from .common import CHANNEL, Conn
 from .queries import QUERIES
 
 if TYPE_CHECKING:
+    import psycopg
+
+    from ...job import Job
     from ..lease import LeaseEngine
     from .pools import Connections
 
-__all__ = ["FLOW_CAPABILITIES", "PostgresFlow"]
+__all__ = ["FLOW_CAPABILITIES", "PostgresFlow", "open_windows"]
 
 logger = logging.getLogger(__name__)
 
 #: The flow-control capabilities of the PostgreSQL backend, in both modes.
-FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE})
+FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR})
 
 #: The longest ``pause_queue`` waits for claim statements that began before it (seconds): a claim
 #: statement takes milliseconds, so only a stuck server makes it give up (with a warning).
@@ -80,3 +92,29 @@ class PostgresFlow:
         engine = self._lease_engine
         if engine is not None:
             engine.give_back_queue(queue)
+
+
+def open_windows(conn: Conn | psycopg.Connection[Any], jobs: Sequence[Job], ids: Sequence[str]) -> None:
+    """Record the enqueue of ``jobs`` (stored as ``ids``) that have a ``unique_for``, in the caller's
+    transaction; raise ``DuplicateJobError`` for the first that falls in an earlier one's window."""
+    picked = [index for index, job in enumerate(jobs) if job.unique_for is not None]
+    if not picked:
+        return
+    params = {
+        "queues": [jobs[i].queue for i in picked],
+        "fingerprints": [jobs[i].fingerprint or "" for i in picked],
+        "windows": [unique_seconds(jobs[i]) for i in picked],
+        "ids": [int(ids[i]) for i in picked],
+    }
+    row = conn.execute(QUERIES["open_windows"], params).fetchone()
+    if row is None:
+        return
+    index, holder, ago, window = picked[row[0] - 1], row[1], row[2], row[3]
+    job = jobs[index]
+    if holder is None:  # enqueued by a transaction that committed while this one waited
+        raise DuplicateJobError(f"job {index} of queue {job.queue!r} was enqueued just now, within its unique_for")
+    raise DuplicateJobError(
+        f"job {index} of queue {job.queue!r} was enqueued as job {holder} {ago:.3g}s ago, "
+        f"within its unique_for of {window:g}s",
+        str(holder),
+    )

@@ -349,3 +349,31 @@ SELECT pg_notify(%(channel)s, 'q:' || r.queue) IS NULL FROM resumed r;
 
 -- name: paused_queues
 SELECT queue FROM neoq_queue_pauses ORDER BY queue;
+
+-- name: open_windows
+-- The enqueue of jobs with a unique_for (ids already inserted, in the same transaction): record
+-- each as its key's last, unless the key's last enqueue lies within the job's own unique_for.
+-- Returns the first job refused (its place among these, the job that holds the key, how long
+-- ago that one was enqueued); no row when all got in. A concurrent enqueue of the same key waits
+-- for this transaction (ON CONFLICT), then sees its row.
+WITH t AS (
+    SELECT *
+    FROM unnest(%(queues)s::text[], %(fingerprints)s::text[], %(windows)s::float8[], %(ids)s::bigint[])
+         WITH ORDINALITY AS t(queue, fingerprint, seconds, id, ord)
+), opened AS (
+    INSERT INTO neoq_unique_windows AS w (queue, fingerprint, enqueued_at, unique_for, job_id)
+    SELECT t.queue, t.fingerprint, now(), t.seconds, t.id FROM t
+    ON CONFLICT (queue, fingerprint) DO UPDATE
+    SET enqueued_at = excluded.enqueued_at, unique_for = excluded.unique_for, job_id = excluded.job_id
+    WHERE w.enqueued_at <= excluded.enqueued_at - make_interval(secs => excluded.unique_for)
+    RETURNING w.job_id
+)
+SELECT t.ord, w.job_id, EXTRACT(EPOCH FROM now() - w.enqueued_at)::float8, t.seconds
+FROM t LEFT JOIN neoq_unique_windows w ON w.queue = t.queue AND w.fingerprint = t.fingerprint
+WHERE t.id NOT IN (SELECT o.job_id FROM opened o)
+ORDER BY t.ord
+LIMIT 1;
+
+-- name: prune_windows
+-- Unique-for records older than the cutoff (the retention of failed jobs).
+DELETE FROM neoq_unique_windows WHERE enqueued_at < %(cutoff)s::timestamptz;

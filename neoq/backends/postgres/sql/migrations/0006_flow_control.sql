@@ -21,3 +21,16 @@ CREATE TABLE neoq_queue_pauses (
 -- Snoozes (raise neoq.Snooze): attempts that asked to run again later, counted in neoq_attempts
 -- like every attempt, and here too, so that they count neither as failures nor as retries.
 ALTER TABLE neoq_jobs ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
+
+-- Unique for a period (Job.unique_for): the last enqueue of each queue and fingerprint made with a
+-- unique_for, written in the enqueue's transaction. An enqueue whose unique_for reaches back past
+-- that time is refused; the primary key makes concurrent enqueues of the same key take turns, so
+-- exactly one of them gets in. Rows older than the retention of failed jobs are pruned.
+CREATE TABLE neoq_unique_windows (
+    queue       text NOT NULL,
+    fingerprint text NOT NULL,
+    enqueued_at timestamptz NOT NULL,
+    unique_for  float8 NOT NULL,
+    job_id      bigint NOT NULL,
+    PRIMARY KEY (queue, fingerprint)
+);

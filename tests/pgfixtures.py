@@ -43,6 +43,7 @@ NEOQ_TABLES = (
     "neoq_ticks",
     "neoq_queue_pauses",
     "neoq_unique_windows",
+    "neoq_slots",
 )
 
 

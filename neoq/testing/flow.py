@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ..app import Neoq
-from ..backends.capabilities import PAUSE, PRIORITY, SNOOZE, UNIQUE_FOR
+from ..backends.capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, SNOOZE, UNIQUE_FOR
 from ..defaults import MAX_SNOOZES
 from ..errors import ConfigurationError, DuplicateJobError, InvalidJobError
 from ..flow import Snooze
@@ -276,3 +276,38 @@ class FlowTests(SuiteBase):
         with pytest.raises(InvalidJobError, match="'unique_for' capability"):
             nq.enqueue_many([Job(queue="unique_none", payload={}, unique_for=5)])
         assert nq.list_jobs(queue="unique_none") == []
+
+    # -- global limits -------------------------------------------------------------------
+
+    def test_global_limit_caps_the_jobs_running_at_once(self, nq: Neoq) -> None:
+        self.require(nq, GLOBAL_LIMIT)
+        lock = threading.Lock()
+        running = [0]
+        peak = [0]
+
+        def handler(job: Job) -> None:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.03)
+            with lock:
+                running[0] -= 1
+
+        nq.start("limited", Handler(handler, concurrency=8, global_limit=3))
+        ids = nq.enqueue_many([Job(queue="limited", payload={"n": n}) for n in range(30)])
+        wait_for(lambda: nq.stats()["limited"]["processed"] == 30, timeout=60)
+        assert peak[0] == 3  # reached, never passed
+        # Held back is not an attempt: each job ran once.
+        assert {job.attempts for job in map(nq.get_job, ids) if job is not None} == {1}
+
+    @pytest.mark.parametrize("limit", [0, -1, 1.5, True, "3"])
+    def test_global_limit_is_checked(self, limit: object) -> None:
+        with pytest.raises(ConfigurationError, match="global_limit"):
+            Handler(lambda job: None, global_limit=limit)  # type: ignore[arg-type]
+
+    def test_global_limit_without_the_capability_is_refused(self, nq: Neoq) -> None:
+        if GLOBAL_LIMIT in nq.backend.capabilities:
+            pytest.skip("the backend declares 'global_limit'")
+        with pytest.raises(ConfigurationError, match="'global_limit' capability"):
+            nq.start("limited_none", Handler(lambda job: None, global_limit=2))
+        assert "limited_none" not in nq.handlers

@@ -288,6 +288,7 @@ class PostgresBackend(PostgresFlow, Backend):
             self._listen_now()
         self._queue_modes[queue] = handler.mode or self._settings.default_mode
         self._prefetch[queue] = handler.concurrency
+        self._prepare_flow(queue, handler)  # flow.py: a global limit's slots
 
     def _lease(self) -> LeaseEngine:
         """The lease engine of this open backend, started on first use."""
@@ -301,6 +302,7 @@ class PostgresBackend(PostgresFlow, Backend):
                 store = PostgresLeaseStore(
                     s.url, kwargs=s.aux_kwargs, connect_timeout=s.connect_timeout, safe_url=s.safe_url, wrap=self._wrap
                 )
+                self._flow_store(store)
                 engine = self._lease_engine = LeaseEngine(
                     store,
                     s.lease_seconds,
@@ -405,8 +407,7 @@ class PostgresBackend(PostgresFlow, Backend):
             self._transactions.settles.release(held)
 
     def _signal(self, queues: Iterable[str] | None) -> None:
-        """Something of ``queues`` (every queue when None: a reconnect) may be due now: have one
-        waiting claim loop of each look. The one place that signals a queue."""
+        """``queues`` (None: all, a reconnect) may have due jobs: one loop of each looks. The one place that signals."""
         waiting = self._waiting
         if waiting is not None:
             if queues is None:

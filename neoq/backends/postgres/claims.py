@@ -36,6 +36,7 @@ from ...job import Job
 from ...waiting import Look
 from ..base import Claim, Outcome
 from .common import Conn, _close_quietly
+from .queries import QUERIES
 from .rows import _claimed_job
 from .settles import Settles
 from .state import _Held, _Pools
@@ -52,6 +53,7 @@ from .wire import (
     _exchange_prepared,
     _Hot,
     _load_row,
+    _numbered,
     _prepare_again,
     _receive,
     _result_error,
@@ -64,6 +66,10 @@ logger = logging.getLogger(__name__)
 
 #: How long a look waits for a worker connection at most (seconds; the connect timeout if shorter).
 _GETCONN_WAIT = 2.0
+
+#: The claims of a queue with a global limit ($n text, parameter names): sent whole, not prepared.
+_LIMITED = _numbered(QUERIES["claim_limited"])
+_LIMITED_PROBE = _numbered(QUERIES["claim_probe_limited"])
 
 #: A look that found nothing: (seconds until the next job is due or None, others hold due jobs).
 _Idle = tuple["float | None", bool]
@@ -92,6 +98,8 @@ class TransactionClaims:
         self._register = register
         self._connect_timeout = connect_timeout
         self._safe_url = safe_url
+        #: The global limit of each queue that has one (flow.py): its claims lock a slot first.
+        self.global_limits: dict[str, int] = {}
 
     def look(self, queue: str) -> Look[Claim]:
         """Claim a due job of ``queue`` now, or say when the next comes due (``Backend.look``)."""
@@ -170,12 +178,24 @@ class TransactionClaims:
         hot = self._hot
         commands: tuple[_Command, ...] = (
             (_BEGIN, None, False),
-            (hot.claim_probe, (queue.encode(conn.info.encoding),), hot.prepared),
+            self._claim_command(conn, queue, probe=True),
             (_SAVEPOINT_B, None, False),
         )
         # Someone may have deallocated neoq's statements on this connection (DEALLOCATE ALL).
         results = _exchange_prepared(conn, commands, _WORK_STATEMENTS, hot.prepared)
         return _load_row(conn, results[1])
+
+    def _claim_command(self, conn: Conn, queue: str, *, probe: bool) -> _Command:
+        """The claim (``probe``: claim_probe) of ``queue``; for a queue with a global limit, its
+        ``_limited`` form (claimed_job_limited), sent whole: limited queues pay for the planning."""
+        hot = self._hot
+        encoded = queue.encode(conn.info.encoding)
+        limit = self.global_limits.get(queue)
+        if limit is None:
+            return (hot.claim_probe if probe else hot.claim, (encoded,), hot.prepared)
+        text, names = _LIMITED_PROBE if probe else _LIMITED
+        values = {"queue": encoded, "global_limit": str(limit).encode()}
+        return (text, tuple(values[name] for name in names), False)
 
     def _idle(self, conn: Conn, queue: str) -> _Idle:
         """After a claim that found nothing: (seconds until the next job is due, others hold due
@@ -212,7 +232,9 @@ class TransactionClaims:
         )
         claim: tuple[_Command, ...] = (
             (_BEGIN, None, False),
-            (hot.claim, (queue.encode(encoding),), hot.prepared),
+            (hot.claim, (queue.encode(encoding),), hot.prepared)
+            if not self.global_limits
+            else self._claim_command(conn, queue, probe=False),
             (_SAVEPOINT_B, None, False),
         )
         try:

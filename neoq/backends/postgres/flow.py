@@ -12,6 +12,14 @@ and not started. ``resume_queue`` deletes the row and notifies ``q:<queue>``, wh
 queue's claim loops everywhere (a look at a paused queue answers "nothing due, none scheduled",
 so they wait for it, or for the poll interval).
 
+**Global limits.** ``prepare_queue`` makes the queue's slots (``neoq_slots``, 1 to the limit).
+In transaction mode a claim locks a free slot before it looks for a job (``claimed_job_limited``)
+and holds it in the claim's transaction: the settle's commit frees it, and so does the end of a
+dead process's session. In lease mode the fetch counts the queue's live leases under an advisory
+lock (``lease_claim_limited``); a dead process's leases stop counting when they expire. Either
+way a loop held back answers "held" and looks again every ``HELD_POLL`` (a quarter second): a
+slot freed in another process is not announced. Limited queues lease nothing ahead.
+
 **Unique for a period.** ``open_windows`` runs in the enqueue's transaction, after its rows are
 in: the last enqueue of each queue and fingerprint with a ``unique_for`` is a row of
 ``neoq_unique_windows``, and ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` replaces it only when
@@ -22,6 +30,7 @@ row, so exactly one gets in; a refused one raises ``DuplicateJobError`` and its 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -29,15 +38,18 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import DuplicateJobError
 from ...uniqueness import unique_seconds
-from ..capabilities import PAUSE, PRIORITY, SNOOZE, UNIQUE_FOR
+from ..capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, SNOOZE, UNIQUE_FOR
 from .common import CHANNEL, Conn
 from .queries import QUERIES
 
 if TYPE_CHECKING:
     import psycopg
 
+    from ...handler import Handler
     from ...job import Job
     from ..lease import LeaseEngine
+    from .claims import TransactionClaims
+    from .leasestore import PostgresLeaseStore
     from .pools import Connections
 
 __all__ = ["FLOW_CAPABILITIES", "PostgresFlow", "open_windows"]
@@ -45,7 +57,7 @@ __all__ = ["FLOW_CAPABILITIES", "PostgresFlow", "open_windows"]
 logger = logging.getLogger(__name__)
 
 #: The flow-control capabilities of the PostgreSQL backend, in both modes.
-FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR})
+FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT})
 
 #: The longest ``pause_queue`` waits for claim statements that began before it (seconds): a claim
 #: statement takes milliseconds, so only a stuck server makes it give up (with a warning).
@@ -57,6 +69,34 @@ class PostgresFlow:
 
     _conns: Connections
     _lease_engine: LeaseEngine | None
+    _prefetch: dict[str, int]
+
+    if TYPE_CHECKING:
+
+        @functools.cached_property
+        def _transactions(self) -> TransactionClaims: ...
+
+    @functools.cached_property
+    def _global_limits(self) -> dict[str, int]:
+        """The global limit of each queue that has one; the lease store reads it too."""
+        return {}
+
+    def _flow_store(self, store: PostgresLeaseStore) -> None:
+        """Give the lease store the global limits, and the signal of a queue whose settles freed room."""
+        store.global_limits = self._global_limits
+        store.freed = lambda queues: self._signal(queues)
+
+    def _prepare_flow(self, queue: str, handler: Handler) -> None:
+        """``prepare_queue``'s part: a queue with a global limit gets its slots, and claims that take one."""
+        limit = handler.global_limit
+        if limit is None:
+            return
+        with self._conns.aux(f"preparing the global limit of queue {queue!r}") as conn:
+            conn.execute(QUERIES["make_slots"], {"queue": queue, "global_limit": limit})
+        self._global_limits[queue] = limit
+        self._transactions.global_limits = self._global_limits
+        # Leased ahead, jobs would hold room that running ones could use: none are.
+        self._prefetch[queue] = 0
 
     def _signal(self, queues: Iterable[str] | None) -> None:  # pragma: no cover - the backend's
         raise NotImplementedError

@@ -50,7 +50,7 @@ Conn = psycopg.Connection[TupleRow]
 #: parameter gets a generic plan that expects a tenth of the table (a hash join over a sequential
 #: scan, twice the CPU of the custom plan), so PostgreSQL plans it anew on every execution; with
 #: the number in the text, the generic plan is the right one and is reused.
-_CLAIM_BY_LIMIT: dict[int, str] = {}
+_CLAIM_BY_LIMIT: dict[tuple[str, int], str] = {}
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -88,6 +88,10 @@ class PostgresLeaseStore:
             configure=_configure,
         )
         self._pool.open(wait=False)
+        #: The global limit (``Handler.global_limit``) of each queue that has one (flow.py), and
+        #: what to call with such queues once outcomes of theirs are written (their loops may go on).
+        self.global_limits: dict[str, int] = {}
+        self.freed: Callable[[set[str]], None] | None = None
 
     def close(self) -> None:
         self._pool.close(timeout=5.0)
@@ -106,15 +110,21 @@ class PostgresLeaseStore:
 
     def fetch(self, queue: str, limit: int, lease: float, owner: str) -> tuple[list[Leased], float | None, bool]:
         """Lease up to ``limit`` due jobs of ``queue`` in one statement (``lease_claim``)."""
-        params = {"queue": queue, "lease": lease, "owner": owner}
-        statement = _CLAIM_BY_LIMIT.get(limit)
+        params: dict[str, Any] = {"queue": queue, "lease": lease, "owner": owner}
+        global_limit = self.global_limits.get(queue)
+        name = "lease_claim" if global_limit is None else "lease_claim_limited"
+        statement = _CLAIM_BY_LIMIT.get((name, limit))
         if statement is None:
-            statement = _CLAIM_BY_LIMIT[limit] = LEASE_QUERIES["lease_claim"].replace("%(limit)s", str(int(limit)))
+            statement = _CLAIM_BY_LIMIT[name, limit] = LEASE_QUERIES[name].replace("%(limit)s", str(int(limit)))
+        if global_limit is not None:
+            params["global_limit"] = global_limit
         with self._conn(f"leasing jobs of queue {queue!r}") as conn:
             # One autocommit statement: it turns synchronous_commit off for its own transaction.
             rows = conn.execute(statement, params).fetchall()
         if len(rows) == 1 and rows[0][0] is None:
-            return [], rows[0][14], False  # rows locked by transaction-mode claims are skipped, not seen
+            # Rows locked by transaction-mode claims are skipped, not seen; a full global limit holds
+            # the queue back (its loops look again soon: a settle elsewhere frees room unannounced).
+            return [], rows[0][14], bool(rows[0][17])
         rows.sort(key=_row_order)
         leased: list[Leased] = []
         utc = timezone.utc
@@ -167,7 +177,13 @@ class PostgresLeaseStore:
             "channel": CHANNEL,
         }
         with self._conn(f"writing the outcomes of {len(batch)} jobs") as conn:
-            return {row[0] for row in conn.execute(LEASE_QUERIES["lease_settle"], params).fetchall()}
+            written = {row[0] for row in conn.execute(LEASE_QUERIES["lease_settle"], params).fetchall()}
+        limited = self.global_limits
+        if limited and self.freed is not None:
+            queues = {pending.lease.queue for pending in batch if pending.lease.queue in limited}
+            if queues:
+                self.freed(queues)
+        return written
 
     def renew(self, leases: list[LeaseToken], lease: float) -> list[Lost]:
         """Renew ``leases`` in one statement (``lease_heartbeat``); return the lost ones."""

@@ -5,17 +5,9 @@
 -- whose lease expired and was claimed again changes nothing. Every value is a bound parameter,
 -- except lease_claim's %(limit)s: leasestore.py writes that integer into the text (see _CLAIM_BY_LIMIT).
 
--- name: lease_claim
--- Lease up to %(limit)s due jobs of a queue in one statement and count their attempts; or, when
--- none is due, say when the next one comes due (seconds, by the database's clock). Rows a
--- transaction-mode claim holds are locked and skipped. %(limit)s is replaced by a literal integer
--- before the statement is sent, so that its prepared (generic) plan knows how many rows it takes.
--- Losing a lease in a server crash loses nothing (the job is due again), so the statement commits
--- asynchronously; the outcome that follows is written durably.
--- The claim order is (priority DESC, run_after, id), read as three ranges, each from its index and
--- only as far as the ranges before it left room (queries.sql: claimed_job; migration 0006). A
--- paused queue's jobs are not taken.
-WITH high AS (
+-- name: lease_ranges
+-- The due jobs of a queue in claim order, as CTEs after a WITH (see lease_claim).
+high AS (
     SELECT j.id, j.run_after
     FROM neoq_jobs j
     WHERE j.queue = %(queue)s AND j.status = 'new' AND j.priority > 0 AND j.run_after <= now()
@@ -43,9 +35,12 @@ WITH high AS (
     ORDER BY j.priority DESC, j.run_after, j.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-), picked AS (
-    SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low LIMIT %(limit)s
-), leased AS (
+)
+
+-- name: lease_rest
+-- The lease of the jobs ``picked`` and its answer (see lease_claim); ``holding`` says whether a
+-- limit held jobs back when none was leased.
+leased AS (
     UPDATE neoq_jobs j
     SET run_after = now() + make_interval(secs => %(lease)s),
         lease_token = j.lease_token + 1,
@@ -63,7 +58,7 @@ WITH high AS (
 SELECT l.id, l.queue, l.fingerprint, l.payload, l.due_at, l.deadline, l.max_retries, l.retries, l.error,
        l.created_at, l.lease_token, c.attempts, c.ran_at,
        EXISTS (SELECT 1 FROM neoq_cancellations x WHERE x.job_id = l.id) AS cancel_requested,
-       NULL::float8 AS next_due, l.priority, l.snoozes
+       NULL::float8 AS next_due, l.priority, l.snoozes, false AS held
 FROM leased l JOIN counted c ON c.job_id = l.id
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
@@ -72,8 +67,48 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
         WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()
           -- A paused queue: nothing scheduled, its loops wait for the resume's notification.
           AND NOT EXISTS (SELECT 1 FROM neoq_queue_pauses q WHERE q.queue = %(queue)s)),
-       NULL, NULL
+       NULL, NULL, (SELECT h.held FROM holding h)
 WHERE NOT EXISTS (SELECT 1 FROM leased);
+
+-- name: lease_claim
+-- Lease up to %(limit)s due jobs of a queue in one statement and count their attempts; or, when
+-- none is due, say when the next one comes due (seconds, by the database's clock). Rows a
+-- transaction-mode claim holds are locked and skipped. %(limit)s is replaced by a literal integer
+-- before the statement is sent, so that its prepared (generic) plan knows how many rows it takes.
+-- Losing a lease in a server crash loses nothing (the job is due again), so the statement commits
+-- asynchronously; the outcome that follows is written durably.
+-- The claim order is (priority DESC, run_after, id), read as three ranges, each from its index and
+-- only as far as the ranges before it left room (queries.sql: claimed_job; migration 0006). A
+-- paused queue's jobs are not taken.
+WITH holding AS (
+    SELECT false AS held
+),
+-- include: lease_ranges
+, picked AS (
+    SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low LIMIT %(limit)s
+),
+-- include: lease_rest
+
+-- name: lease_claim_limited
+-- lease_claim for a queue with a global limit (Handler.global_limit): no more leases than the
+-- limit leaves room for, counting the live leases of the queue (a dead process's end with their
+-- lease). Limited fetches of a queue take turns on an advisory lock held to their commit, and
+-- count after they got it (neoq_leased_count takes a snapshot of its own: the statement's is
+-- older than the lock), so two fetches never fill the same room. With no room: held.
+WITH gate AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(hashtextextended('neoq_slots:' || %(queue)s, 0)) IS NULL AS locked
+), room AS MATERIALIZED (
+    SELECT greatest(0, %(global_limit)s::integer - neoq_leased_count(%(queue)s)) AS n FROM gate
+), holding AS (
+    SELECT (SELECT n FROM room) = 0 AS held
+),
+-- include: lease_ranges
+, picked AS (
+    SELECT *
+    FROM (SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low) r
+    LIMIT least(%(limit)s, (SELECT n FROM room))
+),
+-- include: lease_rest
 
 -- name: lease_settle
 -- Write the outcomes of many attempts in one statement, each fenced by its token. Returns the

@@ -15,18 +15,12 @@ FROM neoq_jobs j
 WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
   AND NOT EXISTS (SELECT 1 FROM neoq_queue_pauses p WHERE p.queue = %(queue)s)
 
--- name: claimed_job
--- The start of claim and claim_probe: the next due job of a queue locked, with its attempts so
--- far (the row lock makes them this claim's to count), the moment of the claim, which becomes the
--- attempt's ran_at (now(): the claim's transaction began in the same round trip, and get_job reads
--- that time from pg_stat_activity while the job runs), and ``lost``: whether an earlier claim of it
--- ended without a settle (its transaction id is still the row's xmax, read before this claim's
--- lock replaces it; see migration 0003 and claims.TransactionClaims._take).
--- The claim order is (priority DESC, run_after, id), read as three ranges (migration 0006): jobs
--- above priority 0 from neoq_jobs_due_priority, then priority 0 from neoq_jobs_due, then below 0.
--- A CTE is read only as far as its reader asks, so a range is locked and read only when the
--- ranges before it had no job to give.
-WITH high AS (
+-- name: job_ranges
+-- The CTEs of a claim's job (the start of claimed_job), after its WITH. The claim order is
+-- (priority DESC, run_after, id), read as three ranges (migration 0006): jobs above priority 0 from
+-- neoq_jobs_due_priority, then priority 0 from neoq_jobs_due, then below 0. A CTE is read only as
+-- far as its reader asks, so a range is locked and read only when the ranges before it had no job.
+high AS (
 -- include: due_job
       AND j.priority > 0
     ORDER BY j.priority DESC, j.run_after, j.id
@@ -44,9 +38,10 @@ WITH high AS (
     ORDER BY j.priority DESC, j.run_after, j.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
-), job AS (
-    SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low LIMIT 1
 )
+
+-- name: claimed_columns
+-- What a claim returns of its job (see claimed_job).
 SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
        job.retries, job.error, job.created_at,
        EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
@@ -55,23 +50,73 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
        coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost,
        job.priority, job.snoozes
 
+-- name: claimed_job
+-- The start of claim and claim_probe: the next due job of a queue locked, with its attempts so
+-- far (the row lock makes them this claim's to count), the moment of the claim, which becomes the
+-- attempt's ran_at (now(): the claim's transaction began in the same round trip, and get_job reads
+-- that time from pg_stat_activity while the job runs), and ``lost``: whether an earlier claim of it
+-- ended without a settle (its transaction id is still the row's xmax, read before this claim's
+-- lock replaces it; see migration 0003 and claims.TransactionClaims._take).
+WITH
+-- include: job_ranges
+, job AS (
+    SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low LIMIT 1
+)
+-- include: claimed_columns
+
+-- name: claimed_job_limited
+-- claimed_job for a queue with a global limit (Handler.global_limit): one of the queue's slots
+-- (neoq_slots, numbered from 1 to the limit) is locked first, and held by the claim's transaction
+-- until its settle commits or its session ends; with every slot held, no job is taken (the check
+-- is a one-time filter, before any range is read). The slot is freed when the transaction ends.
+WITH slot AS (
+    SELECT s.slot FROM neoq_slots s
+    WHERE s.queue = %(queue)s AND s.slot <= %(global_limit)s
+    ORDER BY s.slot
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+),
+-- include: job_ranges
+, job AS (
+    SELECT *
+    FROM (SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low) r
+    WHERE EXISTS (SELECT 1 FROM slot)
+    LIMIT 1
+)
+-- include: claimed_columns
+
 -- name: claim
 -- Lock the next due job of a queue; no row when none is due (claim_idle then says more).
 -- include: claimed_job
 FROM job;
 
--- name: claim_probe
--- The claim of a claim loop that was waiting (a look): also says whether more jobs are due (held
--- by others or not), so that it wakes one more waiting loop only then, and, when none is, when the
--- queue's next job comes due (seconds from now, by the database's clock; as claim_idle's), so that
--- the look's answer is complete (neoq.waiting.Look).
--- include: claimed_job
+-- name: probe_columns
+-- What claim_probe adds: whether more jobs are due (held by others or not), so that it wakes one
+-- more waiting loop only then, and, when none is, when the queue's next job comes due (seconds
+-- from now, by the database's clock; as claim_idle's), so that the look's answer is complete
+-- (neoq.waiting.Look).
      , EXISTS (SELECT 1 FROM neoq_jobs b
                WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now() AND b.id <> job.id
                ORDER BY b.run_after LIMIT 1) AS more,
        (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
         FROM neoq_jobs n
         WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()) AS next_due
+
+-- name: claim_probe
+-- The claim of a claim loop that was waiting (a look), with probe_columns.
+-- include: claimed_job
+-- include: probe_columns
+FROM job;
+
+-- name: claim_limited
+-- claim, for a queue with a global limit.
+-- include: claimed_job_limited
+FROM job;
+
+-- name: claim_probe_limited
+-- claim_probe, for a queue with a global limit.
+-- include: claimed_job_limited
+-- include: probe_columns
 FROM job;
 
 -- name: claim_idle
@@ -377,3 +422,10 @@ LIMIT 1;
 -- name: prune_windows
 -- Unique-for records older than the cutoff (the retention of failed jobs).
 DELETE FROM neoq_unique_windows WHERE enqueued_at < %(cutoff)s::timestamptz;
+
+-- name: make_slots
+-- The slots of a queue's global limit (claimed_job_limited), 1 to %(global_limit)s; kept when there
+-- are more (a process with a lower limit uses only the first ones).
+INSERT INTO neoq_slots (queue, slot)
+SELECT %(queue)s, n FROM generate_series(1, %(global_limit)s::integer) AS n
+ON CONFLICT (queue, slot) DO NOTHING;

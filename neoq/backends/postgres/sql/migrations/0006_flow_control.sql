@@ -34,3 +34,23 @@ CREATE TABLE neoq_unique_windows (
     job_id      bigint NOT NULL,
     PRIMARY KEY (queue, fingerprint)
 );
+
+-- Global limits (Handler.global_limit). Transaction mode: the slots of a queue, numbered from 1 to
+-- its limit; a claim locks a free one in its transaction (FOR UPDATE SKIP LOCKED) and holds it
+-- until its settle commits or its session ends, so a dead process's slots are free at once.
+CREATE TABLE neoq_slots (
+    queue text NOT NULL,
+    slot  integer NOT NULL,
+    PRIMARY KEY (queue, slot)
+);
+
+-- Lease mode counts the live leases of the queue instead (a dead process's end with their lease).
+-- VOLATILE, so its query takes a snapshot of its own, after the caller's advisory lock: the calling
+-- statement's snapshot predates the lock, and would miss the leases of the fetch it waited for.
+CREATE FUNCTION neoq_leased_count(of_queue text) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL SAFE AS $$
+BEGIN
+    RETURN (SELECT count(*) FROM neoq_jobs j
+            WHERE j.queue = of_queue AND j.status = 'new' AND j.lease_owner IS NOT NULL AND j.run_after > now());
+END
+$$;

@@ -44,6 +44,7 @@ NEOQ_TABLES = (
     "neoq_queue_pauses",
     "neoq_unique_windows",
     "neoq_slots",
+    "neoq_rate_starts",
 )
 
 

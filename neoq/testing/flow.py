@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from ..app import Neoq
-from ..backends.capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, SNOOZE, UNIQUE_FOR
+from ..backends.capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
 from ..defaults import MAX_SNOOZES
 from ..errors import ConfigurationError, DuplicateJobError, InvalidJobError
-from ..flow import Snooze
+from ..flow import RateLimit, Snooze
 from ..handler import Handler
 from ..job import Job, JobStatus
 from .base import SuiteBase
@@ -311,3 +311,57 @@ class FlowTests(SuiteBase):
         with pytest.raises(ConfigurationError, match="'global_limit' capability"):
             nq.start("limited_none", Handler(lambda job: None, global_limit=2))
         assert "limited_none" not in nq.handlers
+
+    # -- rate limits ---------------------------------------------------------------------
+
+    @staticmethod
+    def most_in_a_window(starts: list[float], per: float) -> int:
+        """The most of ``starts`` (monotonic seconds) that fall in any window of length ``per``."""
+        ordered = sorted(starts)
+        return max((sum(1 for s in ordered if first <= s < first + per) for first in ordered), default=0)
+
+    def test_rate_limit_caps_the_starts_in_any_window(self, nq: Neoq) -> None:
+        self.require(nq, RATE_LIMIT)
+        starts: list[float] = []
+        rate = RateLimit(5, 0.4)
+        nq.start("rated", Handler(lambda job: starts.append(time.monotonic()), concurrency=4, rate_limit=rate))
+        began = time.monotonic()
+        ids = nq.enqueue_many([Job(queue="rated", payload={"n": n}) for n in range(15)])
+        wait_for(lambda: nq.stats()["rated"]["processed"] == 15, timeout=60)
+        assert self.most_in_a_window(starts, 0.4) == 5
+        assert time.monotonic() - began >= 0.8  # three windows' worth: two of them waited
+        # Held back is not an attempt: each job ran once.
+        assert {job.attempts for job in map(nq.get_job, ids) if job is not None} == {1}
+
+    def test_rate_limit_per_key(self, nq: Neoq) -> None:
+        self.require(nq, RATE_LIMIT)
+        starts: dict[str, list[float]] = {"a": [], "b": []}
+        rate = RateLimit(2, timedelta(milliseconds=400), key=lambda job: job.payload["tenant"])
+        nq.start(
+            "rated_keys",
+            Handler(lambda job: starts[job.payload["tenant"]].append(time.monotonic()), concurrency=4, rate_limit=rate),
+        )
+        began = time.monotonic()
+        nq.enqueue_many([Job(queue="rated_keys", payload={"n": n, "tenant": "ab"[n % 2]}) for n in range(12)])
+        wait_for(lambda: nq.stats()["rated_keys"]["processed"] == 12, timeout=60)
+        assert self.most_in_a_window(starts["a"], 0.4) == 2 and self.most_in_a_window(starts["b"], 0.4) == 2
+        # The keys' windows are apart: six starts a key take three windows, not the six of one window.
+        assert time.monotonic() - began < 2.2
+
+    @pytest.mark.parametrize(
+        ("count", "per", "key"),
+        [(0, 1, None), (1.5, 1, None), (True, 1, None), (1, 0, None), (1, -1, None), (1, 1, "k")],
+    )
+    def test_rate_limit_is_checked(self, count: object, per: object, key: object) -> None:
+        with pytest.raises(ConfigurationError, match="RateLimit"):
+            RateLimit(count, per, key)  # type: ignore[arg-type]
+
+    def test_rate_limit_must_be_a_rate_limit(self) -> None:
+        with pytest.raises(ConfigurationError, match="rate_limit"):
+            Handler(lambda job: None, rate_limit=(5, 1))  # type: ignore[arg-type]
+
+    def test_rate_limit_without_the_capability_is_refused(self, nq: Neoq) -> None:
+        if RATE_LIMIT in nq.backend.capabilities:
+            pytest.skip("the backend declares 'rate_limit'")
+        with pytest.raises(ConfigurationError, match="'rate_limit' capability"):
+            nq.start("rated_none", Handler(lambda job: None, rate_limit=RateLimit(1, 1)))

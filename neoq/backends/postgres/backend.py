@@ -58,6 +58,7 @@ from .notices import LocalNotices
 from .pools import Connections
 from .settings import PostgresOptions, parse_settings
 from .settles import Settles
+from .sizing import PoolSizing
 from .state import _Held, _Pools
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ _NOT_OPEN = "the PostgreSQL backend is not open (call open(), or use neoq.new())
 # -- the backend ---------------------------------------------------------------------------
 
 
-class PostgresBackend(PostgresFlow, Backend):
+class PostgresBackend(PostgresFlow, PoolSizing, Backend):
     """Jobs in a PostgreSQL database, shared by every client that uses it.
 
     ``url`` is a libpq connection string or URL (``postgresql://user:pw@host:5432/db?sslmode=...``);
@@ -349,24 +350,12 @@ class PostgresBackend(PostgresFlow, Backend):
         if not self._listening:
             self._listen_now()
         self._notices.claims(queue)  # its own enqueues' notifications are counted from now
+        if queue in self._rates:  # flow.py: a rate limit's start is taken with the claim
+            return self._rated_look(queue)
         if self._is_lease(queue):
             return self._lease().look(queue)
         self._count_claimer()
         return self._transactions.look(queue)
-
-    def _count_claimer(self) -> None:
-        """Size the worker pool to the threads that claim: each holds at most one connection."""
-        thread = threading.current_thread()
-        if thread in self._claimers:
-            return
-        with self._lock:
-            self._claimers.add(thread)
-            wanted = len(self._claimers)
-            pools = self._pools
-            if self._settings.pool_max_fixed is not None or pools is None or wanted <= self._pool_max:
-                return
-            self._pool_max = wanted
-            pools.work.resize(self._settings.pool_min, wanted)
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
         held = claim.token
@@ -386,6 +375,9 @@ class PostgresBackend(PostgresFlow, Backend):
         (a failure, an attempt ended from outside, another mode) settles as ``settle``.
         """
         held = claim.token
+        if queue in self._rates:  # the next claim takes a start too: through look
+            self.settle(claim, outcome)
+            return None
         if isinstance(held, LeaseToken):
             return held.engine.settle_then_claim(claim, outcome, queue)
         if outcome.status is not JobStatus.PROCESSED or not isinstance(held, _Held) or self._is_lease(queue):

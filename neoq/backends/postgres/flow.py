@@ -20,6 +20,14 @@ lock (``lease_claim_limited``); a dead process's leases stop counting when they 
 way a loop held back answers "held" and looks again every ``HELD_POLL`` (a quarter second): a
 slot freed in another process is not announced. Limited queues lease nothing ahead.
 
+**Rate limits.** A look at a rate-limited queue claims a job as usual, then takes a start in
+its key's window (``neoq_rate_take``: the starts of the last ``per`` seconds in
+``neoq_rate_starts``, counted under an advisory lock per queue and key, in its own short
+statement: the claim's transaction holds no lock of the limit while the handler runs). With the
+window full the claim ends unstarted and uncounted (transaction mode: committed without a settle;
+lease mode: given back without a wake-up): the job as it was, and the look answers when the window
+has room; with a ``key``, the job is put off until its key has room and the look goes on.
+
 **Unique for a period.** ``open_windows`` runs in the enqueue's transaction, after its rows are
 in: the last enqueue of each queue and fingerprint with a ``unique_for`` is a row of
 ``neoq_unique_windows``, and ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` replaces it only when
@@ -34,19 +42,24 @@ import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
+
+import psycopg
 
 from ...errors import DuplicateJobError
 from ...uniqueness import unique_seconds
-from ..capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, SNOOZE, UNIQUE_FOR
-from .common import CHANNEL, Conn
+from ...waiting import Look
+from ..capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
+from ..lease import LeaseToken
+from .common import CHANNEL, Conn, _close_quietly
 from .queries import QUERIES
 
 if TYPE_CHECKING:
-    import psycopg
-
+    from ...flow import RateLimit
     from ...handler import Handler
     from ...job import Job
+    from ..base import Claim
     from ..lease import LeaseEngine
     from .claims import TransactionClaims
     from .leasestore import PostgresLeaseStore
@@ -57,11 +70,17 @@ __all__ = ["FLOW_CAPABILITIES", "PostgresFlow", "open_windows"]
 logger = logging.getLogger(__name__)
 
 #: The flow-control capabilities of the PostgreSQL backend, in both modes.
-FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT})
+FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT, RATE_LIMIT})
 
 #: The longest ``pause_queue`` waits for claim statements that began before it (seconds): a claim
 #: statement takes milliseconds, so only a stuck server makes it give up (with a warning).
 PAUSE_WAIT = 10.0
+
+
+#: Added to a rate limit's window (seconds): a start is taken once its job is claimed, and its
+#: handler starts a moment later, a moment that varies; counted this much longer, no window of the
+#: limit's own length sees more handler starts than the limit.
+RATE_MARGIN = 0.01
 
 
 class PostgresFlow:
@@ -69,6 +88,7 @@ class PostgresFlow:
 
     _conns: Connections
     _lease_engine: LeaseEngine | None
+    _lease_store: PostgresLeaseStore
     _prefetch: dict[str, int]
 
     if TYPE_CHECKING:
@@ -77,17 +97,27 @@ class PostgresFlow:
         def _transactions(self) -> TransactionClaims: ...
 
     @functools.cached_property
+    def _rates(self) -> dict[str, RateLimit]:
+        """The rate limit of each queue that has one: its looks take a start with each claim."""
+        return {}
+
+    @functools.cached_property
     def _global_limits(self) -> dict[str, int]:
         """The global limit of each queue that has one; the lease store reads it too."""
         return {}
 
     def _flow_store(self, store: PostgresLeaseStore) -> None:
         """Give the lease store the global limits, and the signal of a queue whose settles freed room."""
+        self._lease_store = store
         store.global_limits = self._global_limits
         store.freed = lambda queues: self._signal(queues)
 
     def _prepare_flow(self, queue: str, handler: Handler) -> None:
-        """``prepare_queue``'s part: a queue with a global limit gets its slots, and claims that take one."""
+        """``prepare_queue``'s part: a queue with a global limit gets its slots, and claims that take one;
+        a queue with a rate limit, looks that take a start."""
+        if handler.rate_limit is not None:
+            self._rates[queue] = handler.rate_limit
+            self._prefetch[queue] = 0
         limit = handler.global_limit
         if limit is None:
             return
@@ -98,8 +128,78 @@ class PostgresFlow:
         # Leased ahead, jobs would hold room that running ones could use: none are.
         self._prefetch[queue] = 0
 
-    def _signal(self, queues: Iterable[str] | None) -> None:  # pragma: no cover - the backend's
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the backend's (PostgresBackend, PoolSizing), which come first at run time
+
+        def _signal(self, queues: Iterable[str] | None) -> None: ...
+
+        def _is_lease(self, queue: str) -> bool: ...
+
+        def _lease(self) -> LeaseEngine: ...
+
+        def _count_claimer(self) -> None: ...
+
+    # -- rate limits ---------------------------------------------------------------------
+
+    def _rated_look(self, queue: str) -> Look[Claim]:
+        """``look`` for a rate-limited queue: a claim, then a start of its key's window (``rate_take``).
+
+        With the window full the job goes back unstarted, its attempt uncounted: as it was when the
+        limit has no key (the look answers when the window has room), else put off until its key's
+        window has room (the look goes on: another key's job may start).
+        """
+        rate = self._rates[queue]
+        lease = self._is_lease(queue)
+        while True:
+            if not lease:
+                self._count_claimer()
+            look = self._lease().look(queue) if lease else self._transactions.look(queue)
+            claim = look.claim
+            if claim is None:
+                return look
+            try:
+                key = rate.key_of(claim.job)
+            except Exception:
+                logger.exception("neoq: the rate limit's key raised for job %s; counted under ''", claim.job.id)
+                key = ""
+            params = {"queue": queue, "key": key, "count": rate.count, "per": rate.per + RATE_MARGIN}
+            try:
+                with self._conns.aux(f"taking a start of queue {queue!r}") as conn:
+                    row = conn.execute(QUERIES["rate_take"], params).fetchone()
+            except BaseException:
+                self._put_off(claim, None)
+                raise
+            wait = 0.0 if row is None else float(row[0])
+            if wait <= 0:
+                return look
+            self._put_off(claim, None if rate.key is None else wait)
+            if rate.key is None:
+                return Look(due_in=wait)
+
+    def _put_off(self, claim: Claim, delay: float | None) -> None:
+        """End ``claim`` unstarted, no attempt counted: its job due as before, or in ``delay`` seconds."""
+        token = claim.token
+        if isinstance(token, LeaseToken):
+            lease = token.engine.take_back(claim)  # type: ignore[attr-defined]
+            if lease is not None:
+                if delay is not None:
+                    lease.due_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
+                self._lease_store.give_back([lease], wake=False)
+            return
+        settles = self._transactions.settles
+        held = token
+        conn = held.conn
+        held.settled = held.released = held.returned = True
+        settles.forget(held)
+        try:
+            with conn.pipeline():
+                if delay is not None:
+                    conn.execute(QUERIES["put_off"], {"id": int(held.job_id), "delay": delay})
+                conn.commit()  # no settle: the lock's committer is no trace of an attempt (migration 0003)
+        except psycopg.Error as exc:
+            _close_quietly(conn)
+            raise self._conns.wrap(exc, f"putting job {held.job_id} back") from exc
+        finally:
+            settles.putconn(conn)
 
     def pause_queue(self, queue: str) -> None:
         with self._conns.aux(f"pausing queue {queue!r}") as conn:

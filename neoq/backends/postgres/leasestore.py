@@ -198,11 +198,12 @@ class PostgresLeaseStore:
             lost = conn.execute(LEASE_QUERIES["lease_heartbeat"], params).fetchall()
         return [(int(job_id), status) for job_id, status in lost]
 
-    def give_back(self, leases: list[LeaseToken]) -> None:
-        """Put unstarted leased jobs back in one statement (``lease_return``)."""
+    def give_back(self, leases: list[LeaseToken], *, wake: bool = True) -> None:
+        """Put unstarted leased jobs back in one statement (``lease_return``; without ``wake``,
+        ``lease_put_off``: no wake-up for their queue)."""
         with self._conn("putting unstarted leased jobs back") as conn:
             conn.execute(
-                LEASE_QUERIES["lease_return"],
+                LEASE_QUERIES["lease_return" if wake else "lease_put_off"],
                 {
                     "ids": [t.job_id for t in leases],
                     "tokens": [t.token for t in leases],

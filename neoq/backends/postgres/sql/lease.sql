@@ -177,3 +177,16 @@ WITH t AS (
     UPDATE neoq_attempts a SET attempts = a.attempts - 1 FROM back b WHERE a.job_id = b.id AND a.attempts > 0
 )
 SELECT b.id, pg_notify(%(channel)s, 'q:' || b.queue) IS NULL FROM back b;
+
+-- name: lease_put_off
+-- lease_return for leased jobs held back by a rate limit, without the wake-up: the window is full,
+-- and waking the queue's loops would only have them lease and put back again. Due at %(due_ats)s.
+WITH t AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(due_ats)s::timestamptz[]) AS t(id, token, due_at)
+), back AS (
+    UPDATE neoq_jobs j SET run_after = t.due_at, lease_owner = NULL
+    FROM t
+    WHERE j.id = t.id AND j.lease_token = t.token AND j.status = 'new'
+    RETURNING j.id
+)
+UPDATE neoq_attempts a SET attempts = a.attempts - 1 FROM back b WHERE a.job_id = b.id AND a.attempts > 0;

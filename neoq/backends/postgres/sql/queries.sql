@@ -429,3 +429,12 @@ DELETE FROM neoq_unique_windows WHERE enqueued_at < %(cutoff)s::timestamptz;
 INSERT INTO neoq_slots (queue, slot)
 SELECT %(queue)s, n FROM generate_series(1, %(global_limit)s::integer) AS n
 ON CONFLICT (queue, slot) DO NOTHING;
+
+-- name: rate_take
+-- A start of a rate-limited queue's key: 0 when taken, else the seconds until the window has room.
+SELECT neoq_rate_take(%(queue)s, %(key)s, %(count)s, %(per)s);
+
+-- name: put_off
+-- A transaction-mode claim held back by its key's rate limit: due again when the key has room.
+-- Committed without a settle, so no attempt is counted (the lock's committed locker is no trace).
+UPDATE neoq_jobs SET run_after = now() + make_interval(secs => %(delay)s) WHERE id = %(id)s;

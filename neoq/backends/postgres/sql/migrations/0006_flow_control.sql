@@ -54,3 +54,37 @@ BEGIN
             WHERE j.queue = of_queue AND j.status = 'new' AND j.lease_owner IS NOT NULL AND j.run_after > now());
 END
 $$;
+
+-- Rate limits (Handler.rate_limit): the recent starts of each queue and key. A claim takes a start
+-- (neoq_rate_take) once it holds its job and before the job runs; with the window full, the job
+-- goes back untouched (or, per key, put off until its key has room) and its attempt uncounted.
+CREATE TABLE neoq_rate_starts (
+    queue      text NOT NULL,
+    key        text NOT NULL,
+    started_at timestamptz NOT NULL
+);
+CREATE INDEX neoq_rate_starts_window ON neoq_rate_starts (queue, key, started_at);
+
+-- Take a start of (of_queue, of_key) if fewer than max_count started in the last per seconds:
+-- return 0, else the seconds until the window has room. Takes of one key take turns on an
+-- advisory lock held to the caller's commit (an autocommit statement: at once), and each query
+-- below takes its own snapshot after it (VOLATILE), so no two takes fill the same room. Starts
+-- that left the window are deleted as it slides.
+CREATE FUNCTION neoq_rate_take(of_queue text, of_key text, max_count integer, per float8) RETURNS float8
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    taken integer;
+    oldest timestamptz;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('neoq_rate:' || of_queue || ':' || of_key, 0));
+    DELETE FROM neoq_rate_starts
+    WHERE queue = of_queue AND key = of_key AND started_at <= clock_timestamp() - make_interval(secs => per);
+    SELECT count(*), min(started_at) INTO taken, oldest
+    FROM neoq_rate_starts WHERE queue = of_queue AND key = of_key;
+    IF taken < max_count THEN
+        INSERT INTO neoq_rate_starts (queue, key, started_at) VALUES (of_queue, of_key, clock_timestamp());
+        RETURN 0;
+    END IF;
+    RETURN greatest(0.001, EXTRACT(EPOCH FROM oldest + make_interval(secs => per) - clock_timestamp()));
+END
+$$;

@@ -23,7 +23,7 @@ What a job does is chosen by its payload's ``"action"``, so no user module is ne
   ``job_context().cancelled``, and once it is set write the ``cancelled`` flag (the time).
 
 Effect files are ``<key>.<attempt>.<pid>.<random>.json`` in ``dir``, holding the job id, queue,
-attempt, pid and start time (``time.time()``; the parent compares it with its own clock: one host);
+attempt, pid, start and end time (``time.time()``; the parent compares it with its own clock: one host);
 ``<key>`` is the job id in hex, so any id makes a file name. Every file is written to a temporary
 name and renamed, so a reader sees it whole or not at all.
 """
@@ -68,6 +68,7 @@ def _handler(directory: Path) -> Callable[[Job], None]:
                 write_atomically(directory / f"{key}.cancelled", repr(time.time()))
             return
         effect = {"job": job.id, "queue": job.queue, "attempt": job.attempts, "pid": os.getpid(), "started": started}
+        effect["ended"] = time.time()
         name = f"{key}.{job.attempts}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json"
         write_atomically(directory / name, json.dumps(effect))
 

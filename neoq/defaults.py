@@ -58,7 +58,7 @@ MAX_JOB_RETRIES = 1_000_000
 MIN_PRIORITY = -100
 MAX_PRIORITY = 100
 
-#: The most times one job may ``raise neoq.Snooze`` in a row before it fails (the runtime's cap).
+#: The most times one job may ``raise neoq.Snooze`` (in all); the next snooze fails it (the runtime's cap).
 MAX_SNOOZES = 100
 
 #: The earliest and latest ``run_after`` and ``deadline`` a job may set (both allowed): every store

@@ -143,6 +143,8 @@ class PostgresLeaseStore:
         errors: list[str] = []
         run_afters: list[str] = []
         retries: list[str] = []
+        results: list[str] = []
+        tracebacks: list[str] = []
         snoozed: list[str] = []
         processed = JobStatus.PROCESSED
         for pending in batch:
@@ -155,6 +157,8 @@ class PostgresLeaseStore:
                 errors.append("NULL")
                 run_afters.append(str((lease.due_at - _EPOCH) // _MICROSECOND))
                 retries.append("NULL")
+                results.append("NULL" if outcome.result is None else _text_element(outcome.result))
+                tracebacks.append("NULL")
                 snoozed.append("0")
                 continue
             retry = status is JobStatus.NEW
@@ -164,6 +168,8 @@ class PostgresLeaseStore:
             errors.append(_text_element(outcome.error))
             run_afters.append(str((run_after - _EPOCH) // _MICROSECOND))
             retries.append(str(outcome.retries) if retry and outcome.retries is not None else "NULL")
+            results.append("NULL")
+            tracebacks.append(_text_element(outcome.traceback))
             snoozed.append("1" if outcome.snoozed else "0")
         # Array literals ('{1,2}') built here: psycopg adapts a list element by element in Python.
         params = {
@@ -173,6 +179,8 @@ class PostgresLeaseStore:
             "errors": "{" + ",".join(errors) + "}",
             "run_afters": "{" + ",".join(run_afters) + "}",
             "retries": "{" + ",".join(retries) + "}",
+            "results": "{" + ",".join(results) + "}",
+            "tracebacks": "{" + ",".join(tracebacks) + "}",
             "snoozed": "{" + ",".join(snoozed) + "}",
             "channel": CHANNEL,
         }
@@ -184,6 +192,12 @@ class PostgresLeaseStore:
             if queues:
                 self.freed(queues)
         return written
+
+    def progress(self, lease: LeaseToken, fraction: float, note: str | None) -> None:
+        """A leased job's progress report (``lease_progress``), fenced by the lease's token."""
+        params = {"id": lease.job_id, "token": lease.token, "fraction": fraction, "note": note}
+        with self._conn("storing a progress report") as conn:
+            conn.execute(LEASE_QUERIES["lease_progress"], params)
 
     def renew(self, leases: list[LeaseToken], lease: float) -> list[Lost]:
         """Renew ``leases`` in one statement (``lease_heartbeat``); return the lost ones."""

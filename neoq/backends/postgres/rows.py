@@ -90,8 +90,11 @@ def _job(
 
 
 def _job_from_row(row: tuple[Any, ...]) -> Job:
-    """A row of ``job_view``: the ten columns, then status, attempts, ran_at, finished_at, priority, snoozes."""
-    return _job(row, str(row[0]), JobStatus(row[10]), row[11], row[12], row[13], row[14], row[15])
+    """A row of ``job_view``: the ten columns, then status, attempts, ran_at, finished_at, the
+    outcome: result (decoded JSON), traceback, progress fraction and note; then priority, snoozes."""
+    job = _job(row, str(row[0]), JobStatus(row[10]), row[11], row[12], row[13], row[18], row[19])
+    job.__dict__.update(result=row[14], traceback=row[15], progress=row[16], progress_note=row[17])
+    return job
 
 
 def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datetime | None) -> Job:

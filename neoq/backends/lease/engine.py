@@ -90,7 +90,6 @@ is a ``LeaseToken``) to the engine, calls ``barrier`` before its other store cal
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import logging
 import os
@@ -403,24 +402,6 @@ class LeaseEngine:
                     stale.append(lease)
         if stale:
             self._give_back(stale)
-
-    def take_back(self, claim: Claim) -> LeaseToken | None:
-        """End ``claim`` unstarted, with no outcome: its lease, for the store to put back (None: settled)."""
-        lease: LeaseToken = claim.token
-        with self._lock:
-            was, lease.settled = lease.settled, True
-            self._leases.pop(lease.job_id, None)
-        return None if was else lease
-
-    def give_back_queue(self, queue: str) -> None:
-        """Give back the jobs leased ahead for ``queue`` that no loop started (its queue was paused)."""
-        taken = []
-        with contextlib.suppress(IndexError):  # a claim loop may empty the buffer meanwhile
-            while (mine := self._queues.get(queue)) is not None and mine.buffer:
-                taken.append(self.take_back(mine.buffer.popleft()))
-        returned = [lease for lease in taken if lease is not None]
-        if returned:
-            self._give_back(returned)
 
     def _give_back(self, leases: list[LeaseToken]) -> None:
         """Give unstarted leased jobs back (due as before, attempt uncounted); else their leases expire."""

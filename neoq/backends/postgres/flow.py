@@ -43,7 +43,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 
@@ -52,6 +52,7 @@ from ...uniqueness import unique_seconds
 from ...waiting import Look
 from ..capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
 from ..lease import LeaseToken
+from ..lease.handback import give_back_queue, take_back
 from .common import CHANNEL, Conn, _close_quietly
 from .queries import QUERIES
 
@@ -182,7 +183,7 @@ class PostgresFlow:
         """End ``claim`` unstarted, no attempt counted: its job due as before, or in ``delay`` seconds."""
         token = claim.token
         if isinstance(token, LeaseToken):
-            lease = token.engine.take_back(claim)  # type: ignore[attr-defined]
+            lease = take_back(cast("LeaseEngine", token.engine), claim)  # the engine that made the claim
             if lease is not None:
                 if delay is not None:
                     lease.due_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
@@ -234,7 +235,7 @@ class PostgresFlow:
         """A ``p:<queue>`` notification: give back the jobs leased ahead for ``queue``, not started."""
         engine = self._lease_engine
         if engine is not None:
-            engine.give_back_queue(queue)
+            give_back_queue(engine, queue)
 
 
 def open_windows(conn: Conn | psycopg.Connection[Any], jobs: Sequence[Job], ids: Sequence[str]) -> None:

@@ -20,7 +20,8 @@ settle of a processed job is a few assignments in an order the locked readers to
 job stays ``NEW`` in its record, with ``claimed`` set: readers report it ``RUNNING``.
 
 Modules: ``queues`` (where jobs wait), ``records`` (stored jobs and the copies readers get),
-``backend`` (``MemoryBackend``).
+``backend`` (``MemoryBackend``), and its mixins ``flow`` (pauses, global and rate limits, unique_for:
+docs/flow-control.md) and ``upkeep`` (cron ticks, retention).
 """
 
 from __future__ import annotations

@@ -348,8 +348,8 @@ class PostgresBackend(PostgresFlow, PoolSizing, Backend):
         if not self._listening:
             self._listen_now()
         self._notices.claims(queue)  # its own enqueues' notifications are counted from now
-        if queue in self._rates:  # flow.py: a rate limit's start is taken with the claim
-            return self._rated_look(queue)
+        if queue in self._flow_looks:  # flow.py: a rate limit's start taken, a lease limit's outcomes written
+            return self._flow_look(queue)
         if self._is_lease(queue):
             return self._lease().look(queue)
         self._count_claimer()

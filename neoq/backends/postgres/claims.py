@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -36,7 +37,6 @@ from ...job import Job
 from ...waiting import Look
 from ..base import Claim, Outcome
 from .common import Conn, _close_quietly
-from .queries import QUERIES
 from .rows import _claimed_job
 from .settles import Settles
 from .state import _Held, _Pools
@@ -44,7 +44,9 @@ from .wire import (
     _BEGIN,
     _COMMIT,
     _FATAL_ERROR,
+    _LIMITED_STATEMENTS,
     _PIPELINE_ABORTED,
+    _PREPARED,
     _RELEASE_SAVEPOINT_B,
     _SAVEPOINT_B,
     _WORK_STATEMENTS,
@@ -53,7 +55,7 @@ from .wire import (
     _exchange_prepared,
     _Hot,
     _load_row,
-    _numbered,
+    _prepare,
     _prepare_again,
     _receive,
     _result_error,
@@ -67,9 +69,6 @@ logger = logging.getLogger(__name__)
 #: How long a look waits for a worker connection at most (seconds; the connect timeout if shorter).
 _GETCONN_WAIT = 2.0
 
-#: The claims of a queue with a global limit ($n text, parameter names): sent whole, not prepared.
-_LIMITED = _numbered(QUERIES["claim_limited"])
-_LIMITED_PROBE = _numbered(QUERIES["claim_probe_limited"])
 
 #: A look that found nothing: (seconds until the next job is due or None, others hold due jobs).
 _Idle = tuple["float | None", bool]
@@ -100,6 +99,8 @@ class TransactionClaims:
         self._safe_url = safe_url
         #: The global limit of each queue that has one (flow.py): its claims lock a slot first.
         self.global_limits: dict[str, int] = {}
+        #: The work connections the limited claims are prepared on.
+        self._limited_ready: weakref.WeakSet[Conn] = weakref.WeakSet()
 
     def look(self, queue: str) -> Look[Claim]:
         """Claim a due job of ``queue`` now, or say when the next comes due (``Backend.look``)."""
@@ -182,7 +183,8 @@ class TransactionClaims:
             (_SAVEPOINT_B, None, False),
         )
         # Someone may have deallocated neoq's statements on this connection (DEALLOCATE ALL).
-        results = _exchange_prepared(conn, commands, _WORK_STATEMENTS, hot.prepared)
+        names = _WORK_STATEMENTS if queue not in self.global_limits else (*_WORK_STATEMENTS, *_LIMITED_STATEMENTS)
+        results = _exchange_prepared(conn, commands, names, hot.prepared)
         return _load_row(conn, results[1])
 
     def _claim_command(self, conn: Conn, queue: str, *, probe: bool) -> _Command:
@@ -193,9 +195,15 @@ class TransactionClaims:
         limit = self.global_limits.get(queue)
         if limit is None:
             return (hot.claim_probe if probe else hot.claim, (encoded,), hot.prepared)
-        text, names = _LIMITED_PROBE if probe else _LIMITED
+        wire, text, names = _PREPARED["claim_probe_limited" if probe else "claim_limited"]
         values = {"queue": encoded, "global_limit": str(limit).encode()}
-        return (text, tuple(values[name] for name in names), False)
+        params = tuple(values[name] for name in names)
+        if not hot.prepared:
+            return (text, params, False)
+        if conn not in self._limited_ready:  # prepared once per connection, the first time it is needed
+            _prepare(conn, _LIMITED_STATEMENTS)
+            self._limited_ready.add(conn)
+        return (wire, params, True)
 
     def _idle(self, conn: Conn, queue: str) -> _Idle:
         """After a claim that found nothing: (seconds until the next job is due, others hold due
@@ -260,6 +268,7 @@ class TransactionClaims:
                 with suppress(psycopg.Error):
                     if isinstance(error, pg_errors.InvalidSqlStatementName) and hot.prepared:
                         _prepare_again(conn, _WORK_STATEMENTS)  # deallocated by someone
+                        self._limited_ready.discard(conn)
                     else:
                         conn.rollback()
                 return None

@@ -18,7 +18,8 @@ and holds it in the claim's transaction: the settle's commit frees it, and so do
 dead process's session. In lease mode the fetch counts the queue's live leases under an advisory
 lock (``lease_claim_limited``); a dead process's leases stop counting when they expire. Either
 way a loop held back answers "held" and looks again every ``HELD_POLL`` (a quarter second): a
-slot freed in another process is not announced. Limited queues lease nothing ahead.
+slot freed in another process is not announced. Jobs a process leased ahead count as running: they
+take room (never more than the limit leaves) that the process's own loops use next.
 
 **Rate limits.** A look at a rate-limited queue claims a job as usual, then takes a start in
 its key's window (``neoq_rate_take``: the starts of the last ``per`` seconds in
@@ -105,6 +106,11 @@ class PostgresFlow:
         return {}
 
     @functools.cached_property
+    def _flow_looks(self) -> set[str]:
+        """The queues whose looks go through ``_flow_look``: rate-limited, or limited in lease mode."""
+        return set()
+
+    @functools.cached_property
     def _global_limits(self) -> dict[str, int]:
         """The global limit of each queue that has one; the lease store reads it too."""
         return {}
@@ -121,6 +127,7 @@ class PostgresFlow:
         if handler.rate_limit is not None:
             self._rates[queue] = handler.rate_limit
             self._prefetch[queue] = 0
+            self._flow_looks.add(queue)
         limit = handler.global_limit
         if limit is None:
             return
@@ -128,8 +135,8 @@ class PostgresFlow:
             conn.execute(QUERIES["make_slots"], {"queue": queue, "global_limit": limit})
         self._global_limits[queue] = limit
         self._transactions.global_limits = self._global_limits
-        # Leased ahead, jobs would hold room that running ones could use: none are.
-        self._prefetch[queue] = 0
+        if self._is_lease(queue):
+            self._flow_looks.add(queue)
 
     if TYPE_CHECKING:  # the backend's (PostgresBackend, PoolSizing), which come first at run time
 
@@ -141,23 +148,30 @@ class PostgresFlow:
 
         def _count_claimer(self) -> None: ...
 
+        def _barrier(self) -> None: ...
+
     # -- rate limits ---------------------------------------------------------------------
 
-    def _rated_look(self, queue: str) -> Look[Claim]:
-        """``look`` for a rate-limited queue: a claim, then a start of its key's window (``rate_take``).
+    def _flow_look(self, queue: str) -> Look[Claim]:
+        """``look`` for a rate-limited queue, or a queue with a global limit in lease mode.
 
-        With the window full the job goes back unstarted, its attempt uncounted: as it was when the
-        limit has no key (the look answers when the window has room), else put off until its key's
-        window has room (the look goes on: another key's job may start).
+        A global limit in lease mode counts live leases: the outcomes settled in this process are
+        written first (``_barrier``), or the room they freed would not be seen. A rate limit: a
+        claim, then a start of its key's window (``rate_take``). With the window full the job goes
+        back unstarted, its attempt uncounted: as it was when the limit has no key (the look
+        answers when the window has room), else put off until its key's window has room (the look
+        goes on: another key's job may start).
         """
-        rate = self._rates[queue]
+        rate = self._rates.get(queue)
         lease = self._is_lease(queue)
         while True:
             if not lease:
                 self._count_claimer()
+            elif queue in self._global_limits:
+                self._barrier()
             look = self._lease().look(queue) if lease else self._transactions.look(queue)
             claim = look.claim
-            if claim is None:
+            if claim is None or rate is None:
                 return look
             try:
                 key = rate.key_of(claim.job)

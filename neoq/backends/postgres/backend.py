@@ -348,7 +348,7 @@ class PostgresBackend(PostgresFlow, PoolSizing, Backend):
         if not self._listening:
             self._listen_now()
         self._notices.claims(queue)  # its own enqueues' notifications are counted from now
-        if queue in self._flow_looks:  # flow.py: a rate limit's start taken, a lease limit's outcomes written
+        if queue in self._flow_looks:  # flow.py: a rate limit's start is taken with the claim
             return self._flow_look(queue)
         if self._is_lease(queue):
             return self._lease().look(queue)

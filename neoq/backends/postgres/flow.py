@@ -16,7 +16,8 @@ so they wait for it, or for the poll interval).
 In transaction mode a claim locks a free slot before it looks for a job (``claimed_job_limited``)
 and holds it in the claim's transaction: the settle's commit frees it, and so does the end of a
 dead process's session. In lease mode the fetch counts the queue's live leases under an advisory
-lock (``lease_claim_limited``); a dead process's leases stop counting when they expire. Either
+lock (``lease_claim_limited``), but for its own jobs whose outcomes are on their way (batched, they
+are written a moment later); a dead process's leases stop counting when they expire. Either
 way a loop held back answers "held" and looks again every ``HELD_POLL`` (a quarter second): a
 slot freed in another process is not announced. Jobs a process leased ahead count as running: they
 take room (never more than the limit leaves) that the process's own loops use next.
@@ -53,7 +54,7 @@ from ...uniqueness import unique_seconds
 from ...waiting import Look
 from ..capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
 from ..lease import LeaseToken
-from ..lease.handback import give_back_queue, take_back
+from ..lease.handback import give_back_queue, take_back, unwritten
 from .common import CHANNEL, Conn, _close_quietly
 from .queries import QUERIES
 
@@ -120,6 +121,7 @@ class PostgresFlow:
         self._lease_store = store
         store.global_limits = self._global_limits
         store.freed = lambda queues: self._signal(queues)
+        store.unwritten = lambda queue: unwritten(self._lease(), queue)
 
     def _prepare_flow(self, queue: str, handler: Handler) -> None:
         """``prepare_queue``'s part: a queue with a global limit gets its slots, and claims that take one;
@@ -156,7 +158,8 @@ class PostgresFlow:
         """``look`` for a rate-limited queue, or a queue with a global limit in lease mode.
 
         A global limit in lease mode counts live leases: the outcomes settled in this process are
-        written first (``_barrier``), or the room they freed would not be seen. A rate limit: a
+        written first (``_barrier``), or the room they freed would be seen only later.
+        A rate limit: a
         claim, then a start of its key's window (``rate_take``). With the window full the job goes
         back unstarted, its attempt uncounted: as it was when the limit has no key (the look
         answers when the window has room), else put off until its key's window has room (the look
@@ -168,7 +171,7 @@ class PostgresFlow:
             if not lease:
                 self._count_claimer()
             elif queue in self._global_limits:
-                self._barrier()
+                self._barrier()  # this process's outcomes written: the room they freed is seen
             look = self._lease().look(queue) if lease else self._transactions.look(queue)
             claim = look.claim
             if claim is None or rate is None:

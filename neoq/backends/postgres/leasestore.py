@@ -92,6 +92,8 @@ class PostgresLeaseStore:
         #: what to call with such queues once outcomes of theirs are written (their loops may go on).
         self.global_limits: dict[str, int] = {}
         self.freed: Callable[[set[str]], None] | None = None
+        #: The ids of the queue's jobs whose handlers returned and whose outcomes are not written yet.
+        self.unwritten: Callable[[str], list[Any]] | None = None
 
     def close(self) -> None:
         self._pool.close(timeout=5.0)
@@ -118,6 +120,8 @@ class PostgresLeaseStore:
             statement = _CLAIM_BY_LIMIT[name, limit] = LEASE_QUERIES[name].replace("%(limit)s", str(int(limit)))
         if global_limit is not None:
             params["global_limit"] = global_limit
+            done = [] if self.unwritten is None else self.unwritten(queue)
+            params["done"] = "{" + ",".join(str(job_id) for job_id in done) + "}"
         with self._conn(f"leasing jobs of queue {queue!r}") as conn:
             # One autocommit statement: it turns synchronous_commit off for its own transaction.
             rows = conn.execute(statement, params).fetchall()

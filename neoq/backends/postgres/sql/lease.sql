@@ -92,13 +92,13 @@ WITH holding AS (
 -- name: lease_claim_limited
 -- lease_claim for a queue with a global limit (Handler.global_limit): no more leases than the
 -- limit leaves room for, counting the live leases of the queue (a dead process's end with their
--- lease). Limited fetches of a queue take turns on an advisory lock held to their commit, and
+-- lease) but for %(done)s, this process's jobs whose outcomes are on their way. Limited fetches of a queue take turns on an advisory lock held to their commit, and
 -- count after they got it (neoq_leased_count takes a snapshot of its own: the statement's is
 -- older than the lock), so two fetches never fill the same room. With no room: held.
 WITH gate AS MATERIALIZED (
     SELECT pg_advisory_xact_lock(hashtextextended('neoq_slots:' || %(queue)s, 0)) IS NULL AS locked
 ), room AS MATERIALIZED (
-    SELECT greatest(0, %(global_limit)s::integer - neoq_leased_count(%(queue)s)) AS n FROM gate
+    SELECT greatest(0, %(global_limit)s::integer - neoq_leased_count(%(queue)s, %(done)s::bigint[])) AS n FROM gate
 ), holding AS (
     SELECT (SELECT n FROM room) = 0 AS held
 ),

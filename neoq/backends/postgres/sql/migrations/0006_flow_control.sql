@@ -44,14 +44,17 @@ CREATE TABLE neoq_slots (
     PRIMARY KEY (queue, slot)
 );
 
--- Lease mode counts the live leases of the queue instead (a dead process's end with their lease).
+-- Lease mode counts the live leases of the queue instead (a dead process's end with their lease),
+-- but for ``done``: the caller's own jobs whose handlers returned and whose outcomes are on their way
+-- (a lease's outcome is written in batches; once written, the job is no lease, so none counts twice).
 -- VOLATILE, so its query takes a snapshot of its own, after the caller's advisory lock: the calling
 -- statement's snapshot predates the lock, and would miss the leases of the fetch it waited for.
-CREATE FUNCTION neoq_leased_count(of_queue text) RETURNS integer
+CREATE FUNCTION neoq_leased_count(of_queue text, done bigint[]) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL SAFE AS $$
 BEGIN
     RETURN (SELECT count(*) FROM neoq_jobs j
-            WHERE j.queue = of_queue AND j.status = 'new' AND j.lease_owner IS NOT NULL AND j.run_after > now());
+            WHERE j.queue = of_queue AND j.status = 'new' AND j.lease_owner IS NOT NULL AND j.run_after > now()
+              AND j.id <> ALL (done));
 END
 $$;
 

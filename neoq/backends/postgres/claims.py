@@ -179,11 +179,13 @@ class TransactionClaims:
         hot = self._hot
         commands: tuple[_Command, ...] = (
             (_BEGIN, None, False),
-            self._claim_command(conn, queue, probe=True),
+            (hot.claim_probe, (queue.encode(conn.info.encoding),), hot.prepared)
+            if not self.global_limits
+            else self._claim_command(conn, queue, probe=True),
             (_SAVEPOINT_B, None, False),
         )
         # Someone may have deallocated neoq's statements on this connection (DEALLOCATE ALL).
-        names = _WORK_STATEMENTS if queue not in self.global_limits else (*_WORK_STATEMENTS, *_LIMITED_STATEMENTS)
+        names = _WORK_STATEMENTS if not self.global_limits else (*_WORK_STATEMENTS, *_LIMITED_STATEMENTS)
         results = _exchange_prepared(conn, commands, names, hot.prepared)
         return _load_row(conn, results[1])
 

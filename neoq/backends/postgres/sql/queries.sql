@@ -7,13 +7,15 @@
 
 -- name: due_job
 -- A due job of a queue as a claim locks it; each user adds its priority range, order and lock.
--- None while the queue is paused (read once per statement: pause_queue waits for the statements
--- that read it before the pause, see flow.py).
 SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
        j.error, j.created_at, j.xmax AS locker, j.xmin AS creator, j.priority, j.snoozes
 FROM neoq_jobs j
 WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
-  AND NOT EXISTS (SELECT 1 FROM neoq_queue_pauses p WHERE p.queue = %(queue)s)
+
+-- name: not_paused
+-- The claim's one-time filter (checked once, before any range is read): no job while the queue
+-- is paused. pause_queue waits for the statements that read it before the pause (flow.py).
+NOT EXISTS (SELECT 1 FROM neoq_queue_pauses p WHERE p.queue = %(queue)s)
 
 -- name: job_ranges
 -- The CTEs of a claim's job (the start of claimed_job), after its WITH. The claim order is
@@ -60,7 +62,11 @@ SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadl
 WITH
 -- include: job_ranges
 , job AS (
-    SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low LIMIT 1
+    SELECT *
+    FROM (SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low) r
+    WHERE
+-- include: not_paused
+    LIMIT 1
 )
 -- include: claimed_columns
 
@@ -80,7 +86,8 @@ WITH slot AS (
 , job AS (
     SELECT *
     FROM (SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low) r
-    WHERE EXISTS (SELECT 1 FROM slot)
+    WHERE EXISTS (SELECT 1 FROM slot) AND
+-- include: not_paused
     LIMIT 1
 )
 -- include: claimed_columns

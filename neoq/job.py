@@ -59,6 +59,7 @@ class JobStatus(str, enum.Enum):
 
 #: ``Job``'s default payload: the constructor gives each job a fresh ``{}`` in its place.
 _NO_PAYLOAD: Mapping[str, Any] = MappingProxyType({})
+_ZERO = 0  # compared by identity (``is``): the int 0, not ``False`` nor ``0.0``
 
 
 # init=False: the class writes its own __init__ (below), with the signature the dataclass would make.
@@ -66,13 +67,12 @@ _NO_PAYLOAD: Mapping[str, Any] = MappingProxyType({})
 class Job:
     """A unit of work: a JSON payload for the handler of a queue.
 
-    Applications set ``queue``, ``payload`` and optionally ``run_after``, ``deadline``,
-    ``max_retries``, ``fingerprint``, ``priority`` and ``unique_for``; the backend sets the rest.
-    Limits, the same on every backend: ``enqueue`` raises ``InvalidJobError`` naming the field,
-    and stores nothing, for a ``run_after`` or ``deadline`` outside 1970-01-01 to 9000-01-01
-    UTC, a ``max_retries`` that is not an ``int`` from 0 to 1,000,000, or a ``fingerprint``
-    that is empty, longer than 256 characters, or holds a NUL character or a lone surrogate, a
-    ``priority`` that is not an ``int`` from -100 to 100, or a ``unique_for`` not above 0.
+    Applications set ``queue``, ``payload`` and optionally ``run_after``, ``deadline``, ``max_retries``,
+    ``fingerprint``, ``priority`` and ``unique_for``; the backend sets the rest. Limits, the same on
+    every backend: ``enqueue`` raises ``InvalidJobError`` naming the field, and stores nothing, for a
+    ``run_after`` or ``deadline`` outside 1970-01-01 to 9000-01-01 UTC, a ``max_retries`` that is not
+    an ``int`` from 0 to 1,000,000, a ``fingerprint`` that is empty, over 256 characters, or holds
+    NUL or a lone surrogate, a ``priority`` not an ``int`` from -100 to 100, a ``unique_for`` <= 0.
     """
 
     #: The queue whose handler runs the job: non-empty, at most 128 characters.
@@ -153,20 +153,18 @@ class Job:
         # What the dataclass's __init__ does at half its cost: it sets each field through
         # object.__setattr__ (the class is frozen); this fills the instance dict in one update.
         # A subclass declared a dataclass gets a generated __init__ of its own, as before.
-        self.__dict__.update(
+        state = self.__dict__
+        state.update(
             queue=queue,
             payload={} if payload is _NO_PAYLOAD else payload,
             run_after=run_after,
             deadline=deadline,
             max_retries=max_retries,
             fingerprint=fingerprint,
-            priority=priority,
-            unique_for=unique_for,
             id=id,
             status=status,
             retries=retries,
             attempts=attempts,
-            snoozes=snoozes,
             error=error,
             created_at=created_at,
             ran_at=ran_at,
@@ -176,6 +174,9 @@ class Job:
             progress=progress,
             progress_note=progress_note,
         )
+        # Flow control's fields: at their defaults, the class gives them (a dataclass keeps defaults there).
+        if priority is not _ZERO or unique_for is not None or snoozes is not _ZERO:
+            state.update(priority=priority, unique_for=unique_for, snoozes=snoozes)
 
 
 def to_seconds(value: timedelta | float | int, name: str) -> float:
@@ -356,8 +357,8 @@ def prepare_job(job: object) -> tuple[Job, str]:
         isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_JOB_RETRIES
     ):
         raise InvalidJobError(f"max_retries must be an int from 0 to {MAX_JOB_RETRIES:,} or None, not {max_retries!r}")
-    priority = job.priority
-    if priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+    priority, unique_for = job.priority, job.unique_for
+    if priority is not _ZERO and (priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY):
         raise InvalidJobError(f"priority must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, not {priority!r}")
     fp = job.fingerprint
     if fp is None:
@@ -376,13 +377,10 @@ def prepare_job(job: object) -> tuple[Job, str]:
         "deadline": deadline,
         "max_retries": max_retries,
         "fingerprint": fp,
-        "priority": priority,
-        "unique_for": None if job.unique_for is None else check_unique_for(job.unique_for),
         "id": None,
         "status": JobStatus.NEW,
         "retries": 0,
         "attempts": 0,
-        "snoozes": 0,
         "error": None,
         "created_at": None,
         "ran_at": None,
@@ -392,6 +390,8 @@ def prepare_job(job: object) -> tuple[Job, str]:
         "progress": None,
         "progress_note": None,
     }
+    if priority is not _ZERO or unique_for is not None or type(job) is not Job:  # see Job.__init__
+        state.update(priority=priority, unique_for=check_unique_for(unique_for), snoozes=0)
     if type(job) is not Job:
         return evolve(job, **state), text  # a subclass keeps its own fields
     # The common case skips dataclass machinery: every field is set here.

@@ -39,7 +39,7 @@ class FlowTests(SuiteBase):
 
     # -- priorities ----------------------------------------------------------------------
 
-    @pytest.mark.parametrize("priority", [101, -101, 1.5, True, "1", None])
+    @pytest.mark.parametrize("priority", [101, -101, 1.5, 0.0, True, False, "1", None])
     def test_priority_out_of_range_is_refused_before_storing(self, nq: Neoq, priority: object) -> None:
         with pytest.raises(InvalidJobError, match="priority"):
             nq.enqueue(Job(queue="prio_bad", payload={}, priority=priority))  # type: ignore[arg-type]

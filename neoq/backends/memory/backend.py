@@ -123,13 +123,14 @@ class MemoryBackend(MemoryFlow, MemoryUpkeep, Backend):
             if existing is not None:
                 message = f"job 0 duplicates job {existing} of queue {queue!r}, which is still new"
                 raise DuplicateJobError(message, existing)
-            if job.unique_for is not None:  # flow.py
+            windowed = job.unique_for is not None
+            if windowed:  # flow.py
                 self._check_windows((job,), now.timestamp())
             job_id = str(seq := next(self._ids))
             run_after = job.run_after or now
             record = self._records[job_id] = Record(evolve(job, id=job_id, created_at=now, run_after=run_after), seq)
             self._unique[key] = job_id
-            if job.unique_for is not None:
+            if windowed:
                 self._open_windows((job,), (job_id,), now.timestamp())
             entry = record.entry = (-job.priority, run_after.timestamp(), seq, 0)
             self._live[entry] = record

@@ -153,18 +153,20 @@ class Job:
         # What the dataclass's __init__ does at half its cost: it sets each field through
         # object.__setattr__ (the class is frozen); this fills the instance dict in one update.
         # A subclass declared a dataclass gets a generated __init__ of its own, as before.
-        state = self.__dict__
-        state.update(
+        self.__dict__.update(
             queue=queue,
             payload={} if payload is _NO_PAYLOAD else payload,
             run_after=run_after,
             deadline=deadline,
             max_retries=max_retries,
             fingerprint=fingerprint,
+            priority=priority,
+            unique_for=unique_for,
             id=id,
             status=status,
             retries=retries,
             attempts=attempts,
+            snoozes=snoozes,
             error=error,
             created_at=created_at,
             ran_at=ran_at,
@@ -174,9 +176,6 @@ class Job:
             progress=progress,
             progress_note=progress_note,
         )
-        # Flow control's fields: at their defaults, the class gives them (a dataclass keeps defaults there).
-        if priority is not _ZERO or unique_for is not None or snoozes is not _ZERO:
-            state.update(priority=priority, unique_for=unique_for, snoozes=snoozes)
 
 
 def to_seconds(value: timedelta | float | int, name: str) -> float:
@@ -377,10 +376,13 @@ def prepare_job(job: object) -> tuple[Job, str]:
         "deadline": deadline,
         "max_retries": max_retries,
         "fingerprint": fp,
+        "priority": priority,
+        "unique_for": None if unique_for is None else check_unique_for(unique_for),
         "id": None,
         "status": JobStatus.NEW,
         "retries": 0,
         "attempts": 0,
+        "snoozes": 0,
         "error": None,
         "created_at": None,
         "ran_at": None,
@@ -390,8 +392,6 @@ def prepare_job(job: object) -> tuple[Job, str]:
         "progress": None,
         "progress_note": None,
     }
-    if priority is not _ZERO or unique_for is not None or type(job) is not Job:  # see Job.__init__
-        state.update(priority=priority, unique_for=check_unique_for(unique_for), snoozes=0)
     if type(job) is not Job:
         return evolve(job, **state), text  # a subclass keeps its own fields
     # The common case skips dataclass machinery: every field is set here.

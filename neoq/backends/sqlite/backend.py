@@ -34,7 +34,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ...clock import Clock
-from ...errors import BackendError, ConfigurationError
+from ...errors import BackendError, ConfigurationError, NeoqError
 from ...handler import Handler
 from ...job import Job, JobStatus
 from ...waiting import Look
@@ -43,6 +43,7 @@ from ..capabilities import NOTIFY, SHARED
 from ..lease import LeaseEngine, LeaseToken
 from . import migrations
 from .connections import Connections, connect, describe, is_busy
+from .flow import FLOW_CAPABILITIES, SqliteFlow
 from .leasestore import SqliteLeaseStore
 from .settings import SqliteOptions, check_path, parse_settings, path_from_url
 from .store import Store
@@ -66,7 +67,7 @@ _open_backends: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
 _abandoned: list[object] = []
 
 
-class SqliteBackend(Backend):
+class SqliteBackend(SqliteFlow, Backend):
     """Jobs in a SQLite file, shared by every client on this host that opens it.
 
     ``path`` is the database file (created with its schema when missing; its directory must
@@ -85,10 +86,11 @@ class SqliteBackend(Backend):
       power cut or an OS crash; ``"full"`` loses none then either, at an fsync per transaction.
     - ``migrate`` (default True): create or upgrade the schema in ``open()``.
 
-    Capabilities: ``"shared"`` (the processes of one host) and ``"notify"`` (the watcher).
+    Capabilities: ``"shared"`` (the processes of one host), ``"notify"`` (the watcher), and every
+    flow-control one (flow.py).
     """
 
-    capabilities = frozenset({SHARED, NOTIFY})
+    capabilities = frozenset({SHARED, NOTIFY}) | FLOW_CAPABILITIES
     #: Both modes lease (SQLite has one writer at a time: no transaction is held while handlers run).
     handler_modes = frozenset({"transaction", "lease"})
     needs_release = False
@@ -107,7 +109,9 @@ class SqliteBackend(Backend):
         self._store: Store | None = None
         self._engine: LeaseEngine | None = None
         self._watcher: Watcher | None = None
+        self._lease_store_: SqliteLeaseStore | None = None
         self._prefetch: dict[str, int] = {}
+        self._flow_init()
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self._settings.path!r})"
@@ -212,6 +216,18 @@ class SqliteBackend(Backend):
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
+    def _require_conns(self) -> Connections:
+        conns = self._conns
+        if conns is None:
+            raise BackendError(_NOT_OPEN)
+        return conns
+
+    def _lease_store(self) -> SqliteLeaseStore:
+        self._engine_now()
+        store = self._lease_store_
+        assert store is not None
+        return store
+
     def _require(self) -> Store:
         store = self._store
         if store is None:
@@ -259,6 +275,7 @@ class SqliteBackend(Backend):
         """Serve ``queue``: every mode is a lease here; the handler's concurrency is the fetch's prefetch."""
         super().prepare_queue(queue, handler)
         self._prefetch[queue] = handler.concurrency
+        self._prepare_flow(queue, handler)
         self._engine_now()
 
     def _engine_now(self) -> LeaseEngine:
@@ -272,7 +289,8 @@ class SqliteBackend(Backend):
                 conns = self._conns
                 if conns is None:
                     raise BackendError(_NOT_OPEN)
-                store = SqliteLeaseStore(conns, lambda queue, delay: self._stored({queue: delay}))
+                store = self._lease_store_ = SqliteLeaseStore(conns, lambda queue, delay: self._stored({queue: delay}))
+                store.global_limits = self._global_limits
                 engine = self._engine = LeaseEngine(
                     store,
                     self._settings.lease,
@@ -285,12 +303,20 @@ class SqliteBackend(Backend):
         return engine
 
     def _changed(self) -> None:
+        """Another connection committed (the watcher): every queue looks; queues paused elsewhere give
+        back what this client leased ahead for them."""
         waiting = self._waiting
         if waiting is not None:
             waiting.signal(None)
+        try:
+            self._check_pauses()
+        except NeoqError as exc:
+            logger.debug("neoq: reading the paused queues failed: %s", exc)
 
     def look(self, queue: str) -> Look[Claim]:
         """Lease a due job of ``queue`` (or one buffered by an earlier fetch), or say when the next comes due."""
+        if queue in self._rates:  # flow.py: a rate limit's start is taken with the claim
+            return self._rated_look(queue)
         return self._engine_now().look(queue)
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
@@ -303,6 +329,9 @@ class SqliteBackend(Backend):
         lease = claim.token
         if not isinstance(lease, LeaseToken):
             raise BackendError("settle() got a claim that this SQLite backend did not make")
+        if queue in self._rates:  # the next claim takes a start too: through look
+            lease.engine.settle(claim, outcome)
+            return None
         return lease.engine.settle_then_claim(claim, outcome, queue)
 
     def progress(self, claim: Claim, fraction: float, note: str | None) -> None:

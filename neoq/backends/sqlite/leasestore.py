@@ -28,11 +28,26 @@ from .rows import COLUMNS, NCOLUMNS, job_from_row, micros, now_micros, when
 
 __all__ = ["SqliteLeaseStore"]
 
-_NEXT_DUE = "SELECT min(run_after) FROM neoq_jobs WHERE queue = ? AND status = 'new'"
+#: Whether the queue is paused, and when its next job comes due (a lease's expiry included).
+_LOOK = (
+    "SELECT EXISTS (SELECT 1 FROM neoq_queue_pauses WHERE queue = :queue),"
+    " (SELECT min(run_after) FROM neoq_jobs WHERE queue = :queue AND status = 'new')"
+)
 
-_PICK = (
-    "SELECT id, run_after FROM neoq_jobs WHERE queue = ? AND status = 'new' AND run_after <= ?"
-    " ORDER BY run_after, id LIMIT ?"
+#: The claim order, (priority descending, run_after, id), as three ranges read in turn, each from
+#: its index in that order: the partial priority index above and below 0, neoq_jobs_due for 0.
+_PICKS = (
+    "SELECT id, run_after FROM neoq_jobs WHERE queue = ? AND status = 'new' AND priority > 0 AND run_after <= ?"
+    " ORDER BY priority DESC, run_after, id LIMIT ?",
+    "SELECT id, run_after FROM neoq_jobs WHERE queue = ? AND status = 'new' AND priority = 0 AND run_after <= ?"
+    " ORDER BY run_after, id LIMIT ?",
+    "SELECT id, run_after FROM neoq_jobs WHERE queue = ? AND status = 'new' AND priority < 0 AND run_after <= ?"
+    " ORDER BY priority DESC, run_after, id LIMIT ?",
+)
+
+#: The live leases of a queue (its running jobs, in every process): what a global limit counts.
+_LEASED = (
+    "SELECT count(*) FROM neoq_jobs WHERE queue = ? AND status = 'new' AND run_after > ? AND lease_owner IS NOT NULL"
 )
 
 #: No traceback with the job's error unchanged (a cancellation, a put-back) keeps the stored one.
@@ -40,6 +55,7 @@ _SETTLE = (
     "UPDATE neoq_jobs SET status = :status, error = :error,"
     " traceback = CASE WHEN :traceback IS NULL AND error IS :error THEN traceback ELSE :traceback END,"
     " result = :result, run_after = :run_after, retries = coalesce(:retries, retries), finished_at = :finished_at,"
+    " snoozes = snoozes + :snoozed,"
     " lease_owner = NULL WHERE id = :id AND lease_token = :token AND status = 'new'"
 )
 
@@ -59,32 +75,56 @@ class SqliteLeaseStore:
     def __init__(self, conns: Connections, due: Callable[[str, float], None]) -> None:
         self._conns = conns
         self._due = due
+        #: The global limit (``Handler.global_limit``) of each queue that has one (the backend's).
+        self.global_limits: dict[str, int] = {}
 
     def close(self) -> None:
         """Nothing of its own: the pool is the backend's, closed with it."""
 
     def fetch(self, queue: str, limit: int, lease: float, owner: str) -> tuple[list[Leased], float | None, bool]:
-        """Lease up to ``limit`` due jobs of ``queue``; else the seconds until the next comes due."""
+        """Lease up to ``limit`` due jobs of ``queue`` in claim order; else when the next comes due.
+
+        A paused queue has nothing due and nothing scheduled (its loops wait for the resume's wake-up).
+        A queue with a global limit leases only what its live leases leave room for; none left: ``held``.
+        """
         now = now_micros()
-        nxt = self._conns.read(lambda conn: conn.execute(_NEXT_DUE, (queue,)).fetchone()[0], "looking for due jobs")
-        if nxt is None:
+        paused, nxt = self._conns.read(
+            lambda conn: conn.execute(_LOOK, {"queue": queue}).fetchone(), "looking for due jobs"
+        )
+        if paused or nxt is None:
             return [], None, False
         if nxt > now:
             return [], (nxt - now) / 1e6, False
         lease_us = int(lease * 1e6)
+        global_limit = self.global_limits.get(queue)
 
-        def take(conn: sqlite3.Connection) -> tuple[list[Leased], float | None]:
+        def take(conn: sqlite3.Connection) -> tuple[list[Leased], float | None, bool]:
             now = now_micros()
-            picked = conn.execute(_PICK, (queue, now, limit)).fetchall()
+            paused, nxt = conn.execute(_LOOK, {"queue": queue}).fetchone()
+            if paused:
+                return [], None, False
+            room = limit
+            if global_limit is not None:
+                room = min(room, global_limit - conn.execute(_LEASED, (queue, now)).fetchone()[0])
+                if room <= 0:
+                    return [], None, True  # others run the most the limit allows: look again soon
+            picked: list[tuple[int, int]] = []
+            for pick in _PICKS:
+                picked.extend(conn.execute(pick, (queue, now, room - len(picked))).fetchall())
+                if len(picked) >= room:
+                    break
             if not picked:
-                row = conn.execute(_NEXT_DUE, (queue,)).fetchone()
-                return [], (None if row[0] is None else max(0.0, (row[0] - now) / 1e6))
-            due_at = {row[0]: row[1] for row in picked}
+                return [], (None if nxt is None else max(0.0, (nxt - now) / 1e6)), False
+            order = {row[0]: index for index, row in enumerate(picked)}
+            due_at = dict(picked)
             marks = ",".join("?" * len(picked))
+            # ran_at a microsecond apart in claim order: the jobs of one fetch read as claimed in turn.
+            places = " ".join(["WHEN ? THEN ?"] * len(picked))
             rows = conn.execute(
                 f"UPDATE neoq_jobs SET run_after = ?, lease_token = lease_token + 1, lease_owner = ?,"
-                f" attempts = attempts + 1, ran_at = ? WHERE id IN ({marks}) RETURNING {COLUMNS}, lease_token",
-                (now + lease_us, owner, now, *due_at),
+                f" attempts = attempts + 1, ran_at = ? + CASE id {places} END"
+                f" WHERE id IN ({marks}) RETURNING {COLUMNS}, lease_token",
+                (now + lease_us, owner, now, *[v for item in order.items() for v in item], *due_at),
             ).fetchall()
             leased: list[Leased] = []
             for row in rows:
@@ -92,11 +132,10 @@ class SqliteLeaseStore:
                 due = when(due_at[row[0]])
                 assert due is not None
                 leased.append((job_from_row(row, "running", run_after=due), row[0], row[NCOLUMNS], due, False))
-            leased.sort(key=lambda item: (due_at[item[1]], item[1]))
-            return leased, None
+            leased.sort(key=lambda item: order[item[1]])
+            return leased, None, False
 
-        leased, due_in = self._conns.write(take, f"leasing jobs of queue {queue!r}")
-        return leased, due_in, False
+        return self._conns.write(take, f"leasing jobs of queue {queue!r}")
 
     def settle_many(self, batch: list[Settlement]) -> set[Any]:
         """Write ``batch``'s outcomes in one transaction, each fenced by its token; return the keys written."""
@@ -123,6 +162,7 @@ class SqliteLeaseStore:
                         "run_after": at,
                         "retries": outcome.retries if retry else None,
                         "finished_at": None if retry else now,
+                        "snoozed": 1 if retry and outcome.snoozed else 0,
                         "id": lease.job_id,
                         "token": lease.token,
                     },
@@ -137,6 +177,11 @@ class SqliteLeaseStore:
         written = self._conns.write(write, f"writing the outcomes of {len(batch)} jobs")
         for queue, delay in retried.items():
             self._due(queue, delay)
+        limited = self.global_limits
+        if limited:  # a written outcome frees room under a global limit: this client's loops look
+            for queue in {pending.lease.queue for pending in batch} & limited.keys():
+                if queue not in retried:
+                    self._due(queue, 0.0)
         return written
 
     def progress(self, lease: LeaseToken, fraction: float, note: str | None) -> None:
@@ -189,8 +234,9 @@ class SqliteLeaseStore:
             self._conns.write(extend, "renewing leases")
         return lost
 
-    def give_back(self, leases: list[LeaseToken]) -> None:
-        """Put unstarted leased jobs back as they were (due as before, attempt uncounted)."""
+    def give_back(self, leases: list[LeaseToken], *, wake: bool = True) -> None:
+        """Put unstarted leased jobs back as they were (due at ``due_at``, attempt uncounted); with
+        ``wake``, this client's loops of their queues look again."""
 
         def back(conn: sqlite3.Connection) -> set[str]:
             queues: set[str] = set()
@@ -200,5 +246,7 @@ class SqliteLeaseStore:
                     queues.add(row[0])
             return queues
 
-        for queue in self._conns.write(back, "putting unstarted leased jobs back"):
-            self._due(queue, 0.0)
+        queues = self._conns.write(back, "putting unstarted leased jobs back")
+        if wake:
+            for queue in queues:
+                self._due(queue, 0.0)

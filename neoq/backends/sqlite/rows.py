@@ -18,10 +18,10 @@ _MICROSECOND = timedelta(microseconds=1)
 #: The columns ``job_from_row`` reads, in order (the state last).
 COLUMNS = (
     "id, queue, fingerprint, payload, run_after, deadline, max_retries, retries, attempts, error, "
-    "created_at, ran_at, finished_at, result, traceback, progress, progress_note"
+    "created_at, ran_at, finished_at, result, traceback, progress, progress_note, priority, snoozes"
 )
 #: How many columns ``COLUMNS`` names: what a query selects after them starts at this index.
-NCOLUMNS = 17
+NCOLUMNS = 19
 
 #: The status a job reports: a 'new' job with a live lease is running (its holder renews it).
 STATE = "CASE WHEN status = 'new' AND lease_owner IS NOT NULL AND run_after > :now THEN 'running' ELSE status END"
@@ -63,4 +63,6 @@ def job_from_row(row: sqlite3.Row | tuple[Any, ...], status: str, *, run_after: 
         traceback=row[14],
         progress=row[15],
         progress_note=row[16],
+        priority=row[17],
+        snoozes=row[18],
     )

@@ -15,13 +15,14 @@ from ...defaults import MIN_TICK_RETENTION
 from ...errors import DuplicateJobError, JobNotFoundError
 from ...job import Job, JobStatus, encode_payload
 from .connections import Connections
+from .flow import open_windows
 from .rows import COLUMNS, NCOLUMNS, STATE, job_from_row, micros, now_micros, when
 
 __all__ = ["Store"]
 
 _INSERT = (
-    "INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, created_at, priority)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _HOLDER = "SELECT id FROM neoq_jobs WHERE queue = ? AND fingerprint = ? AND status = 'new'"
@@ -65,12 +66,13 @@ class Store:
             texts = [encode_payload(job.payload) for job in jobs]
         # The rows are built before the write lock is taken: the file is locked for the inserts only.
         now = now_micros()
+        windowed = any(job.unique_for is not None for job in jobs)
         rows = []
         delays: dict[str, float] = {}
         for job, text in zip(jobs, texts, strict=True):
             run_after = now if job.run_after is None else micros(job.run_after)
             deadline = None if job.deadline is None else micros(job.deadline)
-            rows.append((job.queue, job.fingerprint, text, run_after, deadline, job.max_retries, now))
+            rows.append((job.queue, job.fingerprint, text, run_after, deadline, job.max_retries, now, job.priority))
             if run_after > now:
                 delay = (run_after - now) / 1e6
                 delays[job.queue] = min(delay, delays.get(job.queue, delay))
@@ -80,13 +82,17 @@ class Store:
         def insert(conn: sqlite3.Connection) -> list[str]:
             try:
                 if len(rows) == 1:
-                    return [str(conn.execute(_INSERT, rows[0]).lastrowid)]
-                conn.executemany(_INSERT, rows)
+                    ids = [str(conn.execute(_INSERT, rows[0]).lastrowid)]
+                else:
+                    conn.executemany(_INSERT, rows)
+                    # The write lock is held and ids are AUTOINCREMENT: the batch took the last ids.
+                    last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'neoq_jobs'").fetchone()[0]
+                    ids = [str(job_id) for job_id in range(last - len(rows) + 1, last + 1)]
             except sqlite3.IntegrityError as exc:
                 raise self._duplicate(conn, jobs) from exc
-            # The write lock is held and ids are AUTOINCREMENT: the batch took the last len(rows) ids.
-            last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'neoq_jobs'").fetchone()[0]
-            return [str(job_id) for job_id in range(last - len(rows) + 1, last + 1)]
+            if windowed:
+                open_windows(conn, jobs, ids, now)
+            return ids
 
         ids = self._conns.write(insert, f"storing {len(jobs)} job(s)")
         self._woken(delays)
@@ -120,7 +126,7 @@ class Store:
             deadline = None if job.deadline is None else micros(job.deadline)
             try:
                 job_id = conn.execute(
-                    _INSERT, (job.queue, job.fingerprint, text, run_after, deadline, job.max_retries, now)
+                    _INSERT, (job.queue, job.fingerprint, text, run_after, deadline, job.max_retries, now, job.priority)
                 ).lastrowid
             except sqlite3.IntegrityError as exc:
                 raise self._duplicate(conn, [job]) from exc  # rolls the tick back too
@@ -156,6 +162,8 @@ class Store:
                 " LIMIT ?)",
                 (*params, limit),
             ).rowcount
+            # unique_for windows that have closed.
+            conn.execute("DELETE FROM neoq_unique_windows WHERE enqueued_at + unique_for * 1e6 < ?", (now_micros(),))
             # Old cron ticks, but never a schedule's latest nor one younger than MIN_TICK_RETENTION.
             oldest = min(min(cutoffs.values()), now_micros() - int(MIN_TICK_RETENTION * 1e6))
             conn.execute(

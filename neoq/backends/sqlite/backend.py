@@ -315,6 +315,9 @@ class SqliteBackend(SqliteFlow, Backend):
 
     def look(self, queue: str) -> Look[Claim]:
         """Lease a due job of ``queue`` (or one buffered by an earlier fetch), or say when the next comes due."""
+        if queue in self._global_limits:
+            # This client's outcomes waiting for the flusher would count as live leases: write them first.
+            self._barrier()
         if queue in self._rates:  # flow.py: a rate limit's start is taken with the claim
             return self._rated_look(queue)
         return self._engine_now().look(queue)

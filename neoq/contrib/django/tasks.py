@@ -151,18 +151,12 @@ class NeoqTaskBackend(_backends_base.BaseTaskBackend):  # type: ignore[misc]
         return f"{self.queue_prefix}{queue_name}"
 
     def check(self, **kwargs: Any) -> Iterable[Any]:
-        """Django system checks (``manage.py check``): this alias's options and neoq's settings."""
+        """Django system checks (``manage.py check``): this alias's options (neoq's settings: the app's check)."""
         from django.core import checks
-
-        from .conf import load_settings
 
         yield from super().check(**kwargs)
         for problem in self.problems:
             yield checks.Error(problem, id="neoq.E002", obj=self.alias)
-        try:
-            load_settings()
-        except ConfigurationError as exc:
-            yield checks.Error(str(exc), id="neoq.E001", obj=self.alias)
 
     def _check_configured(self) -> None:
         if self.problems:

@@ -105,11 +105,15 @@ def _exception_path(error: str) -> str:
     return name
 
 
-def _worker_of(trace: str | None) -> str | None:
-    for line in reversed((trace or "").splitlines()):
-        if line.startswith(_WORKER_NOTE):
-            return line[len(_WORKER_NOTE) :].strip()
-    return None
+def _worker_of(trace: str | None) -> tuple[str | None, str | None]:
+    """The worker a failed attempt's traceback names (its note), and the traceback without that note."""
+    if not trace:
+        return None, trace
+    lines = trace.splitlines(keepends=True)
+    notes = [line for line in lines if line.startswith(_WORKER_NOTE)]
+    if not notes:
+        return None, trace
+    return notes[-1][len(_WORKER_NOTE) :].strip(), "".join(line for line in lines if line not in notes)
 
 
 class NeoqTaskBackend(_backends_base.BaseTaskBackend):  # type: ignore[misc]
@@ -225,9 +229,8 @@ class NeoqTaskBackend(_backends_base.BaseTaskBackend):  # type: ignore[misc]
             changes["run_after"] = job.run_after
         if changes:
             task = task.using(**changes)
-        trace: str | None = getattr(job, "traceback", None)
         stored_result: Any = getattr(job, "result", None)
-        worker = _worker_of(trace)
+        worker, trace = _worker_of(getattr(job, "traceback", None))
         if isinstance(stored_result, dict) and job.status is JobStatus.PROCESSED:
             worker = stored_result.get("worker") or worker
         result = self._result(

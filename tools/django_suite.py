@@ -121,7 +121,9 @@ def child() -> int:
     from django.test.runner import DiscoverRunner
     from django.test.utils import get_runner  # noqa: F401 - the standard runner, set up as manage.py test does
     from neoq_suite import on_setting_changed
-    from skips import BACKPORT_SKIPS, SKIPS
+    from skips import BACKPORT_SKIPS, PRIORITY_SKIPS, SKIPS
+
+    from neoq.contrib.django.tasks import NeoqTaskBackend
 
     django.setup()
     setting_changed.connect(on_setting_changed)
@@ -129,6 +131,8 @@ def child() -> int:
     runner.setup_test_environment()
     suite = runner.build_suite(["tasks"])
     skips = {**SKIPS, **(BACKPORT_SKIPS if os.environ.get("NEOQ_SUITE_BACKPORT") else {})}
+    if not NeoqTaskBackend.supports_priority:
+        skips.update(PRIORITY_SKIPS)
     for test in _tests(suite):
         reason = skips.get(test.id())
         if reason is not None:

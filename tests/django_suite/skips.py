@@ -35,3 +35,11 @@ BACKPORT_SKIPS = {
     "tasks.test_dummy_backend.DummyBackendTestCase.test_validate_disallowed_async_task": _SKEW,
     "tasks.test_custom_backend.CustomBackendTestCase.test_no_enqueue": _PY311,
 }
+
+#: Skipped only while ``NeoqTaskBackend.supports_priority`` is False (neoq without ``Job.priority``).
+_NO_PRIORITY = "NeoqTaskBackend.supports_priority is False in this build (neoq without Job.priority)"
+PRIORITY_SKIPS = {
+    "tasks.test_tasks.TaskTestCase.test_chained_using": _NO_PRIORITY,
+    "tasks.test_tasks.TaskTestCase.test_using_priority": _NO_PRIORITY,
+    "tasks.test_tasks.TaskTestCase.test_invalid_priority": _NO_PRIORITY,
+}

@@ -16,10 +16,12 @@ run by ``manage.py neoq_worker``. Enqueueing goes through ``neoq.contrib.django.
 uses Django's database, a task enqueued inside ``transaction.atomic()`` exists only if that
 transaction commits, and ``get_result`` inside that transaction reads it through the same connection.
 
-Results are neoq's job: status (``RUNNING`` while an attempt runs), times, the return value (kept as
-the job's result, in JSON), the error of the last failed attempt with its traceback and the
-exception's dotted path, and the worker (``host:pid``) that ran it. ``MAX_RETRIES`` (default 0, as
-Django's own backends) lets neoq retry a failed task with its backoff before it is ``FAILED``.
+``priority`` is ``Job.priority`` (-100..100, higher first; a neoq backend without the
+``"priority"`` capability refuses it at enqueue). Results are neoq's job: status (``RUNNING`` while
+an attempt runs), times, the return value (kept as the job's result, in JSON), the error of the
+last failed attempt with its traceback and the exception's dotted path, and the worker
+(``host:pid``) that ran it. ``MAX_RETRIES`` (default 0, as Django's own backends) lets neoq retry a
+failed task with its backoff before it is ``FAILED``.
 Configuration errors are reported by ``manage.py check``.
 """
 
@@ -122,7 +124,7 @@ class NeoqTaskBackend(_backends_base.BaseTaskBackend):  # type: ignore[misc]
     supports_defer = True
     supports_async_task = True
     supports_get_result = True
-    supports_priority = False
+    supports_priority = True
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
@@ -185,6 +187,7 @@ class NeoqTaskBackend(_backends_base.BaseTaskBackend):  # type: ignore[misc]
             queue=self.neoq_queue(task.queue_name),
             payload=payload,
             run_after=task.run_after,
+            priority=task.priority,
             # Django's tasks are not deduplicated: each enqueue is a new result.
             fingerprint=None if self.unique else uuid.uuid4().hex,
         )
@@ -227,6 +230,8 @@ class NeoqTaskBackend(_backends_base.BaseTaskBackend):  # type: ignore[misc]
             changes["queue_name"] = queue_name
         if payload.get("deferred") and job.run_after is not None:
             changes["run_after"] = job.run_after
+        if job.priority != task.priority:
+            changes["priority"] = job.priority
         if changes:
             task = task.using(**changes)
         stored_result: Any = getattr(job, "result", None)

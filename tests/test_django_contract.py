@@ -98,11 +98,16 @@ def test_the_enqueued_result_equals_the_stored_one(dj: Any) -> None:
     from shop import tasks
 
     later = datetime.now(timezone.utc) + timedelta(hours=1)
-    for task in (tasks.send_receipt_email, tasks.send_with_context.using(run_after=later)):
+    for task in (
+        tasks.send_receipt_email,
+        tasks.send_with_context.using(run_after=later),
+        tasks.send_receipt_email.using(priority=5),
+    ):
         result = task.enqueue(7)
         stored = task.get_result(result.id)
         assert result == stored
         assert stored.task.queue_name == task.queue_name and stored.task.run_after == task.run_after
+        assert stored.task.priority == task.priority
         assert result.enqueued_at == dj.get_client().get_job(result.id).created_at
         dj.get_client().cancel_job(result.id)
 

@@ -75,7 +75,8 @@ tox: $(VENV)/.tox-installed ## the matrix: Python 3.10-3.13, PostgreSQL 14-18, l
 	$(TOX) $(TOX_ARGS)
 
 # CI's extra leg stays short: the backend behaviour suite and the framework integrations.
-TOX_EXTRA_TESTS ?= tests/test_postgres_suite.py tests/test_postgres_fork.py tests/test_django.py tests/test_flask.py
+TOX_EXTRA_TESTS ?= tests/test_postgres_suite.py tests/test_postgres_fork.py tests/test_django.py tests/test_flask.py \
+	tests/test_django_contract.py tests/test_flask_cron.py
 
 tox-extra: $(VENV)/.tox-installed ## CI's extra leg: PostgreSQL suite + Flask/Django on Python 3.12 and PostgreSQL 16
 	$(TOX) -e py312-pg16 --skip-missing-interpreters false -- -q -m "postgres and not slow" $(TOX_EXTRA_TESTS)

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORE_STAMP := $(VENV)/.core-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast chaos soak lint format bench bench-ab bench-peers bench-scale docs tox tox-extra dist smoke clean
+.PHONY: help venv demo test test-fast test-django-suite chaos soak lint format bench bench-ab bench-peers bench-scale docs tox tox-extra dist smoke clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ test: $(STAMP) ## run the whole test suite (PostgreSQL included) with coverage
 
 test-fast: $(STAMP) ## run the tests that need no PostgreSQL
 	$(PY) -m pytest -m "not postgres and not slow" $(PYTEST_ARGS)
+
+test-django-suite: $(STAMP) ## Django's own tests/tasks suite on neoq's django.tasks backend (memory, PostgreSQL)
+	$(PY) tools/django_suite.py $(SUITE_ARGS)
 
 chaos: $(STAMP) ## the fault suite at full size: SIGKILLed workers, database restarts, lost wake-ups, poison jobs
 	NEOQ_CHAOS=full $(PY) -m pytest -s tests/chaos --ignore=tests/chaos/test_chaos_soak.py $(PYTEST_ARGS)
@@ -72,7 +75,8 @@ tox: $(VENV)/.tox-installed ## the matrix: Python 3.10-3.13, PostgreSQL 14-18, l
 	$(TOX) $(TOX_ARGS)
 
 # CI's extra leg stays short: the backend behaviour suite and the framework integrations.
-TOX_EXTRA_TESTS ?= tests/test_postgres_suite.py tests/test_postgres_fork.py tests/test_django.py tests/test_flask.py
+TOX_EXTRA_TESTS ?= tests/test_postgres_suite.py tests/test_postgres_fork.py tests/test_django.py tests/test_flask.py \
+	tests/test_django_contract.py tests/test_flask_cron.py
 
 tox-extra: $(VENV)/.tox-installed ## CI's extra leg: PostgreSQL suite + Flask/Django on Python 3.12 and PostgreSQL 16
 	$(TOX) -e py312-pg16 --skip-missing-interpreters false -- -q -m "postgres and not slow" $(TOX_EXTRA_TESTS)

@@ -3,7 +3,8 @@
 Run it against PostgreSQL (two terminals, from the repository root)::
 
     export NEOQ_URL=postgresql://postgres@127.0.0.1:5432/postgres
-    flask --app examples/flask_app/app.py neoq worker       # the worker: runs @nq.handler functions
+    flask --app examples/flask_app/app.py neoq migrate      # neoq's tables, once per deploy
+    flask --app examples/flask_app/app.py neoq worker       # the worker: @nq.handler and @nq.cron functions
     flask --app examples/flask_app/app.py run               # the web app
 
     curl -X POST -H 'Content-Type: application/json' -d '{"email": "ada@example.com"}' localhost:5000/signup
@@ -36,6 +37,12 @@ def send_welcome_email(job: Job) -> None:
     sent = current_app.config.get("SENT_EMAILS")
     if sent is not None:  # the tests collect what was "sent"
         sent.append(job.payload["email"])
+
+
+@nq.cron("0 8 * * *", queue="signup_report")
+def signup_report(job: Job) -> None:
+    """Every day at 08:00 UTC, ticked by `flask neoq worker` only: web processes never run the schedule."""
+    current_app.logger.info("signup report for %s", job.payload["scheduled_at"])
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

@@ -431,8 +431,9 @@ class PostgresBackend(PostgresFlow, PoolSizing, Backend):
     def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
         return inspection.prune(self._conns.aux, older_than, limit)
 
-    def get_job(self, job_id: str) -> Job | None:
-        return inspection.get_job(self._conns.aux, job_id)
+    def get_job(self, job_id: str, *, connection: Any = None) -> Job | None:
+        """``connection``: read through the caller's psycopg connection (its open transaction's view)."""
+        return inspection.get_job(self._conns.aux, job_id, connection)
 
     def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
         return inspection.list_jobs(self._conns.aux, queue, status, limit)

@@ -74,3 +74,9 @@ DEFAULT_PRUNE_BATCH = 500
 #: Cron tick records are kept at least this long (seconds), however short the job retention:
 #: a tick stored late (up to the scheduler's grace time) must still find its record.
 MIN_TICK_RETENTION = 86400.0
+
+#: Seconds between a worker process's beats in the store's worker registry (capability ``"workers"``);
+#: one that has not beaten for ``WORKER_TTL`` seconds is forgotten.
+DEFAULT_WORKER_HEARTBEAT = 5.0
+#: Seconds after its last beat at which a worker process is taken for dead and forgotten.
+WORKER_TTL = 30.0

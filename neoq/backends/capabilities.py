@@ -12,7 +12,7 @@ will get names of their own here when they come.
 
 from __future__ import annotations
 
-__all__ = ["ENQUEUE_IN_TRANSACTION", "KNOWN", "NOTIFY", "SHARED", "TRANSACTION"]
+__all__ = ["DASHBOARD", "ENQUEUE_IN_TRANSACTION", "KNOWN", "NOTIFY", "SHARED", "TRANSACTION", "WORKERS"]
 
 #: Handlers in the backend's default mode get ``neoq.job_context().transaction``: a DB-API
 #: connection whose transaction holds the job, and commits with its outcome.
@@ -28,5 +28,12 @@ SHARED = "shared"
 #: enqueue itself), not only by polling at an interval.
 NOTIFY = "notify"
 
+#: The backend is a ``neoq.backends.search.JobSearch``: filtered job search paged by key,
+#: per-minute activity, the oldest waiting job, bulk retry and cancel (what ``neoq.dashboard`` reads).
+DASHBOARD = "dashboard"
+#: The backend is a ``neoq.backends.search.WorkerRegistry``: each worker process announces itself,
+#: beats, and is forgotten when it stops or dies; the runtime announces its workers there.
+WORKERS = "workers"
+
 #: Every capability name neoq itself reads.
-KNOWN: frozenset[str] = frozenset({TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY})
+KNOWN: frozenset[str] = frozenset({TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY, DASHBOARD, WORKERS})

@@ -20,6 +20,7 @@ from ..clock import Clock
 from ..errors import NeoqError
 from ..handler import Handler
 from .executor import LoopExecutor
+from .presence import Presence
 from .runner import AttemptRunner, RecoveryCallback
 from .watchdog import LONGEST_WAIT
 
@@ -69,6 +70,8 @@ class Worker:
         self._attempts = AttemptRunner(backend, clock, log, recovery_callback, events)
         self._running = self._attempts.running
         self._watchdog = self._attempts.watchdog
+        #: This process in the store's worker registry, where the backend keeps one.
+        self._presence = Presence(backend, self._running, clock, log)
         self._stopped = False
 
     # -- starting ------------------------------------------------------------------------
@@ -82,6 +85,7 @@ class Worker:
             self._runners[queue] = runner
             self._stopped = False
         self._launch(runner)
+        self._presence.add(queue, handler.concurrency)
 
     def _launch(self, runner: QueueRunner) -> None:
         concurrency = runner.handler.concurrency
@@ -191,6 +195,7 @@ class Worker:
             runners = list(self._runners.values())
             self._runners.clear()
             self._stopped = True
+        self._presence.stop()
         # 1. Stop claiming: flag every loop, then wake the ones blocked in claim().
         for runner in runners:
             runner.stopping.set()

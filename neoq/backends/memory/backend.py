@@ -17,9 +17,10 @@ from ...job import Job, JobStatus, evolve
 from ...job import copy_job as _copy
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome
-from ..capabilities import NOTIFY
+from ..capabilities import DASHBOARD, NOTIFY, WORKERS
 from .queues import LOCK_FREE, Entry, QueueJobs
 from .records import Record, payload_copy, shown, status_of
+from .search import MemorySearch
 
 __all__ = ["MemoryBackend"]
 
@@ -37,16 +38,15 @@ _PROCESSED_STATE: dict[str, Any] = {"status": _PROCESSED, "error": None}
 _Wake = dict[str, float]
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(MemorySearch, Backend):
     """Jobs in this process's memory: fast, private to one client, gone when the process ends.
 
-    Capabilities: ``"notify"`` only. Every job this store makes due is signalled by the change
-    itself (an enqueue, a retry), and the next future job's time is in every answer, so the
-    waiting never needs to poll; the store is private to its client (not ``"shared"``), and has no
-    transaction to give handlers or to enqueue in.
+    Capabilities: ``"notify"`` (every job made due is signalled by the change itself, and the next
+    future job's time is in every answer: no polling), ``"dashboard"`` and ``"workers"``
+    (``search.MemorySearch``). Private to its client (not ``"shared"``), with no transaction.
     """
 
-    capabilities = frozenset({NOTIFY})
+    capabilities = frozenset({NOTIFY, DASHBOARD, WORKERS})
     #: Its claims hold nothing to free: the runtime skips ``release`` after each attempt.
     needs_release = False
 

@@ -360,6 +360,7 @@ class Neoq:
             cron = self._cron
         self._start_worker(name, resolved)
         cron.add(name, spec, trigger, catch_up=window)
+        self._worker.presence.add_schedule(name, spec, str(timezone))
 
     # -- inspecting and managing ---------------------------------------------------------
 

@@ -99,6 +99,8 @@ class WorkerInfo:
     running: int = 0
     started_at: datetime | None = None
     last_seen: datetime | None = None
+    #: Its cron schedules: queue to ``[spec, timezone]``.
+    schedules: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def concurrency(self) -> int:

@@ -71,7 +71,7 @@ class Worker:
         self._running = self._attempts.running
         self._watchdog = self._attempts.watchdog
         #: This process in the store's worker registry, where the backend keeps one.
-        self._presence = Presence(backend, self._running, clock, log)
+        self.presence = Presence(backend, self._running, clock, log)
         self._stopped = False
 
     # -- starting ------------------------------------------------------------------------
@@ -85,7 +85,7 @@ class Worker:
             self._runners[queue] = runner
             self._stopped = False
         self._launch(runner)
-        self._presence.add(queue, handler.concurrency)
+        self.presence.add(queue, handler.concurrency)
 
     def _launch(self, runner: QueueRunner) -> None:
         concurrency = runner.handler.concurrency
@@ -195,7 +195,7 @@ class Worker:
             runners = list(self._runners.values())
             self._runners.clear()
             self._stopped = True
-        self._presence.stop()
+        self.presence.stop()
         # 1. Stop claiming: flag every loop, then wake the ones blocked in claim().
         for runner in runners:
             runner.stopping.set()

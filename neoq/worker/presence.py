@@ -43,6 +43,7 @@ class Presence:
         self._interval = interval
         self._lock = threading.Lock()
         self._queues: dict[str, int] = {}
+        self._schedules: dict[str, list[str]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._id = ""
@@ -66,11 +67,18 @@ class Presence:
         if start is not None:
             start.start()
 
+    def add_schedule(self, queue: str, spec: str, timezone: str) -> None:
+        """Say that ``queue`` is a cron schedule's (``start_cron``), with its spec and timezone."""
+        with self._lock:
+            self._schedules[queue] = [spec, timezone]
+        self._announce()
+
     def _info(self) -> WorkerInfo:
         with self._lock:
             queues = dict(self._queues)
+            schedules = {queue: list(value) for queue, value in self._schedules.items()}
         host, pid, _ = self._id.rsplit(":", 2)
-        return WorkerInfo(self._id, host, int(pid), queues, len(self._running), self._started_at)
+        return WorkerInfo(self._id, host, int(pid), queues, len(self._running), self._started_at, schedules=schedules)
 
     def _announce(self) -> None:
         registry = self._registry
@@ -91,6 +99,7 @@ class Presence:
             thread, self._thread = self._thread, None
             worker_id = self._id
             self._queues.clear()
+            self._schedules.clear()
         if thread is None:
             return
         self._stop.set()

@@ -123,7 +123,14 @@ class MemorySearch(JobSearch, WorkerRegistry):
             known = registry.get(worker.id)
             started = worker.started_at or (known.started_at if known else None) or self._clock.now()
             registry[worker.id] = WorkerInfo(
-                worker.id, worker.host, worker.pid, dict(worker.queues), worker.running, started, self._clock.now()
+                worker.id,
+                worker.host,
+                worker.pid,
+                dict(worker.queues),
+                worker.running,
+                started,
+                self._clock.now(),
+                {queue: list(value) for queue, value in worker.schedules.items()},
             )
 
     def forget_worker(self, worker_id: str) -> None:

@@ -81,10 +81,11 @@ GROUP BY 1 ORDER BY 1;
 SELECT max(id) FROM neoq_jobs;
 
 -- name: announce
-INSERT INTO neoq_workers (id, host, pid, queues, running, started_at, last_seen)
-VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(running)s, coalesce(%(started_at)s, now()), now())
+INSERT INTO neoq_workers (id, host, pid, queues, schedules, running, started_at, last_seen)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(schedules)s, %(running)s, coalesce(%(started_at)s, now()), now())
 ON CONFLICT (id) DO UPDATE
-SET queues = excluded.queues, running = excluded.running, last_seen = excluded.last_seen;
+SET queues = excluded.queues, schedules = excluded.schedules, running = excluded.running,
+    last_seen = excluded.last_seen;
 
 -- name: forget
 DELETE FROM neoq_workers WHERE id = %(id)s;
@@ -93,7 +94,7 @@ DELETE FROM neoq_workers WHERE id = %(id)s;
 DELETE FROM neoq_workers WHERE last_seen < now() - make_interval(secs => %(ttl)s);
 
 -- name: list_workers
-SELECT id, host, pid, queues, running, started_at, last_seen FROM neoq_workers ORDER BY started_at, id;
+SELECT id, host, pid, queues, running, started_at, last_seen, schedules FROM neoq_workers ORDER BY started_at, id;
 """
 )
 
@@ -191,6 +192,7 @@ class PostgresSearch(JobSearch, WorkerRegistry):
             "host": worker.host,
             "pid": worker.pid,
             "queues": json.dumps(worker.queues),
+            "schedules": json.dumps(worker.schedules),
             "running": worker.running,
             "started_at": worker.started_at,
         }

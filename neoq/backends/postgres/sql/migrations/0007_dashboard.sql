@@ -6,6 +6,8 @@ CREATE TABLE neoq_workers (
     host        text NOT NULL,
     pid         integer NOT NULL,
     queues      json NOT NULL,
+    -- its cron schedules: {queue: [spec, timezone]}
+    schedules   json NOT NULL DEFAULT '{}',
     running     integer NOT NULL DEFAULT 0,
     started_at  timestamptz NOT NULL DEFAULT now(),
     last_seen   timestamptz NOT NULL DEFAULT now()

@@ -11,6 +11,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from ...defaults import WORKER_TTL
 from ...job import Job, JobStatus
 from ..search import MAX_PAGE, Activity, JobPage, JobQuery, JobSearch, QueueSummary, WorkerInfo, WorkerRegistry
 from .records import Record, payload_copy, shown, status_of
@@ -137,7 +138,7 @@ class MemorySearch(JobSearch, WorkerRegistry):
         with self._lock:
             self._registry().pop(worker_id, None)
 
-    def list_workers(self, ttl: float = 30.0) -> list[WorkerInfo]:
+    def list_workers(self, ttl: float = WORKER_TTL) -> list[WorkerInfo]:
         with self._lock:
             registry = self._registry()
             floor = self._clock.now() - timedelta(seconds=ttl)

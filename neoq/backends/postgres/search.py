@@ -13,6 +13,7 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ...defaults import WORKER_TTL
 from ...job import JobStatus
 from ..search import (
     MAX_PAGE,
@@ -203,13 +204,20 @@ class PostgresSearch(JobSearch, WorkerRegistry):
         with self._conns.aux("forgetting a worker") as conn:
             conn.execute(_SQL["forget"], {"id": worker_id})
 
-    def list_workers(self, ttl: float = 30.0) -> list[WorkerInfo]:
+    def list_workers(self, ttl: float = WORKER_TTL) -> list[WorkerInfo]:
         with self._conns.aux("listing workers") as conn:
             conn.execute(_SQL["forget_silent"], {"ttl": ttl})
             rows = conn.execute(_SQL["list_workers"]).fetchall()
         return [
             WorkerInfo(
-                wid, host, int(pid), {str(k): int(v) for k, v in queues.items()}, int(running), _utc(s), _utc(seen)
+                wid,
+                host,
+                int(pid),
+                {str(k): int(v) for k, v in queues.items()},
+                int(running),
+                _utc(started),
+                _utc(seen),
+                {str(k): [str(part) for part in v] for k, v in schedules.items()},
             )
-            for wid, host, pid, queues, running, s, seen in rows
+            for wid, host, pid, queues, running, started, seen, schedules in rows
         ]

@@ -37,8 +37,8 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="session", name="browser")
+def chromium() -> Iterator[Any]:
     """A headless Chromium driven by selenium, for the whole session."""
     try:
         from selenium import webdriver

@@ -8,6 +8,7 @@ it makes starts with that prefix.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -111,6 +112,23 @@ class DashboardApp:
         for name, value in _HEADERS.items():
             response.headers.setdefault(name, value)
         return response(environ, start_response)
+
+    def mounted(self, environ: WSGIEnvironment, prefix: str, path: str, body: bytes | None = None) -> Response:
+        """Answer a request that a host framework routed to the dashboard; return the response.
+
+        ``prefix``: the URL path where the dashboard is mounted (``/admin/neoq``; the dashboard's
+        links start with it); ``path``: the rest of the request's path. ``body``: the request's
+        body when the framework has read it already (Django), else it is read from ``environ``.
+        The host application authenticates the request before calling this.
+        """
+        inner = dict(environ)
+        inner["SCRIPT_NAME"] = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        inner["PATH_INFO"] = "/" + path.lstrip("/")
+        if body is not None:
+            inner["wsgi.input"] = io.BytesIO(body)
+            inner["CONTENT_LENGTH"] = str(len(body))
+        response = Response.from_app(self, inner, buffered=True)
+        return response
 
     # -- dispatch --------------------------------------------------------------------------
 

@@ -214,7 +214,7 @@ class DashboardApp:
             "first": before is None,
             "statuses": [status.value for status in JobStatus],
             "ranges": list(views.RANGES),
-            "queues": [summary.queue for summary in views.search(self.nq).queue_summaries()],
+            "queues": views.queue_names(self.nq, filters.queue),
             "message": message if done.startswith("bulk") else "",
         }
         return self._page(request, adapter, "jobs.html", context)

@@ -174,6 +174,14 @@ def workers(nq: Neoq) -> list[WorkerInfo]:
     return cast(WorkerRegistry, nq.backend).list_workers()
 
 
+def queue_names(nq: Neoq, current: str = "") -> list[str]:
+    """Queue names to suggest in the jobs filter: the live workers' queues (cheap to read), and ``current``."""
+    names = {queue for worker in workers(nq) for queue in worker.queues}
+    if current:
+        names.add(current)
+    return sorted(names)
+
+
 def schedules(nq: Neoq, live: list[WorkerInfo], now: datetime) -> list[dict[str, Any]]:
     """The cron schedules the live workers run, with each one's last stored tick and next tick."""
     from ..cron.triggers import next_tick, parse_spec

@@ -76,6 +76,7 @@ def test_the_dashboard_in_a_browser(client: neoq.Neoq, browser: Any) -> None:
     nq.start("dash-ok", handlers.ok)
     nq.start("dash-flaky", handlers.flaky, max_retries=0)
     nq.start("dash-long", handlers.long, timeout=120)
+    nq.start_cron("0 * * * *", lambda job: None, queue="dash-cron")
     wait_for(lambda: _status(nq, ok_id) is JobStatus.PROCESSED, timeout=10)
     wait_for(lambda: _status(nq, flaky_id) is JobStatus.FAILED, timeout=10)
     wait_for(lambda: _status(nq, long_id) is JobStatus.RUNNING, timeout=10)
@@ -90,6 +91,7 @@ def test_the_dashboard_in_a_browser(client: neoq.Neoq, browser: Any) -> None:
         assert text_of(browser, '#queues tr[data-queue="dash-wait"] [data-count="new"]') == "4"
         assert text_of(browser, '#queues tr[data-queue="dash-long"] [data-count="running"]') == "1"
         wait_text(browser, "#running tbody", lambda text: long_id in text)
+        assert "0 * * * *" in text_of(browser, "#schedules")  # the cron schedule, its next tick
         screenshot(browser, "overview")
 
         # Each job found through the list's filters, its state read on its page.

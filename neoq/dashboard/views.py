@@ -128,6 +128,8 @@ class Chart:
     peak: int
     processed: int
     failed: int
+    #: The end of the last minute shown.
+    end: datetime
 
 
 def chart(nq: Neoq, now: datetime, minutes: int = 60) -> Chart:
@@ -164,6 +166,7 @@ def chart(nq: Neoq, now: datetime, minutes: int = 60) -> Chart:
         peak=peak,
         processed=sum(p for _, p, _ in columns),
         failed=sum(f for _, _, f in columns),
+        end=end,
     )
 
 

@@ -1,15 +1,19 @@
 """The PostgreSQL backend's dashboard half: search, activity, summaries and the worker registry.
 
-Every page reads through an index (migration 0007): a search walks ``(status, id)`` or
-``(queue, id)`` backwards from its key; a text search looks at ``TEXT_WINDOW`` ids per page, so a
-rare word costs a bounded scan; finished jobs are counted from the planner's statistics once the
-table is large (``ESTIMATE_FROM`` rows), waiting and running ones exactly (the partial index of
-waiting jobs). Each call is short autocommit work on an aux connection.
+Every page reads through an index (migration 0007): a search picks its page's ids walking
+``(status, id)``, ``(queue, id)`` or the primary key backwards from its key, then reads those jobs;
+a text search looks at ``TEXT_WINDOW`` ids per page, so a rare word costs a bounded scan. Waiting
+jobs are counted exactly (an index-only count of the partial index of waiting jobs), finished ones
+from the planner's statistics once the table is large (``ESTIMATE_FROM`` rows). The running jobs
+are the locked ones among the first ``RUNNING_HEAD`` due jobs of each queue (claims take the head),
+and the live leases. Each read is a short read-only transaction on an aux connection, without JIT.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +30,7 @@ from ..search import (
     WorkerInfo,
     WorkerRegistry,
 )
-from .common import _parse_id, _utc
+from .common import Conn, _parse_id, _utc
 from .queries import QUERIES, parse_queries
 from .rows import _job_from_row
 
@@ -43,20 +47,46 @@ _KEYS = ("new", "running", "processed", "failed", "cancelled")
 _SQL = parse_queries(
     """
 -- name: waiting_counts
--- Waiting and running jobs by queue, exactly, through the partial index of waiting jobs; and when
--- the oldest due waiting job of each queue became due. A locked row costs a function call.
-SELECT j.queue,
-       count(*) FILTER (WHERE NOT r.running),
-       count(*) FILTER (WHERE r.running),
-       min(j.run_after) FILTER (WHERE NOT r.running AND j.run_after <= now())
-FROM neoq_jobs j
+-- Waiting jobs (running ones included) by queue: an index-only count over the partial index of waiting jobs.
+SELECT queue, count(*) FROM neoq_jobs WHERE status = 'new' GROUP BY queue;
+
+-- name: running_ids
+-- The jobs running now: in transaction mode the ones a claim's transaction holds locked, looked for
+-- among the first HEAD due jobs of each queue (claims take the head first, SKIP LOCKED); in lease
+-- mode the live leases (their own index, migration 0007). The queues come from a loose scan of the
+-- waiting jobs' index (or the one asked for).
+WITH RECURSIVE queues AS (
+    (SELECT queue FROM neoq_jobs WHERE status = 'new' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+     ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT n.queue FROM neoq_jobs n
+            WHERE n.status = 'new' AND n.queue > q.queue AND %(queue)s::text IS NULL
+            ORDER BY n.queue LIMIT 1)
+    FROM queues q WHERE q.queue IS NOT NULL
+)
+SELECT h.id, h.queue
+FROM queues q
 CROSS JOIN LATERAL (
-    SELECT (j.lease_owner IS NOT NULL AND j.run_after > now())
-        OR (j.xmax <> '0'::xid AND neoq_locker_status(j.xmax, j.xmin,
-            pg_snapshot_xmax(pg_current_snapshot())::text::bigint) = 'in progress') AS running
-) r
-WHERE j.status = 'new'
-GROUP BY j.queue;
+    SELECT j.id, j.queue, j.xmax, j.xmin FROM neoq_jobs j
+    WHERE j.queue = q.queue AND j.status = 'new' AND j.run_after <= now()
+    ORDER BY j.run_after, j.id
+    LIMIT %(head)s
+) h
+WHERE q.queue IS NOT NULL AND h.xmax <> '0'::xid
+  AND neoq_locker_status(h.xmax, h.xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint) = 'in progress'
+UNION
+SELECT j.id, j.queue FROM neoq_jobs j
+WHERE j.status = 'new' AND j.lease_owner IS NOT NULL AND j.run_after > now()
+  AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text);
+
+-- name: oldest_waiting
+-- Per queue, when its oldest due job that nobody runs became due (the head of the due index).
+SELECT q.queue,
+       (SELECT j.run_after FROM neoq_jobs j
+        WHERE j.queue = q.queue AND j.status = 'new' AND j.run_after <= now()
+          AND NOT (j.id = ANY(%(running)s::bigint[]))
+        ORDER BY j.run_after, j.id LIMIT 1)
+FROM unnest(%(queues)s::text[]) AS q(queue);
 
 -- name: table_size
 SELECT c.reltuples::bigint FROM pg_class c
@@ -100,17 +130,26 @@ SELECT id, host, pid, queues, running, started_at, last_seen, schedules FROM neo
 )
 
 
-def _search_sql(query: JobQuery) -> tuple[str, dict[str, Any]]:
-    """The search's SQL: only the clauses the query needs, so the planner sees each index it can use."""
+#: How many of each queue's first due jobs are looked at for the running ones (``running_ids``).
+RUNNING_HEAD = 1000
+
+
+def _search_sql(query: JobQuery, running: list[int] | None) -> tuple[str, dict[str, Any]]:
+    """The search's SQL: the page's ids picked first with only the clauses the query needs (so the
+    planner walks the index it can), then each read as ``get_job`` reads it. ``running``: the ids
+    of the running jobs, for a status of ``NEW`` (excluded) or ``RUNNING`` (the only candidates)."""
     clauses: list[str] = []
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = {"running": running or []}
     if query.queue is not None:
         clauses.append("j.queue = %(queue)s")
         params["queue"] = query.queue
-    if query.status is not None:
-        stored = "new" if query.status is JobStatus.RUNNING else query.status.value
-        clauses.append("j.status = %(stored)s AND l.status = %(status)s")
-        params.update(stored=stored, status=query.status.value)
+    if query.status is JobStatus.RUNNING:
+        clauses.append("j.id = ANY(%(running)s::bigint[])")
+    elif query.status is JobStatus.NEW:
+        clauses.append("j.status = 'new' AND NOT (j.id = ANY(%(running)s::bigint[]))")
+    elif query.status is not None:
+        clauses.append("j.status = %(status)s")
+        params["status"] = query.status.value
     if query.since is not None:
         clauses.append("j.created_at >= %(since)s")
         params["since"] = query.since
@@ -125,8 +164,30 @@ def _search_sql(query: JobQuery) -> tuple[str, dict[str, Any]]:
         clauses.append("(strpos(lower(j.payload::text), %(text)s) > 0 OR strpos(lower(j.error), %(text)s) > 0)")
         params["text"] = query.text.lower()
     where = " AND ".join(clauses) or "true"
-    sql = f"{QUERIES['job_view']}\nWHERE {where}\nORDER BY j.id DESC\nLIMIT %(limit)s"
+    page = f"SELECT j.id FROM neoq_jobs j WHERE {where} ORDER BY j.id DESC LIMIT %(limit)s"
+    sql = f"{QUERIES['job_view']}\nWHERE j.id = ANY(ARRAY({page}))\nORDER BY j.id DESC"
     return sql, params
+
+
+def _running(conn: Conn, queue: str | None) -> list[tuple[int, str]]:
+    """The running jobs' ids and queues (of ``queue``, or all)."""
+    rows = conn.execute(_SQL["running_ids"], {"queue": queue, "head": RUNNING_HEAD}).fetchall()
+    return [(int(job_id), str(name)) for job_id, name in rows]
+
+
+def _finished(conn: Conn) -> tuple[list[tuple[str, str, int]], bool]:
+    """Finished jobs by queue and status, and whether those are estimates (a large table)."""
+    row = conn.execute(_SQL["table_size"]).fetchone()
+    size = 0 if row is None or row[0] is None else int(row[0])
+    if size >= ESTIMATE_FROM:
+        stats = conn.execute(_SQL["finished_estimates"]).fetchone()
+        if stats is not None and stats[0] is not None:
+            found = []
+            for (queue, status), share in zip(stats[0], stats[1], strict=False):
+                if status != "new" and queue is not None:
+                    found.append((str(queue), str(status), round(share * size)))
+            return found, True
+    return [(str(q), str(s), int(n)) for q, s, n in conn.execute(_SQL["finished_counts"]).fetchall()], False
 
 
 class PostgresSearch(JobSearch, WorkerRegistry):
@@ -134,11 +195,23 @@ class PostgresSearch(JobSearch, WorkerRegistry):
 
     _conns: Connections
 
+    @contextlib.contextmanager
+    def _reading(self, doing: str) -> Iterator[Conn]:
+        """An aux connection in a read-only transaction without JIT: these queries are short, and
+        their cost estimates on a large table would have PostgreSQL compile them (tens of ms) first."""
+        with self._conns.aux(doing) as conn, conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute("SET LOCAL jit = off")
+            yield conn
+
     def search_jobs(self, query: JobQuery) -> JobPage:
         limit = max(1, min(query.limit, MAX_PAGE))
-        sql, params = _search_sql(query)
-        params["limit"] = limit + 1
-        with self._conns.aux("searching jobs") as conn:
+        with self._reading("searching jobs") as conn:
+            running = None
+            if query.status in (JobStatus.NEW, JobStatus.RUNNING):
+                running = [job_id for job_id, _ in _running(conn, query.queue)]
+            sql, params = _search_sql(query, running)
+            params["limit"] = limit + 1
             if query.text:
                 top = params.get("before")
                 if top is None:
@@ -155,24 +228,22 @@ class PostgresSearch(JobSearch, WorkerRegistry):
 
     def queue_summaries(self) -> list[QueueSummary]:
         counts: dict[str, dict[str, int]] = {}
-        oldest: dict[str, datetime | None] = {}
-        with self._conns.aux("reading the queues") as conn:
-            for queue, waiting, running, due in conn.execute(_SQL["waiting_counts"]).fetchall():
-                counts.setdefault(queue, dict.fromkeys(_KEYS, 0)).update(new=int(waiting), running=int(running))
-                oldest[queue] = _utc(due)
-            row = conn.execute(_SQL["table_size"]).fetchone()
-            size = 0 if row is None or row[0] is None else int(row[0])
-            estimated = False
-            finished: list[tuple[str, str, int]] = []
-            if size >= ESTIMATE_FROM:
-                stats = conn.execute(_SQL["finished_estimates"]).fetchone()
-                if stats is not None and stats[0] is not None:
-                    estimated = True
-                    for (queue, status), share in zip(stats[0], stats[1], strict=False):
-                        if status != "new" and queue is not None:
-                            finished.append((queue, status, round(share * size)))
-            if not estimated:
-                finished = [(q, s, int(n)) for q, s, n in conn.execute(_SQL["finished_counts"]).fetchall()]
+        with self._reading("reading the queues") as conn:
+            waiting = {queue: int(n) for queue, n in conn.execute(_SQL["waiting_counts"]).fetchall()}
+            running = _running(conn, None)
+            busy: dict[str, int] = {}
+            for _, queue in running:
+                busy[queue] = busy.get(queue, 0) + 1
+            oldest = {
+                queue: _utc(due)
+                for queue, due in conn.execute(
+                    _SQL["oldest_waiting"], {"queues": list(waiting), "running": [job_id for job_id, _ in running]}
+                ).fetchall()
+            }
+            finished, estimated = _finished(conn)
+        for queue, total in waiting.items():
+            counts[queue] = dict.fromkeys(_KEYS, 0)
+            counts[queue].update(new=max(0, total - busy.get(queue, 0)), running=busy.get(queue, 0))
         for queue, status, count in finished:
             counts.setdefault(queue, dict.fromkeys(_KEYS, 0))[status] = count
         return [
@@ -181,7 +252,7 @@ class PostgresSearch(JobSearch, WorkerRegistry):
         ]
 
     def activity(self, since: datetime, queue: str | None = None) -> list[Activity]:
-        with self._conns.aux("reading the activity") as conn:
+        with self._reading("reading the activity") as conn:
             rows = conn.execute(_SQL["activity"], {"since": since, "queue": queue}).fetchall()
         return [Activity(_utc(minute) or since, int(p), int(f)) for minute, p, f in rows]
 

@@ -17,6 +17,9 @@ CREATE TABLE neoq_workers (
 CREATE INDEX neoq_jobs_status_id ON neoq_jobs (status, id);
 CREATE INDEX neoq_jobs_queue_id ON neoq_jobs (queue, id);
 
+-- The jobs running in lease mode (a live lease), found without a scan of every waiting job.
+CREATE INDEX neoq_jobs_leased ON neoq_jobs (id) WHERE status = 'new' AND lease_owner IS NOT NULL;
+
 -- Counts of finished jobs by queue and status on a large table come from these statistics
 -- (ANALYZE, autovacuum) instead of a scan of every row.
 CREATE STATISTICS neoq_jobs_queue_status (mcv) ON queue, status FROM neoq_jobs;

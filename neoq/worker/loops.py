@@ -195,7 +195,6 @@ class Worker:
             runners = list(self._runners.values())
             self._runners.clear()
             self._stopped = True
-        self.presence.stop()
         # 1. Stop claiming: flag every loop, then wake the ones blocked in claim().
         for runner in runners:
             runner.stopping.set()
@@ -221,3 +220,5 @@ class Worker:
                 finished = all(future.done() for future in runner.futures)
                 runner.executor.shutdown(wait=finished, cancel_futures=True)
         self._watchdog.stop()
+        # 5. Leave the worker registry: this process runs nothing more (it stayed listed while it drained).
+        self.presence.stop()

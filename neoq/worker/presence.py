@@ -47,6 +47,7 @@ class Presence:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._id = ""
+        self._pid = 0
         self._started_at = clock.now()
 
     def add(self, queue: str, concurrency: int) -> None:
@@ -56,7 +57,8 @@ class Presence:
         with self._lock:
             self._queues[queue] = concurrency
             if self._thread is None:
-                self._id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+                self._pid = os.getpid()
+                self._id = f"{socket.gethostname()}:{self._pid}:{secrets.token_hex(4)}"
                 self._started_at = self._clock.now()
                 self._stop.clear()
                 self._thread = threading.Thread(target=self._beat, name="neoq-presence", daemon=True)
@@ -102,6 +104,8 @@ class Presence:
             self._schedules.clear()
         if thread is None:
             return
+        if self._pid != os.getpid():
+            return  # a forked child: the beating thread and the entry are the parent's
         self._stop.set()
         thread.join()
         if self._registry is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import resources
@@ -127,6 +128,12 @@ class DashboardApp:
         if body is not None:
             inner["wsgi.input"] = io.BytesIO(body)
             inner["CONTENT_LENGTH"] = str(len(body))
+        # An ASGI server's request (Django under ASGI) has no WSGI keys of its own.
+        inner.setdefault("wsgi.url_scheme", "https" if inner.get("HTTPS") == "on" else "http")
+        inner.setdefault("wsgi.input", io.BytesIO(b""))
+        inner.setdefault("wsgi.errors", sys.stderr)
+        inner.setdefault("SERVER_NAME", "localhost")
+        inner.setdefault("SERVER_PORT", "80")
         response = Response.from_app(self, inner, buffered=True)
         return response
 
@@ -204,7 +211,8 @@ class DashboardApp:
         before = request.args.get("before") or None
         page = views.search(self.nq).search_jobs(filters.query(self._now(), before=before))
         done = request.args.get("done", "")
-        message = _DONE.get(done, "").format(n=int(request.args.get("n", "0") or 0) if done.startswith("bulk") else 0)
+        count = request.args.get("n", "0")
+        message = _DONE.get(done, "").format(n=int(count) if count.isdigit() else 0)
         context = {
             "page": "jobs",
             "filters": filters,

@@ -164,11 +164,11 @@ def test_counts_refresh_without_a_reload(client: neoq.Neoq, browser: Any) -> Non
     nq = client
     served = Served(create_app(nq))
     try:
-        nq.enqueue(Job(queue="dash-live", payload={"n": 0}))
         browser.get(served.url + "/")
         browser.execute_script("window.__marker = 'still here'")
         cell = '#queues tr[data-queue="dash-live"] [data-count="new"]'
-        assert text_of(browser, cell) == "1"
+        nq.enqueue(Job(queue="dash-live", payload={"n": 0}))  # a queue the page has not seen: a new row
+        wait_text(browser, cell, lambda text: text == "1", timeout=10)
         nq.enqueue(Job(queue="dash-live", payload={"n": 1}))
         wait_text(browser, cell, lambda text: text == "2", timeout=10)
         nq.start("dash-live", lambda job: None)

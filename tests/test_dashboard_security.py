@@ -170,3 +170,27 @@ def test_bound_elsewhere_no_page_without_the_password(pg_clean: str, browser: An
         out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert secret not in out + err
+
+
+def test_the_command_refuses_a_private_store() -> None:
+    process = _neoq("dashboard", "--url", "memory://", "--port", "0")
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1 and "private" in err, (out, err)
+
+
+@pytest.mark.postgres
+def test_the_command_serves_on_loopback_and_stops_on_sigterm(pg_clean: str) -> None:
+    process = _neoq("dashboard", "--url", pg_clean, "--port", "0", "--read-only", env={"NEOQ_DASHBOARD_PASSWORD": ""})
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        found = re.search(r"on (http://127\.0\.0\.1:\d+/) \(read-only\)", line)
+        assert found, line
+        with urllib.request.urlopen(found.group(1) + "workers", timeout=10) as response:
+            assert response.status == 200
+            page = response.read().decode()
+        assert "Workers" in page and "postgresql://" not in page
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err

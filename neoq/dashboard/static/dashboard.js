@@ -43,8 +43,40 @@
     return Math.floor(s / 86400) + "d " + Math.floor(s % 86400 / 3600) + "h";
   }
 
+  var STATUSES = ["new", "running", "processed", "failed", "cancelled"];
+
+  function queueRow(tbody, queue) {
+    // A queue that got its first job since the page loaded: a row like the server's.
+    var jobs = body.getAttribute("data-jobs-url");
+    var tr = document.createElement("tr");
+    tr.setAttribute("data-queue", queue.name);
+    tr.appendChild(cell(queue.name, jobs + "?queue=" + encodeURIComponent(queue.name)));
+    STATUSES.forEach(function (status) {
+      var td = document.createElement("td");
+      td.className = "num";
+      var a = document.createElement("a");
+      a.setAttribute("data-count", status);
+      a.href = jobs + "?queue=" + encodeURIComponent(queue.name) + "&status=" + status;
+      td.appendChild(a);
+      tr.appendChild(td);
+    });
+    var oldest = document.createElement("td");
+    oldest.className = "num";
+    oldest.setAttribute("data-oldest", "");
+    tr.appendChild(oldest);
+    tbody.appendChild(tr);
+  }
+
   function overview(data) {
+    var queuesBody = document.querySelector("#queues tbody");
     data.queues.forEach(function (queue) {
+      if (!queuesBody) { return; }
+      var known = false;
+      var present = queuesBody.querySelectorAll("tr[data-queue]");
+      for (var k = 0; k < present.length; k++) {
+        if (present[k].getAttribute("data-queue") === queue.name) { known = true; }
+      }
+      if (!known) { queueRow(queuesBody, queue); }
       var rows = document.querySelectorAll("#queues tr[data-queue]");
       for (var i = 0; i < rows.length; i++) {
         if (rows[i].getAttribute("data-queue") !== queue.name) { continue; }

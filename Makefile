@@ -114,7 +114,8 @@ bench-dashboard: $(STAMP) ## dashboard page timings with 1,000,000 finished and 
 	$(PY) -m benchmarks.dashboard $(BENCH_ARGS)
 
 dashboard-screenshots: $(STAMP) browser ## refresh docs/images/dashboard-*.png from the browser tests
-	NEOQ_SCREENSHOTS=1 $(PY) -m pytest -q -p no:cacheprovider "tests/test_dashboard_browser.py::test_the_dashboard_in_a_browser[memory]"
+	NEOQ_SCREENSHOTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_dashboard_browser.py \
+		-k "test_the_dashboard_in_a_browser and memory or test_the_chart_shows_the_last_hour"
 
 clean: ## remove the virtualenv and build leftovers
 	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

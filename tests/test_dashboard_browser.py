@@ -202,3 +202,43 @@ def test_read_only_offers_no_action(client: neoq.Neoq, browser: Any) -> None:
         assert _status(nq, failed) is JobStatus.FAILED
     finally:
         served.close()
+
+
+@pytest.mark.postgres
+def test_the_chart_shows_the_last_hour(pg_clean: str, browser: Any) -> None:
+    """Jobs finished over the last hour (their times moved back in the store) make the chart's bars;
+    the overview of this busier store is the screenshot of docs/dashboard.md."""
+    import psycopg
+
+    with neoq.new(pg_clean) as nq:
+        for queue in ("emails", "reports", "billing"):
+            nq.enqueue_many([Job(queue=queue, payload={"n": n}, max_retries=0) for n in range(60)])
+        nq.start("emails", lambda job: None, concurrency=4)
+        nq.start("reports", lambda job: None)
+        nq.start("billing", lambda job: 1 / 0 if job.payload["n"] % 6 == 0 else None, max_retries=0)
+        wait_for(lambda: sum(c["processed"] + c["failed"] for c in nq.stats().values()) == 180, timeout=30)
+        with psycopg.connect(pg_clean, autocommit=True) as conn:
+            conn.execute("UPDATE neoq_jobs SET finished_at = now() - (id * 7 % 59) * interval '1 minute'")
+        handlers = Handlers()
+        nq.enqueue_many([Job(queue="webhooks", payload={"later": n}, run_after=_minutes_ago(n)) for n in range(5)])
+        nq.enqueue(Job(queue="exports", payload={"report": "yearly"}, max_retries=0))
+        nq.start("exports", handlers.long, timeout=120)
+        nq.start_cron("*/15 * * * *", lambda job: None, queue="cleanup")
+        served = Served(create_app(nq))
+        try:
+            browser.get(served.url + "/")
+            caption = text_of(browser, "figcaption")
+            assert "170 processed" in caption and "10 failed" in caption, caption
+            bars = browser.find_elements("css selector", "#activity rect.ok")
+            assert len(bars) > 30
+            wait_text(browser, "#running tbody", lambda text: "exports" in text)
+            screenshot(browser, "overview")
+        finally:
+            handlers.release.set()
+            served.close()
+
+
+def _minutes_ago(minutes: int) -> Any:
+    from datetime import datetime, timedelta, timezone
+
+    return datetime.now(timezone.utc) - timedelta(minutes=minutes)

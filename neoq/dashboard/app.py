@@ -9,6 +9,7 @@ it makes starts with that prefix.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
 from collections.abc import Iterable
@@ -106,6 +107,8 @@ class DashboardApp:
         )
         self.templates.filters["iso"] = views.iso
         self.templates.filters["ago"] = _ago
+        # JSON as text: the template escapes it like any other value (``tojson`` would show ``\u003c``).
+        self.templates.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False, sort_keys=True)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
@@ -325,6 +328,4 @@ def _see_other(location: str) -> Response:
 
 
 def _json(data: Any) -> Response:
-    import json
-
     return Response(json.dumps(data, default=str), mimetype="application/json")

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,3 +124,42 @@ def test_a_worker_that_stops_beating_is_forgotten(nq: neoq.Neoq) -> None:
     assert registry.list_workers(ttl=1.0) == []
     assert registry.list_workers() == []  # forgotten for good, not only hidden
     registry.forget_worker("never-announced")  # unknown ids are ignored
+
+
+def _worker_process(url: str) -> subprocess.Popen[str]:
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{tests.parent}"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "neoq", "--url", url, "worker", "cli_app:make"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+@pytest.mark.postgres
+def test_a_worker_process_is_listed_while_it_lives(pg_clean: str) -> None:
+    """Another process's worker: listed with its queues, forgotten at once when it stops, and
+    forgotten after the time to live when it is killed (it cannot say goodbye)."""
+    with neoq.new(pg_clean) as reader:
+        registry: Any = reader.backend
+        for ending in (signal.SIGTERM, signal.SIGKILL):
+            process = _worker_process(pg_clean)
+            try:
+                pid = process.pid
+                # Announced with its first queue, then again with each one it starts.
+                wait_for(
+                    lambda pid=pid: [w for w in registry.list_workers() if w.pid == pid and len(w.queues) == 2],
+                    timeout=30,
+                )
+                assert [w.queues for w in registry.list_workers() if w.pid == pid] == [{"work": 2, "other": 4}]
+            finally:
+                process.send_signal(ending)
+                process.wait(timeout=30)
+            if ending == signal.SIGTERM:
+                assert [w for w in registry.list_workers() if w.pid == process.pid] == []
+            else:
+                assert [w.pid for w in registry.list_workers()] == [process.pid]  # silent, not yet forgotten
+                time.sleep(1.2)
+                assert registry.list_workers(ttl=1.0) == []

@@ -37,8 +37,9 @@ __all__ = ["DashboardApp"]
 
 logger = logging.getLogger(__name__)
 
-#: The most jobs one bulk action changes.
-BULK_LIMIT = 10_000
+#: The most jobs one bulk action changes: each is one ``retry_job``/``cancel_job``, and a request
+#: stays short (repeat it for more).
+BULK_LIMIT = 1_000
 #: Seconds between the live refreshes of the pages.
 REFRESH_SECONDS = 2
 

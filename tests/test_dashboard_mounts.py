@@ -178,3 +178,28 @@ def test_django_mount_for_staff_users(django_project: None, browser: Any) -> Non
         from django.db import connections
 
         connections.close_all()
+
+
+def test_django_read_only_setting(django_project: None) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client, override_settings
+
+    import neoq.contrib.django as integration
+
+    staff = User.objects.create_user(f"staff-ro-{secrets.token_hex(4)}", password="pw", is_staff=True)
+    http = Client()
+    http.force_login(staff)
+    try:
+        with override_settings(NEOQ={"OPTIONS": {"shutdown_timeout": 10}, "DASHBOARD_READ_ONLY": True}):
+            integration.shutdown_client()  # a client (and a dashboard) made with these settings
+            job_id = integration.get_client().enqueue(Job(queue=f"ro-{secrets.token_hex(4)}", payload={}))
+            page = http.get(f"/admin/neoq/jobs/{job_id}")
+            assert page.status_code == 200 and b'id="read-only"' in page.content and b"<form" not in page.content
+            assert http.post(f"/admin/neoq/jobs/{job_id}/cancel", {"confirm": "yes"}).status_code in (404, 405)
+            assert _status(integration.get_client(), job_id) is JobStatus.NEW
+        with override_settings(NEOQ={"DASHBOARD_READ_ONLY": "yes"}):
+            integration.shutdown_client()
+            with pytest.raises(neoq.ConfigurationError, match="DASHBOARD_READ_ONLY"):
+                http.get("/admin/neoq/")
+    finally:
+        integration.shutdown_client()

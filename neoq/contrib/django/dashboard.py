@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import re_path
 
 from ...dashboard import DashboardApp, create_app
+from ...errors import ConfigurationError
 from . import get_client
 
 __all__ = ["dashboard", "urlpatterns"]
@@ -35,10 +36,10 @@ def _app() -> DashboardApp:
     with _lock:
         app = _apps.get(id(client))
         if app is None or app.nq is not client:
-            options = getattr(settings, "NEOQ", {}) or {}
-            app = create_app(
-                client, read_only=bool(options.get("DASHBOARD_READ_ONLY", False)), secret=str(settings.SECRET_KEY)
-            )
+            read_only = (getattr(settings, "NEOQ", None) or {}).get("DASHBOARD_READ_ONLY", False)
+            if not isinstance(read_only, bool):
+                raise ConfigurationError("settings.NEOQ['DASHBOARD_READ_ONLY'] must be True or False")
+            app = create_app(client, read_only=read_only, secret=str(settings.SECRET_KEY))
             _apps.clear()
             _apps[id(client)] = app
     return app

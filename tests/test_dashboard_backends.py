@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -163,3 +164,24 @@ def test_a_worker_process_is_listed_while_it_lives(pg_clean: str) -> None:
                 assert [w.pid for w in registry.list_workers()] == [process.pid]  # silent, not yet forgotten
                 time.sleep(1.2)
                 assert registry.list_workers(ttl=1.0) == []
+
+
+@pytest.mark.parametrize("mode", ["transaction", "lease"])
+def test_running_jobs_are_found_in_every_mode(url: str, mode: str) -> None:
+    if mode == "lease" and url == "memory://":
+        pytest.skip("memory:// has one mode")
+    release = threading.Event()
+    options = {} if mode == "transaction" else {"mode": "lease"}
+    with neoq.new(url, **options) as nq:
+        search = _search(nq)
+        running = nq.enqueue(Job(queue="r-busy", payload={"n": 0}))
+        waiting = nq.enqueue_many([Job(queue="r-busy", payload={"n": n}) for n in range(1, 4)])
+        nq.start("r-busy", lambda job: release.wait(30), concurrency=1)
+        try:
+            wait_for(lambda: _ids(search.search_jobs(JobQuery(status=JobStatus.RUNNING))) == [running], timeout=10)
+            assert _ids(search.search_jobs(JobQuery(status=JobStatus.NEW))) == list(reversed(waiting))
+            summary = {s.queue: s for s in search.queue_summaries()}["r-busy"]
+            assert summary.counts["running"] == 1 and summary.counts["new"] == 3
+            assert summary.oldest_waiting is not None
+        finally:
+            release.set()

@@ -21,7 +21,16 @@ import pytest
 import neoq
 from neoq import Job
 from neoq.backends import Backend, MemoryBackend
-from neoq.backends.capabilities import DASHBOARD, ENQUEUE_IN_TRANSACTION, KNOWN, NOTIFY, SHARED, TRANSACTION, WORKERS
+from neoq.backends.capabilities import (
+    DASHBOARD,
+    ENQUEUE_IN_TRANSACTION,
+    FLOW_CONTROL,
+    KNOWN,
+    NOTIFY,
+    SHARED,
+    TRANSACTION,
+    WORKERS,
+)
 from neoq.backends.registry import ENTRY_POINT_GROUP, backend_class, schemes
 from neoq.errors import ConfigurationError
 from neoq.testing import wait_for
@@ -265,7 +274,7 @@ def test_memory_capabilities() -> None:
     with neoq.new("memory://") as nq:
         # Private to its client; no transactions; a waiting claim is woken by the enqueue itself; the
         # dashboard's search and the worker registry (neoq.backends.search).
-        assert nq.backend.capabilities == frozenset({NOTIFY, DASHBOARD, WORKERS})
+        assert nq.backend.capabilities == frozenset({NOTIFY, DASHBOARD, WORKERS}) | FLOW_CONTROL
         assert nq.backend.handler_modes == frozenset({"transaction"})
 
 
@@ -274,9 +283,8 @@ def test_postgres_capabilities_describe_the_backend_as_configured() -> None:
     from neoq.backends.postgres import PostgresBackend
 
     url = "postgresql://app:topsecret@127.0.0.1:5432/app"
-    assert PostgresBackend(url).capabilities == frozenset(
-        {TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY, DASHBOARD, WORKERS}
-    )
+    everything = frozenset({TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY, DASHBOARD, WORKERS}) | FLOW_CONTROL
+    assert PostgresBackend(url).capabilities == everything
     assert PostgresBackend(url).capabilities <= KNOWN
     # Lease mode by default: handlers get no transaction. No LISTEN: waiting claims poll.
     assert TRANSACTION not in PostgresBackend(url, mode="lease").capabilities

@@ -185,3 +185,21 @@ def test_running_jobs_are_found_in_every_mode(url: str, mode: str) -> None:
             assert summary.oldest_waiting is not None
         finally:
             release.set()
+
+
+@pytest.mark.postgres
+def test_a_running_job_with_a_priority_is_found_behind_a_long_queue(pg_clean: str, monkeypatch: Any) -> None:
+    from neoq.backends.postgres import search as pg_search
+
+    monkeypatch.setattr(pg_search, "RUNNING_HEAD", 2)  # the head looked at: shorter than the queue
+    release = threading.Event()
+    with neoq.new(pg_clean) as nq:
+        search = _search(nq)
+        nq.enqueue_many([Job(queue="r-prio", payload={"n": n}) for n in range(4)])
+        urgent = nq.enqueue(Job(queue="r-prio", payload={"urgent": True}, priority=10))
+        nq.start("r-prio", lambda job: release.wait(30), concurrency=1)
+        try:
+            wait_for(lambda: _ids(search.search_jobs(JobQuery(status=JobStatus.RUNNING))) == [urgent], timeout=10)
+            assert {s.queue: s for s in search.queue_summaries()}["r-prio"].counts["running"] == 1
+        finally:
+            release.set()

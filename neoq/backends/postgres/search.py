@@ -5,8 +5,9 @@ Every page reads through an index (migration 0007): a search picks its page's id
 a text search looks at ``TEXT_WINDOW`` ids per page, so a rare word costs a bounded scan. Waiting
 jobs are counted exactly (an index-only count of the partial index of waiting jobs), finished ones
 from the planner's statistics once the table is large (``ESTIMATE_FROM`` rows). The running jobs
-are the locked ones among the first ``RUNNING_HEAD`` due jobs of each queue (claims take the head),
-and the live leases. Each read is a short read-only transaction on an aux connection, without JIT.
+are the locked ones among the first ``RUNNING_HEAD`` due jobs of each queue and of its jobs with a
+priority (claims take the head), and the live leases. Each read is a short read-only transaction on
+an aux connection, without JIT.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ SELECT queue, count(*) FROM neoq_jobs WHERE status = 'new' GROUP BY queue;
 
 -- name: running_ids
 -- The jobs running now: in transaction mode the ones a claim's transaction holds locked, looked for
--- among the first HEAD due jobs of each queue (claims take the head first, SKIP LOCKED); in lease
+-- among the first HEAD due jobs of each queue, and of its jobs with a priority (claims take the
+-- head first, SKIP LOCKED); in lease
 -- mode the live leases (their own index, migration 0007). The queues come from a loose scan of the
 -- waiting jobs' index (or the one asked for).
 WITH RECURSIVE queues AS (
@@ -67,10 +69,16 @@ WITH RECURSIVE queues AS (
 SELECT h.id, h.queue
 FROM queues q
 CROSS JOIN LATERAL (
-    SELECT j.id, j.queue, j.xmax, j.xmin FROM neoq_jobs j
-    WHERE j.queue = q.queue AND j.status = 'new' AND j.run_after <= now()
-    ORDER BY j.run_after, j.id
-    LIMIT %(head)s
+    (SELECT j.id, j.queue, j.xmax, j.xmin FROM neoq_jobs j
+     WHERE j.queue = q.queue AND j.status = 'new' AND j.run_after <= now()
+     ORDER BY j.run_after, j.id
+     LIMIT %(head)s)
+    UNION ALL
+    -- Jobs with a priority are claimed first: the head of their own index (migration 0006).
+    (SELECT j.id, j.queue, j.xmax, j.xmin FROM neoq_jobs j
+     WHERE j.queue = q.queue AND j.status = 'new' AND j.priority <> 0 AND j.run_after <= now()
+     ORDER BY j.priority DESC, j.run_after, j.id
+     LIMIT %(head)s)
 ) h
 WHERE q.queue IS NOT NULL AND h.xmax <> '0'::xid
   AND neoq_locker_status(h.xmax, h.xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint) = 'in progress'

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORE_STAMP := $(VENV)/.core-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast test-django-suite chaos soak lint format bench bench-ab bench-peers bench-scale docs tox tox-extra dist smoke clean
+.PHONY: help venv demo test test-fast test-django-suite chaos soak lint format bench bench-ab bench-peers bench-scale bench-dashboard browser dashboard-screenshots docs tox tox-extra dist smoke clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,7 +27,13 @@ venv: $(STAMP) ## create .venv and install neoq with its dev tools
 demo: $(CORE_STAMP) ## run a worker on the in-memory backend and print what it does, then on a SQLite file
 	$(PY) examples/demo.py
 
-test: $(STAMP) ## run the whole test suite (PostgreSQL included) with coverage
+# The dashboard's browser tests drive Debian's headless Chromium; installed here when missing (root only).
+browser: ## install Chromium and its driver for the dashboard's browser tests (apt-get, when missing)
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
+		echo "make browser: install chromium and chromium-driver to run the dashboard's browser tests"
+
+test: $(STAMP) browser ## run the whole test suite (PostgreSQL included) with coverage
 	$(PY) -m pytest --cov=neoq --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests that need no PostgreSQL
@@ -107,6 +113,13 @@ bench-peers: $(BENCH_VENV)/.installed ## the same beside huey, procrastinate, pg
 
 bench-scale: $(STAMP) ## neoq on PostgreSQL with 100,000 jobs queued and 1,000,000 processed kept
 	$(PY) -m benchmarks.scale $(BENCH_ARGS)
+
+bench-dashboard: $(STAMP) ## dashboard page timings with 1,000,000 finished and 100,000 waiting jobs (PostgreSQL; heavy)
+	$(PY) -m benchmarks.dashboard $(BENCH_ARGS)
+
+dashboard-screenshots: $(STAMP) browser ## refresh docs/images/dashboard-*.png from the browser tests
+	NEOQ_SCREENSHOTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_dashboard_browser.py \
+		-k "test_the_dashboard_in_a_browser and memory or test_the_chart_shows_the_last_hour"
 
 clean: ## remove the virtualenv and build leftovers
 	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -372,6 +372,7 @@ class Neoq(QueueControl):
                 self._cron = CronScheduler(self.backend, clock=self._clock)
             cron = self._cron
         cron.add(name, spec, trigger, catch_up=window)
+        self._worker.presence.add_schedule(name, spec, str(timezone))
 
     # -- inspecting and managing ---------------------------------------------------------
 

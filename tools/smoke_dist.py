@@ -32,6 +32,9 @@ REQUIRED_IN_WHEEL = [
     "neoq/contrib/flask.py",
     "neoq/contrib/django/apps.py",
     "neoq/contrib/django/management/commands/neoq_worker.py",
+    "neoq/dashboard/templates/overview.html",
+    "neoq/dashboard/static/dashboard.js",
+    "neoq/dashboard/static/dashboard.css",
 ]
 
 CHECK = r"""

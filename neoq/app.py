@@ -372,7 +372,7 @@ class Neoq(QueueControl):
                 self._cron = CronScheduler(self.backend, clock=self._clock)
             cron = self._cron
         cron.add(name, spec, trigger, catch_up=window)
-        self._worker.presence.add_schedule(name, spec, str(timezone))
+        self._worker.presence.add_schedule(name, spec, str(getattr(trigger, "timezone", "UTC")))
 
     # -- inspecting and managing ---------------------------------------------------------
 

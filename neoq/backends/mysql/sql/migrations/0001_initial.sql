@@ -1,0 +1,63 @@
+-- neoq schema for MySQL 8.0+ and MariaDB 10.6+, version 1.
+--
+-- Applied by neoq.backends.mysql.migrations under GET_LOCK, one statement at a time (MySQL's DDL
+-- commits as it goes), and recorded in neoq_migrations. Never edit a released migration: add the
+-- next number. Times are DATETIME(6) in UTC (every neoq session sets time_zone = '+00:00').
+-- Names and fingerprints are VARBINARY: compared byte for byte, so 'q', 'Q' and 'q ' are three
+-- queues (a _bin collation of VARCHAR would pad: 'q' = 'q ').
+
+CREATE TABLE neoq_jobs (
+    id          BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    queue       VARBINARY(512) NOT NULL,
+    fingerprint VARBINARY(1024) NOT NULL,
+    -- The payload's JSON text as given (LONGTEXT: MariaDB's JSON is an alias of it).
+    payload     LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    status      VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT 'new',
+    run_after   DATETIME(6) NOT NULL,
+    deadline    DATETIME(6) NULL,
+    max_retries INT NULL,
+    retries     INT NOT NULL DEFAULT 0,
+    -- Attempts counted by lease-mode claims (transaction-mode claims count theirs in neoq_attempts).
+    attempts    INT NOT NULL DEFAULT 0,
+    ran_at      DATETIME(6) NULL,
+    error       LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+    created_at  DATETIME(6) NOT NULL,
+    finished_at DATETIME(6) NULL,
+    -- Lease mode: a leased job stays 'new', its run_after the lease's expiry; the fencing token
+    -- grows at every lease and is never reset; the owner is NULL when no lease is held.
+    lease_token BIGINT NOT NULL DEFAULT 0,
+    lease_owner VARBINARY(255) NULL,
+    -- 1 while the job is waiting or running, NULL once finished: the unique index below holds
+    -- (queue, fingerprint) once among live jobs, and NULLs never collide.
+    live        TINYINT AS (IF(status = 'new', 1, NULL)) STORED,
+    UNIQUE KEY neoq_jobs_unique (queue, fingerprint, live),
+    KEY neoq_jobs_due (queue, status, run_after, id),
+    KEY neoq_jobs_finished (status, finished_at)
+) ENGINE = InnoDB;
+
+-- Transaction mode: a claim holds its job's row lock until its settle commits, so its attempt is
+-- counted here, on another connection, committed before the handler runs (a worker that dies
+-- mid-attempt still counts). holder is the claiming session's CONNECTION_ID(), cleared by the
+-- settle: a job whose holder is a live session reads RUNNING.
+CREATE TABLE neoq_attempts (
+    job_id   BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    attempts INT NOT NULL,
+    ran_at   DATETIME(6) NOT NULL,
+    holder   BIGINT UNSIGNED NULL
+) ENGINE = InnoDB;
+
+-- cancel_job() of a job a transaction-mode claim holds cannot touch its locked row: it leaves a
+-- request here; the holder's process polls for requests on the jobs it holds.
+CREATE TABLE neoq_cancellations (
+    job_id       BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    requested_at DATETIME(6) NOT NULL
+) ENGINE = InnoDB;
+
+-- Cron ticks: the primary key stores each (schedule, tick) once across all processes.
+CREATE TABLE neoq_ticks (
+    tick_key    VARBINARY(1024) NOT NULL,
+    tick        DATETIME(6) NOT NULL,
+    job_id      BIGINT UNSIGNED NULL,
+    recorded_at DATETIME(6) NOT NULL,
+    PRIMARY KEY (tick_key, tick)
+) ENGINE = InnoDB;

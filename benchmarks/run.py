@@ -55,7 +55,7 @@ class Row:
 
 
 def _rows() -> list[Row]:
-    mem, pg, rd = "memory", "postgresql", "redis"
+    mem, pg, rd, my, mytx = "memory", "postgresql", "redis", "mysql", "mysql-tx"
     return [
         Row(mem, "enqueue", "neoq-memory", "enqueue", "neoq"),
         Row(mem, "enqueue", "huey-memory", "enqueue", "huey (MemoryHuey)", peer=True),
@@ -89,6 +89,15 @@ def _rows() -> list[Row]:
         Row(pg, "pickup", "procrastinate", "pickup", "procrastinate", peer=True),
         Row(pg, "pickup", "pgqueuer", "pickup", "pgqueuer", peer=True),
         Row(pg, "pickup", "min-postgres", "pickup", "min: LISTEN/NOTIFY"),
+        # MySQL/MariaDB: neoq in lease mode (the default) on "mysql", in transaction mode on "mysql-tx".
+        Row(my, "enqueue", "neoq-mysql", "enqueue", "neoq"),
+        Row(my, "enqueue", "min-mysql", "enqueue", "min: single-row INSERT"),
+        Row(my, "enqueue_many", "neoq-mysql", "enqueue_many", "neoq"),
+        Row(my, "enqueue_many", "min-mysql", "enqueue_many", "min: multi-row INSERT"),
+        Row(my, "process", "neoq-mysql", "process", "neoq"),
+        Row(my, "process", "min-mysql", "process", "min: 10 threads SKIP LOCKED"),
+        Row(mytx, "process", "neoq-mysql-tx", "process", "neoq"),
+        Row(mytx, "process", "min-mysql", "process", "min: 10 threads SKIP LOCKED"),
         # Redis: no neoq row of its own; the ratios are taken against neoq on memory and on PostgreSQL.
         Row(rd, "enqueue", "rq-simple", "enqueue", "rq (Queue.enqueue)", peer=True),
         Row(rd, "enqueue", "celery", "enqueue", "Celery (delay)", peer=True),
@@ -201,6 +210,19 @@ TARGETS = [
         "postgresql", "pickup", "min: LISTEN/NOTIFY", "p50_ms", "<=", 1.2,
     ),
     Target("postgres pickup p50 below pgqueuer's", "postgresql", "pickup", "pgqueuer", "p50_ms", "<", 1.0),
+    Target(
+        "mysql (lease) processing >= 1.5x minimal SKIP LOCKED loop",
+        "mysql", "process", "min: 10 threads SKIP LOCKED", "rate", ">=", 1.5,
+    ),
+    Target(
+        "mysql (transaction) processing >= 1.0x minimal loop",
+        "mysql-tx", "process", "min: 10 threads SKIP LOCKED", "rate", ">=", 1.0,
+    ),
+    Target("mysql enqueue >= 0.9x minimal single-row INSERT", "mysql", "enqueue", "min: single-row INSERT", "rate", ">=", 0.9),
+    Target(
+        "mysql enqueue_many >= 0.5x minimal multi-row INSERT",
+        "mysql", "enqueue_many", "min: multi-row INSERT", "rate", ">=", 0.5,
+    ),
     Target("postgres pickup p99 < 15 ms", "postgresql", "pickup", None, "p99_ms", "<", 15.0),
 ]
 

@@ -240,8 +240,19 @@ class MySQLBackend(Backend):
         token = claim.token
         if isinstance(token, LeaseToken):
             return token.engine.settle_then_claim(claim, outcome, queue)
-        self.settle(claim, outcome)
-        return None
+        if (
+            outcome.status is not JobStatus.PROCESSED
+            or not isinstance(token, Held)
+            or not self._open
+            or self._queue_modes.get(queue, self._settings.default_mode) != "transaction"
+        ):
+            self.settle(claim, outcome)
+            return None
+        chain = self._transactions.chain
+        claimed = self.waiting.queue(queue).chain(lambda: chain(claim, token, outcome, queue))
+        if claimed is None and not token.settled:
+            self.settle(claim, outcome)  # the chain did not run (the attempt was ended from outside)
+        return claimed
 
     def interrupt(self, claim: Claim) -> None:
         if isinstance(claim.token, Held):

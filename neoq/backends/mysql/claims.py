@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import pymysql
 
@@ -42,8 +43,10 @@ _CLAIM = (
     "SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,"
     " j.error, j.created_at, j.attempts, NULL, NULL, 'running',"
     " EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = j.id)"
-    " FROM neoq_jobs j WHERE j.queue = %s AND j.status = 'new' AND j.run_after <= UTC_TIMESTAMP(6)"
-    " ORDER BY j.run_after, j.id LIMIT 1 FOR UPDATE SKIP LOCKED"
+    " FROM neoq_jobs j WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= UTC_TIMESTAMP(6)"
+    " ORDER BY j.run_after, j.id LIMIT 1 FOR UPDATE SKIP LOCKED;"
+    # Where the handler's writes begin: a failure rolls back to it, keeping the claim's lock.
+    " SAVEPOINT neoq_claim"
 )
 _IDLE = (
     "SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), MIN(n.run_after)),"
@@ -56,11 +59,17 @@ _COUNT = (
     " ON DUPLICATE KEY UPDATE attempts = LAST_INSERT_ID(attempts + 1), ran_at = UTC_TIMESTAMP(6),"
     " holder = VALUES(holder)"
 )
+#: The outcome's status, unless a retry meets a cancellation request: then CANCELLED.
+_STATUS = (
+    "IF(%(status)s = 'new' AND EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = %(id)s),"
+    " 'cancelled', %(status)s)"
+)
 _SETTLE = (
     "UPDATE neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id"
-    " SET j.status = %s, j.error = %s, j.run_after = COALESCE(%s, j.run_after), j.retries = COALESCE(%s, j.retries),"
-    " j.finished_at = IF(%s = 'new', NULL, UTC_TIMESTAMP(6)), j.lease_token = j.lease_token + 1,"
-    " j.lease_owner = NULL, a.holder = NULL WHERE j.id = %s"
+    f" SET j.status = {_STATUS}, j.error = %(error)s, j.run_after = COALESCE(%(run_after)s, j.run_after),"
+    " j.retries = COALESCE(%(retries)s, j.retries),"
+    f" j.finished_at = IF({_STATUS} = 'new', NULL, UTC_TIMESTAMP(6)), j.lease_token = j.lease_token + 1,"
+    " j.lease_owner = NULL, a.holder = NULL WHERE j.id = %(id)s"
 )
 
 
@@ -79,6 +88,8 @@ class Held:
     settled: bool = False
     interrupted: bool = False
     broken: bool = False
+    #: The connection went on to the next claim of a chained settle (``chain``): not released with this one.
+    conn_passed: bool = False
 
 
 class TransactionClaims:
@@ -105,27 +116,52 @@ class TransactionClaims:
         return wrap(self._settings, exc, doing)
 
     def look(self, queue: str) -> Look[Claim]:
+        """A claim on a worker connection from the pool, or what the queue holds (``Backend.look``)."""
         for _ in range(20):  # a job whose cancellation was requested is ended here and the next looked at
             conn = self._work.get()
             try:
-                found = self._claim(conn, queue)
+                found = self._claim(conn, queue, "", 0)
             except BaseException:
                 self._work.put(conn, broken=True)
                 raise
-            if isinstance(found, Look):
+            if found is None or found.claim is None:
                 self._work.put(conn)
+                if found is None:
+                    continue
                 return found
-            if found.token.broken:  # cancelled before it started: settled already
-                self._work.put(conn)
-                continue
-            return Look(found)
+            return found
         return Look(due_in=0.0)
 
-    def _claim(self, conn: Conn, queue: str) -> Claim | Look[Claim]:
+    def chain(self, claim: Claim, held: Held, outcome: Outcome, queue: str) -> Look[Claim] | None:
+        """Settle a processed attempt and claim ``queue``'s next job on the same connection, in one round
+        trip (UPDATE; COMMIT; the claim; SAVEPOINT); the connection passes to the new claim."""
+        with held.lock:
+            if held.settled or held.interrupted:
+                return None
+            held.settled = True
+        self._forget(held)
+        conn = held.conn
+        params = _settle_params(held.job_id, outcome)
+        try:
+            sql = _settle_sql(outcome) + "; COMMIT; "
+            found = self._claim(conn, queue, sql % _escaped(conn, params), sql.count(";"))
+        except BaseException:
+            held.broken = True
+            raise
+        held.conn_passed = found is not None and found.claim is not None
+        if found is None:  # the chained claim found a cancelled job: the loop claims as usual
+            return Look(due_in=0.0)
+        return found
+
+    def _claim(self, conn: Conn, queue: str, prefix: str, statements: int) -> Look[Claim] | None:
+        """Run ``prefix`` (``statements`` escaped statements: a settle and COMMIT, or nothing), then the
+        claim, in one round trip."""
         try:
             with conn.cursor() as cur:
-                cur.execute(_CLAIM, (queue,))
+                cur.execute(prefix + _CLAIM % _escaped(conn, {"queue": queue}))
+                _skip(cur, statements)
                 row = cur.fetchone()
+                cur.nextset()  # the SAVEPOINT
                 if row is None:
                     cur.execute(_IDLE, (queue, queue))
                     idle = cur.fetchone()
@@ -135,23 +171,20 @@ class TransactionClaims:
                 job_id = int(row[0])
                 session = int(conn.thread_id())  # type: ignore[no-untyped-call]
                 counted = self._aux.run("counting an attempt", lambda aux: _count(aux, job_id, session), write=False)
-                cur.execute("SAVEPOINT neoq_claim")
         except NeoqError:
             raise
         except (pymysql.err.MySQLError, OSError) as exc:
             raise self._wrap(exc, f"claiming a job of queue {queue!r}") from exc
         job = job_from_row(row, JobStatus.RUNNING)
-        now = datetime.now(timezone.utc)
-        attempts = job.attempts + counted
-        job = dataclasses.replace(job, attempts=attempts, ran_at=now)
+        job = dataclasses.replace(job, attempts=job.attempts + counted, ran_at=datetime.now(timezone.utc))
         held = Held(conn, job_id, queue, session, counted)
         claim = Claim(job, conn, held)
         if row[14]:  # cancelled while it waited (or while a dead worker held it): never run
-            self.settle(claim, Outcome(JobStatus.CANCELLED, job.error))
-            held.broken = True
-            return claim
+            self._settle_here(held, Outcome(JobStatus.CANCELLED, job.error))
+            held.settled = True
+            return None
         self._register(held)
-        return claim
+        return Look(claim)
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
         held: Held = claim.token
@@ -171,13 +204,13 @@ class TransactionClaims:
             self._signal(held.queue)
 
     def _settle_here(self, held: Held, outcome: Outcome) -> None:
+        """The outcome, in the claim's transaction, and COMMIT: one round trip."""
         conn = held.conn
         try:
             with conn.cursor() as cur:
-                if outcome.status is not JobStatus.PROCESSED:
-                    cur.execute("ROLLBACK TO SAVEPOINT neoq_claim")  # the handler's writes, not the claim
-                _write(cur, held.job_id, outcome)
-            conn.commit()
+                sql = _settle_sql(outcome) + "; COMMIT"
+                cur.execute(sql % _escaped(conn, _settle_params(held.job_id, outcome)))
+                _skip(cur, sql.count(";"))
         except (pymysql.err.MySQLError, OSError) as exc:
             held.broken = True
             try:
@@ -193,7 +226,9 @@ class TransactionClaims:
             row = cur.fetchone()
             if row is None or int(row[0]) != held.attempt:
                 return  # claimed again meanwhile: that claim decides (this attempt stays counted)
-            _write(cur, held.job_id, outcome)
+            sql = _settle_sql(outcome).replace("ROLLBACK TO SAVEPOINT neoq_claim; ", "")
+            for statement in sql.split("; "):
+                cur.execute(statement, _settle_params(held.job_id, outcome))
 
         self._aux.run(f"settling job {held.job_id} from outside its transaction", write)
 
@@ -210,6 +245,8 @@ class TransactionClaims:
             logger.warning("neoq: could not end the session of job %s queue=%r: %s", held.job_id, held.queue, exc)
 
     def release(self, held: Held) -> None:
+        if held.conn_passed:
+            return
         if not held.settled:
             held.broken = True  # an unsettled claim: its transaction must not be reused
         self._forget(held)
@@ -224,17 +261,30 @@ def _count(cur: Cursor, job_id: int, session: int) -> int:
     return int(cur.lastrowid)
 
 
-def _write(cur: Cursor, job_id: int, outcome: Outcome) -> None:
-    status = outcome.status.value
-    if outcome.status is JobStatus.NEW:
-        cur.execute("SELECT EXISTS (SELECT 1 FROM neoq_cancellations WHERE job_id = %s)", (job_id,))
-        row = cur.fetchone()
-        if row and row[0]:
-            status = JobStatus.CANCELLED.value  # cancel_job() asked while it ran: no retry
-    error = None if outcome.status is JobStatus.PROCESSED else outcome.error
-    cur.execute(
-        _SETTLE,
-        (status, error, db_time(outcome.run_after), outcome.retries, status, job_id),
-    )
-    if outcome.status is not JobStatus.PROCESSED:
-        cur.execute("DELETE FROM neoq_cancellations WHERE job_id = %s", (job_id,))
+def _settle_sql(outcome: Outcome) -> str:
+    """The statements (``;``-separated, named parameters) that store ``outcome`` in the claim's transaction."""
+    if outcome.status is JobStatus.PROCESSED:
+        return _SETTLE
+    # A failure: the handler's writes go, the claim's lock stays; a waiting cancellation request is used up.
+    return "ROLLBACK TO SAVEPOINT neoq_claim; " + _SETTLE + "; DELETE FROM neoq_cancellations WHERE job_id = %(id)s"
+
+
+def _settle_params(job_id: int, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "status": outcome.status.value,
+        "error": None if outcome.status is JobStatus.PROCESSED else outcome.error,
+        "run_after": db_time(outcome.run_after),
+        "retries": outcome.retries,
+    }
+
+
+def _escaped(conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as SQL literals (PyMySQL's escaping, as ``execute`` does it), for a multi-statement text."""
+    return {key: conn.escape(value) for key, value in params.items()}
+
+
+def _skip(cur: Cursor, results: int) -> None:
+    """Read past the results of the first ``results`` statements of a multi-statement text."""
+    for _ in range(results):
+        cur.nextset()

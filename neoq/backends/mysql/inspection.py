@@ -89,7 +89,8 @@ class Inspection:
                     return self._insert(cur, jobs)
             except (pymysql.err.MySQLError, OSError) as exc:
                 raise wrap(self._runner.settings, exc, "enqueueing in the caller's transaction") from exc
-        ids = self._runner.run(f"enqueueing {len(jobs)} jobs", lambda cur: self._insert(cur, jobs))
+        # One INSERT statement is atomic on its own: autocommit, one round trip.
+        ids = self._runner.run(f"enqueueing {len(jobs)} jobs", lambda cur: self._insert(cur, jobs), write=False)
         for queue in {job.queue for job in jobs}:
             self._signal(queue)
         return ids
@@ -235,11 +236,25 @@ class Inspection:
                         (key,),
                     )
                 return False
-            cur.execute("SELECT status FROM neoq_jobs WHERE id = %s", (key,))
+            cur.execute(
+                "SELECT status, lease_owner IS NOT NULL AND run_after > UTC_TIMESTAMP(6) FROM neoq_jobs WHERE id = %s",
+                (key,),
+            )
             row = cur.fetchone()
             if row is None:
                 raise JobNotFoundError(f"no job with id {job_id!r}")
             if row[0] != "new":
+                return False
+            if row[1]:
+                # Leased: lease-mode statements hold a row for a moment only, so wait for it.
+                cur.execute("SELECT status FROM neoq_jobs WHERE id = %s FOR UPDATE", (key,))
+                locked = cur.fetchone()
+                if locked is not None and locked[0] == "new":
+                    cur.execute(
+                        "UPDATE neoq_jobs SET status = 'cancelled', finished_at = UTC_TIMESTAMP(6), lease_owner = NULL"
+                        " WHERE id = %s",
+                        (key,),
+                    )
                 return False
             cur.execute(
                 "INSERT INTO neoq_cancellations (job_id, requested_at) VALUES (%s, UTC_TIMESTAMP(6))"

@@ -10,7 +10,8 @@ simply due again, for any process. Each call is one transaction on the backend's
 - ``settle_many``: every outcome of a batch in one UPDATE joined to a derived table, fenced by
   token (the rows to write are locked first: they are the keys written).
 - ``renew``: the leases past a third of their time, rows locked elsewhere skipped; reports the
-  leases lost with their job's status (``cancelled``: ``cancel_job`` reached it).
+  leases lost with their job's status (``cancelled``: ``cancel_job`` reached it, in the row or,
+  when it found the row locked for a moment, as a request).
 - ``give_back``: unstarted leased jobs due again as before, attempts uncounted.
 """
 
@@ -172,8 +173,13 @@ class MySQLLeaseStore:
                     f" WHERE id IN ({_marks(len(due))})",
                     [int(lease * 1e6), *due],
                 )
-            cur.execute(f"SELECT id, lease_token, status FROM neoq_jobs WHERE id IN ({_marks(len(ids))})", ids)
-            found = {int(row[0]): (int(row[1]), str(row[2])) for row in cur.fetchall()}
+            cur.execute(
+                "SELECT j.id, j.lease_token, j.status,"
+                " EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = j.id)"
+                f" FROM neoq_jobs j WHERE j.id IN ({_marks(len(ids))})",
+                ids,
+            )
+            found = {int(row[0]): (int(row[1]), str(row[2]), bool(row[3])) for row in cur.fetchall()}
             lost: list[Lost] = []
             for held in leases:
                 now = found.get(held.job_id)
@@ -181,6 +187,10 @@ class MySQLLeaseStore:
                     lost.append((held.job_id, None))
                 elif now[0] != held.token or now[1] != "new":
                     lost.append((held.job_id, now[1]))
+                elif now[2]:
+                    # cancel_job() found the row locked for a moment and left a request: stop the
+                    # handler; its CANCELLED outcome is written fenced by this lease's token.
+                    lost.append((held.job_id, "cancelled"))
             return lost
 
         return self._runner.run("renewing leases", beat)

@@ -249,7 +249,7 @@ class MySQLBackend(Backend):
             self.settle(claim, outcome)
             return None
         chain = self._transactions.chain
-        claimed = self.waiting.queue(queue).chain(lambda: chain(claim, token, outcome, queue))
+        claimed = self.waiting.queue(queue).chain(lambda: chain(token, outcome, queue))
         if claimed is None and not token.settled:
             self.settle(claim, outcome)  # the chain did not run (the attempt was ended from outside)
         return claimed

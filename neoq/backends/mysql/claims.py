@@ -2,16 +2,26 @@
 
 - **Claim** (``look``). On a worker connection (autocommit off, READ COMMITTED):
   ``SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1``; the row lock is the claim, and a dead worker's
-  session takes it along at once. The attempt is counted on a second, autocommit connection
-  (``neoq_attempts``: the claim's own transaction cannot commit before the handler ran), in one
-  statement that also returns the count and records the claiming session as the holder; then a
-  ``SAVEPOINT`` marks where the handler's writes begin. The handler gets the connection.
-- **Settle** (``settle``), on the handler's thread: a failure rolls back to the savepoint; one
-  multi-table UPDATE writes the outcome, bumps the fencing token and clears the holder; COMMIT.
+  session takes it along at once. Then, in a second round trip, the claim leaves a **marker** in
+  ``neoq_claims`` (a MEMORY table: written at once, never rolled back, no commit to wait for)
+  naming its session, and a ``SAVEPOINT`` marks where the handler's writes begin.
+- **Attempts survive crashes without a second commit per job.** The settle counts the attempt
+  (``attempts + 1``) in the claim's own transaction and removes the marker just before COMMIT, in
+  the same round trip. An attempt that ended without a settle (its worker died, its session was
+  killed) leaves its marker behind, and only such an attempt does: the next claim of the job finds
+  it while holding the job's lock, counts that attempt durably on another connection
+  (``neoq_attempts``), and goes on, so a job that kills every worker still ends FAILED. A marker
+  whose session is alive is what makes a read report the job RUNNING (``rows.STATE``).
+- **Settle** (``settle``), on the handler's thread: a failure rolls back to the savepoint; the
+  outcome, the marker's removal and COMMIT go in one round trip; a processed attempt's settle and
+  the next claim of its loop share that round trip and the connection (``chain``).
 - **Settle from outside** (timeout, deadline, cancellation, forced shutdown): ``interrupt`` kills
   the claim's session (the handler's writes roll back with it, its later statements fail), and
-  ``settle`` writes the outcome on another connection, once the killed session's lock is gone,
-  only if no other claim counted an attempt meanwhile.
+  ``settle`` writes the outcome on another connection once the killed session's lock is gone, only
+  while the marker is still that session's (else another claim took the job and counted it).
+
+The MEMORY marker is lost if the server itself restarts: an attempt in progress then goes
+uncounted (docs/mysql.md).
 """
 
 from __future__ import annotations
@@ -41,11 +51,16 @@ logger = logging.getLogger(__name__)
 
 _CLAIM = (
     "SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,"
-    " j.error, j.created_at, j.attempts, NULL, NULL, 'running',"
-    " EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = j.id)"
+    " j.error, j.created_at, j.attempts + COALESCE((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = j.id), 0),"
+    " NULL, NULL, 'running',"
+    " EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = j.id),"
+    " (SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id)"
     " FROM neoq_jobs j WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= UTC_TIMESTAMP(6)"
-    " ORDER BY j.run_after, j.id LIMIT 1 FOR UPDATE SKIP LOCKED;"
-    # Where the handler's writes begin: a failure rolls back to it, keeping the claim's lock.
+    " ORDER BY j.run_after, j.id LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+#: The claim's marker, then where the handler's writes begin (a failure rolls back to it, keeping the lock).
+_MARK = (
+    "REPLACE INTO neoq_claims (job_id, holder, ran_at) VALUES (%s, CONNECTION_ID(), UTC_TIMESTAMP(6));"
     " SAVEPOINT neoq_claim"
 )
 _IDLE = (
@@ -53,11 +68,10 @@ _IDLE = (
     " EXISTS (SELECT 1 FROM neoq_jobs b WHERE b.queue = %s AND b.status = 'new' AND b.run_after <= UTC_TIMESTAMP(6))"
     " FROM neoq_jobs n WHERE n.queue = %s AND n.status = 'new' AND n.run_after > UTC_TIMESTAMP(6)"
 )
-# LAST_INSERT_ID(expr) makes the statement's insert id the new count: counted and read in one trip.
-_COUNT = (
-    "INSERT INTO neoq_attempts (job_id, attempts, ran_at, holder) VALUES (%s, LAST_INSERT_ID(1), UTC_TIMESTAMP(6), %s)"
-    " ON DUPLICATE KEY UPDATE attempts = LAST_INSERT_ID(attempts + 1), ran_at = UTC_TIMESTAMP(6),"
-    " holder = VALUES(holder)"
+#: An attempt whose worker died, counted by the next claim of its job (autocommit, another connection).
+_COUNT_LOST = (
+    "INSERT INTO neoq_attempts (job_id, attempts, ran_at) VALUES (%s, 1, %s)"
+    " ON DUPLICATE KEY UPDATE attempts = attempts + 1, ran_at = VALUES(ran_at)"
 )
 #: The outcome's status, unless a retry meets a cancellation request: then CANCELLED.
 _STATUS = (
@@ -65,11 +79,11 @@ _STATUS = (
     " 'cancelled', %(status)s)"
 )
 _SETTLE = (
-    "UPDATE neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id"
-    f" SET j.status = {_STATUS}, j.error = %(error)s, j.run_after = COALESCE(%(run_after)s, j.run_after),"
-    " j.retries = COALESCE(%(retries)s, j.retries),"
-    f" j.finished_at = IF({_STATUS} = 'new', NULL, UTC_TIMESTAMP(6)), j.lease_token = j.lease_token + 1,"
-    " j.lease_owner = NULL, a.holder = NULL WHERE j.id = %(id)s"
+    f"UPDATE neoq_jobs SET status = {_STATUS}, error = %(error)s, run_after = COALESCE(%(run_after)s, run_after),"
+    " retries = COALESCE(%(retries)s, retries),"
+    f" finished_at = IF({_STATUS} = 'new', NULL, UTC_TIMESTAMP(6)), lease_token = lease_token + 1,"
+    " lease_owner = NULL, attempts = attempts + %(counted)s, ran_at = COALESCE(%(ran_at)s, ran_at)"
+    " WHERE id = %(id)s"
 )
 
 
@@ -80,10 +94,10 @@ class Held:
     conn: Conn = field(repr=False)
     job_id: int
     queue: str
-    #: The claim's session on the server (``CONNECTION_ID()``), to kill it from outside.
+    #: The claim's session on the server (``CONNECTION_ID()``): its marker's holder, killed from outside.
     session: int
-    #: The attempt count this claim made: a settle from outside writes only while it still stands.
-    attempt: int
+    #: When the attempt started (the marker's time), written with the outcome.
+    ran_at: datetime | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     settled: bool = False
     interrupted: bool = False
@@ -93,7 +107,7 @@ class Held:
 
 
 class TransactionClaims:
-    """Claims of the transaction mode: worker connections from ``work``, counting on ``aux``'s."""
+    """Claims of the transaction mode: worker connections from ``work``, short statements on ``aux``'s."""
 
     def __init__(
         self,
@@ -124,44 +138,39 @@ class TransactionClaims:
             except BaseException:
                 self._work.put(conn, broken=True)
                 raise
-            if found is None or found.claim is None:
-                self._work.put(conn)
-                if found is None:
-                    continue
+            if found is not None and found.claim is not None:
                 return found
-            return found
+            self._work.put(conn)
+            if found is not None:
+                return found
         return Look(due_in=0.0)
 
-    def chain(self, claim: Claim, held: Held, outcome: Outcome, queue: str) -> Look[Claim] | None:
-        """Settle a processed attempt and claim ``queue``'s next job on the same connection, in one round
-        trip (UPDATE; COMMIT; the claim; SAVEPOINT); the connection passes to the new claim."""
+    def chain(self, held: Held, outcome: Outcome, queue: str) -> Look[Claim] | None:
+        """Settle a processed attempt and claim ``queue``'s next job on the same connection: the
+        outcome, COMMIT and the claim in one round trip; the connection passes to the new claim."""
         with held.lock:
             if held.settled or held.interrupted:
                 return None
             held.settled = True
         self._forget(held)
         conn = held.conn
-        params = _settle_params(held.job_id, outcome)
+        sql = _settle_sql(outcome) + "; COMMIT; "
         try:
-            sql = _settle_sql(outcome) + "; COMMIT; "
-            found = self._claim(conn, queue, sql % _escaped(conn, params), sql.count(";"))
+            found = self._claim(conn, queue, sql % _escaped(conn, _settle_params(held, outcome)), sql.count(";"))
         except BaseException:
             held.broken = True
             raise
         held.conn_passed = found is not None and found.claim is not None
-        if found is None:  # the chained claim found a cancelled job: the loop claims as usual
-            return Look(due_in=0.0)
-        return found
+        return Look(due_in=0.0) if found is None else found  # None: a cancelled job was ended; look again
 
     def _claim(self, conn: Conn, queue: str, prefix: str, statements: int) -> Look[Claim] | None:
-        """Run ``prefix`` (``statements`` escaped statements: a settle and COMMIT, or nothing), then the
-        claim, in one round trip."""
+        """Run ``prefix`` (``statements`` escaped statements: a settle and COMMIT, or nothing) and the
+        claim in one round trip; then mark the claim. None: the job found was cancelled unrun."""
         try:
             with conn.cursor() as cur:
                 cur.execute(prefix + _CLAIM % _escaped(conn, {"queue": queue}))
                 _skip(cur, statements)
                 row = cur.fetchone()
-                cur.nextset()  # the SAVEPOINT
                 if row is None:
                     cur.execute(_IDLE, (queue, queue))
                     idle = cur.fetchone()
@@ -169,22 +178,26 @@ class TransactionClaims:
                     due_in = None if idle is None or idle[0] is None else max(0.0, int(idle[0]) / 1e6)
                     return Look(due_in=due_in, held=bool(idle and idle[1]))
                 job_id = int(row[0])
+                lost = row[15] is not None
+                if lost:  # an attempt ended without a settle: count it durably before anything else
+                    self._aux.run("counting a lost attempt", lambda aux: aux.execute(_COUNT_LOST, (job_id, row[15])))
                 session = int(conn.thread_id())  # type: ignore[no-untyped-call]
-                counted = self._aux.run("counting an attempt", lambda aux: _count(aux, job_id, session), write=False)
+                held = Held(conn, job_id, _text(row[1]), session)
+                if row[14]:  # cancelled while it waited (or while a dead worker held it): never run
+                    self._settle_here(held, Outcome(JobStatus.CANCELLED, row[8]), counted=0)
+                    held.settled = True
+                    return None
+                cur.execute(_MARK, (job_id,))
+                cur.nextset()
         except NeoqError:
             raise
         except (pymysql.err.MySQLError, OSError) as exc:
             raise self._wrap(exc, f"claiming a job of queue {queue!r}") from exc
+        held.ran_at = datetime.now(timezone.utc)
         job = job_from_row(row, JobStatus.RUNNING)
-        job = dataclasses.replace(job, attempts=job.attempts + counted, ran_at=datetime.now(timezone.utc))
-        held = Held(conn, job_id, queue, session, counted)
-        claim = Claim(job, conn, held)
-        if row[14]:  # cancelled while it waited (or while a dead worker held it): never run
-            self._settle_here(held, Outcome(JobStatus.CANCELLED, job.error))
-            held.settled = True
-            return None
+        job = dataclasses.replace(job, attempts=job.attempts + int(lost) + 1, ran_at=held.ran_at)
         self._register(held)
-        return Look(claim)
+        return Look(Claim(job, conn, held))
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
         held: Held = claim.token
@@ -203,13 +216,13 @@ class TransactionClaims:
         if outcome.status is JobStatus.NEW:
             self._signal(held.queue)
 
-    def _settle_here(self, held: Held, outcome: Outcome) -> None:
-        """The outcome, in the claim's transaction, and COMMIT: one round trip."""
+    def _settle_here(self, held: Held, outcome: Outcome, *, counted: int = 1) -> None:
+        """The outcome, the marker's removal and COMMIT, in the claim's transaction: one round trip."""
         conn = held.conn
         try:
             with conn.cursor() as cur:
                 sql = _settle_sql(outcome) + "; COMMIT"
-                cur.execute(sql % _escaped(conn, _settle_params(held.job_id, outcome)))
+                cur.execute(sql % _escaped(conn, _settle_params(held, outcome, counted)))
                 _skip(cur, sql.count(";"))
         except (pymysql.err.MySQLError, OSError) as exc:
             held.broken = True
@@ -222,13 +235,13 @@ class TransactionClaims:
     def _settle_outside(self, held: Held, outcome: Outcome) -> None:
         def write(cur: Cursor) -> None:
             cur.execute("SELECT id FROM neoq_jobs WHERE id = %s FOR UPDATE", (held.job_id,))  # the killed lock is gone
-            cur.execute("SELECT attempts FROM neoq_attempts WHERE job_id = %s", (held.job_id,))
+            cur.execute("SELECT holder FROM neoq_claims WHERE job_id = %s", (held.job_id,))
             row = cur.fetchone()
-            if row is None or int(row[0]) != held.attempt:
-                return  # claimed again meanwhile: that claim decides (this attempt stays counted)
-            sql = _settle_sql(outcome).replace("ROLLBACK TO SAVEPOINT neoq_claim; ", "")
-            for statement in sql.split("; "):
-                cur.execute(statement, _settle_params(held.job_id, outcome))
+            if row is None or int(row[0]) != held.session:
+                return  # claimed again meanwhile: that claim counted this attempt and decides
+            statements = _settle_sql(outcome).replace("ROLLBACK TO SAVEPOINT neoq_claim; ", "")
+            for statement in statements.split("; "):
+                cur.execute(statement, _settle_params(held, outcome))
 
         self._aux.run(f"settling job {held.job_id} from outside its transaction", write)
 
@@ -250,32 +263,29 @@ class TransactionClaims:
         if not held.settled:
             held.broken = True  # an unsettled claim: its transaction must not be reused
         self._forget(held)
-        if held.broken:
-            self._work.put(held.conn, broken=True)
-            return
-        self._work.put(held.conn)
-
-
-def _count(cur: Cursor, job_id: int, session: int) -> int:
-    cur.execute(_COUNT, (job_id, session))
-    return int(cur.lastrowid)
+        self._work.put(held.conn, broken=held.broken)
 
 
 def _settle_sql(outcome: Outcome) -> str:
     """The statements (``;``-separated, named parameters) that store ``outcome`` in the claim's transaction."""
+    done = "; DELETE FROM neoq_claims WHERE job_id = %(id)s"
     if outcome.status is JobStatus.PROCESSED:
-        return _SETTLE
+        return _SETTLE + done
     # A failure: the handler's writes go, the claim's lock stays; a waiting cancellation request is used up.
-    return "ROLLBACK TO SAVEPOINT neoq_claim; " + _SETTLE + "; DELETE FROM neoq_cancellations WHERE job_id = %(id)s"
+    return (
+        "ROLLBACK TO SAVEPOINT neoq_claim; " + _SETTLE + "; DELETE FROM neoq_cancellations WHERE job_id = %(id)s" + done
+    )
 
 
-def _settle_params(job_id: int, outcome: Outcome) -> dict[str, Any]:
+def _settle_params(held: Held, outcome: Outcome, counted: int = 1) -> dict[str, Any]:
     return {
-        "id": job_id,
+        "id": held.job_id,
         "status": outcome.status.value,
         "error": None if outcome.status is JobStatus.PROCESSED else outcome.error,
         "run_after": db_time(outcome.run_after),
         "retries": outcome.retries,
+        "counted": counted,
+        "ran_at": db_time(held.ran_at),
     }
 
 
@@ -288,3 +298,7 @@ def _skip(cur: Cursor, results: int) -> None:
     """Read past the results of the first ``results`` statements of a multi-statement text."""
     for _ in range(results):
         cur.nextset()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)

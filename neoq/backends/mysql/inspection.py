@@ -165,7 +165,7 @@ class Inspection:
                 name = queue.decode("utf-8")
                 counts.setdefault(name, dict.fromkeys(_STATES, 0))[status] = int(count)
             cur.execute(
-                "SELECT j.queue, COUNT(*) FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id"
+                "SELECT j.queue, COUNT(*) FROM neoq_jobs j LEFT JOIN neoq_claims m ON m.job_id = j.id"
                 f" WHERE j.status = 'new' AND ({STATE}) = 'running' GROUP BY j.queue"
             )
             for queue, count in cur.fetchall():
@@ -208,6 +208,7 @@ class Inspection:
                     ) from None
                 raise
             cur.execute("DELETE FROM neoq_attempts WHERE job_id = %s", (key,))
+            cur.execute("DELETE FROM neoq_claims WHERE job_id = %s", (key,))
             cur.execute("DELETE FROM neoq_cancellations WHERE job_id = %s", (key,))
             return str(row[0].decode("utf-8"))
 
@@ -284,6 +285,7 @@ class Inspection:
                 deleted += cur.rowcount
                 cur.execute(f"DELETE FROM neoq_attempts WHERE job_id IN ({marks})", ids)
                 cur.execute(f"DELETE FROM neoq_cancellations WHERE job_id IN ({marks})", ids)
+                cur.execute(f"DELETE FROM neoq_claims WHERE job_id IN ({marks})", ids)
             return deleted
 
         return self._runner.run("pruning jobs", delete)

@@ -3,8 +3,10 @@
 A job is stored ``new`` while it waits and while it runs; what a read reports is computed
 (``STATE``): ``running`` while a live lease holds it (lease mode: ``lease_owner`` set and
 ``run_after``, the lease's expiry, still ahead) or while a live session holds its claim
-(transaction mode: ``neoq_attempts.holder``, cleared by the settle, is a session of
-``information_schema.PROCESSLIST``; a dead worker's session is gone at once).
+(transaction mode: the claim's marker in ``neoq_claims``, removed by the settle, names a session
+of ``information_schema.PROCESSLIST``; a dead worker's session is gone at once). The attempts a
+read reports add an attempt in progress (or one whose worker died, not yet counted) to the
+counted ones.
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ _UTC = timezone.utc
 STATE = (
     "CASE WHEN j.status <> 'new' THEN j.status"
     " WHEN j.lease_owner IS NOT NULL AND j.run_after > UTC_TIMESTAMP(6) THEN 'running'"
-    " WHEN a.holder IS NOT NULL AND a.holder IN (SELECT ID FROM information_schema.PROCESSLIST) THEN 'running'"
+    " WHEN m.holder IS NOT NULL AND m.holder IN (SELECT ID FROM information_schema.PROCESSLIST) THEN 'running'"
     " ELSE 'new' END"
 )
 
 #: The columns ``job_from_row`` reads, in its order; queries append their WHERE.
 JOB_SELECT = (
     "SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,"
-    " j.error, j.created_at, j.attempts + COALESCE(a.attempts, 0),"
-    " CASE WHEN a.ran_at IS NULL OR j.ran_at > a.ran_at THEN j.ran_at ELSE a.ran_at END,"
+    " j.error, j.created_at, j.attempts + COALESCE(a.attempts, 0) + (m.job_id IS NOT NULL),"
+    " COALESCE(m.ran_at, CASE WHEN a.ran_at IS NULL OR j.ran_at > a.ran_at THEN j.ran_at ELSE a.ran_at END),"
     f" j.finished_at, {STATE}"
-    " FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id"
+    " FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id LEFT JOIN neoq_claims m ON m.job_id = j.id"
 )
 
 

@@ -35,15 +35,23 @@ CREATE TABLE neoq_jobs (
     KEY neoq_jobs_finished (status, finished_at)
 ) ENGINE = InnoDB;
 
--- Transaction mode: a claim holds its job's row lock until its settle commits, so its attempt is
--- counted here, on another connection, committed before the handler runs (a worker that dies
--- mid-attempt still counts). holder is the claiming session's CONNECTION_ID(), cleared by the
--- settle: a job whose holder is a live session reads RUNNING.
+-- Transaction mode: a claim holds its job's row lock until its settle commits, and the settle
+-- counts the attempt (neoq_jobs.attempts) in that transaction. While it runs, the claim's marker
+-- names its session here: a MEMORY table, written at once and never rolled back, so that an
+-- attempt whose worker died leaves its marker behind; the next claim of the job counts that
+-- attempt here (committed before its handler runs) and replaces the marker. A marker whose
+-- session is alive makes the job read RUNNING. (Lost if the server restarts: docs/mysql.md.)
+CREATE TABLE neoq_claims (
+    job_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    holder BIGINT UNSIGNED NOT NULL,
+    ran_at DATETIME(6) NOT NULL
+) ENGINE = MEMORY;
+
+-- Attempts that ended without a settle (transaction mode), counted by the next claim.
 CREATE TABLE neoq_attempts (
     job_id   BIGINT UNSIGNED NOT NULL PRIMARY KEY,
     attempts INT NOT NULL,
-    ran_at   DATETIME(6) NOT NULL,
-    holder   BIGINT UNSIGNED NULL
+    ran_at   DATETIME(6) NOT NULL
 ) ENGINE = InnoDB;
 
 -- cancel_job() of a job a transaction-mode claim holds cannot touch its locked row: it leaves a

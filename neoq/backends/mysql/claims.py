@@ -49,20 +49,24 @@ __all__ = ["Held", "TransactionClaims"]
 
 logger = logging.getLogger(__name__)
 
+# One round trip: the claim names the job it locked in a session variable, and its marker is
+# written for that job; a dead attempt's marker is kept (INSERT IGNORE) for the claim to count.
 _CLAIM = (
-    "SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,"
+    "SET @neoq_claimed = NULL;"
+    " SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,"
     " j.error, j.created_at, j.attempts + COALESCE((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = j.id), 0),"
     " NULL, NULL, 'running',"
     " EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = j.id),"
-    " (SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id)"
+    " (SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id), @neoq_claimed := j.id"
     " FROM neoq_jobs j WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= UTC_TIMESTAMP(6)"
-    " ORDER BY j.run_after, j.id LIMIT 1 FOR UPDATE SKIP LOCKED"
-)
-#: The claim's marker, then where the handler's writes begin (a failure rolls back to it, keeping the lock).
-_MARK = (
-    "REPLACE INTO neoq_claims (job_id, holder, ran_at) VALUES (%s, CONNECTION_ID(), UTC_TIMESTAMP(6));"
+    " ORDER BY j.run_after, j.id LIMIT 1 FOR UPDATE SKIP LOCKED;"
+    " INSERT IGNORE INTO neoq_claims (job_id, holder, ran_at)"
+    " SELECT @neoq_claimed, CONNECTION_ID(), UTC_TIMESTAMP(6) FROM DUAL WHERE @neoq_claimed IS NOT NULL;"
+    # Where the handler's writes begin: a failure rolls back to it, keeping the claim's lock.
     " SAVEPOINT neoq_claim"
 )
+#: The claim's marker in place of a dead attempt's, once that attempt is counted.
+_MARK = "REPLACE INTO neoq_claims (job_id, holder, ran_at) VALUES (%s, CONNECTION_ID(), UTC_TIMESTAMP(6))"
 _IDLE = (
     "SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), MIN(n.run_after)),"
     " EXISTS (SELECT 1 FROM neoq_jobs b WHERE b.queue = %s AND b.status = 'new' AND b.run_after <= UTC_TIMESTAMP(6))"
@@ -169,8 +173,9 @@ class TransactionClaims:
         try:
             with conn.cursor() as cur:
                 cur.execute(prefix + _CLAIM % _escaped(conn, {"queue": queue}))
-                _skip(cur, statements)
+                _skip(cur, statements + 1)
                 row = cur.fetchone()
+                _skip(cur, 2)  # the marker, the SAVEPOINT
                 if row is None:
                     cur.execute(_IDLE, (queue, queue))
                     idle = cur.fetchone()
@@ -179,16 +184,15 @@ class TransactionClaims:
                     return Look(due_in=due_in, held=bool(idle and idle[1]))
                 job_id = int(row[0])
                 lost = row[15] is not None
-                if lost:  # an attempt ended without a settle: count it durably before anything else
+                if lost:  # an attempt ended without a settle: count it durably, then mark this one
                     self._aux.run("counting a lost attempt", lambda aux: aux.execute(_COUNT_LOST, (job_id, row[15])))
+                    cur.execute(_MARK, (job_id,))
                 session = int(conn.thread_id())  # type: ignore[no-untyped-call]
                 held = Held(conn, job_id, _text(row[1]), session)
                 if row[14]:  # cancelled while it waited (or while a dead worker held it): never run
                     self._settle_here(held, Outcome(JobStatus.CANCELLED, row[8]), counted=0)
                     held.settled = True
                     return None
-                cur.execute(_MARK, (job_id,))
-                cur.nextset()
         except NeoqError:
             raise
         except (pymysql.err.MySQLError, OSError) as exc:

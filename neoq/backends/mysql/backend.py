@@ -362,7 +362,11 @@ def _check_version(conn: Any, safe_url: str) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT VERSION()")
         row = cur.fetchone()
-    version = str(row[0]) if row else ""
+    require_version(str(row[0]) if row else "", safe_url)
+
+
+def require_version(version: str, safe_url: str) -> None:
+    """Raise ``ConfigurationError`` unless ``version`` (``SELECT VERSION()``) is MariaDB 10.6+ or MySQL 8.0+."""
     match = re.match(r"(\d+)\.(\d+)", version)
     numbers = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
     mariadb = "mariadb" in version.lower()

@@ -96,6 +96,8 @@ class MySQLBackend(Backend):
         self._open = False
         self._queue_modes: dict[str, str] = {}
         self._prefetch: dict[str, int] = {}
+        #: The concurrency of each transaction-mode queue: the worker pool holds one connection per job.
+        self._claimers: dict[str, int] = {}
         self._lease_engine: LeaseEngine | None = None
         self._held: dict[int, Held] = {}
         self._told: set[int] = set()
@@ -201,8 +203,13 @@ class MySQLBackend(Backend):
     def prepare_queue(self, queue: str, handler: Handler) -> None:
         """Serve ``queue`` in ``handler.mode``, else this backend's default mode."""
         super().prepare_queue(queue, handler)
-        self._queue_modes[queue] = handler.mode or self._settings.default_mode
+        self._queue_modes[queue] = mode = handler.mode or self._settings.default_mode
         self._prefetch[queue] = handler.concurrency
+        if mode == "transaction":
+            # Each running job holds a worker connection: the pool grows to the queues' concurrency.
+            with self._lock:
+                self._claimers[queue] = handler.concurrency
+                self._work_pool.grow(sum(self._claimers.values()))
 
     def _lease(self) -> LeaseEngine:
         with self._lock:

@@ -145,6 +145,13 @@ class Pool:
         for conn in idle:
             _close(conn)
 
+    def grow(self, max_size: int) -> None:
+        """Allow up to ``max_size`` connections (never fewer than now)."""
+        with self._cond:
+            if max_size > self._max:
+                self._max = max_size
+                self._cond.notify_all()
+
     def reopen(self) -> None:
         with self._cond:
             self._closed = False

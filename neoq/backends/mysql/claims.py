@@ -90,6 +90,13 @@ _SETTLE = (
     " WHERE id = %(id)s"
 )
 
+#: A processed attempt: no status to decide, no request to use up.
+_PROCESSED = (
+    "UPDATE neoq_jobs SET status = 'processed', error = NULL, finished_at = UTC_TIMESTAMP(6),"
+    " lease_token = lease_token + 1, lease_owner = NULL, attempts = attempts + %(counted)s,"
+    " ran_at = COALESCE(%(ran_at)s, ran_at) WHERE id = %(id)s"
+)
+
 
 @dataclass(eq=False)
 class Held:
@@ -274,7 +281,7 @@ def _settle_sql(outcome: Outcome) -> str:
     """The statements (``;``-separated, named parameters) that store ``outcome`` in the claim's transaction."""
     done = "; DELETE FROM neoq_claims WHERE job_id = %(id)s"
     if outcome.status is JobStatus.PROCESSED:
-        return _SETTLE + done
+        return _PROCESSED + done
     # A failure: the handler's writes go, the claim's lock stays; a waiting cancellation request is used up.
     return (
         "ROLLBACK TO SAVEPOINT neoq_claim; " + _SETTLE + "; DELETE FROM neoq_cancellations WHERE job_id = %(id)s" + done

@@ -49,6 +49,9 @@ __all__ = ["Held", "TransactionClaims"]
 
 logger = logging.getLogger(__name__)
 
+#: KILL of a session that ended meanwhile.
+_ER_NO_SUCH_THREAD = 1094
+
 # One round trip: the claim names the job it locked in a session variable, and its marker is
 # written for that job; a dead attempt's marker is kept (INSERT IGNORE) for the claim to count.
 _CLAIM = (
@@ -60,12 +63,18 @@ _CLAIM = (
     " EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = j.id),"
     " IFNULL((SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id), ''))"
     " FROM neoq_jobs j WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= UTC_TIMESTAMP(6)"
+    # An attempt being ended from outside: its outcome is on its way (see _FENCE).
+    " AND NOT EXISTS (SELECT 1 FROM neoq_claims f WHERE f.job_id = j.id"
+    " AND f.fenced_at > UTC_TIMESTAMP(6) - INTERVAL 30 SECOND)"
     " ORDER BY j.run_after, j.id LIMIT 1 FOR UPDATE SKIP LOCKED;"
     " INSERT IGNORE INTO neoq_claims (job_id, holder, ran_at)"
     " SELECT @neoq_claimed, CONNECTION_ID(), UTC_TIMESTAMP(6) FROM DUAL WHERE @neoq_claimed IS NOT NULL;"
     # Where the handler's writes begin: a failure rolls back to it, keeping the claim's lock.
     " SAVEPOINT neoq_claim"
 )
+#: Before its session is killed, an attempt ended from outside is fenced: no claim takes its job
+#: (freed by the kill) until the outcome is written, or for 30 s if that never happens.
+_FENCE = "UPDATE neoq_claims SET holder = 0, fenced_at = UTC_TIMESTAMP(6) WHERE job_id = %s AND holder = %s"
 #: The claim's marker in place of a dead attempt's, once that attempt is counted.
 _MARK = "REPLACE INTO neoq_claims (job_id, holder, ran_at) VALUES (%s, CONNECTION_ID(), UTC_TIMESTAMP(6))"
 _IDLE = (
@@ -114,6 +123,10 @@ class Held:
     settled: bool = False
     interrupted: bool = False
     broken: bool = False
+    #: ``release`` came before the settle: the settle gives the connection back.
+    released: bool = False
+    #: ``interrupt`` fenced the job (its marker's holder is 0) before killing the session.
+    fenced: bool = False
     #: The connection went on to the next claim of a chained settle (``chain``): not released with this one.
     conn_passed: bool = False
 
@@ -239,6 +252,8 @@ class TransactionClaims:
                 self._settle_here(held, outcome)
         finally:
             self._forget(held)
+            if held.released:  # released before this settle: the connection comes back now
+                self._work.put(held.conn, broken=held.broken)
         if outcome.status is JobStatus.NEW:
             self._signal(held.queue)
 
@@ -263,8 +278,8 @@ class TransactionClaims:
             cur.execute("SELECT id FROM neoq_jobs WHERE id = %s FOR UPDATE", (held.job_id,))  # the killed lock is gone
             cur.execute("SELECT holder FROM neoq_claims WHERE job_id = %s", (held.job_id,))
             row = cur.fetchone()
-            if row is None or int(row[0]) != held.session:
-                return  # claimed again meanwhile: that claim counted this attempt and decides
+            if row is None or int(row[0]) != (0 if held.fenced else held.session):
+                return  # claimed again meanwhile (the fence expired): that claim counted this attempt and decides
             statements = _settle_sql(outcome).replace("ROLLBACK TO SAVEPOINT neoq_claim; ", "")
             for statement in statements.split("; "):
                 cur.execute(statement, _settle_params(held, outcome))
@@ -279,17 +294,40 @@ class TransactionClaims:
             held.interrupted = True
             held.broken = True
         try:
-            self._aux.run("interrupting an attempt", lambda cur: cur.execute(f"KILL {int(held.session)}"), write=False)
+            fenced = self._aux.run(
+                "fencing an attempt", lambda cur: cur.execute(_FENCE, (held.job_id, held.session)), write=False
+            )
+            held.fenced = bool(fenced)
+            self._aux.run("interrupting an attempt", _kill(held.session), write=False)
         except NeoqError as exc:
             logger.warning("neoq: could not end the session of job %s queue=%r: %s", held.job_id, held.queue, exc)
 
     def release(self, held: Held) -> None:
+        """Give the claim's connection back; an unsettled claim's waits for its settle.
+
+        The runtime tells a handler to stop before it interrupts and settles its attempt, so the
+        handler may return and its claim be released first: closing the connection then would free
+        the job for a claim before the outcome is fenced and written.
+        """
         if held.conn_passed:
             return
-        if not held.settled:
-            held.broken = True  # an unsettled claim: its transaction must not be reused
+        with held.lock:
+            if not held.settled:
+                held.released = True  # settle() gives the connection back
+                return
         self._forget(held)
         self._work.put(held.conn, broken=held.broken)
+
+
+def _kill(session: int) -> Callable[[Cursor], None]:
+    def kill(cur: Cursor) -> None:
+        try:
+            cur.execute(f"KILL {int(session)}")
+        except pymysql.err.MySQLError as exc:
+            if not exc.args or exc.args[0] != _ER_NO_SUCH_THREAD:
+                raise  # else the session is gone already: its transaction rolled back
+
+    return kill
 
 
 def _settle_sql(outcome: Outcome) -> str:

@@ -41,10 +41,14 @@ CREATE TABLE neoq_jobs (
 -- attempt whose worker died leaves its marker behind; the next claim of the job counts that
 -- attempt here (committed before its handler runs) and replaces the marker. A marker whose
 -- session is alive makes the job read RUNNING. (Lost if the server restarts: docs/mysql.md.)
+-- An attempt ended from outside (a timeout: its session is killed, its outcome written by another
+-- connection) is fenced first: holder 0 and fenced_at set; claims leave the job alone for 30 s
+-- while the outcome is written.
 CREATE TABLE neoq_claims (
-    job_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
-    holder BIGINT UNSIGNED NOT NULL,
-    ran_at DATETIME(6) NOT NULL
+    job_id    BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    holder    BIGINT UNSIGNED NOT NULL,
+    ran_at    DATETIME(6) NOT NULL,
+    fenced_at DATETIME(6) NULL
 ) ENGINE = MEMORY;
 
 -- Attempts that ended without a settle (transaction mode), counted by the next claim.

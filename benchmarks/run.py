@@ -218,7 +218,10 @@ TARGETS = [
         "mysql (transaction) processing >= 1.0x minimal loop",
         "mysql-tx", "process", "min: 10 threads SKIP LOCKED", "rate", ">=", 1.0,
     ),
-    Target("mysql enqueue >= 0.9x minimal single-row INSERT", "mysql", "enqueue", "min: single-row INSERT", "rate", ">=", 0.9),
+    Target(
+        "mysql enqueue >= 0.9x minimal single-row INSERT",
+        "mysql", "enqueue", "min: single-row INSERT", "rate", ">=", 0.9,
+    ),
     Target(
         "mysql enqueue_many >= 0.5x minimal multi-row INSERT",
         "mysql", "enqueue_many", "min: multi-row INSERT", "rate", ">=", 0.5,

@@ -149,7 +149,9 @@ class MinMySQL:
             with conn.cursor() as cur:
                 start = time.perf_counter()
                 for i in range(n):
-                    cur.execute("INSERT INTO bench_jobs (queue, payload) VALUES (%s, %s)", (QUEUE, json.dumps({"i": i})))
+                    cur.execute(
+                        "INSERT INTO bench_jobs (queue, payload) VALUES (%s, %s)", (QUEUE, json.dumps({"i": i}))
+                    )
                     _ = cur.lastrowid
                 return time.perf_counter() - start
         finally:

@@ -261,6 +261,14 @@ class MySQLBackend(Backend):
             self.settle(claim, outcome)  # the chain did not run (the attempt was ended from outside)
         return claimed
 
+    def progress(self, claim: Claim, fraction: float, note: str | None) -> None:
+        """Store a running attempt's progress report (fenced: a lost claim's report does not land)."""
+        token = claim.token
+        if isinstance(token, LeaseToken):
+            return token.engine.progress(claim, fraction, note)
+        if isinstance(token, Held):
+            self._transactions.progress(token, fraction, note)
+
     def interrupt(self, claim: Claim) -> None:
         if isinstance(claim.token, Held):
             self._transactions.interrupt(claim.token)

@@ -92,17 +92,27 @@ _STATUS = (
     "IF(%(status)s = 'new' AND EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = %(id)s),"
     " 'cancelled', %(status)s)"
 )
+# Assigned left to right: traceback is decided before error changes (no traceback with the error
+# unchanged, as a cancellation or a put-back sends, keeps the stored one).
 _SETTLE = (
-    f"UPDATE neoq_jobs SET status = {_STATUS}, error = %(error)s, run_after = COALESCE(%(run_after)s, run_after),"
+    "UPDATE neoq_jobs SET traceback = IF(%(traceback)s IS NULL AND %(error)s <=> error, traceback, %(traceback)s),"
+    f" status = {_STATUS}, error = %(error)s, result = NULL, run_after = COALESCE(%(run_after)s, run_after),"
     " retries = COALESCE(%(retries)s, retries),"
     f" finished_at = IF({_STATUS} = 'new', NULL, UTC_TIMESTAMP(6)), lease_token = lease_token + 1,"
     " lease_owner = NULL, attempts = attempts + %(counted)s, ran_at = COALESCE(%(ran_at)s, ran_at)"
     " WHERE id = %(id)s"
 )
 
+#: A progress report, fenced by the claim's marker.
+_PROGRESS = (
+    "INSERT INTO neoq_progress (job_id, fraction, note, updated_at)"
+    " SELECT %s, %s, %s, UTC_TIMESTAMP(6) FROM neoq_claims WHERE job_id = %s AND holder = %s"
+    " ON DUPLICATE KEY UPDATE fraction = VALUES(fraction), note = VALUES(note), updated_at = VALUES(updated_at)"
+)
 #: A processed attempt: no status to decide, no request to use up.
 _PROCESSED = (
-    "UPDATE neoq_jobs SET status = 'processed', error = NULL, finished_at = UTC_TIMESTAMP(6),"
+    "UPDATE neoq_jobs SET status = 'processed', error = NULL, traceback = NULL, result = %(result)s,"
+    " finished_at = UTC_TIMESTAMP(6),"
     " lease_token = lease_token + 1, lease_owner = NULL, attempts = attempts + %(counted)s,"
     " ran_at = COALESCE(%(ran_at)s, ran_at) WHERE id = %(id)s"
 )
@@ -286,6 +296,17 @@ class TransactionClaims:
 
         self._aux.run(f"settling job {held.job_id} from outside its transaction", write)
 
+    def progress(self, held: Held, fraction: float, note: str | None) -> None:
+        """A progress report on the pool (the claim's transaction holds the row), only while the claim's
+        marker still names its session."""
+        if held.settled or held.interrupted:
+            return
+        self._aux.run(
+            "storing a progress report",
+            lambda cur: cur.execute(_PROGRESS, (held.job_id, fraction, note, held.job_id, held.session)),
+            write=False,
+        )
+
     def interrupt(self, held: Held) -> None:
         """Kill the claim's session: its statement stops, its transaction rolls back, its lock goes."""
         with held.lock:
@@ -350,6 +371,8 @@ def _settle_params(held: Held, outcome: Outcome, counted: int = 1) -> dict[str, 
         "retries": outcome.retries,
         "counted": counted,
         "ran_at": db_time(held.ran_at),
+        "result": outcome.result if outcome.status is JobStatus.PROCESSED else None,
+        "traceback": None if outcome.status is JobStatus.PROCESSED else outcome.traceback,
     }
 
 

@@ -191,7 +191,8 @@ class Inspection:
             try:
                 cur.execute(
                     "UPDATE neoq_jobs SET status = 'new', run_after = UTC_TIMESTAMP(6), retries = 0, attempts = 0,"
-                    " error = NULL, finished_at = NULL, lease_owner = NULL WHERE id = %s AND status <> 'new'",
+                    " error = NULL, finished_at = NULL, result = NULL, traceback = NULL, lease_owner = NULL"
+                    " WHERE id = %s AND status <> 'new'",
                     (key,),
                 )
             except pymysql.err.IntegrityError as exc:
@@ -209,6 +210,7 @@ class Inspection:
                 raise
             cur.execute("DELETE FROM neoq_attempts WHERE job_id = %s", (key,))
             cur.execute("DELETE FROM neoq_claims WHERE job_id = %s", (key,))
+            cur.execute("DELETE FROM neoq_progress WHERE job_id = %s", (key,))
             cur.execute("DELETE FROM neoq_cancellations WHERE job_id = %s", (key,))
             return str(row[0].decode("utf-8"))
 
@@ -286,6 +288,7 @@ class Inspection:
                 cur.execute(f"DELETE FROM neoq_attempts WHERE job_id IN ({marks})", ids)
                 cur.execute(f"DELETE FROM neoq_cancellations WHERE job_id IN ({marks})", ids)
                 cur.execute(f"DELETE FROM neoq_claims WHERE job_id IN ({marks})", ids)
+                cur.execute(f"DELETE FROM neoq_progress WHERE job_id IN ({marks})", ids)
             return deleted
 
         return self._runner.run("pruning jobs", delete)

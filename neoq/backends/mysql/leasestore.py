@@ -31,11 +31,21 @@ __all__ = ["MySQLLeaseStore"]
 _UTC = timezone.utc
 
 
-_ROW = "SELECT CAST(%s AS UNSIGNED), CAST(%s AS SIGNED), %s, %s, CAST(%s AS DATETIME(6)), CAST(%s AS SIGNED)"
+_ROW = (
+    "SELECT CAST(%s AS UNSIGNED), CAST(%s AS SIGNED), %s, %s, CAST(%s AS DATETIME(6)), CAST(%s AS SIGNED),"
+    " %s, %s, CAST(%s AS SIGNED)"
+)
 #: The derived table's first row names its columns (MariaDB 10.6 takes no column list after the alias).
 _ROW_FIRST = (
     "SELECT CAST(%s AS UNSIGNED) AS id, CAST(%s AS SIGNED) AS token, %s AS status, %s AS error,"
-    " CAST(%s AS DATETIME(6)) AS run_after, CAST(%s AS SIGNED) AS retries"
+    " CAST(%s AS DATETIME(6)) AS run_after, CAST(%s AS SIGNED) AS retries, %s AS result, %s AS traceback,"
+    " CAST(%s AS SIGNED) AS keep"
+)
+#: A progress report, fenced by the lease's token (a consistent read of the job row: no lock taken).
+_PROGRESS = (
+    "INSERT INTO neoq_progress (job_id, fraction, note, updated_at)"
+    " SELECT %s, %s, %s, UTC_TIMESTAMP(6) FROM neoq_jobs WHERE id = %s AND lease_token = %s AND status = 'new'"
+    " ON DUPLICATE KEY UPDATE fraction = VALUES(fraction), note = VALUES(note), updated_at = VALUES(updated_at)"
 )
 
 
@@ -101,58 +111,78 @@ class MySQLLeaseStore:
             for job_id in ids:
                 row = rows[job_id]
                 job = job_from_row(row, JobStatus.RUNNING)
-                leased.append((job, int(job_id), int(row[14]), due[job_id] or job.run_after, bool(row[15])))  # type: ignore[arg-type]
+                leased.append((job, int(job_id), int(row[18]), due[job_id] or job.run_after, bool(row[19])))  # type: ignore[arg-type]
             return leased, None, False
 
         return self._runner.run(f"leasing jobs of queue {queue!r}", lease_jobs)
 
     def settle_many(self, batch: list[Settlement]) -> set[Any]:
         """Write ``batch``'s outcomes in one UPDATE, each fenced by its token; return the ids written."""
-        rows: list[str] = []
-        params: list[Any] = []
         fence: list[Any] = []
         retried: set[str] = set()
         for pending in batch:
-            lease, outcome = pending.lease, pending.outcome
-            retry = outcome.status is JobStatus.NEW
-            run_after = outcome.run_after if retry and outcome.run_after else lease.due_at
-            rows.append(_ROW_FIRST if not rows else _ROW)
-            params += (
-                lease.job_id,
-                lease.token,
-                outcome.status.value,
-                None if outcome.status is JobStatus.PROCESSED else outcome.error,
-                db_time(run_after),
-                outcome.retries if retry else None,
-            )
-            fence += (lease.job_id, lease.token)
-            if retry:
-                retried.add(lease.queue)
+            fence += (pending.lease.job_id, pending.lease.token)
+            if pending.outcome.status is JobStatus.NEW:
+                retried.add(pending.lease.queue)
         pairs = ",".join(["(%s,%s)"] * len(batch))
 
         def write(cur: Cursor) -> set[Any]:
             cur.execute(
-                f"SELECT id FROM neoq_jobs WHERE (id, lease_token) IN ({pairs}) AND status = 'new' FOR UPDATE", fence
+                f"SELECT id, error FROM neoq_jobs WHERE (id, lease_token) IN ({pairs}) AND status = 'new' FOR UPDATE",
+                fence,
             )
-            written = {int(row[0]) for row in cur.fetchall()}
-            if not written:
-                return written
+            stored = {int(row[0]): row[1] for row in cur.fetchall()}
+            if not stored:
+                return set()
+            rows: list[str] = []
+            params: list[Any] = []
+            for pending in batch:
+                lease, outcome = pending.lease, pending.outcome
+                if lease.job_id not in stored:
+                    continue
+                retry = outcome.status is JobStatus.NEW
+                processed = outcome.status is JobStatus.PROCESSED
+                error = None if processed else outcome.error
+                # No traceback with the error unchanged (a cancellation, a put-back) keeps the stored one.
+                keep = not processed and outcome.traceback is None and error == stored[lease.job_id]
+                rows.append(_ROW_FIRST if not rows else _ROW)
+                params += (
+                    lease.job_id,
+                    lease.token,
+                    outcome.status.value,
+                    error,
+                    db_time(outcome.run_after if retry and outcome.run_after else lease.due_at),
+                    outcome.retries if retry else None,
+                    outcome.result if processed else None,
+                    None if processed else outcome.traceback,
+                    int(keep),
+                )
             cur.execute(
                 "UPDATE neoq_jobs j JOIN ("
                 + " UNION ALL ".join(rows)
                 + ") AS t ON j.id = t.id AND j.lease_token = t.token SET j.status = t.status, j.error = t.error,"
+                " j.traceback = IF(t.keep = 1, j.traceback, t.traceback), j.result = t.result,"
                 " j.run_after = t.run_after, j.retries = COALESCE(t.retries, j.retries),"
                 " j.finished_at = IF(t.status = 'new', NULL, UTC_TIMESTAMP(6)), j.lease_owner = NULL"
                 " WHERE j.status = 'new'",
                 params,
             )
-            cur.execute(f"DELETE FROM neoq_cancellations WHERE job_id IN ({_marks(len(written))})", sorted(written))
-            return written
+            written = sorted(stored)
+            cur.execute(f"DELETE FROM neoq_cancellations WHERE job_id IN ({_marks(len(written))})", written)
+            return set(written)
 
         written = self._runner.run(f"writing the outcomes of {len(batch)} jobs", write)
         for queue in retried:
             self._signal(queue)
         return written
+
+    def progress(self, lease: LeaseToken, fraction: float, note: str | None) -> None:
+        """A leased job's progress report, written only while the lease still holds the job (its token)."""
+        self._runner.run(
+            "storing a progress report",
+            lambda cur: cur.execute(_PROGRESS, (lease.job_id, fraction, note, lease.job_id, lease.token)),
+            write=False,
+        )
 
     def renew(self, leases: list[LeaseToken], lease: float) -> list[Lost]:
         """Renew the leases past a third of their time; return the lost ones with their job's status."""

@@ -34,8 +34,9 @@ JOB_SELECT = (
     "SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,"
     " j.error, j.created_at, j.attempts + COALESCE(a.attempts, 0) + (m.job_id IS NOT NULL),"
     " COALESCE(m.ran_at, CASE WHEN a.ran_at IS NULL OR j.ran_at > a.ran_at THEN j.ran_at ELSE a.ran_at END),"
-    f" j.finished_at, {STATE}"
+    f" j.finished_at, {STATE}, j.result, j.traceback, p.fraction, p.note"
     " FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id LEFT JOIN neoq_claims m ON m.job_id = j.id"
+    " LEFT JOIN neoq_progress p ON p.job_id = j.id"
 )
 
 
@@ -70,4 +71,8 @@ def job_from_row(row: Any, status: JobStatus | None = None) -> Job:
         ran_at=utc(row[11]),
         finished_at=utc(row[12]),
         status=status if status is not None else JobStatus(_text(row[13])),
+        result=None if row[14] is None else json.loads(row[14]),
+        traceback=row[15],
+        progress=None if row[16] is None else float(row[16]),
+        progress_note=row[17],
     )

@@ -21,6 +21,9 @@ CREATE TABLE neoq_jobs (
     attempts    INT NOT NULL DEFAULT 0,
     ran_at      DATETIME(6) NULL,
     error       LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+    -- What a job hands back: the handler's return value as JSON text, the last failure's traceback.
+    result      LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+    traceback   LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
     created_at  DATETIME(6) NOT NULL,
     finished_at DATETIME(6) NULL,
     -- Lease mode: a leased job stays 'new', its run_after the lease's expiry; the fencing token
@@ -56,6 +59,17 @@ CREATE TABLE neoq_attempts (
     job_id   BIGINT UNSIGNED NOT NULL PRIMARY KEY,
     attempts INT NOT NULL,
     ran_at   DATETIME(6) NOT NULL
+) ENGINE = InnoDB;
+
+-- Progress reports of running jobs, apart from the job row: a transaction-mode claim holds the
+-- row's lock while its handler runs, so a report is an autocommit upsert here from the pool
+-- (fenced: by the claim's marker, or by the lease token). Kept after the job finishes;
+-- retry_job and prune delete it.
+CREATE TABLE neoq_progress (
+    job_id     BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    fraction   DOUBLE NOT NULL,
+    note       LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+    updated_at DATETIME(6) NOT NULL
 ) ENGINE = InnoDB;
 
 -- cancel_job() of a job a transaction-mode claim holds cannot touch its locked row: it leaves a

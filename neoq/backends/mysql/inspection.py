@@ -13,7 +13,7 @@ from typing import Any
 
 import pymysql
 
-from ...errors import DuplicateJobError, JobNotFoundError
+from ...errors import DuplicateJobError, JobNotFoundError, NeoqError
 from ...job import Job, JobStatus
 from ...jsontext import compact_json
 from .pools import wrap
@@ -63,7 +63,7 @@ class Inspection:
             )
         try:
             cur.execute(_INSERT + ",".join([_ROW] * len(jobs)), params)
-        except pymysql.err.IntegrityError as exc:
+        except Exception as exc:  # PyMySQL's, or a caller's mysqlclient connection's IntegrityError
             if exc.args and exc.args[0] == _ER_DUP_ENTRY:
                 raise self._duplicate(cur, jobs) from None
             raise
@@ -84,10 +84,16 @@ class Inspection:
         if connection is not None:
             # The caller's transaction: the jobs exist once it commits; a failing INSERT rolls back
             # itself only (MySQL's statement-level rollback), so the caller's transaction goes on.
+            # A PyMySQL connection, or mysqlclient's (Django's default MySQL driver): both are DB-API.
             try:
-                with connection.cursor() as cur:
+                cur = connection.cursor()
+                try:
                     return self._insert(cur, jobs)
-            except (pymysql.err.MySQLError, OSError) as exc:
+                finally:
+                    cur.close()
+            except NeoqError:
+                raise
+            except Exception as exc:
                 raise wrap(self._runner.settings, exc, "enqueueing in the caller's transaction") from exc
         # One INSERT statement is atomic on its own: autocommit, one round trip.
         ids = self._runner.run(f"enqueueing {len(jobs)} jobs", lambda cur: self._insert(cur, jobs), write=False)

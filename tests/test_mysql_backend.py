@@ -175,3 +175,16 @@ def test_a_handler_writes_through_its_transaction(mysql_clean: str) -> None:
                 assert cur.fetchall() == ((1,),)
         finally:
             reader.close()
+
+
+def test_a_batch_larger_than_one_statement_is_all_or_nothing(mysql_clean: str) -> None:
+    with neoq.new(mysql_clean) as nq:
+        ids = nq.enqueue_many([Job(queue="big", payload={"i": i}) for i in range(5000)])
+        assert len(set(ids)) == 5000
+        assert [nq.get_job(ids[i]).payload["i"] for i in (0, 2500, 4999)] == [0, 2500, 4999]  # type: ignore[union-attr]
+        batch = [Job(queue="big", payload={"i": 10_000 + i}) for i in range(4500)]
+        batch.append(Job(queue="big", payload={"i": 7}))
+        with pytest.raises(neoq.DuplicateJobError) as info:
+            nq.enqueue_many(batch)
+        assert info.value.job_id == ids[7]
+        assert nq.stats()["big"]["new"] == 5000

@@ -23,6 +23,8 @@ from .store import Cursor, Runner
 __all__ = ["Inspection"]
 
 _ER_DUP_ENTRY = 1062
+#: Rows of one INSERT statement of a batch (a statement must fit the server's max_allowed_packet).
+_CHUNK = 2000
 _STATES = ("new", "running", "processed", "failed", "cancelled")
 _ROW = "(%s, %s, %s, COALESCE(%s, UTC_TIMESTAMP(6)), %s, %s, UTC_TIMESTAMP(6))"
 _INSERT = "INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, created_at) VALUES "
@@ -47,10 +49,19 @@ class Inspection:
 
     # -- producing -------------------------------------------------------------------------
 
-    def _insert(self, cur: Cursor, jobs: Sequence[Job]) -> list[str]:
+    def _insert(self, cur: Cursor, jobs: Sequence[Job], chunk: int | None = None) -> list[str]:
+        """INSERT ``jobs``, ``chunk`` rows a statement (the server's packet size bounds one statement)."""
         keys = {(job.queue, job.fingerprint) for job in jobs}
         if len(keys) < len(jobs):
             raise DuplicateJobError("two jobs of the batch have the same queue and fingerprint; none was stored")
+        if chunk is None or len(jobs) <= chunk:
+            return self._insert_rows(cur, jobs)
+        ids: list[str] = []
+        for first in range(0, len(jobs), chunk):
+            ids += self._insert_rows(cur, jobs[first : first + chunk])
+        return ids
+
+    def _insert_rows(self, cur: Cursor, jobs: Sequence[Job]) -> list[str]:
         params: list[Any] = []
         for job in jobs:
             params += (
@@ -95,8 +106,11 @@ class Inspection:
                 raise
             except Exception as exc:
                 raise wrap(self._runner.settings, exc, "enqueueing in the caller's transaction") from exc
-        # One INSERT statement is atomic on its own: autocommit, one round trip.
-        ids = self._runner.run(f"enqueueing {len(jobs)} jobs", lambda cur: self._insert(cur, jobs), write=False)
+        # One INSERT statement is atomic on its own: autocommit, one round trip; a larger batch is
+        # several statements in one transaction.
+        ids = self._runner.run(
+            f"enqueueing {len(jobs)} jobs", lambda cur: self._insert(cur, jobs, _CHUNK), write=len(jobs) > _CHUNK
+        )
         for queue in {job.queue for job in jobs}:
             self._signal(queue)
         return ids

@@ -188,3 +188,27 @@ def test_a_batch_larger_than_one_statement_is_all_or_nothing(mysql_clean: str) -
             nq.enqueue_many(batch)
         assert info.value.job_id == ids[7]
         assert nq.stats()["big"]["new"] == 5000
+
+
+@pytest.mark.parametrize("mode", ["lease", "transaction"])
+def test_a_forked_child_runs_jobs_with_a_client_opened_before_the_fork(mysql_clean: str, mode: str) -> None:
+    """An app server that forks its workers after loading the app (gunicorn --preload)."""
+    import os
+
+    with neoq.new(mysql_clean, mode=mode, lease=2) as nq:
+        nq.handler(f"fork-{mode}")(lambda job: None)
+        job_id = nq.enqueue(Job(queue=f"fork-{mode}", payload={}))
+        assert nq.stats()[f"fork-{mode}"]["new"] == 1  # the parent's pools hold connections now
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                assert nq.drain(timeout=10) == 1
+                nq.shutdown()  # lease mode writes its outcomes in batches: the last ones at close
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert nq.get_job(job_id).status is JobStatus.PROCESSED  # type: ignore[union-attr]
+        assert nq.enqueue(Job(queue=f"fork-{mode}", payload={"after": 1}))  # the parent's sessions still work

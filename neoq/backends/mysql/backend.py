@@ -19,8 +19,10 @@ How it works, in one screen:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -49,6 +51,11 @@ if TYPE_CHECKING:
 __all__ = ["MySQLBackend"]
 
 logger = logging.getLogger(__name__)
+
+#: Every MySQL backend of this process: a forked child resets them (``_after_fork``).
+_backends: weakref.WeakSet[MySQLBackend] = weakref.WeakSet()
+#: What a forked child took over from its parent and never uses, kept so no finalizer runs on it.
+_abandoned: list[object] = []
 
 #: Seconds between looks for cancellation requests of the jobs this process holds (transaction mode).
 _CANCEL_POLL = 0.1
@@ -107,6 +114,21 @@ class MySQLBackend(Backend):
         self._transactions = TransactionClaims(
             s, self._work_pool, self._runner, signal=self._signal, register=self._register, forget=self._forget
         )
+        _backends.add(self)
+
+    def _after_fork(self) -> None:
+        """In a child just forked: the parent's threads did not come along. Forget them and their
+        state; the pools drop the parent's connections by themselves (they note the process id)."""
+        _abandoned.append((self._lease_engine, self._watcher, self._held))
+        self._lock = threading.Lock()
+        self._lease_engine = None
+        self._watcher = None
+        self._held = {}
+        self._told = set()
+        self._stop = threading.Event()
+        self._aux_pool.after_fork()
+        self._work_pool.after_fork()
+        self.reset_waiting(close=False)
 
     def __repr__(self) -> str:
         return f"MySQLBackend({self._settings.safe_url!r})"
@@ -362,6 +384,18 @@ class MySQLBackend(Backend):
         self._require()
         self._barrier()
         return self._inspection.stats()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_backends):
+        try:
+            backend._after_fork()
+        except Exception:  # pragma: no cover - one backend must not keep the others from resetting
+            logger.exception("neoq: resetting a MySQL backend in a forked child failed")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _requests_of(ids: list[int]) -> Any:

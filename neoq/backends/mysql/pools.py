@@ -145,6 +145,12 @@ class Pool:
         for conn in idle:
             _close(conn)
 
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (a parent thread may have held this one), none of the
+        parent's connections (their sockets are the parent's sessions; they are dropped unclosed)."""
+        self._cond = threading.Condition(threading.Lock())
+        self._forked()
+
     def grow(self, max_size: int) -> None:
         """Allow up to ``max_size`` connections (never fewer than now)."""
         with self._cond:

@@ -160,6 +160,8 @@ class TransactionClaims:
         self._signal = signal
         self._register = register
         self._forget = forget
+        #: The claim's text for each queue, its name escaped once (every connection is utf8mb4).
+        self._claims: dict[str, str] = {}
 
     def _wrap(self, exc: BaseException, doing: str) -> BackendError:
         return wrap(self._settings, exc, doing)
@@ -189,9 +191,15 @@ class TransactionClaims:
             held.settled = True
         self._forget(held)
         conn = held.conn
-        sql = _settle_sql(outcome) + "; COMMIT; "
+        # The common case (a processed attempt), with only its own values escaped.
+        settle = _PROCESSED_CHAIN % {
+            "id": held.job_id,
+            "counted": 1,
+            "ran_at": conn.escape(db_time(held.ran_at)),
+            "result": conn.escape(outcome.result),
+        }
         try:
-            found = self._claim(conn, queue, sql % _escaped(conn, _settle_params(held, outcome)), sql.count(";"))
+            found = self._claim(conn, queue, settle, _PROCESSED_CHAIN_STATEMENTS)
         except BaseException:
             held.broken = True
             raise
@@ -203,7 +211,10 @@ class TransactionClaims:
         claim in one round trip; then mark the claim. None: the job found was cancelled unrun."""
         try:
             with conn.cursor() as cur:
-                cur.execute(prefix + _CLAIM % _escaped(conn, {"queue": queue}))
+                claim = self._claims.get(queue)
+                if claim is None:
+                    claim = self._claims[queue] = _CLAIM % {"queue": conn.escape(queue)}
+                cur.execute(prefix + claim)
                 _skip(cur, statements + 1)
                 row = cur.fetchone()
                 _skip(cur, 2)  # the marker, the SAVEPOINT
@@ -360,6 +371,15 @@ def _settle_sql(outcome: Outcome) -> str:
     return (
         "ROLLBACK TO SAVEPOINT neoq_claim; " + _SETTLE + "; DELETE FROM neoq_cancellations WHERE job_id = %(id)s" + done
     )
+
+
+#: A processed attempt's settle, COMMIT, then a chained claim (``chain``): the statements before the claim.
+_PROCESSED_CHAIN = (
+    (_PROCESSED + "; DELETE FROM neoq_claims WHERE job_id = %(id)s; COMMIT; ")
+    .replace("%(id)s", "%(id)d")
+    .replace("%(counted)s", "%(counted)d")
+)
+_PROCESSED_CHAIN_STATEMENTS = _PROCESSED_CHAIN.count(";")
 
 
 def _settle_params(held: Held, outcome: Outcome, counted: int = 1) -> dict[str, Any]:

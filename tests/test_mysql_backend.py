@@ -76,9 +76,15 @@ def test_text_is_compared_exactly(mysql_clean: str) -> None:
             nq.enqueue(Job(queue=queue, payload={}, fingerprint="f"))
         nq.enqueue(Job(queue="q", payload={}, fingerprint="F"))
         nq.enqueue(Job(queue="q", payload={}, fingerprint="f "))
+        odd = 'it\'s \\ "x" ; -- %s ü'
+        many = nq.enqueue_many([Job(queue="q", payload={"odd": odd}, fingerprint=odd), Job(queue=odd, payload={})])
+        assert [(j.queue, j.fingerprint, j.payload) for j in map(nq.get_job, many)] == [  # type: ignore[union-attr]
+            ("q", odd, {"odd": odd}),
+            (odd, nq.get_job(many[1]).fingerprint, {}),  # type: ignore[union-attr]
+        ]
         with pytest.raises(neoq.DuplicateJobError):
             nq.enqueue(Job(queue="q", payload={}, fingerprint="f"))
-        assert {queue: counts["new"] for queue, counts in nq.stats().items()} == {"q": 3, "Q": 1, "q ": 1}
+        assert {queue: counts["new"] for queue, counts in nq.stats().items()} == {"q": 4, "Q": 1, "q ": 1, odd: 1}
 
 
 def test_times_are_utc_with_microseconds_whatever_the_session_zone(mysql_clean: str) -> None:

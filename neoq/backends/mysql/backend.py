@@ -34,7 +34,7 @@ from ...errors import BackendError, ConfigurationError, NeoqError
 from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus
 from ...waiting import Look
-from ..base import Backend, Claim, Outcome
+from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import ENQUEUE_IN_TRANSACTION, SHARED, TRANSACTION
 from ..lease import LeaseEngine, LeaseToken
 from . import migrations
@@ -210,6 +210,14 @@ class MySQLBackend(Backend):
     def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
         self._require()
         return self._inspection.enqueue(jobs, connection) if jobs else []
+
+    def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None) -> list[str]:
+        """Prepare the jobs, keeping each payload's JSON text as ``prepare`` made it (encoded once)."""
+        self._require()
+        prepared = [prepare(job, index) for index, job in enumerate(jobs)]
+        if not prepared:
+            return []
+        return self._inspection.enqueue([job for job, _ in prepared], connection, [text for _, text in prepared])
 
     def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
         self._require()

@@ -1,7 +1,8 @@
 """Backends: where jobs are stored. ``Backend`` is the contract; subclass it to add a store.
 
 ``MemoryBackend`` needs nothing installed. ``PostgresBackend`` needs the ``postgres`` extra
-(``pip install neoq[postgres]``); it is imported on first use, so ``import neoq`` works without it.
+(``pip install neoq[postgres]``), ``MySQLBackend`` the ``mysql`` extra (``pip install neoq[mysql]``);
+each is imported on first use, so ``import neoq`` works without them.
 What a store offers beyond the contract is ``Backend.capabilities`` (names in ``capabilities``);
 ``neoq.new(url)`` finds a backend by the URL's scheme among the ``neoq.backends`` entry points
 (``registry``), so a package outside neoq can add one.
@@ -15,9 +16,10 @@ from .base import Backend, Claim, Outcome
 from .memory import MemoryBackend
 
 if TYPE_CHECKING:
+    from .mysql import MySQLBackend
     from .postgres import PostgresBackend
 
-__all__ = ["Backend", "Claim", "MemoryBackend", "Outcome", "PostgresBackend"]
+__all__ = ["Backend", "Claim", "MemoryBackend", "MySQLBackend", "Outcome", "PostgresBackend"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,4 +27,8 @@ def __getattr__(name: str) -> Any:
         from .postgres import PostgresBackend
 
         return PostgresBackend
+    if name == "MySQLBackend":
+        from .mysql import MySQLBackend
+
+        return MySQLBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,8 +2,9 @@
 
 MySQL commits DDL as it goes, so a migration is not one transaction: each file's statements run one
 by one, then its version is recorded in ``neoq_migrations``. ``GET_LOCK`` (a named lock of the
-server, per database) makes processes that start at once apply each file once: the others wait,
-then find it recorded.
+server, per database; named by a hash of the database's name, since MySQL 8 takes names of 64
+characters at most) makes processes that start at once apply each file once: the others wait, then
+find it recorded.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def migrate(conn: Conn) -> list[int]:
         return []
     done: list[int] = []
     with conn.cursor() as cur:
-        cur.execute("SELECT GET_LOCK(CONCAT('neoq_migrate:', DATABASE()), %s)", (_LOCK_TIMEOUT,))
+        cur.execute("SELECT GET_LOCK(CONCAT('neoq_migrate:', SHA1(DATABASE())), %s)", (_LOCK_TIMEOUT,))
         row = cur.fetchone()
         if not row or row[0] != 1:
             raise TimeoutError(f"another process held the neoq migration lock for {_LOCK_TIMEOUT}s")
@@ -77,5 +78,5 @@ def migrate(conn: Conn) -> list[int]:
                 )
                 done.append(version)
         finally:
-            cur.execute("SELECT RELEASE_LOCK(CONCAT('neoq_migrate:', DATABASE()))")
+            cur.execute("SELECT RELEASE_LOCK(CONCAT('neoq_migrate:', SHA1(DATABASE())))")
     return done

@@ -43,7 +43,7 @@ from ..base import Claim, Outcome
 from .pools import Conn, Pool, wrap
 from .rows import db_time
 from .settings import MySQLSettings
-from .store import Cursor, Runner
+from .store import Cursor, Runner, probe
 
 __all__ = ["Held", "TransactionClaims"]
 
@@ -167,7 +167,14 @@ class TransactionClaims:
         return wrap(self._settings, exc, doing)
 
     def look(self, queue: str) -> Look[Claim]:
-        """A claim on a worker connection from the pool, or what the queue holds (``Backend.look``)."""
+        """A claim on a worker connection from the pool, or what the queue holds (``Backend.look``).
+
+        An idle queue is looked at every poll_interval: one autocommit read on the pool says whether
+        anything is due before a worker connection begins a locking transaction.
+        """
+        due, next_due = self._aux.run(f"looking at queue {queue!r}", lambda cur: probe(cur, queue), write=False)
+        if not due:
+            return Look(due_in=next_due)
         for _ in range(20):  # a job whose cancellation was requested is ended here and the next looked at
             conn = self._work.get()
             try:

@@ -24,7 +24,7 @@ from typing import Any
 from ...job import JobStatus
 from ..lease import Leased, LeaseToken, Lost, Settlement
 from .rows import JOB_SELECT, db_time, job_from_row, utc
-from .store import Cursor, Runner
+from .store import Cursor, Runner, probe
 
 __all__ = ["MySQLLeaseStore"]
 
@@ -73,21 +73,8 @@ class MySQLLeaseStore:
                 (queue, int(limit)),
             )
             picked = cur.fetchall()
-            if not picked:
-                cur.execute(
-                    "SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), MIN(run_after)) FROM neoq_jobs"
-                    " WHERE queue = %s AND status = 'new' AND run_after > UTC_TIMESTAMP(6)",
-                    (queue,),
-                )
-                row = cur.fetchone()
-                due_in = None if row is None or row[0] is None else max(0.0, int(row[0]) / 1e6)
-                cur.execute(
-                    "SELECT EXISTS (SELECT 1 FROM neoq_jobs WHERE queue = %s AND status = 'new'"
-                    " AND run_after <= UTC_TIMESTAMP(6))",
-                    (queue,),
-                )
-                held = cur.fetchone()
-                return [], due_in, bool(held and held[0])
+            if not picked:  # due jobs were there a moment ago (the probe): others hold them
+                return [], next_due, True
             ids = [row[0] for row in picked]
             due = {row[0]: utc(row[1]) for row in picked}
             marks = _marks(len(ids))
@@ -114,6 +101,11 @@ class MySQLLeaseStore:
                 leased.append((job, int(job_id), int(row[18]), due[job_id] or job.run_after, bool(row[19])))  # type: ignore[arg-type]
             return leased, None, False
 
+        # An idle queue is looked at every poll_interval: one autocommit read says whether anything is
+        # due (else when the next job comes due) before a locking transaction is begun.
+        due, next_due = self._runner.run(f"looking at queue {queue!r}", lambda cur: probe(cur, queue), write=False)
+        if not due:
+            return [], next_due, False
         return self._runner.run(f"leasing jobs of queue {queue!r}", lease_jobs)
 
     def settle_many(self, batch: list[Settlement]) -> set[Any]:

@@ -11,7 +11,7 @@ from ...errors import BackendConnectionError, NeoqError
 from .pools import Conn, Pool, wrap
 from .settings import MySQLSettings
 
-__all__ = ["Cursor", "Runner"]
+__all__ = ["Cursor", "Runner", "probe"]
 
 T = TypeVar("T")
 Cursor = pymysql.cursors.Cursor
@@ -55,6 +55,19 @@ class Runner:
             raise
         except (pymysql.err.MySQLError, OSError) as exc:
             raise wrap(self.settings, exc, doing) from exc
+
+
+def probe(cur: Cursor, queue: str) -> tuple[bool, float | None]:
+    """Whether a job of ``queue`` is due, and in how many seconds the next one not yet due comes due."""
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM neoq_jobs WHERE queue = %s AND status = 'new' AND run_after <= UTC_TIMESTAMP(6)),"
+        " TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), (SELECT MIN(run_after) FROM neoq_jobs"
+        " WHERE queue = %s AND status = 'new' AND run_after > UTC_TIMESTAMP(6)))",
+        (queue, queue),
+    )
+    row = cur.fetchone()
+    due_in = None if row is None or row[1] is None else max(0.0, int(row[1]) / 1e6)
+    return bool(row and row[0]), due_in
 
 
 def _rollback(conn: Conn) -> None:

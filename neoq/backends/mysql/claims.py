@@ -61,7 +61,7 @@ _CLAIM = (
     " CONCAT_WS('|', j.run_after, IFNULL(j.deadline, ''), IFNULL(j.max_retries, ''), j.retries,"
     " j.attempts + COALESCE((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = j.id), 0), j.created_at,"
     " EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = j.id),"
-    " IFNULL((SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id), ''))"
+    " IFNULL((SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id), ''), UTC_TIMESTAMP(6))"
     " FROM neoq_jobs j WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= UTC_TIMESTAMP(6)"
     # An attempt being ended from outside: its outcome is on its way (see _FENCE).
     " AND NOT EXISTS (SELECT 1 FROM neoq_claims f WHERE f.job_id = j.id"
@@ -247,7 +247,7 @@ class TransactionClaims:
             raise
         except (pymysql.err.MySQLError, OSError) as exc:
             raise self._wrap(exc, f"claiming a job of queue {queue!r}") from exc
-        held.ran_at = now = datetime.now(timezone.utc)
+        held.ran_at = now = _time(packed[8])  # the server's clock, as finished_at will be
         job = Job(
             id=str(job_id),
             queue=held.queue,

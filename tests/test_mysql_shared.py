@@ -24,6 +24,9 @@ class TestSharedMySQLLease(SharedStoreSuite):
     pickup_median_limit = 0.15
     #: A killed worker's job is due again once its lease (1 s) expires, then found by a poll.
     rerun_limit = 5.0
+    #: Lease mode leases ahead: each process may hold, unstarted, a fetch for its claim loops plus
+    #: up to three prefetches (concurrency 4) of lower priorities than a later fetch finds (as on PostgreSQL).
+    priority_slack = 2 * (4 + 3 * 4) + 4
 
     @pytest.fixture
     def store_url(self, mysql_clean: str) -> str:
@@ -38,6 +41,9 @@ class TestSharedMySQLLease(SharedStoreSuite):
 
 class TestSharedMySQLTransaction(TestSharedMySQLLease):
     """Transaction mode: each attempt holds its job's row lock; a killed worker's session ends at once."""
+
+    #: A transaction-mode claim takes one job at a time: the suite's own slack.
+    priority_slack = 8
 
     def client_options(self) -> dict[str, Any]:
         return {"mode": "transaction"}

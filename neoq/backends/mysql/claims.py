@@ -61,12 +61,12 @@ _CLAIM = (
     " CONCAT_WS('|', j.run_after, IFNULL(j.deadline, ''), IFNULL(j.max_retries, ''), j.retries,"
     " j.attempts + COALESCE((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = j.id), 0), j.created_at,"
     " EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = j.id),"
-    " IFNULL((SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id), ''), UTC_TIMESTAMP(6))"
+    " IFNULL((SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id), ''), UTC_TIMESTAMP(6), j.priority)"
     " FROM neoq_jobs j WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= UTC_TIMESTAMP(6)"
     # An attempt being ended from outside: its outcome is on its way (see _FENCE).
     " AND NOT EXISTS (SELECT 1 FROM neoq_claims f WHERE f.job_id = j.id"
     " AND f.fenced_at > UTC_TIMESTAMP(6) - INTERVAL 30 SECOND)"
-    " ORDER BY j.run_after, j.id LIMIT 1 FOR UPDATE SKIP LOCKED;"
+    " ORDER BY j.priority DESC, j.run_after, j.id LIMIT 1 FOR UPDATE SKIP LOCKED;"
     " INSERT IGNORE INTO neoq_claims (job_id, holder, ran_at)"
     " SELECT @neoq_claimed, CONNECTION_ID(), UTC_TIMESTAMP(6) FROM DUAL WHERE @neoq_claimed IS NOT NULL;"
     # Where the handler's writes begin: a failure rolls back to it, keeping the claim's lock.
@@ -262,6 +262,7 @@ class TransactionClaims:
             created_at=_time(packed[5]),
             ran_at=now,
             status=JobStatus.RUNNING,
+            priority=int(packed[9]),
         )
         self._register(held)
         return Look(Claim(job, conn, held))

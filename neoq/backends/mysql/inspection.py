@@ -29,8 +29,11 @@ _HEX = re.compile(r"[0-9a-f]{1,256}")
 #: Rows of one INSERT statement of a batch (a statement must fit the server's max_allowed_packet).
 _CHUNK = 2000
 _STATES = ("new", "running", "processed", "failed", "cancelled")
-_ROW = "(%s, %s, %s, COALESCE(%s, UTC_TIMESTAMP(6)), %s, %s, UTC_TIMESTAMP(6))"
-_INSERT = "INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, created_at) VALUES "
+_ROW = "(%s, %s, %s, COALESCE(%s, UTC_TIMESTAMP(6)), %s, %s, UTC_TIMESTAMP(6), %s)"
+_INSERT = (
+    "INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, created_at, priority)"
+    " VALUES "
+)
 
 
 def _row_params(jobs: Sequence[Job], texts: Sequence[str]) -> list[Any]:
@@ -43,6 +46,7 @@ def _row_params(jobs: Sequence[Job], texts: Sequence[str]) -> list[Any]:
             db_time(job.run_after),
             db_time(job.deadline),
             job.max_retries,
+            int(job.priority),
         )
     return params
 
@@ -62,7 +66,7 @@ def _literal_rows(conn: Any, jobs: Sequence[Job], texts: Sequence[str]) -> str:
         rows.append(
             f"({queue},{fingerprint},{escape(text)},"
             f"{_datetime_literal(job.run_after, 'UTC_TIMESTAMP(6)')},{_datetime_literal(job.deadline, 'NULL')},"
-            f"{'NULL' if job.max_retries is None else int(job.max_retries)},UTC_TIMESTAMP(6))"
+            f"{'NULL' if job.max_retries is None else int(job.max_retries)},UTC_TIMESTAMP(6),{int(job.priority)})"
         )
     return ",".join(rows)
 

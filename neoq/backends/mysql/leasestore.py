@@ -69,7 +69,8 @@ class MySQLLeaseStore:
         def lease_jobs(cur: Cursor) -> tuple[list[Leased], float | None, bool]:
             cur.execute(
                 "SELECT id, run_after FROM neoq_jobs WHERE queue = %s AND status = 'new'"
-                " AND run_after <= UTC_TIMESTAMP(6) ORDER BY run_after, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                " AND run_after <= UTC_TIMESTAMP(6) ORDER BY priority DESC, run_after, id LIMIT %s"
+                " FOR UPDATE SKIP LOCKED",
                 (queue, int(limit)),
             )
             picked = cur.fetchall()
@@ -98,7 +99,7 @@ class MySQLLeaseStore:
             for job_id in ids:
                 row = rows[job_id]
                 job = job_from_row(row, JobStatus.RUNNING)
-                leased.append((job, int(job_id), int(row[18]), due[job_id] or job.run_after, bool(row[19])))  # type: ignore[arg-type]
+                leased.append((job, int(job_id), int(row[19]), due[job_id] or job.run_after, bool(row[20])))  # type: ignore[arg-type]
             return leased, None, False
 
         # An idle queue is looked at every poll_interval: one autocommit read says whether anything is

@@ -24,9 +24,9 @@ SECRET = "Hunter2Swordfish"
 def test_both_schemes_build_the_backend_and_capabilities_follow_the_mode(mysql_clean: str) -> None:
     with neoq.new(mysql_clean) as nq:
         assert type(nq.backend) is MySQLBackend
-        assert nq.backend.capabilities == {"shared", "enqueue_in_transaction", "priority"}
+        assert nq.backend.capabilities == {"shared", "enqueue_in_transaction", "priority", "snooze"}
     with neoq.new(mysql_clean.replace("mysql://", "mariadb://", 1), mode="transaction") as nq:
-        assert nq.backend.capabilities == {"shared", "enqueue_in_transaction", "transaction", "priority"}
+        assert nq.backend.capabilities == {"shared", "enqueue_in_transaction", "transaction", "priority", "snooze"}
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
-from ..capabilities import ENQUEUE_IN_TRANSACTION, PRIORITY, SHARED, TRANSACTION
+from ..capabilities import ENQUEUE_IN_TRANSACTION, PRIORITY, SHARED, SNOOZE, TRANSACTION
 from ..lease import LeaseEngine, LeaseToken
 from . import migrations
 from .claims import Held, TransactionClaims
@@ -83,7 +83,7 @@ class MySQLBackend(Backend):
     @property
     def capabilities(self) -> frozenset[str]:
         """What this backend offers, as configured (see ``neoq.backends.capabilities``)."""
-        offered = {SHARED, ENQUEUE_IN_TRANSACTION, PRIORITY}
+        offered = {SHARED, ENQUEUE_IN_TRANSACTION, PRIORITY, SNOOZE}
         if self._settings.default_mode == "transaction":
             offered.add(TRANSACTION)
         return frozenset(offered)

@@ -61,7 +61,7 @@ _CLAIM = (
     " CONCAT_WS('|', j.run_after, IFNULL(j.deadline, ''), IFNULL(j.max_retries, ''), j.retries,"
     " j.attempts + COALESCE((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = j.id), 0), j.created_at,"
     " EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = j.id),"
-    " IFNULL((SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id), ''), UTC_TIMESTAMP(6), j.priority)"
+    " IFNULL((SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id), ''), UTC_TIMESTAMP(6), j.priority, j.snoozes)"
     " FROM neoq_jobs j WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= UTC_TIMESTAMP(6)"
     # An attempt being ended from outside: its outcome is on its way (see _FENCE).
     " AND NOT EXISTS (SELECT 1 FROM neoq_claims f WHERE f.job_id = j.id"
@@ -97,7 +97,7 @@ _STATUS = (
 _SETTLE = (
     "UPDATE neoq_jobs SET traceback = IF(%(traceback)s IS NULL AND %(error)s <=> error, traceback, %(traceback)s),"
     f" status = {_STATUS}, error = %(error)s, result = NULL, run_after = COALESCE(%(run_after)s, run_after),"
-    " retries = COALESCE(%(retries)s, retries),"
+    " retries = COALESCE(%(retries)s, retries), snoozes = snoozes + %(snoozed)s,"
     f" finished_at = IF({_STATUS} = 'new', NULL, UTC_TIMESTAMP(6)), lease_token = lease_token + 1,"
     " lease_owner = NULL, attempts = attempts + %(counted)s, ran_at = COALESCE(%(ran_at)s, ran_at)"
     " WHERE id = %(id)s"
@@ -263,6 +263,7 @@ class TransactionClaims:
             ran_at=now,
             status=JobStatus.RUNNING,
             priority=int(packed[9]),
+            snoozes=int(packed[10]),
         )
         self._register(held)
         return Look(Claim(job, conn, held))
@@ -398,6 +399,7 @@ def _settle_params(held: Held, outcome: Outcome, counted: int = 1) -> dict[str, 
         "run_after": db_time(outcome.run_after),
         "retries": outcome.retries,
         "counted": counted,
+        "snoozed": int(outcome.snoozed),
         "ran_at": db_time(held.ran_at),
         "result": outcome.result if outcome.status is JobStatus.PROCESSED else None,
         "traceback": None if outcome.status is JobStatus.PROCESSED else outcome.traceback,

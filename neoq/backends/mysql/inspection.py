@@ -257,8 +257,8 @@ class Inspection:
             try:
                 cur.execute(
                     "UPDATE neoq_jobs SET status = 'new', run_after = UTC_TIMESTAMP(6), retries = 0, attempts = 0,"
-                    " error = NULL, finished_at = NULL, result = NULL, traceback = NULL, lease_owner = NULL"
-                    " WHERE id = %s AND status <> 'new'",
+                    " snoozes = 0, error = NULL, finished_at = NULL, result = NULL, traceback = NULL,"
+                    " lease_owner = NULL WHERE id = %s AND status <> 'new'",
                     (key,),
                 )
             except pymysql.err.IntegrityError as exc:

@@ -33,13 +33,13 @@ _UTC = timezone.utc
 
 _ROW = (
     "SELECT CAST(%s AS UNSIGNED), CAST(%s AS SIGNED), %s, %s, CAST(%s AS DATETIME(6)), CAST(%s AS SIGNED),"
-    " %s, %s, CAST(%s AS SIGNED)"
+    " %s, %s, CAST(%s AS SIGNED), CAST(%s AS SIGNED)"
 )
 #: The derived table's first row names its columns (MariaDB 10.6 takes no column list after the alias).
 _ROW_FIRST = (
     "SELECT CAST(%s AS UNSIGNED) AS id, CAST(%s AS SIGNED) AS token, %s AS status, %s AS error,"
     " CAST(%s AS DATETIME(6)) AS run_after, CAST(%s AS SIGNED) AS retries, %s AS result, %s AS traceback,"
-    " CAST(%s AS SIGNED) AS keep"
+    " CAST(%s AS SIGNED) AS keep, CAST(%s AS SIGNED) AS snoozed"
 )
 #: A progress report, fenced by the lease's token (a consistent read of the job row: no lock taken).
 _PROGRESS = (
@@ -99,7 +99,7 @@ class MySQLLeaseStore:
             for job_id in ids:
                 row = rows[job_id]
                 job = job_from_row(row, JobStatus.RUNNING)
-                leased.append((job, int(job_id), int(row[19]), due[job_id] or job.run_after, bool(row[20])))  # type: ignore[arg-type]
+                leased.append((job, int(job_id), int(row[20]), due[job_id] or job.run_after, bool(row[21])))  # type: ignore[arg-type]
             return leased, None, False
 
         # An idle queue is looked at every poll_interval: one autocommit read says whether anything is
@@ -149,6 +149,7 @@ class MySQLLeaseStore:
                     outcome.result if processed else None,
                     None if processed else outcome.traceback,
                     int(keep),
+                    int(outcome.snoozed),
                 )
             cur.execute(
                 "UPDATE neoq_jobs j JOIN ("
@@ -156,6 +157,7 @@ class MySQLLeaseStore:
                 + ") AS t ON j.id = t.id AND j.lease_token = t.token SET j.status = t.status, j.error = t.error,"
                 " j.traceback = IF(t.keep = 1, j.traceback, t.traceback), j.result = t.result,"
                 " j.run_after = t.run_after, j.retries = COALESCE(t.retries, j.retries),"
+                " j.snoozes = j.snoozes + t.snoozed,"
                 " j.finished_at = IF(t.status = 'new', NULL, UTC_TIMESTAMP(6)), j.lease_owner = NULL"
                 " WHERE j.status = 'new'",
                 params,

@@ -34,7 +34,7 @@ JOB_SELECT = (
     "SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,"
     " j.error, j.created_at, j.attempts + COALESCE(a.attempts, 0) + (m.job_id IS NOT NULL),"
     " COALESCE(m.ran_at, CASE WHEN a.ran_at IS NULL OR j.ran_at > a.ran_at THEN j.ran_at ELSE a.ran_at END),"
-    f" j.finished_at, {STATE}, j.result, j.traceback, p.fraction, p.note, j.priority"
+    f" j.finished_at, {STATE}, j.result, j.traceback, p.fraction, p.note, j.priority, j.snoozes"
     " FROM neoq_jobs j LEFT JOIN neoq_attempts a ON a.job_id = j.id LEFT JOIN neoq_claims m ON m.job_id = j.id"
     " LEFT JOIN neoq_progress p ON p.job_id = j.id"
 )
@@ -76,4 +76,5 @@ def job_from_row(row: Any, status: JobStatus | None = None) -> Job:
         progress=None if row[16] is None else float(row[16]),
         progress_note=row[17],
         priority=int(row[18]),
+        snoozes=int(row[19]),
     )

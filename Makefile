@@ -36,8 +36,8 @@ browser: ## install Chromium and its driver for the dashboard's browser tests (a
 test: $(STAMP) browser ## run the whole test suite (PostgreSQL included) with coverage
 	$(PY) -m pytest --cov=neoq --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## run the tests that need no PostgreSQL
-	$(PY) -m pytest -m "not postgres and not slow" $(PYTEST_ARGS)
+test-fast: $(STAMP) ## run the tests that need no PostgreSQL and no MySQL
+	$(PY) -m pytest -m "not postgres and not mysql and not slow" $(PYTEST_ARGS)
 
 test-django-suite: $(STAMP) ## Django's own tests/tasks suite on neoq's django.tasks backend (memory, PostgreSQL)
 	$(PY) tools/django_suite.py $(SUITE_ARGS)

@@ -17,8 +17,8 @@ from typing import Any
 
 from .harness import fresh_database, run_rounds, sizes_from
 
-#: subject name -> (module, class, needs a database)
-SUBJECTS: dict[str, tuple[str, str, bool]] = {
+#: subject name -> (module, class, needs a database: True for PostgreSQL, "mysql" for MySQL/MariaDB)
+SUBJECTS: dict[str, tuple[str, str, bool | str]] = {
     "neoq-memory": ("benchmarks.subjects_memory", "NeoqMemory", False),
     "min-queue": ("benchmarks.subjects_memory", "MinQueue", False),
     "min-executor": ("benchmarks.subjects_memory", "MinExecutor", False),
@@ -30,6 +30,9 @@ SUBJECTS: dict[str, tuple[str, str, bool]] = {
     "neoq-sqlite": ("benchmarks.subjects_sqlite", "NeoqSqlite", False),
     "huey-sqlite": ("benchmarks.subjects_sqlite", "HueySqlite", False),
     "min-sqlite": ("benchmarks.subjects_sqlite", "MinSqlite", False),
+    "neoq-mysql": ("benchmarks.subjects_mysql", "NeoqMySQL", "mysql"),
+    "neoq-mysql-tx": ("benchmarks.subjects_mysql", "NeoqMySQLTransaction", "mysql"),
+    "min-mysql": ("benchmarks.subjects_mysql", "MinMySQL", "mysql"),
     "rq-fork": ("benchmarks.subjects_redis", "RqFork", False),
     "rq-simple": ("benchmarks.subjects_redis", "RqSimple", False),
     "rq-pool": ("benchmarks.subjects_redis", "RqPool", False),
@@ -55,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sizes_from(args.quick)
     _, _, needs_db = SUBJECTS[args.subject]
     if needs_db:
-        with fresh_database(args.subject) as dsn:
+        fresh = fresh_database
+        if needs_db == "mysql":
+            from .subjects_mysql import fresh_database as fresh
+        with fresh(args.subject) as dsn:
             subject = make(args.subject, dsn)
             try:
                 result = run_rounds(subject, args.workload, sizes)

@@ -56,6 +56,7 @@ class Row:
 
 def _rows() -> list[Row]:
     mem, pg, rd, sq = "memory", "postgresql", "redis", "sqlite"
+    mem, pg, rd, my, mytx = "memory", "postgresql", "redis", "mysql", "mysql-tx"
     return [
         Row(mem, "enqueue", "neoq-memory", "enqueue", "neoq"),
         Row(mem, "enqueue", "huey-memory", "enqueue", "huey (MemoryHuey)", peer=True),
@@ -99,6 +100,15 @@ def _rows() -> list[Row]:
         Row(sq, "process", "min-sqlite", "process", "min: 10 threads BEGIN IMMEDIATE claim"),
         Row(sq, "pickup", "neoq-sqlite", "pickup", "neoq"),
         Row(sq, "pickup", "huey-sqlite", "pickup", "huey (SqliteHuey, 10 threads)", peer=True),
+        # MySQL/MariaDB: neoq in lease mode (the default) on "mysql", in transaction mode on "mysql-tx".
+        Row(my, "enqueue", "neoq-mysql", "enqueue", "neoq"),
+        Row(my, "enqueue", "min-mysql", "enqueue", "min: single-row INSERT"),
+        Row(my, "enqueue_many", "neoq-mysql", "enqueue_many", "neoq"),
+        Row(my, "enqueue_many", "min-mysql", "enqueue_many", "min: multi-row INSERT"),
+        Row(my, "process", "neoq-mysql", "process", "neoq"),
+        Row(my, "process", "min-mysql", "process", "min: 10 threads SKIP LOCKED"),
+        Row(mytx, "process", "neoq-mysql-tx", "process", "neoq"),
+        Row(mytx, "process", "min-mysql", "process", "min: 10 threads SKIP LOCKED"),
         # Redis: no neoq row of its own; the ratios are taken against neoq on memory and on PostgreSQL.
         Row(rd, "enqueue", "rq-simple", "enqueue", "rq (Queue.enqueue)", peer=True),
         Row(rd, "enqueue", "celery", "enqueue", "Celery (delay)", peer=True),
@@ -213,6 +223,22 @@ TARGETS = [
         "postgresql", "pickup", "min: LISTEN/NOTIFY", "p50_ms", "<=", 1.2,
     ),
     Target("postgres pickup p50 below pgqueuer's", "postgresql", "pickup", "pgqueuer", "p50_ms", "<", 1.0),
+    Target(
+        "mysql (lease) processing >= 1.5x minimal SKIP LOCKED loop",
+        "mysql", "process", "min: 10 threads SKIP LOCKED", "rate", ">=", 1.5,
+    ),
+    Target(
+        "mysql (transaction) processing >= 1.0x minimal loop",
+        "mysql-tx", "process", "min: 10 threads SKIP LOCKED", "rate", ">=", 1.0,
+    ),
+    Target(
+        "mysql enqueue >= 0.9x minimal single-row INSERT",
+        "mysql", "enqueue", "min: single-row INSERT", "rate", ">=", 0.9,
+    ),
+    Target(
+        "mysql enqueue_many >= 0.5x minimal multi-row INSERT",
+        "mysql", "enqueue_many", "min: multi-row INSERT", "rate", ">=", 0.5,
+    ),
     Target("postgres pickup p99 < 15 ms", "postgresql", "pickup", None, "p99_ms", "<", 15.0),
     Target("sqlite processing >= 2x huey", "sqlite", "process", "huey (SqliteHuey, 10 threads)", "rate", ">=", 2.0),
     Target(

@@ -202,6 +202,7 @@ def test_neoq_registers_its_own_schemes_as_entry_points() -> None:
     entries = {e.name: e.value for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     assert entries["memory"] == "neoq.backends.memory:MemoryBackend"
     assert entries["postgresql"] == entries["postgres"] == "neoq.backends.postgres:PostgresBackend"
+    assert entries["mysql"] == entries["mariadb"] == "neoq.backends.mysql:MySQLBackend"
 
 
 def test_own_schemes_work_from_a_source_tree_that_was_never_installed(tmp_path: Path) -> None:
@@ -235,7 +236,7 @@ def test_own_schemes_work_from_a_source_tree_that_was_never_installed(tmp_path: 
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert out["schemes"] == ["memory", "postgresql", "postgres"] and out["kind"] == "MemoryBackend"
+    assert out["schemes"] == ["memory", "postgresql", "postgres", "mysql", "mariadb"] and out["kind"] == "MemoryBackend"
     assert "pip install neoq[postgres]" in out["missing"]
 
 

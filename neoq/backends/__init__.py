@@ -1,8 +1,8 @@
 """Backends: where jobs are stored. ``Backend`` is the contract; subclass it to add a store.
 
 ``MemoryBackend`` and ``SqliteBackend`` (stdlib ``sqlite3``) need nothing installed. ``PostgresBackend``
-needs the ``postgres`` extra (``pip install neoq[postgres]``); it is imported on first use, so
-``import neoq`` works without it.
+needs the ``postgres`` extra (``pip install neoq[postgres]``), ``MySQLBackend`` the ``mysql`` extra
+(``pip install neoq[mysql]``); each is imported on first use, so ``import neoq`` works without them.
 What a store offers beyond the contract is ``Backend.capabilities`` (names in ``capabilities``);
 ``neoq.new(url)`` finds a backend by the URL's scheme among the ``neoq.backends`` entry points
 (``registry``), so a package outside neoq can add one.
@@ -16,10 +16,11 @@ from .base import Backend, Claim, Outcome
 from .memory import MemoryBackend
 
 if TYPE_CHECKING:
+    from .mysql import MySQLBackend
     from .postgres import PostgresBackend
     from .sqlite import SqliteBackend
 
-__all__ = ["Backend", "Claim", "MemoryBackend", "Outcome", "PostgresBackend", "SqliteBackend"]
+__all__ = ["Backend", "Claim", "MemoryBackend", "MySQLBackend", "Outcome", "PostgresBackend", "SqliteBackend"]
 
 
 def __getattr__(name: str) -> Any:
@@ -31,4 +32,8 @@ def __getattr__(name: str) -> Any:
         from .sqlite import SqliteBackend
 
         return SqliteBackend
+    if name == "MySQLBackend":
+        from .mysql import MySQLBackend
+
+        return MySQLBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

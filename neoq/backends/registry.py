@@ -49,9 +49,21 @@ def _postgres() -> type[Backend]:
     return PostgresBackend
 
 
+def _mysql() -> type[Backend]:
+    from .mysql import MySQLBackend
+
+    return MySQLBackend
+
+
 #: neoq's own schemes, used only when the entry point of the scheme is absent (neoq not installed
 #: as a distribution). The same as setup.cfg's ``neoq.backends`` entry points, in the order errors list them.
-_OWN: dict[str, Callable[[], type[Backend]]] = {"memory": _memory, "postgresql": _postgres, "postgres": _postgres}
+_OWN: dict[str, Callable[[], type[Backend]]] = {
+    "memory": _memory,
+    "postgresql": _postgres,
+    "postgres": _postgres,
+    "mysql": _mysql,
+    "mariadb": _mysql,
+}
 
 _lock = threading.Lock()
 # Reading the entry points scans every installed distribution (milliseconds): done once per process,

@@ -28,15 +28,21 @@ class ChaosWorker:
     """One ``chaos_worker.py`` process; the constructor returns once its handlers run."""
 
     def __init__(
-        self, url: str, queues: dict[str, dict[str, Any]], *, effects_file: str | None = None, **options: Any
+        self,
+        url: str,
+        queues: dict[str, dict[str, Any]],
+        *,
+        effects_file: str | None = None,
+        script: Path = WORKER_SCRIPT,
+        **options: Any,
     ) -> None:
         self.app = unique_name("neoq-chaos")
         spec = {"url": url, "app": self.app, "queues": queues, "options": options, "effects_file": effects_file}
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER_SCRIPT), json.dumps(spec)],
+            [sys.executable, str(script), json.dumps(spec)],
             stdout=subprocess.PIPE,
             text=True,
-            cwd=str(WORKER_SCRIPT.parent),
+            cwd=str(script.parent),
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

@@ -1,7 +1,8 @@
 """Django integration: an app, settings, ``manage.py neoq_worker``, transactional enqueue, django.tasks.
 
 Add ``"neoq.contrib.django"`` to ``INSTALLED_APPS``. By default neoq stores its jobs in Django's
-``"default"`` database, which must be PostgreSQL (psycopg 3); ``settings.NEOQ`` changes that (see
+``"default"`` database, which must be PostgreSQL (psycopg 3) or MySQL/MariaDB (PyMySQL, or mysqlclient);
+``settings.NEOQ`` changes that (see
 ``neoq.contrib.django.conf``). Then::
 
     from django.db import transaction
@@ -183,6 +184,12 @@ def _transaction_of(client: neoq.Neoq, using: str) -> Any:
             f"(it lacks the {ENQUEUE_IN_TRANSACTION!r} capability): set NEOQ['DATABASE'] to None to enqueue "
             "through neoq's own connections, or use enqueue_on_commit()"
         )
+    from django.db import connections
+
+    wrapper = connections[using]
+    if wrapper.vendor == "mysql":
+        wrapper.ensure_connection()
+        return wrapper.connection  # the driver's own connection (PyMySQL, or mysqlclient's)
     return psycopg_connection(using)
 
 

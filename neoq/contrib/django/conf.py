@@ -69,11 +69,13 @@ class NeoqSettings:
 
 
 def database_url(alias: str, database: Mapping[str, Any]) -> str:
-    """Build a ``postgresql://`` URL from a Django ``DATABASES`` entry."""
+    """Build a ``postgresql://`` (or ``mysql://``) URL from a Django ``DATABASES`` entry."""
     engine = str(database.get("ENGINE", ""))
+    if engine.endswith(".mysql"):
+        return _mysql_url(database)
     if not (engine.endswith(".postgresql") or engine.endswith(".postgis")):
         raise ConfigurationError(
-            f"NEOQ: Django database {alias!r} is not PostgreSQL ({engine or 'no ENGINE'}); "
+            f"NEOQ: Django database {alias!r} is not PostgreSQL or MySQL ({engine or 'no ENGINE'}); "
             'set NEOQ = {"URL": "postgresql://..."} (or "memory://")'
         )
     user = quote(str(database.get("USER") or ""), safe="")
@@ -88,6 +90,21 @@ def database_url(alias: str, database: Mapping[str, Any]) -> str:
     query.update({key: str(options[key]) for key in _LIBPQ_OPTIONS if options.get(key) is not None})
     name = quote(str(database.get("NAME") or ""), safe="")
     return f"postgresql://{netloc}/{name}" + (f"?{urlencode(query)}" if query else "")
+
+
+def _mysql_url(database: Mapping[str, Any]) -> str:
+    """A ``mysql://`` URL from a Django MySQL/MariaDB ``DATABASES`` entry (a ``HOST`` starting with ``/``
+    is a Unix socket)."""
+    user = quote(str(database.get("USER") or ""), safe="")
+    password = quote(str(database.get("PASSWORD") or ""), safe="")
+    host = str(database.get("HOST") or "")
+    port = str(database.get("PORT") or "")
+    query: dict[str, str] = {}
+    if host.startswith("/"):
+        query["unix_socket"], host = host, "localhost"
+    netloc = user + (f":{password}" if password else "") + ("@" if user else "") + host + (f":{port}" if port else "")
+    name = quote(str(database.get("NAME") or ""), safe="")
+    return f"mysql://{netloc}/{name}" + (f"?{urlencode(query)}" if query else "")
 
 
 def load_settings() -> NeoqSettings:

@@ -1,0 +1,77 @@
+"""Short transactions on the pool's connections: how every call outside a claim runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import pymysql
+
+from ...errors import BackendConnectionError, NeoqError
+from .pools import Conn, Pool, wrap
+from .settings import MySQLSettings
+
+__all__ = ["Cursor", "Runner", "probe"]
+
+T = TypeVar("T")
+Cursor = pymysql.cursors.Cursor
+
+
+class Runner:
+    """Runs ``work(cursor)`` in one transaction on a connection of ``pool``, driver errors wrapped."""
+
+    def __init__(self, settings: MySQLSettings, pool: Pool) -> None:
+        self.settings = settings
+        self.pool = pool
+
+    def run(self, doing: str, work: Callable[[Cursor], T], *, write: bool = True) -> T:
+        """``work`` in a transaction (committed, or rolled back on any error); ``write=False``: autocommit reads."""
+        conn = self.pool.get()
+        broken = False
+        try:
+            return self.on(conn, doing, work, write=write)
+        except BackendConnectionError:
+            broken = True
+            raise
+        finally:
+            self.pool.put(conn, broken=broken)
+
+    def on(self, conn: Conn, doing: str, work: Callable[[Cursor], T], *, write: bool = True) -> T:
+        """``work`` on ``conn`` (autocommit), in a transaction when ``write``."""
+        try:
+            if write:
+                conn.begin()
+            try:
+                with conn.cursor() as cur:
+                    result = work(cur)
+                if write:
+                    conn.commit()
+                return result
+            except BaseException:
+                if write:
+                    _rollback(conn)
+                raise
+        except NeoqError:
+            raise
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise wrap(self.settings, exc, doing) from exc
+
+
+def probe(cur: Cursor, queue: str) -> tuple[bool, float | None]:
+    """Whether a job of ``queue`` is due, and in how many seconds the next one not yet due comes due."""
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM neoq_jobs WHERE queue = %s AND status = 'new' AND run_after <= UTC_TIMESTAMP(6)),"
+        " TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), (SELECT MIN(run_after) FROM neoq_jobs"
+        " WHERE queue = %s AND status = 'new' AND run_after > UTC_TIMESTAMP(6)))",
+        (queue, queue),
+    )
+    row = cur.fetchone()
+    due_in = None if row is None or row[1] is None else max(0.0, int(row[1]) / 1e6)
+    return bool(row and row[0]), due_in
+
+
+def _rollback(conn: Conn) -> None:
+    try:
+        conn.rollback()
+    except Exception:  # the connection is gone: the server rolled back already
+        pass

@@ -1,7 +1,7 @@
 """Backends: where jobs are stored. ``Backend`` is the contract; subclass it to add a store.
 
 ``MemoryBackend`` needs nothing installed. ``PostgresBackend`` needs the ``postgres`` extra
-(``pip install neoq[postgres]``); it is imported on first use, so ``import neoq`` works without it.
+(``pip install neoq[postgres]``), ``RedisBackend`` the ``redis`` extra; each is imported on first use, so ``import neoq`` works without it.
 What a store offers beyond the contract is ``Backend.capabilities`` (names in ``capabilities``);
 ``neoq.new(url)`` finds a backend by the URL's scheme among the ``neoq.backends`` entry points
 (``registry``), so a package outside neoq can add one.
@@ -16,8 +16,9 @@ from .memory import MemoryBackend
 
 if TYPE_CHECKING:
     from .postgres import PostgresBackend
+    from .redis import RedisBackend
 
-__all__ = ["Backend", "Claim", "MemoryBackend", "Outcome", "PostgresBackend"]
+__all__ = ["Backend", "Claim", "MemoryBackend", "Outcome", "PostgresBackend", "RedisBackend"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from .postgres import PostgresBackend
 
         return PostgresBackend
+    if name == "RedisBackend":
+        from .redis import RedisBackend
+
+        return RedisBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

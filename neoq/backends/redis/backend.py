@@ -1,0 +1,445 @@
+"""The Redis backend: jobs in one Redis namespace, shared by any number of processes and machines.
+
+How it works, in one screen:
+
+- **Every state change is one script** (``lua/*.lua``, ``scripts.py``): atomic on the server,
+  timed by the server's clock, loaded once and loaded again after ``NOSCRIPT``. A job is a hash;
+  ``due:<queue>`` is a sorted set of the queue's waiting jobs scored by due time; ``fp:<queue>``
+  maps the fingerprints of waiting and running jobs to their ids (uniqueness decided by the
+  script, not by a check two processes could both pass); counters per queue make ``stats``
+  cheap; ``ticks:<schedule>`` records each cron tick once.
+- **Claims are leases** through the shared lease engine (``neoq.backends.lease``; ``store.py``
+  is the store's side): a fetch leases a batch of due jobs in one call, moving each one's due
+  time to its lease's end, counting its attempt and bumping its fencing token; the engine's
+  heartbeat renews running jobs' leases; outcomes are written in batches, each fenced by its
+  token, so a holder whose lease ran out (a frozen or SIGKILLed process) changes nothing, and its
+  job is due again for anyone once the lease ends. At-least-once; ``Claim.transaction`` is None.
+- **Wake-ups** (``listener.py``): scripts publish on the namespace's channel; one pub/sub
+  connection per client signals the waiting claim loops (``neoq.waiting``), and a look every
+  ``poll_interval`` is the safety net. A cancellation of a running job is seen by its holder's
+  next heartbeat (at most 0.5 s).
+- **A server restart** is survived: calls fail with ``BackendConnectionError`` meanwhile, the
+  listener reconnects with backoff and then has every queue looked at; claim loops of a client
+  whose listener knows the server is away wait for it instead of failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ...clock import Clock
+from ...defaults import MIN_TICK_RETENTION
+from ...errors import BackendConnectionError, BackendError, ConfigurationError, DuplicateJobError, JobNotFoundError
+from ...handler import HANDLER_MODES, Handler
+from ...job import Job, JobStatus
+from ...waiting import Look
+from ..base import Backend, Claim, Outcome, PrepareJob
+from ..capabilities import NOTIFY, SHARED
+from ..lease import LeaseEngine, LeaseToken
+from .listener import Listener
+from .rows import ROW_WIDTH, job_args, job_from_row, to_us
+from .scripts import Scripts, wrap_error
+from .settings import RedisOptions, RedisSettings, parse_settings
+from .store import RedisLeaseStore
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("neoq.backends.redis")
+
+_NOT_OPEN = "the Redis backend is not open (call open(), or use neoq.new())"
+
+#: The most jobs one prune call deletes (each call blocks the server while it runs).
+_PRUNE_BATCH = 500
+
+#: Eviction policies that may delete jobs (``volatile-*`` touch only keys with a TTL: neoq sets none).
+_EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
+
+_NOTHING: Look[Claim] = Look()
+
+
+class _Open:
+    """What one ``open()`` made: the pool, the scripts, the listener, the lease engine."""
+
+    def __init__(self, pool: redis.ConnectionPool, client: redis.Redis, scripts: Scripts, origin: str) -> None:
+        self.pool = pool
+        self.client = client
+        self.scripts = scripts
+        self.origin = origin
+        self.listener: Listener | None = None
+        self.engine: LeaseEngine | None = None
+
+
+class RedisBackend(Backend):
+    """Jobs in a Redis namespace, shared by every client that uses it (``pip install neoq[redis]``).
+
+    ``url``: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) or
+    ``unix:///path/to/socket?db=N``, with an optional ``?prefix=P`` (every key neoq writes starts
+    with ``P``). Options:
+
+    - ``prefix`` (default ``"neoq:"``): as ``?prefix=``; right after it comes the namespace's hash
+      tag, so all of its keys share one Redis Cluster slot (docs/redis.md).
+    - ``lease`` (default 30 s): how long a lease lasts; running jobs renew it while their process
+      lives, and a dead process's jobs run again once it ends.
+    - ``poll_interval`` (default 1 s): the safety-net look of waiting claims (wake-ups come by pub/sub).
+    - ``connect_timeout`` (default 10 s): how long connecting may take.
+    - ``check_config`` (default True): at ``open()``, warn when the server's ``appendonly`` is off
+      or its ``maxmemory-policy`` may evict keys (when ``CONFIG GET`` is allowed).
+
+    Capabilities: ``"shared"`` and ``"notify"``. Handlers get no transaction (``Claim.transaction``
+    is None); both handler modes run on leases.
+    """
+
+    capabilities = frozenset({SHARED, NOTIFY})
+    handler_modes = frozenset(HANDLER_MODES)
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> RedisBackend:
+        """``redis://``, ``rediss://`` and ``unix://``: ``RedisBackend(url, **options)``.
+
+        The server's clock decides what is due, so the client's ``clock`` is not used.
+        """
+        return cls(url, **options)
+
+    def __init__(self, url: str, **options: Unpack[RedisOptions]) -> None:
+        """Options as the class says (``settings.parse_settings`` checks them)."""
+        for name in options.keys() - RedisOptions.__annotations__.keys():
+            raise TypeError(f"RedisBackend() got an unexpected keyword argument {name!r}")
+        self._settings: RedisSettings = parse_settings(url, **options)
+        self.poll_interval = self._settings.poll_interval
+        self._lock = threading.Lock()
+        self._open: _Open | None = None
+        #: How many jobs beyond the claiming loops one fetch may lease, per queue (its concurrency).
+        self._prefetch: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self._settings.safe_url!r})"
+
+    @property
+    def settings(self) -> RedisSettings:
+        """The validated options (the key namespace among them)."""
+        return self._settings
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect, check the server's durability settings, load the scripts. Idempotent.
+
+        Raises ``BackendConnectionError`` within ``connect_timeout`` when the server cannot be reached.
+        """
+        s = self._settings
+        with self._lock:
+            if self._open is not None:
+                return
+            try:
+                pool = redis.ConnectionPool.from_url(
+                    s.url,
+                    decode_responses=True,
+                    socket_connect_timeout=s.connect_timeout,
+                    socket_keepalive=True,
+                    health_check_interval=30,
+                    # No retry by the driver: a script whose reply was lost may have run, and
+                    # running it again is not harmless (the engine and the claim loops retry).
+                    retry=Retry(NoBackoff(), 0),
+                    client_name="neoq",
+                )
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError(
+                    f"the Redis url {s.safe_url} cannot be used ({s.scrub(str(exc))})"
+                ) from None
+            client = redis.Redis(connection_pool=pool)
+            try:
+                client.ping()
+                scripts = Scripts(client, s)
+                if s.check_config:
+                    _check_durability(client, s.safe_url)
+            except redis.RedisError as exc:
+                pool.disconnect()
+                raise wrap_error(s, exc, "connecting") from exc
+            self._open = _Open(pool, client, scripts, secrets.token_hex(6))
+
+    def close(self) -> None:
+        """Write the outcomes waiting, stop the listener and the lease engine, close every connection."""
+        with self._lock:
+            opened, self._open = self._open, None
+        if opened is None:
+            self.reset_waiting()
+            return
+        if opened.engine is not None:
+            opened.engine.close()
+        self.reset_waiting()
+        if opened.listener is not None:
+            opened.listener.stop()
+        opened.pool.disconnect()
+
+    def _require(self) -> _Open:
+        opened = self._open
+        if opened is None:
+            raise BackendError(_NOT_OPEN)
+        return opened
+
+    def _ready(self) -> _Open:
+        """The open state, after the outcomes this client settled were written (reads see them)."""
+        opened = self._require()
+        engine = opened.engine
+        if engine is not None:
+            engine.barrier()
+        return opened
+
+    # -- producing -------------------------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
+        if connection is not None:
+            raise ConfigurationError("the Redis backend cannot enqueue through a connection (no transactions)")
+        from ...job import encode_payload
+
+        return self._enqueue([(job, encode_payload(job.payload)) for job in jobs])
+
+    def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None) -> list[str]:
+        """Prepare every job, keeping its payload's JSON text, then store them in one script call."""
+        if connection is not None:
+            raise ConfigurationError("the Redis backend cannot enqueue through a connection (no transactions)")
+        prepared = [prepare(job, index) for index, job in enumerate(jobs)]
+        return self._enqueue(prepared) if prepared else []
+
+    def _enqueue(self, prepared: list[tuple[Job, str]]) -> list[str]:
+        opened = self._ready()
+        args: list[Any] = [opened.origin]
+        for job, text in prepared:
+            args += job_args(job, text)
+        what = "enqueueing a job" if len(prepared) == 1 else f"enqueueing {len(prepared)} jobs"
+        reply = opened.scripts.run("enqueue", args, what)
+        ids = self._stored(reply, prepared)
+        self._wake(prepared)
+        return ids
+
+    @staticmethod
+    def _stored(reply: list[Any], prepared: list[tuple[Job, str]]) -> list[str]:
+        if reply[0] == "dup":
+            job = prepared[int(reply[1])][0]
+            existing = reply[2] or None
+            raise DuplicateJobError(
+                f"a job with the same fingerprint is already waiting or running in queue {job.queue!r}"
+                + (f" (job {existing})" if existing else " (in the same batch)"),
+                existing,
+            )
+        return [str(job_id) for job_id in reply[1:]]
+
+    def _wake(self, prepared: list[tuple[Job, str]]) -> None:
+        waiting = self._waiting
+        if waiting is None:
+            return
+        now = datetime.now(timezone.utc)
+        woken: set[str] = set()
+        for job, _ in prepared:
+            queue = job.queue
+            if job.run_after is not None and job.run_after > now:
+                waiting.due(queue, (job.run_after - now).total_seconds())
+            elif queue not in woken:
+                woken.add(queue)
+                waiting.signal(queue)
+
+    def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
+        from ...job import encode_payload
+
+        opened = self._ready()
+        text = encode_payload(job.payload)
+        args: list[Any] = [opened.origin, key, to_us(tick), *job_args(job, text)]
+        reply = opened.scripts.run("tick", args, "enqueueing a cron tick")
+        if reply[0] == "seen":
+            return None
+        (job_id,) = self._stored(reply, [(job, text)])
+        self._wake([(job, text)])
+        return job_id
+
+    # -- consuming -------------------------------------------------------------------------
+
+    def prepare_queue(self, queue: str, handler: Handler) -> None:
+        super().prepare_queue(queue, handler)
+        self._prefetch[queue] = handler.concurrency
+        self._engine()
+
+    def _engine(self) -> LeaseEngine:
+        """The lease engine and the listener of this open backend, started on first use."""
+        opened = self._require()
+        engine = opened.engine
+        if engine is not None:
+            return engine
+        s = self._settings
+        with self._lock:
+            if self._open is not opened:
+                raise BackendError(_NOT_OPEN)
+            if opened.engine is None:
+                opened.listener = Listener(
+                    opened.client,
+                    s.key("wake"),
+                    opened.origin,
+                    signal=self._signal,
+                    safe_url=s.safe_url,
+                )
+                opened.listener.start()
+                opened.engine = LeaseEngine(
+                    RedisLeaseStore(opened.scripts, opened.origin),
+                    s.lease_seconds,
+                    loops=lambda queue: self.waiting.queue(queue),
+                    prefetch=lambda queue: self._prefetch.get(queue, 0),
+                    notify_cancel=self._notify_cancel,
+                    name="Redis",
+                )
+            return opened.engine
+
+    def _signal(self, queue: str | None) -> None:
+        waiting = self._waiting
+        if waiting is not None:
+            waiting.signal(queue)
+
+    def look(self, queue: str) -> Look[Claim]:
+        """Lease a due job of ``queue`` through the lease engine, or say when the next comes due."""
+        engine = self._engine()
+        try:
+            return engine.look(queue)
+        except BackendConnectionError:
+            opened = self._open
+            listener = None if opened is None else opened.listener
+            if listener is None or not listener.away.is_set():
+                raise
+            # The listener knows the server is away and signals every queue once it is back:
+            # wait for that (or the timed look) instead of failing in a loop.
+            return _NOTHING
+
+    def settle(self, claim: Claim, outcome: Outcome) -> None:
+        lease = claim.token
+        if not isinstance(lease, LeaseToken):
+            raise BackendError("settle() got a claim that this Redis backend did not make")
+        lease.engine.settle(claim, outcome)
+
+    def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
+        lease = claim.token
+        if not isinstance(lease, LeaseToken):
+            raise BackendError("settle() got a claim that this Redis backend did not make")
+        return lease.engine.settle_then_claim(claim, outcome, queue)
+
+    def release(self, claim: Claim) -> None:
+        lease = claim.token
+        if isinstance(lease, LeaseToken):
+            lease.engine.release(claim)
+
+    # -- inspecting and managing ---------------------------------------------------------
+
+    def _read(self, args: list[Any], doing: str) -> list[Job]:
+        reply = self._ready().scripts.run("read", args, doing)
+        return [job_from_row(reply[i : i + ROW_WIDTH]) for i in range(0, len(reply), ROW_WIDTH)]
+
+    def get_job(self, job_id: str) -> Job | None:
+        if not _is_id(job_id):
+            return None
+        jobs = self._read([job_id, "", "", 0], "reading a job")
+        return jobs[0] if jobs else None
+
+    def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
+        if limit <= 0:
+            return []
+        args = ["", queue or "", "" if status is None else status.value, limit]
+        return self._read(args, "listing jobs")
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        reply = self._ready().scripts.run("stats", [], "reading the stats")
+        out: dict[str, dict[str, int]] = {}
+        for i in range(0, len(reply), 6):
+            queue, new, running, processed, failed, cancelled = reply[i : i + 6]
+            counts = {"new": new, "running": running, "processed": processed, "failed": failed, "cancelled": cancelled}
+            if any(counts.values()):
+                out[queue] = counts
+        return dict(sorted(out.items()))
+
+    def retry_job(self, job_id: str) -> None:
+        opened = self._ready()
+        key = _job_key(job_id)
+        reply = opened.scripts.run("retry", [opened.origin, key], "retrying a job")
+        if reply[0] == "missing":
+            raise JobNotFoundError(f"no job has id {job_id!r}")
+        if reply[0] == "dup":
+            raise DuplicateJobError(
+                f"job {job_id} cannot run again: job {reply[1]} with the same fingerprint is waiting or running",
+                str(reply[1]),
+            )
+        if reply[0] == "ok":
+            self._signal(None)
+
+    def cancel_job(self, job_id: str) -> None:
+        opened = self._ready()
+        reply = opened.scripts.run("cancel", [_job_key(job_id)], "cancelling a job")
+        if reply == "missing":
+            raise JobNotFoundError(f"no job has id {job_id!r}")
+
+    def last_tick(self, key: str) -> datetime | None:
+        opened = self._ready()
+        try:
+            last = opened.client.zrange(self._settings.key(f"ticks:{key}"), -1, -1)
+        except redis.RedisError as exc:
+            raise wrap_error(self._settings, exc, "reading the last cron tick") from exc
+        return None if not last else datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(last[0]))
+
+    def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
+        opened = self._ready()
+        cutoffs = [older_than.get(status) for status in (JobStatus.PROCESSED, JobStatus.FAILED, JobStatus.CANCELLED)]
+        given = [cutoff for cutoff in cutoffs if cutoff is not None]
+        tick_cut = ""
+        if given:
+            floor = datetime.now(timezone.utc) - timedelta(seconds=MIN_TICK_RETENTION)
+            tick_cut = str(to_us(min(min(given), floor)))
+        args = ["" if cutoff is None else to_us(cutoff) for cutoff in cutoffs]
+        deleted = 0
+        while deleted < limit:
+            batch = min(_PRUNE_BATCH, limit - deleted)
+            count = int(opened.scripts.run("prune", [batch, *args, tick_cut], "pruning jobs"))
+            tick_cut = ""  # once per prune
+            deleted += count
+            if count < batch:
+                break
+        return deleted
+
+
+def _is_id(job_id: object) -> bool:
+    """Whether ``job_id`` is written as this backend writes ids (1, 2, ...: no sign, no leading 0)."""
+    return isinstance(job_id, str) and 0 < len(job_id) <= 15 and job_id.isascii() and job_id.isdigit() and job_id[0] != "0"
+
+
+def _job_key(job_id: str) -> str:
+    if not _is_id(job_id):
+        raise JobNotFoundError(f"no job has id {job_id!r}")
+    return job_id
+
+
+def _check_durability(client: redis.Redis, safe_url: str) -> None:
+    """Warn when the server may lose jobs: no AOF, or an eviction policy that may delete keys."""
+    try:
+        appendonly = client.config_get("appendonly").get("appendonly")
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.ResponseError:
+        logger.debug("neoq: CONFIG GET is not allowed on %s; its durability settings are not checked", safe_url)
+        return
+    if appendonly == "no":
+        logger.warning(
+            "neoq: Redis at %s has appendonly off: jobs accepted since its last snapshot are lost if it "
+            "stops uncleanly (docs/redis.md: turn on appendonly)",
+            safe_url,
+        )
+    if policy in _EVICTING:
+        logger.warning(
+            "neoq: Redis at %s has maxmemory-policy %s: it may evict jobs when memory runs short "
+            "(docs/redis.md: use noeviction)",
+            safe_url,
+            policy,
+        )

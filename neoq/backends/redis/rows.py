@@ -1,0 +1,78 @@
+"""How jobs travel to and from the Redis scripts: times as integer microseconds since 1970 (UTC),
+a job's fields as the flat lists the scripts take and return."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ...job import Job, JobStatus
+
+__all__ = ["ROW_WIDTH", "decode_json", "from_us", "job_args", "job_from_row", "safe_text", "to_us"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+#: Values per job in a row of read.lua: id, queue, fingerprint, payload, status, run_after,
+#: deadline, max_retries, retries, attempts, error, created_at, ran_at, finished_at.
+ROW_WIDTH = 14
+
+_STATUSES = {status.value: status for status in JobStatus}
+decode_json = json.JSONDecoder().decode
+
+
+def to_us(when: datetime) -> int:
+    """An aware datetime as integer microseconds since 1970."""
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def from_us(value: Any) -> datetime | None:
+    """Microseconds since 1970 (as the scripts return them) as an aware UTC datetime; None stays None."""
+    if value is None or value == "":
+        return None
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+def safe_text(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate shown escaped (Redis strings are bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def job_args(job: Job, payload: str) -> list[Any]:
+    """The 6 values enqueue_jobs (common.lua) takes for ``job``."""
+    run_after, deadline = job.run_after, job.deadline
+    return [
+        job.queue,
+        job.fingerprint,
+        payload,
+        "" if run_after is None else to_us(run_after),
+        "" if deadline is None else to_us(deadline),
+        "" if job.max_retries is None else job.max_retries,
+    ]
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """A ``Job`` from one row of read.lua (``ROW_WIDTH`` values)."""
+    (job_id, queue, fp, payload, status, run_after, deadline, max_retries, retries, attempts, error) = row[:11]
+    return Job(
+        queue=queue,
+        payload=decode_json(payload),
+        run_after=from_us(run_after),
+        deadline=from_us(deadline),
+        max_retries=None if max_retries is None else int(max_retries),
+        fingerprint=fp,
+        id=str(job_id),
+        status=_STATUSES[status],
+        retries=int(retries),
+        attempts=int(attempts),
+        error=error,
+        created_at=from_us(row[11]),
+        ran_at=from_us(row[12]),
+        finished_at=from_us(row[13]),
+    )

@@ -1,0 +1,106 @@
+"""Redis's ``LeaseStore``: the lease engine's five calls, one script call each.
+
+A job waiting in queue ``q`` is a member of the sorted set ``due:q``, scored by when it is due
+(microseconds); a leased job stays there, scored by its lease's expiry, so a job whose holder died
+is simply due again for any process, with no leader and no rescuer. ``lease:q`` holds the same
+members with the same expiry while leased (``stats`` counts the live ones as running). The job's
+hash keeps its own ``run_after`` (the engine's ``due_at``), its fencing token ``t`` (one more at
+every lease, never reset), its attempts ``a`` (counted by the lease itself), its holder ``o`` and
+the lease's end ``lu``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...job import Job, JobStatus
+from ..lease import Leased, LeaseToken, Lost, Settlement
+from .rows import decode_json, from_us, safe_text, to_us
+from .scripts import Scripts
+
+__all__ = ["RedisLeaseStore"]
+
+_RUNNING = JobStatus.RUNNING
+_NEW = JobStatus.NEW
+_PROCESSED = JobStatus.PROCESSED
+
+
+class RedisLeaseStore:
+    """The lease engine's store calls over the backend's scripts; ``origin`` names this client in
+    the wake-ups it publishes (its own listener lets them go)."""
+
+    def __init__(self, scripts: Scripts, origin: str) -> None:
+        self._scripts = scripts
+        self._origin = origin
+
+    def close(self) -> None:
+        """Nothing of its own: the backend closes the connection pool."""
+
+    def fetch(self, queue: str, limit: int, lease: float, owner: str) -> tuple[list[Leased], float | None, bool]:
+        """Lease up to ``limit`` due jobs of ``queue`` in one script call (fetch.lua)."""
+        reply = self._scripts.run(
+            "fetch", [queue, owner, limit, int(lease * 1_000_000)], f"leasing jobs of queue {queue!r}"
+        )
+        if len(reply) == 1:
+            head = reply[0]
+            return [], (None if head == "" else max(0.0, int(head) / 1_000_000)), False
+        leased: list[Leased] = []
+        running = _RUNNING
+        for i in range(1, len(reply), 11):
+            job_id, token, attempts, ran_at, fp, payload, run_after, deadline, max_retries, retries, error = reply[
+                i : i + 11
+            ]
+            due_at = from_us(run_after)
+            assert due_at is not None
+            job = Job(
+                queue=queue,
+                payload=decode_json(payload),
+                run_after=due_at,
+                deadline=from_us(deadline),
+                max_retries=None if max_retries is None else int(max_retries),
+                fingerprint=fp,
+                id=job_id,
+                status=running,
+                retries=int(retries),
+                attempts=int(attempts),
+                error=error,
+                ran_at=from_us(ran_at),
+            )
+            leased.append((job, job_id, int(token), due_at, False))
+        return leased, None, False
+
+    def settle_many(self, batch: list[Settlement]) -> set[Any]:
+        """Write ``batch``'s outcomes in one script call (settle.lua), each fenced by its token."""
+        args: list[Any] = [self._origin]
+        processed, new = _PROCESSED, _NEW
+        for pending in batch:
+            lease, outcome = pending.lease, pending.outcome
+            status = outcome.status
+            if status is processed:
+                args += (lease.job_id, lease.queue, lease.token, "processed", "", "", "")
+                continue
+            error = "" if outcome.error is None else "=" + safe_text(outcome.error)
+            if status is new:
+                run_after = "" if outcome.run_after is None else to_us(outcome.run_after)
+                retries = "" if outcome.retries is None else outcome.retries
+                args += (lease.job_id, lease.queue, lease.token, "new", error, run_after, retries)
+            else:
+                args += (lease.job_id, lease.queue, lease.token, status.value, error, "", "")
+        written = self._scripts.run("settle", args, f"writing the outcomes of {len(batch)} jobs")
+        return set(written)
+
+    def renew(self, leases: list[LeaseToken], lease: float) -> list[Lost]:
+        """Renew the leases past a third of their time in one script call (renew.lua); the lost ones."""
+        micros = int(lease * 1_000_000)
+        args: list[Any] = [micros, micros * 2 // 3]
+        for held in leases:
+            args += (held.job_id, held.queue, held.token)
+        reply = self._scripts.run("renew", args, "renewing leases")
+        return [(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
+
+    def give_back(self, leases: list[LeaseToken]) -> None:
+        """Put unstarted leased jobs back in one script call (give_back.lua)."""
+        args: list[Any] = [self._origin]
+        for held in leases:
+            args += (held.job_id, held.queue, held.token)
+        self._scripts.run("give_back", args, "putting unstarted leased jobs back")

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-
 #: The database number the tests use (the benchmarks flush 11; the tests delete only their prefix).
 REDIS_TEST_DB = 13
 

@@ -1,7 +1,8 @@
 """Backends: where jobs are stored. ``Backend`` is the contract; subclass it to add a store.
 
 ``MemoryBackend`` needs nothing installed. ``PostgresBackend`` needs the ``postgres`` extra
-(``pip install neoq[postgres]``), ``RedisBackend`` the ``redis`` extra; each is imported on first use, so ``import neoq`` works without it.
+(``pip install neoq[postgres]``), ``RedisBackend`` the ``redis`` extra; each is imported on first
+use, so ``import neoq`` works without them.
 What a store offers beyond the contract is ``Backend.capabilities`` (names in ``capabilities``);
 ``neoq.new(url)`` finds a backend by the URL's scheme among the ``neoq.backends`` entry points
 (``registry``), so a package outside neoq can add one.

@@ -29,7 +29,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -37,16 +37,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ...clock import Clock
-from ...defaults import MIN_TICK_RETENTION
-from ...errors import BackendConnectionError, BackendError, ConfigurationError, DuplicateJobError, JobNotFoundError
+from ...errors import BackendConnectionError, BackendError, ConfigurationError, DuplicateJobError
 from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import NOTIFY, SHARED
 from ..lease import LeaseEngine, LeaseToken
+from .inspection import Inspection, check_durability
 from .listener import Listener
-from .rows import ROW_WIDTH, job_args, job_from_row, to_us
+from .rows import job_args, to_us
 from .scripts import Scripts, wrap_error
 from .settings import RedisOptions, RedisSettings, parse_settings
 from .store import RedisLeaseStore
@@ -60,12 +60,6 @@ logger = logging.getLogger("neoq.backends.redis")
 
 _NOT_OPEN = "the Redis backend is not open (call open(), or use neoq.new())"
 
-#: The most jobs one prune call deletes (each call blocks the server while it runs).
-_PRUNE_BATCH = 500
-
-#: Eviction policies that may delete jobs (``volatile-*`` touch only keys with a TTL: neoq sets none).
-_EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
-
 _NOTHING: Look[Claim] = Look()
 
 
@@ -77,6 +71,7 @@ class _Open:
         self.client = client
         self.scripts = scripts
         self.origin = origin
+        self.inspection = Inspection(scripts, client, scripts.settings, origin)
         self.listener: Listener | None = None
         self.engine: LeaseEngine | None = None
 
@@ -155,15 +150,13 @@ class RedisBackend(Backend):
                     client_name="neoq",
                 )
             except (ValueError, TypeError) as exc:
-                raise ConfigurationError(
-                    f"the Redis url {s.safe_url} cannot be used ({s.scrub(str(exc))})"
-                ) from None
+                raise ConfigurationError(f"the Redis url {s.safe_url} cannot be used ({s.scrub(str(exc))})") from None
             client = redis.Redis(connection_pool=pool)
             try:
                 client.ping()
                 scripts = Scripts(client, s)
                 if s.check_config:
-                    _check_durability(client, s.safe_url)
+                    check_durability(client, s.safe_url)
             except redis.RedisError as exc:
                 pool.disconnect()
                 raise wrap_error(s, exc, "connecting") from exc
@@ -335,111 +328,29 @@ class RedisBackend(Backend):
         if isinstance(lease, LeaseToken):
             lease.engine.release(claim)
 
-    # -- inspecting and managing ---------------------------------------------------------
+    # -- inspecting and managing (inspection.py) -----------------------------------------
 
-    def _read(self, args: list[Any], doing: str) -> list[Job]:
-        reply = self._ready().scripts.run("read", args, doing)
-        return [job_from_row(reply[i : i + ROW_WIDTH]) for i in range(0, len(reply), ROW_WIDTH)]
+    def _inspect(self) -> Inspection:
+        """The managing calls, after the outcomes this client settled were written (reads see them)."""
+        return self._ready().inspection
 
     def get_job(self, job_id: str) -> Job | None:
-        if not _is_id(job_id):
-            return None
-        jobs = self._read([job_id, "", "", 0], "reading a job")
-        return jobs[0] if jobs else None
+        return self._inspect().get_job(job_id)
 
     def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
-        if limit <= 0:
-            return []
-        args = ["", queue or "", "" if status is None else status.value, limit]
-        return self._read(args, "listing jobs")
+        return self._inspect().list_jobs(queue, status, limit)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        reply = self._ready().scripts.run("stats", [], "reading the stats")
-        out: dict[str, dict[str, int]] = {}
-        for i in range(0, len(reply), 6):
-            queue, new, running, processed, failed, cancelled = reply[i : i + 6]
-            counts = {"new": new, "running": running, "processed": processed, "failed": failed, "cancelled": cancelled}
-            if any(counts.values()):
-                out[queue] = counts
-        return dict(sorted(out.items()))
+        return self._inspect().stats()
 
     def retry_job(self, job_id: str) -> None:
-        opened = self._ready()
-        key = _job_key(job_id)
-        reply = opened.scripts.run("retry", [opened.origin, key], "retrying a job")
-        if reply[0] == "missing":
-            raise JobNotFoundError(f"no job has id {job_id!r}")
-        if reply[0] == "dup":
-            raise DuplicateJobError(
-                f"job {job_id} cannot run again: job {reply[1]} with the same fingerprint is waiting or running",
-                str(reply[1]),
-            )
-        if reply[0] == "ok":
-            self._signal(None)
+        self._inspect().retry_job(job_id, self._signal)
 
     def cancel_job(self, job_id: str) -> None:
-        opened = self._ready()
-        reply = opened.scripts.run("cancel", [_job_key(job_id)], "cancelling a job")
-        if reply == "missing":
-            raise JobNotFoundError(f"no job has id {job_id!r}")
+        self._inspect().cancel_job(job_id)
 
     def last_tick(self, key: str) -> datetime | None:
-        opened = self._ready()
-        try:
-            last = opened.client.zrange(self._settings.key(f"ticks:{key}"), -1, -1)
-        except redis.RedisError as exc:
-            raise wrap_error(self._settings, exc, "reading the last cron tick") from exc
-        return None if not last else datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(last[0]))
+        return self._inspect().last_tick(key)
 
     def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
-        opened = self._ready()
-        cutoffs = [older_than.get(status) for status in (JobStatus.PROCESSED, JobStatus.FAILED, JobStatus.CANCELLED)]
-        given = [cutoff for cutoff in cutoffs if cutoff is not None]
-        tick_cut = ""
-        if given:
-            floor = datetime.now(timezone.utc) - timedelta(seconds=MIN_TICK_RETENTION)
-            tick_cut = str(to_us(min(min(given), floor)))
-        args = ["" if cutoff is None else to_us(cutoff) for cutoff in cutoffs]
-        deleted = 0
-        while deleted < limit:
-            batch = min(_PRUNE_BATCH, limit - deleted)
-            count = int(opened.scripts.run("prune", [batch, *args, tick_cut], "pruning jobs"))
-            tick_cut = ""  # once per prune
-            deleted += count
-            if count < batch:
-                break
-        return deleted
-
-
-def _is_id(job_id: object) -> bool:
-    """Whether ``job_id`` is written as this backend writes ids (1, 2, ...: no sign, no leading 0)."""
-    return isinstance(job_id, str) and 0 < len(job_id) <= 15 and job_id.isascii() and job_id.isdigit() and job_id[0] != "0"
-
-
-def _job_key(job_id: str) -> str:
-    if not _is_id(job_id):
-        raise JobNotFoundError(f"no job has id {job_id!r}")
-    return job_id
-
-
-def _check_durability(client: redis.Redis, safe_url: str) -> None:
-    """Warn when the server may lose jobs: no AOF, or an eviction policy that may delete keys."""
-    try:
-        appendonly = client.config_get("appendonly").get("appendonly")
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
-    except redis.ResponseError:
-        logger.debug("neoq: CONFIG GET is not allowed on %s; its durability settings are not checked", safe_url)
-        return
-    if appendonly == "no":
-        logger.warning(
-            "neoq: Redis at %s has appendonly off: jobs accepted since its last snapshot are lost if it "
-            "stops uncleanly (docs/redis.md: turn on appendonly)",
-            safe_url,
-        )
-    if policy in _EVICTING:
-        logger.warning(
-            "neoq: Redis at %s has maxmemory-policy %s: it may evict jobs when memory runs short "
-            "(docs/redis.md: use noeviction)",
-            safe_url,
-            policy,
-        )
+        return self._inspect().prune(older_than, limit)

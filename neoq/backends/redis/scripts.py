@@ -55,7 +55,7 @@ class Scripts:
     """The scripts, registered on one client; ``run`` calls one and wraps the driver's errors."""
 
     def __init__(self, client: redis.Redis, settings: RedisSettings) -> None:
-        self._settings = settings
+        self.settings = settings
         self._keys = [settings.key("seq")]
         self._namespace = settings.namespace
         self._scripts = {name: client.register_script(source) for name, source in _SOURCES.items()}
@@ -65,4 +65,4 @@ class Scripts:
         try:
             return self._scripts[name](keys=self._keys, args=[self._namespace, *args])
         except redis.RedisError as exc:
-            raise wrap_error(self._settings, exc, doing) from exc
+            raise wrap_error(self.settings, exc, doing) from exc

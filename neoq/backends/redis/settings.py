@@ -94,9 +94,7 @@ def parse_settings(
 ) -> RedisSettings:
     """Validate ``url`` and the options; ``ConfigurationError`` naming what to fix (never the password)."""
     if not isinstance(url, str) or url_scheme(url) not in SCHEMES:
-        raise ConfigurationError(
-            f"a Redis url starts with redis://, rediss:// or unix://, not {redact_url(url)!r}"
-        )
+        raise ConfigurationError(f"a Redis url starts with redis://, rediss:// or unix://, not {redact_url(url)!r}")
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     kept = [(name, value) for name, value in query if name != "prefix"]

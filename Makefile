@@ -30,8 +30,8 @@ demo: $(CORE_STAMP) ## run a worker on the in-memory backend and print what it d
 test: $(STAMP) ## run the whole test suite (PostgreSQL included) with coverage
 	$(PY) -m pytest --cov=neoq --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## run the tests that need no PostgreSQL
-	$(PY) -m pytest -m "not postgres and not slow" $(PYTEST_ARGS)
+test-fast: $(STAMP) ## run the tests that need no PostgreSQL and no Redis
+	$(PY) -m pytest -m "not postgres and not redis and not slow" $(PYTEST_ARGS)
 
 chaos: $(STAMP) ## the fault suite at full size: SIGKILLed workers, database restarts, lost wake-ups, poison jobs
 	NEOQ_CHAOS=full $(PY) -m pytest -s tests/chaos --ignore=tests/chaos/test_chaos_soak.py $(PYTEST_ARGS)

@@ -45,6 +45,8 @@ def _answers(url: str) -> bool:
             return bool(client.ping())
         finally:
             client.close()
+    except (redis.AuthenticationError, redis.ResponseError):
+        return True  # it answers: it wants a password
     except redis.RedisError:
         return False
 

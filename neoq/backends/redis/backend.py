@@ -137,6 +137,7 @@ class RedisBackend(Backend):
         with self._lock:
             if self._open is not None:
                 return
+            origin = secrets.token_hex(6)
             try:
                 pool = redis.ConnectionPool.from_url(
                     s.url,
@@ -147,7 +148,8 @@ class RedisBackend(Backend):
                     # No retry by the driver: a script whose reply was lost may have run, and
                     # running it again is not harmless (the engine and the claim loops retry).
                     retry=Retry(NoBackoff(), 0),
-                    client_name="neoq",
+                    # CLIENT LIST tells this client's connections (the wake-up one included).
+                    client_name=f"neoq-{origin}",
                 )
             except (ValueError, TypeError) as exc:
                 raise ConfigurationError(f"the Redis url {s.safe_url} cannot be used ({s.scrub(str(exc))})") from None
@@ -160,7 +162,7 @@ class RedisBackend(Backend):
             except redis.RedisError as exc:
                 pool.disconnect()
                 raise wrap_error(s, exc, "connecting") from exc
-            self._open = _Open(pool, client, scripts, secrets.token_hex(6))
+            self._open = _Open(pool, client, scripts, origin)
 
     def close(self) -> None:
         """Write the outcomes waiting, stop the listener and the lease engine, close every connection."""

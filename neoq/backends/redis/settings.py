@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypedDict
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from ...defaults import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEASE_DURATION
 from ...errors import ConfigurationError
@@ -128,7 +128,8 @@ def parse_settings(
     for name, value in query:
         if "password" in name.lower() and value:
             secrets.update({value, unquote(value)})
-    clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
+    # urlunsplit would drop the empty host of unix:///path: keep what precedes the query as written.
+    clean = url.split("?", 1)[0] + (f"?{urlencode(kept)}" if kept else "")
     return RedisSettings(
         url=clean,
         safe_url=redact_url(url),

@@ -65,7 +65,7 @@ def test_every_key_starts_with_the_prefix_and_shares_one_hash_tag(redis_db_url: 
             wait_for(lambda: "tick" in nq.stats(), 10)
         client = redis.Redis.from_url(redis_db_url, decode_responses=True)
         try:
-            keys = [key for key in client.scan_iter(match=f"*{tag}*", count=1000)]
+            keys = list(client.scan_iter(match=f"*{tag}*", count=1000))
         finally:
             client.close()
         assert keys

@@ -16,7 +16,9 @@ redis.call('HSET', key, 's', 'cancelled', 'fa', int(now))
 redis.call('HDEL', key, 'o', 'lu')
 redis.call('ZREM', P .. 'due:' .. q, m)
 redis.call('ZREM', P .. 'lease:' .. q, m)
-finish(id, q, h[3], 'cancelled', now)
+local done = {}
+add_done(done, q, 'cancelled', id, h[3])
+finish_all(done, now)
 if h[4] and tonumber(h[4]) > now then
     return 'running'
 end

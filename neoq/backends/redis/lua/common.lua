@@ -25,8 +25,16 @@ local function job_key(id)
     return P .. 'job:' .. id
 end
 
+-- Run one command over a long list of arguments, at most 1,000 at a time (unpack's limit).
+local function chunked(command, key, list)
+    for i = 1, #list, 1000 do
+        redis.call(command, key, unpack(list, i, math.min(i + 999, #list)))
+    end
+end
+
 -- The job's fields as the backend reads them (rows.py), its status as a reader sees it: a
--- waiting job whose lease is live is "running".
+-- waiting job whose lease is live is "running". A job never leased has no retries, attempts or
+-- token fields yet: they read as 0.
 local FIELDS = {'q', 'f', 'p', 's', 'ra', 'dl', 'mr', 'r', 'a', 'e', 'ca', 'rn', 'fa', 'lu'}
 local function row(id, now, out)
     local h = redis.call('HMGET', job_key(id), unpack(FIELDS))
@@ -36,6 +44,8 @@ local function row(id, now, out)
     if h[4] == 'new' and h[14] and tonumber(h[14]) > now then
         h[4] = 'running'
     end
+    h[8] = h[8] or '0'
+    h[9] = h[9] or '0'
     out[#out + 1] = id
     for i = 1, 13 do
         out[#out + 1] = h[i]
@@ -44,64 +54,117 @@ local function row(id, now, out)
 end
 
 -- Store the jobs of ARGV[first ...], 6 values each (queue, fingerprint, payload, run_after or "",
--- deadline or "", max_retries or ""), all or none. Returns {'ok', ids...} or {'dup', index, id}.
+-- deadline or "", max_retries or ""), all or none. Returns {'ok', ids...} or {'dup', index, id}
+-- (id '' for a duplicate within the batch). One HSET a job; the rest is one call per queue.
 local function enqueue_jobs(now, origin, first)
     local n = (#ARGV - first + 1) / 6
-    local seen = {}
+    local groups, order = {}, {}
     for i = 0, n - 1 do
-        local b = first + i * 6
-        local q, f = ARGV[b], ARGV[b + 1]
-        local k = q .. '\0' .. f
-        if seen[k] then
-            return {'dup', tostring(i), seen[k]}
+        local q = ARGV[first + i * 6]
+        local g = groups[q]
+        if not g then
+            g = {}
+            groups[q] = g
+            order[#order + 1] = q
         end
-        local other = redis.call('HGET', P .. 'fp:' .. q, f)
-        if other then
-            return {'dup', tostring(i), other}
+        g[#g + 1] = i
+    end
+    for _, q in ipairs(order) do
+        local g, seen = groups[q], {}
+        for c = 1, #g, 1000 do
+            local fps = {}
+            for k = c, math.min(c + 999, #g) do
+                fps[#fps + 1] = ARGV[first + g[k] * 6 + 1]
+            end
+            local found = redis.call('HMGET', P .. 'fp:' .. q, unpack(fps))
+            for k = 1, #fps do
+                local i = g[c + k - 1]
+                if found[k] then
+                    return {'dup', tostring(i), found[k]}
+                end
+                if seen[fps[k]] then
+                    return {'dup', tostring(i), ''}
+                end
+                seen[fps[k]] = true
+            end
         end
-        seen[k] = ''
+    end
+    local base = redis.call('INCRBY', P .. 'seq', n) - n
+    local created = int(now)
+    for _, q in ipairs(order) do
+        local due, fps, index = {}, {}, {}
+        for _, i in ipairs(groups[q]) do
+            local b = first + i * 6
+            local id = int(base + i + 1)
+            local ra = ARGV[b + 3]
+            if ra == '' then
+                ra = created
+            end
+            local fields = {'q', q, 'f', ARGV[b + 1], 'p', ARGV[b + 2], 's', 'new', 'ra', ra, 'ca', created}
+            if ARGV[b + 4] ~= '' then
+                fields[13] = 'dl'
+                fields[14] = ARGV[b + 4]
+            end
+            if ARGV[b + 5] ~= '' then
+                fields[#fields + 1] = 'mr'
+                fields[#fields + 1] = ARGV[b + 5]
+            end
+            redis.call('HSET', job_key(id), unpack(fields))
+            due[#due + 1] = ra
+            due[#due + 1] = member(id)
+            fps[#fps + 1] = ARGV[b + 1]
+            fps[#fps + 1] = id
+            index[#index + 1] = id
+            index[#index + 1] = id
+        end
+        chunked('ZADD', P .. 'due:' .. q, due)
+        chunked('HSET', P .. 'fp:' .. q, fps)
+        chunked('ZADD', P .. 'jobs:' .. q, index)
+        chunked('ZADD', P .. 'jobs', index)
+        redis.call('HINCRBY', P .. 'count:' .. q, 'new', #groups[q])
+        redis.call('SADD', P .. 'queues', q)
+        redis.call('PUBLISH', P .. 'wake', 'q:' .. origin .. ':' .. q)
     end
     local out = {'ok'}
-    local wake = {}
-    local created = int(now)
-    for i = 0, n - 1 do
-        local b = first + i * 6
-        local q, f, ra = ARGV[b], ARGV[b + 1], ARGV[b + 3]
-        local id = tostring(redis.call('INCR', P .. 'seq'))
-        if ra == '' then
-            ra = created
-        end
-        local key = job_key(id)
-        redis.call('HSET', key, 'q', q, 'f', f, 'p', ARGV[b + 2], 's', 'new', 'ra', ra, 'r', 0, 'a', 0, 't', 0,
-            'ca', created)
-        if ARGV[b + 4] ~= '' then
-            redis.call('HSET', key, 'dl', ARGV[b + 4])
-        end
-        if ARGV[b + 5] ~= '' then
-            redis.call('HSET', key, 'mr', ARGV[b + 5])
-        end
-        redis.call('ZADD', P .. 'due:' .. q, ra, member(id))
-        redis.call('HSET', P .. 'fp:' .. q, f, id)
-        redis.call('ZADD', P .. 'jobs', id, id)
-        redis.call('ZADD', P .. 'jobs:' .. q, id, id)
-        redis.call('HINCRBY', P .. 'count:' .. q, 'new', 1)
-        if not wake[q] then
-            wake[q] = true
-            redis.call('SADD', P .. 'queues', q)
-            redis.call('PUBLISH', P .. 'wake', 'q:' .. origin .. ':' .. q)
-        end
-        out[#out + 1] = id
+    for i = 1, n do
+        out[i + 1] = int(base + i)
     end
     return out
 end
 
--- A job leaves the waiting: its fingerprint is free, its counters move, it is indexed as finished.
-local function finish(id, q, f, status, now)
-    local fps = P .. 'fp:' .. q
-    if redis.call('HGET', fps, f) == id then
-        redis.call('HDEL', fps, f)
+-- Jobs that left the waiting, by queue and status (settle, cancel): their fingerprints are free,
+-- their counters move, they are indexed as finished. ``done[q][status]`` lists {id, fingerprint}.
+local function finish_all(done, now)
+    local stamp = int(now)
+    for q, statuses in pairs(done) do
+        local fps = {}
+        for status, jobs in pairs(statuses) do
+            local index = {}
+            for _, job in ipairs(jobs) do
+                fps[#fps + 1] = job[2]
+                index[#index + 1] = stamp
+                index[#index + 1] = job[1]
+            end
+            chunked('ZADD', P .. 'done:' .. status, index)
+            redis.call('HINCRBY', P .. 'count:' .. q, 'new', -#jobs)
+            redis.call('HINCRBY', P .. 'count:' .. q, status, #jobs)
+        end
+        -- While a job waits or runs, its queue's fingerprint maps to it (enqueue and retry_job
+        -- refuse a second one), so a job that finishes frees its fingerprint.
+        chunked('HDEL', P .. 'fp:' .. q, fps)
     end
-    redis.call('HINCRBY', P .. 'count:' .. q, 'new', -1)
-    redis.call('HINCRBY', P .. 'count:' .. q, status, 1)
-    redis.call('ZADD', P .. 'done:' .. status, int(now), id)
+end
+
+local function add_done(done, q, status, id, f)
+    local statuses = done[q]
+    if not statuses then
+        statuses = {}
+        done[q] = statuses
+    end
+    local jobs = statuses[status]
+    if not jobs then
+        jobs = {}
+        statuses[status] = jobs
+    end
+    jobs[#jobs + 1] = {id, f}
 end

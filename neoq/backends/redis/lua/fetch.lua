@@ -16,26 +16,35 @@ end
 local out = {''}
 local expiry = int(now + tonumber(ARGV[5]))
 local ran = int(now)
-local leases = P .. 'lease:' .. q
+local leased, gone = {}, {}
 for _, m in ipairs(picked) do
-    local id = tostring(tonumber(m))
+    local id = int(tonumber(m))
     local key = job_key(id)
-    if redis.call('EXISTS', key) == 0 then
-        redis.call('ZREM', due, m)  -- never left behind, but a due set must not stall on one
+    local h = redis.call('HMGET', key, 't', 'a', 'f', 'p', 'ra', 'dl', 'mr', 'r', 'e')
+    if not h[3] then
+        gone[#gone + 1] = m  -- never left behind, but a due set must not stall on one
     else
-        local token = redis.call('HINCRBY', key, 't', 1)
-        local attempts = redis.call('HINCRBY', key, 'a', 1)
-        redis.call('HSET', key, 'rn', ran, 'o', ARGV[3], 'lu', expiry)
-        redis.call('ZADD', due, expiry, m)
-        redis.call('ZADD', leases, expiry, m)
-        local h = redis.call('HMGET', key, 'f', 'p', 'ra', 'dl', 'mr', 'r', 'e')
+        local token = int((tonumber(h[1]) or 0) + 1)
+        local attempts = int((tonumber(h[2]) or 0) + 1)
+        redis.call('HSET', key, 't', token, 'a', attempts, 'rn', ran, 'o', ARGV[3], 'lu', expiry)
+        leased[#leased + 1] = expiry
+        leased[#leased + 1] = m
         out[#out + 1] = id
         out[#out + 1] = token
         out[#out + 1] = attempts
         out[#out + 1] = ran
-        for i = 1, 7 do
+        for i = 3, 7 do
             out[#out + 1] = h[i]
         end
+        out[#out + 1] = h[8] or '0'
+        out[#out + 1] = h[9]
     end
+end
+if #gone > 0 then
+    chunked('ZREM', due, gone)
+end
+if #leased > 0 then
+    chunked('ZADD', due, leased)
+    chunked('ZADD', P .. 'lease:' .. q, leased)
 end
 return out

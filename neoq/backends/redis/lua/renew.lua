@@ -8,7 +8,7 @@ for b = 4, #ARGV, 3 do
     local id, q, token = ARGV[b], ARGV[b + 1], ARGV[b + 2]
     local key = job_key(id)
     local h = redis.call('HMGET', key, 't', 's', 'lu')
-    if not h[1] then
+    if not h[2] then
         lost[#lost + 1] = id
         lost[#lost + 1] = false
     elseif h[1] ~= token or h[2] ~= 'new' or not h[3] then

@@ -46,7 +46,7 @@ from ..capabilities import NOTIFY, SHARED
 from ..lease import LeaseEngine, LeaseToken
 from .inspection import Inspection, check_durability
 from .listener import Listener
-from .rows import job_args, to_us
+from .rows import jobs_text, to_us
 from .scripts import Scripts, wrap_error
 from .settings import RedisOptions, RedisSettings, parse_settings
 from .store import RedisLeaseStore
@@ -210,11 +210,8 @@ class RedisBackend(Backend):
 
     def _enqueue(self, prepared: list[tuple[Job, str]]) -> list[str]:
         opened = self._ready()
-        args: list[Any] = [opened.origin]
-        for job, text in prepared:
-            args += job_args(job, text)
         what = "enqueueing a job" if len(prepared) == 1 else f"enqueueing {len(prepared)} jobs"
-        reply = opened.scripts.run("enqueue", args, what)
+        reply = opened.scripts.run("enqueue", [opened.origin, jobs_text(prepared)], what)
         ids = self._stored(reply, prepared)
         self._wake(prepared)
         return ids
@@ -229,19 +226,23 @@ class RedisBackend(Backend):
                 + (f" (job {existing})" if existing else " (in the same batch)"),
                 existing,
             )
-        return [str(job_id) for job_id in reply[1:]]
+        first = int(reply[1])
+        return [str(job_id) for job_id in range(first, first + int(reply[2]))]
 
     def _wake(self, prepared: list[tuple[Job, str]]) -> None:
         waiting = self._waiting
         if waiting is None:
             return
-        now = datetime.now(timezone.utc)
+        now: datetime | None = None
         woken: set[str] = set()
         for job, _ in prepared:
-            queue = job.queue
-            if job.run_after is not None and job.run_after > now:
-                waiting.due(queue, (job.run_after - now).total_seconds())
-            elif queue not in woken:
+            queue, run_after = job.queue, job.run_after
+            if run_after is not None:
+                now = now or datetime.now(timezone.utc)
+                if run_after > now:
+                    waiting.due(queue, (run_after - now).total_seconds())
+                    continue
+            if queue not in woken:
                 woken.add(queue)
                 waiting.signal(queue)
 
@@ -250,7 +251,7 @@ class RedisBackend(Backend):
 
         opened = self._ready()
         text = encode_payload(job.payload)
-        args: list[Any] = [opened.origin, key, to_us(tick), *job_args(job, text)]
+        args: list[Any] = [opened.origin, key, to_us(tick), jobs_text([(job, text)])]
         reply = opened.scripts.run("tick", args, "enqueueing a cron tick")
         if reply[0] == "seen":
             return None

@@ -10,7 +10,7 @@ from typing import Any
 
 from ...job import Job, JobStatus
 
-__all__ = ["ROW_WIDTH", "decode_json", "from_us", "job_args", "job_from_row", "safe_text", "to_us"]
+__all__ = ["ROW_WIDTH", "decode_json", "from_us", "job_from_row", "jobs_text", "safe_text", "to_us"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
@@ -44,17 +44,27 @@ def safe_text(text: str) -> str:
     return text
 
 
-def job_args(job: Job, payload: str) -> list[Any]:
-    """The 6 values enqueue_jobs (common.lua) takes for ``job``."""
-    run_after, deadline = job.run_after, job.deadline
-    return [
-        job.queue,
-        job.fingerprint,
-        payload,
-        "" if run_after is None else to_us(run_after),
-        "" if deadline is None else to_us(deadline),
-        "" if job.max_retries is None else job.max_retries,
-    ]
+_encode_jobs = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def jobs_text(prepared: Sequence[tuple[Job, str]]) -> str:
+    """The JSON array enqueue_jobs (common.lua) takes: one array of 6 strings a job (queue,
+    fingerprint, payload text, run_after, deadline, max_retries; "" for none). One argument for
+    the whole batch: Lua's cjson decodes it faster than redis-py sends thousands of arguments."""
+    rows = []
+    for job, payload in prepared:
+        run_after, deadline, max_retries = job.run_after, job.deadline, job.max_retries
+        rows.append(
+            [
+                job.queue,
+                job.fingerprint,
+                payload,
+                "" if run_after is None else str(to_us(run_after)),
+                "" if deadline is None else str(to_us(deadline)),
+                "" if max_retries is None else str(max_retries),
+            ]
+        )
+    return _encode_jobs(rows)
 
 
 def job_from_row(row: Sequence[Any]) -> Job:

@@ -53,14 +53,16 @@ local function row(id, now, out)
     return true
 end
 
--- Store the jobs of ARGV[first ...], 6 values each (queue, fingerprint, payload, run_after or "",
--- deadline or "", max_retries or ""), all or none. Returns {'ok', ids...} or {'dup', index, id}
--- (id '' for a duplicate within the batch). One HSET a job; the rest is one call per queue.
-local function enqueue_jobs(now, origin, first)
-    local n = (#ARGV - first + 1) / 6
+-- Store the jobs of ``jobs`` (a JSON array: one [queue, fingerprint, payload text, run_after or
+-- "", deadline or "", max_retries or ""] a job), all or none. Returns {'ok', first id, count}: the
+-- ids are consecutive. A duplicate: {'dup', index, id} (id '' for one within the batch). One HSET
+-- a job; the rest is one call per queue.
+local function enqueue_jobs(now, origin, jobs)
+    jobs = cjson.decode(jobs)
+    local n = #jobs
     local groups, order = {}, {}
-    for i = 0, n - 1 do
-        local q = ARGV[first + i * 6]
+    for i = 1, n do
+        local q = jobs[i][1]
         local g = groups[q]
         if not g then
             g = {}
@@ -74,16 +76,16 @@ local function enqueue_jobs(now, origin, first)
         for c = 1, #g, 1000 do
             local fps = {}
             for k = c, math.min(c + 999, #g) do
-                fps[#fps + 1] = ARGV[first + g[k] * 6 + 1]
+                fps[#fps + 1] = jobs[g[k]][2]
             end
             local found = redis.call('HMGET', P .. 'fp:' .. q, unpack(fps))
             for k = 1, #fps do
                 local i = g[c + k - 1]
                 if found[k] then
-                    return {'dup', tostring(i), found[k]}
+                    return {'dup', tostring(i - 1), found[k]}
                 end
                 if seen[fps[k]] then
-                    return {'dup', tostring(i), ''}
+                    return {'dup', tostring(i - 1), ''}
                 end
                 seen[fps[k]] = true
             end
@@ -92,27 +94,28 @@ local function enqueue_jobs(now, origin, first)
     local base = redis.call('INCRBY', P .. 'seq', n) - n
     local created = int(now)
     for _, q in ipairs(order) do
+        local g = groups[q]
         local due, fps, index = {}, {}, {}
-        for _, i in ipairs(groups[q]) do
-            local b = first + i * 6
-            local id = int(base + i + 1)
-            local ra = ARGV[b + 3]
+        for _, i in ipairs(g) do
+            local job = jobs[i]
+            local id = int(base + i)
+            local ra = job[4]
             if ra == '' then
                 ra = created
             end
-            local fields = {'q', q, 'f', ARGV[b + 1], 'p', ARGV[b + 2], 's', 'new', 'ra', ra, 'ca', created}
-            if ARGV[b + 4] ~= '' then
+            local fields = {'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created}
+            if job[5] ~= '' then
                 fields[13] = 'dl'
-                fields[14] = ARGV[b + 4]
+                fields[14] = job[5]
             end
-            if ARGV[b + 5] ~= '' then
+            if job[6] ~= '' then
                 fields[#fields + 1] = 'mr'
-                fields[#fields + 1] = ARGV[b + 5]
+                fields[#fields + 1] = job[6]
             end
             redis.call('HSET', job_key(id), unpack(fields))
             due[#due + 1] = ra
             due[#due + 1] = member(id)
-            fps[#fps + 1] = ARGV[b + 1]
+            fps[#fps + 1] = job[2]
             fps[#fps + 1] = id
             index[#index + 1] = id
             index[#index + 1] = id
@@ -120,16 +123,12 @@ local function enqueue_jobs(now, origin, first)
         chunked('ZADD', P .. 'due:' .. q, due)
         chunked('HSET', P .. 'fp:' .. q, fps)
         chunked('ZADD', P .. 'jobs:' .. q, index)
-        chunked('ZADD', P .. 'jobs', index)
-        redis.call('HINCRBY', P .. 'count:' .. q, 'new', #groups[q])
-        redis.call('SADD', P .. 'queues', q)
+        if redis.call('HINCRBY', P .. 'count:' .. q, 'new', #g) == #g then
+            redis.call('SADD', P .. 'queues', q)  -- the queue's first jobs (or first since it was empty)
+        end
         redis.call('PUBLISH', P .. 'wake', 'q:' .. origin .. ':' .. q)
     end
-    local out = {'ok'}
-    for i = 1, n do
-        out[i + 1] = int(base + i)
-    end
-    return out
+    return {'ok', int(base + 1), n}
 end
 
 -- Jobs that left the waiting, by queue and status (settle, cancel): their fingerprints are free,

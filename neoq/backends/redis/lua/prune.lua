@@ -15,7 +15,6 @@ for i, status in ipairs(statuses) do
             redis.call('ZREM', done, id)
             if q then
                 redis.call('DEL', key)
-                redis.call('ZREM', P .. 'jobs', id)
                 redis.call('ZREM', P .. 'jobs:' .. q, id)
                 redis.call('HINCRBY', P .. 'count:' .. q, status, -1)
             end

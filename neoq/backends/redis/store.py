@@ -11,16 +11,20 @@ the lease's end ``lu``.
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ...job import Job, JobStatus
 from ..lease import Leased, LeaseToken, Lost, Settlement
-from .rows import decode_json, from_us, safe_text, to_us
+from .rows import decode_json, safe_text, to_us
 from .scripts import Scripts
 
 __all__ = ["RedisLeaseStore"]
 
 _RUNNING = JobStatus.RUNNING
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _NEW = JobStatus.NEW
 _PROCESSED = JobStatus.PROCESSED
 
@@ -46,47 +50,49 @@ class RedisLeaseStore:
             return [], (None if head == "" else max(0.0, int(head) / 1_000_000)), False
         leased: list[Leased] = []
         running = _RUNNING
-        for i in range(1, len(reply), 11):
-            job_id, token, attempts, ran_at, fp, payload, run_after, deadline, max_retries, retries, error = reply[
-                i : i + 11
-            ]
-            due_at = from_us(run_after)
-            assert due_at is not None
+        for row in decode_json(reply[1]):
+            job_id, token, attempts, ran_at, fp, payload, run_after, deadline, max_retries, retries, error, created = (
+                row
+            )
+            due_at = _EPOCH + timedelta(microseconds=run_after)
             job = Job(
                 queue=queue,
-                payload=decode_json(payload),
+                payload=payload,
                 run_after=due_at,
-                deadline=from_us(deadline),
-                max_retries=None if max_retries is None else int(max_retries),
+                deadline=None if deadline is None else _EPOCH + timedelta(microseconds=deadline),
+                max_retries=max_retries,
                 fingerprint=fp,
-                id=job_id,
+                id=str(job_id),
                 status=running,
-                retries=int(retries),
-                attempts=int(attempts),
+                retries=retries,
+                attempts=attempts,
                 error=error,
-                ran_at=from_us(ran_at),
+                created_at=_EPOCH + timedelta(microseconds=created),
+                ran_at=_EPOCH + timedelta(microseconds=ran_at),
             )
-            leased.append((job, job_id, int(token), due_at, False))
+            leased.append((job, job.id, token, due_at, False))
         return leased, None, False
 
     def settle_many(self, batch: list[Settlement]) -> set[Any]:
         """Write ``batch``'s outcomes in one script call (settle.lua), each fenced by its token."""
-        args: list[Any] = [self._origin]
+        outcomes: list[list[Any]] = []
         processed, new = _PROCESSED, _NEW
         for pending in batch:
             lease, outcome = pending.lease, pending.outcome
             status = outcome.status
             if status is processed:
-                args += (lease.job_id, lease.queue, lease.token, "processed", "", "", "")
+                outcomes.append([lease.job_id, lease.queue, str(lease.token), "processed", "", "", ""])
                 continue
-            error = "" if outcome.error is None else "=" + safe_text(outcome.error)
+            error = "" if outcome.error is None else safe_text(outcome.error)
             if status is new:
-                run_after = "" if outcome.run_after is None else to_us(outcome.run_after)
-                retries = "" if outcome.retries is None else outcome.retries
-                args += (lease.job_id, lease.queue, lease.token, "new", error, run_after, retries)
+                run_after = "" if outcome.run_after is None else str(to_us(outcome.run_after))
+                retries = "" if outcome.retries is None else str(outcome.retries)
+                outcomes.append([lease.job_id, lease.queue, str(lease.token), "new", error, run_after, retries])
             else:
-                args += (lease.job_id, lease.queue, lease.token, status.value, error, "", "")
-        written = self._scripts.run("settle", args, f"writing the outcomes of {len(batch)} jobs")
+                outcomes.append([lease.job_id, lease.queue, str(lease.token), status.value, error, "", ""])
+        written = self._scripts.run(
+            "settle", [self._origin, _encode(outcomes)], f"writing the outcomes of {len(batch)} jobs"
+        )
         return set(written)
 
     def renew(self, leases: list[LeaseToken], lease: float) -> list[Lost]:

@@ -46,6 +46,9 @@ local function row(id, now, out)
     end
     h[8] = h[8] or '0'
     h[9] = h[9] or '0'
+    if h[10] == '' then
+        h[10] = false  -- an error cleared by a settle
+    end
     out[#out + 1] = id
     for i = 1, 13 do
         out[#out + 1] = h[i]

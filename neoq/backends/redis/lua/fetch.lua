@@ -1,7 +1,9 @@
 -- fetch (the lease engine's): lease up to ARGV[4] due jobs of queue ARGV[2] for ARGV[5]
--- microseconds to owner ARGV[3], each one's token and attempts incremented. Returns {'', rows...}
--- (11 values a job: id, token, attempts, ran_at, fingerprint, payload, run_after, deadline,
--- max_retries, retries, error), or, when none is due, {microseconds until the next one, or ''}.
+-- microseconds to owner ARGV[3], each one's token and attempts incremented. Returns {'', rows}:
+-- ``rows`` the JSON text of an array with one array a job (id, token, attempts, ran_at,
+-- fingerprint, payload, run_after, deadline, max_retries, retries, error, created_at; the payload
+-- written in as stored, so the client decodes it with the rest in one pass). When none is due:
+-- {microseconds until the next one, or ''}.
 local now = now_us()
 local q = ARGV[2]
 local due = P .. 'due:' .. q
@@ -13,14 +15,19 @@ if #picked == 0 then
     end
     return {int(tonumber(nxt[2]) - now)}
 end
-local out = {''}
 local expiry = int(now + tonumber(ARGV[5]))
 local ran = int(now)
-local leased, gone = {}, {}
+local leased, gone, rows = {}, {}, {}
+local function text(value)
+    if not value then
+        return 'null'
+    end
+    return cjson.encode(value)
+end
 for _, m in ipairs(picked) do
     local id = int(tonumber(m))
     local key = job_key(id)
-    local h = redis.call('HMGET', key, 't', 'a', 'f', 'p', 'ra', 'dl', 'mr', 'r', 'e')
+    local h = redis.call('HMGET', key, 't', 'a', 'f', 'p', 'ra', 'dl', 'mr', 'r', 'e', 'ca')
     if not h[3] then
         gone[#gone + 1] = m  -- never left behind, but a due set must not stall on one
     else
@@ -29,15 +36,13 @@ for _, m in ipairs(picked) do
         redis.call('HSET', key, 't', token, 'a', attempts, 'rn', ran, 'o', ARGV[3], 'lu', expiry)
         leased[#leased + 1] = expiry
         leased[#leased + 1] = m
-        out[#out + 1] = id
-        out[#out + 1] = token
-        out[#out + 1] = attempts
-        out[#out + 1] = ran
-        for i = 3, 7 do
-            out[#out + 1] = h[i]
+        local e = h[9]
+        if e == '' then
+            e = false
         end
-        out[#out + 1] = h[8] or '0'
-        out[#out + 1] = h[9]
+        rows[#rows + 1] = '[' .. id .. ',' .. token .. ',' .. attempts .. ',' .. ran .. ',' .. text(h[3]) .. ','
+            .. h[4] .. ',' .. h[5] .. ',' .. (h[6] or 'null') .. ',' .. (h[7] or 'null') .. ',' .. (h[8] or '0')
+            .. ',' .. text(e) .. ',' .. h[10] .. ']'
     end
 end
 if #gone > 0 then
@@ -47,4 +52,4 @@ if #leased > 0 then
     chunked('ZADD', due, leased)
     chunked('ZADD', P .. 'lease:' .. q, leased)
 end
-return out
+return {'', '[' .. table.concat(rows, ',') .. ']'}

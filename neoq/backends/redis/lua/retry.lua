@@ -19,7 +19,7 @@ if other and other ~= id then
 end
 local ra = int(now)
 redis.call('HSET', key, 's', 'new', 'ra', ra, 'r', 0, 'a', 0)
-redis.call('HDEL', key, 'e', 'fa')
+redis.call('HDEL', key, 'e', 'fa', 'o', 'lu')
 redis.call('ZREM', P .. 'done:' .. h[1], id)
 redis.call('ZADD', P .. 'due:' .. q, ra, member(id))
 redis.call('HSET', fps, f, id)

@@ -1,15 +1,16 @@
--- settle_many (the lease engine's): ARGV[2] origin, then 7 values an outcome: id, queue, token,
--- status, error ("" none, else "=" and the text), run_after of a retry ("" keep), retries of a
--- retry ("" keep). Each is written only while the job still carries that token and is leased
--- (fenced). Returns the ids written. One HMGET and one or two writes a job; the sorted sets,
--- fingerprints and counters one call per queue.
+-- settle_many (the lease engine's): ARGV[2] origin, ARGV[3] the outcomes (JSON): one array a job
+-- of id, queue, token, status, error ("" none), run_after of a retry ("" keep), retries of a retry
+-- ("" keep). Each is written only while the job still carries that token and is leased (fenced).
+-- Returns the ids written. One HMGET and one write a finished job (its holder fields are left:
+-- nothing reads them once it is not waiting; an error is cleared by writing ""), three a retry;
+-- the sorted sets, fingerprints and counters one call per queue.
 local now = now_us()
 local origin = ARGV[2]
 local written = {}
-local wake, done, leaving, retried = {}, {}, {}, {}
+local done, leaving, retried = {}, {}, {}
 local stamp = int(now)
-for b = 3, #ARGV, 7 do
-    local id, q, token, status, err = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+for _, o in ipairs(cjson.decode(ARGV[3])) do
+    local id, q, token, status, err = o[1], o[2], o[3], o[4], o[5]
     local key = job_key(id)
     local h = redis.call('HMGET', key, 't', 's', 'f', 'lu', 'ra')
     if h[1] == token and h[2] == 'new' and h[4] then
@@ -21,25 +22,17 @@ for b = 3, #ARGV, 7 do
         end
         gone[#gone + 1] = m
         if status == 'new' then
-            local ra = ARGV[b + 5]
+            local ra = o[6]
             if ra == '' then
                 ra = h[5]
             end
-            local fields = {'ra', ra}
-            if ARGV[b + 6] ~= '' then
-                fields[3] = 'r'
-                fields[4] = ARGV[b + 6]
-            end
-            if err ~= '' then
-                fields[#fields + 1] = 'e'
-                fields[#fields + 1] = string.sub(err, 2)
+            local fields = {'ra', ra, 'e', err}
+            if o[7] ~= '' then
+                fields[5] = 'r'
+                fields[6] = o[7]
             end
             redis.call('HSET', key, unpack(fields))
-            if err == '' then
-                redis.call('HDEL', key, 'o', 'lu', 'e')
-            else
-                redis.call('HDEL', key, 'o', 'lu')
-            end
+            redis.call('HDEL', key, 'o', 'lu')
             local again = retried[q]
             if not again then
                 again = {}
@@ -48,13 +41,7 @@ for b = 3, #ARGV, 7 do
             again[#again + 1] = ra
             again[#again + 1] = m
         else
-            if err == '' then
-                redis.call('HSET', key, 's', status, 'fa', stamp)
-                redis.call('HDEL', key, 'o', 'lu', 'e')
-            else
-                redis.call('HSET', key, 's', status, 'fa', stamp, 'e', string.sub(err, 2))
-                redis.call('HDEL', key, 'o', 'lu')
-            end
+            redis.call('HSET', key, 's', status, 'fa', stamp, 'e', err)
             add_done(done, q, status, id, h[3])
         end
         written[#written + 1] = id

@@ -217,17 +217,16 @@ class RedisBackend(Backend):
         return ids
 
     @staticmethod
-    def _stored(reply: list[Any], prepared: list[tuple[Job, str]]) -> list[str]:
-        if reply[0] == "dup":
-            job = prepared[int(reply[1])][0]
-            existing = reply[2] or None
-            raise DuplicateJobError(
-                f"a job with the same fingerprint is already waiting or running in queue {job.queue!r}"
-                + (f" (job {existing})" if existing else " (in the same batch)"),
-                existing,
-            )
-        first = int(reply[1])
-        return [str(job_id) for job_id in range(first, first + int(reply[2]))]
+    def _stored(reply: Any, prepared: list[tuple[Job, str]]) -> list[str]:
+        if isinstance(reply, int):  # the first id: the batch's ids are consecutive
+            return [str(job_id) for job_id in range(reply, reply + len(prepared))]
+        job = prepared[int(reply[1])][0]
+        existing = reply[2] or None
+        raise DuplicateJobError(
+            f"a job with the same fingerprint is already waiting or running in queue {job.queue!r}"
+            + (f" (job {existing})" if existing else " (in the same batch)"),
+            existing,
+        )
 
     def _wake(self, prepared: list[tuple[Job, str]]) -> None:
         waiting = self._waiting
@@ -253,7 +252,7 @@ class RedisBackend(Backend):
         text = encode_payload(job.payload)
         args: list[Any] = [opened.origin, key, to_us(tick), jobs_text([(job, text)])]
         reply = opened.scripts.run("tick", args, "enqueueing a cron tick")
-        if reply[0] == "seen":
+        if reply == ["seen"]:
             return None
         (job_id,) = self._stored(reply, [(job, text)])
         self._wake([(job, text)])

@@ -57,9 +57,9 @@ local function row(id, now, out)
 end
 
 -- Store the jobs of ``jobs`` (a JSON array: one [queue, fingerprint, payload text, run_after or
--- "", deadline or "", max_retries or ""] a job), all or none. Returns {'ok', first id, count}: the
--- ids are consecutive. A duplicate: {'dup', index, id} (id '' for one within the batch). One HSET
--- a job; the rest is one call per queue.
+-- "", deadline or "", max_retries or ""] a job), all or none. Returns the first job's id, an
+-- integer: the ids are consecutive. A duplicate: {'dup', index, id} (id '' for one within the
+-- batch). One HSET a job; the rest is one call per queue.
 local function enqueue_jobs(now, origin, jobs)
     jobs = cjson.decode(jobs)
     local n = #jobs
@@ -131,7 +131,7 @@ local function enqueue_jobs(now, origin, jobs)
         end
         redis.call('PUBLISH', P .. 'wake', 'q:' .. origin .. ':' .. q)
     end
-    return {'ok', int(base + 1), n}
+    return base + 1
 end
 
 -- Jobs that left the waiting, by queue and status (settle, cancel): their fingerprints are free,

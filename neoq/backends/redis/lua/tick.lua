@@ -6,7 +6,7 @@ if redis.call('ZSCORE', ticks, ARGV[4]) then
     return {'seen'}
 end
 local out = enqueue_jobs(now_us(), ARGV[2], ARGV[5])
-if out[1] == 'ok' then
+if type(out) == 'number' then
     redis.call('ZADD', ticks, ARGV[4], ARGV[4])
     redis.call('SADD', P .. 'tickkeys', ARGV[3])
 end

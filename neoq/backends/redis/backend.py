@@ -28,13 +28,11 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ...clock import Clock
 from ...errors import BackendConnectionError, BackendError, ConfigurationError, DuplicateJobError
@@ -44,6 +42,7 @@ from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import NOTIFY, SHARED
 from ..lease import LeaseEngine, LeaseToken
+from .connections import open_client
 from .inspection import Inspection, check_durability
 from .listener import Listener
 from .rows import jobs_text, to_us
@@ -66,8 +65,9 @@ _NOTHING: Look[Claim] = Look()
 class _Open:
     """What one ``open()`` made: the pool, the scripts, the listener, the lease engine."""
 
-    def __init__(self, pool: redis.ConnectionPool, client: redis.Redis, scripts: Scripts, origin: str) -> None:
-        self.pool = pool
+    def __init__(self, disconnect: Callable[[], None], client: redis.Redis, scripts: Scripts, origin: str) -> None:
+        #: Closes every connection of ``client``.
+        self.disconnect = disconnect
         self.client = client
         self.scripts = scripts
         self.origin = origin
@@ -91,6 +91,8 @@ class RedisBackend(Backend):
     - ``connect_timeout`` (default 10 s): how long connecting may take.
     - ``check_config`` (default True): at ``open()``, warn when the server's ``appendonly`` is off
       or its ``maxmemory-policy`` may evict keys (when ``CONFIG GET`` is allowed).
+    - ``cluster`` (default False; also ``?cluster=true``): the URL names a node of a Redis Cluster;
+      redis-py's Cluster client finds the others. The namespace's keys share one slot.
 
     Capabilities: ``"shared"`` and ``"notify"``. Handlers get no transaction (``Claim.transaction``
     is None); both handler modes run on leases.
@@ -139,30 +141,18 @@ class RedisBackend(Backend):
                 return
             origin = secrets.token_hex(6)
             try:
-                pool = redis.ConnectionPool.from_url(
-                    s.url,
-                    decode_responses=True,
-                    socket_connect_timeout=s.connect_timeout,
-                    socket_keepalive=True,
-                    health_check_interval=30,
-                    # No retry by the driver: a script whose reply was lost may have run, and
-                    # running it again is not harmless (the engine and the claim loops retry).
-                    retry=Retry(NoBackoff(), 0),
-                    # CLIENT LIST tells this client's connections (the wake-up one included).
-                    client_name=f"neoq-{origin}",
-                )
-            except (ValueError, TypeError) as exc:
-                raise ConfigurationError(f"the Redis url {s.safe_url} cannot be used ({s.scrub(str(exc))})") from None
-            client = redis.Redis(connection_pool=pool)
+                client, disconnect = open_client(s, origin)
+            except redis.RedisError as exc:  # the Cluster client connects at once
+                raise wrap_error(s, exc, "connecting") from exc
             try:
                 client.ping()
                 scripts = Scripts(client, s)
                 if s.check_config:
                     check_durability(client, s.safe_url)
             except redis.RedisError as exc:
-                pool.disconnect()
+                disconnect()
                 raise wrap_error(s, exc, "connecting") from exc
-            self._open = _Open(pool, client, scripts, origin)
+            self._open = _Open(disconnect, client, scripts, origin)
 
     def close(self) -> None:
         """Write the outcomes waiting, stop the listener and the lease engine, close every connection."""
@@ -176,7 +166,7 @@ class RedisBackend(Backend):
         self.reset_waiting()
         if opened.listener is not None:
             opened.listener.stop()
-        opened.pool.disconnect()
+        opened.disconnect()
 
     def _require(self) -> _Open:
         opened = self._open

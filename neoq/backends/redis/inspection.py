@@ -122,15 +122,24 @@ class Inspection:
         return deleted
 
 
+def _setting(answer: Any, name: str) -> list[Any]:
+    """A setting's values from CONFIG GET: a server answers {name: value}, a Cluster client
+    {node: {name: value}}."""
+    if name in answer:
+        return [answer[name]]
+    return [values.get(name) for values in answer.values() if isinstance(values, dict)]
+
+
 def check_durability(client: redis.Redis, safe_url: str) -> None:
     """Warn when the server may lose jobs: no AOF, or an eviction policy that may delete keys."""
     try:
-        appendonly = client.config_get("appendonly").get("appendonly")
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+        appendonly = _setting(client.config_get("appendonly"), "appendonly")
+        policies = _setting(client.config_get("maxmemory-policy"), "maxmemory-policy")
     except redis.ResponseError:
         logger.debug("neoq: CONFIG GET is not allowed on %s; its durability settings are not checked", safe_url)
         return
-    if appendonly == "no":
+    policy = next((value for value in policies if value in _EVICTING), None)
+    if "no" in appendonly:
         logger.warning(
             "neoq: Redis at %s has appendonly off: jobs accepted since its last snapshot are lost if it "
             "stops uncleanly (docs/redis.md: turn on appendonly)",

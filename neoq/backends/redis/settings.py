@@ -1,12 +1,13 @@
 """The Redis backend's options, validated once: the URL, the key prefix and its hash tag, leases.
 
 URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) and
-``unix://[[user]:password@]/path/to/socket[?db=N]``, as redis-py reads them, with one parameter of
-neoq's own: ``?prefix=P``. Every key neoq writes starts with ``P`` exactly; right after it comes
-the namespace's hash tag (``{...}``), so that all of one namespace's keys share a Redis Cluster
-slot and its scripts run there: ``prefix=app:`` makes keys ``app:{app}:job:1``; a prefix that holds
-a hash tag of its own (``prefix={app}:``) is used as it is (``{app}:job:1``). The default prefix is
-``neoq:`` (``neoq:{neoq}:job:1``).
+``unix://[[user]:password@]/path/to/socket[?db=N]``, as redis-py reads them, with two parameters
+of neoq's own: ``?cluster=true`` (the URL names a node of a Redis Cluster) and ``?prefix=P``.
+Every key neoq writes starts with ``P`` exactly; right after it comes the namespace's hash tag
+(``{...}``), so that all of one namespace's keys share a Redis Cluster slot and its scripts run
+there: ``prefix=app:`` makes keys ``app:{app}:job:1``; a prefix that holds a hash tag of its own
+(``prefix={app}:``) is used as it is (``{app}:job:1``). The default prefix is ``neoq:``
+(``neoq:{neoq}:job:1``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class RedisOptions(TypedDict, total=False):
     poll_interval: timedelta | float
     connect_timeout: timedelta | float
     check_config: bool
+    cluster: bool
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class RedisSettings:
     poll_interval: float
     connect_timeout: float
     check_config: bool
+    #: The URL names a node of a Redis Cluster (redis-py's Cluster client).
+    cluster: bool
 
     def scrub(self, text: str) -> str:
         """``text`` without the URL's passwords."""
@@ -91,13 +95,22 @@ def parse_settings(
     poll_interval: timedelta | float = DEFAULT_REDIS_POLL_INTERVAL,
     connect_timeout: timedelta | float = DEFAULT_CONNECT_TIMEOUT,
     check_config: bool = True,
+    cluster: bool | None = None,
 ) -> RedisSettings:
     """Validate ``url`` and the options; ``ConfigurationError`` naming what to fix (never the password)."""
     if not isinstance(url, str) or url_scheme(url) not in SCHEMES:
         raise ConfigurationError(f"a Redis url starts with redis://, rediss:// or unix://, not {redact_url(url)!r}")
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    kept = [(name, value) for name, value in query if name != "prefix"]
+    kept = [(name, value) for name, value in query if name not in ("prefix", "cluster")]
+    for name, value in query:
+        if name == "cluster":
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigurationError(f"cluster= in the url must be true or false, not {value!r}")
+            in_url = value.lower() in ("true", "1", "yes")
+            if cluster is not None and cluster != in_url:
+                raise ConfigurationError("cluster is given twice (in the url and as cluster=), with different values")
+            cluster = in_url
     given = [value for name, value in query if name == "prefix"]
     if given:
         if prefix is not None and prefix != given[-1]:
@@ -118,6 +131,8 @@ def parse_settings(
         raise ConfigurationError(f"connect_timeout must be above 0 and at most 3600 seconds, got {timeout:g}")
     if not isinstance(check_config, bool):
         raise ConfigurationError(f"check_config must be True or False, not {check_config!r}")
+    if cluster is not None and not isinstance(cluster, bool):
+        raise ConfigurationError(f"cluster must be True or False, not {cluster!r}")
     secrets: set[str] = set()
     try:
         password = parts.password
@@ -139,4 +154,5 @@ def parse_settings(
         poll_interval=poll,
         connect_timeout=timeout,
         check_config=check_config,
+        cluster=bool(cluster),
     )

@@ -11,6 +11,7 @@ fails the tests instead of skipping them.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -30,10 +31,25 @@ REDIS_TEST_DB = 13
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(below: int | None = None) -> int:
+    """A free TCP port on 127.0.0.1; ``below``: one under that number (a Cluster node also listens
+    on its port + 10,000)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", 0 if below is None else random.randrange(20000, below)))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        if below is None:
+            return port
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port found")
 
 
 def _answers(url: str) -> bool:
@@ -60,7 +76,7 @@ class RedisServer:
             if os.environ.get("CI") == "true":
                 pytest.fail(f"redis-server is not installed ({REDIS_SERVER}); .ci/run installs it")
             pytest.skip("redis-server is not installed")
-        self.port = free_port()
+        self.port = free_port(55535 if "--cluster-enabled" in extra else None)
         self.folder = tempfile.mkdtemp(prefix="neoq-redis-")
         self.args = [
             REDIS_SERVER,
@@ -75,7 +91,11 @@ class RedisServer:
             *extra,
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def url(self) -> str:

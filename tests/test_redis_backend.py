@@ -5,6 +5,7 @@ NOSCRIPT, the durability warnings, no password in errors, connections closed at 
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -168,3 +169,52 @@ def test_every_connection_is_closed_at_shutdown(redis_url: str) -> None:
     assert _connections(server, name) >= 2  # the wake-up connection and at least one more
     nq.shutdown()
     assert _connections(server, name) == 0
+
+
+def test_a_namespace_runs_on_a_redis_cluster(redis_own_server: Callable[..., RedisServer]) -> None:
+    nodes = [
+        redis_own_server(extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")) for _ in range(3)
+    ]
+    addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+    created = subprocess.run(
+        ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+
+    def ready() -> bool:
+        for node in nodes:
+            client = redis.Redis(port=node.port)
+            try:
+                if "cluster_state:ok" not in client.execute_command("CLUSTER", "INFO", NEVER_DECODE=True).decode():
+                    return False
+            finally:
+                client.close()
+        return True
+
+    wait_for(ready, 30)
+    served = set()
+    for prefix in ("a:", "b:", "c:"):  # three slots, on three nodes
+        served.add(redis.cluster.key_slot(f"{prefix}{{{prefix[:-1]}}}:seq".encode()) * 3 // 16384)
+        _use_the_cluster(f"redis://127.0.0.1:{nodes[0].port}/0?cluster=true&prefix={prefix}")
+    assert served == {0, 1, 2}
+
+
+def _use_the_cluster(url: str) -> None:
+    # The worker's timed look comes every 30 s: only the pub/sub wake-up can start the job soon.
+    with neoq.new(url, check_config=False) as producer, neoq.new(url, check_config=False, poll_interval=30) as worker:
+        done: list[str] = []
+        worker.start("cq", lambda job: done.append(str(job.id)))
+        wait_for(lambda: worker.backend.waiting.queue("cq").claiming > 0, 5)  # the worker waits
+        sent = time.monotonic()
+        job_id = producer.enqueue(Job(queue="cq", payload={}))
+        wait_for(lambda: done == [job_id], 5)
+        assert time.monotonic() - sent < 1.0
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        waiting = producer.enqueue(Job(queue="later", payload={}, run_after=later))
+        producer.cancel_job(waiting)
+        wait_for(lambda: producer.stats()["cq"]["processed"] == 1, 5)
+        assert producer.stats()["later"]["cancelled"] == 1
+        assert [job.id for job in producer.list_jobs(limit=5)] == [waiting, job_id]

@@ -5,6 +5,7 @@ NOSCRIPT, the durability warnings, no password in errors, connections closed at 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -218,3 +219,29 @@ def _use_the_cluster(url: str) -> None:
         wait_for(lambda: producer.stats()["cq"]["processed"] == 1, 5)
         assert producer.stats()["later"]["cancelled"] == 1
         assert [job.id for job in producer.list_jobs(limit=5)] == [waiting, job_id]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Python 3.12+ warns about forking with threads
+def test_a_client_opened_before_fork_works_in_the_child_and_stays_usable_in_the_parent(redis_url: str) -> None:
+    # An app server's way: the app (and its client) is loaded and used once, then workers are forked.
+    with neoq.new(redis_url, check_config=False) as nq:
+        nq.enqueue(Job(queue="before", payload={}))
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                ran: list[str] = []
+                job_id = nq.enqueue(Job(queue="child", payload={"from": "child"}))
+                nq.start("child", lambda job: ran.append(str(job.id)))
+                wait_for(lambda: ran == [job_id], 10)
+                nq.shutdown()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert nq.stats()["child"]["processed"] == 1
+        nq.start("before", lambda job: None)  # the parent's connections still work
+        nq.enqueue(Job(queue="before", payload={"again": True}))
+        wait_for(lambda: nq.stats()["before"]["processed"] == 2, 10)

@@ -26,8 +26,10 @@ How it works, in one screen:
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -117,6 +119,8 @@ class RedisBackend(Backend):
         self.poll_interval = self._settings.poll_interval
         self._lock = threading.Lock()
         self._open: _Open | None = None
+        #: Set in a forked child whose parent had this backend open: the next use opens it again.
+        self._reopen = False
         #: How many jobs beyond the claiming loops one fetch may lease, per queue (its concurrency).
         self._prefetch: dict[str, int] = {}
 
@@ -153,11 +157,14 @@ class RedisBackend(Backend):
                 disconnect()
                 raise wrap_error(s, exc, "connecting") from exc
             self._open = _Open(disconnect, client, scripts, origin)
+            self._reopen = False
+            _OPENED.add(self)
 
     def close(self) -> None:
         """Write the outcomes waiting, stop the listener and the lease engine, close every connection."""
         with self._lock:
             opened, self._open = self._open, None
+            self._reopen = False
         if opened is None:
             self.reset_waiting()
             return
@@ -171,8 +178,21 @@ class RedisBackend(Backend):
     def _require(self) -> _Open:
         opened = self._open
         if opened is None:
-            raise BackendError(_NOT_OPEN)
+            if self._reopen:
+                self.open()  # the first use in a forked child (see _after_fork)
+                opened = self._open
+            if opened is None:
+                raise BackendError(_NOT_OPEN)
         return opened
+
+    def _after_fork(self) -> None:
+        """In a child just forked: the parent's connections and threads are not this process's.
+        Forget them (their sockets are closed, not shut down: the parent's stay usable); the next
+        use opens the child's own. The child runs one thread here, so no lock is taken."""
+        opened, self._open = self._open, None
+        self._lock = threading.Lock()
+        self.reset_waiting(close=False)
+        self._reopen = opened is not None
 
     def _ready(self) -> _Open:
         """The open state, after the outcomes this client settled were written (reads see them)."""
@@ -346,3 +366,16 @@ class RedisBackend(Backend):
 
     def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
         return self._inspect().prune(older_than, limit)
+
+
+#: Open backends, forgotten by a forked child (``_after_fork``).
+_OPENED: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for backend in list(_OPENED):
+        backend._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)

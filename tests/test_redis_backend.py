@@ -84,7 +84,7 @@ def test_a_late_settle_from_a_lost_lease_is_refused_and_attempts_count_at_the_le
         (job_id,) = backend.enqueue([job])
         opened = backend._open
         assert opened is not None
-        store = RedisLeaseStore(opened.scripts, opened.origin)
+        store = RedisLeaseStore(opened.scripts)
         first, _, _ = store.fetch("fence", 5, 0.05, "a")  # a lease of 50 ms
         assert [(j.id, j.attempts, j.status) for j, *_ in first] == [(job_id, 1, JobStatus.RUNNING)]
         assert backend.get_job(job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]

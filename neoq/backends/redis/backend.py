@@ -295,7 +295,7 @@ class RedisBackend(Backend):
                 )
                 opened.listener.start()
                 opened.engine = LeaseEngine(
-                    RedisLeaseStore(opened.scripts, opened.origin),
+                    RedisLeaseStore(opened.scripts),
                     s.lease_seconds,
                     loops=lambda queue: self.waiting.queue(queue),
                     prefetch=lambda queue: self._prefetch.get(queue, 0),

@@ -29,13 +29,18 @@ _NEW = JobStatus.NEW
 _PROCESSED = JobStatus.PROCESSED
 
 
-class RedisLeaseStore:
-    """The lease engine's store calls over the backend's scripts; ``origin`` names this client in
-    the wake-ups it publishes (its own listener lets them go)."""
+#: The origin of the wake-ups a settle or a give-back publishes: no client's, so that every
+#: listener passes them on, this client's own included (a retry or a job given back is as much for
+#: this client's idle claim loops as for the others').
+_EVERYONE = "*"
 
-    def __init__(self, scripts: Scripts, origin: str) -> None:
+
+class RedisLeaseStore:
+    """The lease engine's store calls over the backend's scripts."""
+
+    def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
-        self._origin = origin
+        self._origin = _EVERYONE
 
     def close(self) -> None:
         """Nothing of its own: the backend closes the connection pool."""

@@ -92,7 +92,7 @@ def test_a_late_settle_from_a_lost_lease_is_refused_and_attempts_count_at_the_le
         assert backend.get_job(job_id).status is JobStatus.NEW  # type: ignore[union-attr]
         second, _, _ = store.fetch("fence", 5, 30, "b")
         (_, key, token2, due_at, _), (_, _, token1, _, _) = second[0], first[0]
-        assert second[0][0].attempts == 2 and token2 == token1 + 1
+        assert second[0][0].attempts == 2 and token2 > token1
 
         def lease(token: int) -> LeaseToken:
             return LeaseToken(backend, key, "fence", token, due_at)  # type: ignore[arg-type]

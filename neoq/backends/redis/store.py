@@ -4,8 +4,9 @@ A job waiting in queue ``q`` is a member of the sorted set ``due:q``, scored by 
 (microseconds); a leased job stays there, scored by its lease's expiry, so a job whose holder died
 is simply due again for any process, with no leader and no rescuer. ``lease:q`` holds the same
 members with the same expiry while leased (``stats`` counts the live ones as running). The job's
-hash keeps its own ``run_after`` (the engine's ``due_at``), its fencing token ``t`` (one more at
-every lease, never reset), its attempts ``a`` (counted by the lease itself), its holder ``o`` and
+hash keeps its own ``run_after`` (the engine's ``due_at``), its fencing token ``t`` (the server's
+clock in microseconds at each lease, always above the last: it grows with every lease, and past a
+restart that lost the data, a new job that reused an id gets tokens its old holders never had), its attempts ``a`` (counted by the lease itself), its holder ``o`` and
 the lease's end ``lu``.
 """
 

@@ -31,7 +31,10 @@ for _, m in ipairs(picked) do
     if not h[3] then
         gone[#gone + 1] = m  -- never left behind, but a due set must not stall on one
     else
-        local token = int((tonumber(h[1]) or 0) + 1)
+        -- The fencing token: the server's clock (microseconds), and always above the job's last one.
+        -- A holder from before a restart that lost data (no AOF) cannot settle a new job that
+        -- reused its id: the new job's tokens are later times.
+        local token = int(math.max((tonumber(h[1]) or 0) + 1, now))
         local attempts = int((tonumber(h[2]) or 0) + 1)
         redis.call('HSET', key, 't', token, 'a', attempts, 'rn', ran, 'o', ARGV[3], 'lu', expiry)
         leased[#leased + 1] = expiry

@@ -91,6 +91,8 @@ class RedisBackend(Backend):
       lives, and a dead process's jobs run again once it ends.
     - ``poll_interval`` (default 1 s): the safety-net look of waiting claims (wake-ups come by pub/sub).
     - ``connect_timeout`` (default 10 s): how long connecting may take.
+    - ``socket_timeout`` (default 30 s): how long one command may wait for its answer (a server gone
+      without closing the connection); then ``BackendConnectionError``.
     - ``check_config`` (default True): at ``open()``, warn when the server's ``appendonly`` is off
       or its ``maxmemory-policy`` may evict keys (when ``CONFIG GET`` is allowed).
     - ``cluster`` (default False; also ``?cluster=true``): the URL names a node of a Redis Cluster;

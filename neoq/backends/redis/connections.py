@@ -26,6 +26,7 @@ def open_client(settings: RedisSettings, origin: str) -> tuple[Any, Callable[[],
     options: dict[str, Any] = {
         "decode_responses": True,
         "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": settings.socket_timeout,
         "socket_keepalive": True,
         "health_check_interval": 30,
         "retry": Retry(NoBackoff(), 0),

@@ -32,6 +32,11 @@ SCHEMES = ("redis", "rediss", "unix")
 #: The default key prefix.
 DEFAULT_PREFIX = "neoq:"
 
+#: How long one command may wait for its answer (a server that vanished without closing the
+#: connection, a network partition): longer than any one script takes (a batch of 100,000 jobs
+#: takes a second or two).
+DEFAULT_SOCKET_TIMEOUT = 30.0
+
 #: Seconds between looks at an idle queue when no wake-up comes (the safety net of pub/sub).
 DEFAULT_REDIS_POLL_INTERVAL = 1.0
 
@@ -47,6 +52,7 @@ class RedisOptions(TypedDict, total=False):
     connect_timeout: timedelta | float
     check_config: bool
     cluster: bool
+    socket_timeout: timedelta | float
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class RedisSettings:
     check_config: bool
     #: The URL names a node of a Redis Cluster (redis-py's Cluster client).
     cluster: bool
+    #: How long one command may wait for its answer before the server counts as unreachable.
+    socket_timeout: float
 
     def scrub(self, text: str) -> str:
         """``text`` without the URL's passwords."""
@@ -96,6 +104,7 @@ def parse_settings(
     connect_timeout: timedelta | float = DEFAULT_CONNECT_TIMEOUT,
     check_config: bool = True,
     cluster: bool | None = None,
+    socket_timeout: timedelta | float = DEFAULT_SOCKET_TIMEOUT,
 ) -> RedisSettings:
     """Validate ``url`` and the options; ``ConfigurationError`` naming what to fix (never the password)."""
     if not isinstance(url, str) or url_scheme(url) not in SCHEMES:
@@ -129,6 +138,9 @@ def parse_settings(
     timeout = setting_seconds(connect_timeout, "connect_timeout")
     if not 0 < timeout <= 3600 or math.isnan(timeout):
         raise ConfigurationError(f"connect_timeout must be above 0 and at most 3600 seconds, got {timeout:g}")
+    answer = setting_seconds(socket_timeout, "socket_timeout")
+    if not 0 < answer <= 3600 or math.isnan(answer):
+        raise ConfigurationError(f"socket_timeout must be above 0 and at most 3600 seconds, got {answer:g}")
     if not isinstance(check_config, bool):
         raise ConfigurationError(f"check_config must be True or False, not {check_config!r}")
     if cluster is not None and not isinstance(cluster, bool):
@@ -155,4 +167,5 @@ def parse_settings(
         connect_timeout=timeout,
         check_config=check_config,
         cluster=bool(cluster),
+        socket_timeout=answer,
     )

@@ -6,8 +6,8 @@ is simply due again for any process, with no leader and no rescuer. ``lease:q`` 
 members with the same expiry while leased (``stats`` counts the live ones as running). The job's
 hash keeps its own ``run_after`` (the engine's ``due_at``), its fencing token ``t`` (the server's
 clock in microseconds at each lease, always above the last: it grows with every lease, and past a
-restart that lost the data, a new job that reused an id gets tokens its old holders never had), its attempts ``a`` (counted by the lease itself), its holder ``o`` and
-the lease's end ``lu``.
+restart that lost the data, a new job that reused an id gets tokens its old holders never had),
+its attempts ``a`` (counted by the lease itself), its holder ``o`` and the lease's end ``lu``.
 """
 
 from __future__ import annotations

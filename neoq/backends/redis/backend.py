@@ -39,7 +39,7 @@ import redis
 from ...clock import Clock
 from ...errors import BackendConnectionError, BackendError, ConfigurationError, DuplicateJobError
 from ...handler import HANDLER_MODES, Handler
-from ...job import Job, JobStatus
+from ...job import Job, JobStatus, encode_payload
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import NOTIFY, SHARED
@@ -209,8 +209,6 @@ class RedisBackend(Backend):
     def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
         if connection is not None:
             raise ConfigurationError("the Redis backend cannot enqueue through a connection (no transactions)")
-        from ...job import encode_payload
-
         return self._enqueue([(job, encode_payload(job.payload)) for job in jobs])
 
     def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None) -> list[str]:
@@ -258,8 +256,6 @@ class RedisBackend(Backend):
                 waiting.signal(queue)
 
     def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
-        from ...job import encode_payload
-
         opened = self._ready()
         text = encode_payload(job.payload)
         args: list[Any] = [opened.origin, key, to_us(tick), jobs_text([(job, text)])]

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 from .job import Job
+from .outcomes import check_progress
 
 __all__ = ["JobContext", "current_job", "job_context"]
 
@@ -79,6 +80,21 @@ class JobContext:
     def time_remaining(self) -> float:
         """Return the seconds left before this attempt ends, never negative (``inf`` if no end)."""
         return max(0.0, self._ends_at - self._monotonic())
+
+    def progress(self, fraction: float, note: str | None = None) -> None:
+        """Report how far the handler got: ``fraction`` from 0.0 to 1.0, and an optional short note.
+
+        Shown as ``Job.progress`` and ``Job.progress_note`` to every process within a second. Call
+        it as often as is convenient: neoq writes the latest report a few times a second at most,
+        from its own thread, so a report never waits for the store. A fraction outside 0.0-1.0 (or
+        not a number), or a note that is not a str or longer than 1000 characters, raises
+        ``InvalidProgressError``.
+        """
+        value, text = check_progress(fraction, note)
+        self._report(value, text)
+
+    def _report(self, fraction: float, note: str | None) -> None:
+        """Where a checked report goes; the runtime's attempts write it to the store (a bare context drops it)."""
 
     def __repr__(self) -> str:
         return f"<JobContext job={self.job.id} queue={self.job.queue!r} cancelled={self.cancelled.is_set()}>"

@@ -74,3 +74,18 @@ DEFAULT_PRUNE_BATCH = 500
 #: Cron tick records are kept at least this long (seconds), however short the job retention:
 #: a tick stored late (up to the scheduler's grace time) must still find its record.
 MIN_TICK_RETENTION = 86400.0
+
+#: The longest JSON text a handler's return value may take, in characters (1 MiB): a larger
+#: result ends the job ``FAILED`` with an ``InvalidJobError`` naming the size.
+MAX_RESULT_SIZE = 1024 * 1024
+
+#: The longest ``Job.traceback`` kept, in characters; a longer one keeps its start and its end.
+MAX_TRACEBACK_LENGTH = 64 * 1024
+
+#: The longest note of ``job_context().progress()``, in characters.
+MAX_PROGRESS_NOTE_LENGTH = 1000
+
+#: The shortest time between two progress writes of one attempt, in seconds: a handler reporting
+#: in a tight loop costs the store at most four writes a second, and its last report is written
+#: within this time.
+PROGRESS_INTERVAL = 0.25

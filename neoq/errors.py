@@ -6,6 +6,7 @@ The tree::
     ├── ConfigurationError          bad settings: new(), Handler(), start(), start_cron()
     │   └── CronSpecError           a cron spec that cannot be parsed
     ├── InvalidJobError             a job that cannot be stored (raised before anything is stored)
+    ├── InvalidProgressError        job_context().progress() given a fraction or note it cannot keep
     ├── DuplicateJobError           a job with the same queue and fingerprint is still NEW
     ├── JobNotFoundError            no job has that id
     ├── JobTimeoutError             an attempt ran past its handler's timeout
@@ -24,6 +25,7 @@ __all__ = [
     "DeadlineExceededError",
     "DuplicateJobError",
     "InvalidJobError",
+    "InvalidProgressError",
     "JobNotFoundError",
     "JobTimeoutError",
     "NeoqError",
@@ -44,6 +46,10 @@ class CronSpecError(ConfigurationError):
 
 class InvalidJobError(NeoqError):
     """A job cannot be stored as given. Nothing was stored."""
+
+
+class InvalidProgressError(NeoqError, ValueError):
+    """``job_context().progress()`` was given a fraction outside 0.0-1.0 or a note that is too long."""
 
 
 class DuplicateJobError(NeoqError):

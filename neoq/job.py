@@ -22,11 +22,13 @@ from .defaults import (
 )
 from .errors import ConfigurationError, InvalidJobError
 from .jsontext import FLAT_ENCODE, canonical_json, compact_json
+from .outcomes import error_text
 
 __all__ = [
     "Job",
     "JobStatus",
     "canonical_json",
+    "error_text",
     "fingerprint",
     "prepare_job",
     "to_seconds",
@@ -101,6 +103,16 @@ class Job:
     #: Set by the backend: when the job became ``PROCESSED``, ``FAILED`` or ``CANCELLED`` (aware UTC):
     #: the end of its last attempt, or its cancellation. ``None`` while ``NEW`` or ``RUNNING``.
     finished_at: datetime | None = None
+    #: What the handler returned (decoded from the JSON it is stored as); ``None`` when it returned
+    #: ``None`` or has not finished. Left out of the repr (it may be large), as ``traceback`` is.
+    result: Any = field(default=None, repr=False)
+    #: The formatted traceback of the last failed attempt (for a timeout: the handler's stack when its
+    #: time ran out); ``None`` once one succeeds.
+    traceback: str | None = field(default=None, repr=False)
+    #: The latest ``job_context().progress()`` report, from 0.0 to 1.0; ``None`` before any.
+    progress: float | None = None
+    #: The note of that report, if it had one.
+    progress_note: str | None = None
 
     def __init__(
         self,
@@ -119,6 +131,10 @@ class Job:
         created_at: datetime | None = None,
         ran_at: datetime | None = None,
         finished_at: datetime | None = None,
+        result: Any = None,
+        traceback: str | None = None,
+        progress: float | None = None,
+        progress_note: str | None = None,
     ) -> None:
         # What the dataclass's __init__ does at half its cost: it sets each field through
         # object.__setattr__ (the class is frozen); this fills the instance dict in one update.
@@ -138,6 +154,10 @@ class Job:
             created_at=created_at,
             ran_at=ran_at,
             finished_at=finished_at,
+            result=result,
+            traceback=traceback,
+            progress=progress,
+            progress_note=progress_note,
         )
 
 
@@ -344,6 +364,10 @@ def prepare_job(job: object) -> tuple[Job, str]:
         "created_at": None,
         "ran_at": None,
         "finished_at": None,
+        "result": None,
+        "traceback": None,
+        "progress": None,
+        "progress_note": None,
     }
     if type(job) is not Job:
         return evolve(job, **state), text  # a subclass keeps its own fields
@@ -401,27 +425,3 @@ def copy_job(job: Job) -> Job:
     clone = object.__new__(Job)
     clone.__dict__.update(job.__dict__)
     return clone
-
-
-def error_text(exc: BaseException) -> str:
-    """Return ``"<ExceptionClass>: <message>"`` for ``exc``, as kept in ``Job.error``.
-
-    The text is made storable by every backend, so each stores the same: a NUL character is
-    written ``\\x00`` (PostgreSQL's text cannot hold it) and a lone surrogate (a file name from
-    ``os.fsdecode``) as its backslash escape, ``\\udce9`` (UTF-8 cannot encode it). An outcome that
-    cannot be stored would lose the attempt's result. An exception whose ``str()`` raises is
-    named without its message.
-    """
-    name = type(exc).__name__
-    try:
-        message = str(exc)
-    except BaseException:  # a broken __str__ must not lose the attempt's outcome either
-        return f"{name}: <str() of the exception raised>"
-    if "\x00" in message:
-        message = message.replace("\x00", "\\x00")
-    if not message.isascii():
-        try:
-            message.encode("utf-8")
-        except UnicodeEncodeError:
-            message = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    return f"{name}: {message}" if message else name

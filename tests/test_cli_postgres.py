@@ -97,6 +97,36 @@ def test_commands_in_process(pg_clean, nq, capsys):
             assert status == 1 and out == "" and err == f"neoq: error: no job has id {job_id!r}\n", (action, err)
 
 
+def test_show_prints_result_traceback_and_progress(pg_clean, nq, capsys):
+    def report(job: Job) -> dict[str, object]:
+        context = neoq.job_context()
+        assert context is not None
+        context.progress(1.0, "all rows")
+        return {"rows": 3, "name": "é"}
+
+    def fail(job: Job) -> None:
+        raise ValueError("no such row")
+
+    nq.start("report", report)
+    nq.start("fail", neoq.Handler(fail, max_retries=0))
+    done, failed = nq.enqueue(Job(queue="report")), nq.enqueue(Job(queue="fail"))
+    wait_for(lambda: nq.get_job(done).status is JobStatus.PROCESSED and nq.get_job(failed).status is JobStatus.FAILED)
+    status, out, _ = main(capsys, "--url", pg_clean, "jobs", "show", done)
+    assert status == 0 and out.endswith('result\n{\n  "rows": 3,\n  "name": "é"\n}\n') and "traceback" not in out
+    assert ["progress", "1.0"] in [line.split() for line in out.splitlines()]
+    assert ["progress_note", "all", "rows"] in [line.split() for line in out.splitlines()]
+    status, out, _ = main(capsys, "--url", pg_clean, "--json", "jobs", "show", done)
+    data = json.loads(out)
+    assert (data["result"], data["progress"], data["progress_note"], data["traceback"]) == (
+        {"rows": 3, "name": "é"}, 1.0, "all rows", None
+    )
+    status, out, _ = main(capsys, "--url", pg_clean, "jobs", "show", failed)
+    tail = out.split("\ntraceback\n", 1)[1]
+    assert tail.startswith("Traceback (most recent call last):") and tail.endswith("ValueError: no such row\n")
+    status, out, _ = main(capsys, "--url", pg_clean, "--json", "jobs", "show", failed)
+    assert json.loads(out)["traceback"].endswith("ValueError: no such row\n")
+
+
 def test_empty_store_and_duplicates(pg_clean, capsys):
     status, out, _ = main(capsys, "--url", pg_clean, "jobs", "list")
     assert (status, out) == (0, "no jobs\n")
@@ -207,6 +237,9 @@ def neoq_tables(url: str) -> list[str]:
     return sorted(name for (name,) in rows)
 
 
+#: The newest schema version neoq ships.
+LATEST = available_migrations()[-1][0]
+
 #: The commands that read or manage jobs in a store that workers use.
 JOB_COMMANDS = (["stats"], ["jobs", "list"], ["jobs", "show", "1"], ["jobs", "retry", "1"], ["jobs", "cancel", "1"])
 
@@ -216,7 +249,7 @@ def test_migrate_says_which_migrations_it_applied(pg_new_database: Callable[[], 
     shown = redact_url(url)
     result = run_neoq(["--url", url, "migrate"])
     assert result.returncode == 0 and result.stderr == ""
-    assert result.stdout == f"{shown}: applied migrations 1-4; the schema is up to date\n"
+    assert result.stdout == f"{shown}: applied migrations 1-{LATEST}; the schema is up to date\n"
     result = run_neoq(["--url", url, "migrate"])
     assert result.stdout == f"{shown}: the schema was already up to date; nothing applied\n"
     result = run_neoq(["--url", url, "--json", "migrate"])
@@ -247,13 +280,13 @@ def test_commands_on_jobs_never_migrate_an_old_schema(pg_new_database: Callable[
         result = run_neoq(["--url", url, *argv])
         assert (result.returncode, result.stdout) == (1, ""), argv
         assert result.stderr == (
-            "neoq: error: the neoq schema of the database is out of date (it lacks migrations 3-4): "
+            f"neoq: error: the neoq schema of the database is out of date (it lacks migrations 3-{LATEST}): "
             "upgrade it with `neoq migrate` (same --url), then try again\n"
         ), argv
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT max(version) FROM neoq_migrations").fetchone() == (2,)
     result = run_neoq(["--url", url, "migrate"])
-    assert result.stdout == f"{redact_url(url)}: applied migrations 3-4; the schema is up to date\n"
+    assert result.stdout == f"{redact_url(url)}: applied migrations 3-{LATEST}; the schema is up to date\n"
 
 
 def test_every_command_works_for_a_role_without_ddl_rights(pg_new_database: Callable[[], str]) -> None:

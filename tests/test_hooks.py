@@ -62,6 +62,17 @@ def test_success_fires_enqueued_started_succeeded(nq):
     assert succeeded.duration is not None and succeeded.duration >= 0
 
 
+def test_a_result_that_cannot_be_stored_fires_finally_failed_with_the_invalid_job_error(nq):
+    record = Recorder(nq)
+    nq.start("q", lambda job: {"when": datetime.now(timezone.utc)}, max_retries=3)
+    job_id = nq.enqueue(Job(queue="q"))
+    wait_for(lambda: record.of("finally_failed"))
+    assert record.names(job_id) == ["enqueued", "started", "failed", "finally_failed"]  # never retried
+    failed = record.of("finally_failed")[0]
+    assert isinstance(failed.exception, neoq.InvalidJobError) and "datetime" in str(failed.exception)
+    assert failed.job.error == f"InvalidJobError: {failed.exception}"
+
+
 def test_failures_fire_failed_with_the_exception_then_retried_or_finally_failed(nq):
     record = Recorder(nq)
     boom = ValueError("boom")

@@ -408,3 +408,34 @@ def test_a_signal_is_looked_into_once_not_by_every_waiting_loop(
     # One look per job: the woken loop's, whose claim also says nothing else is due, so neither the
     # other loops nor that loop's next claim look again. With every waiting loop looking again: about 45.
     assert looks <= 15, f"{looks} looks for 10 signalled jobs: the other waiting loops each looked again"
+
+
+def test_progress_does_not_wait_for_the_claims_row_lock_and_goes_with_its_job(pg_clean: str) -> None:
+    # Transaction mode: the claim's transaction holds the job row's lock while the handler runs; a
+    # report is an autocommit upsert beside it (neoq_progress), seen by other connections at once.
+    # retry_job and pruning remove the report with the job's outcome.
+    queue = unique_name("progress-lock")
+    seen: list[tuple[float | None, str | None]] = []
+
+    with neoq.new(pg_clean, shutdown_timeout=5) as nq:
+
+        def handler(job: Job) -> str:
+            context = neoq.job_context()
+            assert context is not None and context.transaction is not None  # the row is locked now
+            context.progress(0.5, "half")
+            wait_until(lambda: nq.get_job(job.id or "").progress == 0.5, 5, "another connection sees the report")
+            shown = nq.get_job(job.id or "")
+            assert shown is not None
+            seen.append((shown.progress, shown.progress_note))
+            return "done"
+
+        job_id = nq.enqueue(Job(queue=queue))
+        nq.start(queue, handler)
+        wait_until(lambda: nq.get_job(job_id).status is JobStatus.PROCESSED, 10, "the job is processed")
+        assert seen == [(0.5, "half")]
+        with psycopg.connect(pg_clean) as conn:
+            count = "SELECT count(*) FROM neoq_progress WHERE job_id = %s"
+            assert conn.execute(count, [int(job_id)]).fetchone() == (1,)
+            nq.backend.prune({JobStatus.PROCESSED: datetime.now(timezone.utc) + timedelta(hours=1)}, 100)
+            assert nq.get_job(job_id) is None
+            assert conn.execute(count, [int(job_id)]).fetchone() == (0,)

@@ -17,6 +17,7 @@ from pgfixtures import connections_of, unique_name, wait_until
 import neoq
 from neoq import Job, JobStatus
 from neoq.backends.postgres import PostgresBackend
+from neoq.backends.postgres.migrations import available_migrations
 
 pytestmark = pytest.mark.postgres
 
@@ -58,8 +59,10 @@ def test_shutdown_of_one_client_neither_stops_nor_slows_another(pg_clean: str) -
         finish.set()
         wait_until(lambda: second.get_job(slow_id).status is JobStatus.PROCESSED, 10, "slow done")  # type: ignore[union-attr]
         assert ran.count("second") == 10 and "first" not in ran
-        print(f"\nshutdown took {shutdown_took * 1000:.0f}ms; the other client then ran jobs in "
-              f"{sorted(latencies)[5] * 1000:.1f}ms (median)")
+        print(
+            f"\nshutdown took {shutdown_took * 1000:.0f}ms; the other client then ran jobs in "
+            f"{sorted(latencies)[5] * 1000:.1f}ms (median)"
+        )
         assert sorted(latencies)[5] < 0.1
         wait_until(lambda: connections_of(pg_clean, first_app) == 0, 5, "the first client's sessions are gone")
     finally:
@@ -190,5 +193,12 @@ def test_migrations_apply_once_when_many_processes_start_at_once(pg_new_database
         list(pool.map(open_close, range(6)))
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT version, name FROM neoq_migrations").fetchall()
-    assert rows == [(1, "initial"), (2, "lease"), (3, "attempts_in_the_claim"), (4, "attempts_lookup_by_index")]
+    assert rows[:5] == [
+        (1, "initial"),
+        (2, "lease"),
+        (3, "attempts_in_the_claim"),
+        (4, "attempts_lookup_by_index"),
+        (5, "outcomes"),
+    ]
+    assert rows == [(version, name) for version, name, _ in available_migrations()]
     assert PostgresBackend(url).migrate() == []

@@ -264,6 +264,57 @@ def test_outcomes_written_in_one_batch_keep_any_error_text(pg_clean: str) -> Non
         assert job.run_after is not None and job.run_after > job.created_at  # type: ignore[operator]
 
 
+def test_outcomes_written_in_one_batch_keep_results_and_tracebacks(pg_clean: str) -> None:
+    # Results and tracebacks travel as array literals too, beside each other in one batch.
+    queue = unique_name("lease-outcomes")
+    results = [{"q": 'say "hi"', "b": "back\\slash", "c": "{a,b}"}, "NULL", [1, "ünï 😀"], 0]
+
+    def handler(job: Job) -> object:
+        i = job.payload["i"]
+        if i >= len(results):
+            raise KeyError(f"row {i}")
+        return results[i]
+
+    with neoq.new(pg_clean, mode="lease", lease=2) as nq:
+        ids = nq.enqueue_many([Job(queue=queue, payload={"i": i}, max_retries=0) for i in range(len(results) + 3)])
+        nq.start(queue, neoq.Handler(handler, concurrency=4))
+        wait_until(lambda: nq.stats().get(queue, {}).get("failed") == 3, 20, "the failing jobs failed")
+        wait_until(lambda: nq.stats().get(queue, {}).get("processed") == len(results), 20, "the others were processed")
+        jobs = [nq.get_job(job_id) for job_id in ids]
+    assert [job.result for job in jobs[: len(results)]] == results  # type: ignore[union-attr]
+    for i, job in enumerate(jobs[len(results) :], start=len(results)):
+        assert job is not None and job.error == f"KeyError: 'row {i}'" and job.result is None
+        assert job.traceback is not None and job.traceback.endswith(f"KeyError: 'row {i}'\n")
+
+
+def test_a_progress_report_of_a_lost_lease_does_not_land(pg_clean: str) -> None:
+    queue = unique_name("lease-progress")
+    holding, release = threading.Event(), threading.Event()
+    leases: list[object] = []
+
+    def handler(job: Job) -> None:
+        context = neoq.job_context()
+        assert context is not None
+        context.progress(0.25, "mine")
+        leases.append(context._claim.token)  # type: ignore[attr-defined]
+        holding.set()
+        release.wait(20)
+
+    with neoq.new(pg_clean, mode="lease", lease=5) as nq:
+        job_id = nq.enqueue(Job(queue=queue))
+        nq.start(queue, handler)
+        assert holding.wait(20)
+        wait_until(lambda: nq.get_job(job_id).progress == 0.25, 5, "the holder's report is stored")  # type: ignore[union-attr]
+        (lease,) = leases
+        store = lease.engine._store  # type: ignore[attr-defined]
+        with psycopg.connect(pg_clean, autocommit=True) as conn:  # the lease is lost: the job was leased again
+            conn.execute("UPDATE neoq_jobs SET lease_token = lease_token + 1 WHERE id = %s", [int(job_id)])
+        store.progress(lease, 0.75, "late")  # the old holder's late report, straight to the store
+        job = nq.get_job(job_id)
+        assert job is not None and (job.progress, job.progress_note) == (0.25, "mine")
+        release.set()
+
+
 def test_fast_jobs_run_once_each_and_close_puts_unstarted_leased_jobs_back(pg_clean: str) -> None:
     # Quick jobs keep the claim loops' buffer turning over, so they read ahead (lease the next
     # batch before the buffer runs dry). Every job still runs once, with one attempt counted, and

@@ -27,6 +27,7 @@ from pgroles import revoke_public, role, worker_grants
 import neoq
 from neoq import Job, JobStatus
 from neoq.backends.postgres import PostgresBackend
+from neoq.backends.postgres.migrations import available_migrations
 
 pytestmark = pytest.mark.postgres
 
@@ -115,7 +116,7 @@ def two_schemas(pg_new_database: Callable[[], str]) -> tuple[str, str]:
             conn.execute(f"CREATE SCHEMA {schema}")
             urls.append(f"{url}?options={quote(f'-csearch_path={schema}')}")
     for schema_url in urls:
-        assert PostgresBackend(schema_url).migrate() == [1, 2, 3, 4]
+        assert PostgresBackend(schema_url).migrate() == [version for version, _, _ in available_migrations()]
     return urls[0], urls[1]
 
 

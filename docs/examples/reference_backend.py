@@ -15,14 +15,17 @@ from neoq.waiting import Look
 SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,
   fingerprint TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL, run_after INTEGER NOT NULL, deadline INTEGER,
   max_retries INTEGER, retries INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, error TEXT,
-  created_at INTEGER NOT NULL, ran_at INTEGER, finished_at INTEGER, owner TEXT, lease_until INTEGER, cancel INTEGER);
+  created_at INTEGER NOT NULL, ran_at INTEGER, finished_at INTEGER, owner TEXT, lease_until INTEGER, cancel INTEGER,
+  result TEXT, traceback TEXT, progress REAL, progress_note TEXT);  -- result: JSON text
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique ON jobs (queue, fingerprint) WHERE status IN ('new', 'running');
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, status, run_after, id);
 CREATE TABLE IF NOT EXISTS ticks (key TEXT NOT NULL, tick INTEGER NOT NULL, PRIMARY KEY (key, tick));
 """
 # What every read reports: a running job whose lease ran out reads NEW (its holder is gone).
+CLEARED = ("finished_at", "cancel", "result", "traceback", "progress", "progress_note")  # by retry_job
 ROWS = "SELECT *, CASE WHEN status = 'running' AND lease_until <= :now THEN 'new' ELSE status END AS state FROM jobs"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+KEPT = ("queue", "fingerprint", "max_retries", "retries", "attempts", "error", "traceback", "progress", "progress_note")
 
 
 def micros(value: datetime) -> int:  # times are integer microseconds since 1970: exact, ordered as numbers
@@ -53,8 +56,7 @@ class ReferenceBackend(Backend):
             if self._db is None:
                 self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
                 self._db.row_factory = sqlite3.Row
-                self._db.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
-                self._db.executescript(SCHEMA)
+                self._db.executescript("PRAGMA journal_mode=WAL;" + SCHEMA)  # WAL: readers do not wait for the writer
                 self._stop.clear()
                 self._watcher = threading.Thread(target=self._watch_cancels, name="neoq-refsqlite", daemon=True)
                 self._watcher.start()
@@ -63,10 +65,8 @@ class ReferenceBackend(Backend):
         self._stop.set()
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join()
-        with self._lock:
-            db, self._db = self._db, None
-        if db is not None:
-            db.close()
+        with self._lock, contextlib.suppress(AttributeError):  # AttributeError: closed already (None)
+            self._db = self._db.close()  # close() returns None
         self.reset_waiting()  # claims waiting in neoq.waiting return
 
     def _run(self, work, write=True):  # work(db, now) in one transaction; BEGIN IMMEDIATE locks out other writers
@@ -86,8 +86,8 @@ class ReferenceBackend(Backend):
     @staticmethod
     def _job(row) -> Job:
         times = {name: when(row[name]) for name in ("run_after", "deadline", "created_at", "ran_at", "finished_at")}
-        return Job(**times, id=str(row["id"]), status=JobStatus(row["state"]), payload=json.loads(row["payload"]),
-                   **{key: row[key] for key in ("queue", "fingerprint", "max_retries", "retries", "attempts", "error")})
+        return Job(**times, **{key: row[key] for key in KEPT}, id=str(row["id"]), status=JobStatus(row["state"]),
+                   payload=json.loads(row["payload"]), result=row["result"] and json.loads(row["result"]))
 
     @staticmethod
     def _row(db, now, job_id):  # SQLite compares the id column with the text as a number
@@ -112,12 +112,11 @@ class ReferenceBackend(Backend):
                 " VALUES (?, ?, ?, 'new', ?, ?, ?, ?)", (job.queue, job.fingerprint, canonical_json(job.payload),
                 run_after, job.deadline and micros(job.deadline), job.max_retries, now)).lastrowid)
 
-    def enqueue(self, jobs, *, connection=None):
+    def enqueue(self, jobs, *, connection=None):  # local claims are signalled (None: all); others poll
         if connection is not None:
             raise ConfigurationError("refsqlite:// cannot enqueue in a caller's transaction")
         ids = self._run(lambda db, now: list(self._insert(db, now, jobs)))
-        for queue in {job.queue for job in jobs}:
-            self.waiting.signal(queue)  # this process's claims look now; other processes find the jobs by polling
+        self.waiting.signal(queues.pop() if len(queues := {job.queue for job in jobs}) == 1 else None)
         return ids
 
     def look(self, queue: str) -> Look[Claim]:  # lease the first due job (or one whose lease ran out) in one UPDATE
@@ -135,10 +134,15 @@ class ReferenceBackend(Backend):
     def settle(self, claim: Claim, outcome) -> None:  # only while this attempt still holds the row (owner, attempt)
         self._run(lambda db, now: db.execute(
             "UPDATE jobs SET status = ?, error = ?, run_after = coalesce(?, run_after), retries = coalesce(?, retries),"
-            " finished_at = ?, owner = NULL, lease_until = NULL WHERE id = ? AND owner = ? AND attempts = ?",
-            (outcome.status.value, outcome.error, outcome.run_after and micros(outcome.run_after), outcome.retries,
-             None if outcome.status is JobStatus.NEW else now, claim.job.id, self.owner, claim.token)))
+            " finished_at = ?, result = ?, traceback = ?, owner = NULL, lease_until = NULL WHERE id = ? AND owner = ?"
+            " AND attempts = ?", (outcome.status.value, outcome.error, outcome.run_after and micros(outcome.run_after),
+            outcome.retries, None if outcome.status is JobStatus.NEW else now, outcome.result, outcome.traceback,
+            claim.job.id, self.owner, claim.token)))
         self._held.discard(claim.job.id)  # a retry (NEW) is found by the poll, like other processes' changes
+
+    def progress(self, claim: Claim, fraction, note) -> None:  # fenced as settle: a lost claim's report is dropped
+        self._run(lambda db, now: db.execute("UPDATE jobs SET progress = ?, progress_note = ? WHERE id = ? AND"
+                  " owner = ? AND attempts = ?", (fraction, note, claim.job.id, self.owner, claim.token)))
 
     def _watch_cancels(self) -> None:  # cancel_job (in any process) marks the row; its holder looks for marks
         sql = "SELECT id FROM jobs WHERE cancel = 1 AND owner = :me"
@@ -163,17 +167,15 @@ class ReferenceBackend(Backend):
             if (row := self._row(db, now, job_id))["state"] not in ("new", "running"):
                 self._unique(db, row["queue"], row["fingerprint"])
                 db.execute("UPDATE jobs SET status = 'new', run_after = ?, retries = 0, attempts = 0, error = NULL,"
-                           " finished_at = NULL, cancel = NULL WHERE id = ?", (now, row["id"]))
+                           f" {' = NULL, '.join(CLEARED)} = NULL WHERE id = ?", (now, row["id"]))
         self._run(retry)
 
     def get_job(self, job_id):
-        rows = self._read(f"{ROWS} WHERE id = :id", id=job_id)
-        return self._job(rows[0]) if rows else None
+        return self._job(rows[0]) if (rows := self._read(f"{ROWS} WHERE id = :id", id=job_id)) else None
 
     def list_jobs(self, queue, status, limit):
-        rows = self._read(f"SELECT * FROM ({ROWS}) WHERE coalesce(queue = :queue, 1) AND coalesce(state = :status, 1)"
-                          " ORDER BY id DESC LIMIT :limit", queue=queue, status=status and status.value, limit=limit)
-        return [self._job(row) for row in rows]
+        return [self._job(row) for row in self._read(f"SELECT * FROM ({ROWS}) WHERE coalesce(queue = :queue, 1) AND"
+                " coalesce(state = :status, 1) ORDER BY id DESC LIMIT :limit", queue=queue, status=status, limit=limit)]
 
     def stats(self):
         states = ("new", "running", "processed", "failed", "cancelled")
@@ -189,11 +191,9 @@ class ReferenceBackend(Backend):
             " THEN :processed WHEN 'failed' THEN :failed WHEN 'cancelled' THEN :cancelled END LIMIT :limit)",
             cutoffs).rowcount)
 
-    def enqueue_tick(self, job, key, tick):
-        def store(db, now):  # the tick and its job in one transaction: once across every process
-            if db.execute("INSERT OR IGNORE INTO ticks VALUES (?, ?)", (key, micros(tick))).rowcount:
-                return next(self._insert(db, now, [job]))
-        return self._run(store)
+    def enqueue_tick(self, job, key, tick):  # the tick and its job in one transaction: once across every process
+        return self._run(lambda db, now: next(self._insert(db, now, [job])) if db.execute(
+            "INSERT OR IGNORE INTO ticks VALUES (?, ?)", (key, micros(tick))).rowcount else None)
 
     def last_tick(self, key):
         return when(self._read("SELECT max(tick) AS latest FROM ticks WHERE key = :key", key=key)[0]["latest"])

@@ -74,7 +74,7 @@ class Outcome:
     """How an attempt ended, as the runtime decided it; ``Backend.settle`` stores it.
 
     ``status`` is ``PROCESSED``; ``NEW`` for a retry (with ``run_after`` and ``retries`` set);
-    ``FAILED``; or ``CANCELLED``. ``error`` is ``None`` for ``PROCESSED``.
+    ``FAILED``; or ``CANCELLED``. ``error`` and ``traceback`` are ``None`` for ``PROCESSED``.
     """
 
     #: The status to store.
@@ -85,6 +85,11 @@ class Outcome:
     run_after: datetime | None = None
     #: For a retry: the job's new ``retries`` value.
     retries: int | None = None
+    #: ``PROCESSED``: the JSON text of the handler's return value (``None``: it returned ``None``).
+    result: str | None = None
+    #: The failure's traceback; ``None`` clears it, or, with the job's own ``error`` unchanged (a
+    #: cancellation, a put-back), may keep it.
+    traceback: str | None = None
 
 
 #: Called by a backend with a job id when ``cancel_job`` targets a job claimed in this process.
@@ -128,13 +133,9 @@ class Backend(abc.ABC):
     def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> Backend:
         """Build the backend for ``url`` (its scheme chose this class), not opened yet.
 
-        ``neoq.new(url, **options)``, ``NEOQ_URL`` and the CLI's ``--url`` come here through the
-        ``neoq.backends`` entry points (``neoq.backends.registry``). ``options`` are the backend's
-        own settings, given to ``neoq.new()``; ``clock`` is where the client reads time, for a store
-        that keeps time in the process (a store that compares times on its server ignores it).
-        Raises ``ConfigurationError`` for a URL or an option it cannot use; no message shows the
-        URL's password (``neoq.redact``). The default raises ``ConfigurationError``: a backend that
-        can be named by a URL overrides it.
+        ``neoq.new(url, **options)``, ``NEOQ_URL`` and ``--url`` come here (``neoq.backends.registry``);
+        ``clock``: where the client reads time. Raises ``ConfigurationError`` for a URL or an option
+        it cannot use, never showing the password (``neoq.redact``). The default raises it.
         """
         raise ConfigurationError(
             f"{cls.__name__} cannot be built from a URL (it does not implement from_url()); "
@@ -148,9 +149,8 @@ class Backend(abc.ABC):
 
         ``open()`` after ``close()`` opens the backend again, over the same store.
 
-        Called by ``neoq.new()`` before the client is returned, so a bad URL or an
-        unreachable store fails there. Raises ``BackendConnectionError`` within the
-        backend's connect timeout when the store cannot be reached.
+        Called by ``neoq.new()``, so a bad URL or an unreachable store fails there: then
+        ``BackendConnectionError`` within the backend's connect timeout.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -172,9 +172,8 @@ class Backend(abc.ABC):
     def missing_migrations(self) -> list[int]:
         """The schema versions the store lacks (all of them when it has no schema yet), found with reads only.
 
-        The CLI's inspecting commands (``neoq stats``, ``neoq jobs``) call it before ``open()`` and
-        refuse to go on while something is missing, so they never create or change a schema.
-        The default: ``[]``, nothing is missing.
+        The CLI's inspecting commands call it before ``open()`` and refuse to go on while something
+        is missing, so they never change a schema. The default: ``[]``.
         """
         return []
 
@@ -229,9 +228,8 @@ class Backend(abc.ABC):
     def prepare_queue(self, queue: str, handler: Handler) -> None:
         """Get ready to serve ``queue`` with ``handler``; called before its claim loops start.
 
-        The runtime calls it from ``start``/``drain``, so a setting the backend cannot honour
-        fails there. The default accepts the modes of ``handler_modes`` (and ``None``, the
-        backend's default) and raises ``ConfigurationError`` for any other.
+        Called from ``start``/``drain``, so a setting the backend cannot honour fails there. The
+        default accepts ``handler_modes`` (and ``None``), else raises ``ConfigurationError``.
         """
         if handler.mode is not None and handler.mode not in self.handler_modes:
             raise ConfigurationError(
@@ -263,11 +261,9 @@ class Backend(abc.ABC):
     def claim(self, queue: str, timeout: float) -> Claim | None:
         """Claim one due ``NEW`` job of ``queue``, waiting up to ``timeout`` seconds for one.
 
-        Blocks until a job is due (woken by enqueues, retries and ``run_after`` coming due,
-        never by a busy poll), ``timeout`` passes, or ``wakeup(queue)`` is called; returns
-        ``None`` in the last two cases. ``timeout`` 0 means do not wait. Otherwise as ``look``.
-        The default waits through ``self.waiting`` (one look at a time per queue, kept answers,
-        signals) and looks with ``look``.
+        Blocks until a job is due (woken, never by a busy poll), ``timeout`` passes or
+        ``wakeup(queue)`` is called (then ``None``); ``timeout`` 0: do not wait. Otherwise as
+        ``look``. The default waits through ``self.waiting`` and looks with ``look``.
         """
         return self.waiting.queue(queue).claim(functools.partial(self.look, queue), timeout)
 
@@ -285,9 +281,8 @@ class Backend(abc.ABC):
     def waiting(self) -> Waiting:
         """The waiting of this backend's claim loops in this process (``neoq.waiting.Waiting``).
 
-        Made on first use with ``poll_interval``, ``waiting_clock`` and ``"notify"`` from
-        ``capabilities``; the store sends it its signals. ``reset_waiting`` drops it (``close()``,
-        a forked child).
+        Made on first use with ``poll_interval``, ``waiting_clock`` and ``"notify"``; the store
+        sends it its signals. ``reset_waiting`` drops it (``close()``, a forked child).
         """
         waiting = self._waiting
         if waiting is None:
@@ -318,7 +313,8 @@ class Backend(abc.ABC):
         """Store ``outcome`` for the claimed job and end the claim's hold on it.
 
         ``PROCESSED`` clears ``error``; ``NEW`` makes the job due again at
-        ``outcome.run_after`` with ``outcome.retries``; ``FAILED`` and ``CANCELLED`` are
+        ``outcome.run_after`` with ``outcome.retries``; ``result``, ``traceback`` are stored (as
+        ``Outcome`` says) and the job's progress kept; ``FAILED`` and ``CANCELLED`` are
         terminal, with ``finished_at`` the time of this call (the end of the attempt, not its
         start). With a ``"transaction"``, a failure rolls back the handler's writes first. Called once per
         claim, possibly from another thread than the handler's while the handler still runs
@@ -331,9 +327,17 @@ class Backend(abc.ABC):
     def interrupt(self, claim: Claim) -> None:  # noqa: B027 - optional hook
         """Stop the claim's store work in progress before a settle from another thread.
 
-        Called when the runtime ends an attempt whose handler is still running (timeout,
-        deadline, cancellation, forced shutdown); a SQL store cancels the running statement.
-        Must not block for long and must not raise.
+        Called when the runtime ends an attempt whose handler still runs (timeout, deadline,
+        cancellation, forced shutdown); a SQL store cancels the running statement. Must not
+        block for long nor raise.
+        """
+
+    def progress(self, claim: Claim, fraction: float, note: str | None) -> None:  # noqa: B027 - optional
+        """Store a progress report of the claim's running attempt, seen by every reader within 1 s.
+        Called by the runtime's progress thread (a few times a second per claim at most) while the
+        handler runs: it must not wait for the claim's own hold (a row lock) nor write where
+        readers see it only after the settle; a report for a lost lease must not land. Built-in
+        backends implement it; the default drops the reports.
         """
 
     def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
@@ -352,17 +356,15 @@ class Backend(abc.ABC):
     def release(self, claim: Claim) -> None:  # noqa: B027 - optional hook
         """Free the claim's resources (return its connection to the pool).
 
-        Called exactly once per claim, after ``settle`` and after the handler returned, from
-        the thread that ran the handler. Must not raise. The runtime may skip it when
-        ``needs_release`` is False.
+        Called exactly once per claim, after ``settle`` and the handler's return, from the
+        handler's thread. Must not raise. Skipped when ``needs_release`` is False.
         """
 
     def wakeup(self, queue: str, waiters: int) -> None:
         """Make up to ``waiters`` calls of ``claim(queue, ...)`` blocked now return at once.
 
-        Used at shutdown so worker threads stop promptly. A wake-up that finds nobody
-        waiting may make a later ``claim`` return ``None`` early; that is harmless. The
-        default wakes the claims of ``waiting``.
+        Used at shutdown so worker threads stop promptly (a wake-up that finds nobody waiting may
+        make a later ``claim`` return ``None`` early: harmless). The default wakes ``waiting``'s.
         """
         waiting = self._waiting
         if waiting is not None:

@@ -170,15 +170,23 @@ def jobs_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: The fields ``jobs show`` prints as blocks after the table (JSON, or many lines), when set.
+_BLOCKS = ("payload", "result", "traceback")
+
+
 def jobs_show(args: argparse.Namespace) -> int:
-    """``neoq jobs show ID``: every field of one job, then its payload."""
+    """``neoq jobs show ID``: every field of one job, then its payload, result and traceback."""
     with _client(args, shared=True) as nq:
         job = nq.get_job(args.job_id)
     if job is None:
         raise CommandError(f"no job has id {args.job_id!r}")
     data = job_to_dict(job)
-    lines = [[key, "-" if value is None else str(value)] for key, value in data.items() if key != "payload"]
+    lines = [[key, "-" if value is None else str(value)] for key, value in data.items() if key not in _BLOCKS]
     text = format_table(None, lines) + "\npayload\n" + json.dumps(job.payload, indent=2, ensure_ascii=False)
+    if job.result is not None:
+        text += "\nresult\n" + json.dumps(job.result, indent=2, ensure_ascii=False)
+    if job.traceback is not None:
+        text += "\ntraceback\n" + job.traceback.rstrip("\n")
     emit(args, data, text)
     return EXIT_OK
 

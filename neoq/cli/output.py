@@ -46,6 +46,7 @@ def versions(numbers: Sequence[int]) -> str:
 _JOB_FIELDS = (
     "id", "queue", "status", "payload", "attempts", "retries", "max_retries", "error",
     "created_at", "run_after", "ran_at", "finished_at", "deadline", "fingerprint",
+    "progress", "progress_note", "result", "traceback",
 )  # fmt: skip
 
 

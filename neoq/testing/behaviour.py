@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from .hardening import HardeningTests
 from .managing import ManagingTests
+from .outcomes import OutcomesTests
 from .running import RunningTests
 from .store import StoreTests
 from .storing import StoringTests
@@ -29,5 +30,5 @@ __all__ = ["BackendSuite"]
 
 # pytest collects a base class's tests before those of the bases listed ahead of it: the themes are
 # listed last first, so they run in the order of the list's reverse (storing first, shutdown last).
-class BackendSuite(StoreTests, ManagingTests, HardeningTests, RunningTests, StoringTests):
+class BackendSuite(OutcomesTests, StoreTests, ManagingTests, HardeningTests, RunningTests, StoringTests):
     """The behaviour every backend must show. Subclass it and provide a ``backend`` fixture."""

@@ -4,9 +4,10 @@
 what only several processes on one store can show: jobs run once each by several worker
 processes, a job whose worker is SIGKILLed runs again with the attempt counted, a poison job ends
 ``FAILED`` after ``max_retries + 1`` attempts, each cron tick is enqueued once across three
-processes, a cancel reaches a handler in another process, and another process picks a job up
-quickly. Two more tests are gated by capability: ``"enqueue_in_transaction"`` and
-``"transaction"``. It speaks only through the public API and a URL, so any backend can run it::
+processes, a cancel reaches a handler in another process, a handler's progress and result are
+seen from another process, and another process picks a job up quickly. Two more tests are gated
+by capability: ``"enqueue_in_transaction"`` and ``"transaction"``. It speaks only through the
+public API and a URL, so any backend can run it::
 
     import pytest
     from neoq.testing import SharedStoreSuite
@@ -302,6 +303,37 @@ class SharedStoreSuite:
         self.wait_status(nq, job_id, JobStatus.CANCELLED, pool=workers)
         print(f"\ncancel reached the handler in another process in {delay * 1000:.1f}ms")
         assert delay < 1.0
+
+    def test_progress_is_seen_from_another_process_within_a_second(self, nq: Neoq, workers: WorkerPool) -> None:
+        self.require(nq, "shared")
+        queue = _queue("progress")
+        workers.start({queue: {"concurrency": 1}})
+        payload = {"action": "progress", "fraction": 0.5, "note": "half way", "seconds": PATIENCE}
+        job_id = nq.enqueue(Job(queue=queue, payload=payload))
+        reported = workers.flag(job_id, "reported")
+        workers.wait(reported.exists, PATIENCE, "the handler reports its progress")
+
+        def shown() -> Job | None:
+            job = nq.get_job(job_id)
+            return job if job is not None and job.progress == 0.5 else None
+
+        job = workers.wait(shown, 5, "the progress is seen here", 0.005)
+        delay = time.time() - float(reported.read_text())
+        assert job.progress_note == "half way" and job.status is JobStatus.RUNNING
+        print(f"\nprogress seen from another process within {delay * 1000:.1f}ms")
+        assert delay < 1.0
+        nq.cancel_job(job_id)
+        job = self.wait_status(nq, job_id, JobStatus.CANCELLED, pool=workers)
+        assert job.progress == 0.5, "the progress reported stays with the job"
+
+    def test_result_is_seen_from_another_process(self, nq: Neoq, workers: WorkerPool) -> None:
+        self.require(nq, "shared")
+        queue = _queue("result")
+        workers.start({queue: {"concurrency": 1}})
+        value = {"total": 42, "items": ["a", "é", None], "ok": True, "ratio": 0.25}
+        job_id = nq.enqueue(Job(queue=queue, payload={"action": "return", "value": value}))
+        job = self.wait_status(nq, job_id, JobStatus.PROCESSED, pool=workers)
+        assert job.result == value and job.error is None and job.traceback is None
 
     def test_another_process_picks_a_job_up_quickly(self, nq: Neoq, workers: WorkerPool) -> None:
         self.require(nq, "shared")

@@ -21,6 +21,9 @@ What a job does is chosen by its payload's ``"action"``, so no user module is ne
 - ``"sigkill"``: every attempt SIGKILLs its own process (a poison job).
 - ``"wait-cancel"``: write the ``running`` flag, wait up to ``payload["seconds"]`` for
   ``job_context().cancelled``, and once it is set write the ``cancelled`` flag (the time).
+- ``"progress"``: report ``payload["fraction"]`` with ``payload["note"]``, write the ``reported``
+  flag (the time), then wait as ``"wait-cancel"`` does.
+- ``"return"``: record, then return ``payload["value"]`` (the job's result).
 
 Effect files are ``<key>.<attempt>.<pid>.<random>.json`` in ``dir``, holding the job id, queue,
 attempt, pid and start time (``time.time()``; the parent compares it with its own clock: one host);
@@ -40,6 +43,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..app import new
 from ..context import job_context
@@ -49,8 +53,8 @@ from .processes import STOP_SECONDS, job_key, make_handler, write_atomically
 __all__ = ["main"]
 
 
-def _handler(directory: Path) -> Callable[[Job], None]:
-    def handle(job: Job) -> None:
+def _handler(directory: Path) -> Callable[[Job], Any]:
+    def handle(job: Job) -> Any:
         started = time.time()
         payload, key = job.payload, job_key(str(job.id))
         action = payload.get("action", "record")
@@ -60,9 +64,12 @@ def _handler(directory: Path) -> Callable[[Job], None]:
             os.kill(os.getpid(), signal.SIGKILL)
         elif action == "sleep":
             time.sleep(float(payload["seconds"]))
-        elif action == "wait-cancel":
+        elif action in ("wait-cancel", "progress"):
             context = job_context()
             assert context is not None
+            if action == "progress":
+                context.progress(payload["fraction"], payload.get("note"))
+                write_atomically(directory / f"{key}.reported", repr(time.time()))
             write_atomically(directory / f"{key}.running", repr(started))
             if context.cancelled.wait(float(payload.get("seconds", 30))):
                 write_atomically(directory / f"{key}.cancelled", repr(time.time()))
@@ -70,6 +77,7 @@ def _handler(directory: Path) -> Callable[[Job], None]:
         effect = {"job": job.id, "queue": job.queue, "attempt": job.attempts, "pid": os.getpid(), "started": started}
         name = f"{key}.{job.attempts}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json"
         write_atomically(directory / name, json.dumps(effect))
+        return payload.get("value") if action == "return" else None
 
     return handle
 

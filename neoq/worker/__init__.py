@@ -7,6 +7,7 @@
   cancellation, a forced shutdown.
 - ``attempt``: ``Attempt``, a running attempt and the ``JobContext`` its handler sees.
 - ``watchdog``: ``Watchdog``, the one thread that ends attempts at their end time.
+- ``progress``: ``ProgressWriter``, the one thread that writes handlers' progress reports, rate-limited.
 - ``report``: how an attempt ended, told to the client's log and hooks.
 - ``executor``: ``LoopExecutor``, a queue's thread pool whose threads do not hold the process at exit.
 """

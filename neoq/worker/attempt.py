@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from ..backends.base import Claim
 from ..context import JobContext, _LazyDeadline
@@ -20,7 +21,7 @@ class Attempt(JobContext):
     settles the attempt; the others change nothing.
     """
 
-    __slots__ = ("_by_deadline", "_claim", "_handler", "_started", "_token")
+    __slots__ = ("_by_deadline", "_claim", "_handler", "_progress", "_started", "_token", "_writer")
 
     def __init__(
         self,
@@ -32,6 +33,7 @@ class Attempt(JobContext):
         by_deadline: bool,
         monotonic: Callable[[], float],
         now: Callable[[], datetime] | None,
+        writer: Callable[[Attempt, float, str | None], None],
     ) -> None:
         # JobContext's fields, set here rather than through its __init__: this runs once per job.
         self.job = claim.job
@@ -48,6 +50,12 @@ class Attempt(JobContext):
         # One item that exactly one ``take`` pops: ``list.pop`` is atomic, and a list is cheaper
         # to make per attempt than a lock.
         self._token: list[bool] = [True]
+        self._writer = writer  # ``ProgressWriter.report``
+        #: ``[written at, report not written yet, being written]`` once the handler reports (``ProgressWriter``).
+        self._progress: list[Any] | None = None
+
+    def _report(self, fraction: float, note: str | None) -> None:
+        self._writer(self, fraction, note)
 
     def take(self) -> bool:
         try:

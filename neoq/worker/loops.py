@@ -180,6 +180,7 @@ class Worker:
         finally:
             if not self._runners:
                 self._watchdog.stop()
+                self._attempts.progress.stop()
 
     def stop(self, timeout: float, force: threading.Event | None = None) -> None:
         """Stop claiming, wait up to ``timeout`` for running attempts, then end the rest.
@@ -216,3 +217,4 @@ class Worker:
                 finished = all(future.done() for future in runner.futures)
                 runner.executor.shutdown(wait=finished, cancel_futures=True)
         self._watchdog.stop()
+        self._attempts.progress.stop()

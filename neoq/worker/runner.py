@@ -26,10 +26,12 @@ from typing import Any
 from ..backends.base import Backend, Claim, Outcome
 from ..clock import Clock
 from ..context import LAZY_DEADLINE, _local
-from ..errors import DeadlineExceededError, JobTimeoutError, NeoqError
+from ..errors import DeadlineExceededError, InvalidJobError, JobTimeoutError, NeoqError
 from ..handler import Handler
-from ..job import Job, JobStatus, error_text
+from ..job import Job, JobStatus
+from ..outcomes import error_text, result_text, running_stack_text, traceback_text
 from .attempt import Attempt
+from .progress import ProgressWriter
 from .report import report
 from .watchdog import Watchdog
 
@@ -62,6 +64,9 @@ class AttemptRunner:
         self._now: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc) if system else clock.now
         #: Ends running attempts at their timeout or deadline.
         self.watchdog = Watchdog(self.running, self._expire, self._monotonic)
+        #: Writes the handlers' progress reports (its thread starts with the first report).
+        self.progress = ProgressWriter(backend, self._monotonic)
+        self._report_progress = self.progress.report
         #: Whether ``release`` must be called after each attempt (the backend says).
         self._releases = bool(backend.needs_release)
         backend.set_cancel_callback(self._cancel_running)
@@ -107,7 +112,15 @@ class AttemptRunner:
         if now is None:
             # No deadline: the attempt's wall-clock end is worked out only if the handler asks.
             attempt = Attempt(
-                claim, handler, None if timeout is None else LAZY_DEADLINE, ends_at, start, False, monotonic, self._now
+                claim,
+                handler,
+                None if timeout is None else LAZY_DEADLINE,
+                ends_at,
+                start,
+                False,
+                monotonic,
+                self._now,
+                self._report_progress,
             )
             by_deadline = False
         else:
@@ -116,7 +129,9 @@ class AttemptRunner:
             if by_deadline:
                 ends_at = deadline_at
             attempt_deadline = None if ends_at == math.inf else now + timedelta(seconds=ends_at - start)
-            attempt = Attempt(claim, handler, attempt_deadline, ends_at, start, by_deadline, monotonic, None)
+            attempt = Attempt(
+                claim, handler, attempt_deadline, ends_at, start, by_deadline, monotonic, None, self._report_progress
+            )
         job_id = job.id or ""
         running = self.running
         running[job_id] = attempt
@@ -126,10 +141,11 @@ class AttemptRunner:
         if events is not None and events.active:
             events.started(job)
         error: BaseException | None = None
+        value: Any = None
         local = _local
         local.context = attempt
         try:
-            handler.func(job)
+            value = handler.func(job)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: fail the attempt, not the thread
             error = exc
         finally:
@@ -145,24 +161,31 @@ class AttemptRunner:
                     )
             else:
                 duration = monotonic() - start
+                if attempt._progress is not None:
+                    self.progress.finish(attempt)  # its last report lands while the claim holds the job
                 if error is None:
-                    # ``_settle(claim, _PROCESSED, ...)`` and ``report``'s common case, inlined.
+                    # ``_settle(claim, outcome, ...)`` and ``report``'s common case, inlined.
+                    if value is None:
+                        outcome, refused = _PROCESSED, None
+                    else:
+                        outcome, refused = self._returned(value)
                     backend = self._backend
                     try:
                         if chain is None or (stopping is not None and stopping.is_set()):
-                            backend.settle(claim, _PROCESSED)
+                            backend.settle(claim, outcome)
                         else:
-                            following = backend.settle_then_claim(claim, _PROCESSED, chain)
+                            following = backend.settle_then_claim(claim, outcome, chain)
                     except NeoqError as err:
-                        self._log_unsettled(job, _PROCESSED, err)
+                        self._log_unsettled(job, outcome, err)
                     else:
                         if self._log.isEnabledFor(logging.INFO):
-                            report(self._log, events, job, _PROCESSED, duration, None)
+                            report(self._log, events, job, outcome, duration, refused)
                         elif events is not None and events.active:
-                            events.settled(job, _PROCESSED, duration, None)
+                            events.settled(job, outcome, duration, refused)
                 else:
                     self._recover(job, error)
-                    self._settle(claim, self._failure(job, handler, error_text(error)), duration, error)
+                    outcome = self._failure(job, handler, error_text(error), traceback_text(error))
+                    self._settle(claim, outcome, duration, error)
         except BaseException:
             # neoq's own machinery failed past what the steps above catch: the job must not stay claimed.
             self._log.exception("neoq: job %s (queue %r): settling or reporting its attempt failed", job.id, job.queue)
@@ -179,10 +202,26 @@ class AttemptRunner:
 
     # -- outcomes ------------------------------------------------------------------------
 
-    def _failure(self, job: Job, handler: Handler, error: str, *, final: bool = False) -> Outcome:
+    def _returned(self, value: Any) -> tuple[Outcome, InvalidJobError | None]:
+        """The outcome of an attempt that returned ``value`` (not ``None``): PROCESSED with its JSON,
+        or FAILED at once when no store can keep it (no retry: the handler's work is done), with the
+        ``InvalidJobError`` that the log and the hooks report."""
+        try:
+            return Outcome(JobStatus.PROCESSED, result=result_text(value)), None
+        except InvalidJobError as exc:
+            refused = exc
+        except Exception as exc:  # a __str__ or a mapping's items() that raises, while checking it
+            refused = InvalidJobError(
+                f"the handler's result ({type(value).__name__}) cannot be encoded: {error_text(exc)}"
+            )
+        return Outcome(JobStatus.FAILED, error_text(refused)), refused
+
+    def _failure(
+        self, job: Job, handler: Handler, error: str, traceback: str | None = None, *, final: bool = False
+    ) -> Outcome:
         """Return the outcome of a failed attempt: a retry, or FAILED when none is left."""
         if final or job.attempts > handler.max_retries_for(job):
-            return Outcome(JobStatus.FAILED, error)
+            return Outcome(JobStatus.FAILED, error, traceback=traceback)
         retries = max(job.retries + 1, job.attempts)
         try:
             delay = handler.retry_delay(retries)
@@ -199,10 +238,10 @@ class AttemptRunner:
         try:
             run_after = self._now() + timedelta(seconds=delay)
         except OverflowError:  # a clock near year 9999: no retry can be due
-            return Outcome(JobStatus.FAILED, error)
+            return Outcome(JobStatus.FAILED, error, traceback=traceback)
         if job.deadline is not None and run_after >= job.deadline:
-            return Outcome(JobStatus.FAILED, error)
-        return Outcome(JobStatus.NEW, error, run_after, retries)
+            return Outcome(JobStatus.FAILED, error, traceback=traceback)
+        return Outcome(JobStatus.NEW, error, run_after, retries, traceback=traceback)
 
     def _recover(self, job: Job, exc: BaseException) -> None:
         callback = self._recovery_callback
@@ -243,7 +282,9 @@ class AttemptRunner:
         """
         job = claim.job
         try:
-            self._backend.settle(claim, Outcome(JobStatus.NEW, job.error, self._now(), job.retries))
+            self._backend.settle(
+                claim, Outcome(JobStatus.NEW, job.error, self._now(), job.retries, traceback=job.traceback)
+            )
         except Exception:
             self._log.exception("neoq: job %s (queue %r) could not be put back", job.id, job.queue)
 
@@ -288,7 +329,10 @@ class AttemptRunner:
             exc = DeadlineExceededError("the job's deadline passed while it was running")
         else:
             exc = JobTimeoutError(f"the attempt ran past the handler's timeout of {attempt._handler.timeout:g}s")
-        outcome = self._failure(job, attempt._handler, error_text(exc), final=attempt._by_deadline)
+        error = error_text(exc)
+        # The handler raised nothing: its traceback is where it was when its time ran out.
+        stack = running_stack_text(_RUN_CODE, "attempt", attempt, error)
+        outcome = self._failure(job, attempt._handler, error, stack, final=attempt._by_deadline)
         self._end_from_outside(attempt, outcome, exc)
 
     def _cancel_running(self, job_id: str) -> None:
@@ -296,7 +340,8 @@ class AttemptRunner:
         attempt = self.running.get(job_id)
         if attempt is None or not attempt.take():
             return
-        self._end_from_outside(attempt, Outcome(JobStatus.CANCELLED, attempt.job.error))
+        job = attempt.job
+        self._end_from_outside(attempt, Outcome(JobStatus.CANCELLED, job.error, traceback=job.traceback))
 
     def put_back_running(self) -> None:
         """At the end of a shutdown's grace time: end every running attempt, cancelled, and put its
@@ -304,4 +349,10 @@ class AttemptRunner:
         for attempt in list(self.running.values()):
             if attempt.take():
                 job = attempt.job
-                self._end_from_outside(attempt, Outcome(JobStatus.NEW, job.error, self._now(), job.retries))
+                self._end_from_outside(
+                    attempt, Outcome(JobStatus.NEW, job.error, self._now(), job.retries, traceback=job.traceback)
+                )
+
+
+#: ``AttemptRunner.run``'s code: the frame below which a timed-out handler's stack is read.
+_RUN_CODE = AttemptRunner.run.__code__

@@ -74,11 +74,15 @@ make it one; each raises ``NeoqError`` only (a driver's errors wrapped in ``Back
     uncounted, fenced by token; wake their queues' claimers.
 ``close()``
     Release what the store opened for the engine (a connection pool); the engine calls it last.
+``progress(lease, fraction, note)`` (optional)
+    Store a running job's progress report, fenced by token like ``settle_many``. Without it the
+    engine drops the reports (``LeaseEngine.progress``). ``Outcome.result``/``traceback`` travel
+    in ``settle_many`` (see ``neoq.backends.base.Outcome``).
 
 Beside the store, the engine takes narrow callbacks from its backend (``LeaseEngine``): the
 queue's claim loops (``loops``, the backend's ``waiting.queue``), ``prefetch`` per queue, and
 ``notify_cancel``. The store is given its own (PostgreSQL: how to wrap a driver error). A backend
-routes ``look``, ``settle``, ``settle_then_claim`` and ``release`` of a leased claim (its token
+routes ``look``, ``settle``, ``settle_then_claim``, ``progress`` and ``release`` of a leased claim (its token
 is a ``LeaseToken``) to the engine, calls ``barrier`` before its other store calls, and
 ``close`` when it closes.
 """
@@ -343,6 +347,14 @@ class LeaseEngine:
         lost meanwhile (the job was claimed again elsewhere) makes the write a no-op.
         """
         self._flusher.submit(Settlement(claim.token, outcome), mark=True)
+
+    def progress(self, claim: Claim, fraction: float, note: str | None) -> None:
+        """``Backend.progress``: the store's optional fenced ``progress`` write; dropped without one,
+        or once the lease is settled or lost."""
+        lease = claim.token
+        write = getattr(self._store, "progress", None)
+        if write is not None and isinstance(lease, LeaseToken) and not lease.settled and not lease.lost:
+            write(lease, fraction, note)
 
     def barrier(self) -> None:
         """Wait until every outcome settled so far was written (or failed to be)."""

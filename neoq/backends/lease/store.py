@@ -29,6 +29,7 @@ class LeaseHolder(Protocol):
     """What made a leased claim and settles it (``LeaseEngine``): a backend hands it the claim."""
 
     def settle(self, claim: Claim, outcome: Outcome) -> None: ...
+    def progress(self, claim: Claim, fraction: float, note: str | None) -> None: ...
     def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None: ...
     def release(self, claim: Claim) -> None: ...
 
@@ -86,6 +87,10 @@ class LeaseStore(Protocol):
     def close(self) -> None:
         """Release the store's resources."""
         ...
+
+    # Optional: ``progress(lease: LeaseToken, fraction: float, note: str | None) -> None`` stores a
+    # running job's progress report, written only while ``lease`` still holds the job (fenced by
+    # its token, like ``settle_many``). A store without it drops the reports (``LeaseEngine.progress``).
 
 
 class Loops(Protocol):

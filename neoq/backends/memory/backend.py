@@ -19,18 +19,20 @@ from ...waiting import Look
 from ..base import Backend, Claim, Outcome
 from ..capabilities import NOTIFY
 from .queues import LOCK_FREE, Entry, QueueJobs
-from .records import Record, payload_copy, shown, status_of
+from .records import Record, count_statuses, key_of, payload_copy, shown, status_of
 
 __all__ = ["MemoryBackend"]
 
 _new_job = object.__new__
-_EMPTY_STATS = ("new", "running", "processed", "failed", "cancelled")
 _NEW = JobStatus.NEW
 _RUNNING = JobStatus.RUNNING
 _PROCESSED = JobStatus.PROCESSED
 _NOTHING: Look[Claim] = Look(due_in=None)
 #: What ``_finish`` writes into a processed job, built once (it is only read).
-_PROCESSED_STATE: dict[str, Any] = {"status": _PROCESSED, "error": None}
+_PROCESSED_STATE: dict[str, Any] = {"status": _PROCESSED, "error": None, "traceback": None}
+
+#: What ``retry_job`` clears: the outcome of the job's earlier run.
+_NO_OUTCOME: dict[str, Any] = {"traceback": None, "progress": None, "progress_note": None}
 
 #: What a change asks of the waiting claim loops, by queue: 0.0 a signal (a job is due now), else
 #: the delay until the earliest job it stored for later comes due.
@@ -260,6 +262,7 @@ class MemoryBackend(Backend):
             # ``_settle``'s first step, inlined: it runs once per job.
             record: Record | None = self._records.get(claim.job.id or "")
             if record is not None and record.claimed and record.version == claim.token:
+                record.result_text = outcome.result
                 self._finish(record, _PROCESSED_STATE, now)  # only its claimer changes the record now
         else:
             self._settle(claim, outcome, now)
@@ -285,6 +288,7 @@ class MemoryBackend(Backend):
             return  # settled before (the claim is stale): the contract makes a second settle a no-op
         status = outcome.status
         if status is _PROCESSED and LOCK_FREE:
+            record.result_text = outcome.result
             self._finish(record, _PROCESSED_STATE, now)  # only its claimer changes the record now
             return
         wake: _Wake = {}
@@ -292,19 +296,26 @@ class MemoryBackend(Backend):
             if not record.claimed or record.version != claim.token:
                 return
             if status is not _NEW:
-                self._finish(record, {"status": status, "error": None if status is _PROCESSED else outcome.error}, now)
+                if status is _PROCESSED:
+                    record.result_text = outcome.result
+                    self._finish(record, _PROCESSED_STATE, now)
+                else:
+                    failed = {"status": status, "error": outcome.error, "traceback": outcome.traceback}
+                    self._finish(record, failed, now)
                 return
             job = record.job
             record.claimed = False
             record.version += 1
-            record.job = evolve(
-                job,
-                error=outcome.error,
-                run_after=outcome.run_after or now,
-                retries=job.retries if outcome.retries is None else outcome.retries,
-            )
+            retries = job.retries if outcome.retries is None else outcome.retries
+            after, error, traceback = outcome.run_after or now, outcome.error, outcome.traceback
+            record.job = evolve(job, error=error, traceback=traceback, run_after=after, retries=retries)
             self._schedule(record, now, wake)
         self._wake(wake)
+
+    def progress(self, claim: Claim, fraction: float, note: str | None) -> None:
+        record = self._records.get(claim.job.id or "")
+        if record is not None and record.claimed and record.version == claim.token:
+            record.job.__dict__.update(progress=fraction, progress_note=note)  # one call: read whole or not
 
     def _finish(self, record: Record, outcome: dict[str, Any], now: datetime) -> None:
         """Store the final outcome of a claimed record's attempt (its ``status`` and ``error``,
@@ -404,8 +415,8 @@ class MemoryBackend(Backend):
             now = self._clock.now()
             self._unique[key] = job.id or ""
             record.version += 1
-            record.finished_at = None
-            record.job = evolve(job, status=JobStatus.NEW, run_after=now, retries=0, attempts=0, error=None)
+            record.finished_at = record.result_text = None
+            record.job = evolve(job, status=_NEW, run_after=now, retries=0, attempts=0, error=None, **_NO_OUTCOME)
             self._schedule(record, now, wake)
         self._wake(wake)
 
@@ -428,23 +439,10 @@ class MemoryBackend(Backend):
             self._notify_cancel(job_id)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        result: dict[str, dict[str, int]] = {}
         with self._lock:
-            for record in self._records.values():
-                queue = record.job.queue
-                counts = result.get(queue)
-                if counts is None:
-                    counts = result[queue] = dict.fromkeys(_EMPTY_STATS, 0)
-                counts[status_of(record).value] += 1
-        return result
+            return count_statuses(self._records.values())
 
     def _get(self, job_id: str) -> Record:
-        record = self._records.get(job_id) if isinstance(job_id, str) else None
-        if record is None:
+        if (record := self._records.get(job_id) if isinstance(job_id, str) else None) is None:
             raise JobNotFoundError(f"no job has id {job_id!r}")
         return record
-
-
-def key_of(job: Job) -> tuple[str, str]:
-    """The job's uniqueness key: (queue, fingerprint)."""
-    return (job.queue, job.fingerprint or "")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from ...job import Job, JobStatus, encode_payload
 from ...job import copy_job as _copy
 
-__all__ = ["Record", "flat_copy", "payload_copy", "shown", "status_of"]
+__all__ = ["Record", "count_statuses", "flat_copy", "key_of", "payload_copy", "shown", "status_of"]
 
 _NEW = JobStatus.NEW
 _RUNNING = JobStatus.RUNNING
@@ -22,7 +23,7 @@ class Record:
     (``status_of``), so the claim writes nothing more than ``attempts`` and ``ran_at``.
     """
 
-    __slots__ = ("claimed", "entry", "finished_at", "flat", "job", "payload_text", "seq", "version")
+    __slots__ = ("claimed", "entry", "finished_at", "flat", "job", "payload_text", "result_text", "seq", "version")
 
     def __init__(self, job: Job, seq: int) -> None:
         self.job = job  # each read gets its own payload: a copy of ``flat``, or decoded from the text
@@ -38,6 +39,8 @@ class Record:
         self.entry: tuple[float, int, int] | None = None
         self.claimed = False
         self.finished_at: datetime | None = None  # when it last became PROCESSED, FAILED or CANCELLED
+        #: The JSON text of the handler's return value (``job.result`` stays ``None``: readers decode this).
+        self.result_text: str | None = None
 
     def payload(self) -> Any:
         """A fresh payload: a copy of the flat dict, or decoded from the text."""
@@ -88,4 +91,26 @@ def shown(record: Record) -> Job:
     state = job.__dict__
     status = state["status"] = status_of(record)
     state["finished_at"] = None if status is _NEW or status is _RUNNING else record.finished_at
+    if record.result_text is not None:
+        state["result"] = json.loads(record.result_text)
     return job
+
+
+_STATS_KEYS = ("new", "running", "processed", "failed", "cancelled")
+
+
+def count_statuses(records: Iterable[Record]) -> dict[str, dict[str, int]]:
+    """``stats()`` of these records (the store's lock held): counts by queue and status as read."""
+    result: dict[str, dict[str, int]] = {}
+    for record in records:
+        queue = record.job.queue
+        counts = result.get(queue)
+        if counts is None:
+            counts = result[queue] = dict.fromkeys(_STATS_KEYS, 0)
+        counts[status_of(record).value] += 1
+    return result
+
+
+def key_of(job: Job) -> tuple[str, str]:
+    """The job's uniqueness key: (queue, fingerprint)."""
+    return (job.queue, job.fingerprint or "")

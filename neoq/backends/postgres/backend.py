@@ -23,9 +23,10 @@ How it works, in one screen:
   inside their transaction, so nothing wakes before the commit. Claims wait in ``neoq.waiting``
   (``Backend.claim``): the listener's notifications, this process's enqueues and a reconnect
   signal it (``_signal``; notices.py lets the notifications of its own enqueues go); each look
-  that finds nothing says when the queue's next job comes due (by the database's clock), so
-  future jobs and retries are picked up on time in every process; a look every
-  ``poll_interval`` is the safety net.
+  that finds nothing says when the queue's next job comes due (by the database's clock); a look
+  every ``poll_interval`` is the safety net.
+- **Outcomes.** The settle writes ``result`` and ``traceback`` with the status; progress reports
+  go to ``neoq_progress`` beside the locked row (migration 0005).
 """
 
 from __future__ import annotations
@@ -49,10 +50,7 @@ from ..lease import LeaseEngine, LeaseToken
 from . import forking, inspection, runtime
 from .cancels import _Cancels
 from .claims import TransactionClaims
-from .common import (
-    CHANNEL,
-    Conn,
-)
+from .common import CHANNEL, Conn
 from .enqueue import Enqueuer
 from .leasestore import PostgresLeaseStore
 from .notices import LocalNotices
@@ -116,10 +114,7 @@ class PostgresBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> PostgresBackend:
-        """``postgresql://`` and ``postgres://``: ``PostgresBackend(url, **options)``.
-
-        The database's clock decides what is due, so the client's ``clock`` is not used.
-        """
+        """``postgresql://`` and ``postgres://``: ``PostgresBackend(url, **options)`` (the database's clock rules)."""
         return cls(url, **options)
 
     def __init__(self, url: str, **options: Unpack[PostgresOptions]) -> None:
@@ -385,11 +380,19 @@ class PostgresBackend(Backend):
         held = claim.token
         if isinstance(held, LeaseToken):
             return held.engine.settle_then_claim(claim, outcome, queue)
-        if outcome.status is not JobStatus.PROCESSED or not isinstance(held, _Held) or self._is_lease(queue):
+        plain = outcome.status is JobStatus.PROCESSED and outcome.result is None
+        if not plain or not isinstance(held, _Held) or self._is_lease(queue):
             self.settle(claim, outcome)
             return None
         chain = self._transactions.chain
         return self.waiting.queue(queue).chain(lambda: chain(claim, held, outcome, queue))
+
+    def progress(self, claim: Claim, fraction: float, note: str | None) -> None:
+        held = claim.token
+        if isinstance(held, LeaseToken):
+            held.engine.progress(claim, fraction, note)
+        elif isinstance(held, _Held):
+            inspection.progress(self._conns.aux, claim.job.id or "", fraction, note)
 
     def interrupt(self, claim: Claim) -> None:
         held = claim.token
@@ -406,13 +409,9 @@ class PostgresBackend(Backend):
     def _signal(self, queues: Iterable[str] | None) -> None:
         """Something of ``queues`` (every queue when None: a reconnect) may be due now: have one
         waiting claim loop of each look. The one place that signals a queue."""
-        waiting = self._waiting
-        if waiting is not None:
-            if queues is None:
-                waiting.signal(None)
-            else:
-                for queue in queues:
-                    waiting.signal(queue)
+        if (waiting := self._waiting) is not None:
+            for queue in [None] if queues is None else queues:
+                waiting.signal(queue)
 
     # -- cancellation --------------------------------------------------------------------
 

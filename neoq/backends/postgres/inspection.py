@@ -106,6 +106,12 @@ def retry_job(aux: Aux, signal: Callable[[set[str]], None], job_id: str) -> None
     signal({row[0]})
 
 
+def progress(aux: Aux, job_id: str, fraction: float, note: str | None) -> None:
+    """A transaction-mode claim's progress report: an autocommit upsert beside the locked row."""
+    with aux("storing a progress report") as conn:
+        conn.execute(QUERIES["progress"], {"id": int(job_id), "fraction": fraction, "note": note})
+
+
 def stats(aux: Aux) -> dict[str, dict[str, int]]:
     result: dict[str, dict[str, int]] = {}
     with aux("reading stats") as conn:

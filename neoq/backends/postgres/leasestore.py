@@ -133,6 +133,8 @@ class PostgresLeaseStore:
         errors: list[str] = []
         run_afters: list[str] = []
         retries: list[str] = []
+        results: list[str] = []
+        tracebacks: list[str] = []
         processed = JobStatus.PROCESSED
         for pending in batch:
             lease, outcome = pending.lease, pending.outcome
@@ -144,6 +146,8 @@ class PostgresLeaseStore:
                 errors.append("NULL")
                 run_afters.append(str((lease.due_at - _EPOCH) // _MICROSECOND))
                 retries.append("NULL")
+                results.append("NULL" if outcome.result is None else _text_element(outcome.result))
+                tracebacks.append("NULL")
                 continue
             retry = status is JobStatus.NEW
             # A retry is due at its own time; a finished job gets back the time it was due.
@@ -152,6 +156,8 @@ class PostgresLeaseStore:
             errors.append(_text_element(outcome.error))
             run_afters.append(str((run_after - _EPOCH) // _MICROSECOND))
             retries.append(str(outcome.retries) if retry and outcome.retries is not None else "NULL")
+            results.append("NULL")
+            tracebacks.append(_text_element(outcome.traceback))
         # Array literals ('{1,2}') built here: psycopg adapts a list element by element in Python.
         params = {
             "ids": "{" + ",".join(ids) + "}",
@@ -160,10 +166,18 @@ class PostgresLeaseStore:
             "errors": "{" + ",".join(errors) + "}",
             "run_afters": "{" + ",".join(run_afters) + "}",
             "retries": "{" + ",".join(retries) + "}",
+            "results": "{" + ",".join(results) + "}",
+            "tracebacks": "{" + ",".join(tracebacks) + "}",
             "channel": CHANNEL,
         }
         with self._conn(f"writing the outcomes of {len(batch)} jobs") as conn:
             return {row[0] for row in conn.execute(LEASE_QUERIES["lease_settle"], params).fetchall()}
+
+    def progress(self, lease: LeaseToken, fraction: float, note: str | None) -> None:
+        """A leased job's progress report (``lease_progress``), fenced by the lease's token."""
+        params = {"id": lease.job_id, "token": lease.token, "fraction": fraction, "note": note}
+        with self._conn("storing a progress report") as conn:
+            conn.execute(LEASE_QUERIES["lease_progress"], params)
 
     def renew(self, leases: list[LeaseToken], lease: float) -> list[Lost]:
         """Renew ``leases`` in one statement (``lease_heartbeat``); return the lost ones."""

@@ -86,8 +86,11 @@ def _job(
 
 
 def _job_from_row(row: tuple[Any, ...]) -> Job:
-    """A row of ``job_view``: the ten columns, then status, attempts, ran_at, finished_at."""
-    return _job(row, str(row[0]), JobStatus(row[10]), row[11], row[12], row[13])
+    """A row of ``job_view``: the ten columns, then status, attempts, ran_at, finished_at, and the
+    outcome: result (decoded JSON), traceback, progress fraction and note."""
+    job = _job(row, str(row[0]), JobStatus(row[10]), row[11], row[12], row[13])
+    job.__dict__.update(result=row[14], traceback=row[15], progress=row[16], progress_note=row[17])
+    return job
 
 
 def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datetime | None) -> Job:

@@ -61,6 +61,8 @@ def settle_params(job: Job, outcome: Outcome, held: _Held, counted: int = 1) -> 
         "ran_at": held.ran_at,
         "status": status.value,
         "error": None if status is JobStatus.PROCESSED else outcome.error,
+        "traceback": None if status is JobStatus.PROCESSED else outcome.traceback,
+        "result": outcome.result if status is JobStatus.PROCESSED else None,
         "run_after": outcome.run_after if status is JobStatus.NEW else None,
         "retries": outcome.retries if status is JobStatus.NEW else None,
         "channel": CHANNEL,
@@ -209,14 +211,14 @@ class Settles:
 
     # -- writing outcomes ----------------------------------------------------------------
 
-    def processed(self, job: Job, held: _Held) -> _Command:
+    def processed(self, job: Job, held: _Held, result: str | None = None) -> _Command:
         """The statement that stores PROCESSED for ``job`` and counts its attempt: the short one,
-        unless a cancellation request for it reached this process (the full settle removes the
-        request)."""
+        unless the handler returned a result or a cancellation request for it reached this process
+        (the full settle stores the result and removes the request)."""
         hot = self._hot
         job_id = job.id or "0"
-        if self._cancel_seen(job_id):
-            params = settle_params(job, Outcome(JobStatus.PROCESSED), held)
+        if result is not None or self._cancel_seen(job_id):
+            params = settle_params(job, Outcome(JobStatus.PROCESSED, result=result), held)
             return (hot.settle, tuple(_wire_text(params[name]) for name in _PREPARED["settle"][2]), hot.prepared)
         ran_at = held.ran_at
         assert ran_at is not None
@@ -250,7 +252,7 @@ class Settles:
                 # claim whose index scan passes it has to look up: claims under concurrency slowed down.
                 commands: tuple[_Command, ...] = (
                     (_RELEASE_SAVEPOINT_B, None, False),
-                    self.processed(job, held),
+                    self.processed(job, held, outcome.result),
                     (_COMMIT, None, False),
                 )
                 _exchange(conn, commands)

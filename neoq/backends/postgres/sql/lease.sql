@@ -59,14 +59,18 @@ WITH t AS (
     SELECT u.id, u.token, u.status, u.error,
            timestamptz 'epoch' + u.micros / 1000000 * interval '1 second'
                + mod(u.micros, 1000000) * interval '1 microsecond' AS run_after,
-           u.retries
+           u.retries, u.result::json AS result, u.traceback
     FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(statuses)s::text[], %(errors)s::text[],
-                %(run_afters)s::bigint[], %(retries)s::integer[])
-         AS u(id, token, status, error, micros, retries)
+                %(run_afters)s::bigint[], %(retries)s::integer[], %(results)s::text[], %(tracebacks)s::text[])
+         AS u(id, token, status, error, micros, retries, result, traceback)
 ), done AS (
     UPDATE neoq_jobs j
     SET status = t.status,
         error = t.error,
+        -- As the transaction mode's settle: no traceback with the error unchanged keeps the stored one.
+        traceback = CASE WHEN t.traceback IS NULL AND t.error IS NOT DISTINCT FROM j.error
+                         THEN j.traceback ELSE t.traceback END,
+        result = t.result,
         run_after = t.run_after,
         retries = coalesce(t.retries, j.retries),
         finished_at = CASE WHEN t.status = 'new' THEN NULL ELSE now() END,
@@ -115,3 +119,12 @@ WITH t AS (
     UPDATE neoq_attempts a SET attempts = a.attempts - 1 FROM back b WHERE a.job_id = b.id AND a.attempts > 0
 )
 SELECT b.id, pg_notify(%(channel)s, 'q:' || b.queue) IS NULL FROM back b;
+
+-- name: lease_progress
+-- A running job's progress report, fenced by the lease's token: a holder whose lease was lost (the
+-- job claimed again, settled or cancelled) writes nothing.
+INSERT INTO neoq_progress AS p (job_id, fraction, note, updated_at)
+SELECT j.id, %(fraction)s::float8, %(note)s::text, clock_timestamp()
+FROM neoq_jobs j
+WHERE j.id = %(id)s AND j.lease_token = %(token)s AND j.status = 'new'
+ON CONFLICT (job_id) DO UPDATE SET fraction = excluded.fraction, note = excluded.note, updated_at = excluded.updated_at;

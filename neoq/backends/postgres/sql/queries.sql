@@ -95,9 +95,14 @@ WITH counted AS (
 )
 -- finished_at is clock_timestamp(), the end of the attempt: now() is the claim's start.
 -- lease_owner is cleared, so that a retry waiting here never reads as leased (running).
+-- traceback: a failure's; none with the job's error unchanged (a cancellation or a put-back of an
+-- attempt that did not fail) keeps the stored one. result: a processed attempt's return value.
 UPDATE neoq_jobs j
 SET status = o.status,
     error = %(error)s,
+    traceback = CASE WHEN %(traceback)s::text IS NULL AND %(error)s::text IS NOT DISTINCT FROM j.error
+                     THEN j.traceback ELSE %(traceback)s::text END,
+    result = %(result)s::json,
     run_after = coalesce(%(run_after)s, j.run_after),
     retries = coalesce(%(retries)s, j.retries),
     finished_at = CASE WHEN o.status = 'new' THEN NULL ELSE clock_timestamp() END,
@@ -113,7 +118,8 @@ WITH counted AS (
     INSERT INTO neoq_attempts AS a (job_id, attempts, ran_at) VALUES (%(id)s, 1, %(ran_at)s::timestamptz)
     ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at
 )
-UPDATE neoq_jobs SET status = 'processed', error = NULL, finished_at = clock_timestamp() WHERE id = %(id)s;
+UPDATE neoq_jobs SET status = 'processed', error = NULL, traceback = NULL, finished_at = clock_timestamp()
+WHERE id = %(id)s;
 
 -- name: enqueue
 -- Insert a batch in one statement; each row notifies its queue (PostgreSQL folds identical
@@ -172,7 +178,7 @@ SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_r
        CASE WHEN l.locker = 'in progress'
             THEN (SELECT s.xact_start FROM pg_stat_activity s WHERE s.backend_xid = j.xmax)
             ELSE a.ran_at END,
-       j.finished_at
+       j.finished_at, j.result, j.traceback, p.fraction, p.note
 FROM neoq_jobs j
 CROSS JOIN LATERAL (
     SELECT CASE WHEN j.status <> 'new' THEN j.status
@@ -185,6 +191,7 @@ CROSS JOIN LATERAL (
                  END AS locker) k
 ) l
 LEFT JOIN neoq_attempts a ON a.job_id = j.id
+LEFT JOIN neoq_progress p ON p.job_id = j.id
 
 -- name: get_job
 -- include: job_view
@@ -219,11 +226,14 @@ GROUP BY 1, 2;
 -- A finished job becomes due now with fresh counters; its queue is woken on commit.
 WITH job AS (
     UPDATE neoq_jobs
-    SET status = 'new', run_after = now(), retries = 0, error = NULL, finished_at = NULL
+    SET status = 'new', run_after = now(), retries = 0, error = NULL, finished_at = NULL, result = NULL,
+        traceback = NULL
     WHERE id = %(id)s AND status <> 'new'
     RETURNING id, queue
 ), attempts AS (
     DELETE FROM neoq_attempts a USING job WHERE a.job_id = job.id
+), progress AS (
+    DELETE FROM neoq_progress p USING job WHERE p.job_id = job.id
 ), cancels AS (
     DELETE FROM neoq_cancellations c USING job WHERE c.job_id = job.id
 )
@@ -278,10 +288,22 @@ WITH doomed AS (
     DELETE FROM neoq_jobs j USING doomed d WHERE j.id = d.id RETURNING j.id
 ), attempts AS (
     DELETE FROM neoq_attempts a USING gone g WHERE a.job_id = g.id
+), progress AS (
+    DELETE FROM neoq_progress p USING gone g WHERE p.job_id = g.id
 ), cancels AS (
     DELETE FROM neoq_cancellations c USING gone g WHERE c.job_id = g.id
 )
 SELECT count(*) FROM gone;
+
+-- name: progress
+-- A running job's progress report (transaction mode), autocommit from the pool: the job row is only
+-- read (never locked), so the claim's lock does not block it; a job that is no longer waiting or
+-- running (settled meanwhile) gets no late report.
+INSERT INTO neoq_progress AS p (job_id, fraction, note, updated_at)
+SELECT j.id, %(fraction)s::float8, %(note)s::text, clock_timestamp()
+FROM neoq_jobs j
+WHERE j.id = %(id)s AND j.status = 'new'
+ON CONFLICT (job_id) DO UPDATE SET fraction = excluded.fraction, note = excluded.note, updated_at = excluded.updated_at;
 
 -- name: prune_ticks
 -- Tick records older than the cutoff, except each schedule's latest (last_tick() reads it).

@@ -327,6 +327,12 @@ class RedisBackend(Backend):
             raise BackendError("settle() got a claim that this Redis backend did not make")
         lease.engine.settle(claim, outcome)
 
+    def progress(self, claim: Claim, fraction: float, note: str | None) -> None:
+        """Store the running attempt's progress report, fenced by its lease (progress.lua)."""
+        lease = claim.token
+        if isinstance(lease, LeaseToken):
+            lease.engine.progress(claim, fraction, note)
+
     def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
         lease = claim.token
         if not isinstance(lease, LeaseToken):

@@ -16,8 +16,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 
 #: Values per job in a row of read.lua: id, queue, fingerprint, payload, status, run_after,
-#: deadline, max_retries, retries, attempts, error, created_at, ran_at, finished_at.
-ROW_WIDTH = 14
+#: deadline, max_retries, retries, attempts, error, created_at, ran_at, finished_at, result,
+#: traceback, progress, progress note.
+ROW_WIDTH = 18
 
 _STATUSES = {status.value: status for status in JobStatus}
 decode_json = json.JSONDecoder().decode
@@ -70,6 +71,7 @@ def jobs_text(prepared: Sequence[tuple[Job, str]]) -> str:
 def job_from_row(row: Sequence[Any]) -> Job:
     """A ``Job`` from one row of read.lua (``ROW_WIDTH`` values)."""
     (job_id, queue, fp, payload, status, run_after, deadline, max_retries, retries, attempts, error) = row[:11]
+    result, traceback, progress, note = row[14:18]
     return Job(
         queue=queue,
         payload=decode_json(payload),
@@ -81,8 +83,12 @@ def job_from_row(row: Sequence[Any]) -> Job:
         status=_STATUSES[status],
         retries=int(retries),
         attempts=int(attempts),
-        error=error,
+        error=error or None,
         created_at=from_us(row[11]),
         ran_at=from_us(row[12]),
         finished_at=from_us(row[13]),
+        result=None if result is None else decode_json(result),  # a fresh object per read
+        traceback=traceback or None,
+        progress=None if progress is None else float(progress),
+        progress_note=note,
     )

@@ -34,6 +34,7 @@ SCRIPT_NAMES = (
     "read",
     "stats",
     "prune",
+    "progress",
 )
 
 

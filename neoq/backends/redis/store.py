@@ -87,19 +87,36 @@ class RedisLeaseStore:
             lease, outcome = pending.lease, pending.outcome
             status = outcome.status
             if status is processed:
-                outcomes.append([lease.job_id, lease.queue, str(lease.token), "processed", "", "", ""])
+                result = "" if outcome.result is None else outcome.result
+                outcomes.append([lease.job_id, lease.queue, str(lease.token), "processed", "", "", "", result, ""])
                 continue
             error = "" if outcome.error is None else safe_text(outcome.error)
+            traceback = "" if outcome.traceback is None else safe_text(outcome.traceback)
             if status is new:
                 run_after = "" if outcome.run_after is None else str(to_us(outcome.run_after))
                 retries = "" if outcome.retries is None else str(outcome.retries)
-                outcomes.append([lease.job_id, lease.queue, str(lease.token), "new", error, run_after, retries])
+                outcomes.append(
+                    [lease.job_id, lease.queue, str(lease.token), "new", error, run_after, retries, "", traceback]
+                )
             else:
-                outcomes.append([lease.job_id, lease.queue, str(lease.token), status.value, error, "", ""])
+                outcomes.append(
+                    [lease.job_id, lease.queue, str(lease.token), status.value, error, "", "", "", traceback]
+                )
         written = self._scripts.run(
             "settle", [self._origin, _encode(outcomes)], f"writing the outcomes of {len(batch)} jobs"
         )
         return set(written)
+
+    def progress(self, lease: LeaseToken, fraction: float, note: str | None) -> None:
+        """A running job's progress report (progress.lua), fenced by the lease's token."""
+        args = [
+            lease.job_id,
+            str(lease.token),
+            repr(float(fraction)),
+            "0" if note is None else "1",
+            safe_text(note or ""),
+        ]
+        self._scripts.run("progress", args, "storing a progress report")
 
     def renew(self, leases: list[LeaseToken], lease: float) -> list[Lost]:
         """Renew the leases past a third of their time in one script call (renew.lua); the lost ones."""

@@ -32,10 +32,11 @@ local function chunked(command, key, list)
     end
 end
 
--- The job's fields as the backend reads them (rows.py), its status as a reader sees it: a
+-- The job's fields as the backend reads them (rows.py: 18 values with the id; its lease's end
+-- is read, not returned), its status as a reader sees it: a
 -- waiting job whose lease is live is "running". A job never leased has no retries, attempts or
 -- token fields yet: they read as 0.
-local FIELDS = {'q', 'f', 'p', 's', 'ra', 'dl', 'mr', 'r', 'a', 'e', 'ca', 'rn', 'fa', 'lu'}
+local FIELDS = {'q', 'f', 'p', 's', 'ra', 'dl', 'mr', 'r', 'a', 'e', 'ca', 'rn', 'fa', 'lu', 'res', 'tb', 'pg', 'pn'}
 local function row(id, now, out)
     local h = redis.call('HMGET', job_key(id), unpack(FIELDS))
     if not h[1] then
@@ -51,6 +52,9 @@ local function row(id, now, out)
     end
     out[#out + 1] = id
     for i = 1, 13 do
+        out[#out + 1] = h[i]
+    end
+    for i = 15, 18 do
         out[#out + 1] = h[i]
     end
     return true

@@ -1,6 +1,7 @@
 -- retry_job: ARGV[2] origin, ARGV[3] the id. A finished job is waiting again, due now, its
 -- retries, attempts, error and finished_at reset. Returns {'missing'}, {'waiting'} (left as it
--- was), {'dup', id of the job holding the fingerprint} or {'ok'}.
+-- was), {'dup', id of the job holding the fingerprint} or {'ok'}. Its result, traceback and
+-- progress go with its error.
 local now = now_us()
 local id = ARGV[3]
 local key = job_key(id)
@@ -19,7 +20,7 @@ if other and other ~= id then
 end
 local ra = int(now)
 redis.call('HSET', key, 's', 'new', 'ra', ra, 'r', 0, 'a', 0)
-redis.call('HDEL', key, 'e', 'fa', 'o', 'lu')
+redis.call('HDEL', key, 'e', 'fa', 'o', 'lu', 'res', 'tb', 'pg', 'pn')
 redis.call('ZREM', P .. 'done:' .. h[1], id)
 redis.call('ZADD', P .. 'due:' .. q, ra, member(id))
 redis.call('HSET', fps, f, id)

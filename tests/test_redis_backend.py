@@ -116,6 +116,9 @@ def test_scripts_are_loaded_again_after_noscript_and_warnings_name_what_may_lose
     try:
         text = caplog.text
         assert "appendonly off" in text and "maxmemory-policy allkeys-lru" in text
+        caplog.clear()
+        neoq.new(server.url).shutdown()  # once per server and process
+        assert "appendonly" not in caplog.text
         nq.enqueue(Job(queue="s", payload={"n": 1}))
         admin = redis.Redis.from_url(server.url)
         try:

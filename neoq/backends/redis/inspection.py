@@ -130,8 +130,15 @@ def _setting(answer: Any, name: str) -> list[Any]:
     return [values.get(name) for values in answer.values() if isinstance(values, dict)]
 
 
+#: The servers already warned about, by their shown URL: a warning once per process, not per client.
+_WARNED: set[str] = set()
+
+
 def check_durability(client: redis.Redis, safe_url: str) -> None:
-    """Warn when the server may lose jobs: no AOF, or an eviction policy that may delete keys."""
+    """Warn when the server may lose jobs: no AOF, or an eviction policy that may delete keys
+    (once per server and process)."""
+    if safe_url in _WARNED:
+        return
     try:
         appendonly = _setting(client.config_get("appendonly"), "appendonly")
         policies = _setting(client.config_get("maxmemory-policy"), "maxmemory-policy")
@@ -139,6 +146,7 @@ def check_durability(client: redis.Redis, safe_url: str) -> None:
         logger.debug("neoq: CONFIG GET is not allowed on %s; its durability settings are not checked", safe_url)
         return
     policy = next((value for value in policies if value in _EVICTING), None)
+    _WARNED.add(safe_url)
     if "no" in appendonly:
         logger.warning(
             "neoq: Redis at %s has appendonly off: jobs accepted since its last snapshot are lost if it "

@@ -34,6 +34,7 @@ from .errors import (
     JobTimeoutError,
     NeoqError,
 )
+from .flow import RateLimit, Snooze
 from .handler import Handler
 from .hooks import JobEvent
 from .job import Job, JobStatus
@@ -62,6 +63,8 @@ __all__ = [
     "JobTimeoutError",
     "Neoq",
     "NeoqError",
+    "RateLimit",
+    "Snooze",
     "__version__",
     "backends",
     "current_job",

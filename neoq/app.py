@@ -23,6 +23,7 @@ from .defaults import (
 )
 from .enqueueing import Enqueuer
 from .errors import ConfigurationError, InvalidJobError
+from .flowclient import QueueControl
 from .handler import Handler, HandlerFunc, as_handler
 from .hooks import Hook, Hooks
 from .job import Job, JobStatus, setting_seconds, validate_queue_name
@@ -111,8 +112,8 @@ def new(
     return client
 
 
-class Neoq:
-    """A neoq client: enqueue jobs, run handlers, inspect and manage jobs.
+class Neoq(QueueControl):
+    """A neoq client: enqueue jobs, run handlers, inspect and manage jobs and queues.
 
     Create it with ``neoq.new()``. Thread-safe. Use it as a context manager, or call
     ``shutdown()`` when done, so its threads and connections are closed.
@@ -398,8 +399,11 @@ class Neoq:
         self.backend.cancel_job(str(job_id))
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Return ``{queue: {"new": n, "processed": n, "failed": n, "cancelled": n}}``."""
-        return self.backend.stats()
+        """Return ``{queue: {"new": n, "running": n, "processed": n, "failed": n, "cancelled": n}}``.
+
+        A paused queue (``pause_queue``) also has ``"paused": 1``, and is listed even without jobs.
+        """
+        return self._with_paused(self.backend.stats())
 
     # -- shutting down -------------------------------------------------------------------
 

@@ -54,6 +54,13 @@ MAX_FINGERPRINT_LENGTH = 256
 #: The largest ``max_retries`` a job may set.
 MAX_JOB_RETRIES = 1_000_000
 
+#: The lowest and highest ``Job.priority`` (django.tasks' range); higher runs first.
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+
+#: The most times one job may ``raise neoq.Snooze`` (in all); the next snooze fails it (the runtime's cap).
+MAX_SNOOZES = 100
+
 #: The earliest and latest ``run_after`` and ``deadline`` a job may set (both allowed): every store
 #: can hold the times between them, and compute with them, in any session TimeZone.
 EARLIEST_JOB_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from .backends.base import Backend
+from .backends.capabilities import PRIORITY, UNIQUE_FOR
 from .errors import InvalidJobError
 from .hooks import Hooks
 from .job import Job, prepare_job
@@ -41,6 +42,9 @@ class Enqueuer:
         self._plain = type(backend).enqueue_prepared is Backend.enqueue_prepared and "enqueue_prepared" not in getattr(
             backend, "__dict__", ()
         )
+        #: What the store cannot honour of a job's flow-control fields: each is refused before
+        #: anything is stored (``_refuse``). Empty for memory and PostgreSQL: no check at all.
+        self._unsupported = frozenset({PRIORITY, UNIQUE_FOR}) - backend.capabilities
         #: Set by ``neoq.new()`` when nothing named the store: the first enqueue into a queue this
         #: client does not run warns, once, that no other process can run it.
         self.warn_private = False
@@ -48,6 +52,8 @@ class Enqueuer:
     def enqueue(self, job: Job, connection: Any) -> str:
         """Store one job (``Neoq.enqueue``) and return its id."""
         prepared, text = prepare_job(job)
+        if self._unsupported:
+            self._refuse(prepared, None)
         if self.warn_private:
             self._warn_private((prepared.queue,))
         if self._plain:  # what the default enqueue_prepared does, for one job
@@ -73,18 +79,37 @@ class Enqueuer:
         # The backend prepares each job (possibly while it stores the ones before it). The
         # prepared jobs are kept only for hooks: a large batch of them kept alive costs the
         # garbage collector more than they cost to make.
+        check = prepare_at if not self._unsupported else self._prepare_supported
         if not self._hooks:
-            return self._backend.enqueue_prepared(batch, prepare_at, connection=connection)
+            return self._backend.enqueue_prepared(batch, check, connection=connection)
         prepared: list[Job] = []
 
         def prepare(job: object, index: int) -> tuple[Job, str]:
-            pair = prepare_at(job, index)
+            pair = check(job, index)
             prepared.append(pair[0])
             return pair
 
         ids = self._backend.enqueue_prepared(batch, prepare, connection=connection)
         self._hooks.enqueued([replace(job, id=job_id) for job, job_id in zip(prepared, ids, strict=True)])
         return ids
+
+    def _prepare_supported(self, job: object, index: int) -> tuple[Job, str]:
+        pair = prepare_at(job, index)
+        self._refuse(pair[0], index)
+        return pair
+
+    def _refuse(self, job: Job, index: int | None) -> None:
+        """Raise ``InvalidJobError`` when ``job`` uses a flow-control field the store lacks the capability for."""
+        where = "" if index is None else f"job {index}: "
+        for capability, used, default in (
+            (PRIORITY, job.priority != 0, "priority=0"),
+            (UNIQUE_FOR, job.unique_for is not None, "unique_for=None"),
+        ):
+            if used and capability in self._unsupported:
+                raise InvalidJobError(
+                    f"{where}{capability}= needs a backend with the {capability!r} capability; "
+                    f"{type(self._backend).__name__} does not offer it (give {default})"
+                )
 
     def _warn_private(self, queues: Iterable[str]) -> None:
         """Warn, once, that jobs go where only this process can run them: what a web process

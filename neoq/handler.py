@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .backoff import default_backoff
 from .defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, MAX_DURATION
 from .errors import ConfigurationError
+from .flow import RateLimit, check_global_limit
 from .job import setting_seconds, to_seconds
 
 if TYPE_CHECKING:
@@ -36,10 +37,13 @@ class Handler:
     ``mode``: ``"transaction"`` or ``"lease"`` (see ``HANDLER_MODES``); ``None``, the default, takes
     the backend's default mode (``"transaction"`` unless the backend was told otherwise). A mode
     the backend does not serve (``Backend.handler_modes``) is refused when the queue starts.
+    ``global_limit``: the most jobs of the queue running at once across every process sharing the
+    store (an ``int`` >= 1; capability ``"global_limit"``). ``rate_limit``: a ``neoq.RateLimit`` on
+    the queue's starts across every process (capability ``"rate_limit"``). See docs/flow-control.md.
     Invalid settings raise ``ConfigurationError``.
     """
 
-    __slots__ = ("backoff", "concurrency", "func", "max_retries", "mode", "timeout")
+    __slots__ = ("backoff", "concurrency", "func", "global_limit", "max_retries", "mode", "rate_limit", "timeout")
 
     def __init__(
         self,
@@ -50,6 +54,8 @@ class Handler:
         max_retries: int | None = None,
         backoff: Callable[[int], timedelta | float] | None = None,
         mode: str | None = None,
+        global_limit: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         if not callable(func):
             raise ConfigurationError(f"handler must be callable, got {type(func).__name__}")
@@ -81,6 +87,12 @@ class Handler:
         self.backoff: Callable[[int], timedelta | float] = backoff or default_backoff
         #: ``"transaction"``, ``"lease"``, or ``None`` for the backend's default.
         self.mode: str | None = mode
+        #: The most jobs of the queue running at once in all processes; ``None``: no such limit.
+        self.global_limit: int | None = check_global_limit(global_limit)
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ConfigurationError(f"rate_limit must be a neoq.RateLimit or None, not {type(rate_limit).__name__}")
+        #: The limit on the queue's starts in all processes; ``None``: none.
+        self.rate_limit: RateLimit | None = rate_limit
 
     def max_retries_for(self, job: Job) -> int:
         """Return how many retries ``job`` gets: its own, else this handler's, else the default."""

@@ -18,11 +18,14 @@ from .defaults import (
     MAX_FINGERPRINT_LENGTH,
     MAX_JOB_RETRIES,
     MAX_PAYLOAD_DEPTH,
+    MAX_PRIORITY,
     MAX_QUEUE_NAME_LENGTH,
+    MIN_PRIORITY,
 )
 from .errors import ConfigurationError, InvalidJobError
 from .jsontext import FLAT_ENCODE, canonical_json, compact_json
 from .outcomes import error_text
+from .uniqueness import check_unique_for
 
 __all__ = [
     "Job",
@@ -56,6 +59,7 @@ class JobStatus(str, enum.Enum):
 
 #: ``Job``'s default payload: the constructor gives each job a fresh ``{}`` in its place.
 _NO_PAYLOAD: Mapping[str, Any] = MappingProxyType({})
+_ZERO = 0  # compared by identity (``is``): the int 0, not ``False`` nor ``0.0``
 
 
 # init=False: the class writes its own __init__ (below), with the signature the dataclass would make.
@@ -63,13 +67,12 @@ _NO_PAYLOAD: Mapping[str, Any] = MappingProxyType({})
 class Job:
     """A unit of work: a JSON payload for the handler of a queue.
 
-    Applications set ``queue``, ``payload`` and optionally ``run_after``, ``deadline``,
-    ``max_retries`` and ``fingerprint``; the backend sets the rest.
-
-    Limits, the same on every backend: ``enqueue`` raises ``InvalidJobError`` naming the field,
-    and stores nothing, for a ``run_after`` or ``deadline`` outside 1970-01-01 to 9000-01-01
-    UTC, a ``max_retries`` that is not an ``int`` from 0 to 1,000,000, or a ``fingerprint``
-    that is empty, longer than 256 characters, or holds a NUL character or a lone surrogate.
+    Applications set ``queue``, ``payload`` and optionally ``run_after``, ``deadline``, ``max_retries``,
+    ``fingerprint``, ``priority`` and ``unique_for``; the backend sets the rest. Limits, the same on
+    every backend: ``enqueue`` raises ``InvalidJobError`` naming the field, and stores nothing, for a
+    ``run_after`` or ``deadline`` outside 1970-01-01 to 9000-01-01 UTC, a ``max_retries`` that is not
+    an ``int`` from 0 to 1,000,000, a ``fingerprint`` that is empty, over 256 characters, or holds
+    NUL or a lone surrogate, a ``priority`` not an ``int`` from -100 to 100, a ``unique_for`` <= 0.
     """
 
     #: The queue whose handler runs the job: non-empty, at most 128 characters.
@@ -86,6 +89,12 @@ class Job:
     #: Uniqueness key among waiting jobs of the queue (at most 256 characters, no NUL, no lone
     #: surrogate); ``None`` means computed from queue and payload.
     fingerprint: str | None = None
+    #: Higher runs first among the queue's due jobs (then ``run_after``, then enqueue order): an
+    #: ``int`` from -100 to 100, as in ``django.tasks``. Needs the ``"priority"`` capability when not 0.
+    priority: int = 0
+    #: Refuse the enqueue (``DuplicateJobError``) if the same queue and fingerprint were enqueued with a
+    #: ``unique_for`` less than this long ago (seconds, or a ``timedelta``), whatever became of that job.
+    unique_for: timedelta | float | None = None
     #: Set by the backend: the job's id.
     id: str | None = None
     #: Set by the backend: see ``JobStatus``.
@@ -94,6 +103,8 @@ class Job:
     retries: int = 0
     #: Attempts started so far, counted even when a worker dies mid-attempt (a neoq addition).
     attempts: int = 0
+    #: Set by the backend: attempts that ended in ``raise neoq.Snooze`` (counted in ``attempts`` too).
+    snoozes: int = 0
     #: ``"<ExceptionClass>: <message>"`` of the last failed attempt; ``None`` once one succeeds.
     error: str | None = None
     #: Set by the backend: when the job was stored (aware UTC).
@@ -123,10 +134,13 @@ class Job:
         deadline: datetime | None = None,
         max_retries: int | None = None,
         fingerprint: str | None = None,
+        priority: int = 0,
+        unique_for: timedelta | float | None = None,
         id: str | None = None,  # noqa: A002 - the field's name
         status: JobStatus = JobStatus.NEW,
         retries: int = 0,
         attempts: int = 0,
+        snoozes: int = 0,
         error: str | None = None,
         created_at: datetime | None = None,
         ran_at: datetime | None = None,
@@ -146,10 +160,13 @@ class Job:
             deadline=deadline,
             max_retries=max_retries,
             fingerprint=fingerprint,
+            priority=priority,
+            unique_for=unique_for,
             id=id,
             status=status,
             retries=retries,
             attempts=attempts,
+            snoozes=snoozes,
             error=error,
             created_at=created_at,
             ran_at=ran_at,
@@ -339,6 +356,9 @@ def prepare_job(job: object) -> tuple[Job, str]:
         isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= MAX_JOB_RETRIES
     ):
         raise InvalidJobError(f"max_retries must be an int from 0 to {MAX_JOB_RETRIES:,} or None, not {max_retries!r}")
+    priority, unique_for = job.priority, job.unique_for
+    if priority is not _ZERO and (priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY):
+        raise InvalidJobError(f"priority must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, not {priority!r}")
     fp = job.fingerprint
     if fp is None:
         # The canonical text of a flat payload with sorted keys and ASCII text is its compact text
@@ -356,10 +376,13 @@ def prepare_job(job: object) -> tuple[Job, str]:
         "deadline": deadline,
         "max_retries": max_retries,
         "fingerprint": fp,
+        "priority": priority,
+        "unique_for": None if unique_for is None else check_unique_for(unique_for),
         "id": None,
         "status": JobStatus.NEW,
         "retries": 0,
         "attempts": 0,
+        "snoozes": 0,
         "error": None,
         "created_at": None,
         "ran_at": None,

@@ -36,7 +36,16 @@ from neoq.testing import wait_for
 DEFAULT_TEST_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 #: Tables a test may assume empty at its start when it asks for ``pg_clean``.
-NEOQ_TABLES = ("neoq_jobs", "neoq_attempts", "neoq_cancellations", "neoq_ticks")
+NEOQ_TABLES = (
+    "neoq_jobs",
+    "neoq_attempts",
+    "neoq_cancellations",
+    "neoq_ticks",
+    "neoq_queue_pauses",
+    "neoq_unique_windows",
+    "neoq_slots",
+    "neoq_rate_starts",
+)
 
 
 def _unavailable(reason: str) -> None:

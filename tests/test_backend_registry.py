@@ -21,7 +21,7 @@ import pytest
 import neoq
 from neoq import Job
 from neoq.backends import Backend, MemoryBackend
-from neoq.backends.capabilities import ENQUEUE_IN_TRANSACTION, KNOWN, NOTIFY, SHARED, TRANSACTION
+from neoq.backends.capabilities import ENQUEUE_IN_TRANSACTION, FLOW_CONTROL, KNOWN, NOTIFY, SHARED, TRANSACTION
 from neoq.backends.registry import ENTRY_POINT_GROUP, backend_class, schemes
 from neoq.errors import ConfigurationError
 from neoq.testing import wait_for
@@ -267,7 +267,7 @@ def test_memory_from_url_takes_the_clients_clock_and_no_options() -> None:
 def test_memory_capabilities() -> None:
     with neoq.new("memory://") as nq:
         # Private to its client; no transactions; a waiting claim is woken by the enqueue itself.
-        assert nq.backend.capabilities == frozenset({NOTIFY})
+        assert nq.backend.capabilities == frozenset({NOTIFY}) | FLOW_CONTROL
         assert nq.backend.handler_modes == frozenset({"transaction"})
 
 
@@ -276,7 +276,8 @@ def test_postgres_capabilities_describe_the_backend_as_configured() -> None:
     from neoq.backends.postgres import PostgresBackend
 
     url = "postgresql://app:topsecret@127.0.0.1:5432/app"
-    assert PostgresBackend(url).capabilities == frozenset({TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY})
+    everything = frozenset({TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY}) | FLOW_CONTROL
+    assert PostgresBackend(url).capabilities == everything
     assert PostgresBackend(url).capabilities <= KNOWN
     # Lease mode by default: handlers get no transaction. No LISTEN: waiting claims poll.
     assert TRANSACTION not in PostgresBackend(url, mode="lease").capabilities

@@ -65,7 +65,7 @@ def test_commands_in_process(pg_clean, nq, capsys):
 
     status, out, _ = main(capsys, "--url", url, "jobs", "list", "--queue", "mail")
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "RUN", "AFTER", "ERROR"]
+    assert lines[0].split() == ["ID", "QUEUE", "STATUS", "PRIORITY", "ATTEMPTS", "CREATED", "RUN", "AFTER", "ERROR"]
     assert [line.split()[0] for line in lines[1:]] == [second, first]  # newest first
     assert lines[0].index("STATUS") == lines[1].index("new")  # aligned
     status, out, _ = main(capsys, "--url", url, "--json", "jobs", "list", "--status", "new", "--limit", "1")
@@ -218,7 +218,7 @@ def test_retry_and_stats_after_a_worker_ran_jobs(worker, nq, pg_clean):
     assert nq.stats()["work"] == {"new": 0, "running": 0, "processed": 1, "failed": 1, "cancelled": 0}
     assert nq.get_job(bad).error == "RuntimeError: asked to fail"
     result = run_neoq(["--url", pg_clean, "jobs", "list", "--status", "failed"])
-    assert result.stdout.splitlines()[1].split()[:4] == [bad, "work", "failed", "1"]
+    assert result.stdout.splitlines()[1].split()[:5] == [bad, "work", "failed", "0", "1"]
     assert "RuntimeError: asked to fail" in result.stdout
     process.expect(f"started {bad}")  # the first run
     nq.retry_job(bad)
@@ -327,7 +327,7 @@ def test_running_jobs_in_list_show_and_stats(worker, pg_clean, nq):
     # Other processes (the commands) see the job running in the worker process.
     result = run_neoq(["--url", pg_clean, "jobs", "list", "--status", "running"])
     assert result.returncode == 0, result.stderr
-    assert [line.split()[:4] for line in result.stdout.splitlines()[1:]] == [[job_id, "work", "running", "1"]]
+    assert [line.split()[:5] for line in result.stdout.splitlines()[1:]] == [[job_id, "work", "running", "0", "1"]]
     result = run_neoq(["--url", pg_clean, "--json", "jobs", "list", "--status", "new"])
     assert [job["id"] for job in json.loads(result.stdout)] == [waiting]
     result = run_neoq(["--url", pg_clean, "--json", "jobs", "show", job_id])
@@ -348,3 +348,20 @@ def test_running_jobs_in_list_show_and_stats(worker, pg_clean, nq):
     assert json.loads(result.stdout) == {"work": {"new": 1, "running": 0, "processed": 0, "failed": 0, "cancelled": 1}}
     process.send(signal.SIGTERM)
     assert process.wait(10) == 0
+
+
+def test_queues_list_pause_and_resume(nq: neoq.Neoq, pg_clean: str) -> None:
+    nq.enqueue(Job(queue="work", payload={"n": 1}))
+    assert run_neoq(["--url", pg_clean, "queues", "list"]).stdout.split() == [
+        *("QUEUE", "STATE", "NEW", "RUNNING"),
+        *("work", "active", "1", "0"),
+    ]
+    result = run_neoq(["--url", pg_clean, "queues", "pause", "work"])
+    assert result.returncode == 0 and "paused" in result.stdout
+    assert nq.paused_queues() == {"work"}
+    listed = json.loads(run_neoq(["--url", pg_clean, "--json", "queues", "list"]).stdout)
+    assert listed == [{"queue": "work", "paused": True, "new": 1, "running": 0}]
+    assert "work (paused)" in run_neoq(["--url", pg_clean, "stats"]).stdout
+    assert run_neoq(["--url", pg_clean, "queues", "resume", "work"]).returncode == 0
+    assert nq.paused_queues() == set()
+    assert run_neoq(["--url", pg_clean, "queues", "pause", ""]).returncode == 1  # a bad name: one error line

@@ -205,13 +205,15 @@ def test_a_task_enqueued_in_a_rolled_back_request_does_not_exist(dj: Any) -> Non
         tasks.send_receipt_email.get_result(result_id)
 
 
-def test_the_task_backend_refuses_what_it_cannot_do(dj: Any) -> None:
+def test_the_task_backend_honours_priority(dj: Any) -> None:
     from shop import tasks
 
-    exceptions = tasks_exceptions()
-    invalid = getattr(exceptions, "InvalidTask", None) or exceptions.InvalidTaskError
-    with pytest.raises(invalid, match="priority"):
-        tasks.send_receipt_email.using(priority=10).enqueue(1)
+    later = tasks.send_receipt_email.using(priority=-5).enqueue(1)
+    first = tasks.send_receipt_email.using(priority=10).enqueue(2)
+    client = dj.get_client()
+    assert client.get_job(first.id).priority == 10 and client.get_job(later.id).priority == -5
+    for result in (first, later):
+        client.cancel_job(result.id)
 
 
 def test_neoq_worker_management_command(dj: Any, pg_url: str) -> None:

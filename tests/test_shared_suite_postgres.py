@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from neoq.backends.capabilities import FLOW_CONTROL
 from neoq.testing import SharedStoreSuite
 
 pytestmark = pytest.mark.postgres
@@ -40,7 +41,12 @@ class TestSharedPostgresLease(TestSharedPostgres):
     """Lease mode with a 1 s lease: no transaction is held while handlers run, so none is given."""
 
     #: The backend's, narrowed: lease-mode handlers get no transaction.
-    capabilities = frozenset({"shared", "notify", "enqueue_in_transaction"})
+    capabilities = frozenset({"shared", "notify", "enqueue_in_transaction"}) | FLOW_CONTROL
+
+    #: Jobs are leased ahead in batches (the claiming loops plus up to three prefetches of the
+    #: concurrency, 4) and two fetches of a queue may be under way at once: a job may be claimed up
+    #: to two such batches after a lower priority one (measured: 9 places).
+    priority_slack = 2 * (4 + 3 * 4) + 4
 
     def client_options(self) -> dict[str, Any]:
         return {"lease": 1.0}

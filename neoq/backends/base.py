@@ -46,6 +46,7 @@ from ..defaults import DEFAULT_POLL_INTERVAL
 from ..errors import ConfigurationError
 from ..job import Job, JobStatus
 from ..waiting import Look, Waiting
+from .flowbase import FlowStore
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -56,10 +57,7 @@ __all__ = ["Backend", "Claim", "Outcome"]
 
 @dataclass(eq=False)
 class Claim:
-    """One attempt's hold on one job, from ``Backend.claim`` until ``Backend.release``.
-
-    While a claim is held no other claim on the same job can be made, in any process.
-    """
+    """One attempt's hold on one job, from ``Backend.claim`` until ``release``: no other claim on it, anywhere."""
 
     #: The job as claimed: status ``RUNNING``, ``attempts`` counting this attempt, ``ran_at`` now.
     job: Job
@@ -90,6 +88,8 @@ class Outcome:
     #: The failure's traceback; ``None`` clears it, or, with the job's own ``error`` unchanged (a
     #: cancellation, a put-back), may keep it.
     traceback: str | None = None
+    #: ``NEW`` from ``raise neoq.Snooze``: the store adds one to ``Job.snoozes`` (capability ``"snooze"``).
+    snoozed: bool = False
 
 
 #: Called by a backend with a job id when ``cancel_job`` targets a job claimed in this process.
@@ -100,7 +100,7 @@ CancelCallback = Callable[[str], None]
 PrepareJob = Callable[[object, int], tuple[Job, str]]
 
 
-class Backend(abc.ABC):
+class Backend(abc.ABC, FlowStore):
     """Base class of every neoq backend; subclass it to add a store.
 
     Subclasses implement the abstract methods; the others have working defaults. Check a
@@ -144,7 +144,7 @@ class Backend(abc.ABC):
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def open(self) -> None:  # noqa: B027 - optional hook
+    def open(self) -> None:
         """Connect and prepare the store (create or migrate its schema). Idempotent.
 
         ``open()`` after ``close()`` opens the backend again, over the same store.
@@ -153,7 +153,7 @@ class Backend(abc.ABC):
         ``BackendConnectionError`` within the backend's connect timeout.
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release everything the backend opened (threads, pools, connections). Idempotent.
 
         After it returns no thread of the backend runs and no connection of it is open,
@@ -324,7 +324,7 @@ class Backend(abc.ABC):
         claim again as ``NEW`` (due now) so that its job is never left claimed.
         """
 
-    def interrupt(self, claim: Claim) -> None:  # noqa: B027 - optional hook
+    def interrupt(self, claim: Claim) -> None:
         """Stop the claim's store work in progress before a settle from another thread.
 
         Called when the runtime ends an attempt whose handler still runs (timeout, deadline,
@@ -332,7 +332,7 @@ class Backend(abc.ABC):
         block for long nor raise.
         """
 
-    def progress(self, claim: Claim, fraction: float, note: str | None) -> None:  # noqa: B027 - optional
+    def progress(self, claim: Claim, fraction: float, note: str | None) -> None:
         """Store a progress report of the claim's running attempt, seen by every reader within 1 s.
         Called by the runtime's progress thread (a few times a second per claim at most) while the
         handler runs: it must not wait for the claim's own hold (a row lock) nor write where
@@ -353,7 +353,7 @@ class Backend(abc.ABC):
         self.settle(claim, outcome)
         return None
 
-    def release(self, claim: Claim) -> None:  # noqa: B027 - optional hook
+    def release(self, claim: Claim) -> None:
         """Free the claim's resources (return its connection to the pool).
 
         Called exactly once per claim, after ``settle`` and the handler's return, from the

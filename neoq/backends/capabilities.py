@@ -6,13 +6,25 @@ for a capability, never for a backend's class or URL scheme. A handler mode may 
 store than it offers: PostgreSQL's lease mode gives handlers no transaction.
 
 The names are plain strings, so a third-party backend may declare more of its own; neoq reads
-only the ones below. The flow-control features (priorities, global limits, rate limits, pauses)
-will get names of their own here when they come.
+only the ones below, the flow-control features (docs/flow-control.md) among them.
 """
 
 from __future__ import annotations
 
-__all__ = ["ENQUEUE_IN_TRANSACTION", "KNOWN", "NOTIFY", "SHARED", "TRANSACTION"]
+__all__ = [
+    "ENQUEUE_IN_TRANSACTION",
+    "FLOW_CONTROL",
+    "GLOBAL_LIMIT",
+    "KNOWN",
+    "NOTIFY",
+    "PAUSE",
+    "PRIORITY",
+    "RATE_LIMIT",
+    "SHARED",
+    "SNOOZE",
+    "TRANSACTION",
+    "UNIQUE_FOR",
+]
 
 #: Handlers in the backend's default mode get ``neoq.job_context().transaction``: a DB-API
 #: connection whose transaction holds the job, and commits with its outcome.
@@ -28,5 +40,27 @@ SHARED = "shared"
 #: enqueue itself), not only by polling at an interval.
 NOTIFY = "notify"
 
+
+# -- flow control (docs/flow-control.md) ---------------------------------------------------------
+
+#: ``Job(priority=...)`` is honoured: among a queue's due jobs the claim order is (priority
+#: descending, ``run_after``, enqueue order). Without it a job with a priority other than 0 is refused.
+PRIORITY = "priority"
+#: ``pause_queue``/``resume_queue``/``paused_queues``: a paused queue's jobs are started by no
+#: process sharing the store until it is resumed.
+PAUSE = "pause"
+#: ``raise neoq.Snooze(delay)``: the job is put back to run after ``delay``, its retries untouched.
+SNOOZE = "snooze"
+#: ``Job(unique_for=...)``: an enqueue within that time of the last one with the same queue and
+#: fingerprint, whatever became of it, raises ``DuplicateJobError`` (race-free across processes).
+UNIQUE_FOR = "unique_for"
+#: ``Handler(global_limit=N)``: at most N jobs of the queue run at once across every process.
+GLOBAL_LIMIT = "global_limit"
+#: ``Handler(rate_limit=RateLimit(...))``: a sliding window of starts across every process.
+RATE_LIMIT = "rate_limit"
+
+#: The flow-control capabilities, all of them.
+FLOW_CONTROL: frozenset[str] = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT, RATE_LIMIT})
+
 #: Every capability name neoq itself reads.
-KNOWN: frozenset[str] = frozenset({TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY})
+KNOWN: frozenset[str] = frozenset({TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY}) | FLOW_CONTROL

@@ -4,9 +4,10 @@ Usage (``neoq --help``, ``neoq COMMAND --help``)::
 
     neoq [--url URL] [--json] COMMAND ...
     neoq worker MODULE:ATTR [--queue Q ...]
-    neoq enqueue QUEUE JSON [--run-after ISO] [--deadline ISO] [--max-retries N]
+    neoq enqueue QUEUE JSON [--run-after ISO] [--deadline ISO] [--max-retries N] [--priority N]
     neoq migrate
     neoq jobs list [--queue Q] [--status S] [--limit N] | show ID | retry ID | cancel ID
+    neoq queues list | pause Q | resume Q
     neoq stats
 
 Exit status: 0 on success; 2 for a usage error (with the usage text); 1 for any other error,

@@ -20,7 +20,19 @@ from .errors import EXIT_OK, CommandError
 from .output import emit, format_table, job_to_dict, setup_logging, truncate, versions, when
 from .runner import load_client, run_worker
 
-__all__ = ["enqueue", "jobs_cancel", "jobs_list", "jobs_retry", "jobs_show", "migrate", "stats", "worker"]
+__all__ = [
+    "enqueue",
+    "jobs_cancel",
+    "jobs_list",
+    "jobs_retry",
+    "jobs_show",
+    "migrate",
+    "queues_list",
+    "queues_pause",
+    "queues_resume",
+    "stats",
+    "worker",
+]
 
 
 def _private_note(shown: str) -> str:
@@ -103,6 +115,7 @@ def enqueue(args: argparse.Namespace) -> int:
         run_after=args.run_after,
         deadline=args.deadline,
         max_retries=args.max_retries,
+        priority=args.priority,
     )
     with _client(args, shared=False) as nq:
         if SHARED not in nq.backend.capabilities:
@@ -158,6 +171,7 @@ def jobs_list(args: argparse.Namespace) -> int:
             job.id or "",
             job.queue,
             job.status.value,
+            str(job.priority),
             str(job.attempts),
             when(job.created_at),
             when(job.run_after),
@@ -165,7 +179,7 @@ def jobs_list(args: argparse.Namespace) -> int:
         ]
         for job in jobs
     ]
-    headers = ["ID", "QUEUE", "STATUS", "ATTEMPTS", "CREATED", "RUN AFTER", "ERROR"]
+    headers = ["ID", "QUEUE", "STATUS", "PRIORITY", "ATTEMPTS", "CREATED", "RUN AFTER", "ERROR"]
     emit(args, [job_to_dict(job) for job in jobs], format_table(headers, rows) if rows else "no jobs")
     return EXIT_OK
 
@@ -228,12 +242,45 @@ def jobs_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def queues_list(args: argparse.Namespace) -> int:
+    """``neoq queues list``: each queue with jobs or paused, whether it is paused, its waiting and running jobs."""
+    with _client(args, shared=True) as nq:
+        counts = dict(sorted(nq.stats().items()))
+    rows = [
+        [queue, "paused" if c.get("paused") else "active", str(c.get("new", 0)), str(c.get("running", 0))]
+        for queue, c in counts.items()
+    ]
+    data = [{"queue": row[0], "paused": row[1] == "paused", "new": int(row[2]), "running": int(row[3])} for row in rows]
+    table = format_table(["QUEUE", "STATE", "NEW", "RUNNING"], rows, right=(2, 3)) if rows else "no queues"
+    emit(args, data, table)
+    return EXIT_OK
+
+
+def queues_pause(args: argparse.Namespace) -> int:
+    """``neoq queues pause Q``: no process starts a job of Q until it is resumed."""
+    with _client(args, shared=True) as nq:
+        nq.pause_queue(args.queue)
+    emit(args, {"queue": args.queue, "paused": True}, f"queue {args.queue!r} paused: running jobs finish, none starts")
+    return EXIT_OK
+
+
+def queues_resume(args: argparse.Namespace) -> int:
+    """``neoq queues resume Q``: Q's jobs start again."""
+    with _client(args, shared=True) as nq:
+        nq.resume_queue(args.queue)
+    emit(args, {"queue": args.queue, "paused": False}, f"queue {args.queue!r} resumed")
+    return EXIT_OK
+
+
 def stats(args: argparse.Namespace) -> int:
     """``neoq stats``: a table of job counts per queue and status."""
     with _client(args, shared=True) as nq:
         counts_by_queue = dict(sorted(nq.stats().items()))
     columns = [status.value for status in JobStatus]
-    rows = [[queue] + [str(counts.get(column, 0)) for column in columns] for queue, counts in counts_by_queue.items()]
+    rows = [
+        [queue + (" (paused)" if counts.get("paused") else "")] + [str(counts.get(column, 0)) for column in columns]
+        for queue, counts in counts_by_queue.items()
+    ]
     if len(rows) > 1:
         rows.append(["(all)"] + [str(sum(c.get(column, 0) for c in counts_by_queue.values())) for column in columns])
     headers = ["QUEUE"] + [column.upper() for column in columns]

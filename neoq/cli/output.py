@@ -44,7 +44,7 @@ def versions(numbers: Sequence[int]) -> str:
 
 #: The order of a job's fields in ``jobs show`` and its JSON; fields not named here follow.
 _JOB_FIELDS = (
-    "id", "queue", "status", "payload", "attempts", "retries", "max_retries", "error",
+    "id", "queue", "status", "payload", "priority", "attempts", "retries", "max_retries", "error",
     "created_at", "run_after", "ran_at", "finished_at", "deadline", "fingerprint",
     "progress", "progress_note", "result", "traceback",
 )  # fmt: skip

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import __version__
+from ..defaults import MAX_PRIORITY, MIN_PRIORITY
 from ..job import JobStatus
 from . import commands
 
@@ -36,6 +37,16 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside {MIN_PRIORITY}..{MAX_PRIORITY}")
     return value
 
 
@@ -95,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--run-after", type=_aware_datetime, metavar="ISO", help="not before this time")
     enqueue.add_argument("--deadline", type=_aware_datetime, metavar="ISO", help="must finish by this time")
     enqueue.add_argument("--max-retries", type=_non_negative_int, metavar="N", help="retries after a failure")
+    enqueue.add_argument(
+        "--priority", type=_priority, default=0, metavar="N", help="-100..100, higher runs first (default 0)"
+    )
 
     _command(
         subparsers,
@@ -121,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         action = _command(actions, name, func, text, text[0].upper() + text[1:] + ".")
         action.add_argument("job_id", metavar="ID")
+
+    queues = subparsers.add_parser(
+        "queues",
+        help="list queues, pause or resume one",
+        description=(
+            "List the queues of a shared backend and which are paused; pause a queue (no process starts its "
+            "jobs until it is resumed; running ones finish) or resume it."
+        ),
+    )
+    verbs = queues.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _command(verbs, "list", commands.queues_list, "every queue with jobs or paused, and whether it is paused")
+    for name, func, text in (
+        ("pause", commands.queues_pause, "pause a queue in every process"),
+        ("resume", commands.queues_resume, "resume a paused queue"),
+    ):
+        verb = _command(verbs, name, func, text, text[0].upper() + text[1:] + ".")
+        verb.add_argument("queue", metavar="QUEUE")
 
     _command(
         subparsers,

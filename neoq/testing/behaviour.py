@@ -18,6 +18,7 @@ applications use it. Its tests live in one class per theme, in the modules next 
 
 from __future__ import annotations
 
+from .flow import FlowTests
 from .hardening import HardeningTests
 from .managing import ManagingTests
 from .outcomes import OutcomesTests
@@ -29,6 +30,6 @@ __all__ = ["BackendSuite"]
 
 
 # pytest collects a base class's tests before those of the bases listed ahead of it: the themes are
-# listed last first, so they run in the order of the list's reverse (storing first, shutdown last).
-class BackendSuite(OutcomesTests, StoreTests, ManagingTests, HardeningTests, RunningTests, StoringTests):
+# listed last first, so they run in the order of the list's reverse (storing first, flow control last).
+class BackendSuite(FlowTests, OutcomesTests, StoreTests, ManagingTests, HardeningTests, RunningTests, StoringTests):
     """The behaviour every backend must show. Subclass it and provide a ``backend`` fixture."""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..flow import RateLimit
 from ..handler import Handler
 from ..job import Job
 from .helpers import wait_for
@@ -60,11 +61,15 @@ def wait_until(
 
 
 def make_handler(func: Callable[[Job], None], settings: dict[str, Any]) -> Handler:
-    """``Handler(func, **settings)``, where ``settings["backoff"]``, if given, is a number of seconds."""
+    """``Handler(func, **settings)``, where ``settings["backoff"]``, if given, is a number of seconds,
+    and ``settings["rate_limit"]`` a ``RateLimit``'s ``{"count": n, "per": seconds}``."""
     settings = dict(settings)
     delay = settings.pop("backoff", None)
     if delay is not None:
         settings["backoff"] = lambda retries: float(delay)
+    rate = settings.pop("rate_limit", None)
+    if rate is not None:
+        settings["rate_limit"] = RateLimit(int(rate["count"]), float(rate["per"]))
     return Handler(func, **settings)
 
 

@@ -5,9 +5,10 @@ what only several processes on one store can show: jobs run once each by several
 processes, a job whose worker is SIGKILLed runs again with the attempt counted, a poison job ends
 ``FAILED`` after ``max_retries + 1`` attempts, each cron tick is enqueued once across three
 processes, a cancel reaches a handler in another process, a handler's progress and result are
-seen from another process, and another process picks a job up quickly. Two more tests are gated
-by capability: ``"enqueue_in_transaction"`` and ``"transaction"``. It speaks only through the
-public API and a URL, so any backend can run it::
+seen from another process, and another process picks a job up quickly. More tests are gated by
+capability: ``"enqueue_in_transaction"``, ``"transaction"``, and flow control's
+(``neoq.testing.flowshared``). It speaks only through the public API and a URL, so any backend
+can run it::
 
     import pytest
     from neoq.testing import SharedStoreSuite
@@ -56,6 +57,7 @@ import pytest
 from ..app import Neoq, new
 from ..context import job_context
 from ..job import Job, JobStatus
+from .flowshared import FlowSharedTests
 from .processes import WorkerPool, WorkerProcess, make_handler, wait_until
 
 __all__ = ["SharedStoreSuite"]
@@ -99,7 +101,7 @@ def _execute(connection: Any, sql: str, tag: str | None = None) -> list[Any]:
         cursor.close()
 
 
-class SharedStoreSuite:
+class SharedStoreSuite(FlowSharedTests):
     """What a store shared by several processes must guarantee. Subclass it; give ``store_url``."""
 
     #: What the store offers (``"shared"``, ``"transaction"``, ``"enqueue_in_transaction"``, ...);

@@ -26,7 +26,7 @@ What a job does is chosen by its payload's ``"action"``, so no user module is ne
 - ``"return"``: record, then return ``payload["value"]`` (the job's result).
 
 Effect files are ``<key>.<attempt>.<pid>.<random>.json`` in ``dir``, holding the job id, queue,
-attempt, pid and start time (``time.time()``; the parent compares it with its own clock: one host);
+attempt, pid, start and end time (``time.time()``; the parent compares it with its own clock: one host);
 ``<key>`` is the job id in hex, so any id makes a file name. Every file is written to a temporary
 name and renamed, so a reader sees it whole or not at all.
 """
@@ -75,6 +75,7 @@ def _handler(directory: Path) -> Callable[[Job], Any]:
                 write_atomically(directory / f"{key}.cancelled", repr(time.time()))
             return
         effect = {"job": job.id, "queue": job.queue, "attempt": job.attempts, "pid": os.getpid(), "started": started}
+        effect["ended"] = time.time()
         name = f"{key}.{job.attempts}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json"
         write_atomically(directory / name, json.dumps(effect))
         return payload.get("value") if action == "return" else None

@@ -16,6 +16,7 @@ from concurrent.futures import wait as wait_futures
 from typing import Any
 
 from ..backends.base import Backend, Claim
+from ..backends.flowbase import check_handler
 from ..clock import Clock
 from ..errors import NeoqError
 from ..handler import Handler
@@ -75,8 +76,8 @@ class Worker:
 
     def start(self, queue: str, handler: Handler) -> None:
         """Start ``concurrency`` claim loops for ``queue`` in background threads."""
-        # Before anything starts: a mode the backend cannot serve fails here, with nothing running.
-        self._backend.prepare_queue(queue, handler)
+        # Before anything starts: a mode (or limit) the backend cannot serve fails here, with nothing running.
+        self._prepare(queue, handler)
         runner = QueueRunner(queue, handler, burst=False)
         with self._lock:
             self._runners[queue] = runner
@@ -88,6 +89,12 @@ class Worker:
         self._watchdog.note_timeout(runner.handler.timeout)
         runner.executor = LoopExecutor(max_workers=concurrency, thread_name_prefix=f"neoq-{runner.queue[:40]}")
         runner.futures = [runner.executor.submit(self._serve, runner) for _ in range(concurrency)]
+
+    def _prepare(self, queue: str, handler: Handler) -> None:
+        backend = self._backend
+        if handler.global_limit is not None or handler.rate_limit is not None:
+            check_handler(backend.capabilities, type(backend).__name__, queue, handler)
+        backend.prepare_queue(queue, handler)
 
     def is_started(self, queue: str) -> bool:
         """Return True if ``queue`` has running claim loops."""
@@ -157,7 +164,7 @@ class Worker:
         end = math.inf if timeout is None else clock.monotonic() + timeout
         total = 0
         for queue, handler in handlers.items():
-            self._backend.prepare_queue(queue, handler)
+            self._prepare(queue, handler)
         try:
             while True:
                 runners = [QueueRunner(queue, handler, burst=True) for queue, handler in handlers.items()]

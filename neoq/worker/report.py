@@ -38,6 +38,16 @@ def _log(log: logging.Logger, job: Job, outcome: Outcome, ms: float, exc: BaseEx
             ms,
             extra={**fields, "outcome": "processed"},
         )
+    elif status is JobStatus.NEW and outcome.snoozed:
+        log.info(
+            "neoq: job %s queue=%r attempt=%d snoozed after %.1fms until %s",
+            job.id,
+            job.queue,
+            job.attempts,
+            ms,
+            outcome.run_after.isoformat() if outcome.run_after else "now",
+            extra={**fields, "outcome": "snoozed"},
+        )
     elif status is JobStatus.NEW and exc is None:
         # Only a shutdown puts an attempt back without a failure: the job runs again later.
         log.warning(

@@ -24,9 +24,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..backends.base import Backend, Claim, Outcome
+from ..backends.capabilities import SNOOZE
 from ..clock import Clock
 from ..context import LAZY_DEADLINE, _local
+from ..defaults import MAX_SNOOZES
 from ..errors import DeadlineExceededError, InvalidJobError, JobTimeoutError, NeoqError
+from ..flow import Snooze
 from ..handler import Handler
 from ..job import Job, JobStatus
 from ..outcomes import error_text, result_text, running_stack_text, traceback_text
@@ -69,6 +72,8 @@ class AttemptRunner:
         self._report_progress = self.progress.report
         #: Whether ``release`` must be called after each attempt (the backend says).
         self._releases = bool(backend.needs_release)
+        #: Whether ``raise Snooze`` snoozes (else it fails the attempt like any exception).
+        self._snoozes = SNOOZE in backend.capabilities
         backend.set_cancel_callback(self._cancel_running)
 
     # -- running -------------------------------------------------------------------------
@@ -90,7 +95,7 @@ class AttemptRunner:
                 late = DeadlineExceededError("the deadline passed before the job could start")
                 self._settle_unrun(claim, Outcome(JobStatus.FAILED, error_text(late)), late)
                 return None
-        attempts = job.attempts
+        attempts = job.attempts - job.snoozes  # a snoozed attempt is neither a failure nor a retry
         if attempts > 1:  # at most max_retries + 1 attempts, and max_retries >= 0
             max_retries = handler.max_retries_for(job)
             if attempts > max_retries + 1:
@@ -182,6 +187,9 @@ class AttemptRunner:
                             report(self._log, events, job, outcome, duration, refused)
                         elif events is not None and events.active:
                             events.settled(job, outcome, duration, refused)
+                elif isinstance(error, Snooze) and self._snoozes:
+                    outcome = self._snoozed(job, error)
+                    self._settle(claim, outcome, duration, None if outcome.snoozed else error)
                 else:
                     self._recover(job, error)
                     outcome = self._failure(job, handler, error_text(error), traceback_text(error))
@@ -220,9 +228,10 @@ class AttemptRunner:
         self, job: Job, handler: Handler, error: str, traceback: str | None = None, *, final: bool = False
     ) -> Outcome:
         """Return the outcome of a failed attempt: a retry, or FAILED when none is left."""
-        if final or job.attempts > handler.max_retries_for(job):
+        attempts = job.attempts - job.snoozes
+        if final or attempts > handler.max_retries_for(job):
             return Outcome(JobStatus.FAILED, error, traceback=traceback)
-        retries = max(job.retries + 1, job.attempts)
+        retries = max(job.retries + 1, attempts)
         try:
             delay = handler.retry_delay(retries)
         except BaseException as exc:  # it runs user code, in a claim loop or the watchdog
@@ -242,6 +251,20 @@ class AttemptRunner:
         if job.deadline is not None and run_after >= job.deadline:
             return Outcome(JobStatus.FAILED, error, traceback=traceback)
         return Outcome(JobStatus.NEW, error, run_after, retries, traceback=traceback)
+
+    def _snoozed(self, job: Job, snooze: Snooze) -> Outcome:
+        """The outcome of ``raise Snooze(delay)``: due again after ``delay``, ``retries`` as they were;
+        FAILED past ``MAX_SNOOZES`` snoozes, or when it would come due after the job's deadline."""
+        if job.snoozes >= MAX_SNOOZES:
+            limit = f"SnoozeLimitError: the job snoozed {job.snoozes} times, the most a job may (MAX_SNOOZES)"
+            return Outcome(JobStatus.FAILED, limit)
+        try:
+            run_after = self._now() + timedelta(seconds=snooze.delay)
+        except OverflowError:
+            return Outcome(JobStatus.FAILED, "SnoozeLimitError: the snooze ends past the year 9999")
+        if job.deadline is not None and run_after >= job.deadline:
+            return Outcome(JobStatus.FAILED, "DeadlineExceededError: the job snoozed past its deadline")
+        return Outcome(JobStatus.NEW, job.error, run_after, job.retries, snoozed=True)
 
     def _recover(self, job: Job, exc: BaseException) -> None:
         callback = self._recovery_callback

@@ -1,7 +1,7 @@
 """The in-memory backend: the embedded default, private to one client, and neoq's reference store.
 
-Per queue, due jobs wait in a ``queue.Queue`` (kept in order of ``run_after`` then id,
-``queues.DueQueue``) and future jobs and retries in a heap ordered the same way, moved to the due
+Per queue, due jobs wait in a ``queue.Queue`` (kept in claim order: priority, ``run_after``,
+then id; ``queues.DueQueue``) and future jobs and retries in a heap ordered by ``run_after``, moved to the due
 queue by the look that finds them due: no timer thread, no polling tick. Every entry carries its
 job's version; cancelling, retrying or rescheduling a job bumps the version, and the stale entry is
 skipped when it comes up instead of being removed from the middle of a queue or heap.
@@ -20,7 +20,8 @@ settle of a processed job is a few assignments in an order the locked readers to
 job stays ``NEW`` in its record, with ``claimed`` set: readers report it ``RUNNING``.
 
 Modules: ``queues`` (where jobs wait), ``records`` (stored jobs and the copies readers get),
-``backend`` (``MemoryBackend``).
+``backend`` (``MemoryBackend``), and its mixins ``flow`` (pauses, global and rate limits, unique_for:
+docs/flow-control.md) and ``upkeep`` (cron ticks, retention).
 """
 
 from __future__ import annotations

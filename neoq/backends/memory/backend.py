@@ -7,19 +7,20 @@ import itertools
 import json
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from ...clock import SYSTEM_CLOCK, Clock
-from ...defaults import MIN_TICK_RETENTION
 from ...errors import ConfigurationError, DuplicateJobError, JobNotFoundError
 from ...job import Job, JobStatus, evolve
 from ...job import copy_job as _copy
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome
-from ..capabilities import NOTIFY
+from ..capabilities import GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
+from .flow import MemoryFlow
 from .queues import LOCK_FREE, Entry, QueueJobs
 from .records import Record, count_statuses, key_of, payload_copy, shown, status_of
+from .upkeep import MemoryUpkeep
 
 __all__ = ["MemoryBackend"]
 
@@ -39,7 +40,7 @@ _NO_OUTCOME: dict[str, Any] = {"traceback": None, "progress": None, "progress_no
 _Wake = dict[str, float]
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(MemoryFlow, MemoryUpkeep, Backend):
     """Jobs in this process's memory: fast, private to one client, gone when the process ends.
 
     Capabilities: ``"notify"`` only. Every job this store makes due is signalled by the change
@@ -48,7 +49,7 @@ class MemoryBackend(Backend):
     transaction to give handlers or to enqueue in.
     """
 
-    capabilities = frozenset({NOTIFY})
+    capabilities = frozenset({NOTIFY, PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT, RATE_LIMIT})
     #: Its claims hold nothing to free: the runtime skips ``release`` after each attempt.
     needs_release = False
 
@@ -80,6 +81,7 @@ class MemoryBackend(Backend):
         self._ids = itertools.count(1)
         self._ticks: dict[str, datetime] = {}
         self._tick_set: set[tuple[str, datetime]] = set()
+        self._flow_init()
 
     def __repr__(self) -> str:
         return "MemoryBackend()"
@@ -121,11 +123,16 @@ class MemoryBackend(Backend):
             if existing is not None:
                 message = f"job 0 duplicates job {existing} of queue {queue!r}, which is still new"
                 raise DuplicateJobError(message, existing)
+            windowed = job.unique_for is not None
+            if windowed:  # flow.py
+                self._check_windows((job,), now.timestamp())
             job_id = str(seq := next(self._ids))
             run_after = job.run_after or now
             record = self._records[job_id] = Record(evolve(job, id=job_id, created_at=now, run_after=run_after), seq)
             self._unique[key] = job_id
-            entry = record.entry = (run_after.timestamp(), seq, 0)
+            if windowed:
+                self._open_windows((job,), (job_id,), now.timestamp())
+            entry = record.entry = (-job.priority, run_after.timestamp(), seq, 0)
             self._live[entry] = record
             delay = (run_after - now).total_seconds()
             if delay <= 0:
@@ -154,6 +161,7 @@ class MemoryBackend(Backend):
                     f"jobs {keys[key]} and {index} of the batch have the same queue {job.queue!r} and fingerprint"
                 )
             keys[key] = index
+        self._check_windows(jobs, now.timestamp())
         ids: list[str] = []
         due: dict[str, list[Entry]] = {}
         for job in jobs:
@@ -166,6 +174,7 @@ class MemoryBackend(Backend):
             ids.append(job_id)
         for queue, entries in due.items():
             self._jobs_of(queue).due.put_many(entries)  # one turn of each queue's mutex per batch
+        self._open_windows(jobs, ids, now.timestamp())
         return ids
 
     def _schedule(self, record: Record, now: datetime, wake: _Wake, due: dict[str, list[Entry]] | None = None) -> None:
@@ -176,7 +185,7 @@ class MemoryBackend(Backend):
         job = record.job
         queue = job.queue
         run_after = job.run_after or now
-        entry = record.entry = (run_after.timestamp(), record.seq, record.version)
+        entry = record.entry = (-job.priority, run_after.timestamp(), record.seq, record.version)
         self._live[entry] = record
         delay = (run_after - now).total_seconds()
         if delay <= 0:
@@ -220,6 +229,10 @@ class MemoryBackend(Backend):
                 jobs.move_due(now.timestamp())
         due = jobs.due
         record: Record | None = due.take_live(self._live)
+        if record is not None and queue in self._gated:  # paused, or limited (flow.py)
+            record, held = self._gated_take(queue, jobs, record, now)
+            if record is None:
+                return held
         if record is None:
             return Look(due_in=self._due_in(jobs, now))
         claim = self._claimed(record, now)
@@ -257,6 +270,8 @@ class MemoryBackend(Backend):
     def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
         if not self._plain:
             return super().settle_then_claim(claim, outcome, queue)
+        if queue in self._gated:
+            return self._gated_then_claim(claim, outcome, queue, functools.partial(self.look, queue))
         now = self._now()
         if outcome.status is _PROCESSED and LOCK_FREE:
             # ``_settle``'s first step, inlined: it runs once per job.
@@ -280,6 +295,8 @@ class MemoryBackend(Backend):
         return self.waiting.queue(queue).chain(look)  # nothing due, or future jobs: a look, kept
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
+        if self._gated and claim.job.queue in self._gated:
+            return self._settle_gated(claim, outcome)
         self._settle(claim, outcome, self._now())
 
     def _settle(self, claim: Claim, outcome: Outcome, now: datetime) -> None:
@@ -308,7 +325,10 @@ class MemoryBackend(Backend):
             record.version += 1
             retries = job.retries if outcome.retries is None else outcome.retries
             after, error, traceback = outcome.run_after or now, outcome.error, outcome.traceback
-            record.job = evolve(job, error=error, traceback=traceback, run_after=after, retries=retries)
+            snoozes = job.snoozes + outcome.snoozed
+            record.job = evolve(
+                job, error=error, traceback=traceback, run_after=after, retries=retries, snoozes=snoozes
+            )
             self._schedule(record, now, wake)
         self._wake(wake)
 
@@ -331,46 +351,6 @@ class MemoryBackend(Backend):
         record.finished_at = now
         job.__dict__.update(outcome)
         record.claimed = False
-
-    # -- periodic jobs and retention -------------------------------------------------------
-
-    def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
-        wake: _Wake = {}
-        with self._lock:
-            if (key, tick) in self._tick_set:
-                return None
-            job_id = self._store([job], wake)[0]
-            self._tick_set.add((key, tick))
-            last = self._ticks.get(key)
-            if last is None or tick > last:
-                self._ticks[key] = tick
-        self._wake(wake)
-        return job_id
-
-    def last_tick(self, key: str) -> datetime | None:
-        with self._lock:
-            return self._ticks.get(key)
-
-    def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
-        deleted = 0
-        with self._lock:
-            for job_id, record in list(self._records.items()):
-                if deleted >= limit:
-                    break
-                cutoff = older_than.get(record.job.status)
-                if cutoff is None or record.claimed or record.finished_at is None or record.finished_at >= cutoff:
-                    continue
-                del self._records[job_id]
-                deleted += 1
-            known = [cutoff for cutoff in older_than.values() if cutoff is not None]
-            if known and self._tick_set:
-                floor = self._clock.now() - timedelta(seconds=MIN_TICK_RETENTION)
-                oldest = min(*known, floor)
-                # A schedule's latest tick stays: last_tick() reads it.
-                self._tick_set = {
-                    (key, tick) for key, tick in self._tick_set if tick >= oldest or self._ticks.get(key) == tick
-                }
-        return deleted
 
     # -- inspecting and managing ---------------------------------------------------------
 
@@ -416,7 +396,9 @@ class MemoryBackend(Backend):
             self._unique[key] = job.id or ""
             record.version += 1
             record.finished_at = record.result_text = None
-            record.job = evolve(job, status=_NEW, run_after=now, retries=0, attempts=0, error=None, **_NO_OUTCOME)
+            record.job = evolve(
+                job, status=_NEW, run_after=now, retries=0, attempts=0, snoozes=0, error=None, **_NO_OUTCOME
+            )
             self._schedule(record, now, wake)
         self._wake(wake)
 

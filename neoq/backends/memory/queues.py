@@ -1,10 +1,11 @@
 """Where the memory backend's jobs wait: per queue, a ``queue.Queue`` of due jobs and a heap of future ones.
 
-An *entry* is ``(run_after timestamp, sequence, version)``: one scheduling of one job, ordered by
-``run_after`` then id (the sequence is the job's id as a number). Entries are never taken out of the
-middle of either place: cancelling, retrying or rescheduling a job bumps its record's version, and
-the entry of the old version, no longer live (see ``MemoryBackend._live``), is skipped when it
-comes up.
+An *entry* is ``(-priority, run_after timestamp, sequence, version)``: one scheduling of one job,
+ordered as claims take due jobs, by priority (higher first), ``run_after``, then id (the sequence is
+the job's id as a number). The future heap orders the same entries by ``run_after`` alone.
+Entries are never taken out of the middle of either place: cancelling, retrying or rescheduling a
+job bumps its record's version, and the entry of the old version, no longer live (see
+``MemoryBackend._live``), is skipped when it comes up.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 
 __all__ = ["DueQueue", "Entry", "QueueJobs"]
 
-#: One scheduling of a job: (run_after as a POSIX timestamp, the job's sequence number, the record's version).
-Entry = tuple[float, int, int]
+#: One scheduling of a job: (minus its priority, run_after as a POSIX timestamp, the job's sequence
+#: number, the record's version).
+Entry = tuple[int, float, int, int]
 
 
 #: Whether a take may pop the deque without the queue's mutex: only when a GIL makes
@@ -29,11 +31,11 @@ LOCK_FREE: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 class DueQueue(queue.Queue):  # type: ignore[type-arg]  # queue.Queue is generic only in typeshed
-    """The due jobs of one queue, in order of ``run_after`` then id: a ``queue.Queue`` that keeps them sorted.
+    """The due jobs of one queue in claim order (priority, ``run_after``, id): a ``queue.Queue`` kept sorted.
 
     Like ``queue.PriorityQueue`` it changes only where items are kept (``_init``, ``_put``,
-    ``_get``, ``_qsize``): entries that arrive in order (jobs enqueued due now, nearly all of
-    them) are appended to a deque, so taking one is a ``popleft``; the others (a ``run_after`` in
+    ``_get``, ``_qsize``): entries that arrive in order (jobs of one priority enqueued due now, nearly
+    all of them) are appended to a deque, so taking one is a ``popleft``; the others (a ``run_after`` in
     the past, a future job that came due behind fresh ones, a clock that went back) go to a heap,
     and a take compares the two heads. The store never blocks on this queue (``neoq.waiting``
     does the waiting), so it puts a batch with one turn of the mutex (``put_many``) and takes
@@ -143,19 +145,20 @@ class QueueJobs:
 
     def __init__(self) -> None:
         self.due = DueQueue()
-        #: Future jobs and retries, by (run_after, id): moved to ``due`` by the look that finds them due.
-        self.future: list[Entry] = []
+        #: Future jobs and retries as (run_after, entry), a heap: moved to ``due`` by the look that
+        #: finds them due.
+        self.future: list[tuple[float, Entry]] = []
 
     def push_future(self, entry: Entry) -> None:
         """Keep a job that is not due yet (called with the store's lock held)."""
-        heappush(self.future, entry)
+        heappush(self.future, (entry[1], entry))
 
     def move_due(self, now: float) -> bool:
         """Move the future entries due at ``now`` to ``due``; whether any moved (the store's lock held)."""
         future = self.future
         moved = []
         while future and future[0][0] <= now:
-            moved.append(heappop(future))
+            moved.append(heappop(future)[1])
         if moved:
             self.due.put_many(moved)
         return bool(moved)

@@ -36,7 +36,7 @@ class Record:
         #: Bumped by every new scheduling of the job (a retry, a cancellation): older entries are stale.
         self.version = 0
         #: The entry of the job's current scheduling (``None`` before the first).
-        self.entry: tuple[float, int, int] | None = None
+        self.entry: tuple[int, float, int, int] | None = None
         self.claimed = False
         self.finished_at: datetime | None = None  # when it last became PROCESSED, FAILED or CANCELLED
         #: The JSON text of the handler's return value (``job.result`` stays ``None``: readers decode this).

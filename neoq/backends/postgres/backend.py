@@ -18,8 +18,9 @@ How it works, in one screen:
   its own, on a second (autocommit) connection, before its handler runs, so a job that kills
   every worker still ends FAILED (``Settles.send_count``; migration 0003).
 - **Wake-ups.** One LISTEN connection per client, on one channel for all queues; the payload is
-  ``q:<queue>`` (jobs to look at) or ``c:<job id>`` (a cancellation of that job may be recorded:
-  look in this client's ``neoq_cancellations``; only a recorded request cancels). Enqueues notify
+  ``q:<queue>`` (jobs to look at), ``c:<job id>`` (a cancellation of that job may be recorded:
+  look in this client's ``neoq_cancellations``; only a recorded request cancels) or ``p:<queue>``
+  (paused: give back what was leased ahead for it; flow.py). Enqueues notify
   inside their transaction, so nothing wakes before the commit. Claims wait in ``neoq.waiting``
   (``Backend.claim``): the listener's notifications, this process's enqueues and a reconnect
   signal it (``_signal``; notices.py lets the notifications of its own enqueues go); each look
@@ -52,11 +53,13 @@ from .cancels import _Cancels
 from .claims import TransactionClaims
 from .common import CHANNEL, Conn
 from .enqueue import Enqueuer
+from .flow import FLOW_CAPABILITIES, PostgresFlow
 from .leasestore import PostgresLeaseStore
 from .notices import LocalNotices
 from .pools import Connections
 from .settings import PostgresOptions, parse_settings
 from .settles import Settles
+from .sizing import PoolSizing
 from .state import _Held, _Pools
 
 if TYPE_CHECKING:
@@ -72,7 +75,7 @@ _NOT_OPEN = "the PostgreSQL backend is not open (call open(), or use neoq.new())
 # -- the backend ---------------------------------------------------------------------------
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(PostgresFlow, PoolSizing, Backend):
     """Jobs in a PostgreSQL database, shared by every client that uses it.
 
     ``url`` is a libpq connection string or URL (``postgresql://user:pw@host:5432/db?sslmode=...``);
@@ -96,7 +99,8 @@ class PostgresBackend(Backend):
     - ``prepare_threshold`` (default psycopg's, 5): psycopg's server-side prepared statements;
       ``None`` disables them, as PgBouncer in transaction pooling needs.
 
-    Capabilities: ``"shared"`` and ``"enqueue_in_transaction"``; ``"transaction"`` unless the
+    Capabilities: ``"shared"``, ``"enqueue_in_transaction"`` and the flow-control ones
+    (``neoq.backends.capabilities.FLOW_CONTROL``); ``"transaction"`` unless the
     default ``mode`` is ``"lease"``; ``"notify"`` unless ``listen`` is False.
     """
 
@@ -105,7 +109,7 @@ class PostgresBackend(Backend):
     @property
     def capabilities(self) -> frozenset[str]:
         """What this backend offers, as configured (see ``neoq.backends.capabilities``)."""
-        offered = {SHARED, ENQUEUE_IN_TRANSACTION}
+        offered = {SHARED, ENQUEUE_IN_TRANSACTION, *FLOW_CAPABILITIES}
         if self._settings.default_mode == "transaction":
             offered.add(TRANSACTION)
         if self._settings.listen:
@@ -169,6 +173,7 @@ class PostgresBackend(Backend):
                 recorded_cancels=self._recorded_cancels,
                 redeliver_cancels=self._cancels.redeliver,
                 signal_all=lambda: self._signal(None),
+                on_pause=self._paused_elsewhere,
             )
             self._reopen = False
             forking.track_backend(self)
@@ -282,6 +287,7 @@ class PostgresBackend(Backend):
             self._listen_now()
         self._queue_modes[queue] = handler.mode or self._settings.default_mode
         self._prefetch[queue] = handler.concurrency
+        self._prepare_flow(queue, handler)  # flow.py: a global limit's slots
 
     def _lease(self) -> LeaseEngine:
         """The lease engine of this open backend, started on first use."""
@@ -295,6 +301,7 @@ class PostgresBackend(Backend):
                 store = PostgresLeaseStore(
                     s.url, kwargs=s.aux_kwargs, connect_timeout=s.connect_timeout, safe_url=s.safe_url, wrap=self._wrap
                 )
+                self._flow_store(store)
                 engine = self._lease_engine = LeaseEngine(
                     store,
                     s.lease_seconds,
@@ -341,24 +348,12 @@ class PostgresBackend(Backend):
         if not self._listening:
             self._listen_now()
         self._notices.claims(queue)  # its own enqueues' notifications are counted from now
+        if queue in self._flow_looks:  # flow.py: a rate limit's start is taken with the claim
+            return self._flow_look(queue)
         if self._is_lease(queue):
             return self._lease().look(queue)
         self._count_claimer()
         return self._transactions.look(queue)
-
-    def _count_claimer(self) -> None:
-        """Size the worker pool to the threads that claim: each holds at most one connection."""
-        thread = threading.current_thread()
-        if thread in self._claimers:
-            return
-        with self._lock:
-            self._claimers.add(thread)
-            wanted = len(self._claimers)
-            pools = self._pools
-            if self._settings.pool_max_fixed is not None or pools is None or wanted <= self._pool_max:
-                return
-            self._pool_max = wanted
-            pools.work.resize(self._settings.pool_min, wanted)
 
     def settle(self, claim: Claim, outcome: Outcome) -> None:
         held = claim.token
@@ -378,6 +373,9 @@ class PostgresBackend(Backend):
         (a failure, an attempt ended from outside, another mode) settles as ``settle``.
         """
         held = claim.token
+        if queue in self._rates:  # the next claim takes a start too: through look
+            self.settle(claim, outcome)
+            return None
         if isinstance(held, LeaseToken):
             return held.engine.settle_then_claim(claim, outcome, queue)
         plain = outcome.status is JobStatus.PROCESSED and outcome.result is None
@@ -407,8 +405,7 @@ class PostgresBackend(Backend):
             self._transactions.settles.release(held)
 
     def _signal(self, queues: Iterable[str] | None) -> None:
-        """Something of ``queues`` (every queue when None: a reconnect) may be due now: have one
-        waiting claim loop of each look. The one place that signals a queue."""
+        """``queues`` (None: all, a reconnect) may have due jobs: one loop of each looks. The one place that signals."""
         if (waiting := self._waiting) is not None:
             for queue in [None] if queues is None else queues:
                 waiting.signal(queue)

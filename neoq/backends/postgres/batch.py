@@ -21,6 +21,7 @@ def _batch_params(jobs: Sequence[Job], payloads: list[str]) -> dict[str, Any]:
         "run_afters": [job.run_after for job in jobs],
         "deadlines": [job.deadline for job in jobs],
         "max_retries": [job.max_retries for job in jobs],
+        "priorities": [job.priority for job in jobs],
         "channel": CHANNEL,
     }
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -43,7 +44,9 @@ from .wire import (
     _BEGIN,
     _COMMIT,
     _FATAL_ERROR,
+    _LIMITED_STATEMENTS,
     _PIPELINE_ABORTED,
+    _PREPARED,
     _RELEASE_SAVEPOINT_B,
     _SAVEPOINT_B,
     _WORK_STATEMENTS,
@@ -52,6 +55,7 @@ from .wire import (
     _exchange_prepared,
     _Hot,
     _load_row,
+    _prepare,
     _prepare_again,
     _receive,
     _result_error,
@@ -64,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 #: How long a look waits for a worker connection at most (seconds; the connect timeout if shorter).
 _GETCONN_WAIT = 2.0
+
 
 #: A look that found nothing: (seconds until the next job is due or None, others hold due jobs).
 _Idle = tuple["float | None", bool]
@@ -92,6 +97,10 @@ class TransactionClaims:
         self._register = register
         self._connect_timeout = connect_timeout
         self._safe_url = safe_url
+        #: The global limit of each queue that has one (flow.py): its claims lock a slot first.
+        self.global_limits: dict[str, int] = {}
+        #: The work connections the limited claims are prepared on.
+        self._limited_ready: weakref.WeakSet[Conn] = weakref.WeakSet()
 
     def look(self, queue: str) -> Look[Claim]:
         """Claim a due job of ``queue`` now, or say when the next comes due (``Backend.look``)."""
@@ -113,9 +122,9 @@ class TransactionClaims:
                 return Look(due_in=idle[0], held=idle[1])
             claim = self._take(pools, conn, row, started)
             if claim is not None:
-                more = bool(row[14])
+                more = bool(row[16])
                 # Nothing else due: the probe's next due time completes the answer.
-                return Look(claim, more=more, due_in=None if more else row[15])
+                return Look(claim, more=more, due_in=None if more else row[17])
             # Its job was cancelled while it waited: look again.
 
     def chain(self, claim: Claim, held: _Held, outcome: Outcome, queue: str) -> Look[Claim] | None:
@@ -170,12 +179,33 @@ class TransactionClaims:
         hot = self._hot
         commands: tuple[_Command, ...] = (
             (_BEGIN, None, False),
-            (hot.claim_probe, (queue.encode(conn.info.encoding),), hot.prepared),
+            (hot.claim_probe, (queue.encode(conn.info.encoding),), hot.prepared)
+            if not self.global_limits
+            else self._claim_command(conn, queue, probe=True),
             (_SAVEPOINT_B, None, False),
         )
         # Someone may have deallocated neoq's statements on this connection (DEALLOCATE ALL).
-        results = _exchange_prepared(conn, commands, _WORK_STATEMENTS, hot.prepared)
+        names = _WORK_STATEMENTS if not self.global_limits else (*_WORK_STATEMENTS, *_LIMITED_STATEMENTS)
+        results = _exchange_prepared(conn, commands, names, hot.prepared)
         return _load_row(conn, results[1])
+
+    def _claim_command(self, conn: Conn, queue: str, *, probe: bool) -> _Command:
+        """The claim (``probe``: claim_probe) of ``queue``; for a queue with a global limit, its
+        ``_limited`` form (claimed_job_limited), sent whole: limited queues pay for the planning."""
+        hot = self._hot
+        encoded = queue.encode(conn.info.encoding)
+        limit = self.global_limits.get(queue)
+        if limit is None:
+            return (hot.claim_probe if probe else hot.claim, (encoded,), hot.prepared)
+        wire, text, names = _PREPARED["claim_probe_limited" if probe else "claim_limited"]
+        values = {"queue": encoded, "global_limit": str(limit).encode()}
+        params = tuple(values[name] for name in names)
+        if not hot.prepared:
+            return (text, params, False)
+        if conn not in self._limited_ready:  # prepared once per connection, the first time it is needed
+            _prepare(conn, _LIMITED_STATEMENTS)
+            self._limited_ready.add(conn)
+        return (wire, params, True)
 
     def _idle(self, conn: Conn, queue: str) -> _Idle:
         """After a claim that found nothing: (seconds until the next job is due, others hold due
@@ -212,7 +242,9 @@ class TransactionClaims:
         )
         claim: tuple[_Command, ...] = (
             (_BEGIN, None, False),
-            (hot.claim, (queue.encode(encoding),), hot.prepared),
+            (hot.claim, (queue.encode(encoding),), hot.prepared)
+            if not self.global_limits
+            else self._claim_command(conn, queue, probe=False),
             (_SAVEPOINT_B, None, False),
         )
         try:
@@ -238,6 +270,7 @@ class TransactionClaims:
                 with suppress(psycopg.Error):
                     if isinstance(error, pg_errors.InvalidSqlStatementName) and hot.prepared:
                         _prepare_again(conn, _WORK_STATEMENTS)  # deallocated by someone
+                        self._limited_ready.discard(conn)
                     else:
                         conn.rollback()
                 return None

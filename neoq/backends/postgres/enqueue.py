@@ -4,7 +4,9 @@ transaction, and cron ticks once each. Every enqueue notifies its queues inside 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,10 +36,14 @@ from .batch import (
     _Stream,
 )
 from .common import CHANNEL, Conn
+from .flow import open_windows
 from .pools import Connections
 from .queries import QUERIES
 from .state import _Pools
 from .wire import _AUX_STATEMENTS, _CHANNEL_B, _Command, _exchange_prepared, _Hot
+
+#: ``Job.priority`` 0 as the enqueue statement's text parameter, made once.
+_PRIORITY_ZERO = b"0"
 
 #: The same text the job was validated with (neoq.job.encode_payload).
 _dumps = compact_json
@@ -65,7 +71,7 @@ class Enqueuer:
     def enqueue(self, jobs: Sequence[Job], connection: Any) -> list[str]:
         if not jobs:
             return []
-        if connection is None and len(jobs) == 1:
+        if connection is None and len(jobs) == 1 and jobs[0].unique_for is None:
             return [self._enqueue_single(jobs[0], _dumps(jobs[0].payload))]
         _check_batch(jobs)
         return self._store(jobs, [_dumps(job.payload) for job in jobs], connection)
@@ -81,8 +87,10 @@ class Enqueuer:
         count = len(jobs)
         if connection is None and count == 1:
             job, text = prepare(jobs[0], 0)
-            return [self._enqueue_single(job, text)]
-        if connection is None and count >= _COPY_MIN:
+            if job.unique_for is None:
+                return [self._enqueue_single(job, text)]
+            return self._store([job], [text], None)
+        if connection is None and count >= _COPY_MIN and not any(_unique(job) for job in jobs):
             timed = sum(1 for job in jobs if isinstance(job, Job) and job.run_after is not None)
             if timed == 0 or timed == count:
                 return self._enqueue_stream(jobs, prepare, with_run_after=timed == count)
@@ -144,15 +152,22 @@ class Enqueuer:
 
     def _store(self, jobs: Sequence[Job], payloads: list[str], connection: Any) -> list[str]:
         """Store prepared ``jobs`` (no duplicates among them) with their payloads' JSON text."""
+        unique = any(job.unique_for is not None for job in jobs)
         if connection is not None:
-            return self._enqueue_through(connection, _batch_params(jobs, payloads))
+            return self._enqueue_through(connection, _batch_params(jobs, payloads), jobs if unique else None)
         queues = {job.queue for job in jobs}
         local = self.local_enqueue(queues)
         try:
             with self.conns.aux("enqueueing jobs") as conn:
                 try:
                     if len(jobs) >= _COPY_MIN:
-                        ids = _enqueue_copy(conn, len(jobs), _copy_groups(jobs, payloads), queues)
+                        after = functools.partial(_open_windows_of, jobs) if unique else None
+                        ids = _enqueue_copy(conn, len(jobs), _copy_groups(jobs, payloads), queues, after)
+                    elif unique:  # the windows are opened in the insert's transaction (flow.py)
+                        with conn.transaction():
+                            rows = conn.execute(QUERIES["enqueue"], _batch_params(jobs, payloads)).fetchall()
+                            ids = [str(row[0]) for row in rows]
+                            open_windows(conn, jobs, ids)
                     else:
                         params = _batch_params(jobs, payloads)
                         ids = [str(row[0]) for row in conn.execute(QUERIES["enqueue"], params).fetchall()]
@@ -207,6 +222,7 @@ class Enqueuer:
             None if run_after is None else run_after.isoformat().encode(),
             None if deadline is None else deadline.isoformat().encode(),
             None if max_retries is None else str(max_retries).encode(),
+            _PRIORITY_ZERO if not job.priority else str(job.priority).encode(),
             _CHANNEL_B,
         )
         hot = self.hot
@@ -215,29 +231,36 @@ class Enqueuer:
         assert value is not None
         return str(int.from_bytes(value, "big", signed=True))
 
-    def _enqueue_through(self, connection: Any, params: dict[str, Any]) -> list[str]:
-        """Insert through the caller's connection, inside its transaction; never commit it."""
+    def _enqueue_through(self, connection: Any, params: dict[str, Any], unique: Sequence[Job] | None) -> list[str]:
+        """Insert through the caller's connection, inside its transaction; never commit it.
+
+        ``unique``: the jobs, when some have a ``unique_for`` (their windows open in the same step).
+        """
         if not isinstance(connection, psycopg.Connection):
             raise ConfigurationError(f"connection must be a psycopg.Connection (sync), not {type(connection).__name__}")
         try:
             cur = connection.cursor(row_factory=tuple_row)
-            if connection.autocommit:
+            if connection.autocommit and unique is None:
                 # One statement is its own transaction: all or nothing, notified on its commit.
                 try:
                     rows = cur.execute(QUERIES["enqueue"], params).fetchall()
                 except pg_errors.UniqueViolation:
                     raise _duplicate(connection, params) from None
             else:
-                # A savepoint keeps a duplicate from aborting the caller's transaction.
-                cur.execute("SAVEPOINT neoq_enqueue")
-                try:
-                    rows = cur.execute(QUERIES["enqueue"], params).fetchall()
-                except pg_errors.UniqueViolation:
-                    cur.execute("ROLLBACK TO SAVEPOINT neoq_enqueue")
-                    duplicate = _duplicate(connection, params)
+                # A savepoint keeps a duplicate from aborting the caller's transaction (and in
+                # autocommit, ``transaction()`` makes the insert and the windows one).
+                with connection.transaction() if connection.autocommit else nullcontext():
+                    cur.execute("SAVEPOINT neoq_enqueue")
+                    try:
+                        rows = cur.execute(QUERIES["enqueue"], params).fetchall()
+                        if unique is not None:
+                            open_windows(connection, unique, [str(row[0]) for row in rows])
+                    except (pg_errors.UniqueViolation, DuplicateJobError) as exc:
+                        cur.execute("ROLLBACK TO SAVEPOINT neoq_enqueue")
+                        duplicate = exc if isinstance(exc, DuplicateJobError) else _duplicate(connection, params)
+                        cur.execute("RELEASE SAVEPOINT neoq_enqueue")
+                        raise duplicate from None
                     cur.execute("RELEASE SAVEPOINT neoq_enqueue")
-                    raise duplicate from None
-                cur.execute("RELEASE SAVEPOINT neoq_enqueue")
         except psycopg.Error as exc:
             raise self.conns.wrap(exc, "enqueueing jobs through the caller's connection") from exc
         return [str(row[0]) for row in rows]
@@ -251,6 +274,7 @@ class Enqueuer:
             "run_afters": [job.run_after],
             "deadlines": [job.deadline],
             "max_retries": [job.max_retries],
+            "priorities": [job.priority],
             "channel": CHANNEL,
         }
         with self.conns.aux("enqueueing a cron tick") as conn:
@@ -268,8 +292,20 @@ class Enqueuer:
         return str(row[0])
 
 
+def _unique(job: object) -> bool:
+    return isinstance(job, Job) and job.unique_for is not None
+
+
+def _open_windows_of(jobs: Sequence[Job], conn: Conn, ids: list[str]) -> None:
+    open_windows(conn, jobs, ids)
+
+
 def _enqueue_copy(
-    conn: Conn, count: int, groups: Iterable[tuple[bool, Iterable[_CopyRow]]], queues: set[str]
+    conn: Conn,
+    count: int,
+    groups: Iterable[tuple[bool, Iterable[_CopyRow]]],
+    queues: set[str],
+    after: Callable[[Conn, list[str]], None] | None = None,
 ) -> list[str]:
     """A large batch: ``count`` ids reserved in one statement, rows written with COPY, in one
     transaction; return the ids in batch order.
@@ -279,6 +315,7 @@ def _enqueue_copy(
     server stores it while the client makes the next. ``queues`` are notified once every row
     is written. Jobs without ``run_after`` get the column's default, the transaction's
     ``now()`` (as the INSERT's ``coalesce(run_after, now())``): their COPY leaves it out.
+    ``after(conn, ids)`` runs in the transaction once the rows are in (``open_windows``).
     """
     with conn.transaction():
         row = conn.execute(QUERIES["reserve_ids"], {"n": count}).fetchone()
@@ -286,7 +323,7 @@ def _enqueue_copy(
         ids: list[str] = row[0].split(",")
         cur = conn.cursor()
         for with_run_after, rows in groups:
-            columns = "id, queue, fingerprint, payload, deadline, max_retries" + (
+            columns = "id, queue, fingerprint, payload, deadline, max_retries, priority" + (
                 ", run_after" if with_run_after else ""
             )
             with cur.copy(f"COPY neoq_jobs ({columns}) FROM STDIN") as copy:
@@ -296,7 +333,7 @@ def _enqueue_copy(
                     line = (
                         f"{ids[index]}\t{_copy_text(job.queue)}\t{_copy_text(job.fingerprint or '')}\t"
                         f"{_copy_json(payload)}\t{_NULL if deadline is None else deadline.isoformat()}\t"
-                        f"{_NULL if max_retries is None else max_retries}"
+                        f"{_NULL if max_retries is None else max_retries}\t{job.priority}"
                     )
                     if with_run_after:
                         line = f"{line}\t{_copy_time(job.run_after)}"
@@ -308,6 +345,8 @@ def _enqueue_copy(
                 if lines:
                     lines.append("")
                     copy.write("\n".join(lines))
+        if after is not None:
+            after(conn, ids)
         conn.execute(QUERIES["notify_queues"], {"queues": sorted(queues), "channel": CHANNEL})
     return ids
 

@@ -66,6 +66,8 @@ def prune(aux: Aux, older_than: dict[JobStatus, datetime], limit: int) -> int:
         if known:
             floor = datetime.now(timezone.utc) - timedelta(seconds=MIN_TICK_RETENTION)
             conn.execute(QUERIES["prune_ticks"], {"cutoff": min(*known, floor)})
+        if older_than.get(JobStatus.FAILED) is not None:  # unique_for is remembered as long as failed jobs
+            conn.execute(QUERIES["prune_windows"], {"cutoff": older_than[JobStatus.FAILED]})
     return deleted
 
 

@@ -50,7 +50,7 @@ Conn = psycopg.Connection[TupleRow]
 #: parameter gets a generic plan that expects a tenth of the table (a hash join over a sequential
 #: scan, twice the CPU of the custom plan), so PostgreSQL plans it anew on every execution; with
 #: the number in the text, the generic plan is the right one and is reused.
-_CLAIM_BY_LIMIT: dict[int, str] = {}
+_CLAIM_BY_LIMIT: dict[tuple[str, int], str] = {}
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -88,6 +88,12 @@ class PostgresLeaseStore:
             configure=_configure,
         )
         self._pool.open(wait=False)
+        #: The global limit (``Handler.global_limit``) of each queue that has one (flow.py), and
+        #: what to call with such queues once outcomes of theirs are written (their loops may go on).
+        self.global_limits: dict[str, int] = {}
+        self.freed: Callable[[set[str]], None] | None = None
+        #: The ids of the queue's jobs whose handlers returned and whose outcomes are not written yet.
+        self.unwritten: Callable[[str], list[Any]] | None = None
 
     def close(self) -> None:
         self._pool.close(timeout=5.0)
@@ -106,22 +112,30 @@ class PostgresLeaseStore:
 
     def fetch(self, queue: str, limit: int, lease: float, owner: str) -> tuple[list[Leased], float | None, bool]:
         """Lease up to ``limit`` due jobs of ``queue`` in one statement (``lease_claim``)."""
-        params = {"queue": queue, "lease": lease, "owner": owner}
-        statement = _CLAIM_BY_LIMIT.get(limit)
+        params: dict[str, Any] = {"queue": queue, "lease": lease, "owner": owner}
+        global_limit = self.global_limits.get(queue)
+        name = "lease_claim" if global_limit is None else "lease_claim_limited"
+        statement = _CLAIM_BY_LIMIT.get((name, limit))
         if statement is None:
-            statement = _CLAIM_BY_LIMIT[limit] = LEASE_QUERIES["lease_claim"].replace("%(limit)s", str(int(limit)))
+            statement = _CLAIM_BY_LIMIT[name, limit] = LEASE_QUERIES[name].replace("%(limit)s", str(int(limit)))
+        if global_limit is not None:
+            params["global_limit"] = global_limit
+            done = [] if self.unwritten is None else self.unwritten(queue)
+            params["done"] = "{" + ",".join(str(job_id) for job_id in done) + "}"
         with self._conn(f"leasing jobs of queue {queue!r}") as conn:
             # One autocommit statement: it turns synchronous_commit off for its own transaction.
             rows = conn.execute(statement, params).fetchall()
         if len(rows) == 1 and rows[0][0] is None:
-            return [], rows[0][14], False  # rows locked by transaction-mode claims are skipped, not seen
+            # Rows locked by transaction-mode claims are skipped, not seen; a full global limit holds
+            # the queue back (its loops look again soon: a settle elsewhere frees room unannounced).
+            return [], rows[0][14], bool(rows[0][17])
         rows.sort(key=_row_order)
         leased: list[Leased] = []
         utc = timezone.utc
         running = JobStatus.RUNNING
         for row in rows:
             job_id = row[0]
-            job = _job(row, str(job_id), running, row[11], row[12])
+            job = _job(row, str(job_id), running, row[11], row[12], None, row[15], row[16])
             leased.append((job, job_id, row[10], row[4].astimezone(utc), row[13]))
         return leased, None, False
 
@@ -135,6 +149,7 @@ class PostgresLeaseStore:
         retries: list[str] = []
         results: list[str] = []
         tracebacks: list[str] = []
+        snoozed: list[str] = []
         processed = JobStatus.PROCESSED
         for pending in batch:
             lease, outcome = pending.lease, pending.outcome
@@ -148,6 +163,7 @@ class PostgresLeaseStore:
                 retries.append("NULL")
                 results.append("NULL" if outcome.result is None else _text_element(outcome.result))
                 tracebacks.append("NULL")
+                snoozed.append("0")
                 continue
             retry = status is JobStatus.NEW
             # A retry is due at its own time; a finished job gets back the time it was due.
@@ -158,6 +174,7 @@ class PostgresLeaseStore:
             retries.append(str(outcome.retries) if retry and outcome.retries is not None else "NULL")
             results.append("NULL")
             tracebacks.append(_text_element(outcome.traceback))
+            snoozed.append("1" if outcome.snoozed else "0")
         # Array literals ('{1,2}') built here: psycopg adapts a list element by element in Python.
         params = {
             "ids": "{" + ",".join(ids) + "}",
@@ -168,10 +185,17 @@ class PostgresLeaseStore:
             "retries": "{" + ",".join(retries) + "}",
             "results": "{" + ",".join(results) + "}",
             "tracebacks": "{" + ",".join(tracebacks) + "}",
+            "snoozed": "{" + ",".join(snoozed) + "}",
             "channel": CHANNEL,
         }
         with self._conn(f"writing the outcomes of {len(batch)} jobs") as conn:
-            return {row[0] for row in conn.execute(LEASE_QUERIES["lease_settle"], params).fetchall()}
+            written = {row[0] for row in conn.execute(LEASE_QUERIES["lease_settle"], params).fetchall()}
+        limited = self.global_limits
+        if limited and self.freed is not None:
+            queues = {pending.lease.queue for pending in batch if pending.lease.queue in limited}
+            if queues:
+                self.freed(queues)
+        return written
 
     def progress(self, lease: LeaseToken, fraction: float, note: str | None) -> None:
         """A leased job's progress report (``lease_progress``), fenced by the lease's token."""
@@ -192,11 +216,12 @@ class PostgresLeaseStore:
             lost = conn.execute(LEASE_QUERIES["lease_heartbeat"], params).fetchall()
         return [(int(job_id), status) for job_id, status in lost]
 
-    def give_back(self, leases: list[LeaseToken]) -> None:
-        """Put unstarted leased jobs back in one statement (``lease_return``)."""
+    def give_back(self, leases: list[LeaseToken], *, wake: bool = True) -> None:
+        """Put unstarted leased jobs back in one statement (``lease_return``; without ``wake``,
+        ``lease_put_off``: no wake-up for their queue)."""
         with self._conn("putting unstarted leased jobs back") as conn:
             conn.execute(
-                LEASE_QUERIES["lease_return"],
+                LEASE_QUERIES["lease_return" if wake else "lease_put_off"],
                 {
                     "ids": [t.job_id for t in leases],
                     "tokens": [t.token for t in leases],
@@ -224,8 +249,9 @@ def _configure(conn: Conn) -> None:
     conn.adapters.register_loader("json", _JsonLoader)
 
 
-def _row_order(row: TupleRow) -> tuple[Any, Any]:
-    return row[4], row[0]
+def _row_order(row: TupleRow) -> tuple[Any, Any, Any]:
+    # The claim order: priority descending, then run_after (the due time before the lease), then id.
+    return -row[15], row[4], row[0]
 
 
 def _text_element(text: str | None) -> str:

@@ -81,15 +81,17 @@ class _Listener:
         recorded_cancels: Callable[[Conn, Iterable[int]], None],
         redeliver_cancels: Callable[[], bool],
         signal_all: Callable[[], None],
+        on_pause: Callable[[str], None] | None = None,
     ) -> None:
         #: The backend's side: a new LISTEN connection, a queue's wake-up, a look at the recorded
         #: cancellations (the hinted job ids), whether cancellations are still being re-delivered,
-        #: every waiting claim's wake-up.
+        #: every waiting claim's wake-up, a queue paused (``p:<queue>``) by some process.
         self._connect = connect
         self._on_notify = on_notify
         self._recorded_cancels = recorded_cancels
         self._redeliver_cancels = redeliver_cancels
         self._signal_all = signal_all
+        self._on_pause = on_pause
         self._conn: Conn | None = conn
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -206,6 +208,8 @@ class _Listener:
             job_id = _parse_id(value)
             if job_id is not None:
                 hinted.add(job_id)
+        elif kind == "p" and self._on_pause is not None:
+            self._on_pause(value)
 
     def _reconnect(self, pause: float) -> Conn | None:
         if pause and self._wait(pause):

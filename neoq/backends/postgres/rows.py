@@ -20,8 +20,8 @@ from ...job import Job, JobStatus
 
 #: The fields ``_job`` sets; the others keep ``Job``'s defaults.
 _SET_BY_ROW = frozenset(
-    {"queue", "payload", "run_after", "deadline", "max_retries", "fingerprint", "id", "status"}
-    | {"retries", "attempts", "error", "created_at", "ran_at", "finished_at"}
+    {"queue", "payload", "run_after", "deadline", "max_retries", "fingerprint", "priority", "id", "status"}
+    | {"retries", "attempts", "snoozes", "error", "created_at", "ran_at", "finished_at"}
 )
 
 
@@ -52,6 +52,8 @@ def _job(
     attempts: int,
     ran_at: datetime | None,
     finished_at: datetime | None = None,
+    priority: int = 0,
+    snoozes: int = 0,
 ) -> Job:
     """The one mapping of a job row (its first ten columns) and what the query says beyond them.
 
@@ -65,10 +67,12 @@ def _job(
         "deadline": None if deadline is None else deadline.astimezone(_UTC),
         "max_retries": row[6],
         "fingerprint": row[2],
+        "priority": priority,
         "id": job_id,
         "status": status,
         "retries": row[7],
         "attempts": attempts,
+        "snoozes": snoozes,
         "error": row[8],
         "created_at": row[9].astimezone(_UTC),
         "ran_at": None if ran_at is None else ran_at.astimezone(_UTC),
@@ -86,13 +90,13 @@ def _job(
 
 
 def _job_from_row(row: tuple[Any, ...]) -> Job:
-    """A row of ``job_view``: the ten columns, then status, attempts, ran_at, finished_at, and the
-    outcome: result (decoded JSON), traceback, progress fraction and note."""
-    job = _job(row, str(row[0]), JobStatus(row[10]), row[11], row[12], row[13])
+    """A row of ``job_view``: the ten columns, then status, attempts, ran_at, finished_at, the
+    outcome: result (decoded JSON), traceback, progress fraction and note; then priority, snoozes."""
+    job = _job(row, str(row[0]), JobStatus(row[10]), row[11], row[12], row[13], row[18], row[19])
     job.__dict__.update(result=row[14], traceback=row[15], progress=row[16], progress_note=row[17])
     return job
 
 
 def _claimed_job(row: tuple[Any, ...], job_id: str, attempts: int, ran_at: datetime | None) -> Job:
-    """A row a claim locked: running its attempt number ``attempts`` since ``ran_at``."""
-    return _job(row, job_id, JobStatus.RUNNING, attempts, ran_at)
+    """A row a claim locked (``claimed_job``): running its attempt number ``attempts`` since ``ran_at``."""
+    return _job(row, job_id, JobStatus.RUNNING, attempts, ran_at, None, row[14], row[15])

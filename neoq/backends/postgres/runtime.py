@@ -33,6 +33,7 @@ def start(
     recorded_cancels: Callable[[Conn, Iterable[int]], None],
     redeliver_cancels: Callable[[], bool],
     signal_all: Callable[[], None],
+    on_pause: Callable[[str], None] | None = None,
 ) -> _Pools:
     """Connect and open what an ``open()`` uses; the listener and the canceller are not started yet.
 
@@ -49,6 +50,7 @@ def start(
             recorded_cancels=recorded_cancels,
             redeliver_cancels=redeliver_cancels,
             signal_all=signal_all,
+            on_pause=on_pause,
         )
         work, aux = conns.open_pools(pool_max)
     except psycopg.Error as exc:

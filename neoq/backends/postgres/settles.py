@@ -65,6 +65,7 @@ def settle_params(job: Job, outcome: Outcome, held: _Held, counted: int = 1) -> 
         "result": outcome.result if status is JobStatus.PROCESSED else None,
         "run_after": outcome.run_after if status is JobStatus.NEW else None,
         "retries": outcome.retries if status is JobStatus.NEW else None,
+        "snoozed": 1 if outcome.snoozed else 0,
         "channel": CHANNEL,
     }
 

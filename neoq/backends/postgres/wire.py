@@ -45,9 +45,14 @@ def _numbered(query: str) -> tuple[bytes, tuple[str, ...]]:
 #: name -> (wire name, SQL with $n placeholders, parameter names in order)
 _PREPARED = {
     name: (f"neoq_{name}".encode(), *_numbered(QUERIES[name]))
-    for name in ("claim", "claim_probe", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one")
+    for name in (
+        *("claim", "claim_probe", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one"),
+        *("claim_limited", "claim_probe_limited"),
+    )
 }
 _WORK_STATEMENTS = ("claim", "claim_probe", "claim_idle", "settle", "settle_processed")
+#: Prepared on a work connection the first time it claims for a queue with a global limit.
+_LIMITED_STATEMENTS = ("claim_limited", "claim_probe_limited")
 _COUNTER_STATEMENTS = ("count_attempt",)
 _AUX_STATEMENTS = ("enqueue_one",)
 _BEGIN = b"BEGIN"

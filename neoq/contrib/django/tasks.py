@@ -15,10 +15,11 @@
 Enqueueing goes through ``neoq.contrib.django.enqueue``: when neoq uses Django's database, a task
 enqueued inside ``transaction.atomic()`` exists only if that transaction commits.
 
-Supported: ``run_after`` (deferred tasks), results by id (``get_result``: status, times, errors),
-async task functions. Not supported: ``priority`` (neoq runs due jobs in ``run_after`` order) and
-return values (neoq keeps no results: ``return_value`` is ``None``). ``MAX_RETRIES`` (default 0, as
-Django's own backends) lets neoq retry a failed task with its backoff before it is ``FAILED``.
+Supported: ``run_after`` (deferred tasks), ``priority`` (``Job.priority``: -100..100, higher first,
+on a neoq backend with the ``"priority"`` capability), results by id (``get_result``: status, times,
+errors), async task functions. Not supported: return values (neoq keeps no results:
+``return_value`` is ``None``). ``MAX_RETRIES`` (default 0, as Django's own backends) lets neoq
+retry a failed task with its backoff before it is ``FAILED``.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class NeoqTaskBackend(_backends_base.BaseTaskBackend):  # type: ignore[misc]
     supports_defer = True
     supports_async_task = True
     supports_get_result = True
-    supports_priority = False
+    supports_priority = True
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
@@ -125,6 +126,7 @@ class NeoqTaskBackend(_backends_base.BaseTaskBackend):  # type: ignore[misc]
             queue=self.neoq_queue(task.queue_name),
             payload=payload,
             run_after=task.run_after,
+            priority=task.priority,
             # Django's tasks are not deduplicated: each enqueue is a new result.
             fingerprint=None if self.unique else uuid.uuid4().hex,
         )

@@ -5,6 +5,53 @@
 -- A line "-- include: <name>" stands for the text of the block of that name (defined above it).
 -- Rows of jobs start with the ten columns neoq.backends.postgres.rows reads, in its order.
 
+-- name: due_job
+-- A due job of a queue as a claim locks it; each user adds its priority range, order and lock.
+SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
+       j.error, j.created_at, j.xmax AS locker, j.xmin AS creator, j.priority, j.snoozes
+FROM neoq_jobs j
+WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
+
+-- name: not_paused
+-- The claim's one-time filter (checked once, before any range is read): no job while the queue
+-- is paused. pause_queue waits for the statements that read it before the pause (flow.py).
+NOT EXISTS (SELECT 1 FROM neoq_queue_pauses p WHERE p.queue = %(queue)s)
+
+-- name: job_ranges
+-- The CTEs of a claim's job (the start of claimed_job), after its WITH. The claim order is
+-- (priority DESC, run_after, id), read as three ranges (migration 0006): jobs above priority 0 from
+-- neoq_jobs_due_priority, then priority 0 from neoq_jobs_due, then below 0. A CTE is read only as
+-- far as its reader asks, so a range is locked and read only when the ranges before it had no job.
+high AS (
+-- include: due_job
+      AND j.priority > 0
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), plain AS (
+-- include: due_job
+      AND j.priority = 0
+    ORDER BY j.run_after, j.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), low AS (
+-- include: due_job
+      AND j.priority < 0
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+
+-- name: claimed_columns
+-- What a claim returns of its job (see claimed_job).
+SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
+       job.retries, job.error, job.created_at,
+       EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
+       neoq_attempts_of(job.id) AS attempts,
+       now() AS claimed_at,
+       coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost,
+       job.priority, job.snoozes
+
 -- name: claimed_job
 -- The start of claim and claim_probe: the next due job of a queue locked, with its attempts so
 -- far (the row lock makes them this claim's to count), the moment of the claim, which becomes the
@@ -12,51 +59,86 @@
 -- that time from pg_stat_activity while the job runs), and ``lost``: whether an earlier claim of it
 -- ended without a settle (its transaction id is still the row's xmax, read before this claim's
 -- lock replaces it; see migration 0003 and claims.TransactionClaims._take).
-WITH job AS (
-    SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_retries, j.retries,
-           j.error, j.created_at, j.xmax AS locker, j.xmin AS creator
-    FROM neoq_jobs j
-    WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= now()
-    ORDER BY j.run_after, j.id
+WITH
+-- include: job_ranges
+, job AS (
+    SELECT *
+    FROM (SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low) r
+    WHERE
+-- include: not_paused
+    LIMIT 1
+)
+-- include: claimed_columns
+
+-- name: claimed_job_limited
+-- claimed_job for a queue with a global limit (Handler.global_limit): one of the queue's slots
+-- (neoq_slots, numbered from 1 to the limit) is locked first, and held by the claim's transaction
+-- until its settle commits or its session ends; with every slot held, no job is taken (the check
+-- is a one-time filter, before any range is read). The slot is freed when the transaction ends.
+WITH slot AS (
+    SELECT s.slot FROM neoq_slots s
+    WHERE s.queue = %(queue)s AND s.slot <= %(global_limit)s
+    ORDER BY s.slot
     LIMIT 1
     FOR UPDATE SKIP LOCKED
+),
+-- include: job_ranges
+, job AS (
+    SELECT *
+    FROM (SELECT * FROM high UNION ALL SELECT * FROM plain UNION ALL SELECT * FROM low) r
+    WHERE EXISTS (SELECT 1 FROM slot) AND
+-- include: not_paused
+    LIMIT 1
 )
-SELECT job.id, job.queue, job.fingerprint, job.payload, job.run_after, job.deadline, job.max_retries,
-       job.retries, job.error, job.created_at,
-       EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = job.id) AS cancel_requested,
-       neoq_attempts_of(job.id) AS attempts,
-       now() AS claimed_at,
-       coalesce(neoq_locker_status(job.locker, job.creator, pg_current_xact_id()::text::bigint) = 'aborted', false) AS lost
+-- include: claimed_columns
 
 -- name: claim
 -- Lock the next due job of a queue; no row when none is due (claim_idle then says more).
 -- include: claimed_job
 FROM job;
 
--- name: claim_probe
--- The claim of a claim loop that was waiting (a look): also says whether more jobs are due (held
--- by others or not), so that it wakes one more waiting loop only then, and, when none is, when the
--- queue's next job comes due (seconds from now, by the database's clock; as claim_idle's), so that
--- the look's answer is complete (neoq.waiting.Look).
--- include: claimed_job
+-- name: probe_columns
+-- What claim_probe adds: whether more jobs are due (held by others or not), so that it wakes one
+-- more waiting loop only then, and, when none is, when the queue's next job comes due (seconds
+-- from now, by the database's clock; as claim_idle's), so that the look's answer is complete
+-- (neoq.waiting.Look).
      , EXISTS (SELECT 1 FROM neoq_jobs b
                WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now() AND b.id <> job.id
                ORDER BY b.run_after LIMIT 1) AS more,
        (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
         FROM neoq_jobs n
         WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()) AS next_due
+
+-- name: claim_probe
+-- The claim of a claim loop that was waiting (a look), with probe_columns.
+-- include: claimed_job
+-- include: probe_columns
+FROM job;
+
+-- name: claim_limited
+-- claim, for a queue with a global limit.
+-- include: claimed_job_limited
+FROM job;
+
+-- name: claim_probe_limited
+-- claim_probe, for a queue with a global limit.
+-- include: claimed_job_limited
+-- include: probe_columns
 FROM job;
 
 -- name: claim_idle
 -- After a claim found nothing due, in its transaction: when the queue's next job comes due
 -- (seconds from now, by the database's clock), and whether due jobs exist that others hold.
+-- Neither while the queue is paused: its claim loops wait for the resume's notification.
 SELECT (SELECT EXTRACT(EPOCH FROM min(n.run_after) - clock_timestamp())::float8
         FROM neoq_jobs n
-        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()) AS next_due,
+        WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now() AND NOT p.paused) AS next_due,
        -- ORDER BY ... LIMIT 1 keeps the planner on the neoq_jobs_due index (a bare EXISTS may pick a
        -- sequential scan, which an idle probe would then pay for on a large table).
-       EXISTS (SELECT 1 FROM neoq_jobs b WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now()
-               ORDER BY b.run_after LIMIT 1) AS busy;
+       NOT p.paused
+       AND EXISTS (SELECT 1 FROM neoq_jobs b WHERE b.queue = %(queue)s AND b.status = 'new' AND b.run_after <= now()
+                   ORDER BY b.run_after LIMIT 1) AS busy
+FROM (SELECT EXISTS (SELECT 1 FROM neoq_queue_pauses q WHERE q.queue = %(queue)s) AS paused) p;
 
 -- name: count_attempt
 -- Counts an attempt that ended without a settle (the claim saw it: ``lost``). Runs on a second
@@ -79,7 +161,8 @@ WHERE j.id = %(id)s
 ON CONFLICT (job_id) DO UPDATE SET attempts = a.attempts + 1, ran_at = excluded.ran_at;
 
 -- name: settle
--- Store an attempt's outcome in the claim's transaction, and add ``counted`` to its attempts
+-- Store an attempt's outcome in the claim's transaction (``snoozed``: 1 for raise neoq.Snooze,
+-- else 0), and add ``counted`` to its attempts
 -- (1; for a job cancelled before it started, 0, or 1 for an earlier attempt the claim saw lost).
 -- A cancellation request that arrived while the job ran turns a retry (or a put-back at
 -- shutdown) into CANCELLED.
@@ -105,6 +188,7 @@ SET status = o.status,
     result = %(result)s::json,
     run_after = coalesce(%(run_after)s, j.run_after),
     retries = coalesce(%(retries)s, j.retries),
+    snoozes = j.snoozes + %(snoozed)s::integer,
     finished_at = CASE WHEN o.status = 'new' THEN NULL ELSE clock_timestamp() END,
     lease_owner = NULL
 FROM outcome o
@@ -125,11 +209,13 @@ WHERE id = %(id)s;
 -- Insert a batch in one statement; each row notifies its queue (PostgreSQL folds identical
 -- notifications of one transaction, and delivers them only on commit).
 WITH ins AS (
-    INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries)
-    SELECT t.queue, t.fingerprint, t.payload::json, coalesce(t.run_after, now()), t.deadline, t.max_retries
+    INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, priority)
+    SELECT t.queue, t.fingerprint, t.payload::json, coalesce(t.run_after, now()), t.deadline, t.max_retries,
+           t.priority
     FROM unnest(%(queues)s::text[], %(fingerprints)s::text[], %(payloads)s::text[],
-                %(run_afters)s::timestamptz[], %(deadlines)s::timestamptz[], %(max_retries)s::integer[])
-         WITH ORDINALITY AS t(queue, fingerprint, payload, run_after, deadline, max_retries, ord)
+                %(run_afters)s::timestamptz[], %(deadlines)s::timestamptz[], %(max_retries)s::integer[],
+                %(priorities)s::smallint[])
+         WITH ORDINALITY AS t(queue, fingerprint, payload, run_after, deadline, max_retries, priority, ord)
     ORDER BY t.ord
     RETURNING id, queue
 )
@@ -138,9 +224,9 @@ SELECT ins.id, pg_notify(%(channel)s, 'q:' || ins.queue) IS NULL FROM ins ORDER 
 -- name: enqueue_one
 -- One job (enqueue() called with a single job): the same as enqueue, without the arrays, and the
 -- notification sent from RETURNING (no CTE to scan).
-INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries)
+INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, priority)
 VALUES (%(queue)s::text, %(fingerprint)s::text, %(payload)s::json, coalesce(%(run_after)s::timestamptz, now()),
-        %(deadline)s::timestamptz, %(max_retries)s::integer)
+        %(deadline)s::timestamptz, %(max_retries)s::integer, %(priority)s::smallint)
 RETURNING id, pg_notify(%(channel)s::text, 'q:' || queue) IS NULL;
 
 -- name: reserve_ids
@@ -178,7 +264,7 @@ SELECT j.id, j.queue, j.fingerprint, j.payload, j.run_after, j.deadline, j.max_r
        CASE WHEN l.locker = 'in progress'
             THEN (SELECT s.xact_start FROM pg_stat_activity s WHERE s.backend_xid = j.xmax)
             ELSE a.ran_at END,
-       j.finished_at, j.result, j.traceback, p.fraction, p.note
+       j.finished_at, j.result, j.traceback, p.fraction, p.note, j.priority, j.snoozes
 FROM neoq_jobs j
 CROSS JOIN LATERAL (
     SELECT CASE WHEN j.status <> 'new' THEN j.status
@@ -226,7 +312,7 @@ GROUP BY 1, 2;
 -- A finished job becomes due now with fresh counters; its queue is woken on commit.
 WITH job AS (
     UPDATE neoq_jobs
-    SET status = 'new', run_after = now(), retries = 0, error = NULL, finished_at = NULL, result = NULL,
+    SET status = 'new', run_after = now(), retries = 0, snoozes = 0, error = NULL, finished_at = NULL, result = NULL,
         traceback = NULL
     WHERE id = %(id)s AND status <> 'new'
     RETURNING id, queue
@@ -310,3 +396,74 @@ ON CONFLICT (job_id) DO UPDATE SET fraction = excluded.fraction, note = excluded
 DELETE FROM neoq_ticks t
 WHERE t.tick < %(cutoff)s::timestamptz
   AND t.tick < (SELECT max(m.tick) FROM neoq_ticks m WHERE m.key = t.key);
+
+-- name: pause_queue
+-- Pause a queue (once: a second pause keeps the first's time) and tell every client, whose lease
+-- mode gives back the jobs it leased ahead for the queue.
+WITH paused AS (
+    INSERT INTO neoq_queue_pauses (queue) VALUES (%(queue)s) ON CONFLICT (queue) DO NOTHING
+)
+SELECT pg_notify(%(channel)s, 'p:' || %(queue)s::text) IS NULL;
+
+-- name: claims_under_way
+-- Statements that may have read the pauses before the last one committed, still running: claims
+-- of either mode (the only statements naming the table, besides this one, which is left out). The
+-- query text of another role's session is hidden without pg_read_all_stats: not counted.
+SELECT count(*)
+FROM pg_stat_activity s
+WHERE s.datname = current_database() AND s.pid <> pg_backend_pid() AND s.state = 'active'
+  AND s.query_start < statement_timestamp() AND position('neoq_queue_pauses' IN s.query) > 0;
+
+-- name: resume_queue
+-- Resume a queue and wake its claim loops in every client.
+WITH resumed AS (
+    DELETE FROM neoq_queue_pauses WHERE queue = %(queue)s RETURNING queue
+)
+SELECT pg_notify(%(channel)s, 'q:' || r.queue) IS NULL FROM resumed r;
+
+-- name: paused_queues
+SELECT queue FROM neoq_queue_pauses ORDER BY queue;
+
+-- name: open_windows
+-- The enqueue of jobs with a unique_for (ids already inserted, in the same transaction): record
+-- each as its key's last, unless the key's last enqueue lies within the job's own unique_for.
+-- Returns the first job refused (its place among these, the job that holds the key, how long
+-- ago that one was enqueued); no row when all got in. A concurrent enqueue of the same key waits
+-- for this transaction (ON CONFLICT), then sees its row.
+WITH t AS (
+    SELECT *
+    FROM unnest(%(queues)s::text[], %(fingerprints)s::text[], %(windows)s::float8[], %(ids)s::bigint[])
+         WITH ORDINALITY AS t(queue, fingerprint, seconds, id, ord)
+), opened AS (
+    INSERT INTO neoq_unique_windows AS w (queue, fingerprint, enqueued_at, unique_for, job_id)
+    SELECT t.queue, t.fingerprint, now(), t.seconds, t.id FROM t
+    ON CONFLICT (queue, fingerprint) DO UPDATE
+    SET enqueued_at = excluded.enqueued_at, unique_for = excluded.unique_for, job_id = excluded.job_id
+    WHERE w.enqueued_at <= excluded.enqueued_at - make_interval(secs => excluded.unique_for)
+    RETURNING w.job_id
+)
+SELECT t.ord, w.job_id, EXTRACT(EPOCH FROM now() - w.enqueued_at)::float8, t.seconds
+FROM t LEFT JOIN neoq_unique_windows w ON w.queue = t.queue AND w.fingerprint = t.fingerprint
+WHERE t.id NOT IN (SELECT o.job_id FROM opened o)
+ORDER BY t.ord
+LIMIT 1;
+
+-- name: prune_windows
+-- Unique-for records older than the cutoff (the retention of failed jobs).
+DELETE FROM neoq_unique_windows WHERE enqueued_at < %(cutoff)s::timestamptz;
+
+-- name: make_slots
+-- The slots of a queue's global limit (claimed_job_limited), 1 to %(global_limit)s; kept when there
+-- are more (a process with a lower limit uses only the first ones).
+INSERT INTO neoq_slots (queue, slot)
+SELECT %(queue)s, n FROM generate_series(1, %(global_limit)s::integer) AS n
+ON CONFLICT (queue, slot) DO NOTHING;
+
+-- name: rate_take
+-- A start of a rate-limited queue's key: 0 when taken, else the seconds until the window has room.
+SELECT neoq_rate_take(%(queue)s, %(key)s, %(count)s, %(per)s);
+
+-- name: put_off
+-- A transaction-mode claim held back by its key's rate limit: due again when the key has room.
+-- Committed without a settle, so no attempt is counted (the lock's committed locker is no trace).
+UPDATE neoq_jobs SET run_after = now() + make_interval(secs => %(delay)s) WHERE id = %(id)s;

@@ -40,10 +40,12 @@ from ...clock import Clock
 from ...errors import BackendConnectionError, BackendError, ConfigurationError, DuplicateJobError
 from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus, encode_payload
+from ...uniqueness import unique_seconds
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
-from ..capabilities import NOTIFY, SHARED
+from ..capabilities import GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, SHARED, SNOOZE, UNIQUE_FOR
 from ..lease import LeaseEngine, LeaseToken
+from ..lease.handback import give_back_queue
 from .connections import open_client
 from .inspection import Inspection, check_durability
 from .listener import Listener
@@ -98,11 +100,12 @@ class RedisBackend(Backend):
     - ``cluster`` (default False; also ``?cluster=true``): the URL names a node of a Redis Cluster;
       redis-py's Cluster client finds the others. The namespace's keys share one slot.
 
-    Capabilities: ``"shared"`` and ``"notify"``. Handlers get no transaction (``Claim.transaction``
-    is None); both handler modes run on leases.
+    Capabilities: ``"shared"``, ``"notify"``, and the flow-control ``"priority"``, ``"pause"``,
+    ``"snooze"``, ``"unique_for"`` and ``"global_limit"`` (not ``"rate_limit"``). Handlers get no
+    transaction (``Claim.transaction`` is None); both handler modes run on leases.
     """
 
-    capabilities = frozenset({SHARED, NOTIFY})
+    capabilities = frozenset({SHARED, NOTIFY, PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT})
     handler_modes = frozenset(HANDLER_MODES)
 
     @classmethod
@@ -125,6 +128,8 @@ class RedisBackend(Backend):
         self._reopen = False
         #: How many jobs beyond the claiming loops one fetch may lease, per queue (its concurrency).
         self._prefetch: dict[str, int] = {}
+        #: ``Handler.global_limit`` of the queues this process serves with one.
+        self._limits: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"RedisBackend({self._settings.safe_url!r})"
@@ -230,8 +235,15 @@ class RedisBackend(Backend):
     def _stored(reply: Any, prepared: list[tuple[Job, str]]) -> list[str]:
         if isinstance(reply, int):  # the first id: the batch's ids are consecutive
             return [str(job_id) for job_id in range(reply, reply + len(prepared))]
-        job = prepared[int(reply[1])][0]
+        index = int(reply[1])
+        job = prepared[index][0]
         existing = reply[2] or None
+        if len(reply) > 3:  # the unique_for window of an earlier enqueue
+            raise DuplicateJobError(
+                f"job {index} of queue {job.queue!r} was enqueued as job {existing} {int(reply[3]) / 1e6:.3g}s "
+                f"ago, within its unique_for of {unique_seconds(job):g}s",
+                existing,
+            )
         raise DuplicateJobError(
             f"a job with the same fingerprint is already waiting or running in queue {job.queue!r}"
             + (f" (job {existing})" if existing else " (in the same batch)"),
@@ -271,6 +283,15 @@ class RedisBackend(Backend):
     def prepare_queue(self, queue: str, handler: Handler) -> None:
         super().prepare_queue(queue, handler)
         self._prefetch[queue] = handler.concurrency
+        opened = self._require()
+        if handler.global_limit is not None:
+            self._limits[queue] = handler.global_limit
+            try:  # a settle of a limited queue wakes its loops everywhere (settle.lua)
+                opened.client.hset(self._settings.key("limited"), queue, handler.global_limit)
+            except redis.RedisError as exc:
+                raise wrap_error(self._settings, exc, f"preparing queue {queue!r}") from exc
+        else:
+            self._limits.pop(queue, None)
         self._engine()
 
     def _engine(self) -> LeaseEngine:
@@ -289,11 +310,12 @@ class RedisBackend(Backend):
                     s.key("wake"),
                     opened.origin,
                     signal=self._signal,
+                    paused=self._paused_elsewhere,
                     safe_url=s.safe_url,
                 )
                 opened.listener.start()
                 opened.engine = LeaseEngine(
-                    RedisLeaseStore(opened.scripts),
+                    RedisLeaseStore(opened.scripts, self._limits.get),
                     s.lease_seconds,
                     loops=lambda queue: self.waiting.queue(queue),
                     prefetch=lambda queue: self._prefetch.get(queue, 0),
@@ -301,6 +323,32 @@ class RedisBackend(Backend):
                     name="Redis",
                 )
             return opened.engine
+
+    # -- pausing (flow control) ------------------------------------------------------------
+
+    def pause_queue(self, queue: str) -> None:
+        """Pause ``queue`` in every process (pause.lua): every fetch reads the paused set, so once
+        this returns no claim of it is made; jobs leased ahead are given back, here at once and
+        elsewhere when the wake-up ``p:<queue>`` arrives."""
+        self._ready().scripts.run("pause", ["1", queue], f"pausing queue {queue!r}")
+        self._paused_elsewhere(queue)
+
+    def resume_queue(self, queue: str) -> None:
+        self._ready().scripts.run("pause", ["0", queue], f"resuming queue {queue!r}")
+        self._signal(queue)
+
+    def paused_queues(self) -> set[str]:
+        opened = self._ready()
+        try:
+            return {str(name) for name in opened.client.smembers(self._settings.key("paused"))}
+        except redis.RedisError as exc:
+            raise wrap_error(self._settings, exc, "reading the paused queues") from exc
+
+    def _paused_elsewhere(self, queue: str) -> None:
+        """``queue`` was paused: give back the jobs this client leased ahead for it, not started."""
+        opened = self._open
+        if opened is not None and opened.engine is not None:
+            give_back_queue(opened.engine, queue)
 
     def _signal(self, queue: str | None) -> None:
         waiting = self._waiting

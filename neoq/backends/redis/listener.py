@@ -2,7 +2,8 @@
 
 Scripts that make jobs due publish ``q:<origin>:<queue>`` on the namespace's ``wake`` channel;
 the listener signals that queue's waiting claim loops, except for the client's own messages
-(its enqueues signal their own loops at once). Pub/sub delivers at most once: a message sent
+(its enqueues signal their own loops at once). ``p:<queue>`` (a pause) has the client give back
+the jobs it leased ahead for that queue. Pub/sub delivers at most once: a message sent
 while the connection is down is lost, so the listener signals every queue once it is subscribed
 again, and the runtime's timed look (``poll_interval``) is the safety net for the rest. When the
 server is away the thread logs it once, waits (50 ms, doubling up to 1 s) and tries again; it
@@ -42,12 +43,14 @@ class Listener:
         origin: str,
         *,
         signal: Callable[[str | None], None],
+        paused: Callable[[str], None],
         safe_url: str,
     ) -> None:
         self._client = client
         self._channel = channel
         self._own = f"q:{origin}:"
         self._signal = signal
+        self._paused = paused
         self._safe_url = safe_url
         self._stop = threading.Event()
         #: Set while the subscription is down (the server restarting, unreachable).
@@ -105,7 +108,12 @@ class Listener:
             if message is None or message.get("type") != "message":
                 continue
             data = message["data"]
-            if not isinstance(data, str) or data.startswith(own) or not data.startswith("q:"):
+            if not isinstance(data, str) or data.startswith(own):
+                continue
+            if data.startswith("p:"):
+                self._paused(data[2:])
+                continue
+            if not data.startswith("q:"):
                 continue
             queue = data.split(":", 2)[2] if data.count(":") >= 2 else None
             if queue is not None:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ...job import Job, JobStatus
+from ...uniqueness import unique_seconds
 
 __all__ = ["ROW_WIDTH", "decode_json", "from_us", "job_from_row", "jobs_text", "safe_text", "to_us"]
 
@@ -17,8 +18,8 @@ _MICROSECOND = timedelta(microseconds=1)
 
 #: Values per job in a row of read.lua: id, queue, fingerprint, payload, status, run_after,
 #: deadline, max_retries, retries, attempts, error, created_at, ran_at, finished_at, result,
-#: traceback, progress, progress note.
-ROW_WIDTH = 18
+#: traceback, progress, progress note, priority, snoozes.
+ROW_WIDTH = 20
 
 _STATUSES = {status.value: status for status in JobStatus}
 decode_json = json.JSONDecoder().decode
@@ -49,12 +50,13 @@ _encode_jobs = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encod
 
 
 def jobs_text(prepared: Sequence[tuple[Job, str]]) -> str:
-    """The JSON array enqueue_jobs (common.lua) takes: one array of 6 strings a job (queue,
-    fingerprint, payload text, run_after, deadline, max_retries; "" for none). One argument for
+    """The JSON array enqueue_jobs (common.lua) takes: one array of 8 strings a job (queue,
+    fingerprint, payload text, run_after, deadline, max_retries, priority, unique_for in
+    microseconds; "" for none). One argument for
     the whole batch: Lua's cjson decodes it faster than redis-py sends thousands of arguments."""
     rows = []
     for job, payload in prepared:
-        run_after, deadline, max_retries = job.run_after, job.deadline, job.max_retries
+        run_after, deadline, max_retries, window = job.run_after, job.deadline, job.max_retries, job.unique_for
         rows.append(
             [
                 job.queue,
@@ -63,6 +65,8 @@ def jobs_text(prepared: Sequence[tuple[Job, str]]) -> str:
                 "" if run_after is None else str(to_us(run_after)),
                 "" if deadline is None else str(to_us(deadline)),
                 "" if max_retries is None else str(max_retries),
+                str(job.priority),
+                "" if window is None else str(int(unique_seconds(job) * 1_000_000)),
             ]
         )
     return _encode_jobs(rows)
@@ -71,7 +75,7 @@ def jobs_text(prepared: Sequence[tuple[Job, str]]) -> str:
 def job_from_row(row: Sequence[Any]) -> Job:
     """A ``Job`` from one row of read.lua (``ROW_WIDTH`` values)."""
     (job_id, queue, fp, payload, status, run_after, deadline, max_retries, retries, attempts, error) = row[:11]
-    result, traceback, progress, note = row[14:18]
+    result, traceback, progress, note, priority, snoozes = row[14:20]
     return Job(
         queue=queue,
         payload=decode_json(payload),
@@ -91,4 +95,6 @@ def job_from_row(row: Sequence[Any]) -> Job:
         traceback=traceback or None,
         progress=None if progress is None else float(progress),
         progress_note=note,
+        priority=int(priority),
+        snoozes=int(snoozes),
     )

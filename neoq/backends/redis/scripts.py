@@ -35,6 +35,7 @@ SCRIPT_NAMES = (
     "stats",
     "prune",
     "progress",
+    "pause",
 )
 
 

@@ -13,6 +13,7 @@ its attempts ``a`` (counted by the lease itself), its holder ``o`` and the lease
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -37,28 +38,35 @@ _EVERYONE = "*"
 
 
 class RedisLeaseStore:
-    """The lease engine's store calls over the backend's scripts."""
+    """The lease engine's store calls over the backend's scripts; ``global_limit(queue)`` is the
+    queue's ``Handler.global_limit`` in this process (None: none)."""
 
-    def __init__(self, scripts: Scripts) -> None:
+    def __init__(self, scripts: Scripts, global_limit: Callable[[str], int | None] = lambda queue: None) -> None:
         self._scripts = scripts
         self._origin = _EVERYONE
+        self._global_limit = global_limit
 
     def close(self) -> None:
         """Nothing of its own: the backend closes the connection pool."""
 
     def fetch(self, queue: str, limit: int, lease: float, owner: str) -> tuple[list[Leased], float | None, bool]:
         """Lease up to ``limit`` due jobs of ``queue`` in one script call (fetch.lua)."""
+        cap = self._global_limit(queue)
         reply = self._scripts.run(
-            "fetch", [queue, owner, limit, int(lease * 1_000_000)], f"leasing jobs of queue {queue!r}"
+            "fetch",
+            [queue, owner, limit, int(lease * 1_000_000), "" if cap is None else cap],
+            f"leasing jobs of queue {queue!r}",
         )
         if len(reply) == 1:
             head = reply[0]
+            if head == "held":  # at its global limit: a settle of the queue wakes its loops
+                return [], None, True
             return [], (None if head == "" else max(0.0, int(head) / 1_000_000)), False
         leased: list[Leased] = []
         running = _RUNNING
         for row in decode_json(reply[1]):
             job_id, token, attempts, ran_at, fp, payload, run_after, deadline, max_retries, retries, error, created = (
-                row
+                row[:12]
             )
             due_at = _EPOCH + timedelta(microseconds=run_after)
             job = Job(
@@ -75,6 +83,8 @@ class RedisLeaseStore:
                 error=error,
                 created_at=_EPOCH + timedelta(microseconds=created),
                 ran_at=_EPOCH + timedelta(microseconds=ran_at),
+                snoozes=row[12],
+                priority=row[13],
             )
             leased.append((job, job.id, token, due_at, False))
         return leased, None, False
@@ -88,19 +98,31 @@ class RedisLeaseStore:
             status = outcome.status
             if status is processed:
                 result = "" if outcome.result is None else outcome.result
-                outcomes.append([lease.job_id, lease.queue, str(lease.token), "processed", "", "", "", result, ""])
+                outcomes.append([lease.job_id, lease.queue, str(lease.token), "processed", "", "", "", result, "", ""])
                 continue
             error = "" if outcome.error is None else safe_text(outcome.error)
             traceback = "" if outcome.traceback is None else safe_text(outcome.traceback)
             if status is new:
                 run_after = "" if outcome.run_after is None else str(to_us(outcome.run_after))
                 retries = "" if outcome.retries is None else str(outcome.retries)
+                snoozed = "1" if outcome.snoozed else ""
                 outcomes.append(
-                    [lease.job_id, lease.queue, str(lease.token), "new", error, run_after, retries, "", traceback]
+                    [
+                        lease.job_id,
+                        lease.queue,
+                        str(lease.token),
+                        "new",
+                        error,
+                        run_after,
+                        retries,
+                        "",
+                        traceback,
+                        snoozed,
+                    ]
                 )
             else:
                 outcomes.append(
-                    [lease.job_id, lease.queue, str(lease.token), status.value, error, "", "", "", traceback]
+                    [lease.job_id, lease.queue, str(lease.token), status.value, error, "", "", "", traceback, ""]
                 )
         written = self._scripts.run(
             "settle", [self._origin, _encode(outcomes)], f"writing the outcomes of {len(batch)} jobs"

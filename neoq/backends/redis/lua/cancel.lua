@@ -4,7 +4,7 @@
 local now = now_us()
 local id = ARGV[2]
 local key = job_key(id)
-local h = redis.call('HMGET', key, 's', 'q', 'f', 'lu')
+local h = redis.call('HMGET', key, 's', 'q', 'f', 'lu', 'pr')
 if not h[1] then
     return 'missing'
 end
@@ -14,7 +14,7 @@ end
 local q, m = h[2], member(id)
 redis.call('HSET', key, 's', 'cancelled', 'fa', int(now))
 redis.call('HDEL', key, 'o', 'lu')
-redis.call('ZREM', P .. 'due:' .. q, m)
+redis.call('ZREM', due_key(q, h[5]), m)
 redis.call('ZREM', P .. 'lease:' .. q, m)
 local done = {}
 add_done(done, q, 'cancelled', id, h[3])

@@ -25,6 +25,18 @@ local function job_key(id)
     return P .. 'job:' .. id
 end
 
+-- The sorted set of a queue's waiting jobs of one priority: ``due:<queue>`` for 0, the most jobs;
+-- ``due:<queue>:<priority>`` for the others, whose priorities are listed in ``prios:<queue>``
+-- (scored by minus the priority: highest first). A claim reads the levels from the highest down.
+local function due_key(q, pr)
+    if not pr or pr == '0' or pr == 0 then
+        return P .. 'due:' .. q
+    end
+    local level = tonumber(pr)
+    redis.call('ZADD', P .. 'prios:' .. q, -level, int(level))
+    return P .. 'due:' .. q .. ':' .. int(level)
+end
+
 -- Run one command over a long list of arguments, at most 1,000 at a time (unpack's limit).
 local function chunked(command, key, list)
     for i = 1, #list, 1000 do
@@ -32,11 +44,12 @@ local function chunked(command, key, list)
     end
 end
 
--- The job's fields as the backend reads them (rows.py: 18 values with the id; its lease's end
+-- The job's fields as the backend reads them (rows.py: 20 values with the id; its lease's end
 -- is read, not returned), its status as a reader sees it: a
 -- waiting job whose lease is live is "running". A job never leased has no retries, attempts or
 -- token fields yet: they read as 0.
-local FIELDS = {'q', 'f', 'p', 's', 'ra', 'dl', 'mr', 'r', 'a', 'e', 'ca', 'rn', 'fa', 'lu', 'res', 'tb', 'pg', 'pn'}
+local FIELDS = {'q', 'f', 'p', 's', 'ra', 'dl', 'mr', 'r', 'a', 'e', 'ca', 'rn', 'fa', 'lu', 'res', 'tb', 'pg', 'pn',
+    'pr', 'sn'}
 local function row(id, now, out)
     local h = redis.call('HMGET', job_key(id), unpack(FIELDS))
     if not h[1] then
@@ -57,11 +70,16 @@ local function row(id, now, out)
     for i = 15, 18 do
         out[#out + 1] = h[i]
     end
+    out[#out + 1] = h[19] or '0'
+    out[#out + 1] = h[20] or '0'
     return true
 end
 
 -- Store the jobs of ``jobs`` (a JSON array: one [queue, fingerprint, payload text, run_after or
--- "", deadline or "", max_retries or ""] a job), all or none. Returns the first job's id, an
+-- "", deadline or "", max_retries or "", priority, unique_for in microseconds or ""] a job), all
+-- or none. A job with a unique_for is refused when the same queue and fingerprint were enqueued
+-- with one less than its unique_for ago ({'dup', index, id, age in microseconds}); the windows
+-- are ``uf:<queue>``: fingerprint -> "time id" of its last enqueue with a unique_for. Returns the first job's id, an
 -- integer: the ids are consecutive. A duplicate: {'dup', index, id} (id '' for one within the
 -- batch). One HSET a job; the rest is one call per queue.
 local function enqueue_jobs(now, origin, jobs)
@@ -95,6 +113,16 @@ local function enqueue_jobs(now, origin, jobs)
                     return {'dup', tostring(i - 1), ''}
                 end
                 seen[fps[k]] = true
+                local window = jobs[i][8]
+                if window and window ~= '' then
+                    local last = redis.call('HGET', P .. 'uf:' .. q, fps[k])
+                    if last then
+                        local at, id = string.match(last, '^(%d+) (%d+)$')
+                        if now - tonumber(at) < tonumber(window) then
+                            return {'dup', tostring(i - 1), id, int(now - tonumber(at))}
+                        end
+                    end
+                end
             end
         end
     end
@@ -102,7 +130,7 @@ local function enqueue_jobs(now, origin, jobs)
     local created = int(now)
     for _, q in ipairs(order) do
         local g = groups[q]
-        local due, fps, index = {}, {}, {}
+        local due, fps, index, windows = {}, {}, {}, {}
         for _, i in ipairs(g) do
             local job = jobs[i]
             local id = int(base + i)
@@ -119,9 +147,23 @@ local function enqueue_jobs(now, origin, jobs)
                 fields[#fields + 1] = 'mr'
                 fields[#fields + 1] = job[6]
             end
+            local pr = job[7] or '0'
+            if pr ~= '0' then
+                fields[#fields + 1] = 'pr'
+                fields[#fields + 1] = pr
+            end
+            if job[8] and job[8] ~= '' then
+                windows[#windows + 1] = job[2]
+                windows[#windows + 1] = created .. ' ' .. id
+            end
             redis.call('HSET', job_key(id), unpack(fields))
-            due[#due + 1] = ra
-            due[#due + 1] = member(id)
+            local level = due_key(q, pr)
+            if level == P .. 'due:' .. q then
+                due[#due + 1] = ra
+                due[#due + 1] = member(id)
+            else
+                redis.call('ZADD', level, ra, member(id))
+            end
             fps[#fps + 1] = job[2]
             fps[#fps + 1] = id
             index[#index + 1] = id
@@ -130,6 +172,9 @@ local function enqueue_jobs(now, origin, jobs)
         chunked('ZADD', P .. 'due:' .. q, due)
         chunked('HSET', P .. 'fp:' .. q, fps)
         chunked('ZADD', P .. 'jobs:' .. q, index)
+        if #windows > 0 then
+            chunked('HSET', P .. 'uf:' .. q, windows)
+        end
         if redis.call('HINCRBY', P .. 'count:' .. q, 'new', #g) == #g then
             redis.call('SADD', P .. 'queues', q)  -- the queue's first jobs (or first since it was empty)
         end

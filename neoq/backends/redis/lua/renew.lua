@@ -7,7 +7,7 @@ local lost = {}
 for b = 4, #ARGV, 3 do
     local id, q, token = ARGV[b], ARGV[b + 1], ARGV[b + 2]
     local key = job_key(id)
-    local h = redis.call('HMGET', key, 't', 's', 'lu')
+    local h = redis.call('HMGET', key, 't', 's', 'lu', 'pr')
     if not h[2] then
         lost[#lost + 1] = id
         lost[#lost + 1] = false
@@ -18,7 +18,7 @@ for b = 4, #ARGV, 3 do
         local expiry = int(now + lease)
         local m = member(id)
         redis.call('HSET', key, 'lu', expiry)
-        redis.call('ZADD', P .. 'due:' .. q, expiry, m)
+        redis.call('ZADD', due_key(q, h[4]), expiry, m)
         redis.call('ZADD', P .. 'lease:' .. q, expiry, m)
     end
 end

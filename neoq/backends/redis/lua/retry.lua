@@ -5,7 +5,7 @@
 local now = now_us()
 local id = ARGV[3]
 local key = job_key(id)
-local h = redis.call('HMGET', key, 's', 'q', 'f')
+local h = redis.call('HMGET', key, 's', 'q', 'f', 'pr')
 if not h[1] then
     return {'missing'}
 end
@@ -22,7 +22,7 @@ local ra = int(now)
 redis.call('HSET', key, 's', 'new', 'ra', ra, 'r', 0, 'a', 0)
 redis.call('HDEL', key, 'e', 'fa', 'o', 'lu', 'res', 'tb', 'pg', 'pn')
 redis.call('ZREM', P .. 'done:' .. h[1], id)
-redis.call('ZADD', P .. 'due:' .. q, ra, member(id))
+redis.call('ZADD', due_key(q, h[4]), ra, member(id))
 redis.call('HSET', fps, f, id)
 redis.call('HINCRBY', P .. 'count:' .. q, h[1], -1)
 redis.call('HINCRBY', P .. 'count:' .. q, 'new', 1)

@@ -1,6 +1,6 @@
 -- settle_many (the lease engine's): ARGV[2] origin, ARGV[3] the outcomes (JSON): one array a job
 -- of id, queue, token, status, error, run_after of a retry ("" keep), retries of a retry ("" keep),
--- result (JSON text), traceback; "" for none. Each is written only while the job still carries
+-- result (JSON text), traceback, '1' for a snooze (its count grows, its retries stay); "" for none. Each is written only while the job still carries
 -- that token and is leased (fenced). Returns the ids written. One HMGET and one write a job (a
 -- second to delete fields: a retry's lease, an error or a result cleared); the sorted sets,
 -- fingerprints and counters one call per queue. A finished job's holder fields are left: nothing
@@ -8,20 +8,27 @@
 local now = now_us()
 local origin = ARGV[2]
 local written = {}
-local done, leaving, retried = {}, {}, {}
+local done, leaving, retried, unqueued, wake = {}, {}, {}, {}, {}
 local stamp = int(now)
 for _, o in ipairs(cjson.decode(ARGV[3])) do
     local id, q, token, status, err, tb = o[1], o[2], o[3], o[4], o[5], o[9]
     local key = job_key(id)
-    local h = redis.call('HMGET', key, 't', 's', 'f', 'lu', 'ra', 'e')
+    local h = redis.call('HMGET', key, 't', 's', 'f', 'lu', 'ra', 'e', 'pr', 'sn')
     if h[1] == token and h[2] == 'new' and h[4] then
         local m = member(id)
+        local level = due_key(q, h[7])
         local gone = leaving[q]
         if not gone then
             gone = {}
             leaving[q] = gone
         end
         gone[#gone + 1] = m
+        local off = unqueued[level]
+        if not off then
+            off = {}
+            unqueued[level] = off
+        end
+        off[#off + 1] = m
         local stored = h[6] or ''
         local sets, dels = {}, {}
         if status == 'processed' then
@@ -59,12 +66,17 @@ for _, o in ipairs(cjson.decode(ARGV[3])) do
                 sets[#sets + 1] = 'r'
                 sets[#sets + 1] = o[7]
             end
+            if o[10] == '1' then  -- a snooze: counted, its retries left as they were
+                sets[#sets + 1] = 'sn'
+                sets[#sets + 1] = int((tonumber(h[8]) or 0) + 1)
+            end
             dels[#dels + 1] = 'o'
             dels[#dels + 1] = 'lu'
-            local again = retried[q]
+            wake[q] = true
+            local again = retried[level]
             if not again then
                 again = {}
-                retried[q] = again
+                retried[level] = again
             end
             again[#again + 1] = ra
             again[#again + 1] = m
@@ -86,10 +98,18 @@ for _, o in ipairs(cjson.decode(ARGV[3])) do
 end
 for q, gone in pairs(leaving) do
     chunked('ZREM', P .. 'lease:' .. q, gone)
-    chunked('ZREM', P .. 'due:' .. q, gone)
+    -- A queue with a global limit has room again: its waiting loops, in every process, look.
+    if redis.call('HEXISTS', P .. 'limited', q) == 1 then
+        wake[q] = true
+    end
 end
-for q, again in pairs(retried) do
-    chunked('ZADD', P .. 'due:' .. q, again)
+for level, off in pairs(unqueued) do
+    chunked('ZREM', level, off)
+end
+for level, again in pairs(retried) do
+    chunked('ZADD', level, again)
+end
+for q in pairs(wake) do
     redis.call('PUBLISH', P .. 'wake', 'q:' .. origin .. ':' .. q)
 end
 finish_all(done, now)

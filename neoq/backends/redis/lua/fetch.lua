@@ -61,14 +61,16 @@ for _, level in ipairs(levels) do
             -- job that reused its id: the new job's tokens are later times.
             local token = int(math.max((tonumber(h[1]) or 0) + 1, now))
             local attempts = int((tonumber(h[2]) or 0) + 1)
-            redis.call('HSET', key, 't', token, 'a', attempts, 'rn', ran, 'o', ARGV[3], 'lu', expiry)
+            -- ran_at in claim order: one microsecond apart within a batch, as they were taken.
+            local started = int(now + taken)
+            redis.call('HSET', key, 't', token, 'a', attempts, 'rn', started, 'o', ARGV[3], 'lu', expiry)
             leased[#leased + 1] = expiry
             leased[#leased + 1] = m
             local e = h[9]
             if e == '' then
                 e = false
             end
-            rows[#rows + 1] = '[' .. id .. ',' .. token .. ',' .. attempts .. ',' .. ran .. ',' .. text(h[3]) .. ','
+            rows[#rows + 1] = '[' .. id .. ',' .. token .. ',' .. attempts .. ',' .. started .. ',' .. text(h[3]) .. ','
                 .. h[4] .. ',' .. h[5] .. ',' .. (h[6] or 'null') .. ',' .. (h[7] or 'null') .. ','
                 .. (h[8] or '0') .. ',' .. text(e) .. ',' .. h[10] .. ',' .. (h[11] or '0') .. ','
                 .. (h[12] or '0') .. ']'

@@ -43,10 +43,11 @@ from ...job import Job, JobStatus, encode_payload
 from ...uniqueness import unique_seconds
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
-from ..capabilities import GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, SHARED, SNOOZE, UNIQUE_FOR
+from ..capabilities import GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, RATE_LIMIT, SHARED, SNOOZE, UNIQUE_FOR
 from ..lease import LeaseEngine, LeaseToken
 from ..lease.handback import give_back_queue
 from .connections import open_client
+from .flow import pause, paused_queues, rated_look
 from .inspection import Inspection, check_durability
 from .listener import Listener
 from .rows import jobs_text, to_us
@@ -56,6 +57,8 @@ from .store import RedisLeaseStore
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from ...flow import RateLimit
 
 __all__ = ["RedisBackend"]
 
@@ -78,6 +81,7 @@ class _Open:
         self.inspection = Inspection(scripts, client, scripts.settings, origin)
         self.listener: Listener | None = None
         self.engine: LeaseEngine | None = None
+        self.store: RedisLeaseStore | None = None
 
 
 class RedisBackend(Backend):
@@ -100,12 +104,12 @@ class RedisBackend(Backend):
     - ``cluster`` (default False; also ``?cluster=true``): the URL names a node of a Redis Cluster;
       redis-py's Cluster client finds the others. The namespace's keys share one slot.
 
-    Capabilities: ``"shared"``, ``"notify"``, and the flow-control ``"priority"``, ``"pause"``,
-    ``"snooze"``, ``"unique_for"`` and ``"global_limit"`` (not ``"rate_limit"``). Handlers get no
+    Capabilities: ``"shared"``, ``"notify"``, and every flow-control one (``"priority"``,
+    ``"pause"``, ``"snooze"``, ``"unique_for"``, ``"global_limit"``, ``"rate_limit"``). Handlers get no
     transaction (``Claim.transaction`` is None); both handler modes run on leases.
     """
 
-    capabilities = frozenset({SHARED, NOTIFY, PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT})
+    capabilities = frozenset({SHARED, NOTIFY, PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT, RATE_LIMIT})
     handler_modes = frozenset(HANDLER_MODES)
 
     @classmethod
@@ -128,8 +132,9 @@ class RedisBackend(Backend):
         self._reopen = False
         #: How many jobs beyond the claiming loops one fetch may lease, per queue (its concurrency).
         self._prefetch: dict[str, int] = {}
-        #: ``Handler.global_limit`` of the queues this process serves with one.
+        #: ``Handler.global_limit`` and ``Handler.rate_limit`` of the queues this process serves with one.
         self._limits: dict[str, int] = {}
+        self._rates: dict[str, RateLimit] = {}
 
     def __repr__(self) -> str:
         return f"RedisBackend({self._settings.safe_url!r})"
@@ -282,7 +287,13 @@ class RedisBackend(Backend):
 
     def prepare_queue(self, queue: str, handler: Handler) -> None:
         super().prepare_queue(queue, handler)
-        self._prefetch[queue] = handler.concurrency
+        limited = handler.global_limit is not None or handler.rate_limit is not None
+        # A limited queue leases nothing ahead: a job leased ahead would hold a slot, or a start.
+        self._prefetch[queue] = 0 if limited else handler.concurrency
+        if handler.rate_limit is not None:
+            self._rates[queue] = handler.rate_limit
+        else:
+            self._rates.pop(queue, None)
         opened = self._require()
         if handler.global_limit is not None:
             self._limits[queue] = handler.global_limit
@@ -314,8 +325,9 @@ class RedisBackend(Backend):
                     safe_url=s.safe_url,
                 )
                 opened.listener.start()
+                opened.store = RedisLeaseStore(opened.scripts, self._limits.get)
                 opened.engine = LeaseEngine(
-                    RedisLeaseStore(opened.scripts, self._limits.get),
+                    opened.store,
                     s.lease_seconds,
                     loops=lambda queue: self.waiting.queue(queue),
                     prefetch=lambda queue: self._prefetch.get(queue, 0),
@@ -324,25 +336,21 @@ class RedisBackend(Backend):
                 )
             return opened.engine
 
-    # -- pausing (flow control) ------------------------------------------------------------
+    # -- pausing (flow control, flow.py) ---------------------------------------------------
 
     def pause_queue(self, queue: str) -> None:
-        """Pause ``queue`` in every process (pause.lua): every fetch reads the paused set, so once
-        this returns no claim of it is made; jobs leased ahead are given back, here at once and
-        elsewhere when the wake-up ``p:<queue>`` arrives."""
-        self._ready().scripts.run("pause", ["1", queue], f"pausing queue {queue!r}")
+        """Pause ``queue`` in every process: every fetch reads the paused set, so once this returns
+        no claim of it is made; jobs leased ahead are given back, here at once and elsewhere when
+        the wake-up ``p:<queue>`` arrives."""
+        pause(self._ready().scripts, queue, True)
         self._paused_elsewhere(queue)
 
     def resume_queue(self, queue: str) -> None:
-        self._ready().scripts.run("pause", ["0", queue], f"resuming queue {queue!r}")
+        pause(self._ready().scripts, queue, False)
         self._signal(queue)
 
     def paused_queues(self) -> set[str]:
-        opened = self._ready()
-        try:
-            return {str(name) for name in opened.client.smembers(self._settings.key("paused"))}
-        except redis.RedisError as exc:
-            raise wrap_error(self._settings, exc, "reading the paused queues") from exc
+        return paused_queues(self._ready().client, self._settings)
 
     def _paused_elsewhere(self, queue: str) -> None:
         """``queue`` was paused: give back the jobs this client leased ahead for it, not started."""
@@ -359,6 +367,11 @@ class RedisBackend(Backend):
         """Lease a due job of ``queue`` through the lease engine, or say when the next comes due."""
         engine = self._engine()
         try:
+            rate = self._rates.get(queue)
+            if rate is not None:
+                current = self._require()
+                assert current.store is not None  # made with the engine
+                return rated_look(engine, current.store, current.scripts, queue, rate)
             return engine.look(queue)
         except BackendConnectionError:
             opened = self._open
@@ -385,6 +398,9 @@ class RedisBackend(Backend):
         lease = claim.token
         if not isinstance(lease, LeaseToken):
             raise BackendError("settle() got a claim that this Redis backend did not make")
+        if queue in self._rates:  # every claim of a rate-limited queue takes a start: through look
+            lease.engine.settle(claim, outcome)
+            return None
         return lease.engine.settle_then_claim(claim, outcome, queue)
 
     def release(self, claim: Claim) -> None:

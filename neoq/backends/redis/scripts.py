@@ -36,6 +36,7 @@ SCRIPT_NAMES = (
     "prune",
     "progress",
     "pause",
+    "rate",
 )
 
 

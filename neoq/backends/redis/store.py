@@ -149,9 +149,10 @@ class RedisLeaseStore:
         reply = self._scripts.run("renew", args, "renewing leases")
         return [(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
 
-    def give_back(self, leases: list[LeaseToken]) -> None:
-        """Put unstarted leased jobs back in one script call (give_back.lua)."""
-        args: list[Any] = [self._origin]
+    def give_back(self, leases: list[LeaseToken], *, wake: bool = True) -> None:
+        """Put unstarted leased jobs back, due at each lease's ``due_at``, in one script call
+        (give_back.lua); with ``wake``, every client's loops of their queues look again."""
+        args: list[Any] = [self._origin if wake else ""]
         for held in leases:
-            args += (held.job_id, held.queue, held.token)
+            args += (held.job_id, held.queue, held.token, to_us(held.due_at))
         self._scripts.run("give_back", args, "putting unstarted leased jobs back")

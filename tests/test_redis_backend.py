@@ -48,7 +48,7 @@ def test_the_prefix_comes_from_the_url_or_the_option_and_gets_a_hash_tag() -> No
 def test_neoq_new_finds_the_backend_by_each_scheme(redis_url: str) -> None:
     with neoq.new(redis_url, check_config=False) as nq:
         assert isinstance(nq.backend, RedisBackend)
-        flow = {"priority", "pause", "snooze", "unique_for", "global_limit"}  # not "rate_limit"
+        flow = {"priority", "pause", "snooze", "unique_for", "global_limit", "rate_limit"}
         assert nq.backend.capabilities == {"shared", "notify", *flow}
     for url in ("rediss://127.0.0.1:1/0", "unix:///nowhere.sock"):
         assert isinstance(RedisBackend.from_url(url), RedisBackend)

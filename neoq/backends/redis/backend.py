@@ -37,10 +37,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ...clock import Clock
-from ...errors import BackendConnectionError, BackendError, ConfigurationError, DuplicateJobError
+from ...errors import BackendConnectionError, BackendError, ConfigurationError
 from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus, encode_payload
-from ...uniqueness import unique_seconds
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, RATE_LIMIT, SHARED, SNOOZE, UNIQUE_FOR
@@ -50,7 +49,7 @@ from .connections import open_client
 from .flow import pause, paused_queues, rated_look
 from .inspection import Inspection, check_durability
 from .listener import Listener
-from .rows import jobs_text, to_us
+from .rows import jobs_text, stored_ids, to_us
 from .scripts import Scripts, wrap_error
 from .settings import RedisOptions, RedisSettings, parse_settings
 from .store import RedisLeaseStore
@@ -232,28 +231,9 @@ class RedisBackend(Backend):
         opened = self._ready()
         what = "enqueueing a job" if len(prepared) == 1 else f"enqueueing {len(prepared)} jobs"
         reply = opened.scripts.run("enqueue", [opened.origin, jobs_text(prepared)], what)
-        ids = self._stored(reply, prepared)
+        ids = stored_ids(reply, prepared)
         self._wake(prepared)
         return ids
-
-    @staticmethod
-    def _stored(reply: Any, prepared: list[tuple[Job, str]]) -> list[str]:
-        if isinstance(reply, int):  # the first id: the batch's ids are consecutive
-            return [str(job_id) for job_id in range(reply, reply + len(prepared))]
-        index = int(reply[1])
-        job = prepared[index][0]
-        existing = reply[2] or None
-        if len(reply) > 3:  # the unique_for window of an earlier enqueue
-            raise DuplicateJobError(
-                f"job {index} of queue {job.queue!r} was enqueued as job {existing} {int(reply[3]) / 1e6:.3g}s "
-                f"ago, within its unique_for of {unique_seconds(job):g}s",
-                existing,
-            )
-        raise DuplicateJobError(
-            f"a job with the same fingerprint is already waiting or running in queue {job.queue!r}"
-            + (f" (job {existing})" if existing else " (in the same batch)"),
-            existing,
-        )
 
     def _wake(self, prepared: list[tuple[Job, str]]) -> None:
         waiting = self._waiting
@@ -279,7 +259,7 @@ class RedisBackend(Backend):
         reply = opened.scripts.run("tick", args, "enqueueing a cron tick")
         if reply == ["seen"]:
             return None
-        (job_id,) = self._stored(reply, [(job, text)])
+        (job_id,) = stored_ids(reply, [(job, text)])
         self._wake([(job, text)])
         return job_id
 

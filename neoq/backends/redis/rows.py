@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ...errors import DuplicateJobError
 from ...job import Job, JobStatus
 from ...uniqueness import unique_seconds
 
-__all__ = ["ROW_WIDTH", "decode_json", "from_us", "job_from_row", "jobs_text", "safe_text", "to_us"]
+__all__ = ["ROW_WIDTH", "decode_json", "from_us", "job_from_row", "jobs_text", "safe_text", "stored_ids", "to_us"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
@@ -97,4 +98,26 @@ def job_from_row(row: Sequence[Any]) -> Job:
         progress_note=note,
         priority=int(priority),
         snoozes=int(snoozes),
+    )
+
+
+def stored_ids(reply: Any, prepared: Sequence[tuple[Job, str]]) -> list[str]:
+    """The ids an enqueue script stored (it answers the first: they are consecutive), or the
+    ``DuplicateJobError`` it found: a waiting or running job's fingerprint, or a ``unique_for``
+    window (its answer then also holds the age of the earlier enqueue, in microseconds)."""
+    if isinstance(reply, int):
+        return [str(job_id) for job_id in range(reply, reply + len(prepared))]
+    index = int(reply[1])
+    job = prepared[index][0]
+    existing = reply[2] or None
+    if len(reply) > 3:
+        raise DuplicateJobError(
+            f"job {index} of queue {job.queue!r} was enqueued as job {existing} {int(reply[3]) / 1e6:.3g}s "
+            f"ago, within its unique_for of {unique_seconds(job):g}s",
+            existing,
+        )
+    raise DuplicateJobError(
+        f"a job with the same fingerprint is already waiting or running in queue {job.queue!r}"
+        + (f" (job {existing})" if existing else " (in the same batch)"),
+        existing,
     )

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORE_STAMP := $(VENV)/.core-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast chaos soak lint format bench bench-ab bench-peers bench-scale docs tox tox-extra dist smoke clean
+.PHONY: help venv demo test test-fast test-django-suite chaos soak lint format bench bench-ab bench-peers bench-scale bench-dashboard browser dashboard-screenshots docs tox tox-extra dist smoke clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,14 +24,23 @@ $(STAMP): $(CORE_STAMP)
 
 venv: $(STAMP) ## create .venv and install neoq with its dev tools
 
-demo: $(CORE_STAMP) ## run a worker on the in-memory backend and print what it does
+demo: $(CORE_STAMP) ## run a worker on the in-memory backend and print what it does, then on a SQLite file
 	$(PY) examples/demo.py
 
-test: $(STAMP) ## run the whole test suite (PostgreSQL included) with coverage
+# The dashboard's browser tests drive Debian's headless Chromium; installed here when missing (root only).
+browser: ## install Chromium and its driver for the dashboard's browser tests (apt-get, when missing)
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
+		echo "make browser: install chromium and chromium-driver to run the dashboard's browser tests"
+
+test: $(STAMP) browser ## run the whole test suite (PostgreSQL included) with coverage
 	$(PY) -m pytest --cov=neoq --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests that need no PostgreSQL and no Redis
 	$(PY) -m pytest -m "not postgres and not redis and not slow" $(PYTEST_ARGS)
+
+test-django-suite: $(STAMP) ## Django's own tests/tasks suite on neoq's django.tasks backend (memory, PostgreSQL)
+	$(PY) tools/django_suite.py $(SUITE_ARGS)
 
 chaos: $(STAMP) ## the fault suite at full size: SIGKILLed workers, database restarts, lost wake-ups, poison jobs
 	NEOQ_CHAOS=full $(PY) -m pytest -s tests/chaos --ignore=tests/chaos/test_chaos_soak.py $(PYTEST_ARGS)
@@ -72,7 +81,8 @@ tox: $(VENV)/.tox-installed ## the matrix: Python 3.10-3.13, PostgreSQL 14-18, l
 	$(TOX) $(TOX_ARGS)
 
 # CI's extra leg stays short: the backend behaviour suite and the framework integrations.
-TOX_EXTRA_TESTS ?= tests/test_postgres_suite.py tests/test_postgres_fork.py tests/test_django.py tests/test_flask.py
+TOX_EXTRA_TESTS ?= tests/test_postgres_suite.py tests/test_postgres_fork.py tests/test_django.py tests/test_flask.py \
+	tests/test_django_contract.py tests/test_flask_cron.py
 
 tox-extra: $(VENV)/.tox-installed ## CI's extra leg: PostgreSQL suite + Flask/Django on Python 3.12 and PostgreSQL 16
 	$(TOX) -e py312-pg16 --skip-missing-interpreters false -- -q -m "postgres and not slow" $(TOX_EXTRA_TESTS)
@@ -103,6 +113,13 @@ bench-peers: $(BENCH_VENV)/.installed ## the same beside huey, procrastinate, pg
 
 bench-scale: $(STAMP) ## neoq on PostgreSQL with 100,000 jobs queued and 1,000,000 processed kept
 	$(PY) -m benchmarks.scale $(BENCH_ARGS)
+
+bench-dashboard: $(STAMP) ## dashboard page timings with 1,000,000 finished and 100,000 waiting jobs (PostgreSQL; heavy)
+	$(PY) -m benchmarks.dashboard $(BENCH_ARGS)
+
+dashboard-screenshots: $(STAMP) browser ## refresh docs/images/dashboard-*.png from the browser tests
+	NEOQ_SCREENSHOTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_dashboard_browser.py \
+		-k "test_the_dashboard_in_a_browser and memory or test_the_chart_shows_the_last_hour"
 
 clean: ## remove the virtualenv and build leftovers
 	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

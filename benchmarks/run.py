@@ -55,7 +55,7 @@ class Row:
 
 
 def _rows() -> list[Row]:
-    mem, pg, rd = "memory", "postgresql", "redis"
+    mem, pg, rd, sq = "memory", "postgresql", "redis", "sqlite"
     return [
         Row(mem, "enqueue", "neoq-memory", "enqueue", "neoq"),
         Row(mem, "enqueue", "huey-memory", "enqueue", "huey (MemoryHuey)", peer=True),
@@ -89,6 +89,16 @@ def _rows() -> list[Row]:
         Row(pg, "pickup", "procrastinate", "pickup", "procrastinate", peer=True),
         Row(pg, "pickup", "pgqueuer", "pickup", "pgqueuer", peer=True),
         Row(pg, "pickup", "min-postgres", "pickup", "min: LISTEN/NOTIFY"),
+        Row(sq, "enqueue", "neoq-sqlite", "enqueue", "neoq"),
+        Row(sq, "enqueue", "huey-sqlite", "enqueue", "huey (SqliteHuey)", peer=True),
+        Row(sq, "enqueue", "min-sqlite", "enqueue", "min: single-row INSERT"),
+        Row(sq, "enqueue_many", "neoq-sqlite", "enqueue_many", "neoq"),
+        Row(sq, "enqueue_many", "huey-sqlite", "enqueue_many", "huey (Task.map)", peer=True),
+        Row(sq, "process", "neoq-sqlite", "process", "neoq"),
+        Row(sq, "process", "huey-sqlite", "process", "huey (SqliteHuey, 10 threads)", peer=True),
+        Row(sq, "process", "min-sqlite", "process", "min: 10 threads BEGIN IMMEDIATE claim"),
+        Row(sq, "pickup", "neoq-sqlite", "pickup", "neoq"),
+        Row(sq, "pickup", "huey-sqlite", "pickup", "huey (SqliteHuey, 10 threads)", peer=True),
         Row(rd, "enqueue", "neoq-redis", "enqueue", "neoq"),
         Row(rd, "enqueue", "huey-redis", "enqueue", "huey (RedisHuey)", peer=True),
         Row(rd, "enqueue", "min-redis", "enqueue", "min: LPUSH"),
@@ -183,6 +193,8 @@ class Target:
     field: str
     op: str  # how the ratio (or value) must compare with bound: ">=", "<=" or "<"
     bound: float
+    #: The other row's workload, when it is not ``workload`` (neoq's enqueue_many against its enqueue).
+    other_workload: str | None = None
 
 
 TARGETS = [
@@ -221,7 +233,22 @@ TARGETS = [
         "redis", "process", "min: 10 threads LMOVE + LREM", "rate", ">=", 0.5,
     ),
     Target("redis enqueue >= 1.0x huey", "redis", "enqueue", "huey (RedisHuey)", "rate", ">=", 1.0),
+    Target(
+        "redis enqueue_many >= 10x its own enqueue",
+        "redis", "enqueue_many", "neoq", "rate", ">=", 10.0, other_workload="enqueue",
+    ),
     Target("redis pickup p50 <= huey's", "redis", "pickup", "huey (RedisHuey, 10 threads)", "p50_ms", "<=", 1.0),
+    Target("sqlite processing >= 2x huey", "sqlite", "process", "huey (SqliteHuey, 10 threads)", "rate", ">=", 2.0),
+    Target(
+        "sqlite processing >= 0.8x minimal BEGIN IMMEDIATE loop",
+        "sqlite", "process", "min: 10 threads BEGIN IMMEDIATE claim", "rate", ">=", 0.8,
+    ),
+    Target("sqlite enqueue >= 1.0x huey", "sqlite", "enqueue", "huey (SqliteHuey)", "rate", ">=", 1.0),
+    Target(
+        "sqlite enqueue_many >= 10x its own enqueue",
+        "sqlite", "enqueue_many", "neoq", "rate", ">=", 10.0, other_workload="enqueue",
+    ),
+    Target("sqlite pickup p50 < 5 ms", "sqlite", "pickup", None, "p50_ms", "<", 5.0),
 ]
 
 
@@ -235,7 +262,8 @@ def check_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
             if target.other is None:
                 value = neoq[target.field]
             else:
-                other = figures.get(f"{target.backend}/{target.workload}/{target.other}")
+                workload = target.other_workload or target.workload
+                other = figures.get(f"{target.backend}/{workload}/{target.other}")
                 if other is not None:
                     value = neoq[target.field] / other[target.field]
         met = None

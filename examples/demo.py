@@ -1,16 +1,20 @@
-"""The neoq demo: a worker on the in-memory backend, printing what happens.
+"""The neoq demo: a worker on the in-memory backend, printing what happens; then the durable next step.
 
 Run it with `make demo`. It enqueues a few jobs, one that fails once and is retried, and one
-for the future, processes them in background threads, prints each event, and exits.
+for the future, processes them in background threads, prints each event. Then it does the same
+kind of thing on a SQLite file (stdlib only, in a temporary folder): a job stored by one client
+that shut down is found and run by the next one, as a worker process would after a restart.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import neoq
 from neoq import Handler, Job
@@ -65,7 +69,24 @@ def main() -> None:
             time.sleep(0.05)
         for queue, counts in sorted(nq.stats().items()):
             say(f"stats {queue:<10} {counts}")
-    say("shut down cleanly")
+    say("shut down cleanly: memory:// jobs end with the process")
+    durable_next_step()
+
+
+def durable_next_step() -> None:
+    """The same jobs in a SQLite file: they outlive the client that stored them."""
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{Path(folder) / 'jobs.db'}"
+        with neoq.new(url) as nq:
+            job_id = nq.enqueue(Job(queue="greetings", payload={"name": "Margaret"}))
+            say(f"sqlite: stored job {job_id} in jobs.db, then shut down before running it")
+        with neoq.new(url) as nq:  # a restart, or another process on this host
+            say(f"sqlite: a new client opened jobs.db and found {nq.stats()['greetings']['new']} job waiting")
+            nq.start("greetings", greet)
+            deadline = time.monotonic() + 10
+            while nq.get_job(job_id).status is not neoq.JobStatus.PROCESSED and time.monotonic() < deadline:
+                time.sleep(0.02)
+            say(f"sqlite: job {job_id} is {nq.get_job(job_id).status.value}; use sqlite:///jobs.db to keep jobs")
 
 
 if __name__ == "__main__":

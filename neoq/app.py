@@ -153,14 +153,10 @@ class Neoq(QueueControl):
         )
         self._enqueuer = Enqueuer(backend, self._hooks, self.logger, runs=self._worker.is_started)
         # Started with the first handler (see _start_worker), so producers never prune.
-        self._pruner = Pruner(
-            backend,
-            processed=self.retention_processed,
-            failed=self.retention_failed,
-            clock=self._clock,
-            log=self.logger,
-        )
+        kept, failed = self.retention_processed, self.retention_failed
+        self._pruner = Pruner(backend, processed=kept, failed=failed, clock=self._clock, log=self.logger)
         self._cron: CronScheduler | None = None
+        self._declared_crons: dict[str, tuple[str, Any, float | None]] = {}  # queue: (spec, trigger, catch_up)
         #: Set by new() when nothing named the store: the private memory:// default, which no other
         #: process can reach. Enqueueing into it warns once; ``neoq worker`` refuses to run on it.
         self._implicit_memory = False
@@ -306,6 +302,8 @@ class Neoq(QueueControl):
                 for queue in sorted(wanted):
                     if not self._worker.is_started(queue):
                         self._start_worker(queue, self._handlers[queue])
+            for queue in sorted(wanted & set(self._declared_crons)):  # only workers tick declared schedules
+                self._schedule(queue, *self._declared_crons.pop(queue))
             wait_for_stop(self._stop_requested)
             self.shutdown()
 
@@ -347,7 +345,7 @@ class Neoq(QueueControl):
         process enqueued (by default missed ticks are not run later).
         See the cron guide for the queue name, the payload and the multi-process guarantee.
         """
-        from .cron import CronScheduler, cron_queue_name, parse_spec
+        from .cron import cron_queue_name, parse_spec
 
         resolved = as_handler(handler)
         trigger = parse_spec(spec, timezone)
@@ -356,11 +354,25 @@ class Neoq(QueueControl):
         with self._lock:
             self._check_open()
             self._register(name, resolved)
+        self._start_worker(name, resolved)
+        self._schedule(name, spec, trigger, window)
+
+    def cron(self, spec: str, *, queue: str | None = None, **options: Any) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Declare a cron handler, ticked only once ``run()`` (a worker) serves its queue (see docs/cron.md)."""
+        from .cron.declared import declare
+
+        return declare(self.handler, self._declared_crons, spec, queue, options)
+
+    def _schedule(self, name: str, spec: str, trigger: Any, window: float | None) -> None:
+        from .cron import CronScheduler
+
+        with self._lock:
+            self._check_open()
             if self._cron is None:
                 self._cron = CronScheduler(self.backend, clock=self._clock)
             cron = self._cron
-        self._start_worker(name, resolved)
         cron.add(name, spec, trigger, catch_up=window)
+        self._worker.presence.add_schedule(name, spec, str(getattr(trigger, "timezone", "UTC")))
 
     # -- inspecting and managing ---------------------------------------------------------
 

@@ -96,3 +96,9 @@ MAX_PROGRESS_NOTE_LENGTH = 1000
 #: in a tight loop costs the store at most four writes a second, and its last report is written
 #: within this time.
 PROGRESS_INTERVAL = 0.25
+
+#: Seconds between a worker process's beats in the store's worker registry (capability ``"workers"``);
+#: one that has not beaten for ``WORKER_TTL`` seconds is forgotten.
+DEFAULT_WORKER_HEARTBEAT = 5.0
+#: Seconds after its last beat at which a worker process is taken for dead and forgotten.
+WORKER_TTL = 30.0

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .defaults import MAX_DURATION
 from .errors import InvalidJobError
-
-if TYPE_CHECKING:
-    from .job import Job
 
 __all__ = ["check_unique_for", "unique_seconds"]
 
@@ -34,7 +31,14 @@ def check_unique_for(value: object) -> float | None:
     return seconds
 
 
-def unique_seconds(job: Job) -> float:
+class _UniqueFor(Protocol):
+    """A ``neoq.job.Job`` as this module reads it (a protocol: ``job`` imports this module)."""
+
+    @property
+    def unique_for(self) -> timedelta | float | None: ...
+
+
+def unique_seconds(job: _UniqueFor) -> float:
     """The ``unique_for`` of a prepared job (``neoq.job.prepare_job`` made it seconds), as seconds; 0: none."""
     value = job.unique_for
     if value is None:

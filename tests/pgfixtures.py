@@ -45,6 +45,7 @@ NEOQ_TABLES = (
     "neoq_unique_windows",
     "neoq_slots",
     "neoq_rate_starts",
+    "neoq_workers",
 )
 
 

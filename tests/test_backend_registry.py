@@ -21,7 +21,16 @@ import pytest
 import neoq
 from neoq import Job
 from neoq.backends import Backend, MemoryBackend
-from neoq.backends.capabilities import ENQUEUE_IN_TRANSACTION, FLOW_CONTROL, KNOWN, NOTIFY, SHARED, TRANSACTION
+from neoq.backends.capabilities import (
+    DASHBOARD,
+    ENQUEUE_IN_TRANSACTION,
+    FLOW_CONTROL,
+    KNOWN,
+    NOTIFY,
+    SHARED,
+    TRANSACTION,
+    WORKERS,
+)
 from neoq.backends.registry import ENTRY_POINT_GROUP, backend_class, schemes
 from neoq.errors import ConfigurationError
 from neoq.testing import wait_for
@@ -145,16 +154,12 @@ def dummy_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 def _neoq(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "neoq", *argv], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
+    return subprocess.run([sys.executable, "-m", "neoq", *argv], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
 @pytest.mark.slow
 def test_a_backend_registered_by_another_package_is_reached_by_url(dummy_installed: None) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", CLIENT_SCRIPT], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
+    result = subprocess.run([sys.executable, "-c", CLIENT_SCRIPT], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     out = json.loads(result.stdout)
     assert out["backend"] == "DummyBackend" and out["options"] == {"flavour": "plain"}
@@ -162,8 +167,9 @@ def test_a_backend_registered_by_another_package_is_reached_by_url(dummy_install
     assert out["ran"] == [7]
     assert out["schemes"][:3] == ["memory", "postgresql", "postgres"]
     assert {"dummy", "dummyprivate", "dummybroken", "dummynotabackend"} <= set(out["schemes"])
-    assert "the backend for dummybroken:// (neoq_dummy_backend_is_not_installed:Backend) cannot be imported" in (
-        out["dummybroken"]
+    assert (
+        "the backend for dummybroken:// (neoq_dummy_backend_is_not_installed:Backend) cannot be imported"
+        in (out["dummybroken"])
     )
     assert "No module named 'neoq_dummy_backend_is_not_installed'" in out["dummybroken"]
     assert "is not a neoq.backends.Backend subclass" in out["dummynotabackend"]
@@ -266,8 +272,9 @@ def test_memory_from_url_takes_the_clients_clock_and_no_options() -> None:
 
 def test_memory_capabilities() -> None:
     with neoq.new("memory://") as nq:
-        # Private to its client; no transactions; a waiting claim is woken by the enqueue itself.
-        assert nq.backend.capabilities == frozenset({NOTIFY}) | FLOW_CONTROL
+        # Private to its client; no transactions; a waiting claim is woken by the enqueue itself; the
+        # dashboard's search and the worker registry (neoq.backends.search).
+        assert nq.backend.capabilities == frozenset({NOTIFY, DASHBOARD, WORKERS}) | FLOW_CONTROL
         assert nq.backend.handler_modes == frozenset({"transaction"})
 
 
@@ -276,7 +283,7 @@ def test_postgres_capabilities_describe_the_backend_as_configured() -> None:
     from neoq.backends.postgres import PostgresBackend
 
     url = "postgresql://app:topsecret@127.0.0.1:5432/app"
-    everything = frozenset({TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY}) | FLOW_CONTROL
+    everything = frozenset({TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY, DASHBOARD, WORKERS}) | FLOW_CONTROL
     assert PostgresBackend(url).capabilities == everything
     assert PostgresBackend(url).capabilities <= KNOWN
     # Lease mode by default: handlers get no transaction. No LISTEN: waiting claims poll.

@@ -28,9 +28,13 @@ REQUIRED_IN_WHEEL = [
     "neoq/py.typed",
     "neoq/backends/postgres/sql/queries.sql",
     "neoq/backends/postgres/sql/migrations/0001_initial.sql",
+    "neoq/backends/sqlite/sql/migrations/0001_initial.sql",
     "neoq/contrib/flask.py",
     "neoq/contrib/django/apps.py",
     "neoq/contrib/django/management/commands/neoq_worker.py",
+    "neoq/dashboard/templates/overview.html",
+    "neoq/dashboard/static/dashboard.js",
+    "neoq/dashboard/static/dashboard.css",
 ]
 
 CHECK = r"""
@@ -52,6 +56,7 @@ from importlib.metadata import entry_points
 backends = {e.name: e.value for e in entry_points(group="neoq.backends")}
 assert backends.get("memory") == "neoq.backends.memory:MemoryBackend", backends
 assert backends.get("postgresql") == backends.get("postgres") == "neoq.backends.postgres:PostgresBackend", backends
+assert backends.get("sqlite") == "neoq.backends.sqlite:SqliteBackend", backends
 
 seen = []
 with neoq.new("memory://") as nq:
@@ -63,6 +68,12 @@ with neoq.new("memory://") as nq:
         assert time.monotonic() < deadline, nq.get_job(job_id)
         time.sleep(0.01)
 assert seen == [1], seen
+
+import tempfile
+with tempfile.TemporaryDirectory() as folder:  # the SQLite migrations read as package resources
+    with neoq.new("sqlite:///" + folder + "/jobs.db") as nq:
+        job_id = nq.enqueue(neoq.Job(queue="smoke", payload={"n": 2}))
+        assert nq.get_job(job_id).status == neoq.JobStatus.NEW
 print("neoq", neoq.__version__, "ok:", len(migrations), "migration(s)")
 """
 

@@ -1,8 +1,8 @@
 """Backends: where jobs are stored. ``Backend`` is the contract; subclass it to add a store.
 
-``MemoryBackend`` needs nothing installed. ``PostgresBackend`` needs the ``postgres`` extra
-(``pip install neoq[postgres]``), ``RedisBackend`` the ``redis`` extra; each is imported on first
-use, so ``import neoq`` works without them.
+``MemoryBackend`` and ``SqliteBackend`` (stdlib ``sqlite3``) need nothing installed. ``PostgresBackend``
+needs the ``postgres`` extra (``pip install neoq[postgres]``), ``RedisBackend`` the ``redis`` extra; each
+is imported on first use, so ``import neoq`` works without them.
 What a store offers beyond the contract is ``Backend.capabilities`` (names in ``capabilities``);
 ``neoq.new(url)`` finds a backend by the URL's scheme among the ``neoq.backends`` entry points
 (``registry``), so a package outside neoq can add one.
@@ -18,8 +18,9 @@ from .memory import MemoryBackend
 if TYPE_CHECKING:
     from .postgres import PostgresBackend
     from .redis import RedisBackend
+    from .sqlite import SqliteBackend
 
-__all__ = ["Backend", "Claim", "MemoryBackend", "Outcome", "PostgresBackend", "RedisBackend"]
+__all__ = ["Backend", "Claim", "MemoryBackend", "Outcome", "PostgresBackend", "RedisBackend", "SqliteBackend"]
 
 
 def __getattr__(name: str) -> Any:
@@ -31,4 +32,8 @@ def __getattr__(name: str) -> Any:
         from .redis import RedisBackend
 
         return RedisBackend
+    if name == "SqliteBackend":
+        from .sqlite import SqliteBackend
+
+        return SqliteBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@ only the ones below, the flow-control features (docs/flow-control.md) among them
 from __future__ import annotations
 
 __all__ = [
+    "DASHBOARD",
     "ENQUEUE_IN_TRANSACTION",
     "FLOW_CONTROL",
     "GLOBAL_LIMIT",
@@ -24,6 +25,7 @@ __all__ = [
     "SNOOZE",
     "TRANSACTION",
     "UNIQUE_FOR",
+    "WORKERS",
 ]
 
 #: Handlers in the backend's default mode get ``neoq.job_context().transaction``: a DB-API
@@ -62,5 +64,14 @@ RATE_LIMIT = "rate_limit"
 #: The flow-control capabilities, all of them.
 FLOW_CONTROL: frozenset[str] = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT, RATE_LIMIT})
 
+#: The backend is a ``neoq.backends.search.JobSearch``: filtered job search paged by key,
+#: per-minute activity, the oldest waiting job, bulk retry and cancel (what ``neoq.dashboard`` reads).
+DASHBOARD = "dashboard"
+#: The backend is a ``neoq.backends.search.WorkerRegistry``: each worker process announces itself,
+#: beats, and is forgotten when it stops or dies; the runtime announces its workers there.
+WORKERS = "workers"
+
 #: Every capability name neoq itself reads.
-KNOWN: frozenset[str] = frozenset({TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY}) | FLOW_CONTROL
+KNOWN: frozenset[str] = (
+    frozenset({TRANSACTION, ENQUEUE_IN_TRANSACTION, SHARED, NOTIFY, DASHBOARD, WORKERS}) | FLOW_CONTROL
+)

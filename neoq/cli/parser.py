@@ -11,6 +11,8 @@ from .. import __version__
 from ..defaults import MAX_PRIORITY, MIN_PRIORITY
 from ..job import JobStatus
 from . import commands
+from .dashboard import dashboard as dashboard_command
+from .dashboard import port as _port
 
 __all__ = ["build_parser"]
 
@@ -160,6 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
         "count jobs per queue and status",
         "Count jobs per queue and status in a shared backend (PostgreSQL; memory:// is private to each process).",
     )
+    board = _command(
+        subparsers,
+        "dashboard",
+        dashboard_command,
+        "serve the web dashboard (pip install 'neoq[dashboard]')",
+        (
+            "Serve the web dashboard of a shared store until SIGINT/SIGTERM: queues, jobs, workers, and retry "
+            "and cancel unless --read-only. It listens on 127.0.0.1; another --host needs a password in "
+            "NEOQ_DASHBOARD_PASSWORD (HTTP Basic authentication), else it refuses to start."
+        ),
+    )
+    board.add_argument("--url", dest="dashboard_url", metavar="URL", help="backend URL (as neoq --url)")
+    board.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    board.add_argument("--port", type=_port, default=8642, help="port to listen on (default 8642; 0: any free)")
+    board.add_argument("--read-only", action="store_true", help="show everything, change nothing")
     return parser
 
 

@@ -33,8 +33,12 @@ after creating the app (gunicorn ``--preload``) opens its connections in each wo
 is ``app.extensions["neoq"].client``, ``nq.client`` in an application context (or always, for an
 extension built with ``Neoq(app)``), and ``current_neoq``, a proxy to the current app's client.
 
-``flask neoq worker [--queue Q ...]`` runs the handlers registered with ``@nq.handler`` until
-SIGTERM/SIGINT; each job runs inside an application context of the app.
+``@nq.cron("*/5 * * * *")`` declares a cron handler: its schedule ticks only in ``flask neoq
+worker`` (never in the web processes that import the same module), each tick once across workers.
+
+``flask neoq worker [--queue Q ...]`` runs the handlers registered with ``@nq.handler`` and
+``@nq.cron`` until SIGTERM/SIGINT; each job runs inside an application context of the app. ``flask
+neoq jobs|stats|migrate|enqueue`` is the ``neoq`` command line on the app's ``NEOQ_URL``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -98,6 +103,8 @@ class NeoqState:
                 client = neoq.new(self.url, **self.options)
                 for queue, func, settings in self.extension._registrations:
                     client.handler(queue, **settings)(_in_app_context(self._app, func))
+                for queue, (func, (spec, options)) in self.extension._crons.items():
+                    client.cron(spec, queue=queue, **options)(_in_app_context(self._app, func))
                 # A web process only enqueues; close its pool at interpreter exit.
                 atexit.register(client.shutdown)
                 self._client = client
@@ -135,6 +142,7 @@ class Neoq:
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
         self._options = options
         self._registrations: list[tuple[str, HandlerFunc, dict[str, Any]]] = []
+        self._crons: dict[str, tuple[HandlerFunc, tuple[str, dict[str, Any]]]] = {}
         self._app: Flask | None = None
         if app is not None:
             self.init_app(app)
@@ -173,10 +181,29 @@ class Neoq:
         """
 
         def register(func: HandlerFunc) -> HandlerFunc:
-            if any(existing == queue for existing, _, _ in self._registrations):
+            if queue in self._crons or any(existing == queue for existing, _, _ in self._registrations):
                 raise ConfigurationError(f"queue {queue!r} already has a handler in this extension")
             neoq.Handler(func, **settings)  # validates the settings now, not in the worker
             self._registrations.append((queue, func, settings))
+            return func
+
+        return register
+
+    def cron(self, spec: str, *, queue: str | None = None, **options: Any) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Declare the decorated function a cron handler, ticked only by ``flask neoq worker``.
+
+        ``spec``, ``queue``, ``timezone``, ``catch_up`` as for ``Neoq.start_cron``; other
+        ``options`` are ``neoq.Handler`` settings. The handler runs inside an application context.
+        """
+        from neoq.cron import cron_queue_name, parse_spec
+
+        parse_spec(spec, options.get("timezone", "UTC"))  # a wrong spec fails at import, not in the worker
+
+        def register(func: HandlerFunc) -> HandlerFunc:
+            name = cron_queue_name(func) if queue is None else queue
+            if name in self._crons or any(existing == name for existing, _, _ in self._registrations):
+                raise ConfigurationError(f"queue {name!r} already has a handler in this extension")
+            self._crons[name] = (func, (spec, options))
             return func
 
         return register
@@ -236,3 +263,34 @@ def worker_command(queues: tuple[str, ...], log_level: str | None) -> None:
         run_worker(client, queues or None, name=f"flask app {current_app.name!r}")
     except (CommandError, ConfigurationError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _forward(name: str) -> None:
+    """``flask neoq NAME ...``: ``neoq NAME ...`` on the current app's ``NEOQ_URL``."""
+
+    @neoq_group.command(
+        name,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+        help=f"neoq {name} with the app's NEOQ_URL (the arguments of `neoq {name} --help`).",
+    )
+    @click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+    @with_appcontext
+    def forward(arguments: tuple[str, ...]) -> None:
+        from neoq.cli import main
+
+        state = current_app.extensions.get(EXTENSION_KEY)
+        if not isinstance(state, NeoqState):
+            raise click.ClickException(f"neoq is not set up on Flask app {current_app.name!r}")
+        if "--url" in arguments:
+            raise click.ClickException("the backend comes from the app's NEOQ_URL: no --url here")
+        url = state.url or os.environ.get("NEOQ_URL")
+        flags = [word for word in arguments if word in ("--json", "--traceback")]
+        rest = [word for word in arguments if word not in flags]
+        status = main([*(["--url", url] if url else []), *flags, name, *rest])
+        if status:
+            raise SystemExit(status)  # neoq has printed its one-line error
+
+
+for _name in ("jobs", "stats", "migrate", "enqueue"):
+    _forward(_name)

@@ -21,6 +21,7 @@ from ..clock import Clock
 from ..errors import NeoqError
 from ..handler import Handler
 from .executor import LoopExecutor
+from .presence import Presence
 from .runner import AttemptRunner, RecoveryCallback
 from .watchdog import LONGEST_WAIT
 
@@ -70,6 +71,8 @@ class Worker:
         self._attempts = AttemptRunner(backend, clock, log, recovery_callback, events)
         self._running = self._attempts.running
         self._watchdog = self._attempts.watchdog
+        #: This process in the store's worker registry, where the backend keeps one.
+        self.presence = Presence(backend, self._running, clock, log)
         self._stopped = False
 
     # -- starting ------------------------------------------------------------------------
@@ -83,6 +86,7 @@ class Worker:
             self._runners[queue] = runner
             self._stopped = False
         self._launch(runner)
+        self.presence.add(queue, handler.concurrency)
 
     def _launch(self, runner: QueueRunner) -> None:
         concurrency = runner.handler.concurrency
@@ -225,3 +229,5 @@ class Worker:
                 runner.executor.shutdown(wait=finished, cancel_futures=True)
         self._watchdog.stop()
         self._attempts.progress.stop()
+        # 5. Leave the worker registry: this process runs nothing more (it stayed listed while it drained).
+        self.presence.stop()

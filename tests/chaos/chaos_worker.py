@@ -6,7 +6,8 @@ run, and on SIGTERM shuts down and exits 0. What a job does is in its payload's 
 
 - ``effect`` (default): sleep ``payload["sleep"]`` seconds, then insert one row into
   ``chaos_effects`` through the job's own transaction, so the row exists iff the job's
-  ``PROCESSED`` status was committed with it;
+  ``PROCESSED`` status was committed with it; on a store without handler transactions (SQLite),
+  into the ``chaos_effects`` table of the SQLite file ``spec["effects_file"]`` (at least once);
 - ``raise``: raise every time; ``hang``: never return (ignores cancellation);
 - ``kill``: SIGKILL its own process.
 """
@@ -53,12 +54,16 @@ def main(spec_text: str) -> None:  # pragma: no cover - runs in a child process
             time.sleep(payload["sleep"])
         context = neoq.job_context()
         assert context is not None
+        if context.transaction is None:
+            _file_effect(spec["effects_file"], job, payload, started)
+            return
         context.transaction.execute(
             "INSERT INTO chaos_effects VALUES (%s, %s, %s, %s, %s, %s)",
             [int(job.id or 0), job.queue, os.getpid(), job.attempts, payload.get("sent"), started],
         )
 
-    client = neoq.new(spec["url"], application_name=spec["app"], **spec.get("options", {}))
+    named = {"application_name": spec["app"]} if spec["url"].startswith("postgres") else {}
+    client = neoq.new(spec["url"], **named, **spec.get("options", {}))
     for queue, settings in spec["queues"].items():
         settings = dict(settings)
         delay = settings.pop("backoff", None)
@@ -73,6 +78,22 @@ def main(spec_text: str) -> None:  # pragma: no cover - runs in a child process
     # A hung handler's thread never ends; do not let it keep the process alive.
     sys.stdout.flush()
     os._exit(0)
+
+
+_effects = threading.local()
+
+
+def _file_effect(path: str, job: object, payload: dict[str, object], started: float) -> None:  # pragma: no cover
+    """One effect row in a SQLite file of the test's (one connection per handler thread)."""
+    import sqlite3
+
+    conn = getattr(_effects, "conn", None)
+    if conn is None:
+        conn = _effects.conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+    conn.execute(
+        "INSERT INTO chaos_effects VALUES (?, ?, ?, ?, ?, ?)",
+        [int(job.id or 0), job.queue, os.getpid(), job.attempts, payload.get("sent"), started],  # type: ignore[attr-defined]
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,9 +27,11 @@ WORKER_SCRIPT = Path(__file__).resolve().parent / "chaos_worker.py"
 class ChaosWorker:
     """One ``chaos_worker.py`` process; the constructor returns once its handlers run."""
 
-    def __init__(self, url: str, queues: dict[str, dict[str, Any]], **options: Any) -> None:
+    def __init__(
+        self, url: str, queues: dict[str, dict[str, Any]], *, effects_file: str | None = None, **options: Any
+    ) -> None:
         self.app = unique_name("neoq-chaos")
-        spec = {"url": url, "app": self.app, "queues": queues, "options": options}
+        spec = {"url": url, "app": self.app, "queues": queues, "options": options, "effects_file": effects_file}
         self.proc = subprocess.Popen(
             [sys.executable, str(WORKER_SCRIPT), json.dumps(spec)],
             stdout=subprocess.PIPE,
@@ -69,7 +71,7 @@ def chaos_workers() -> Iterator[Callable[..., ChaosWorker]]:
     started: list[ChaosWorker] = []
 
     def start(url: str, queues: dict[str, dict[str, Any]], **options: Any) -> ChaosWorker:
-        worker = ChaosWorker(url, queues, **options)
+        worker = ChaosWorker(url, queues, **options)  # effects_file=...: where a store without transactions writes
         started.append(worker)
         return worker
 

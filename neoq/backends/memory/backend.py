@@ -16,10 +16,11 @@ from ...job import Job, JobStatus, evolve
 from ...job import copy_job as _copy
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome
-from ..capabilities import GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
+from ..capabilities import DASHBOARD, GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR, WORKERS
 from .flow import MemoryFlow
 from .queues import LOCK_FREE, Entry, QueueJobs
 from .records import Record, count_statuses, key_of, payload_copy, shown, status_of
+from .search import MemorySearch
 from .upkeep import MemoryUpkeep
 
 __all__ = ["MemoryBackend"]
@@ -40,16 +41,17 @@ _NO_OUTCOME: dict[str, Any] = {"traceback": None, "progress": None, "progress_no
 _Wake = dict[str, float]
 
 
-class MemoryBackend(MemoryFlow, MemoryUpkeep, Backend):
+class MemoryBackend(MemorySearch, MemoryFlow, MemoryUpkeep, Backend):
     """Jobs in this process's memory: fast, private to one client, gone when the process ends.
 
-    Capabilities: ``"notify"`` only. Every job this store makes due is signalled by the change
-    itself (an enqueue, a retry), and the next future job's time is in every answer, so the
-    waiting never needs to poll; the store is private to its client (not ``"shared"``), and has no
-    transaction to give handlers or to enqueue in.
+    Capabilities: ``"notify"`` (every job made due is signalled by the change itself, and the next
+    future job's time is in every answer: no polling), ``"dashboard"`` and ``"workers"``
+    (``search.MemorySearch``). Private to its client (not ``"shared"``), with no transaction.
     """
 
-    capabilities = frozenset({NOTIFY, PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT, RATE_LIMIT})
+    capabilities = frozenset(
+        {NOTIFY, PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT, RATE_LIMIT, DASHBOARD, WORKERS}
+    )
     #: Its claims hold nothing to free: the runtime skips ``release`` after each attempt.
     needs_release = False
 

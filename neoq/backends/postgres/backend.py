@@ -46,7 +46,7 @@ from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
-from ..capabilities import ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION
+from ..capabilities import DASHBOARD, ENQUEUE_IN_TRANSACTION, NOTIFY, SHARED, TRANSACTION, WORKERS
 from ..lease import LeaseEngine, LeaseToken
 from . import forking, inspection, runtime
 from .cancels import _Cancels
@@ -57,6 +57,7 @@ from .flow import FLOW_CAPABILITIES, PostgresFlow
 from .leasestore import PostgresLeaseStore
 from .notices import LocalNotices
 from .pools import Connections
+from .search import PostgresSearch
 from .settings import PostgresOptions, parse_settings
 from .settles import Settles
 from .sizing import PoolSizing
@@ -75,7 +76,7 @@ _NOT_OPEN = "the PostgreSQL backend is not open (call open(), or use neoq.new())
 # -- the backend ---------------------------------------------------------------------------
 
 
-class PostgresBackend(PostgresFlow, PoolSizing, Backend):
+class PostgresBackend(PostgresSearch, PostgresFlow, PoolSizing, Backend):
     """Jobs in a PostgreSQL database, shared by every client that uses it.
 
     ``url`` is a libpq connection string or URL (``postgresql://user:pw@host:5432/db?sslmode=...``);
@@ -99,9 +100,9 @@ class PostgresBackend(PostgresFlow, PoolSizing, Backend):
     - ``prepare_threshold`` (default psycopg's, 5): psycopg's server-side prepared statements;
       ``None`` disables them, as PgBouncer in transaction pooling needs.
 
-    Capabilities: ``"shared"``, ``"enqueue_in_transaction"`` and the flow-control ones
-    (``neoq.backends.capabilities.FLOW_CONTROL``); ``"transaction"`` unless the
-    default ``mode`` is ``"lease"``; ``"notify"`` unless ``listen`` is False.
+    Capabilities: ``"shared"``, ``"enqueue_in_transaction"``, the flow-control ones
+    (``neoq.backends.capabilities.FLOW_CONTROL``), ``"dashboard"`` and ``"workers"`` (``search``);
+    ``"transaction"`` unless the default ``mode`` is ``"lease"``; ``"notify"`` unless ``listen`` is False.
     """
 
     handler_modes = frozenset(HANDLER_MODES)
@@ -109,7 +110,7 @@ class PostgresBackend(PostgresFlow, PoolSizing, Backend):
     @property
     def capabilities(self) -> frozenset[str]:
         """What this backend offers, as configured (see ``neoq.backends.capabilities``)."""
-        offered = {SHARED, ENQUEUE_IN_TRANSACTION, *FLOW_CAPABILITIES}
+        offered = {SHARED, ENQUEUE_IN_TRANSACTION, DASHBOARD, WORKERS, *FLOW_CAPABILITIES}
         if self._settings.default_mode == "transaction":
             offered.add(TRANSACTION)
         if self._settings.listen:
@@ -431,8 +432,9 @@ class PostgresBackend(PostgresFlow, PoolSizing, Backend):
     def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
         return inspection.prune(self._conns.aux, older_than, limit)
 
-    def get_job(self, job_id: str) -> Job | None:
-        return inspection.get_job(self._conns.aux, job_id)
+    def get_job(self, job_id: str, *, connection: Any = None) -> Job | None:
+        """``connection``: read through the caller's psycopg connection (its open transaction's view)."""
+        return inspection.get_job(self._conns.aux, job_id, connection)
 
     def list_jobs(self, queue: str | None, status: JobStatus | None, limit: int) -> list[Job]:
         return inspection.list_jobs(self._conns.aux, queue, status, limit)

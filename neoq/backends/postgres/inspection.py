@@ -71,10 +71,13 @@ def prune(aux: Aux, older_than: dict[JobStatus, datetime], limit: int) -> int:
     return deleted
 
 
-def get_job(aux: Aux, job_id: str) -> Job | None:
+def get_job(aux: Aux, job_id: str, connection: Conn | None = None) -> Job | None:
     key = _parse_id(job_id)
     if key is None:
         return None
+    if connection is not None:  # the caller's transaction: it sees the jobs it enqueued, not committed yet
+        row = connection.execute(QUERIES["get_job"], {"id": key}).fetchone()
+        return None if row is None else _job_from_row(row)
     with aux("reading a job") as conn:
         row = conn.execute(QUERIES["get_job"], {"id": key}).fetchone()
     return None if row is None else _job_from_row(row)

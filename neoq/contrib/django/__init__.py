@@ -11,14 +11,19 @@ Add ``"neoq.contrib.django"`` to ``INSTALLED_APPS``. By default neoq stores its 
     @handler("receipts", concurrency=4)        # in <app>/neoq_jobs.py, imported at startup
     def send_receipt(job): ...
 
+    @cron("0 3 * * *", queue="nightly")        # ticked only by manage.py neoq_worker
+    def nightly_report(job): ...
+
     with transaction.atomic():
         order = Order.objects.create(...)
         enqueue(Job(queue="receipts", payload={"order": order.pk}))   # same connection, same transaction:
                                                                       # the job exists only if this commits
     enqueue_on_commit(Job(...))     # enqueued by neoq's own connections once the transaction commits
 
-``python manage.py neoq_worker`` runs the registered handlers, and the queues of the django.tasks
-backend ``neoq.contrib.django.tasks.NeoqTaskBackend``, until SIGTERM/SIGINT.
+``python manage.py neoq_worker`` runs the registered handlers, the declared cron schedules, and
+the queues of the django.tasks backend ``neoq.contrib.django.tasks.NeoqTaskBackend``, until
+SIGTERM/SIGINT. ``python manage.py neoq jobs|stats|migrate`` is the ``neoq`` command line on the
+project's settings, and ``manage.py migrate`` creates or upgrades neoq's schema.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from neoq.handler import HandlerFunc
 from neoq.job import Job, prepare_job
 
 __all__ = [
+    "cron",
     "enqueue",
     "enqueue_many",
     "enqueue_on_commit",
@@ -48,6 +54,7 @@ __all__ = [
 _lock = threading.RLock()
 _client: neoq.Neoq | None = None
 _registrations: dict[str, tuple[HandlerFunc, dict[str, Any]]] = {}
+_crons: dict[str, tuple[HandlerFunc, str, dict[str, Any]]] = {}
 
 
 def handler(queue: str, **settings: Any) -> Callable[[HandlerFunc], HandlerFunc]:
@@ -61,11 +68,33 @@ def handler(queue: str, **settings: Any) -> Callable[[HandlerFunc], HandlerFunc]
     def register(func: HandlerFunc) -> HandlerFunc:
         neoq.Handler(func, **settings)  # validates the settings now, not in the worker
         with _lock:
-            if queue in _registrations and _registrations[queue][0] is not func:
+            if (queue in _registrations and _registrations[queue][0] is not func) or queue in _crons:
                 raise ConfigurationError(f"queue {queue!r} already has a neoq handler")
             _registrations[queue] = (func, settings)
             if _client is not None and not _client.closed and queue not in _client.handlers:
                 _client.handler(queue, **settings)(with_django_connections(func))
+        return func
+
+    return register
+
+
+def cron(spec: str, *, queue: str | None = None, **options: Any) -> Callable[[HandlerFunc], HandlerFunc]:
+    """Declare the decorated function a cron handler, ticked only by ``manage.py neoq_worker``.
+
+    ``spec``, ``queue``, ``timezone``, ``catch_up`` as for ``Neoq.start_cron``; other ``options``
+    are ``neoq.Handler`` settings. Web processes, which import the same ``neoq_jobs`` modules,
+    never tick; with any number of workers each tick runs once. ``--queue`` selects schedules too.
+    """
+    from neoq.cron import cron_queue_name, parse_spec
+
+    parse_spec(spec, options.get("timezone", "UTC"))  # a wrong spec fails at import, not in the worker
+
+    def register(func: HandlerFunc) -> HandlerFunc:
+        name = cron_queue_name(func) if queue is None else queue
+        with _lock:
+            if name in _registrations or (name in _crons and _crons[name][0] is not func):
+                raise ConfigurationError(f"queue {name!r} already has a neoq handler")
+            _crons[name] = (func, spec, options)
         return func
 
     return register
@@ -90,8 +119,9 @@ def with_django_connections(func: HandlerFunc) -> HandlerFunc:
 def get_client() -> neoq.Neoq:
     """The process's ``neoq.Neoq`` client, created from the settings on first use.
 
-    Its handlers are the ``@handler`` functions and the queues of the ``NeoqTaskBackend``
-    task backends; they run only in ``neoq_worker`` (or ``run()``/``drain()``).
+    Its handlers are the ``@handler`` and ``@cron`` functions and the queues of the
+    ``NeoqTaskBackend`` task backends; they run only in ``neoq_worker`` (or ``run()``/``drain()``),
+    and cron schedules tick only in ``neoq_worker`` (``run()``).
     """
     global _client
     with _lock:
@@ -103,6 +133,8 @@ def get_client() -> neoq.Neoq:
             try:
                 for queue, (func, settings) in _registrations.items():
                     client.handler(queue, **settings)(with_django_connections(func))
+                for queue, (func, spec, options) in _crons.items():
+                    client.cron(spec, queue=queue, **options)(with_django_connections(func))
                 from .tasks import register_task_handlers
 
                 register_task_handlers(client)

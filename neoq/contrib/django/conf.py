@@ -28,7 +28,8 @@ __all__ = ["NeoqSettings", "database_url", "load_settings"]
 #: The module each installed app may define to register its handlers.
 DEFAULT_AUTODISCOVER = "neoq_jobs"
 
-_KEYS = frozenset({"URL", "DATABASE", "OPTIONS", "AUTODISCOVER"})
+# DASHBOARD_READ_ONLY is read by neoq.contrib.django.dashboard.
+_KEYS = frozenset({"URL", "DATABASE", "OPTIONS", "AUTODISCOVER", "DASHBOARD_READ_ONLY"})
 
 # Django database OPTIONS that are libpq connection parameters too; the others are Django's own.
 _LIBPQ_OPTIONS = (

@@ -20,8 +20,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
+    "django.contrib.auth",  # staff users: the neoq dashboard at /admin/neoq/
+    "django.contrib.sessions",
     "neoq.contrib.django",
     "shop",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
 if django.VERSION < (6, 0):
     INSTALLED_APPS.append("django_tasks")  # the backport of django.tasks

@@ -39,3 +39,24 @@ def hold(seconds: float) -> None:
     held.set()
     release.wait(30)
     time.sleep(seconds)  # the task's work, after the test has looked
+
+
+class PaymentDeclined(Exception):
+    """An app's own exception: get_result().errors names it by its dotted path."""
+
+
+@task
+def charge(amount: int) -> dict:
+    if amount < 0:
+        raise PaymentDeclined(f"cannot charge {amount}")
+    return {"charged": amount}
+
+
+@task
+def leave() -> None:
+    raise SystemExit("the task called exit()")
+
+
+@task
+def anywhere() -> str:
+    return "ran"

@@ -1,0 +1,252 @@
+"""One client's connections to its SQLite file: a small pool, short write transactions, busy handling.
+
+- **Writes** (``write``) run in ``BEGIN IMMEDIATE`` transactions, which take the file's write lock
+  at once: a transaction never starts as a reader and fails to upgrade later. The threads of one
+  client take turns on a lock of their own first, so they queue in Python instead of in SQLite's
+  busy handler (which sleeps in growing steps); another process holding the lock is waited for by
+  that handler (``PRAGMA busy_timeout``), then by a retry with backoff, up to ``busy_timeout`` in
+  all. "database is locked" never reaches a user: past that time the error says what held it.
+- **Reads** (``read``) run beside writers (WAL mode): one ``BEGIN`` (deferred) transaction sees
+  one snapshot of the file.
+- **The pool** keeps up to ``pool_size`` connections, made on demand; a thread waits for one when
+  all are out. ``close`` closes every one of them; a forked child drops its parent's without
+  touching them (SQLite connections must not cross a fork) and opens its own.
+- **Errors**: every ``sqlite3.Error`` becomes a ``BackendError`` saying what failed and what to do
+  (a full disk, a read-only file, a file that stayed locked).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from ...errors import BackendConnectionError, BackendError, NeoqError
+from .settings import SqliteSettings
+
+__all__ = ["Connections", "connect"]
+
+#: Connections a forked child inherited: kept alive and never used or closed (closing a SQLite
+#: connection across a fork may checkpoint or unlock on the parent's behalf).
+_abandoned: list[object] = []
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: SQLite's own wait for a lock inside one statement (ms): the retry loop waits beyond it.
+_STATEMENT_BUSY_MS = 2000
+
+#: SQLite error names (Python 3.11+) and message fragments that mean "someone else holds the lock".
+_BUSY_NAMES = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_BUSY_SNAPSHOT", "SQLITE_BUSY_RECOVERY"})
+
+
+def connect(settings: SqliteSettings, *, read_only: bool = False) -> sqlite3.Connection:
+    """A new connection to the file, in autocommit mode (neoq says BEGIN itself), tuned for neoq."""
+    path = settings.path
+    if read_only:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=2.0
+        )
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=2.0, cached_statements=128)
+    conn.execute(f"PRAGMA busy_timeout = {_STATEMENT_BUSY_MS}")
+    if not read_only:
+        conn.execute(f"PRAGMA synchronous = {settings.synchronous}")
+    return conn
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether a SQLite error means the file was locked by another connection (retry it)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name in _BUSY_NAMES:
+        return True
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text or "database table is locked" in text
+
+
+def describe(exc: BaseException, path: str, doing: str) -> BackendError:
+    """The ``BackendError`` for a SQLite error: what failed, on which file, and what to do."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    lower = text.lower()
+    if name == "SQLITE_FULL" or "disk is full" in lower:
+        return BackendError(
+            f"the disk holding the SQLite database {path!r} is full while {doing}: nothing was stored; free some space"
+        )
+    if name.startswith("SQLITE_READONLY") or "readonly" in lower or "read-only" in lower:
+        return BackendError(
+            f"the SQLite database {path!r} is read-only while {doing}: nothing was stored; make the file and its "
+            "directory writable"
+        )
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in lower:
+        return BackendConnectionError(f"cannot open the SQLite database {path!r} while {doing}: {text}")
+    if name.startswith("SQLITE_IOERR") or "disk i/o error" in lower:
+        return BackendError(f"the disk failed to read or write the SQLite database {path!r} while {doing}: {text}")
+    if name == "SQLITE_CORRUPT" or "malformed" in lower or "not a database" in lower:
+        return BackendError(f"{path!r} is not a usable SQLite database ({text}) while {doing}")
+    return BackendError(f"SQLite failed while {doing} on {path!r}: {text}")
+
+
+class Connections:
+    """The pool of one open backend, and its write and read transactions."""
+
+    def __init__(self, settings: SqliteSettings) -> None:
+        self._settings = settings
+        self._path = settings.path
+        self._cond = threading.Condition(threading.Lock())
+        self._idle: list[sqlite3.Connection] = []
+        self._open = 0
+        self._closed = False
+        self._pid = os.getpid()
+        #: The threads of this client write one at a time (see the module docstring).
+        self._write_lock = threading.Lock()
+
+    # -- the pool --------------------------------------------------------------------------
+
+    def after_fork(self) -> None:
+        """Called in a forked child (before any other thread exists): forget the parent's connections."""
+        if self._pid != os.getpid():
+            self._forked()
+
+    def _acquire(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self.after_fork()
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise BackendError("the SQLite backend is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self._settings.pool_size:
+                    self._open += 1
+                    break
+                self._cond.wait()
+        try:
+            return connect(self._settings)
+        except BaseException:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            raise
+
+    def _give(self, conn: sqlite3.Connection, *, broken: bool = False) -> None:
+        with self._cond:
+            if self._pid == os.getpid() and not self._closed and not broken:
+                self._idle.append(conn)
+                self._cond.notify()
+                return
+            self._open -= 1
+            self._cond.notify()
+            mine = self._pid == os.getpid()
+        if mine:
+            conn.close()
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's connections are not ours to use or close."""
+        _abandoned.append(self._idle)
+        self._idle = []
+        self._open = 0
+        self._pid = os.getpid()
+        self._cond = threading.Condition(threading.Lock())
+        self._write_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the idle connections now, and each busy one as it comes back. Idempotent."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            mine = self._pid == os.getpid()
+            self._cond.notify_all()
+        if mine:
+            for conn in idle:
+                conn.close()
+
+    @property
+    def open_connections(self) -> int:
+        """How many connections of the pool are open (tests check none is left after close)."""
+        return self._open
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def write(self, work: Callable[[sqlite3.Connection], T], doing: str) -> T:
+        """Run ``work(conn)`` in one ``BEGIN IMMEDIATE`` transaction and commit; retry while the file is busy.
+
+        ``work`` may run more than once (each time in a new transaction); a ``NeoqError`` it raises
+        rolls back and propagates. Nothing is stored when this raises.
+        """
+        deadline = time.monotonic() + self._settings.busy_timeout
+        delay = 0.001
+        while True:
+            with self._write_lock:
+                conn = None
+                broken = False
+                try:
+                    conn = self._acquire()
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = work(conn)
+                        conn.execute("COMMIT")
+                        return result
+                    except BaseException:
+                        if conn.in_transaction:
+                            try:
+                                conn.execute("ROLLBACK")
+                            except sqlite3.Error:
+                                broken = True
+                        raise
+                except NeoqError:
+                    raise
+                except sqlite3.Error as exc:
+                    if not is_busy(exc):
+                        raise describe(exc, self._path, doing) from exc
+                    if time.monotonic() >= deadline:
+                        raise BackendError(
+                            f"the SQLite database {self._path!r} stayed locked by another process for "
+                            f"{self._settings.busy_timeout:g}s while {doing}; nothing was stored (raise busy_timeout, "
+                            "or look for a process holding a long write transaction on it)"
+                        ) from exc
+                finally:
+                    if conn is not None:
+                        self._give(conn, broken=broken)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 0.1)
+
+    def read(self, work: Callable[[sqlite3.Connection], T], doing: str) -> T:
+        """Run ``work(conn)`` in one read transaction (one snapshot); retry while the file is busy."""
+        deadline = time.monotonic() + self._settings.busy_timeout
+        delay = 0.001
+        while True:
+            conn = None
+            broken = False
+            try:
+                conn = self._acquire()
+                conn.execute("BEGIN")
+                try:
+                    return work(conn)
+                finally:
+                    try:
+                        conn.execute("COMMIT")
+                    except sqlite3.Error:
+                        broken = True
+            except NeoqError:
+                raise
+            except sqlite3.Error as exc:
+                if not is_busy(exc):
+                    raise describe(exc, self._path, doing) from exc
+                if time.monotonic() >= deadline:
+                    raise BackendError(
+                        f"the SQLite database {self._path!r} stayed locked for {self._settings.busy_timeout:g}s while "
+                        f"{doing}"
+                    ) from exc
+            finally:
+                if conn is not None:
+                    self._give(conn, broken=broken)
+            time.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 0.1)

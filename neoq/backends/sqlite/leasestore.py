@@ -1,0 +1,252 @@
+"""SQLite's ``LeaseStore``: the lease engine's five calls (``neoq.backends.lease``) on the client's pool.
+
+A leased job stays ``'new'``: its ``run_after`` is the lease's expiry, ``lease_owner`` the holder,
+``lease_token`` the fencing token (bumped by every lease, never reset). So nobody else takes a job
+whose lease is alive, and a dead holder's job is due again once its lease runs out, for any
+process. Each call that writes is one short ``BEGIN IMMEDIATE`` transaction:
+
+- ``fetch`` first reads (no lock) whether anything is due; only then does it take the write lock,
+  lease up to ``limit`` jobs and count their attempts. An idle queue's look costs one index read.
+- ``settle_many`` writes a whole batch of outcomes in one transaction, each fenced by its token.
+- ``renew`` reads which leases need renewing or were lost; it writes only for the ones to renew.
+- ``give_back`` puts unstarted jobs back as they were, their attempt uncounted.
+
+``due(queue, delay)`` is the backend's: it tells this process's waiting loops that a job of
+``queue`` comes due (a retry, a job given back); other processes hear of it from their watcher.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from ...job import JobStatus
+from ..lease import Leased, LeaseToken, Lost, Settlement
+from .connections import Connections
+from .rows import COLUMNS, NCOLUMNS, job_from_row, micros, now_micros, when
+
+__all__ = ["SqliteLeaseStore"]
+
+#: Whether the queue is paused, and when its next job comes due (a lease's expiry included).
+_LOOK = (
+    "SELECT EXISTS (SELECT 1 FROM neoq_queue_pauses WHERE queue = :queue),"
+    " (SELECT min(run_after) FROM neoq_jobs WHERE queue = :queue AND status = 'new')"
+)
+
+#: The claim order, (priority descending, run_after, id), as three ranges read in turn, each from
+#: its index in that order: the partial priority index above and below 0, neoq_jobs_due for 0.
+_PICKS = (
+    "SELECT id, run_after FROM neoq_jobs WHERE queue = ? AND status = 'new' AND priority > 0 AND run_after <= ?"
+    " ORDER BY priority DESC, run_after, id LIMIT ?",
+    "SELECT id, run_after FROM neoq_jobs WHERE queue = ? AND status = 'new' AND priority = 0 AND run_after <= ?"
+    " ORDER BY run_after, id LIMIT ?",
+    "SELECT id, run_after FROM neoq_jobs WHERE queue = ? AND status = 'new' AND priority < 0 AND run_after <= ?"
+    " ORDER BY priority DESC, run_after, id LIMIT ?",
+)
+
+#: The live leases of a queue (its running jobs, in every process): what a global limit counts.
+_LEASED = (
+    "SELECT count(*) FROM neoq_jobs WHERE queue = ? AND status = 'new' AND run_after > ? AND lease_owner IS NOT NULL"
+)
+
+#: No traceback with the job's error unchanged (a cancellation, a put-back) keeps the stored one.
+_SETTLE = (
+    "UPDATE neoq_jobs SET status = :status, error = :error,"
+    " traceback = CASE WHEN :traceback IS NULL AND error IS :error THEN traceback ELSE :traceback END,"
+    " result = :result, run_after = :run_after, retries = coalesce(:retries, retries), finished_at = :finished_at,"
+    " snoozes = snoozes + :snoozed,"
+    " lease_owner = NULL WHERE id = :id AND lease_token = :token AND status = 'new'"
+)
+
+_PROGRESS = "UPDATE neoq_jobs SET progress = ?, progress_note = ? WHERE id = ? AND lease_token = ? AND status = 'new'"
+
+_RENEW = "UPDATE neoq_jobs SET run_after = ? WHERE id = ? AND lease_token = ? AND status = 'new'"
+
+_GIVE_BACK = (
+    "UPDATE neoq_jobs SET run_after = ?, lease_owner = NULL, attempts = max(attempts - 1, 0)"
+    " WHERE id = ? AND lease_token = ? AND status = 'new' RETURNING queue"
+)
+
+
+class SqliteLeaseStore:
+    """The lease engine's store calls over ``conns`` (the backend's pool)."""
+
+    def __init__(self, conns: Connections, due: Callable[[str, float], None]) -> None:
+        self._conns = conns
+        self._due = due
+        #: The global limit (``Handler.global_limit``) of each queue that has one (the backend's).
+        self.global_limits: dict[str, int] = {}
+
+    def close(self) -> None:
+        """Nothing of its own: the pool is the backend's, closed with it."""
+
+    def fetch(self, queue: str, limit: int, lease: float, owner: str) -> tuple[list[Leased], float | None, bool]:
+        """Lease up to ``limit`` due jobs of ``queue`` in claim order; else when the next comes due.
+
+        A paused queue has nothing due and nothing scheduled (its loops wait for the resume's wake-up).
+        A queue with a global limit leases only what its live leases leave room for; none left: ``held``.
+        """
+        now = now_micros()
+        paused, nxt = self._conns.read(
+            lambda conn: conn.execute(_LOOK, {"queue": queue}).fetchone(), "looking for due jobs"
+        )
+        if paused or nxt is None:
+            return [], None, False
+        if nxt > now:
+            return [], (nxt - now) / 1e6, False
+        lease_us = int(lease * 1e6)
+        global_limit = self.global_limits.get(queue)
+
+        def take(conn: sqlite3.Connection) -> tuple[list[Leased], float | None, bool]:
+            now = now_micros()
+            paused, nxt = conn.execute(_LOOK, {"queue": queue}).fetchone()
+            if paused:
+                return [], None, False
+            room = limit
+            if global_limit is not None:
+                room = min(room, global_limit - conn.execute(_LEASED, (queue, now)).fetchone()[0])
+                if room <= 0:
+                    return [], None, True  # others run the most the limit allows: look again soon
+            picked: list[tuple[int, int]] = []
+            for pick in _PICKS:
+                picked.extend(conn.execute(pick, (queue, now, room - len(picked))).fetchall())
+                if len(picked) >= room:
+                    break
+            if not picked:
+                return [], (None if nxt is None else max(0.0, (nxt - now) / 1e6)), False
+            order = {row[0]: index for index, row in enumerate(picked)}
+            due_at = dict(picked)
+            marks = ",".join("?" * len(picked))
+            # ran_at a microsecond apart in claim order: the jobs of one fetch read as claimed in turn.
+            places = " ".join(["WHEN ? THEN ?"] * len(picked))
+            rows = conn.execute(
+                f"UPDATE neoq_jobs SET run_after = ?, lease_token = lease_token + 1, lease_owner = ?,"
+                f" attempts = attempts + 1, ran_at = ? + CASE id {places} END"
+                f" WHERE id IN ({marks}) RETURNING {COLUMNS}, lease_token",
+                (now + lease_us, owner, now, *[v for item in order.items() for v in item], *due_at),
+            ).fetchall()
+            leased: list[Leased] = []
+            for row in rows:
+                # The job as claimed reads due when it was, not at its lease's expiry.
+                due = when(due_at[row[0]])
+                assert due is not None
+                leased.append((job_from_row(row, "running", run_after=due), row[0], row[NCOLUMNS], due, False))
+            leased.sort(key=lambda item: order[item[1]])
+            return leased, None, False
+
+        return self._conns.write(take, f"leasing jobs of queue {queue!r}")
+
+    def settle_many(self, batch: list[Settlement]) -> set[Any]:
+        """Write ``batch``'s outcomes in one transaction, each fenced by its token; return the keys written."""
+        retried: dict[str, float] = {}
+
+        def write(conn: sqlite3.Connection) -> set[Any]:
+            now = now_micros()
+            written: set[Any] = set()
+            execute = conn.execute
+            for pending in batch:
+                lease, outcome = pending.lease, pending.outcome
+                status = outcome.status
+                retry = status is JobStatus.NEW
+                run_after = outcome.run_after if retry and outcome.run_after is not None else lease.due_at
+                at = micros(run_after)
+                processed = status is JobStatus.PROCESSED
+                cursor = execute(
+                    _SETTLE,
+                    {
+                        "status": status.value,
+                        "error": None if processed else outcome.error,
+                        "traceback": None if processed else outcome.traceback,
+                        "result": outcome.result if processed else None,
+                        "run_after": at,
+                        "retries": outcome.retries if retry else None,
+                        "finished_at": None if retry else now,
+                        "snoozed": 1 if retry and outcome.snoozed else 0,
+                        "id": lease.job_id,
+                        "token": lease.token,
+                    },
+                )
+                if cursor.rowcount:
+                    written.add(lease.job_id)
+                    if retry:
+                        delay = max(0.0, (at - now) / 1e6)
+                        retried[lease.queue] = min(delay, retried.get(lease.queue, delay))
+            return written
+
+        written = self._conns.write(write, f"writing the outcomes of {len(batch)} jobs")
+        for queue, delay in retried.items():
+            self._due(queue, delay)
+        limited = self.global_limits
+        if limited:  # a written outcome frees room under a global limit: this client's loops look
+            for queue in {pending.lease.queue for pending in batch} & limited.keys():
+                if queue not in retried:
+                    self._due(queue, 0.0)
+        return written
+
+    def progress(self, lease: LeaseToken, fraction: float, note: str | None) -> None:
+        """A running job's progress report, fenced by the lease's token (a lost lease writes nothing)."""
+        self._conns.write(
+            lambda conn: conn.execute(_PROGRESS, (fraction, note, lease.job_id, lease.token)),
+            "storing a progress report",
+        )
+
+    def renew(self, leases: list[LeaseToken], lease: float) -> list[Lost]:
+        """Renew the leases past a third of their time; return the lost ones with their job's status."""
+        ids = [held.job_id for held in leases]
+        lease_us = int(lease * 1e6)
+        renew_below = int(lease_us * 2 / 3)
+
+        def look(conn: sqlite3.Connection) -> dict[Any, tuple[str, int, int]]:
+            found: dict[Any, tuple[str, int, int]] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                    f"SELECT id, status, lease_token, run_after FROM neoq_jobs WHERE id IN ({marks})", chunk
+                ):
+                    found[row[0]] = (row[1], row[2], row[3])
+            return found
+
+        found = self._conns.read(look, "reading leases")
+        now = now_micros()
+        lost: list[Lost] = []
+        due: list[LeaseToken] = []
+        for held in leases:
+            row = found.get(held.job_id)
+            if row is None:
+                lost.append((held.job_id, None))
+            elif row[1] != held.token or row[0] != "new":
+                lost.append((held.job_id, row[0]))
+            elif row[2] < now + renew_below:
+                due.append(held)
+        if due:
+
+            def extend(conn: sqlite3.Connection) -> list[Any]:
+                until = now_micros() + lease_us
+                missed = []
+                for held in due:
+                    if not conn.execute(_RENEW, (until, held.job_id, held.token)).rowcount:
+                        missed.append(held.job_id)
+                return missed
+
+            # A lease settled or taken since the read is not renewed; the next beat reports it if lost.
+            self._conns.write(extend, "renewing leases")
+        return lost
+
+    def give_back(self, leases: list[LeaseToken], *, wake: bool = True) -> None:
+        """Put unstarted leased jobs back as they were (due at ``due_at``, attempt uncounted); with
+        ``wake``, this client's loops of their queues look again."""
+
+        def back(conn: sqlite3.Connection) -> set[str]:
+            queues: set[str] = set()
+            for held in leases:
+                row = conn.execute(_GIVE_BACK, (micros(held.due_at), held.job_id, held.token)).fetchone()
+                if row is not None:
+                    queues.add(row[0])
+            return queues
+
+        queues = self._conns.write(back, "putting unstarted leased jobs back")
+        if wake:
+            for queue in queues:
+                self._due(queue, 0.0)

@@ -1,0 +1,68 @@
+"""Rows of ``neoq_jobs`` as ``Job``s, and the times they hold (integer microseconds since 1970, UTC)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ...job import Job, JobStatus
+
+__all__ = ["COLUMNS", "NCOLUMNS", "STATE", "job_from_row", "micros", "now_micros", "when"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+#: The columns ``job_from_row`` reads, in order (the state last).
+COLUMNS = (
+    "id, queue, fingerprint, payload, run_after, deadline, max_retries, retries, attempts, error, "
+    "created_at, ran_at, finished_at, result, traceback, progress, progress_note, priority, snoozes"
+)
+#: How many columns ``COLUMNS`` names: what a query selects after them starts at this index.
+NCOLUMNS = 19
+
+#: The status a job reports: a 'new' job with a live lease is running (its holder renews it).
+STATE = "CASE WHEN status = 'new' AND lease_owner IS NOT NULL AND run_after > :now THEN 'running' ELSE status END"
+
+_decode = json.JSONDecoder().decode
+
+
+def now_micros() -> int:
+    """The host's clock: every process sharing the file compares against it."""
+    return time.time_ns() // 1000
+
+
+def micros(value: datetime) -> int:
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def when(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def job_from_row(row: sqlite3.Row | tuple[Any, ...], status: str, *, run_after: datetime | None = None) -> Job:
+    """A ``Job`` from the columns of ``COLUMNS``, with ``status`` (and ``run_after``, when given)."""
+    return Job(
+        id=str(row[0]),
+        queue=row[1],
+        fingerprint=row[2],
+        payload=_decode(row[3]),
+        run_after=run_after or when(row[4]),
+        deadline=when(row[5]),
+        max_retries=row[6],
+        retries=row[7],
+        attempts=row[8],
+        error=row[9],
+        created_at=when(row[10]),
+        ran_at=when(row[11]),
+        finished_at=when(row[12]),
+        status=JobStatus(status),
+        result=None if row[13] is None else _decode(row[13]),
+        traceback=row[14],
+        progress=row[15],
+        progress_note=row[16],
+        priority=row[17],
+        snoozes=row[18],
+    )

@@ -36,8 +36,8 @@ browser: ## install Chromium and its driver for the dashboard's browser tests (a
 test: $(STAMP) browser ## run the whole test suite (PostgreSQL included) with coverage
 	$(PY) -m pytest --cov=neoq --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## run the tests that need no PostgreSQL and no MySQL
-	$(PY) -m pytest -m "not postgres and not mysql and not slow" $(PYTEST_ARGS)
+test-fast: $(STAMP) ## run the tests that need no server (PostgreSQL, MySQL, Redis)
+	$(PY) -m pytest -m "not postgres and not mysql and not redis and not slow" $(PYTEST_ARGS)
 
 test-django-suite: $(STAMP) ## Django's own tests/tasks suite on neoq's django.tasks backend (memory, PostgreSQL)
 	$(PY) tools/django_suite.py $(SUITE_ARGS)
@@ -101,7 +101,7 @@ BENCH_VENV ?= .venv-bench
 $(BENCH_VENV)/.installed: setup.cfg benchmarks/requirements-peers.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[postgres]' -r benchmarks/requirements-peers.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[postgres,redis]' -r benchmarks/requirements-peers.txt
 	touch $@
 
 AB_REF ?= HEAD

@@ -37,6 +37,9 @@ SUBJECTS: dict[str, tuple[str, str, bool | str]] = {
     "rq-simple": ("benchmarks.subjects_redis", "RqSimple", False),
     "rq-pool": ("benchmarks.subjects_redis", "RqPool", False),
     "celery": ("benchmarks.subjects_redis", "Celery", False),
+    "neoq-redis": ("benchmarks.subjects_redis", "NeoqRedis", False),
+    "huey-redis": ("benchmarks.subjects_redis", "HueyRedis", False),
+    "min-redis": ("benchmarks.subjects_redis", "MinRedis", False),
 }
 
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.run [--peers] [--quick] [--only SUBJECT ...] [--ab REF]
 
-Without ``--peers``: neoq on memory and on PostgreSQL beside the minimal hand-written loops
+Without ``--peers``: neoq on memory, PostgreSQL and Redis beside the minimal hand-written loops
 (``make bench``). With ``--peers``: huey, procrastinate, pgqueuer, rq and Celery too (``make bench-peers``,
 which runs this in the ``.venv-bench`` virtualenv that has them). Every round of every
 (subject, workload) runs in a fresh interpreter (``benchmarks.one``), rounds interleaved across
@@ -56,7 +56,7 @@ class Row:
 
 def _rows() -> list[Row]:
     mem, pg, rd, sq = "memory", "postgresql", "redis", "sqlite"
-    mem, pg, rd, my, mytx = "memory", "postgresql", "redis", "mysql", "mysql-tx"
+    my, mytx = "mysql", "mysql-tx"
     return [
         Row(mem, "enqueue", "neoq-memory", "enqueue", "neoq"),
         Row(mem, "enqueue", "huey-memory", "enqueue", "huey (MemoryHuey)", peer=True),
@@ -109,13 +109,25 @@ def _rows() -> list[Row]:
         Row(my, "process", "min-mysql", "process", "min: 10 threads SKIP LOCKED"),
         Row(mytx, "process", "neoq-mysql-tx", "process", "neoq"),
         Row(mytx, "process", "min-mysql", "process", "min: 10 threads SKIP LOCKED"),
-        # Redis: no neoq row of its own; the ratios are taken against neoq on memory and on PostgreSQL.
+        # Redis: neoq, huey, the minimal redis-py loops, rq and Celery on one server.
+        Row(rd, "enqueue", "neoq-redis", "enqueue", "neoq"),
+        Row(rd, "enqueue", "huey-redis", "enqueue", "huey (RedisHuey)", peer=True),
+        Row(rd, "enqueue", "min-redis", "enqueue", "min: LPUSH"),
+        Row(rd, "enqueue_many", "neoq-redis", "enqueue_many", "neoq"),
+        Row(rd, "enqueue_many", "huey-redis", "enqueue_many", "huey (Task.map)", peer=True),
+        Row(rd, "enqueue_many", "min-redis", "enqueue_many", "min: one LPUSH of all"),
         Row(rd, "enqueue", "rq-simple", "enqueue", "rq (Queue.enqueue)", peer=True),
         Row(rd, "enqueue", "celery", "enqueue", "Celery (delay)", peer=True),
+        Row(rd, "process", "neoq-redis", "process", "neoq"),
+        Row(rd, "process", "huey-redis", "process", "huey (RedisHuey, 10 threads)", peer=True),
+        Row(rd, "process", "min-redis", "process", "min: 10 threads LMOVE + LREM"),
         Row(rd, "process", "rq-fork", "process", "rq Worker: fork per job, 1 at a time", peer=True),
         Row(rd, "process", "rq-simple", "process", "rq SimpleWorker: 1 at a time", peer=True),
         Row(rd, "process", "rq-pool", "process", "rq worker-pool -n 10 (fork per job)", peer=True),
         Row(rd, "process", "celery", "process", "Celery -P threads -c 10", peer=True),
+        Row(rd, "pickup", "neoq-redis", "pickup", "neoq"),
+        Row(rd, "pickup", "huey-redis", "pickup", "huey (RedisHuey, 10 threads)", peer=True),
+        Row(rd, "pickup", "min-redis", "pickup", "min: 10 threads BLMOVE"),
         Row(rd, "pickup", "rq-fork", "pickup", "rq Worker: fork per job, 1 at a time", peer=True),
         Row(rd, "pickup", "rq-simple", "pickup", "rq SimpleWorker: 1 at a time", peer=True),
         Row(rd, "pickup", "celery", "pickup", "Celery -P threads -c 10", peer=True),
@@ -240,6 +252,19 @@ TARGETS = [
         "mysql", "enqueue_many", "min: multi-row INSERT", "rate", ">=", 0.5,
     ),
     Target("postgres pickup p99 < 15 ms", "postgresql", "pickup", None, "p99_ms", "<", 15.0),
+    Target("redis processing >= 2x huey", "redis", "process", "huey (RedisHuey, 10 threads)", "rate", ">=", 2.0),
+    Target("redis processing >= 3x rq", "redis", "process", "rq worker-pool -n 10 (fork per job)", "rate", ">=", 3.0),
+    Target("redis processing >= 1.0x Celery", "redis", "process", "Celery -P threads -c 10", "rate", ">=", 1.0),
+    Target(
+        "redis processing >= 0.5x minimal LMOVE loop",
+        "redis", "process", "min: 10 threads LMOVE + LREM", "rate", ">=", 0.5,
+    ),
+    Target("redis enqueue >= 1.0x huey", "redis", "enqueue", "huey (RedisHuey)", "rate", ">=", 1.0),
+    Target(
+        "redis enqueue_many >= 10x its own enqueue",
+        "redis", "enqueue_many", "neoq", "rate", ">=", 10.0, other_workload="enqueue",
+    ),
+    Target("redis pickup p50 <= huey's", "redis", "pickup", "huey (RedisHuey, 10 threads)", "p50_ms", "<=", 1.0),
     Target("sqlite processing >= 2x huey", "sqlite", "process", "huey (SqliteHuey, 10 threads)", "rate", ">=", 2.0),
     Target(
         "sqlite processing >= 0.8x minimal BEGIN IMMEDIATE loop",
@@ -321,12 +346,7 @@ def print_table(rows: list[Row], results: dict[str, Any], out: Any = sys.stdout)
         figure = result.get("figure")
         neoq = results.get(f"{row.backend}/{row.workload}/neoq", {}).get("figure")
         shown = _fmt(row.workload, figure) if figure else f"n/a ({result.get('error', 'not run')})"[:70]
-        if row.backend == "redis":  # against neoq on both of its stores
-            against = {short: results.get(f"{backend}/{row.workload}/neoq", {}).get("figure")
-                       for short, backend in (("mem", "memory"), ("pg", "postgresql"))}
-            ratio = "; ".join(f"{short} {_ratio(row.workload, neoq, figure)}" for short, neoq in against.items())
-        else:
-            ratio = "" if row.label == "neoq" else _ratio(row.workload, neoq, figure)
+        ratio = "" if row.label == "neoq" else _ratio(row.workload, neoq, figure)
         lines.append((row.backend, WORKLOADS[row.workload][0], row.label, shown, ratio))
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{width}}}" for width in widths)

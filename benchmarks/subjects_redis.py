@@ -1,4 +1,5 @@
-"""The Redis peers: rq and Celery, each run the way its documentation shows, on one Redis database.
+"""The Redis subjects: neoq on redis://, huey's RedisHuey and a minimal redis-py loop (the floor),
+in process; and rq and Celery, each run the way its documentation shows, on one Redis database.
 
 Both run their workers as separate processes started from their own command line (``rq worker``,
 ``rq worker-pool``, ``celery worker``), so a job cannot tick an in-process counter when it ends;
@@ -17,16 +18,18 @@ empties that database only (``FLUSHDB``). Installed only in the ``make bench-pee
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from .harness import CONCURRENCY, IDLE_BEFORE_PICKUP, QUEUE, paced
-from .subjects_memory import TIMEOUT
+from .harness import CONCURRENCY, IDLE_BEFORE_PICKUP, QUEUE, Countdown, Latencies, paced
+from .subjects_memory import TIMEOUT, HueyMemory, NeoqMemory
 
 #: A database of its own on the local Redis: the benchmarks flush this one and no other.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -269,3 +272,142 @@ class Celery(_RedisSubject):
 
     def _submit(self, i: int, n: int | None = None, t: float | None = None) -> None:
         self._delay(i, n=n, t=t)
+
+
+# -- neoq on Redis, huey on Redis, and the floor ------------------------------------------------
+
+
+class NeoqRedis(NeoqMemory):
+    """neoq on its Redis backend, default settings (30 s leases, pub/sub wake-ups), in process."""
+
+    label = "neoq redis"
+
+    def __init__(self) -> None:
+        super().__init__(f"{redis_url()}?prefix=neoq-bench:", check_config=False)
+        import redis
+
+        self._redis = redis.Redis.from_url(redis_url())
+
+    def reset(self) -> None:
+        self.close()
+        self._redis.flushdb()  # this database only
+        super().reset()
+
+    def close(self) -> None:
+        super().close()
+
+    def wait_all_done(self, done: Countdown, n: int) -> float:
+        # The last handler returned; the job is done once its PROCESSED outcome is written.
+        done.wait(TIMEOUT)
+        end = time.monotonic() + TIMEOUT
+        while time.monotonic() < end:
+            if self._client.stats().get(QUEUE, {}).get("processed", 0) >= n:
+                return time.perf_counter()
+            time.sleep(0.002)
+        raise TimeoutError("jobs ran but were not all recorded as processed")
+
+
+class HueyRedis(HueyMemory):
+    """huey with ``RedisHuey`` (blocking reads, results off) and a consumer of 10 worker threads."""
+
+    label = "huey RedisHuey"
+
+    def reset(self) -> None:
+        import redis
+        from huey import RedisHuey
+
+        redis.Redis.from_url(redis_url()).flushdb()  # this database only
+        self._huey = RedisHuey("bench", results=False, utc=True, url=redis_url())
+        self._handle: Any = lambda i, t: None
+
+        @self._huey.task(name="noop")
+        def noop(i: int, t: float | None = None) -> None:
+            self._handle(i, t)
+
+        self._task = noop
+        self._consumer: Any = None
+
+
+_MIN_QUEUE, _MIN_RUNNING = "min-bench:queue", "min-bench:running"
+
+
+class MinRedis:
+    """The floor: a JSON message per job on a Redis list; ten threads claim with ``LMOVE`` (into a
+    processing list, as a reliable queue does) and acknowledge with ``LREM``, one round trip each;
+    ``BLMOVE`` when waiting (pickup)."""
+
+    label = "min redis LMOVE"
+
+    def __init__(self) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(redis_url())
+        self._redis.ping()
+
+    def reset(self) -> None:
+        self._redis.flushdb()  # this database only
+
+    def close(self) -> None:
+        self._redis.flushdb()
+        self._redis.close()
+
+    def enqueue(self, n: int) -> float:
+        push = self._redis.lpush
+        dumps = json.dumps
+        start = time.perf_counter()
+        for i in range(n):
+            push(_MIN_QUEUE, dumps({"i": i}))
+        return time.perf_counter() - start
+
+    def enqueue_many(self, n: int) -> float:
+        dumps = json.dumps
+        start = time.perf_counter()
+        self._redis.lpush(_MIN_QUEUE, *[dumps({"i": i}) for i in range(n)])
+        return time.perf_counter() - start
+
+    def _loops(self, handle: Any, block: bool) -> tuple[list[threading.Thread], threading.Event]:
+        stop = threading.Event()
+        conn = self._redis
+
+        def loop() -> None:
+            loads = json.loads
+            while not stop.is_set():
+                if block:
+                    raw = conn.blmove(_MIN_QUEUE, _MIN_RUNNING, 0.2, "RIGHT", "LEFT")
+                else:
+                    raw = conn.lmove(_MIN_QUEUE, _MIN_RUNNING, "RIGHT", "LEFT")
+                if raw is None:
+                    if block:
+                        continue
+                    return
+                handle(loads(raw))
+                conn.lrem(_MIN_RUNNING, 1, raw)
+
+        threads = [threading.Thread(target=loop, daemon=True) for _ in range(CONCURRENCY)]
+        for thread in threads:
+            thread.start()
+        return threads, stop
+
+    def process(self, n: int) -> float:
+        self._redis.lpush(_MIN_QUEUE, *[json.dumps({"i": i}) for i in range(n)])
+        done = Countdown(n)
+        start = time.perf_counter()
+        threads, stop = self._loops(lambda item: done.tick(), block=False)
+        finished = done.wait(TIMEOUT)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        return finished - start
+
+    def pickup(self, n: int, rate: float) -> list[float]:
+        latencies = Latencies(n)
+        threads, stop = self._loops(lambda item: latencies.record(item["t"]), block=True)
+        time.sleep(IDLE_BEFORE_PICKUP)
+        push = self._redis.lpush
+        for i in paced(n, rate):
+            push(_MIN_QUEUE, json.dumps({"i": i, "t": time.perf_counter()}))
+        result = latencies.wait(TIMEOUT)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        return result

@@ -8,7 +8,7 @@ import pytest
 
 from neoq.testing import neoq_threads, wait_for
 
-pytest_plugins = ["pgfixtures", "myfixtures"]
+pytest_plugins = ["pgfixtures", "myfixtures", "redisfixtures"]
 
 
 @pytest.fixture(autouse=True)

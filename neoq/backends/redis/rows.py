@@ -1,0 +1,123 @@
+"""How jobs travel to and from the Redis scripts: times as integer microseconds since 1970 (UTC),
+a job's fields as the flat lists the scripts take and return."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ...errors import DuplicateJobError
+from ...job import Job, JobStatus
+from ...uniqueness import unique_seconds
+
+__all__ = ["ROW_WIDTH", "decode_json", "from_us", "job_from_row", "jobs_text", "safe_text", "stored_ids", "to_us"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+#: Values per job in a row of read.lua: id, queue, fingerprint, payload, status, run_after,
+#: deadline, max_retries, retries, attempts, error, created_at, ran_at, finished_at, result,
+#: traceback, progress, progress note, priority, snoozes.
+ROW_WIDTH = 20
+
+_STATUSES = {status.value: status for status in JobStatus}
+decode_json = json.JSONDecoder().decode
+
+
+def to_us(when: datetime) -> int:
+    """An aware datetime as integer microseconds since 1970."""
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def from_us(value: Any) -> datetime | None:
+    """Microseconds since 1970 (as the scripts return them) as an aware UTC datetime; None stays None."""
+    if value is None or value == "":
+        return None
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+def safe_text(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate shown escaped (Redis strings are bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+_encode_jobs = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def jobs_text(prepared: Sequence[tuple[Job, str]]) -> str:
+    """The JSON array enqueue_jobs (common.lua) takes: one array of 8 strings a job (queue,
+    fingerprint, payload text, run_after, deadline, max_retries, priority, unique_for in
+    microseconds; "" for none). One argument for
+    the whole batch: Lua's cjson decodes it faster than redis-py sends thousands of arguments."""
+    rows = []
+    for job, payload in prepared:
+        run_after, deadline, max_retries, window = job.run_after, job.deadline, job.max_retries, job.unique_for
+        rows.append(
+            [
+                job.queue,
+                job.fingerprint,
+                payload,
+                "" if run_after is None else str(to_us(run_after)),
+                "" if deadline is None else str(to_us(deadline)),
+                "" if max_retries is None else str(max_retries),
+                str(job.priority),
+                "" if window is None else str(int(unique_seconds(job) * 1_000_000)),
+            ]
+        )
+    return _encode_jobs(rows)
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """A ``Job`` from one row of read.lua (``ROW_WIDTH`` values)."""
+    (job_id, queue, fp, payload, status, run_after, deadline, max_retries, retries, attempts, error) = row[:11]
+    result, traceback, progress, note, priority, snoozes = row[14:20]
+    return Job(
+        queue=queue,
+        payload=decode_json(payload),
+        run_after=from_us(run_after),
+        deadline=from_us(deadline),
+        max_retries=None if max_retries is None else int(max_retries),
+        fingerprint=fp,
+        id=str(job_id),
+        status=_STATUSES[status],
+        retries=int(retries),
+        attempts=int(attempts),
+        error=error or None,
+        created_at=from_us(row[11]),
+        ran_at=from_us(row[12]),
+        finished_at=from_us(row[13]),
+        result=None if result is None else decode_json(result),  # a fresh object per read
+        traceback=traceback or None,
+        progress=None if progress is None else float(progress),
+        progress_note=note,
+        priority=int(priority),
+        snoozes=int(snoozes),
+    )
+
+
+def stored_ids(reply: Any, prepared: Sequence[tuple[Job, str]]) -> list[str]:
+    """The ids an enqueue script stored (it answers the first: they are consecutive), or the
+    ``DuplicateJobError`` it found: a waiting or running job's fingerprint, or a ``unique_for``
+    window (its answer then also holds the age of the earlier enqueue, in microseconds)."""
+    if isinstance(reply, int):
+        return [str(job_id) for job_id in range(reply, reply + len(prepared))]
+    index = int(reply[1])
+    job = prepared[index][0]
+    existing = reply[2] or None
+    if len(reply) > 3:
+        raise DuplicateJobError(
+            f"job {index} of queue {job.queue!r} was enqueued as job {existing} {int(reply[3]) / 1e6:.3g}s "
+            f"ago, within its unique_for of {unique_seconds(job):g}s",
+            existing,
+        )
+    raise DuplicateJobError(
+        f"a job with the same fingerprint is already waiting or running in queue {job.queue!r}"
+        + (f" (job {existing})" if existing else " (in the same batch)"),
+        existing,
+    )

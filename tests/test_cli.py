@@ -97,7 +97,7 @@ def test_usage_errors_exit_2(capsys):
 
 
 def test_traceback_flag_shows_the_traceback(capsys):
-    assert cli.main(["--traceback", "--url", "redis://x", "stats"]) == 1
+    assert cli.main(["--traceback", "--url", "nosuch://x", "stats"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("neoq: error: unknown backend URL")
 
@@ -192,7 +192,9 @@ def app_dir(tmp_path_factory):
 BAD_INPUT = [
     (["enqueue", "q", "{not json"], "the payload is not valid JSON"),
     (["enqueue", "q", "[1, 2]"], "must be a JSON object"),
-    (["--url", "mysql://u:topsecret@h/db", "stats"], "unknown backend URL scheme mysql://"),
+    (["--url", "nosuch://u:topsecret@h/db", "stats"], "unknown backend URL scheme nosuch://"),
+    (["--url", "mysql://u:topsecret@127.0.0.1:1/db", "stats"], "unreachable"),
+    (["--url", "redis://:topsecret@127.0.0.1:1/0", "stats"], "cannot be reached"),
     (["--url", "nonsense", "jobs", "list"], "does not start with scheme://"),
     (["worker", "no_such_module:nq"], "cannot import module 'no_such_module'"),
     (["worker", "brokenapp:nq"], "ZeroDivisionError"),

@@ -38,7 +38,7 @@ def test_memory_clients_are_private() -> None:
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
-        (("redis://x",), {}, "unknown backend URL scheme redis://; accepted: memory://, postgresql://"),
+        (("nosuch://x",), {}, "unknown backend URL scheme nosuch://; accepted: memory://, postgresql://"),
         (("nonsense",), {}, "does not start with scheme://"),
         (("memory://",), {"backend": MemoryBackend()}, "either a url or a backend"),
         ((), {"backend": object()}, "neoq.backends.Backend"),
@@ -100,8 +100,8 @@ def test_no_implicit_memory_warning_when_the_store_was_chosen_or_runs_its_jobs(
 
 
 def test_unknown_env_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NEOQ_URL", "mysql://nope")
-    with pytest.raises(ConfigurationError, match="mysql://"):
+    monkeypatch.setenv("NEOQ_URL", "nosuch://nope")
+    with pytest.raises(ConfigurationError, match="nosuch://"):
         neoq.new()
 
 

@@ -61,6 +61,8 @@ class MySQLSettings:
     def scrub(self, text: str) -> str:
         """``text`` without the URL's password, wherever a driver message may have put it."""
         password = self.connect_kwargs.get("password")
+        if isinstance(password, bytes):
+            password = password.decode("utf-8", "surrogateescape")
         return text.replace(password, "***") if password else text
 
 
@@ -80,8 +82,9 @@ def parse_settings(url: str, **options: Any) -> MySQLSettings:
         raise ConfigurationError(f"not a MySQL URL: {safe_url} (expected mysql://user:password@host:3306/database)")
     try:
         port = parts.port or 3306
-    except ValueError as exc:
-        raise ConfigurationError(f"the port of {safe_url} is not a number") from exc
+    except ValueError:
+        # ``from None``: the ValueError quotes the text after the colon, which may be a password.
+        raise ConfigurationError(f"the port of {safe_url} is not a number") from None
     database = unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
         raise ConfigurationError(f"{safe_url} names no database: use mysql://user:password@host:3306/database")
@@ -102,7 +105,9 @@ def parse_settings(url: str, **options: Any) -> MySQLSettings:
         "host": parts.hostname or "127.0.0.1",
         "port": port,
         "user": unquote(parts.username) if parts.username else "root",
-        "password": unquote(parts.password) if parts.password else "",
+        # Bytes: PyMySQL would encode a str password as Latin-1 (and fail on any other character);
+        # MySQL clients send it as UTF-8.
+        "password": unquote(parts.password).encode("utf-8", "surrogateescape") if parts.password else b"",
         "database": database,
         "charset": "utf8mb4",
         "connect_timeout": max(1, math.ceil(connect_timeout)),

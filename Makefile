@@ -101,7 +101,7 @@ BENCH_VENV ?= .venv-bench
 $(BENCH_VENV)/.installed: setup.cfg benchmarks/requirements-peers.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[postgres,redis]' -r benchmarks/requirements-peers.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[postgres,mysql,redis]' -r benchmarks/requirements-peers.txt
 	touch $@
 
 AB_REF ?= HEAD

@@ -238,7 +238,9 @@ password_text = st.text(st.characters(exclude_categories=("Cs",), exclude_charac
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    scheme=st.sampled_from(["postgresql://", "postgres://", "postgresql:", "postgres:/", "", "mysql://", "memory://"]),
+    scheme=st.sampled_from(
+        ["postgresql://", "postgres://", "postgresql:", "postgres:/", "", "mysql://", "redis://", "rediss://", "memory://"]
+    ),
     user=st.sampled_from(["", "app", "u:"]),
     middle=password_text,
     query=st.sampled_from(["", "?sslmode=disable", "?password=Hunter2Swordfish", "?application_name=x"]),

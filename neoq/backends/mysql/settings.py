@@ -77,7 +77,10 @@ def _seconds(name: str, value: object, *, positive: bool = True) -> float:
 def parse_settings(url: str, **options: Any) -> MySQLSettings:
     """Check ``url`` and ``options``; raise ``ConfigurationError`` saying what to fix."""
     safe_url = redact_url(url)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # its message may quote part of the URL: a password
+        raise ConfigurationError(f"{safe_url} is not a usable MySQL URL: check its host (IPv6 in brackets)") from None
     if parts.scheme.lower() not in ("mysql", "mariadb"):
         raise ConfigurationError(f"not a MySQL URL: {safe_url} (expected mysql://user:password@host:3306/database)")
     try:

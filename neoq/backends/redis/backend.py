@@ -167,6 +167,10 @@ class RedisBackend(Backend):
             except redis.RedisError as exc:
                 disconnect()
                 raise wrap_error(s, exc, "connecting") from exc
+            except (TypeError, ValueError) as exc:  # redis-py builds connections from the url's parameters
+                disconnect()
+                message = f"the Redis url {s.safe_url} cannot be used ({s.scrub(str(exc))})"
+                raise ConfigurationError(message) from None
             self._open = _Open(disconnect, client, scripts, origin)
             self._reopen = False
             _OPENED.add(self)

@@ -109,7 +109,13 @@ def parse_settings(
     """Validate ``url`` and the options; ``ConfigurationError`` naming what to fix (never the password)."""
     if not isinstance(url, str) or url_scheme(url) not in SCHEMES:
         raise ConfigurationError(f"a Redis url starts with redis://, rediss:// or unix://, not {redact_url(url)!r}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed here, so that its error (which may quote a password) is ours
+    except ValueError:
+        raise ConfigurationError(
+            f"{redact_url(url)} is not a usable Redis url: check its host (an IPv6 address in brackets) and port"
+        ) from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     kept = [(name, value) for name, value in query if name not in ("prefix", "cluster")]
     for name, value in query:

@@ -49,7 +49,8 @@ SOAK_SECONDS ?= 600
 soak: $(STAMP) ## a mixed load for SOAK_SECONDS (default 600) checking threads, files, connections, memory stay flat
 	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -s tests/chaos/test_chaos_soak.py $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and mypy (strict on neoq/)
+lint: $(STAMP) ## ruff and mypy (strict on neoq/); bash -n on the CI script
+	bash -n .ci/run
 	$(VENV)/bin/ruff check neoq tests examples
 	$(VENV)/bin/ruff format --check neoq
 	$(VENV)/bin/mypy neoq

@@ -35,12 +35,18 @@ def healthy_latencies(url: str, queue: str, ids: list[str]) -> list[float]:
     return [float(r[0]) for r in rows]
 
 
-def run_healthy(client: neoq.Neoq, queue: str, tag: str, until: Callable[[], bool] | None = None) -> list[str]:
+def run_healthy(
+    client: neoq.Neoq,
+    queue: str,
+    tag: str,
+    until: Callable[[], bool] | None = None,
+    unfinished: Callable[[], str] = lambda: "",
+) -> list[str]:
     """Enqueue healthy jobs one every 10 ms, HEALTHY_JOBS of them and then on until ``until()``; return their ids."""
     ids: list[str] = []
     deadline = time.monotonic() + 120
     while len(ids) < HEALTHY_JOBS or (until is not None and not until()):
-        assert time.monotonic() < deadline, "the poison jobs never finished"
+        assert time.monotonic() < deadline, f"the poison jobs never finished: {unfinished()}"
         ids.append(client.enqueue(Job(queue=queue, payload={"tag": tag, "n": len(ids), "sent": time.time()})))
         time.sleep(0.01)  # a steady trickle (pacing, not synchronisation)
     wait_until(
@@ -49,6 +55,18 @@ def run_healthy(client: neoq.Neoq, queue: str, tag: str, until: Callable[[], boo
         f"the {tag} healthy jobs ran",
     )
     return ids
+
+
+def describe(client: neoq.Neoq, poison_ids: dict[str, list[str]], deaths: int) -> str:
+    """The poison jobs not FAILED yet, by kind, with their status, attempts and error (for a failure message)."""
+    left = []
+    for kind, ids in poison_ids.items():
+        for job_id in ids:
+            job = client.get_job(job_id)
+            if job is None or job.status is not JobStatus.FAILED:
+                state = "gone" if job is None else f"{job.status.value} attempts={job.attempts} error={job.error!r}"
+                left.append(f"{kind} {job_id}: {state}")
+    return f"{'; '.join(left)} (killer deaths so far: {deaths})"
 
 
 # Known problem (8 December 2026): in the full `make test` run since the second round's merges, the poison
@@ -103,6 +121,7 @@ def test_poison_jobs_fail_after_max_retries_plus_one_without_slowing_other_queue
                 healthy,
                 "poisoned",
                 until=lambda: all(client.get_job(i).status is JobStatus.FAILED for i in every),  # type: ignore[union-attr]
+                unfinished=lambda: describe(client, poison_ids, deaths),
             )
             poison_s = time.monotonic() - poison_started
         finally:

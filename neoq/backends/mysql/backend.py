@@ -38,6 +38,7 @@ from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import ENQUEUE_IN_TRANSACTION, PRIORITY, SHARED, SNOOZE, TRANSACTION
 from ..lease import LeaseEngine, LeaseToken
 from . import migrations
+from .batches import STREAM_MIN
 from .claims import Held, TransactionClaims
 from .inspection import Inspection
 from .leasestore import MySQLLeaseStore
@@ -212,8 +213,17 @@ class MySQLBackend(Backend):
         return self._inspection.enqueue(jobs, connection) if jobs else []
 
     def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None) -> list[str]:
-        """Prepare the jobs, keeping each payload's JSON text as ``prepare`` made it (encoded once)."""
+        """Prepare the jobs, keeping each payload's JSON text as ``prepare`` made it (encoded once).
+
+        One job is one autocommit INSERT; a large batch is prepared as it is written (``batches.stream``);
+        through a caller's connection, and for a small batch, every job is prepared first."""
         self._require()
+        if connection is None:
+            if len(jobs) == 1:
+                job, text = prepare(jobs[0], 0)
+                return [self._inspection.enqueue_one(job, text)]
+            if len(jobs) >= STREAM_MIN:
+                return self._inspection.enqueue_stream(jobs, prepare)
         prepared = [prepare(job, index) for index, job in enumerate(jobs)]
         if not prepared:
             return []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from myfixtures import connect, server_kwargs, with_database
@@ -252,3 +253,40 @@ def test_a_streamed_batch_reports_its_errors_as_if_every_job_was_checked_first(m
             job = nq.get_job(ids[index])
             assert job is not None and job.payload == {"t": texts[index]}
         assert nq.stats()["s"]["new"] == 1501
+
+
+def test_the_pool_lends_each_connection_to_one_thread_at_a_time(mysql_clean: str) -> None:
+    """get() and put() take no lock in the common case: a connection is never lent twice, a get()
+    waiting for one is woken by a put(), and close() leaves none open."""
+    from neoq.backends.mysql.pools import Pool, connect
+    from neoq.backends.mysql.settings import parse_settings
+
+    settings = parse_settings(mysql_clean)
+    made: list[Any] = []
+    pool = Pool(lambda: made.append(connect(settings)) or made[-1], 3, 10.0, "test")
+    lent: set[int] = set()
+    guard = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(400):
+                conn = pool.get()
+                with guard:
+                    assert id(conn) not in lent, "a connection was lent twice"
+                    lent.add(id(conn))
+                time.sleep(0)
+                with guard:
+                    lent.discard(id(conn))
+                pool.put(conn)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(made) <= 3
+    pool.close()
+    assert all(conn.open is False for conn in made)

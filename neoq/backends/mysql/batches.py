@@ -30,7 +30,7 @@ from ...job import Job
 from ..base import PrepareJob
 from .rows import db_time
 
-__all__ = ["CHUNK", "INSERT", "STREAM_MIN", "Refused", "escaper", "row_literal", "stream"]
+__all__ = ["CHUNK", "INSERT", "STREAM_MIN", "Refused", "escaper", "insert_sql", "stream"]
 
 #: Rows of one INSERT statement of a streamed batch: small enough that the server's work on one
 #: chunk overlaps the client's on the next, large enough that a statement's overhead is small.
@@ -45,6 +45,7 @@ INSERT = (
     "INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, created_at, priority)"
     " VALUES "
 )
+_INSERT_PLAIN = "INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, created_at) VALUES "
 _SEND = getattr(pymysql.connections.Connection, "_execute_command", None)
 _READ = getattr(pymysql.connections.Connection, "_read_query_result", None)
 
@@ -71,8 +72,30 @@ def _datetime_literal(value: datetime) -> str:
     return f"'{naive.isoformat(' ')}'" if naive is not None else "NULL"
 
 
-def row_literal(escape: Callable[[str], str], queues: dict[str, str], job: Job, text: str) -> str:
-    """The VALUES row of ``job`` (``queues``: the escaped queue names seen so far)."""
+def insert_sql(escape: Callable[[str], str], queues: dict[str, str], jobs: Sequence[Job], texts: Sequence[str]) -> str:
+    """The INSERT of ``jobs`` (``texts``: their payloads' JSON text; ``queues``: the escaped queue
+    names seen so far). When no job sets a deadline, a max_retries or a priority, those columns are
+    left to their defaults: a shorter statement, and less for the server to parse and evaluate."""
+    if all(job.deadline is None and job.max_retries is None and job.priority == 0 for job in jobs):
+        rows = [_plain_row(escape, queues, job, text) for job, text in zip(jobs, texts, strict=True)]
+        return _INSERT_PLAIN + ",".join(rows)
+    rows = [_row(escape, queues, job, text) for job, text in zip(jobs, texts, strict=True)]
+    return INSERT + ",".join(rows)
+
+
+def _plain_row(escape: Callable[[str], str], queues: dict[str, str], job: Job, text: str) -> str:
+    queue = queues.get(job.queue)
+    if queue is None:
+        queue = queues[job.queue] = escape(job.queue)
+    fingerprint = job.fingerprint or ""
+    fingerprint = "'" + fingerprint + "'" if _HEX.fullmatch(fingerprint) else escape(fingerprint)
+    run_after = job.run_after
+    return (
+        f"({queue},{fingerprint},{escape(text)},{_NOW if run_after is None else _datetime_literal(run_after)},{_NOW})"
+    )
+
+
+def _row(escape: Callable[[str], str], queues: dict[str, str], job: Job, text: str) -> str:
     queue = queues.get(job.queue)
     if queue is None:
         queue = queues[job.queue] = escape(job.queue)
@@ -100,7 +123,8 @@ def stream(conn: Any, jobs: Sequence[object], prepare: PrepareJob, step: int) ->
     queues: dict[str, str] = {}
     seen: dict[tuple[str, str], int] = {}
     ids: list[str] = []
-    rows: list[str] = []
+    chunk: list[Job] = []
+    texts: list[str] = []
     keys: list[tuple[str, str]] = []
     pending: list[tuple[str, str]] | None = None  # the keys of the chunk sent, its result not read
     refused: list[tuple[str, str]] | None = None
@@ -146,11 +170,12 @@ def stream(conn: Any, jobs: Sequence[object], prepare: PrepareJob, step: int) ->
                 )
             if duplicate is not None or refused is not None:
                 continue
-            rows.append(row_literal(escape, queues, job, text))
+            chunk.append(job)
+            texts.append(text)
             keys.append(key)
-            if len(rows) == CHUNK:
-                sql, sent = INSERT + ",".join(rows), keys
-                rows, keys = [], []
+            if len(chunk) == CHUNK:
+                sql, sent = insert_sql(escape, queues, chunk, texts), keys
+                chunk, texts, keys = [], [], []
                 if pending is not None:
                     read(pending)
                     pending = None
@@ -161,8 +186,8 @@ def stream(conn: Any, jobs: Sequence[object], prepare: PrepareJob, step: int) ->
             pending = None
         if duplicate is not None:
             raise duplicate
-        if refused is None and rows:
-            send(INSERT + ",".join(rows), keys)
+        if refused is None and chunk:
+            send(insert_sql(escape, queues, chunk, texts), keys)
             if pending is not None:
                 read(pending)
                 pending = None

@@ -17,7 +17,7 @@ from ...errors import BackendConnectionError, DuplicateJobError, JobNotFoundErro
 from ...job import Job, JobStatus
 from ...jsontext import compact_json
 from ..base import PrepareJob
-from .batches import INSERT, Refused, escaper, row_literal, stream
+from .batches import INSERT, Refused, escaper, insert_sql, stream
 from .pools import wrap
 from .rows import JOB_SELECT, STATE, db_time, job_from_row, utc
 from .store import Cursor, Runner
@@ -44,12 +44,6 @@ def _row_params(jobs: Sequence[Job], texts: Sequence[str]) -> list[Any]:
             int(job.priority),
         )
     return params
-
-
-def _literal_rows(conn: Any, jobs: Sequence[Job], texts: Sequence[str]) -> str:
-    """The VALUES of ``jobs`` as SQL literals, escaped by the connection (``batches.row_literal``)."""
-    escape, queues = escaper(conn), dict[str, str]()
-    return ",".join([row_literal(escape, queues, job, text) for job, text in zip(jobs, texts, strict=True)])
 
 
 def _job_id(text: str) -> int | None:
@@ -91,7 +85,7 @@ class Inspection:
     def _insert_rows(self, cur: Cursor, jobs: Sequence[Job], texts: Sequence[str]) -> list[str]:
         conn = getattr(cur, "connection", None)
         if isinstance(conn, pymysql.connections.Connection):
-            sql, params = INSERT + _literal_rows(conn, jobs, texts), None
+            sql, params = insert_sql(escaper(conn), {}, jobs, texts), None
         else:  # a caller's connection of another driver (mysqlclient): its own parameter binding
             sql, params = INSERT + ",".join([_ROW] * len(jobs)), _row_params(jobs, texts)
         try:
@@ -121,7 +115,7 @@ class Inspection:
         broken = False
         try:
             try:
-                conn.query(INSERT + row_literal(escaper(conn), {}, job, text))
+                conn.query(insert_sql(escaper(conn), {}, (job,), (text,)))
             except pymysql.err.IntegrityError as exc:
                 if exc.args and exc.args[0] == _ER_DUP_ENTRY:
                     with conn.cursor() as cur:

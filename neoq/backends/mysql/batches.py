@@ -30,7 +30,7 @@ from ...job import Job
 from ..base import PrepareJob
 from .rows import db_time
 
-__all__ = ["CHUNK", "INSERT", "STREAM_MIN", "Refused", "escaper", "insert_sql", "stream"]
+__all__ = ["CHUNK", "INSERT", "STREAM_MIN", "Refused", "escaper", "insert_one_sql", "insert_sql", "stream"]
 
 #: Rows of one INSERT statement of a streamed batch: small enough that the server's work on one
 #: chunk overlaps the client's on the next, large enough that a statement's overhead is small.
@@ -81,6 +81,13 @@ def insert_sql(escape: Callable[[str], str], queues: dict[str, str], jobs: Seque
         return _INSERT_PLAIN + ",".join(rows)
     rows = [_row(escape, queues, job, text) for job, text in zip(jobs, texts, strict=True)]
     return INSERT + ",".join(rows)
+
+
+def insert_one_sql(escape: Callable[[str], str], job: Job, text: str) -> str:
+    """``insert_sql`` of one job."""
+    if job.deadline is None and job.max_retries is None and job.priority == 0:
+        return _INSERT_PLAIN + _plain_row(escape, {}, job, text)
+    return INSERT + _row(escape, {}, job, text)
 
 
 def _plain_row(escape: Callable[[str], str], queues: dict[str, str], job: Job, text: str) -> str:

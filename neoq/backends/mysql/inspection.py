@@ -17,7 +17,7 @@ from ...errors import BackendConnectionError, DuplicateJobError, JobNotFoundErro
 from ...job import Job, JobStatus
 from ...jsontext import compact_json
 from ..base import PrepareJob
-from .batches import INSERT, Refused, escaper, insert_sql, stream
+from .batches import INSERT, Refused, escaper, insert_one_sql, insert_sql, stream
 from .pools import wrap
 from .rows import JOB_SELECT, STATE, db_time, job_from_row, utc
 from .store import Cursor, Runner
@@ -115,7 +115,7 @@ class Inspection:
         broken = False
         try:
             try:
-                conn.query(insert_sql(escaper(conn), {}, (job,), (text,)))
+                conn.query(insert_one_sql(escaper(conn), job, text))
             except pymysql.err.IntegrityError as exc:
                 if exc.args and exc.args[0] == _ER_DUP_ENTRY:
                     with conn.cursor() as cur:

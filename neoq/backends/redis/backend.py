@@ -49,7 +49,7 @@ from .connections import open_client
 from .flow import pause, paused_queues, rated_look
 from .inspection import Inspection, check_durability
 from .listener import Listener
-from .rows import jobs_text, stored_ids, to_us
+from .rows import job_args, jobs_text, stored_ids, to_us
 from .scripts import Scripts, wrap_error
 from .settings import RedisOptions, RedisSettings, parse_settings
 from .store import RedisLeaseStore
@@ -188,6 +188,7 @@ class RedisBackend(Backend):
         self.reset_waiting()
         if opened.listener is not None:
             opened.listener.stop()
+        opened.scripts.close()
         opened.disconnect()
 
     def _require(self) -> _Open:
@@ -233,8 +234,12 @@ class RedisBackend(Backend):
 
     def _enqueue(self, prepared: list[tuple[Job, str]]) -> list[str]:
         opened = self._ready()
-        what = "enqueueing a job" if len(prepared) == 1 else f"enqueueing {len(prepared)} jobs"
-        reply = opened.scripts.run("enqueue", [opened.origin, jobs_text(prepared)], what)
+        if len(prepared) == 1:
+            job, payload = prepared[0]
+            reply = opened.scripts.run("enqueue_one", [opened.origin, *job_args(job, payload)], "enqueueing a job")
+        else:
+            what = f"enqueueing {len(prepared)} jobs"
+            reply = opened.scripts.run("enqueue", [opened.origin, jobs_text(prepared)], what)
         ids = stored_ids(reply, prepared)
         self._wake(prepared)
         return ids

@@ -45,6 +45,7 @@ from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, RATE_LIMIT, SHARED, SNOOZE, UNIQUE_FOR
 from ..lease import LeaseEngine, LeaseToken
 from ..lease.handback import give_back_queue
+from ..lease.handoff import wants
 from .connections import open_client
 from .flow import pause, paused_queues, rated_look
 from .inspection import Inspection, check_durability
@@ -236,7 +237,15 @@ class RedisBackend(Backend):
         opened = self._ready()
         if len(prepared) == 1:
             job, payload = prepared[0]
-            reply = opened.scripts.run("enqueue_one", [opened.origin, *job_args(job, payload)], "enqueueing a job")
+            args, queue = [opened.origin, *job_args(job, payload)], job.queue
+            engine, store = opened.engine, opened.store
+            if engine and store and queue in self._prefetch and queue not in self._rates and wants(engine, queue):
+                # This client's loops of the queue wait: the enqueue leases for them (handoff.py).
+                reply, taken = store.enqueue_handing(engine, queue, args)
+                if taken:
+                    return stored_ids(reply, prepared)
+            else:
+                reply = opened.scripts.run("enqueue_one", args, "enqueueing a job")
         else:
             what = f"enqueueing {len(prepared)} jobs"
             reply = opened.scripts.run("enqueue", [opened.origin, jobs_text(prepared)], what)

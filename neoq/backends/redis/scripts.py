@@ -1,7 +1,8 @@
 """The Redis backend's scripts (``lua/*.lua``): every state change is one of them, atomic on the
 server and timed by the server's clock (``TIME``).
 
-Each script is ``common.lua`` followed by its own file, run by its SHA (``EVALSHA``) and loaded
+Each script is ``base.lua`` (and ``common.lua`` for those that read rows or store batches)
+followed by its own file, run by its SHA (``EVALSHA``) and loaded
 with ``SCRIPT LOAD`` when the server answers ``NOSCRIPT``: at its first use, and after a server
 restart (or ``SCRIPT FLUSH``). ``KEYS[1]`` is the
 namespace's ``seq`` key, so a Cluster client sends the call to the namespace's slot;
@@ -46,8 +47,14 @@ def _source(name: str) -> str:
     return resources.files(__package__).joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
-_COMMON = _source("common")
-_SOURCES = {name: _COMMON + "\n" + _source(name) for name in SCRIPT_NAMES}
+#: The scripts that neither read rows nor store batches: base.lua alone in front (each call runs
+#: the whole text, so every helper defined costs a little).
+_BASE_ONLY = frozenset({"enqueue_one", "fetch"})
+_BASE, _COMMON = _source("base"), _source("common")
+_SOURCES = {
+    name: "\n".join((_BASE, _source(name)) if name in _BASE_ONLY else (_BASE, _COMMON, _source(name)))
+    for name in SCRIPT_NAMES
+}
 
 
 def wrap_error(settings: RedisSettings, exc: BaseException, doing: str) -> BackendError:

@@ -23,10 +23,12 @@ def wants(engine: LeaseEngine, queue: str) -> bool:
 
 def offer(engine: LeaseEngine, queue: str, leased: list[Leased]) -> None:
     """Jobs leased for ``queue``'s loops outside ``look`` (see ``wants``): buffered as a fetch's
-    would be (renewed, given back if nobody starts them), and a waiting loop woken to take one."""
+    would be (renewed, given back if nobody starts them), and a waiting loop woken to take one.
+    Marked short: the loop that takes one runs it at once, with no read-ahead first (idle loops
+    mean no backlog; the next fetch that fills its limit turns read-aheads on again)."""
     from .engine import _LeaseQueue
 
     mine = engine._queues.get(queue) or engine._queues.setdefault(queue, _LeaseQueue())
     claims = engine._claims(queue, leased)
-    if claims and engine._keep(mine, claims, mine.short):
+    if claims and engine._keep(mine, claims, True):
         engine._loops(queue).signal()

@@ -31,8 +31,8 @@ local function row(id, now, out)
 end
 
 -- Store the jobs of ``jobs`` (a JSON array: one [queue, fingerprint, payload text, run_after or
--- "", deadline or "", max_retries or "", priority, unique_for in microseconds or ""] a job), all
--- or none. A job with a unique_for is refused when the same queue and fingerprint were enqueued
+-- "", deadline or "", max_retries or "", priority, unique_for in microseconds or ""] a job, cut
+-- after the payload when the rest are none and the priority 0), all or none. A job with a unique_for is refused when the same queue and fingerprint were enqueued
 -- with one less than its unique_for ago ({'dup', index, id, age in microseconds}); the windows
 -- are ``uf:<queue>``: fingerprint -> "time id" of its last enqueue with a unique_for. Returns the first job's id, an
 -- integer: the ids are consecutive. A duplicate: {'dup', index, id} (id '' for one within the
@@ -85,46 +85,55 @@ local function enqueue_jobs(now, origin, jobs)
     local created = int(now)
     for _, q in ipairs(order) do
         local g = groups[q]
+        local plain = P .. 'due:' .. q
         local due, fps, index, windows = {}, {}, {}, {}
         for _, i in ipairs(g) do
             local job = jobs[i]
-            local id = int(base + i)
+            local number = base + i
+            local id = int(number)
+            local m = string.format('%015.0f', number)  -- member(id)
             local ra = job[4]
-            if ra == '' then
+            if not ra or ra == '' then
                 ra = created
             end
-            local fields = {'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created}
-            if job[5] ~= '' then
-                fields[13] = 'dl'
-                fields[14] = job[5]
-            end
-            if job[6] ~= '' then
-                fields[#fields + 1] = 'mr'
-                fields[#fields + 1] = job[6]
-            end
-            local pr = job[7] or '0'
-            if pr ~= '0' then
-                fields[#fields + 1] = 'pr'
-                fields[#fields + 1] = pr
-            end
-            if job[8] and job[8] ~= '' then
-                windows[#windows + 1] = job[2]
-                windows[#windows + 1] = created .. ' ' .. id
-            end
-            redis.call('HSET', job_key(id), unpack(fields))
-            local level = due_key(q, pr)
-            if level == P .. 'due:' .. q then
+            local key = P .. 'job:' .. id
+            if #job == 3 then  -- queue, fingerprint and payload only: the most jobs
+                redis.call('HSET', key, 'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created)
                 due[#due + 1] = ra
-                due[#due + 1] = member(id)
+                due[#due + 1] = m
             else
-                redis.call('ZADD', level, ra, member(id))
+                local fields = {'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created}
+                if job[5] ~= '' then
+                    fields[13] = 'dl'
+                    fields[14] = job[5]
+                end
+                if job[6] ~= '' then
+                    fields[#fields + 1] = 'mr'
+                    fields[#fields + 1] = job[6]
+                end
+                local pr = job[7]
+                if pr ~= '0' then
+                    fields[#fields + 1] = 'pr'
+                    fields[#fields + 1] = pr
+                end
+                redis.call('HSET', key, unpack(fields))
+                if job[8] ~= '' then
+                    windows[#windows + 1] = job[2]
+                    windows[#windows + 1] = created .. ' ' .. id
+                end
+                if pr ~= '0' then
+                    redis.call('ZADD', due_key(q, pr), ra, m)
+                else
+                    due[#due + 1] = ra
+                    due[#due + 1] = m
+                end
             end
             fps[#fps + 1] = job[2]
             fps[#fps + 1] = id
             index[#index + 1] = id
             index[#index + 1] = id
         end
-        chunked('ZADD', P .. 'due:' .. q, due)
+        chunked('ZADD', plain, due)
         chunked('HSET', P .. 'fp:' .. q, fps)
         chunked('ZADD', P .. 'jobs:' .. q, index)
         if #windows > 0 then

@@ -83,10 +83,12 @@ local function enqueue_jobs(now, origin, jobs)
     end
     local base = redis.call('INCRBY', P .. 'seq', n) - n
     local created = int(now)
+    local jp = P .. 'job:'
     for _, q in ipairs(order) do
         local g = groups[q]
         local plain = P .. 'due:' .. q
         local due, fps, index, windows = {}, {}, {}, {}
+        local d, k = 0, 0  -- the lengths of due, and of fps and index
         for _, i in ipairs(g) do
             local job = jobs[i]
             local number = base + i
@@ -96,11 +98,9 @@ local function enqueue_jobs(now, origin, jobs)
             if not ra or ra == '' then
                 ra = created
             end
-            local key = P .. 'job:' .. id
+            local pr = job[7]
             if #job == 3 then  -- queue, fingerprint and payload only: the most jobs
-                redis.call('HSET', key, 'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created)
-                due[#due + 1] = ra
-                due[#due + 1] = m
+                redis.call('HSET', jp .. id, 'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created)
             else
                 local fields = {'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created}
                 if job[5] ~= '' then
@@ -111,27 +111,28 @@ local function enqueue_jobs(now, origin, jobs)
                     fields[#fields + 1] = 'mr'
                     fields[#fields + 1] = job[6]
                 end
-                local pr = job[7]
                 if pr ~= '0' then
                     fields[#fields + 1] = 'pr'
                     fields[#fields + 1] = pr
                 end
-                redis.call('HSET', key, unpack(fields))
+                redis.call('HSET', jp .. id, unpack(fields))
                 if job[8] ~= '' then
                     windows[#windows + 1] = job[2]
                     windows[#windows + 1] = created .. ' ' .. id
                 end
-                if pr ~= '0' then
-                    redis.call('ZADD', due_key(q, pr), ra, m)
-                else
-                    due[#due + 1] = ra
-                    due[#due + 1] = m
-                end
             end
-            fps[#fps + 1] = job[2]
-            fps[#fps + 1] = id
-            index[#index + 1] = id
-            index[#index + 1] = id
+            if pr and pr ~= '0' then
+                redis.call('ZADD', due_key(q, pr), ra, m)
+            else
+                due[d + 1] = ra
+                due[d + 2] = m
+                d = d + 2
+            end
+            fps[k + 1] = job[2]
+            fps[k + 2] = id
+            index[k + 1] = id
+            index[k + 2] = id
+            k = k + 2
         end
         chunked('ZADD', plain, due)
         chunked('HSET', P .. 'fp:' .. q, fps)

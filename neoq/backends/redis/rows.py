@@ -66,7 +66,7 @@ def jobs_text(prepared: Sequence[tuple[Job, str]]) -> str:
     microseconds; "" for none), cut after the payload when the rest are all none and the
     priority 0 (most jobs: less to build here and to decode there). One argument for
     the whole batch: Lua's cjson decodes it faster than redis-py sends thousands of arguments."""
-    rows: list[tuple[str, ...]] = []
+    rows: list[tuple[str | None, ...]] = []
     append = rows.append
     for job, payload in prepared:
         run_after, deadline, max_retries, window = job.run_after, job.deadline, job.max_retries, job.unique_for

@@ -155,3 +155,39 @@ def test_the_scripts_connections_use_the_database_of_the_url(redis_url: str) -> 
             assert server.exists(key) == 1
         finally:
             server.close()
+
+
+def test_replies_are_read_as_redis_py_reads_them_whole_or_waiting_for_more() -> None:
+    parse, more = scripts_module._parse, scripts_module._MORE
+    replies = [
+        (b":42\r\n", 42),
+        (b"$5\r\nh\xc3\xa9ll\r\n", "héll"),
+        (b"$-1\r\n", None),
+        (b"_\r\n", None),
+        (b"*3\r\n:1\r\n$0\r\n\r\n*1\r\n+OK\r\n", [1, "", ["OK"]]),
+        (b"%1\r\n$1\r\nk\r\n#f\r\n", {"k": False}),
+        (b"~2\r\n,1.5\r\n(7\r\n", [1.5, 7]),
+        (b"=8\r\ntxt:text\r\n", "text"),
+    ]
+    for data, value in replies:
+        assert parse(data, 0) == (value, len(data))
+        for cut in range(len(data)):  # any part of a reply asks for more
+            assert parse(data[:cut], 0)[0] is more, (data, cut)
+    error, end = parse(b"-NOSCRIPT No matching script\r\n", 0)
+    assert isinstance(error, scripts_module._Error) and end == 30
+    assert isinstance(error.exception(None), redis.ResponseError)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_the_scripts_speak_either_protocol(redis_url: str, protocol: int) -> None:
+    base, query = redis_url.split("?", 1)
+    with neoq.new(f"{base}?protocol={protocol}&{query}", check_config=False) as nq:
+        job_id = nq.enqueue(Job(queue="r", payload={"text": "é"}))
+        with pytest.raises(DuplicateJobError):
+            nq.enqueue(Job(queue="r", payload={"text": "é"}))
+        job = nq.get_job(job_id)
+        assert job is not None and job.payload == {"text": "é"} and job.error is None
+        done = threading.Event()
+        nq.start("r", lambda job: done.set())
+        assert done.wait(10)
+        wait_for(lambda: nq.stats()["r"]["processed"] == 1, 10)

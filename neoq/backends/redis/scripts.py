@@ -127,6 +127,96 @@ def _bulk(args: Any) -> bytes:
     return b"".join(parts)
 
 
+#: What ``_parse`` answers for a reply not all received yet.
+_MORE = object()
+
+
+def _read(connection: Any) -> Any:
+    """The reply to the command just sent, read from the connection's socket here (RESP2 or
+    RESP3, as the connection speaks): redis-py's parser cost 25k instructions a reply, most of
+    an enqueue's call. As redis-py answers with
+    ``decode_responses``: text as ``str``, an error reply raised as its ``RedisError``, a lost
+    connection as ``ConnectionError`` (``TimeoutError`` after ``socket_timeout``), disconnected."""
+    sock = getattr(connection, "_sock", None)
+    if sock is None:  # pragma: no cover - a redis-py without the attribute: its own parser
+        return connection.read_response()
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise redis.ConnectionError("Connection closed by server.")
+            data += chunk
+            reply, end = _parse(data, 0)
+            if reply is not _MORE:
+                break
+    except TimeoutError:
+        connection.disconnect()
+        raise redis.TimeoutError("Timeout reading from the Redis server") from None
+    except (OSError, redis.ConnectionError) as exc:
+        connection.disconnect()
+        raise redis.ConnectionError(f"Error while reading from the Redis server: {exc}") from None
+    except BaseException:
+        connection.disconnect()
+        raise
+    if end != len(data):  # pragma: no cover - more than one reply: the connection is not ours to trust
+        connection.disconnect()
+        raise redis.ConnectionError("the Redis server sent more than the one reply expected")
+    if isinstance(reply, _Error):
+        raise reply.exception(connection)
+    return reply
+
+
+class _Error(str):
+    """An error reply, raised by ``_read`` as redis-py would raise it."""
+
+    def exception(self, connection: Any) -> redis.RedisError:
+        parse = getattr(getattr(connection, "_parser", None), "parse_error", None)
+        return parse(str(self)) if parse is not None else redis.ResponseError(str(self))
+
+
+def _parse(data: bytes, at: int) -> tuple[Any, int]:
+    """One RESP2 or RESP3 reply of ``data`` from ``at``, decoded as redis-py decodes it: (the
+    value, where it ends), or (``_MORE``, 0) when it is not all there yet."""
+    end = data.find(b"\r\n", at)
+    if end < 0:
+        return _MORE, 0
+    kind, line, at = data[at], data[at + 1 : end], end + 2
+    if kind == 58 or kind == 40:  # ":" an integer, "(" a big number
+        return int(line), at
+    if kind == 36 or kind == 61 or kind == 33:  # "$" a bulk string, "=" verbatim text, "!" a bulk error
+        size = int(line)
+        if size < 0:
+            return None, at
+        if len(data) < at + size + 2:
+            return _MORE, 0
+        text = data[at + 4 if kind == 61 else at : at + size].decode()  # verbatim text: after "txt:"
+        return (_Error(text) if kind == 33 else text), at + size + 2
+    if kind == 42 or kind == 126 or kind == 37:  # "*" an array, "~" a set, "%" a map
+        size = int(line)
+        if size < 0:
+            return None, at
+        items = []
+        for _ in range(size * 2 if kind == 37 else size):
+            item, at = _parse(data, at)
+            if item is _MORE:
+                return _MORE, 0
+            items.append(item)
+        return (dict(zip(items[::2], items[1::2], strict=True)) if kind == 37 else items), at
+    if kind == 43:  # "+" a simple string
+        return line.decode(), at
+    if kind == 45:  # "-" an error
+        return _Error(line.decode()), at
+    if kind == 95:  # "_" null (RESP3)
+        return None, at
+    if kind == 35:  # "#" a boolean (RESP3)
+        return line == b"t", at
+    if kind == 44:  # "," a double (RESP3)
+        return float(line), at
+    # A push message or an attribute: nothing the scripts' connections ask for.
+    raise redis.ConnectionError(f"the Redis server sent a reply of an unexpected kind {chr(kind)!r}")
+
+
 class _Connections:
     """Connections of the scripts' own, made by the client's pool with its settings (timeouts,
     TLS, password, health checks) but kept apart from its bookkeeping: an idle one is popped
@@ -158,7 +248,7 @@ class _Connections:
                     connection.disconnect()
                     connection.connect()
             connection.send_packed_command((packed,))
-            reply = connection.read_response()
+            reply = _read(connection)
         except BaseException:
             used = 0.0  # looked at again before its next use
             raise

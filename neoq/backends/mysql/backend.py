@@ -277,7 +277,7 @@ class MySQLBackend(MySQLFlow, Backend):
 
     def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
         token = claim.token
-        if queue in self._flow_looks:  # flow.py: the next claim goes through look
+        if queue in self._flow_looks or self._pauses_stale():  # flow.py: the next claim through look
             self.settle(claim, outcome)
             return None
         if isinstance(token, LeaseToken):

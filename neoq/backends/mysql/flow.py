@@ -49,7 +49,7 @@ import pymysql
 from ...errors import DuplicateJobError
 from ...uniqueness import unique_seconds
 from ...waiting import Look
-from ..capabilities import PAUSE, PRIORITY, SNOOZE, UNIQUE_FOR
+from ..capabilities import PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
 from ..lease import LeaseToken
 from ..lease.handback import give_back_queue, take_back
 from .claims import _CLAIM, Held
@@ -72,7 +72,7 @@ __all__ = ["FLOW_CAPABILITIES", "MySQLFlow", "has_windows", "lock_windows", "ope
 logger = logging.getLogger(__name__)
 
 #: The flow-control capabilities of the MySQL backend, in both modes.
-FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR})
+FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, RATE_LIMIT})
 
 #: The longest ``pause_queue`` waits for claim statements that began before it (seconds).
 PAUSE_WAIT = 10.0
@@ -200,7 +200,7 @@ class MySQLFlow:
         Lease mode reads the paused queues at most every ``poll_interval`` first: what this process
         leased ahead for a queue paused elsewhere goes back unstarted.
         """
-        if self._lease_engine is not None and time.monotonic() - self._paused_read >= self.poll_interval:
+        if self._pauses_stale():
             self._check_pauses()
         if queue not in self._flow_looks:
             return self._look(queue)
@@ -278,16 +278,22 @@ class MySQLFlow:
 
         return self._runner.run("reading the paused queues", read, write=False)
 
+    def _pauses_stale(self) -> bool:
+        """Lease mode: whether the paused queues were read longer than ``poll_interval`` ago."""
+        return self._lease_engine is not None and time.monotonic() - self._paused_read >= self.poll_interval
+
     def _check_pauses(self) -> None:
-        """Give back what this process leased ahead for queues paused elsewhere."""
-        self._paused_read = time.monotonic()
+        """Give back what this process leased ahead for queues paused elsewhere. Read again until that
+        is done: a loop meanwhile comes here too, not to the buffer (``settle_then_claim``)."""
         engine = self._lease_engine
         if engine is None:
             return
+        began = time.monotonic()
         paused = self.paused_queues()
         for queue in paused - self._paused_seen:
             give_back_queue(engine, queue)
         self._paused_seen = paused
+        self._paused_read = began
 
     # -- rate limits ---------------------------------------------------------------------
 

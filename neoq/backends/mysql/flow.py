@@ -49,7 +49,7 @@ import pymysql
 from ...errors import DuplicateJobError
 from ...uniqueness import unique_seconds
 from ...waiting import Look
-from ..capabilities import PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
+from ..capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
 from ..lease import LeaseToken
 from ..lease.handback import give_back_queue, take_back
 from .claims import _CLAIM, Held
@@ -72,7 +72,7 @@ __all__ = ["FLOW_CAPABILITIES", "MySQLFlow", "has_windows", "lock_windows", "ope
 logger = logging.getLogger(__name__)
 
 #: The flow-control capabilities of the MySQL backend, in both modes.
-FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, RATE_LIMIT})
+FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT, RATE_LIMIT})
 
 #: The longest ``pause_queue`` waits for claim statements that began before it (seconds).
 PAUSE_WAIT = 10.0

@@ -157,3 +157,18 @@ def test_a_global_limit_is_shared_by_two_clients(mysql_clean: str, mode: str) ->
     finally:
         for nq in clients:
             nq.shutdown()
+
+
+def test_prune_forgets_closed_unique_for_windows_only(mysql_clean: str) -> None:
+    with neoq.new(mysql_clean) as nq:
+        nq.enqueue(Job(queue="windows", payload={}, fingerprint="short", unique_for=0.2))
+        nq.enqueue(Job(queue="windows", payload={}, fingerprint="long", unique_for=60))
+        time.sleep(0.3)  # the short window closes
+        nq.backend.prune({}, 100)
+        conn = connect(mysql_clean)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT fingerprint FROM neoq_unique_windows WHERE queue = 'windows'")
+                assert [row[0] for row in cur.fetchall()] == [b"long"]
+        finally:
+            conn.close()

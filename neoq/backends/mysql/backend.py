@@ -371,7 +371,9 @@ class MySQLBackend(MySQLFlow, Backend):
     def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
         self._require()
         self._barrier()
-        return self._inspection.prune(older_than, limit)
+        pruned = self._inspection.prune(older_than, limit)
+        self._prune_windows()  # flow.py: unique_for windows that have closed
+        return pruned
 
     def get_job(self, job_id: str) -> Job | None:
         self._require()

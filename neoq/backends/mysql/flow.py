@@ -295,6 +295,17 @@ class MySQLFlow:
         self._paused_seen = paused
         self._paused_read = began
 
+    def _prune_windows(self) -> None:
+        """Forget the ``unique_for`` windows that have closed (``prune``)."""
+        self._runner.run(
+            "pruning unique_for windows",
+            lambda cur: cur.execute(
+                "DELETE FROM neoq_unique_windows"
+                " WHERE enqueued_at < UTC_TIMESTAMP(6) - INTERVAL CAST(unique_for * 1e6 AS SIGNED) MICROSECOND"
+            ),
+            write=False,
+        )
+
     # -- rate limits ---------------------------------------------------------------------
 
     def _take_start(self, queue: str, key: str, rate: RateLimit) -> float:

@@ -209,6 +209,9 @@ class MySQLLeaseStore:
         def beat(cur: Cursor) -> list[Lost]:
             cur.execute(
                 f"SELECT id FROM neoq_jobs WHERE (id, lease_token) IN ({pairs}) AND status = 'new'"
+                # Not a lease given back (or retried) since the heartbeat took its list: it would be
+                # pushed a lease ahead with nobody holding it.
+                " AND lease_owner IS NOT NULL"
                 " AND run_after < UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND FOR UPDATE SKIP LOCKED",
                 [*fence, int(lease * 2e6 / 3)],
             )

@@ -1,7 +1,8 @@
 """The PostgreSQL backend's dashboard half: search, activity, summaries and the worker registry.
 
-Every page reads through an index (migration 0007): a search picks its page's ids walking
-``(status, id)``, ``(queue, id)`` or the primary key backwards from its key, then reads those jobs;
+Every page reads through an index (migration 0008): a search picks its page's ids walking the
+waiting jobs' ids, the finished jobs' ``(status, id)`` or ``(queue, id)`` (a queue's page merges
+its waiting and its finished jobs) or the primary key backwards from its key, then reads those jobs;
 a text search looks at ``TEXT_WINDOW`` ids per page, so a rare word costs a bounded scan. Waiting
 jobs are counted exactly (an index-only count of the partial index of waiting jobs), finished ones
 from the planner's statistics once the table is large (``ESTIMATE_FROM`` rows). The running jobs
@@ -156,7 +157,8 @@ def _search_sql(query: JobQuery, running: list[int] | None) -> tuple[str, dict[s
     elif query.status is JobStatus.NEW:
         clauses.append("j.status = 'new' AND NOT (j.id = ANY(%(running)s::bigint[]))")
     elif query.status is not None:
-        clauses.append("j.status = %(status)s")
+        # The literal lets the planner use the finished jobs' partial indexes whatever the value.
+        clauses.append("j.status <> 'new' AND j.status = %(status)s")
         params["status"] = query.status.value
     if query.since is not None:
         clauses.append("j.created_at >= %(since)s")
@@ -173,6 +175,14 @@ def _search_sql(query: JobQuery, running: list[int] | None) -> tuple[str, dict[s
         params["text"] = query.text.lower()
     where = " AND ".join(clauses) or "true"
     page = f"SELECT j.id FROM neoq_jobs j WHERE {where} ORDER BY j.id DESC LIMIT %(limit)s"
+    if query.queue is not None and query.status is None:
+        # No index holds every job of a queue by id (each enqueue would write it): the page of its
+        # waiting jobs and the page of its finished ones, merged.
+        halves = [
+            f"(SELECT j.id FROM neoq_jobs j WHERE j.status {op} 'new' AND {where} ORDER BY j.id DESC LIMIT %(limit)s)"
+            for op in ("=", "<>")
+        ]
+        page = f"SELECT h.id FROM ({' UNION ALL '.join(halves)}) h ORDER BY h.id DESC LIMIT %(limit)s"
     sql = f"{QUERIES['job_view']}\nWHERE j.id = ANY(ARRAY({page}))\nORDER BY j.id DESC"
     return sql, params
 

@@ -17,7 +17,8 @@ from ...errors import BackendConnectionError, DuplicateJobError, JobNotFoundErro
 from ...job import Job, JobStatus
 from ...jsontext import compact_json
 from ..base import PrepareJob
-from .batches import INSERT, Refused, escaper, insert_one_sql, insert_sql, stream
+from .batches import INSERT, STREAM_MIN, Refused, escaper, insert_one_sql, insert_sql, stream
+from .flow import has_windows, lock_windows, open_windows
 from .pools import wrap
 from .rows import JOB_SELECT, STATE, db_time, job_from_row, utc
 from .store import Cursor, Runner
@@ -75,11 +76,14 @@ class Inspection:
         keys = {(job.queue, job.fingerprint) for job in jobs}
         if len(keys) < len(jobs):
             raise DuplicateJobError("two jobs of the batch have the same queue and fingerprint; none was stored")
+        lock_windows(cur, jobs)  # flow.py: Job.unique_for
         if chunk is None or len(jobs) <= chunk:
-            return self._insert_rows(cur, jobs, texts)
-        ids: list[str] = []
-        for first in range(0, len(jobs), chunk):
-            ids += self._insert_rows(cur, jobs[first : first + chunk], texts[first : first + chunk])
+            ids = self._insert_rows(cur, jobs, texts)
+        else:
+            ids = []
+            for first in range(0, len(jobs), chunk):
+                ids += self._insert_rows(cur, jobs[first : first + chunk], texts[first : first + chunk])
+        open_windows(cur, jobs, ids)
         return ids
 
     def _insert_rows(self, cur: Cursor, jobs: Sequence[Job], texts: Sequence[str]) -> list[str]:
@@ -107,6 +111,23 @@ class Inspection:
         return DuplicateJobError(
             "a waiting or running job of the queue has the same fingerprint; nothing was stored", holder
         )
+
+    def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, connection: Any) -> list[str]:
+        """One job without ``unique_for`` is one autocommit INSERT (``enqueue_one``); a large batch
+        without ``unique_for`` is prepared as it is written (``enqueue_stream``). Through a caller's
+        connection, for a small batch, and with ``unique_for`` windows, every job is prepared first."""
+        if connection is None:
+            if len(jobs) == 1:
+                job, text = prepare(jobs[0], 0)
+                if job.unique_for is None:
+                    return [self.enqueue_one(job, text)]
+                return self.enqueue([job], None, [text])
+            if len(jobs) >= STREAM_MIN and not any(getattr(job, "unique_for", None) is not None for job in jobs):
+                return self.enqueue_stream(jobs, prepare)
+        prepared = [prepare(job, index) for index, job in enumerate(jobs)]
+        if not prepared:
+            return []
+        return self.enqueue([job for job, _ in prepared], connection, [text for _, text in prepared])
 
     def enqueue_one(self, job: Job, text: str) -> str:
         """Store one prepared job: one autocommit INSERT on a pooled connection, no cursor."""
@@ -164,9 +185,10 @@ class Inspection:
             except Exception as exc:
                 raise wrap(self._runner.settings, exc, "enqueueing in the caller's transaction") from exc
         # One INSERT statement is atomic on its own: autocommit, one round trip; a larger batch is
-        # several statements in one transaction.
+        # several statements in one transaction, and so is an enqueue that opens unique_for windows.
+        write = len(jobs) > _CHUNK or has_windows(jobs)
         ids = self._runner.run(
-            f"enqueueing {len(jobs)} jobs", lambda cur: self._insert(cur, jobs, _CHUNK, texts), write=len(jobs) > _CHUNK
+            f"enqueueing {len(jobs)} jobs", lambda cur: self._insert(cur, jobs, _CHUNK, texts), write=write
         )
         for queue in {job.queue for job in jobs}:
             self._signal(queue)

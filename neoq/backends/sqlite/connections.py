@@ -218,8 +218,12 @@ class Connections:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 0.1)
 
-    def read(self, work: Callable[[sqlite3.Connection], T], doing: str) -> T:
-        """Run ``work(conn)`` in one read transaction (one snapshot); retry while the file is busy."""
+    def read(self, work: Callable[[sqlite3.Connection], T], doing: str, *, single: bool = False) -> T:
+        """Run ``work(conn)`` in one read transaction (one snapshot); retry while the file is busy.
+
+        ``single``: ``work`` runs one statement, which is a snapshot of its own in autocommit mode,
+        so no ``BEGIN``/``COMMIT`` is said around it (two fewer calls into SQLite).
+        """
         deadline = time.monotonic() + self._settings.busy_timeout
         delay = 0.001
         while True:
@@ -227,6 +231,8 @@ class Connections:
             broken = False
             try:
                 conn = self._acquire()
+                if single:
+                    return work(conn)
                 conn.execute("BEGIN")
                 try:
                     return work(conn)

@@ -95,6 +95,9 @@ class SqliteLeaseStore:
         self._due = due
         #: The global limit (``Handler.global_limit``) of each queue that has one (the backend's).
         self.global_limits: dict[str, int] = {}
+        #: The queues whose last fetch leased as many jobs as it asked for: their next fetch skips
+        #: the look without the lock (it would find jobs due), saving a call into SQLite.
+        self._full: set[str] = set()
 
     def close(self) -> None:
         """Nothing of its own: the pool is the backend's, closed with it."""
@@ -106,13 +109,15 @@ class SqliteLeaseStore:
         A queue with a global limit leases only what its live leases leave room for; none left: ``held``.
         """
         now = now_micros()
-        paused, nxt = self._conns.read(
-            lambda conn: conn.execute(_LOOK, {"queue": queue}).fetchone(), "looking for due jobs"
-        )
-        if paused or nxt is None:
-            return [], None, False
-        if nxt > now:
-            return [], (nxt - now) / 1e6, False
+        if queue not in self._full:
+            # Nothing due is the common answer of an idle queue's look: found without the write lock.
+            paused, nxt = self._conns.read(
+                lambda conn: conn.execute(_LOOK, {"queue": queue}).fetchone(), "looking for due jobs", single=True
+            )
+            if paused or nxt is None:
+                return [], None, False
+            if nxt > now:
+                return [], (nxt - now) / 1e6, False
         lease_us = int(lease * 1e6)
         global_limit = self.global_limits.get(queue)
 
@@ -146,6 +151,10 @@ class SqliteLeaseStore:
 
         # The jobs are made after the commit: the file's write lock is held for the statements only.
         rows, due_at, due_in, held = self._conns.write(take, f"leasing jobs of queue {queue!r}")
+        if len(rows) < limit:
+            self._full.discard(queue)
+        else:  # more are likely due: the next fetch goes straight to the write lock
+            self._full.add(queue)
         if not rows:
             return [], due_in, held
         order = {key: index for index, key in enumerate(due_at)}

@@ -5,9 +5,12 @@ A leased job stays ``'new'``: its ``run_after`` is the lease's expiry, ``lease_o
 whose lease is alive, and a dead holder's job is due again once its lease runs out, for any
 process. Each call that writes is one short ``BEGIN IMMEDIATE`` transaction:
 
-- ``fetch`` first reads (no lock) whether anything is due; only then does it take the write lock,
-  lease up to ``limit`` jobs and count their attempts. An idle queue's look costs one index read.
-- ``settle_many`` writes a whole batch of outcomes in one transaction, each fenced by its token.
+- ``fetch`` first reads (no lock, one statement) whether anything is due; only then does it take
+  the write lock, pick up to ``limit`` jobs in claim order (one statement), lease them and count
+  their attempts (one more). An idle queue's look costs one index read; a fetch right after one
+  that got all it asked for skips that read. The jobs are built after the commit.
+- ``settle_many`` writes a whole batch of outcomes in one transaction (one statement for each 99),
+  each fenced by its token.
 - ``renew`` reads which leases need renewing or were lost; it writes only for the ones to renew.
 - ``give_back`` puts unstarted jobs back as they were, their attempt uncounted.
 

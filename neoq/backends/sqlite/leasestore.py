@@ -153,7 +153,7 @@ class SqliteLeaseStore:
             return rows, due_at, None, False
 
         # The jobs are made after the commit: the file's write lock is held for the statements only.
-        rows, due_at, due_in, held = self._conns.write(take, f"leasing jobs of queue {queue!r}")
+        rows, due_at, due_in, held = self._conns.write(take, f"leasing jobs of queue {queue!r}", checkpoint=False)
         if len(rows) < limit:
             self._full.discard(queue)
         else:  # more are likely due: the next fetch goes straight to the write lock

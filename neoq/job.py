@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import inspect
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .defaults import (
     EARLIEST_JOB_TIME,
@@ -125,57 +126,68 @@ class Job:
     #: The note of that report, if it had one.
     progress_note: str | None = None
 
-    def __init__(
-        self,
-        *,
-        queue: str,
-        payload: Mapping[str, Any] = _NO_PAYLOAD,
-        run_after: datetime | None = None,
-        deadline: datetime | None = None,
-        max_retries: int | None = None,
-        fingerprint: str | None = None,
-        priority: int = 0,
-        unique_for: timedelta | float | None = None,
-        id: str | None = None,  # noqa: A002 - the field's name
-        status: JobStatus = JobStatus.NEW,
-        retries: int = 0,
-        attempts: int = 0,
-        snoozes: int = 0,
-        error: str | None = None,
-        created_at: datetime | None = None,
-        ran_at: datetime | None = None,
-        finished_at: datetime | None = None,
-        result: Any = None,
-        traceback: str | None = None,
-        progress: float | None = None,
-        progress_note: str | None = None,
-    ) -> None:
-        # What the dataclass's __init__ does at half its cost: it sets each field through
-        # object.__setattr__ (the class is frozen); this fills the instance dict in one update.
-        # A subclass declared a dataclass gets a generated __init__ of its own, as before.
-        self.__dict__.update(
-            queue=queue,
-            payload={} if payload is _NO_PAYLOAD else payload,
-            run_after=run_after,
-            deadline=deadline,
-            max_retries=max_retries,
-            fingerprint=fingerprint,
-            priority=priority,
-            unique_for=unique_for,
-            id=id,
-            status=status,
-            retries=retries,
-            attempts=attempts,
-            snoozes=snoozes,
-            error=error,
-            created_at=created_at,
-            ran_at=ran_at,
-            finished_at=finished_at,
-            result=result,
-            traceback=traceback,
-            progress=progress,
-            progress_note=progress_note,
-        )
+    if TYPE_CHECKING:  # the signature the dataclass would make; the one that runs is below
+
+        def __init__(
+            self,
+            *,
+            queue: str,
+            payload: Mapping[str, Any] = _NO_PAYLOAD,
+            run_after: datetime | None = None,
+            deadline: datetime | None = None,
+            max_retries: int | None = None,
+            fingerprint: str | None = None,
+            priority: int = 0,
+            unique_for: timedelta | float | None = None,
+            id: str | None = None,  # noqa: A002 - the field's name
+            status: JobStatus = JobStatus.NEW,
+            retries: int = 0,
+            attempts: int = 0,
+            snoozes: int = 0,
+            error: str | None = None,
+            created_at: datetime | None = None,
+            ran_at: datetime | None = None,
+            finished_at: datetime | None = None,
+            result: Any = None,
+            traceback: str | None = None,
+            progress: float | None = None,
+            progress_note: str | None = None,
+        ) -> None: ...
+
+    else:
+
+        def __init__(self, *, queue, payload=_NO_PAYLOAD, **given):
+            # A third of the cost of binding 21 defaults and setting each field: a copy of the defaults
+            # (in field order) becomes the instance's dict. inspect shows the full signature (below).
+            state = _DEFAULTS.copy()
+            state["queue"] = queue
+            state["payload"] = {} if payload is _NO_PAYLOAD else payload
+            if given:
+                if not given.keys() <= _DEFAULTS.keys():
+                    name = next(name for name in given if name not in _DEFAULTS)
+                    raise TypeError(f"Job.__init__() got an unexpected keyword argument {name!r}")
+                state.update(given)
+            if type(self) is Job:
+                _set_state(self, "__dict__", state)
+            else:  # a subclass may have set attributes of its own before calling this
+                self.__dict__.update(state)
+
+
+_set_state = object.__setattr__
+#: Every field's default, in field order (``queue`` and ``payload`` are always replaced).
+_DEFAULTS: dict[str, Any] = {f.name: None if f.default is MISSING else f.default for f in fields(Job)}
+
+
+def _init_signature() -> inspect.Signature:
+    """The signature of ``Job.__init__`` as the dataclass would make it."""
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for f in fields(Job):
+        default = _NO_PAYLOAD if f.name == "payload" else inspect.Parameter.empty if f.default is MISSING else f.default
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=f.type))
+    return inspect.Signature(params, return_annotation="None")
+
+
+Job.__init__.__signature__ = _init_signature()  # type: ignore[attr-defined]
 
 
 def to_seconds(value: timedelta | float | int, name: str) -> float:
@@ -369,34 +381,22 @@ def prepare_job(job: object) -> tuple[Job, str]:
             fp = fingerprint(job.queue, payload)
     else:
         _check_fingerprint(fp)
-    state: dict[str, Any] = {
-        "queue": job.queue,
-        "payload": payload,
-        "run_after": run_after,
-        "deadline": deadline,
-        "max_retries": max_retries,
-        "fingerprint": fp,
-        "priority": priority,
-        "unique_for": None if unique_for is None else check_unique_for(unique_for),
-        "id": None,
-        "status": JobStatus.NEW,
-        "retries": 0,
-        "attempts": 0,
-        "snoozes": 0,
-        "error": None,
-        "created_at": None,
-        "ran_at": None,
-        "finished_at": None,
-        "result": None,
-        "traceback": None,
-        "progress": None,
-        "progress_note": None,
-    }
+    # The fields the backend sets start at their defaults: a copy of those, then the eight given.
+    state = _DEFAULTS.copy()
+    state["queue"] = job.queue
+    state["payload"] = payload
+    state["run_after"] = run_after
+    state["deadline"] = deadline
+    state["max_retries"] = max_retries
+    state["fingerprint"] = fp
+    state["priority"] = priority
+    if unique_for is not None:
+        state["unique_for"] = check_unique_for(unique_for)
     if type(job) is not Job:
         return evolve(job, **state), text  # a subclass keeps its own fields
     # The common case skips dataclass machinery: every field is set here.
     prepared = object.__new__(Job)
-    prepared.__dict__.update(state)
+    _set_state(prepared, "__dict__", state)
     return prepared, text
 
 
@@ -431,9 +431,9 @@ def evolve(job: Job, **changes: Any) -> Job:
     if type(job) is not Job:
         return replace(job, **changes)
     clone = object.__new__(Job)
-    state = clone.__dict__
-    state.update(job.__dict__)
+    state = job.__dict__.copy()
     state.update(changes)
+    _set_state(clone, "__dict__", state)
     return clone
 
 
@@ -446,5 +446,5 @@ def copy_job(job: Job) -> Job:
     if type(job) is not Job:
         return replace(job)
     clone = object.__new__(Job)
-    clone.__dict__.update(job.__dict__)
+    _set_state(clone, "__dict__", job.__dict__.copy())
     return clone

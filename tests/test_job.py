@@ -6,6 +6,7 @@ import dataclasses
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -184,3 +185,16 @@ def test_error_text_is_storable_text() -> None:
             raise SystemExit("no")
 
     assert error_text(Exiting()).endswith(".<locals>.Exiting: <str() of the exception raised>")
+
+
+def test_a_plain_subclass_keeps_what_it_set_before_job_init() -> None:
+    # Job.__init__ gives a Job a new instance dict; a subclass's own attributes are kept.
+    class Tagged(Job):
+        def __init__(self, **fields: Any) -> None:
+            object.__setattr__(self, "tag", "t")
+            super().__init__(**fields)
+
+    job = Tagged(queue="q", priority=3)
+    assert (job.tag, job.queue, job.priority, job.payload) == ("t", "q", 3, {})  # type: ignore[attr-defined]
+    assert list(vars(job)) == ["tag", *(f.name for f in dataclasses.fields(Job))]
+    assert vars(Job(queue="q", retries=2)) == {**vars(Job(queue="q")), "retries": 2}

@@ -142,6 +142,32 @@ def test_cancelling_a_running_lease_mode_job_reaches_its_handler(pg_clean: str) 
         assert nq.get_job(job_id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
 
 
+def test_a_write_in_progress_on_a_leased_job_adds_no_attempt_to_what_get_job_reads(pg_clean: str) -> None:
+    """A leased job's row is locked, briefly, by its holder's own settle, renewal or give-back: that is
+    not a second attempt (it was read as one: RUNNING at attempt 2 with the first failure unwritten)."""
+    queue = unique_name("lease-locked-read")
+    entered, release = threading.Event(), threading.Event()
+
+    def handler(job: Job) -> None:
+        entered.set()
+        release.wait(30)
+
+    with neoq.new(pg_clean, mode="lease", lease=30) as nq:
+        job_id = nq.enqueue(Job(queue=queue, payload={}))
+        nq.start(queue, neoq.Handler(handler, timeout=None))
+        try:
+            assert entered.wait(20)
+            with psycopg.connect(pg_clean) as writer:  # a transaction, left open while get_job reads
+                writer.execute("SELECT 1 FROM neoq_jobs WHERE id = %s FOR UPDATE", [int(job_id)])
+                job = nq.get_job(job_id)
+                assert job is not None
+                assert (job.status, job.attempts) == (JobStatus.RUNNING, 1)
+                assert nq.list_jobs(queue=queue, status=JobStatus.RUNNING)[0].attempts == 1
+                writer.rollback()
+        finally:
+            release.set()
+
+
 # -- PgBouncer -----------------------------------------------------------------------------------
 
 

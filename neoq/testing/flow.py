@@ -86,6 +86,14 @@ class FlowTests(SuiteBase):
 
         assert ran == sorted(ids, key=key)
 
+    def test_a_large_batch_keeps_each_priority(self, nq: Neoq) -> None:
+        self.require(nq, PRIORITY)
+        # Large batches without run_after: PostgreSQL streams them with COPY, which writes the
+        # priority column only when a job of the batch has a priority other than 0.
+        for queue, priorities in (("prio_batch", [n % 3 - 1 for n in range(80)]), ("prio_batch_zero", [0] * 80)):
+            ids = nq.enqueue_many([Job(queue=queue, payload={"n": n}, priority=p) for n, p in enumerate(priorities)])
+            assert [getattr(nq.get_job(job_id), "priority", None) for job_id in ids] == priorities
+
     # -- pausing -------------------------------------------------------------------------
 
     def test_pause_stops_new_starts_until_resume(self, nq: Neoq) -> None:

@@ -103,12 +103,18 @@ def test_poison_jobs_fail_after_max_retries_plus_one_without_slowing_other_queue
         # Meanwhile the harness restarts the killer process whenever a job kills it, like a supervisor.
         stop = threading.Event()
 
+        supervisor_errors: list[str] = []
+
         def supervise() -> None:
             nonlocal killer, deaths
             while not stop.is_set():
                 if not killer.alive():
                     deaths += 1
-                    killer = chaos_workers(chaos_db, killer_settings)
+                    try:
+                        killer = chaos_workers(chaos_db, killer_settings)
+                    except Exception as exc:  # reported in the failure message: a restart that failed
+                        supervisor_errors.append(repr(exc))
+                        return
                 stop.wait(0.05)
 
         supervisor = threading.Thread(target=supervise, name="chaos-supervisor")
@@ -121,7 +127,7 @@ def test_poison_jobs_fail_after_max_retries_plus_one_without_slowing_other_queue
                 healthy,
                 "poisoned",
                 until=lambda: all(client.get_job(i).status is JobStatus.FAILED for i in every),  # type: ignore[union-attr]
-                unfinished=lambda: describe(client, poison_ids, deaths),
+                unfinished=lambda: f"{describe(client, poison_ids, deaths)}; supervisor errors: {supervisor_errors}",
             )
             poison_s = time.monotonic() - poison_started
         finally:

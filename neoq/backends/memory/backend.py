@@ -151,7 +151,9 @@ class MemoryBackend(MemorySearch, MemoryFlow, MemoryUpkeep, Backend):
         # Called with the lock held: checks every job, then stores all of them.
         now = self._now()
         keys: dict[tuple[str, str], int] = {}
+        windowed = False  # a job with unique_for: flow.py's checks, else none
         for index, job in enumerate(jobs):
+            windowed = windowed or job.unique_for is not None
             key = (job.queue, job.fingerprint or "")
             existing = self._unique.get(key)
             if existing is not None:
@@ -163,7 +165,8 @@ class MemoryBackend(MemorySearch, MemoryFlow, MemoryUpkeep, Backend):
                     f"jobs {keys[key]} and {index} of the batch have the same queue {job.queue!r} and fingerprint"
                 )
             keys[key] = index
-        self._check_windows(jobs, now.timestamp())
+        if windowed:
+            self._check_windows(jobs, now.timestamp())
         ids: list[str] = []
         due: dict[str, list[Entry]] = {}
         for job in jobs:
@@ -176,7 +179,8 @@ class MemoryBackend(MemorySearch, MemoryFlow, MemoryUpkeep, Backend):
             ids.append(job_id)
         for queue, entries in due.items():
             self._jobs_of(queue).due.put_many(entries)  # one turn of each queue's mutex per batch
-        self._open_windows(jobs, ids, now.timestamp())
+        if windowed:
+            self._open_windows(jobs, ids, now.timestamp())
         return ids
 
     def _schedule(self, record: Record, now: datetime, wake: _Wake, due: dict[str, list[Entry]] | None = None) -> None:

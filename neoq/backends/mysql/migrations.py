@@ -9,29 +9,21 @@ find it recorded.
 
 from __future__ import annotations
 
-import re
-from importlib import resources
-
+from ..migrationfiles import read_migrations
 from .pools import Conn
 
 __all__ = ["MIGRATIONS", "applied", "migrate"]
 
-_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 #: Seconds to wait for another process's migration.
 _LOCK_TIMEOUT = 60
 
 
 def _load() -> dict[int, list[str]]:
     found: dict[int, list[str]] = {}
-    folder = resources.files(__package__).joinpath("sql").joinpath("migrations")
-    for entry in folder.iterdir():
-        match = _FILE.match(entry.name)
-        if match:
-            text = "\n".join(
-                line for line in entry.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("--")
-            )
-            found[int(match.group(1))] = [stmt.strip() for stmt in text.split(";") if stmt.strip()]
-    return dict(sorted(found.items()))
+    for version, _, sql in read_migrations(__package__ or __name__, "MySQL"):
+        text = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+        found[version] = [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+    return found
 
 
 #: The statements of each migration, by version.

@@ -90,10 +90,10 @@ class Enqueuer:
             if job.unique_for is None:
                 return [self._enqueue_single(job, text)]
             return self._store([job], [text], None)
-        if connection is None and count >= _COPY_MIN and not any(_unique(job) for job in jobs):
-            timed = sum(1 for job in jobs if isinstance(job, Job) and job.run_after is not None)
-            if timed == 0 or timed == count:
-                return self._enqueue_stream(jobs, prepare, with_run_after=timed == count)
+        if connection is None and count >= _COPY_MIN:
+            unique, timed, prioritized = _shape(jobs)
+            if not unique and (timed == 0 or timed == count):
+                return self._enqueue_stream(jobs, prepare, with_run_after=timed == count, prioritized=prioritized)
         pairs = [prepare(job, index) for index, job in enumerate(jobs)]
         prepared = [job for job, _ in pairs]
         if not prepared:
@@ -101,14 +101,16 @@ class Enqueuer:
         _check_batch(prepared)
         return self._store(prepared, [text for _, text in pairs], connection)
 
-    def _enqueue_stream(self, jobs: Sequence[object], prepare: PrepareJob, *, with_run_after: bool) -> list[str]:
+    def _enqueue_stream(
+        self, jobs: Sequence[object], prepare: PrepareJob, *, with_run_after: bool, prioritized: bool
+    ) -> list[str]:
         """A large batch prepared while it is written: ``_enqueue_copy`` reads rows from ``_stream``."""
         stream = _Stream()
         rows = self._stream(jobs, prepare, stream)
         try:
             with self.conns.aux("enqueueing jobs") as conn:
                 try:
-                    ids = _enqueue_copy(conn, len(jobs), [(with_run_after, rows)], stream.queues)
+                    ids = _enqueue_copy(conn, len(jobs), [(with_run_after, rows)], stream.queues, None, prioritized)
                 except pg_errors.UniqueViolation:
                     if stream.error is not None:  # pragma: no cover - psycopg 3.3 raises the batch's error itself
                         # The server refused a row before the batch's own error ended the COPY:
@@ -162,7 +164,8 @@ class Enqueuer:
                 try:
                     if len(jobs) >= _COPY_MIN:
                         after = functools.partial(_open_windows_of, jobs) if unique else None
-                        ids = _enqueue_copy(conn, len(jobs), _copy_groups(jobs, payloads), queues, after)
+                        groups = _copy_groups(jobs, payloads)
+                        ids = _enqueue_copy(conn, len(jobs), groups, queues, after, any(job.priority for job in jobs))
                     elif unique:  # the windows are opened in the insert's transaction (flow.py)
                         with conn.transaction():
                             rows = conn.execute(QUERIES["enqueue"], _batch_params(jobs, payloads)).fetchall()
@@ -292,8 +295,17 @@ class Enqueuer:
         return str(row[0])
 
 
-def _unique(job: object) -> bool:
-    return isinstance(job, Job) and job.unique_for is not None
+def _shape(jobs: Sequence[object]) -> tuple[bool, int, bool]:
+    """Of a batch not yet prepared: whether a job has ``unique_for``, how many have ``run_after``,
+    whether a job has a priority (else COPY leaves the column to its default, 0). One pass."""
+    unique = prioritized = False
+    timed = 0
+    for job in jobs:
+        if isinstance(job, Job):
+            unique = unique or job.unique_for is not None
+            prioritized = prioritized or job.priority != 0
+            timed += job.run_after is not None
+    return unique, timed, prioritized
 
 
 def _open_windows_of(jobs: Sequence[Job], conn: Conn, ids: list[str]) -> None:
@@ -306,6 +318,7 @@ def _enqueue_copy(
     groups: Iterable[tuple[bool, Iterable[_CopyRow]]],
     queues: set[str],
     after: Callable[[Conn, list[str]], None] | None = None,
+    prioritized: bool = True,
 ) -> list[str]:
     """A large batch: ``count`` ids reserved in one statement, rows written with COPY, in one
     transaction; return the ids in batch order.
@@ -316,6 +329,7 @@ def _enqueue_copy(
     is written. Jobs without ``run_after`` get the column's default, the transaction's
     ``now()`` (as the INSERT's ``coalesce(run_after, now())``): their COPY leaves it out.
     ``after(conn, ids)`` runs in the transaction once the rows are in (``open_windows``).
+    Without ``prioritized`` (every priority 0), the COPY leaves the priority to its default too.
     """
     with conn.transaction():
         row = conn.execute(QUERIES["reserve_ids"], {"n": count}).fetchone()
@@ -323,9 +337,8 @@ def _enqueue_copy(
         ids: list[str] = row[0].split(",")
         cur = conn.cursor()
         for with_run_after, rows in groups:
-            columns = "id, queue, fingerprint, payload, deadline, max_retries, priority" + (
-                ", run_after" if with_run_after else ""
-            )
+            columns = "id, queue, fingerprint, payload, deadline, max_retries"
+            columns += (", priority" if prioritized else "") + (", run_after" if with_run_after else "")
             with cur.copy(f"COPY neoq_jobs ({columns}) FROM STDIN") as copy:
                 lines = []
                 for index, job, payload in rows:
@@ -333,8 +346,10 @@ def _enqueue_copy(
                     line = (
                         f"{ids[index]}\t{_copy_text(job.queue)}\t{_copy_text(job.fingerprint or '')}\t"
                         f"{_copy_json(payload)}\t{_NULL if deadline is None else deadline.isoformat()}\t"
-                        f"{_NULL if max_retries is None else max_retries}\t{job.priority}"
+                        f"{_NULL if max_retries is None else max_retries}"
                     )
+                    if prioritized:
+                        line = f"{line}\t{job.priority}"
                     if with_run_after:
                         line = f"{line}\t{_copy_time(job.run_after)}"
                     lines.append(line)

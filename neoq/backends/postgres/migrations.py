@@ -13,12 +13,12 @@ current, and only a schema that lacks something takes the lock and runs DDL.
 from __future__ import annotations
 
 import logging
-import re
 from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 import psycopg
+
+from ..migrationfiles import read_migrations
 
 __all__ = ["MIGRATIONS_LOCK_ID", "available_migrations", "migrate", "missing_migrations"]
 
@@ -26,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 #: The advisory lock key neoq's migrations take ("neoqmigr" as 8 bytes).
 MIGRATIONS_LOCK_ID = int.from_bytes(b"neoqmigr", "big") & 0x7FFFFFFFFFFFFFFF
-
-_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 #: neoq_migrations where ``CREATE TABLE`` puts it: in the first schema of the ``search_path`` that
 #: exists (``current_schema()``), not in a later one that has neoq's tables too. NULL when absent.
@@ -45,17 +43,7 @@ CREATE TABLE IF NOT EXISTS neoq_migrations (
 @lru_cache(maxsize=1)
 def available_migrations() -> tuple[tuple[int, str, str], ...]:
     """Return ``(version, name, sql)`` of every migration shipped with neoq, in order."""
-    folder = resources.files(__package__).joinpath("sql").joinpath("migrations")
-    found = []
-    for entry in folder.iterdir():
-        match = _FILE.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
-    found.sort()
-    versions = [version for version, _, _ in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"neoq migrations must be numbered 1..n without gaps, found {versions}")
-    return tuple(found)
+    return read_migrations(__package__ or __name__, "PostgreSQL")
 
 
 def missing_migrations(conn: psycopg.Connection[Any]) -> list[int]:

@@ -1,7 +1,9 @@
 """The PostgreSQL backend's dashboard half: search, activity, summaries and the worker registry.
 
-Every page reads through an index (migration 0007): a search picks its page's ids walking
-``(status, id)``, ``(queue, id)`` or the primary key backwards from its key, then reads those jobs;
+Every page reads through an index (migration 0008): a search picks its page's ids walking the
+finished jobs' ``(status, id)`` or ``(queue, id)`` or the primary key backwards from its key, or
+sorts the waiting jobs' ids out of their partial index (a queue's page merges its waiting and its
+finished jobs), then reads those jobs;
 a text search looks at ``TEXT_WINDOW`` ids per page, so a rare word costs a bounded scan. Waiting
 jobs are counted exactly (an index-only count of the partial index of waiting jobs), finished ones
 from the planner's statistics once the table is large (``ESTIMATE_FROM`` rows). The running jobs
@@ -156,7 +158,8 @@ def _search_sql(query: JobQuery, running: list[int] | None) -> tuple[str, dict[s
     elif query.status is JobStatus.NEW:
         clauses.append("j.status = 'new' AND NOT (j.id = ANY(%(running)s::bigint[]))")
     elif query.status is not None:
-        clauses.append("j.status = %(status)s")
+        # The literal lets the planner use the finished jobs' partial indexes whatever the value.
+        clauses.append("j.status <> 'new' AND j.status = %(status)s")
         params["status"] = query.status.value
     if query.since is not None:
         clauses.append("j.created_at >= %(since)s")
@@ -173,6 +176,20 @@ def _search_sql(query: JobQuery, running: list[int] | None) -> tuple[str, dict[s
         params["text"] = query.text.lower()
     where = " AND ".join(clauses) or "true"
     page = f"SELECT j.id FROM neoq_jobs j WHERE {where} ORDER BY j.id DESC LIMIT %(limit)s"
+    if query.status is JobStatus.NEW or (query.queue is not None and query.status is None):
+        # No index holds the waiting jobs by id (each enqueue would write an entry): the page is
+        # sorted out of all of them, read from the claim's partial index of waiting jobs (a cost
+        # that grows with the waiting jobs only). MATERIALIZED keeps the planner from walking the
+        # primary key backwards instead, through every finished job when fewer than a page wait.
+        waiting = (
+            f"WITH w AS MATERIALIZED (SELECT j.id FROM neoq_jobs j WHERE j.status = 'new' AND {where}) "
+            "SELECT w.id FROM w ORDER BY w.id DESC LIMIT %(limit)s"
+        )
+        if query.status is JobStatus.NEW:
+            page = waiting
+        else:  # a queue's page: its waiting jobs and its finished ones (their partial index), merged
+            finished = page.replace("WHERE ", "WHERE j.status <> 'new' AND ", 1)
+            page = f"SELECT h.id FROM (({waiting}) UNION ALL ({finished})) h ORDER BY h.id DESC LIMIT %(limit)s"
     sql = f"{QUERIES['job_view']}\nWHERE j.id = ANY(ARRAY({page}))\nORDER BY j.id DESC"
     return sql, params
 

@@ -11,17 +11,15 @@ found with reads only.
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 import time
 from functools import lru_cache
-from importlib import resources
+
+from ..migrationfiles import read_migrations
 
 __all__ = ["applied_versions", "available_migrations", "migrate", "missing_migrations"]
 
 logger = logging.getLogger(__name__)
-
-_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 _CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS neoq_migrations (
@@ -35,17 +33,7 @@ CREATE TABLE IF NOT EXISTS neoq_migrations (
 @lru_cache(maxsize=1)
 def available_migrations() -> tuple[tuple[int, str, str], ...]:
     """``(version, name, sql)`` of every migration shipped with neoq, in order."""
-    folder = resources.files(__package__).joinpath("sql").joinpath("migrations")
-    found = []
-    for entry in folder.iterdir():
-        match = _FILE.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
-    found.sort()
-    versions = [version for version, _, _ in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"neoq SQLite migrations must be numbered 1..n without gaps, found {versions}")
-    return tuple(found)
+    return read_migrations(__package__ or __name__, "SQLite")
 
 
 def applied_versions(conn: sqlite3.Connection) -> set[int] | None:

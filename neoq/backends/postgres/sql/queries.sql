@@ -254,7 +254,8 @@ LIMIT 1;
 -- lease's end), or its row is locked by a claim whose transaction is in progress (transaction mode:
 -- the locker in xmax, migration 0003), which PostgreSQL ends with the session of a process that
 -- died. A row never locked (xmax 0: most waiting jobs) costs no function call.
--- attempts: the counted ones, and the one a waiting job's lock holder runs or lost (migration 0003).
+-- attempts: the counted ones, and the one a waiting job's lock holder runs or lost (migration 0003);
+-- not for a row under a live lease, whose attempt is counted already.
 -- ran_at of a running claim: when its transaction began, from pg_stat_activity (NULL for a reader
 -- that may not see the holder's session: another role, without pg_read_all_stats); the counted
 -- attempts' ran_at is written by its settle.
@@ -272,7 +273,10 @@ CROSS JOIN LATERAL (
                 WHEN k.locker = 'in progress' THEN 'running'
                 ELSE 'new' END AS status,
            k.locker
+    -- A live lease (lease mode) is its attempt, counted when leased: a locker of its row then is the
+    -- holder's own settle, renewal or give-back in progress, not a claim, and adds no attempt.
     FROM (SELECT CASE WHEN j.status = 'new' AND j.xmax <> '0'::xid
+                           AND (j.lease_owner IS NULL OR j.run_after <= now())
                       THEN neoq_locker_status(j.xmax, j.xmin, pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
                  END AS locker) k
 ) l

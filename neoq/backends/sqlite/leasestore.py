@@ -153,7 +153,8 @@ class SqliteLeaseStore:
             return rows, due_at, None, False
 
         # The jobs are made after the commit: the file's write lock is held for the statements only.
-        rows, due_at, due_in, held = self._conns.write(take, f"leasing jobs of queue {queue!r}", checkpoint=False)
+        doing = f"leasing jobs of queue {queue!r}"
+        rows, due_at, due_in, held = self._conns.write(take, doing, checkpoint=False, rows=limit)
         if len(rows) < limit:
             self._full.discard(queue)
         else:  # more are likely due: the next fetch goes straight to the write lock
@@ -206,7 +207,7 @@ class SqliteLeaseStore:
                 written.update(row[0] for row in execute(sql, [value for row in chunk for value in row]))
             return written
 
-        written = self._conns.write(write, f"writing the outcomes of {len(batch)} jobs")
+        written = self._conns.write(write, f"writing the outcomes of {len(batch)} jobs", rows=len(rows))
         for pending, row in zip(batch, rows, strict=True):
             if row[8] is None and row[0] in written:  # a retry written: due at run_after
                 queue = pending.lease.queue

@@ -111,7 +111,7 @@ class Store:
                 open_windows(conn, jobs, ids, now)
             return ids
 
-        ids = self._conns.write(insert, f"storing {len(jobs)} job(s)")
+        ids = self._conns.write(insert, f"storing {len(jobs)} job(s)", rows=len(rows))
         self._woken(delays)
         return ids
 
@@ -192,7 +192,7 @@ class Store:
             )
             return gone
 
-        return self._conns.write(delete, "pruning finished jobs")
+        return self._conns.write(delete, "pruning finished jobs", rows=limit)
 
     # -- inspecting ------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORE_STAMP := $(VENV)/.core-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast test-django-suite chaos soak lint format bench bench-ab bench-peers bench-scale bench-dashboard browser dashboard-screenshots docs tox tox-extra dist smoke clean
+.PHONY: help venv demo test test-fast test-django-suite chaos soak lint format bench bench-ab bench-peers bench-glimit bench-lease bench-scale bench-dashboard browser dashboard-screenshots docs tox tox-extra dist smoke clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -111,6 +111,12 @@ bench-ab: $(STAMP) ## make bench with neoq at AB_REF (default HEAD) run beside t
 
 bench-peers: $(BENCH_VENV)/.installed ## the same beside huey, procrastinate, pgqueuer, rq, Celery (own virtualenv .venv-bench)
 	$(BENCH_VENV)/bin/python -m benchmarks.run --peers $(BENCH_ARGS)
+
+bench-glimit: $(STAMP) ## a queue with global_limit=10 beside the same queue without, concurrency 10 (PostgreSQL, both modes)
+	$(PY) -m benchmarks.glimit $(BENCH_ARGS)
+
+bench-lease: $(BENCH_VENV)/.installed ## lease mode beside transaction mode and pgqueuer: 10,000 queued no-op jobs, concurrency 10
+	$(BENCH_VENV)/bin/python -m benchmarks.lease $(BENCH_ARGS)
 
 bench-scale: $(STAMP) ## neoq on PostgreSQL with 100,000 jobs queued and 1,000,000 processed kept
 	$(PY) -m benchmarks.scale $(BENCH_ARGS)

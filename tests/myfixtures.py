@@ -20,7 +20,19 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 DEFAULT_SERVER_URL = "mysql://root@127.0.0.1:3306/"
-NEOQ_TABLES = ("neoq_jobs", "neoq_attempts", "neoq_claims", "neoq_progress", "neoq_cancellations", "neoq_ticks")
+NEOQ_TABLES = (
+    "neoq_jobs",
+    "neoq_attempts",
+    "neoq_claims",
+    "neoq_progress",
+    "neoq_cancellations",
+    "neoq_ticks",
+    "neoq_queue_pauses",
+    "neoq_unique_windows",
+    "neoq_rate_windows",
+    "neoq_rate_starts",
+    "neoq_slots",
+)
 
 
 def _unavailable(reason: str) -> None:

@@ -13,6 +13,7 @@ import neoq
 from neoq import ConfigurationError, Handler, Job, JobStatus
 from neoq.backends.mysql import MySQLBackend
 from neoq.backends.mysql.backend import require_version
+from neoq.backends.mysql.flow import FLOW_CAPABILITIES as FLOW
 from neoq.errors import BackendConnectionError
 from neoq.testing import wait_for
 
@@ -24,9 +25,9 @@ SECRET = "Hunter2Swordfish"
 def test_both_schemes_build_the_backend_and_capabilities_follow_the_mode(mysql_clean: str) -> None:
     with neoq.new(mysql_clean) as nq:
         assert type(nq.backend) is MySQLBackend
-        assert nq.backend.capabilities == {"shared", "enqueue_in_transaction", "priority", "snooze"}
+        assert nq.backend.capabilities == {"shared", "enqueue_in_transaction"} | FLOW
     with neoq.new(mysql_clean.replace("mysql://", "mariadb://", 1), mode="transaction") as nq:
-        assert nq.backend.capabilities == {"shared", "enqueue_in_transaction", "transaction", "priority", "snooze"}
+        assert nq.backend.capabilities == {"shared", "enqueue_in_transaction", "transaction"} | FLOW
 
 
 @pytest.mark.parametrize(
@@ -111,14 +112,14 @@ def test_migrations_apply_once_when_processes_start_together(mysql_server: str) 
         with admin.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{name}`")
         url = with_database(mysql_server, name)
-        assert MySQLBackend(url).missing_migrations() == [1, 2]
+        assert MySQLBackend(url).missing_migrations() == [1, 2, 3]
         applied: list[list[int]] = []
         threads = [threading.Thread(target=lambda: applied.append(MySQLBackend(url).migrate())) for _ in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert sorted(applied) == [[], [], [], [1, 2]]
+        assert sorted(applied) == [[], [], [], [1, 2, 3]]
         assert MySQLBackend(url).missing_migrations() == []
     finally:
         with admin.cursor() as cur:

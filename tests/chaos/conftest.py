@@ -24,6 +24,14 @@ FULL = os.environ.get("NEOQ_CHAOS") == "full"
 WORKER_SCRIPT = Path(__file__).resolve().parent / "chaos_worker.py"
 
 
+class WorkerStartError(RuntimeError):
+    """A worker process that ended before it said ``ready`` (``returncode``: -9 when SIGKILLed)."""
+
+    def __init__(self, message: str, returncode: int) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
 class ChaosWorker:
     """One ``chaos_worker.py`` process; the constructor returns once its handlers run."""
 
@@ -48,7 +56,8 @@ class ChaosWorker:
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
             self.proc.kill()
-            raise RuntimeError(f"chaos worker did not start: {line!r} (exit {self.proc.wait()})")
+            code = self.proc.wait()
+            raise WorkerStartError(f"chaos worker did not start: {line!r} (exit {code})", code)
 
     @property
     def pid(self) -> int:

@@ -106,7 +106,7 @@ from ...waiting import Look
 from ..base import Claim, Outcome
 from .flusher import Flusher
 from .heartbeat import heartbeat_interval, start_heartbeat
-from .store import LeaseStore, LeaseToken, Loops, Settlement
+from .store import Leased, LeaseStore, LeaseToken, Loops, Settlement
 
 __all__ = ["LeaseEngine"]
 
@@ -174,6 +174,7 @@ class LeaseEngine:
         self._loops = loops
         self._prefetch = prefetch
         self._notify_cancel = notify_cancel
+        self.lease = lease  #: seconds
         self._interval = heartbeat_interval(lease)
         self._read_ahead_age = self._interval * _READ_AHEAD_AGE
         #: Who holds the leases this engine takes, as the store records it.
@@ -314,6 +315,13 @@ class LeaseEngine:
         leased, due_in, held = self._store.fetch(queue, limit, self._lease, self.owner)
         if not leased:
             return [], due_in, held
+        claims = self._claims(queue, leased)
+        # Only cancelled jobs leased: others may be due behind them, so the loops look again now.
+        return claims, (0.0 if not claims else None), False
+
+    def _claims(self, queue: str, leased: list[Leased]) -> list[Claim]:
+        """Claims of jobs just leased, renewed from now on (a cancelled one is settled instead)."""
+        flusher = self._flusher
         claims: list[Claim] = []
         cancelled: list[Settlement] = []
         now = time.monotonic()
@@ -335,8 +343,7 @@ class LeaseEngine:
         for settlement in cancelled:
             flusher.submit(settlement)
             logger.info("neoq: job %s queue=%r was cancelled before it could start", settlement.lease.job_id, queue)
-        # Only cancelled jobs leased: others may be due behind them, so the loops look again now.
-        return claims, (0.0 if not claims else None), False
+        return claims
 
     # -- settling --------------------------------------------------------------------------
 

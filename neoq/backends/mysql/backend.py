@@ -35,12 +35,12 @@ from ...handler import HANDLER_MODES, Handler
 from ...job import Job, JobStatus
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
-from ..capabilities import ENQUEUE_IN_TRANSACTION, PRIORITY, SHARED, SNOOZE, TRANSACTION
+from ..capabilities import ENQUEUE_IN_TRANSACTION, SHARED, TRANSACTION
 from ..lease import LeaseEngine, LeaseToken
 from . import migrations
 from .claims import Held, TransactionClaims
+from .flow import FLOW_CAPABILITIES, MySQLFlow
 from .inspection import Inspection
-from .leasestore import MySQLLeaseStore
 from .pools import Pool, connect, wrap
 from .settings import MySQLOptions, parse_settings
 from .store import Runner
@@ -61,7 +61,7 @@ _abandoned: list[object] = []
 _CANCEL_POLL = 0.1
 
 
-class MySQLBackend(Backend):
+class MySQLBackend(MySQLFlow, Backend):
     """Jobs in a MySQL 8.0+ or MariaDB 10.6+ database, shared by every client that uses it.
 
     ``url``: ``mysql://user:password@host:3306/database`` (or ``mariadb://``). Options:
@@ -74,8 +74,8 @@ class MySQLBackend(Backend):
       most connections of each of the two pools (worker transactions; short statements).
     - ``migrate`` (default True): create or upgrade the schema in ``open()``.
 
-    Capabilities: ``"shared"``, ``"enqueue_in_transaction"``, and ``"transaction"`` when the
-    default mode is ``"transaction"``. No ``"notify"``: waiting claims poll.
+    Capabilities: ``"shared"``, ``"enqueue_in_transaction"``, the flow-control ones (flow.py), and
+    ``"transaction"`` when the default mode is ``"transaction"``. No ``"notify"``: waiting claims poll.
     """
 
     handler_modes = frozenset(HANDLER_MODES)
@@ -83,7 +83,7 @@ class MySQLBackend(Backend):
     @property
     def capabilities(self) -> frozenset[str]:
         """What this backend offers, as configured (see ``neoq.backends.capabilities``)."""
-        offered = {SHARED, ENQUEUE_IN_TRANSACTION, PRIORITY, SNOOZE}
+        offered = {SHARED, ENQUEUE_IN_TRANSACTION, *FLOW_CAPABILITIES}
         if self._settings.default_mode == "transaction":
             offered.add(TRANSACTION)
         return frozenset(offered)
@@ -114,6 +114,7 @@ class MySQLBackend(Backend):
         self._transactions = TransactionClaims(
             s, self._work_pool, self._runner, signal=self._signal, register=self._register, forget=self._forget
         )
+        self._flow_init()
         _backends.add(self)
 
     def _after_fork(self) -> None:
@@ -240,6 +241,7 @@ class MySQLBackend(Backend):
             with self._lock:
                 self._claimers[queue] = handler.concurrency
                 self._work_pool.grow(sum(self._claimers.values()))
+        self._prepare_flow(queue, handler)
 
     def _lease(self) -> LeaseEngine:
         with self._lock:
@@ -247,7 +249,7 @@ class MySQLBackend(Backend):
             engine = self._lease_engine
             if engine is None:
                 engine = self._lease_engine = LeaseEngine(
-                    MySQLLeaseStore(self._runner, self._signal),
+                    self._flow_store(),
                     self._settings.lease,
                     loops=lambda queue: self.waiting.queue(queue),
                     prefetch=lambda queue: self._prefetch.get(queue, 0),
@@ -256,8 +258,8 @@ class MySQLBackend(Backend):
                 )
         return engine
 
-    def look(self, queue: str) -> Look[Claim]:
-        """Claim a due job of ``queue`` now, or say when the next comes due (``Backend.look``)."""
+    def _look(self, queue: str) -> Look[Claim]:
+        """``look`` in the queue's mode, flow control aside (flow.py's ``look`` comes first)."""
         if self._queue_modes.get(queue, self._settings.default_mode) == "lease":
             return self._lease().look(queue)
         self._require()
@@ -275,6 +277,9 @@ class MySQLBackend(Backend):
 
     def settle_then_claim(self, claim: Claim, outcome: Outcome, queue: str) -> Claim | None:
         token = claim.token
+        if queue in self._flow_looks or self._pauses_stale():  # flow.py: the next claim through look
+            self.settle(claim, outcome)
+            return None
         if isinstance(token, LeaseToken):
             return token.engine.settle_then_claim(claim, outcome, queue)
         if (
@@ -366,7 +371,9 @@ class MySQLBackend(Backend):
     def prune(self, older_than: dict[JobStatus, datetime], limit: int) -> int:
         self._require()
         self._barrier()
-        return self._inspection.prune(older_than, limit)
+        pruned = self._inspection.prune(older_than, limit)
+        self._prune_windows()  # flow.py: unique_for windows that have closed
+        return pruned
 
     def get_job(self, job_id: str) -> Job | None:
         self._require()

@@ -63,6 +63,7 @@ _CLAIM = (
     " EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = j.id),"
     " IFNULL((SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id), ''), UTC_TIMESTAMP(6), j.priority, j.snoozes)"
     " FROM neoq_jobs j WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= UTC_TIMESTAMP(6)"
+    " AND NOT EXISTS (SELECT 1 FROM neoq_queue_pauses p WHERE p.queue = j.queue)"  # flow.py: paused
     # An attempt being ended from outside: its outcome is on its way (see _FENCE).
     " AND NOT EXISTS (SELECT 1 FROM neoq_claims f WHERE f.job_id = j.id"
     " AND f.fenced_at > UTC_TIMESTAMP(6) - INTERVAL 30 SECOND)"
@@ -162,6 +163,10 @@ class TransactionClaims:
         self._forget = forget
         #: The claim's text for each queue, its name escaped once (every connection is utf8mb4).
         self._claims: dict[str, str] = {}
+
+    def set_claim(self, queue: str, text: str) -> None:
+        """Claim ``queue``'s jobs with ``text``, ``_CLAIM``'s statements changed (flow.py: a global limit)."""
+        self._claims[queue] = text
 
     def _wrap(self, exc: BaseException, doing: str) -> BackendError:
         return wrap(self._settings, exc, doing)

@@ -17,6 +17,7 @@ import pymysql
 from ...errors import DuplicateJobError, JobNotFoundError, NeoqError
 from ...job import Job, JobStatus
 from ...jsontext import compact_json
+from .flow import has_windows, lock_windows, open_windows
 from .pools import wrap
 from .rows import JOB_SELECT, STATE, db_time, job_from_row, utc
 from .store import Cursor, Runner
@@ -105,11 +106,14 @@ class Inspection:
         keys = {(job.queue, job.fingerprint) for job in jobs}
         if len(keys) < len(jobs):
             raise DuplicateJobError("two jobs of the batch have the same queue and fingerprint; none was stored")
+        lock_windows(cur, jobs)  # flow.py: Job.unique_for
         if chunk is None or len(jobs) <= chunk:
-            return self._insert_rows(cur, jobs, texts)
-        ids: list[str] = []
-        for first in range(0, len(jobs), chunk):
-            ids += self._insert_rows(cur, jobs[first : first + chunk], texts[first : first + chunk])
+            ids = self._insert_rows(cur, jobs, texts)
+        else:
+            ids = []
+            for first in range(0, len(jobs), chunk):
+                ids += self._insert_rows(cur, jobs[first : first + chunk], texts[first : first + chunk])
+        open_windows(cur, jobs, ids)
         return ids
 
     def _insert_rows(self, cur: Cursor, jobs: Sequence[Job], texts: Sequence[str]) -> list[str]:
@@ -153,9 +157,10 @@ class Inspection:
             except Exception as exc:
                 raise wrap(self._runner.settings, exc, "enqueueing in the caller's transaction") from exc
         # One INSERT statement is atomic on its own: autocommit, one round trip; a larger batch is
-        # several statements in one transaction.
+        # several statements in one transaction, and so is an enqueue that opens unique_for windows.
+        write = len(jobs) > _CHUNK or has_windows(jobs)
         ids = self._runner.run(
-            f"enqueueing {len(jobs)} jobs", lambda cur: self._insert(cur, jobs, _CHUNK, texts), write=len(jobs) > _CHUNK
+            f"enqueueing {len(jobs)} jobs", lambda cur: self._insert(cur, jobs, _CHUNK, texts), write=write
         )
         for queue in {job.queue for job in jobs}:
             self._signal(queue)

@@ -49,6 +49,19 @@ _PROGRESS = (
 )
 
 
+def _room(cur: Cursor, queue: str, global_limit: int, limit: int) -> int:
+    """How many jobs of ``queue`` a fetch may lease under its global limit: the queue's slot 0 locked
+    (fetches of the queue take turns across processes), its live leases counted (flow.py)."""
+    cur.execute("SELECT slot FROM neoq_slots WHERE queue = %s AND slot = 0 FOR UPDATE", (queue,))
+    cur.execute(
+        "SELECT COUNT(*) FROM neoq_jobs WHERE queue = %s AND status = 'new' AND lease_owner IS NOT NULL"
+        " AND run_after > UTC_TIMESTAMP(6)",
+        (queue,),
+    )
+    row = cur.fetchone()
+    return min(limit, global_limit - (int(row[0]) if row else 0))
+
+
 def _marks(count: int) -> str:
     return ",".join(["%s"] * count)
 
@@ -59,6 +72,8 @@ class MySQLLeaseStore:
     def __init__(self, runner: Runner, signal: Callable[[str], None]) -> None:
         self._runner = runner
         self._signal = signal
+        #: The global limit (``Handler.global_limit``) of each queue that has one (flow.py).
+        self.global_limits: dict[str, int] = {}
 
     def close(self) -> None:
         """Nothing of its own: the pool is the backend's."""
@@ -66,12 +81,18 @@ class MySQLLeaseStore:
     def fetch(self, queue: str, limit: int, lease: float, owner: str) -> tuple[list[Leased], float | None, bool]:
         """Lease up to ``limit`` due jobs of ``queue``, counting their attempts; or say when the next is due."""
 
+        global_limit = self.global_limits.get(queue)
+
         def lease_jobs(cur: Cursor) -> tuple[list[Leased], float | None, bool]:
+            room = limit if global_limit is None else _room(cur, queue, global_limit, limit)
+            if room <= 0:
+                return [], None, True  # others run the most the limit allows: look again soon
             cur.execute(
                 "SELECT id, run_after FROM neoq_jobs WHERE queue = %s AND status = 'new'"
-                " AND run_after <= UTC_TIMESTAMP(6) ORDER BY priority DESC, run_after, id LIMIT %s"
-                " FOR UPDATE SKIP LOCKED",
-                (queue, int(limit)),
+                " AND run_after <= UTC_TIMESTAMP(6)"
+                " AND NOT EXISTS (SELECT 1 FROM neoq_queue_pauses p WHERE p.queue = %s)"  # flow.py: paused
+                " ORDER BY priority DESC, run_after, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (queue, queue, int(room)),
             )
             picked = cur.fetchall()
             if not picked:  # due jobs were there a moment ago (the probe): others hold them
@@ -188,6 +209,9 @@ class MySQLLeaseStore:
         def beat(cur: Cursor) -> list[Lost]:
             cur.execute(
                 f"SELECT id FROM neoq_jobs WHERE (id, lease_token) IN ({pairs}) AND status = 'new'"
+                # Not a lease given back (or retried) since the heartbeat took its list: it would be
+                # pushed a lease ahead with nobody holding it.
+                " AND lease_owner IS NOT NULL"
                 " AND run_after < UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND FOR UPDATE SKIP LOCKED",
                 [*fence, int(lease * 2e6 / 3)],
             )
@@ -220,8 +244,9 @@ class MySQLLeaseStore:
 
         return self._runner.run("renewing leases", beat)
 
-    def give_back(self, leases: list[LeaseToken]) -> None:
-        """Put unstarted leased jobs back: due as before, their attempt uncounted."""
+    def give_back(self, leases: list[LeaseToken], *, wake: bool = True) -> None:
+        """Put unstarted leased jobs back: due as before, their attempt uncounted; with ``wake``,
+        this process's loops of their queues look again."""
 
         def back(cur: Cursor) -> None:
             for held in leases:
@@ -232,5 +257,5 @@ class MySQLLeaseStore:
                 )
 
         self._runner.run("putting unstarted leased jobs back", back)
-        for queue in {held.queue for held in leases}:
+        for queue in {held.queue for held in leases} if wake else ():
             self._signal(queue)

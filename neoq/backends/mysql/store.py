@@ -58,16 +58,21 @@ class Runner:
 
 
 def probe(cur: Cursor, queue: str) -> tuple[bool, float | None]:
-    """Whether a job of ``queue`` is due, and in how many seconds the next one not yet due comes due."""
+    """Whether a job of ``queue`` is due, and in how many seconds the next one not yet due comes due.
+
+    A paused queue (flow.py) has nothing due and nothing scheduled: its loops wait for the resume."""
     cur.execute(
         "SELECT EXISTS (SELECT 1 FROM neoq_jobs WHERE queue = %s AND status = 'new' AND run_after <= UTC_TIMESTAMP(6)),"
         " TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), (SELECT MIN(run_after) FROM neoq_jobs"
-        " WHERE queue = %s AND status = 'new' AND run_after > UTC_TIMESTAMP(6)))",
-        (queue, queue),
+        " WHERE queue = %s AND status = 'new' AND run_after > UTC_TIMESTAMP(6))),"
+        " EXISTS (SELECT 1 FROM neoq_queue_pauses WHERE queue = %s)",
+        (queue, queue, queue),
     )
     row = cur.fetchone()
-    due_in = None if row is None or row[1] is None else max(0.0, int(row[1]) / 1e6)
-    return bool(row and row[0]), due_in
+    if row is None or row[2]:
+        return False, None
+    due_in = None if row[1] is None else max(0.0, int(row[1]) / 1e6)
+    return bool(row[0]), due_in
 
 
 def _rollback(conn: Conn) -> None:

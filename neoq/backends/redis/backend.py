@@ -45,11 +45,12 @@ from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, RATE_LIMIT, SHARED, SNOOZE, UNIQUE_FOR
 from ..lease import LeaseEngine, LeaseToken
 from ..lease.handback import give_back_queue
+from ..lease.handoff import wants
 from .connections import open_client
 from .flow import pause, paused_queues, rated_look
 from .inspection import Inspection, check_durability
 from .listener import Listener
-from .rows import jobs_text, stored_ids, to_us
+from .rows import job_args, jobs_text, stored_ids, to_us
 from .scripts import Scripts, wrap_error
 from .settings import RedisOptions, RedisSettings, parse_settings
 from .store import RedisLeaseStore
@@ -188,6 +189,7 @@ class RedisBackend(Backend):
         self.reset_waiting()
         if opened.listener is not None:
             opened.listener.stop()
+        opened.scripts.close()
         opened.disconnect()
 
     def _require(self) -> _Open:
@@ -233,8 +235,20 @@ class RedisBackend(Backend):
 
     def _enqueue(self, prepared: list[tuple[Job, str]]) -> list[str]:
         opened = self._ready()
-        what = "enqueueing a job" if len(prepared) == 1 else f"enqueueing {len(prepared)} jobs"
-        reply = opened.scripts.run("enqueue", [opened.origin, jobs_text(prepared)], what)
+        if len(prepared) == 1:
+            job, payload = prepared[0]
+            args, queue = [opened.origin, *job_args(job, payload)], job.queue
+            engine, store = opened.engine, opened.store
+            if engine and store and queue in self._prefetch and queue not in self._rates and wants(engine, queue):
+                # This client's loops of the queue wait: the enqueue leases for them (handoff.py).
+                reply, taken = store.enqueue_handing(engine, queue, args)
+                if taken:
+                    return stored_ids(reply, prepared)
+            else:
+                reply = opened.scripts.run("enqueue_one", args, "enqueueing a job")
+        else:
+            what = f"enqueueing {len(prepared)} jobs"
+            reply = opened.scripts.run("enqueue", [opened.origin, jobs_text(prepared)], what)
         ids = stored_ids(reply, prepared)
         self._wake(prepared)
         return ids

@@ -18,7 +18,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ...job import Job, JobStatus
-from ..lease import Leased, LeaseToken, Lost, Settlement
+from ..lease import Leased, LeaseEngine, LeaseToken, Lost, Settlement
+from ..lease.handoff import offer
 from .rows import decode_json, safe_text, to_us
 from .scripts import Scripts
 
@@ -57,6 +58,28 @@ class RedisLeaseStore:
             [queue, owner, limit, int(lease * 1_000_000), "" if cap is None else cap],
             f"leasing jobs of queue {queue!r}",
         )
+        return self.leased(queue, reply)
+
+    def enqueue_handing(self, engine: LeaseEngine, queue: str, args: list[Any]) -> tuple[Any, bool]:
+        """enqueue_one.lua (``args`` as a plain enqueue's) for a queue whose claim loops wait in
+        ``engine`` (``handoff.wants``): the same call leases for them as ``fetch`` would, and what
+        it leased is offered to the engine. The reply as a plain enqueue's (the id, or a
+        duplicate's), and whether this job was among the jobs leased."""
+        cap = self._global_limit(queue)
+        lease = int(engine.lease * 1_000_000)
+        extra = [engine.owner, 1, lease, "" if cap is None else cap]
+        reply = self._scripts.run("enqueue_one", [*args, *extra], "enqueueing a job")
+        if reply[0] == "dup":
+            return reply, False
+        job_id, answer = reply
+        leased = self.leased(queue, answer)[0]
+        if leased:
+            offer(engine, queue, leased)
+        return job_id, any(held[1] == str(job_id) for held in leased)
+
+    def leased(self, queue: str, reply: list[Any]) -> tuple[list[Leased], float | None, bool]:
+        """``fetch``'s answer from lease_jobs' reply (base.lua): the jobs leased, else when the next
+        comes due and whether the queue is at its global limit."""
         if len(reply) == 1:
             head = reply[0]
             if head == "held":  # at its global limit: a settle of the queue wakes its loops

@@ -82,7 +82,11 @@ _SETTLE_ROWS = 99
 
 _PROGRESS = "UPDATE neoq_jobs SET progress = ?, progress_note = ? WHERE id = ? AND lease_token = ? AND status = 'new'"
 
-_RENEW = "UPDATE neoq_jobs SET run_after = ? WHERE id = ? AND lease_token = ? AND status = 'new'"
+#: lease_owner: a lease given back, or a retry written, since the list was read keeps its token but
+#: is no one's (renewing it would put the job off by a whole lease).
+_RENEW = (
+    "UPDATE neoq_jobs SET run_after = ? WHERE id = ? AND lease_token = ? AND status = 'new' AND lease_owner IS NOT NULL"
+)
 
 _GIVE_BACK = (
     "UPDATE neoq_jobs SET run_after = ?, lease_owner = NULL, attempts = max(attempts - 1, 0)"

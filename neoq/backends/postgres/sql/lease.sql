@@ -157,7 +157,10 @@ WITH t AS (
 ), mine AS (
     SELECT j.id
     FROM neoq_jobs j JOIN t ON j.id = t.id AND j.lease_token = t.token
-    WHERE j.status = 'new' AND j.run_after < now() + make_interval(secs => %(renew_below)s)
+    -- lease_owner: a lease given back, or a retry written, since the holder's list was read keeps
+    -- its token but is no one's: renewing it would put the job off by a whole lease.
+    WHERE j.status = 'new' AND j.lease_owner IS NOT NULL
+      AND j.run_after < now() + make_interval(secs => %(renew_below)s)
     FOR UPDATE OF j SKIP LOCKED
 ), renewed AS (
     UPDATE neoq_jobs j SET run_after = now() + make_interval(secs => %(lease)s)

@@ -1,49 +1,4 @@
--- Shared by every script of the Redis backend (scripts.py puts it in front of each one).
---
--- ARGV[1] is the namespace: the prefix of every key, ending with its hash tag ("neoq:{neoq}:"),
--- so every key of one namespace lives in one Cluster slot. KEYS[1] is a key of that namespace
--- (its "seq"), given so that a Cluster client routes the call. Times are microseconds since
--- 1970 by the server's clock (TIME), written as integers ("%.0f": tostring would round them).
-local P = ARGV[1]
-
-local function now_us()
-    local t = redis.call('TIME')
-    return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-
-local function int(x)
-    return string.format('%.0f', x)
-end
-
--- A job's member in the due and lease sets: its id, zero-padded, so that jobs due at the same
--- microsecond are claimed in id order (members of equal score sort as strings).
-local function member(id)
-    return string.format('%015.0f', tonumber(id))
-end
-
-local function job_key(id)
-    return P .. 'job:' .. id
-end
-
--- The sorted set of a queue's waiting jobs of one priority: ``due:<queue>`` for 0, the most jobs;
--- ``due:<queue>:<priority>`` for the others, whose priorities are listed in ``prios:<queue>``
--- (scored by minus the priority: highest first). A claim reads the levels from the highest down.
-local function due_key(q, pr)
-    if not pr or pr == '0' or pr == 0 then
-        return P .. 'due:' .. q
-    end
-    local level = tonumber(pr)
-    redis.call('ZADD', P .. 'prios:' .. q, -level, int(level))
-    return P .. 'due:' .. q .. ':' .. int(level)
-end
-
--- Run one command over a long list of arguments, at most 1,000 at a time (unpack's limit).
-local function chunked(command, key, list)
-    for i = 1, #list, 1000 do
-        redis.call(command, key, unpack(list, i, math.min(i + 999, #list)))
-    end
-end
-
+-- The scripts that read rows or store batches put this after base.lua.
 -- The job's fields as the backend reads them (rows.py: 20 values with the id; its lease's end
 -- is read, not returned), its status as a reader sees it: a
 -- waiting job whose lease is live is "running". A job never leased has no retries, attempts or
@@ -76,8 +31,8 @@ local function row(id, now, out)
 end
 
 -- Store the jobs of ``jobs`` (a JSON array: one [queue, fingerprint, payload text, run_after or
--- "", deadline or "", max_retries or "", priority, unique_for in microseconds or ""] a job), all
--- or none. A job with a unique_for is refused when the same queue and fingerprint were enqueued
+-- "", deadline or "", max_retries or "", priority, unique_for in microseconds or ""] a job, cut
+-- after the payload when the rest are none and the priority 0), all or none. A job with a unique_for is refused when the same queue and fingerprint were enqueued
 -- with one less than its unique_for ago ({'dup', index, id, age in microseconds}); the windows
 -- are ``uf:<queue>``: fingerprint -> "time id" of its last enqueue with a unique_for. Returns the first job's id, an
 -- integer: the ids are consecutive. A duplicate: {'dup', index, id} (id '' for one within the
@@ -128,48 +83,58 @@ local function enqueue_jobs(now, origin, jobs)
     end
     local base = redis.call('INCRBY', P .. 'seq', n) - n
     local created = int(now)
+    local jp = P .. 'job:'
     for _, q in ipairs(order) do
         local g = groups[q]
+        local plain = P .. 'due:' .. q
         local due, fps, index, windows = {}, {}, {}, {}
+        local d, k = 0, 0  -- the lengths of due, and of fps and index
         for _, i in ipairs(g) do
             local job = jobs[i]
-            local id = int(base + i)
+            local number = base + i
+            local id = int(number)
+            local m = string.format('%015.0f', number)  -- member(id)
             local ra = job[4]
-            if ra == '' then
+            if not ra or ra == '' then
                 ra = created
             end
-            local fields = {'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created}
-            if job[5] ~= '' then
-                fields[13] = 'dl'
-                fields[14] = job[5]
-            end
-            if job[6] ~= '' then
-                fields[#fields + 1] = 'mr'
-                fields[#fields + 1] = job[6]
-            end
-            local pr = job[7] or '0'
-            if pr ~= '0' then
-                fields[#fields + 1] = 'pr'
-                fields[#fields + 1] = pr
-            end
-            if job[8] and job[8] ~= '' then
-                windows[#windows + 1] = job[2]
-                windows[#windows + 1] = created .. ' ' .. id
-            end
-            redis.call('HSET', job_key(id), unpack(fields))
-            local level = due_key(q, pr)
-            if level == P .. 'due:' .. q then
-                due[#due + 1] = ra
-                due[#due + 1] = member(id)
+            local pr = job[7]
+            if #job == 3 then  -- queue, fingerprint and payload only: the most jobs
+                redis.call('HSET', jp .. id, 'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created)
             else
-                redis.call('ZADD', level, ra, member(id))
+                local fields = {'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created}
+                if job[5] ~= '' then
+                    fields[13] = 'dl'
+                    fields[14] = job[5]
+                end
+                if job[6] ~= '' then
+                    fields[#fields + 1] = 'mr'
+                    fields[#fields + 1] = job[6]
+                end
+                if pr ~= '0' then
+                    fields[#fields + 1] = 'pr'
+                    fields[#fields + 1] = pr
+                end
+                redis.call('HSET', jp .. id, unpack(fields))
+                if job[8] ~= '' then
+                    windows[#windows + 1] = job[2]
+                    windows[#windows + 1] = created .. ' ' .. id
+                end
             end
-            fps[#fps + 1] = job[2]
-            fps[#fps + 1] = id
-            index[#index + 1] = id
-            index[#index + 1] = id
+            if pr and pr ~= '0' then
+                redis.call('ZADD', due_key(q, pr), ra, m)
+            else
+                due[d + 1] = ra
+                due[d + 2] = m
+                d = d + 2
+            end
+            fps[k + 1] = job[2]
+            fps[k + 2] = id
+            index[k + 1] = id
+            index[k + 2] = id
+            k = k + 2
         end
-        chunked('ZADD', P .. 'due:' .. q, due)
+        chunked('ZADD', plain, due)
         chunked('HSET', P .. 'fp:' .. q, fps)
         chunked('ZADD', P .. 'jobs:' .. q, index)
         if #windows > 0 then

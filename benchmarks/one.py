@@ -30,6 +30,7 @@ SUBJECTS: dict[str, tuple[str, str, bool | str]] = {
     "neoq-sqlite": ("benchmarks.subjects_sqlite", "NeoqSqlite", False),
     "huey-sqlite": ("benchmarks.subjects_sqlite", "HueySqlite", False),
     "min-sqlite": ("benchmarks.subjects_sqlite", "MinSqlite", False),
+    "min-sqlite-settle": ("benchmarks.subjects_sqlite", "MinSqliteSettle", False),
     "neoq-mysql": ("benchmarks.subjects_mysql", "NeoqMySQL", "mysql"),
     "neoq-mysql-tx": ("benchmarks.subjects_mysql", "NeoqMySQLTransaction", "mysql"),
     "min-mysql": ("benchmarks.subjects_mysql", "MinMySQL", "mysql"),

@@ -98,6 +98,7 @@ def _rows() -> list[Row]:
         Row(sq, "process", "neoq-sqlite", "process", "neoq"),
         Row(sq, "process", "huey-sqlite", "process", "huey (SqliteHuey, 10 threads)", peer=True),
         Row(sq, "process", "min-sqlite", "process", "min: 10 threads BEGIN IMMEDIATE claim"),
+        Row(sq, "process", "min-sqlite-settle", "process", "min: 10 threads claim, then mark done"),
         Row(sq, "pickup", "neoq-sqlite", "pickup", "neoq"),
         Row(sq, "pickup", "huey-sqlite", "pickup", "huey (SqliteHuey, 10 threads)", peer=True),
         # MySQL/MariaDB: neoq in lease mode (the default) on "mysql", in transaction mode on "mysql-tx".

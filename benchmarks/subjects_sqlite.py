@@ -1,4 +1,5 @@
-"""SQLite subjects: neoq on ``sqlite://``, huey's ``SqliteHuey``, and the minimal SQLite loop (the floor).
+"""SQLite subjects: neoq on ``sqlite://``, huey's ``SqliteHuey``, and the minimal SQLite loop (the floor),
+plus that loop with the outcome as a second write (``min-sqlite-settle``, shown beside it, no target).
 
 Each round works on a new database file in a temporary folder of its own (removed at ``close``),
 in WAL mode. neoq keeps its default ``synchronous=normal``; huey its default (``fsync`` off); the
@@ -138,6 +139,52 @@ class MinSqlite(_TempFile):
                     if row is None:
                         return
                     done.tick()
+            finally:
+                conn.close()
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(CONCURRENCY)]
+        for thread in threads:
+            thread.start()
+        finished = done.wait(TIMEOUT)
+        for thread in threads:
+            thread.join()
+        return finished - start
+
+
+class MinSqliteSettle(MinSqlite):
+    """Not a floor the targets use: the same loop with the claim and the outcome as two writes, as an
+    at-least-once queue needs them (a ``'running'`` claim in one ``BEGIN IMMEDIATE`` transaction, the job
+    marked done in a second), still one job a transaction. Shows what the second write costs."""
+
+    label = "min: 10 threads claim, then mark done (2 transactions a job)"
+
+    def process(self, n: int) -> float:
+        conn = self._connect()
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO jobs (queue, payload) VALUES (?, ?)", [("bench", f'{{"i": {i}}}') for i in range(n)]
+        )
+        conn.execute("COMMIT")
+        conn.close()
+        done = Countdown(n)
+
+        def work() -> None:
+            conn = self._connect()
+            try:
+                while True:
+                    conn.execute("BEGIN IMMEDIATE")
+                    row = conn.execute(
+                        "UPDATE jobs SET status = 'running' WHERE id = (SELECT id FROM jobs WHERE queue = 'bench'"
+                        " AND status = 'new' ORDER BY id LIMIT 1) RETURNING id, payload"
+                    ).fetchone()
+                    conn.execute("COMMIT")
+                    if row is None:
+                        return
+                    done.tick()
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (row[0],))
+                    conn.execute("COMMIT")
             finally:
                 conn.close()
 

@@ -42,6 +42,11 @@ T = TypeVar("T")
 #: SQLite's own wait for a lock inside one statement (ms): the retry loop waits beyond it.
 _STATEMENT_BUSY_MS = 2000
 
+#: About how much a client writes between two WAL checkpoints: each write transaction counts one,
+#: plus one for each 20 rows it writes. 170 single enqueues write about 1000 pages, SQLite's own
+#: default (a smaller WAL costs fewer instructions a write; each checkpoint costs an fsync or two).
+_CHECKPOINT_EVERY = 170
+
 #: SQLite error names (Python 3.11+) and message fragments that mean "someone else holds the lock".
 _BUSY_NAMES = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_BUSY_SNAPSHOT", "SQLITE_BUSY_RECOVERY"})
 
@@ -58,6 +63,8 @@ def connect(settings: SqliteSettings, *, read_only: bool = False) -> sqlite3.Con
     conn.execute(f"PRAGMA busy_timeout = {_STATEMENT_BUSY_MS}")
     if not read_only:
         conn.execute(f"PRAGMA synchronous = {settings.synchronous}")
+        # Checkpoints are the pool's (Connections.checkpoint), made outside the client's write lock.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
     return conn
 
 
@@ -106,6 +113,9 @@ class Connections:
         self._pid = os.getpid()
         #: The threads of this client write one at a time (see the module docstring).
         self._write_lock = threading.Lock()
+        #: Writes since the last WAL checkpoint (see ``checkpoint``; counted under the write lock).
+        self._unchecked = 0
+        self._checkpointing = False
 
     # -- the pool --------------------------------------------------------------------------
 
@@ -155,6 +165,7 @@ class Connections:
         self._pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
         self._write_lock = threading.Lock()
+        self._checkpointing = False  # a parent's thread may have been checkpointing at the fork
 
     def close(self) -> None:
         """Close the idle connections now, and each busy one as it comes back. Idempotent."""
@@ -175,11 +186,16 @@ class Connections:
 
     # -- transactions ----------------------------------------------------------------------
 
-    def write(self, work: Callable[[sqlite3.Connection], T], doing: str) -> T:
+    def write(
+        self, work: Callable[[sqlite3.Connection], T], doing: str, *, checkpoint: bool = True, rows: int = 1
+    ) -> T:
         """Run ``work(conn)`` in one ``BEGIN IMMEDIATE`` transaction and commit; retry while the file is busy.
 
         ``work`` may run more than once (each time in a new transaction); a ``NeoqError`` it raises
-        rolls back and propagates. Nothing is stored when this raises.
+        rolls back and propagates. Nothing is stored when this raises. Once enough was written since
+        the last WAL checkpoint, this call makes one after its commit, outside the write lock (not
+        with ``checkpoint=False``: a claim, which its loops wait for). ``rows``: about how many rows
+        ``work`` writes (what the WAL grows by; ``conn.total_changes`` would cost more than the count).
         """
         deadline = time.monotonic() + self._settings.busy_timeout
         delay = 0.001
@@ -193,7 +209,8 @@ class Connections:
                     try:
                         result = work(conn)
                         conn.execute("COMMIT")
-                        return result
+                        self._unchecked += 1 + rows // 20
+                        break
                     except BaseException:
                         if conn.in_transaction:
                             try:
@@ -217,9 +234,39 @@ class Connections:
                         self._give(conn, broken=broken)
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 0.1)
+        if checkpoint and self._unchecked >= _CHECKPOINT_EVERY:
+            self.checkpoint()
+        return result
 
-    def read(self, work: Callable[[sqlite3.Connection], T], doing: str) -> T:
-        """Run ``work(conn)`` in one read transaction (one snapshot); retry while the file is busy."""
+    def checkpoint(self) -> None:
+        """Copy the WAL's pages into the database file (``PASSIVE``: it waits for no reader or writer).
+
+        SQLite would do it inside the commit that fills the WAL (``wal_autocheckpoint``), holding
+        this client's write lock for the copy and its fsync, milliseconds during which none of its
+        threads could write. Errors are logged, never raised: the commit before it stands.
+        """
+        with self._cond:
+            if self._checkpointing:
+                return
+            self._checkpointing = True
+            self._unchecked = 0
+        conn = None
+        try:
+            conn = self._acquire()
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except (sqlite3.Error, NeoqError) as exc:
+            logger.debug("neoq: a WAL checkpoint of %r failed: %s", self._path, exc)
+        finally:
+            if conn is not None:
+                self._give(conn)
+            self._checkpointing = False
+
+    def read(self, work: Callable[[sqlite3.Connection], T], doing: str, *, single: bool = False) -> T:
+        """Run ``work(conn)`` in one read transaction (one snapshot); retry while the file is busy.
+
+        ``single``: ``work`` runs one statement, which is a snapshot of its own in autocommit mode,
+        so no ``BEGIN``/``COMMIT`` is said around it (two fewer calls into SQLite).
+        """
         deadline = time.monotonic() + self._settings.busy_timeout
         delay = 0.001
         while True:
@@ -227,6 +274,8 @@ class Connections:
             broken = False
             try:
                 conn = self._acquire()
+                if single:
+                    return work(conn)
                 conn.execute("BEGIN")
                 try:
                     return work(conn)

@@ -25,7 +25,14 @@ _INSERT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
-_HOLDER = "SELECT id FROM neoq_jobs WHERE queue = ? AND fingerprint = ? AND status = 'new'"
+#: A batch is stored by multi-row INSERTs of up to ``_INSERT_ROWS`` rows (8 parameters each, under
+#: SQLite's oldest limit of 999): half the instructions of ``executemany``'s statement per row.
+_INSERT_ROWS = 100
+_INSERT_ROW = ", (?, ?, ?, ?, ?, ?, ?, ?)"
+
+#: The waiting or running job with a fingerprint, stored before the batch being refused (id below ``?``).
+_HOLDER = "SELECT id FROM neoq_jobs WHERE queue = ? AND fingerprint = ? AND status = 'new' AND id < ?"
+_NO_ID = 2**63 - 1
 
 _STATES = ("new", "running", "processed", "failed", "cancelled")
 
@@ -80,28 +87,40 @@ class Store:
                 delays[job.queue] = 0.0
 
         def insert(conn: sqlite3.Connection) -> list[str]:
+            start = 0
+            first = _NO_ID  # the batch's first id, once a chunk is in
             try:
                 if len(rows) == 1:
                     ids = [str(conn.execute(_INSERT, rows[0]).lastrowid)]
                 else:
-                    conn.executemany(_INSERT, rows)
-                    # The write lock is held and ids are AUTOINCREMENT: the batch took the last ids.
+                    for start in range(0, len(rows), _INSERT_ROWS):
+                        chunk = rows[start : start + _INSERT_ROWS]
+                        last = conn.execute(
+                            _INSERT + _INSERT_ROW * (len(chunk) - 1), [v for row in chunk for v in row]
+                        ).lastrowid
+                        if first == _NO_ID and last:
+                            first = last - len(chunk) + 1
+                    # The write lock is held and ids are AUTOINCREMENT, given row after row in the
+                    # order of the VALUES: the batch took the last ids, in its order.
                     last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'neoq_jobs'").fetchone()[0]
                     ids = [str(job_id) for job_id in range(last - len(rows) + 1, last + 1)]
             except sqlite3.IntegrityError as exc:
-                raise self._duplicate(conn, jobs) from exc
+                # The chunks before the refused one had no holder; their rows are rolled back with it.
+                raise self._duplicate(conn, jobs[start:], first) from exc
             if windowed:
                 open_windows(conn, jobs, ids, now)
             return ids
 
-        ids = self._conns.write(insert, f"storing {len(jobs)} job(s)")
+        ids = self._conns.write(insert, f"storing {len(jobs)} job(s)", rows=len(rows))
         self._woken(delays)
         return ids
 
     @staticmethod
-    def _duplicate(conn: sqlite3.Connection, jobs: Sequence[Job]) -> DuplicateJobError:
+    def _duplicate(conn: sqlite3.Connection, jobs: Sequence[Job], below: int = _NO_ID) -> DuplicateJobError:
+        """The error for a refused batch, naming the holder: a job stored before the batch (id below
+        ``below``, the batch's first id), never one of the batch's own rows still in the transaction."""
         for job in jobs:
-            row = conn.execute(_HOLDER, (job.queue, job.fingerprint)).fetchone()
+            row = conn.execute(_HOLDER, (job.queue, job.fingerprint, below)).fetchone()
             if row is not None:
                 return DuplicateJobError(
                     f"a job of queue {job.queue!r} with the same fingerprint is waiting or running (id {row[0]}): "
@@ -173,7 +192,7 @@ class Store:
             )
             return gone
 
-        return self._conns.write(delete, "pruning finished jobs")
+        return self._conns.write(delete, "pruning finished jobs", rows=limit)
 
     # -- inspecting ------------------------------------------------------------------------
 
@@ -260,7 +279,7 @@ class Store:
                     (now_micros(), key),
                 )
             except sqlite3.IntegrityError as exc:
-                holder = conn.execute(_HOLDER, (row[0], row[1])).fetchone()
+                holder = conn.execute(_HOLDER, (row[0], row[1], _NO_ID)).fetchone()
                 raise DuplicateJobError(
                     f"another job of queue {row[0]!r} with the same fingerprint is waiting or running"
                     + ("" if holder is None else f" (id {holder[0]})"),

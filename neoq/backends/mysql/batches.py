@@ -10,9 +10,9 @@ server stores it, and only then is its result read (PyMySQL's ``query`` split in
 One statement at most is ever outstanding, so the protocol stays request and response.
 
 Ids: the rows of one multi-row INSERT take consecutive ids from ``LAST_INSERT_ID()`` (PyMySQL's
-``insert_id``), ``@@auto_increment_increment`` apart: InnoDB reserves the ids of a "simple insert"
-(its row count known in advance) at once, in every ``innodb_autoinc_lock_mode``, 2 included
-(only an INSERT ... SELECT or LOAD DATA may get ids interleaved with another statement's).
+``insert_id``), ``@@auto_increment_increment`` apart: InnoDB reserves one block of ids for a
+"simple insert" (its row count known in advance) in ``innodb_autoinc_lock_mode`` 1 and 2 alike
+(an INSERT ... SELECT or LOAD DATA may get ids interleaved with another statement's; neoq sends neither).
 """
 
 from __future__ import annotations

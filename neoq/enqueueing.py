@@ -100,6 +100,8 @@ class Enqueuer:
 
     def _refuse(self, job: Job, index: int | None) -> None:
         """Raise ``InvalidJobError`` when ``job`` uses a flow-control field the store lacks the capability for."""
+        if job.priority == 0 and job.unique_for is None:
+            return  # the common job uses neither
         where = "" if index is None else f"job {index}: "
         for capability, used, default in (
             (PRIORITY, job.priority != 0, "priority=0"),

@@ -329,7 +329,7 @@ def encode_payload(payload: object) -> str:
 
 def _encode_payload(payload: object) -> tuple[str, bool]:
     # The JSON text, and whether the payload is flat (see ``_is_flat``).
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):  # a dict skips the ABC's check
         raise InvalidJobError(f"payload must be a mapping with string keys, not {type(payload).__name__}")
     flat = _is_flat(payload)
     if not flat:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from myfixtures import connect, server_kwargs, with_database
@@ -219,3 +220,74 @@ def test_a_forked_child_runs_jobs_with_a_client_opened_before_the_fork(mysql_cle
         assert os.waitstatus_to_exitcode(status) == 0
         assert nq.get_job(job_id).status is JobStatus.PROCESSED  # type: ignore[union-attr]
         assert nq.enqueue(Job(queue=f"fork-{mode}", payload={"after": 1}))  # the parent's sessions still work
+
+
+def test_a_streamed_batch_reports_its_errors_as_if_every_job_was_checked_first(mysql_clean: str) -> None:
+    """A large batch is prepared while its chunks are written (batches.stream): whatever it sent is
+    rolled back, and the error is the one checking every job first finds."""
+    with neoq.new(mysql_clean) as nq:
+        stored = nq.enqueue(Job(queue="s", payload={"i": 3}))
+        # An invalid job while the first chunk's INSERT is still outstanding.
+        batch = [Job(queue="s", payload={"i": 10_000 + i}) for i in range(800)]
+        batch[700] = Job(queue="s", payload={"bad": float("nan")})
+        with pytest.raises(neoq.InvalidJobError, match="job 700"):
+            nq.enqueue_many(batch)
+        # A duplicate of the stored job in the first chunk, an invalid job at the end: the invalid one.
+        batch = [Job(queue="s", payload={"i": i}) for i in range(1200)]
+        batch.append(Job(queue="s", payload={"bad": float("inf")}))
+        with pytest.raises(neoq.InvalidJobError, match="job 1200"):
+            nq.enqueue_many(batch)
+        # ... and a duplicate within the batch, across chunks: the batch's own.
+        batch = [Job(queue="s", payload={"i": i}) for i in range(1200)] + [Job(queue="s", payload={"i": 900})]
+        with pytest.raises(neoq.DuplicateJobError, match="jobs 900 and 1200"):
+            nq.enqueue_many(batch)
+        # Only the duplicate of the stored job: it is named.
+        with pytest.raises(neoq.DuplicateJobError) as info:
+            nq.enqueue_many([Job(queue="s", payload={"i": i}) for i in range(1200)])
+        assert info.value.job_id == stored
+        assert nq.stats()["s"]["new"] == 1
+        # The pooled connection goes on: quotes, backslashes and % stored as given, ids in order.
+        texts = [f"it's \\ {i} %s \"q\" \n" for i in range(1500)]
+        ids = nq.enqueue_many([Job(queue="s", payload={"t": text}) for text in texts])
+        assert ids == sorted(ids, key=int) and len(set(ids)) == 1500
+        for index in (0, 499, 500, 1000, 1499):
+            job = nq.get_job(ids[index])
+            assert job is not None and job.payload == {"t": texts[index]}
+        assert nq.stats()["s"]["new"] == 1501
+
+
+def test_the_pool_lends_each_connection_to_one_thread_at_a_time(mysql_clean: str) -> None:
+    """get() and put() take no lock in the common case: a connection is never lent twice, a get()
+    waiting for one is woken by a put(), and close() leaves none open."""
+    from neoq.backends.mysql.pools import Pool, connect
+    from neoq.backends.mysql.settings import parse_settings
+
+    settings = parse_settings(mysql_clean)
+    made: list[Any] = []
+    pool = Pool(lambda: made.append(connect(settings)) or made[-1], 3, 10.0, "test")
+    lent: set[int] = set()
+    guard = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(400):
+                conn = pool.get()
+                with guard:
+                    assert id(conn) not in lent, "a connection was lent twice"
+                    lent.add(id(conn))
+                time.sleep(0)
+                with guard:
+                    lent.discard(id(conn))
+                pool.put(conn)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(made) <= 3
+    pool.close()
+    assert all(conn.open is False for conn in made)

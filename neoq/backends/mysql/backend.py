@@ -213,12 +213,9 @@ class MySQLBackend(MySQLFlow, Backend):
         return self._inspection.enqueue(jobs, connection) if jobs else []
 
     def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None) -> list[str]:
-        """Prepare the jobs, keeping each payload's JSON text as ``prepare`` made it (encoded once)."""
+        """Prepare and store the jobs, keeping the JSON text ``prepare`` made (``Inspection.enqueue_prepared``)."""
         self._require()
-        prepared = [prepare(job, index) for index, job in enumerate(jobs)]
-        if not prepared:
-            return []
-        return self._inspection.enqueue([job for job, _ in prepared], connection, [text for _, text in prepared])
+        return self._inspection.enqueue_prepared(jobs, prepare, connection)
 
     def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
         self._require()

@@ -7,16 +7,17 @@ is NULL once a job is finished, refuses a second live job with error 1062, which
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import pymysql
 
-from ...errors import DuplicateJobError, JobNotFoundError, NeoqError
+from ...errors import BackendConnectionError, DuplicateJobError, JobNotFoundError, NeoqError
 from ...job import Job, JobStatus
 from ...jsontext import compact_json
+from ..base import PrepareJob
+from .batches import INSERT, STREAM_MIN, Refused, escaper, insert_one_sql, insert_sql, stream
 from .flow import has_windows, lock_windows, open_windows
 from .pools import wrap
 from .rows import JOB_SELECT, STATE, db_time, job_from_row, utc
@@ -25,16 +26,10 @@ from .store import Cursor, Runner
 __all__ = ["Inspection"]
 
 _ER_DUP_ENTRY = 1062
-#: A fingerprint neoq computed (a SHA-256 hex digest) needs no escaping.
-_HEX = re.compile(r"[0-9a-f]{1,256}")
-#: Rows of one INSERT statement of a batch (a statement must fit the server's max_allowed_packet).
+#: Rows of one INSERT statement of a batch not streamed (a statement must fit the server's max_allowed_packet).
 _CHUNK = 2000
 _STATES = ("new", "running", "processed", "failed", "cancelled")
 _ROW = "(%s, %s, %s, COALESCE(%s, UTC_TIMESTAMP(6)), %s, %s, UTC_TIMESTAMP(6), %s)"
-_INSERT = (
-    "INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, created_at, priority)"
-    " VALUES "
-)
 
 
 def _row_params(jobs: Sequence[Job], texts: Sequence[str]) -> list[Any]:
@@ -50,31 +45,6 @@ def _row_params(jobs: Sequence[Job], texts: Sequence[str]) -> list[Any]:
             int(job.priority),
         )
     return params
-
-
-def _literal_rows(conn: Any, jobs: Sequence[Job], texts: Sequence[str]) -> str:
-    """The VALUES of ``jobs`` as SQL literals, escaped by the connection (as PyMySQL's parameter binding
-    does, at a fraction of its cost for a batch: a queue name is escaped once, a hex fingerprint never)."""
-    escape = conn.escape  # a str comes back quoted
-    queues: dict[str, str] = {}
-    rows: list[str] = []
-    for job, text in zip(jobs, texts, strict=True):
-        queue = queues.get(job.queue)
-        if queue is None:
-            queue = queues[job.queue] = escape(job.queue)
-        fingerprint = job.fingerprint or ""
-        fingerprint = f"'{fingerprint}'" if _HEX.fullmatch(fingerprint) else escape(fingerprint)
-        rows.append(
-            f"({queue},{fingerprint},{escape(text)},"
-            f"{_datetime_literal(job.run_after, 'UTC_TIMESTAMP(6)')},{_datetime_literal(job.deadline, 'NULL')},"
-            f"{'NULL' if job.max_retries is None else int(job.max_retries)},UTC_TIMESTAMP(6),{int(job.priority)})"
-        )
-    return ",".join(rows)
-
-
-def _datetime_literal(value: datetime | None, default: str) -> str:
-    naive = db_time(value)
-    return default if naive is None else f"'{naive.isoformat(' ')}'"
 
 
 def _job_id(text: str) -> int | None:
@@ -119,27 +89,85 @@ class Inspection:
     def _insert_rows(self, cur: Cursor, jobs: Sequence[Job], texts: Sequence[str]) -> list[str]:
         conn = getattr(cur, "connection", None)
         if isinstance(conn, pymysql.connections.Connection):
-            sql, params = _INSERT + _literal_rows(conn, jobs, texts), None
+            sql, params = insert_sql(escaper(conn), {}, jobs, texts), None
         else:  # a caller's connection of another driver (mysqlclient): its own parameter binding
-            sql, params = _INSERT + ",".join([_ROW] * len(jobs)), _row_params(jobs, texts)
+            sql, params = INSERT + ",".join([_ROW] * len(jobs)), _row_params(jobs, texts)
         try:
             cur.execute(sql, params)
         except Exception as exc:  # PyMySQL's, or a caller's mysqlclient connection's IntegrityError
             if exc.args and exc.args[0] == _ER_DUP_ENTRY:
-                raise self._duplicate(cur, jobs) from None
+                raise self._duplicate(cur, [(job.queue, job.fingerprint or "") for job in jobs]) from None
             raise
         first = int(cur.lastrowid)
         return [str(first + index * self.id_step) for index in range(len(jobs))]
 
-    def _duplicate(self, cur: Cursor, jobs: Sequence[Job]) -> DuplicateJobError:
-        where = " OR ".join(["(queue = %s AND fingerprint = %s)"] * len(jobs))
-        params = [value for job in jobs for value in (job.queue, job.fingerprint)]
+    def _duplicate(self, cur: Cursor, keys: Sequence[tuple[str, str]]) -> DuplicateJobError:
+        """The error for a refused INSERT of jobs with these (queue, fingerprint), naming the live holder."""
+        where = " OR ".join(["(queue = %s AND fingerprint = %s)"] * len(keys))
+        params = [value for key in keys for value in key]
         cur.execute(f"SELECT id FROM neoq_jobs WHERE live = 1 AND ({where}) LIMIT 1", params)
         row = cur.fetchone()
         holder = str(row[0]) if row else None
         return DuplicateJobError(
             "a waiting or running job of the queue has the same fingerprint; nothing was stored", holder
         )
+
+    def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, connection: Any) -> list[str]:
+        """One job without ``unique_for`` is one autocommit INSERT (``enqueue_one``); a large batch
+        without ``unique_for`` is prepared as it is written (``enqueue_stream``). Through a caller's
+        connection, for a small batch, and with ``unique_for`` windows, every job is prepared first."""
+        if connection is None:
+            if len(jobs) == 1:
+                job, text = prepare(jobs[0], 0)
+                if job.unique_for is None:
+                    return [self.enqueue_one(job, text)]
+                return self.enqueue([job], None, [text])
+            if len(jobs) >= STREAM_MIN and not any(getattr(job, "unique_for", None) is not None for job in jobs):
+                return self.enqueue_stream(jobs, prepare)
+        prepared = [prepare(job, index) for index, job in enumerate(jobs)]
+        if not prepared:
+            return []
+        return self.enqueue([job for job, _ in prepared], connection, [text for _, text in prepared])
+
+    def enqueue_one(self, job: Job, text: str) -> str:
+        """Store one prepared job: one autocommit INSERT on a pooled connection, no cursor."""
+        pool = self._runner.pool
+        conn = pool.get()
+        broken = False
+        try:
+            try:
+                conn.query(insert_one_sql(escaper(conn), job, text))
+            except pymysql.err.IntegrityError as exc:
+                if exc.args and exc.args[0] == _ER_DUP_ENTRY:
+                    with conn.cursor() as cur:
+                        raise self._duplicate(cur, [(job.queue, job.fingerprint or "")]) from None
+                raise
+            job_id = str(conn.insert_id())  # type: ignore[no-untyped-call]
+        except NeoqError:
+            raise
+        except (pymysql.err.MySQLError, OSError) as exc:
+            error = wrap(self._runner.settings, exc, "enqueueing 1 jobs")
+            broken = isinstance(error, BackendConnectionError)
+            raise error from exc
+        finally:
+            pool.put(conn, broken=broken)
+        self._signal(job.queue)
+        return job_id
+
+    def enqueue_stream(self, jobs: Sequence[object], prepare: PrepareJob) -> list[str]:
+        """Prepare and store a large batch in one transaction, each chunk written while the next is
+        prepared (``batches.stream``)."""
+
+        def write(cur: Cursor) -> tuple[list[str], set[str]]:
+            try:
+                return stream(cur.connection, jobs, prepare, self.id_step)
+            except Refused as refused:
+                raise self._duplicate(cur, refused.keys) from None
+
+        ids, queues = self._runner.run(f"enqueueing {len(jobs)} jobs", write)
+        for queue in queues:
+            self._signal(queue)
+        return ids
 
     def enqueue(self, jobs: Sequence[Job], connection: Any, texts: Sequence[str] | None = None) -> list[str]:
         if connection is not None:

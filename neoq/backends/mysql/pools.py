@@ -1,5 +1,8 @@
 """Connections to the server: made and configured here, lent by a small pool, and driver errors wrapped.
 
+The common get() and put() take no lock (``collections.deque``'s pop and append are atomic);
+the lock guards the count of connections, waiting for one, closing and forking.
+
 Why a pool of our own: the pools on PyPI for DB-API drivers (DBUtils' ``PooledDB``, SQLAlchemy's
 ``QueuePool``) hand out wrappers around the connection and do not close the connections lent out
 when the pool closes. neoq gives handlers the driver's own ``pymysql.Connection`` as
@@ -86,6 +89,8 @@ class Pool:
         self._count = 0
         self._closed = False
         self._pid = os.getpid()
+        #: get() calls in their locked part (possibly waiting for a connection to come back).
+        self._getting = 0
 
     def _forked(self) -> None:
         if self._pid != os.getpid():  # under the lock: the parent's connections are not ours
@@ -95,23 +100,36 @@ class Pool:
 
     def get(self) -> Conn:
         """A connection: an idle one, a new one, or the next one given back (up to the timeout)."""
+        if not self._closed and self._pid == os.getpid():
+            try:
+                return self._idle.pop()  # the common case, without the lock: deque.pop is atomic
+            except IndexError:
+                pass
         deadline = time.monotonic() + self._timeout
         with self._cond:
-            while True:
-                self._forked()
-                if self._closed:
-                    raise BackendError(f"the MySQL backend is closed ({self._name} pool)")
-                if self._idle:
-                    return self._idle.pop()
-                if self._count < self._max:
-                    self._count += 1
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BackendConnectionError(
-                        f"no free MySQL connection in the {self._name} pool ({self._max}) within {self._timeout:g}s"
-                    )
-                self._cond.wait(left)
+            # Counted before the idle ones are looked at: a put() without the lock that does not
+            # see this count appended its connection before the look (see put).
+            self._getting += 1
+            try:
+                while True:
+                    self._forked()
+                    if self._closed:
+                        raise BackendError(f"the MySQL backend is closed ({self._name} pool)")
+                    try:
+                        return self._idle.pop()  # a get() without the lock may have taken the last one
+                    except IndexError:
+                        pass
+                    if self._count < self._max:
+                        self._count += 1
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise BackendConnectionError(
+                            f"no free MySQL connection in the {self._name} pool ({self._max}) within {self._timeout:g}s"
+                        )
+                    self._cond.wait(left)
+            finally:
+                self._getting -= 1
         try:
             return self._make()  # slow I/O outside the lock
         except BaseException:
@@ -122,6 +140,15 @@ class Pool:
 
     def put(self, conn: Conn, *, broken: bool = False) -> None:
         """Give ``conn`` back; a ``broken`` one (or any, once closed) is closed instead. Never raises."""
+        if not broken and not self._closed and self._pid == os.getpid():
+            # The common case, without the lock: deque.append is atomic.
+            self._idle.append(conn)
+            if self._closed:  # closed meanwhile: close() again takes what was appended after it
+                self.close()
+            elif self._getting:  # a get() may be waiting for a connection: wake it
+                with self._cond:
+                    self._cond.notify()
+            return
         with self._cond:
             mine = self._pid == os.getpid()
             keep = mine and not broken and not self._closed
@@ -138,8 +165,12 @@ class Pool:
         with self._cond:
             self._forked()
             self._closed = True
-            idle = list(self._idle)
-            self._idle.clear()
+            idle = []
+            while True:  # one pop at a time: a get() that pops without the lock takes another one
+                try:
+                    idle.append(self._idle.pop())
+                except IndexError:
+                    break
             self._count -= len(idle)
             self._cond.notify_all()
         for conn in idle:
@@ -149,6 +180,7 @@ class Pool:
         """In a forked child: a new lock (a parent thread may have held this one), none of the
         parent's connections (their sockets are the parent's sessions; they are dropped unclosed)."""
         self._cond = threading.Condition(threading.Lock())
+        self._getting = 0  # the parent's threads that were getting did not come along
         self._forked()
 
     def grow(self, max_size: int) -> None:

@@ -37,6 +37,7 @@ a quarter second later. Limited queues lease nothing ahead.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -52,6 +53,7 @@ from ...waiting import Look
 from ..capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
 from ..lease import LeaseToken
 from ..lease.handback import give_back_queue, take_back
+from ..ratelook import rated_look
 from .claims import _CLAIM, Held
 from .leasestore import MySQLLeaseStore
 from .pools import wrap
@@ -209,26 +211,12 @@ class MySQLFlow:
         rate = self._rates.get(queue)
         if rate is None:
             return self._look(queue)
-        while True:
-            look = self._look(queue)
-            claim = look.claim
-            if claim is None:
-                return look
-            try:
-                key = rate.key_of(claim.job)
-            except Exception:
-                logger.exception("neoq: the rate limit's key raised for job %s; counted under ''", claim.job.id)
-                key = ""
-            try:
-                wait = self._take_start(queue, key, rate)
-            except BaseException:
-                self._put_off(claim, None)
-                raise
-            if wait <= 0:
-                return look
-            self._put_off(claim, None if rate.key is None else wait)
-            if rate.key is None:
-                return Look(due_in=wait)
+        return rated_look(
+            functools.partial(self._look, queue),
+            rate,
+            functools.partial(self._take_start, queue, rate=rate),
+            self._put_off,
+        )
 
     # -- pausing -------------------------------------------------------------------------
 

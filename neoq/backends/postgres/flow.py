@@ -55,6 +55,7 @@ from ...waiting import Look
 from ..capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
 from ..lease import LeaseToken
 from ..lease.handback import give_back_queue, take_back, unwritten
+from ..ratelook import rated_look
 from .common import CHANNEL, Conn, _close_quietly
 from .queries import QUERIES
 
@@ -167,34 +168,25 @@ class PostgresFlow:
         """
         rate = self._rates.get(queue)
         lease = self._is_lease(queue)
-        while True:
+
+        def look() -> Look[Claim]:
             if not lease:
                 self._count_claimer()
             elif queue in self._global_limits:
                 self._barrier()  # this process's outcomes written: the room they freed is seen
-            look = self._lease().look(queue) if lease else self._transactions.look(queue)
-            claim = look.claim
-            if claim is None or rate is None:
-                return look
-            try:
-                key = rate.key_of(claim.job)
-            except Exception:
-                logger.exception("neoq: the rate limit's key raised for job %s; counted under ''", claim.job.id)
-                key = ""
+            return self._lease().look(queue) if lease else self._transactions.look(queue)
+
+        if rate is None:
+            return look()
+
+        def take_start(key: str) -> float:
             per = rate.per + min(RATE_MARGIN, rate.per / 20)
             params = {"queue": queue, "key": key, "count": rate.count, "per": per}
-            try:
-                with self._conns.aux(f"taking a start of queue {queue!r}") as conn:
-                    row = conn.execute(QUERIES["rate_take"], params).fetchone()
-            except BaseException:
-                self._put_off(claim, None)
-                raise
-            wait = 0.0 if row is None else float(row[0])
-            if wait <= 0:
-                return look
-            self._put_off(claim, None if rate.key is None else wait)
-            if rate.key is None:
-                return Look(due_in=wait)
+            with self._conns.aux(f"taking a start of queue {queue!r}") as conn:
+                row = conn.execute(QUERIES["rate_take"], params).fetchone()
+            return 0.0 if row is None else float(row[0])
+
+        return rated_look(look, rate, take_start, self._put_off)
 
     def _put_off(self, claim: Claim, delay: float | None) -> None:
         """End ``claim`` unstarted, no attempt counted: its job due as before, or in ``delay`` seconds."""

@@ -13,6 +13,7 @@ on: another key's job may start). A rate-limited queue leases nothing ahead.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, cast
@@ -23,6 +24,7 @@ from ...waiting import Look
 from ..base import Claim
 from ..lease import LeaseToken
 from ..lease.handback import take_back
+from ..ratelook import rated_look as rated
 from .scripts import wrap_error
 from .settings import RedisSettings
 
@@ -62,27 +64,12 @@ def rated_look(
 ) -> Look[Claim]:
     """``look`` for a rate-limited queue: a lease, then a start of its key's window."""
     per = int((rate.per + min(RATE_MARGIN, rate.per / 20)) * 1_000_000)
-    while True:
-        look = engine.look(queue)
-        claim = look.claim
-        if claim is None:
-            return look
-        try:
-            key = rate.key_of(claim.job)
-        except Exception:
-            logger.exception("neoq: the rate limit's key raised for job %s; counted under ''", claim.job.id)
-            key = ""
-        try:
-            wait = int(scripts.run("rate", [queue, key, rate.count, per], f"taking a start of queue {queue!r}"))
-        except BaseException:
-            _put_off(store, claim, None)
-            raise
-        if wait <= 0:
-            return look
-        seconds = wait / 1_000_000
-        _put_off(store, claim, None if rate.key is None else seconds)
-        if rate.key is None:
-            return Look(due_in=seconds)
+
+    def take_start(key: str) -> float:
+        wait = int(scripts.run("rate", [queue, key, rate.count, per], f"taking a start of queue {queue!r}"))
+        return wait / 1_000_000
+
+    return rated(functools.partial(engine.look, queue), rate, take_start, functools.partial(_put_off, store))
 
 
 def _put_off(store: RedisLeaseStore, claim: Claim, delay: float | None) -> None:

@@ -24,6 +24,7 @@ and write in one transaction, race-free across processes:
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from ...waiting import Look
 from ..capabilities import GLOBAL_LIMIT, PAUSE, PRIORITY, RATE_LIMIT, SNOOZE, UNIQUE_FOR
 from ..lease import LeaseToken
 from ..lease.handback import give_back_queue, take_back
+from ..ratelook import rated_look
 from .rows import now_micros
 
 if TYPE_CHECKING:
@@ -162,26 +164,12 @@ class SqliteFlow:
         """``look`` for a rate-limited queue: a claim, then a start of its key's window."""
         rate = self._rates[queue]
         engine = self._engine_now()
-        while True:
-            look = engine.look(queue)
-            claim = look.claim
-            if claim is None:
-                return look
-            try:
-                key = rate.key_of(claim.job)
-            except Exception:
-                logger.exception("neoq: the rate limit's key raised for job %s; counted under ''", claim.job.id)
-                key = ""
-            try:
-                wait = self._take_start(queue, key, rate)
-            except BaseException:
-                self._put_off(claim, None)
-                raise
-            if wait <= 0:
-                return look
-            self._put_off(claim, None if rate.key is None else wait)
-            if rate.key is None:
-                return Look(due_in=wait)
+        return rated_look(
+            functools.partial(engine.look, queue),
+            rate,
+            functools.partial(self._take_start, queue, rate=rate),
+            self._put_off,
+        )
 
     def _take_start(self, queue: str, key: str, rate: RateLimit) -> float:
         """Take a start of ``(queue, key)`` if its window has room: 0; else the seconds until it has."""

@@ -129,15 +129,7 @@ class MinSqlite(_TempFile):
         def work() -> None:
             conn = self._connect()
             try:
-                while True:
-                    conn.execute("BEGIN IMMEDIATE")
-                    row = conn.execute(
-                        "UPDATE jobs SET status = 'done' WHERE id = (SELECT id FROM jobs WHERE queue = 'bench'"
-                        " AND status = 'new' ORDER BY id LIMIT 1) RETURNING id, payload"
-                    ).fetchone()
-                    conn.execute("COMMIT")
-                    if row is None:
-                        return
+                while self._one(conn):
                     done.tick()
             finally:
                 conn.close()
@@ -150,6 +142,17 @@ class MinSqlite(_TempFile):
         for thread in threads:
             thread.join()
         return finished - start
+
+
+    def _one(self, conn: sqlite3.Connection) -> bool:
+        """Claim the next job and mark it done in one ``BEGIN IMMEDIATE`` transaction; False when none is left."""
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute(
+            "UPDATE jobs SET status = 'done' WHERE id = (SELECT id FROM jobs WHERE queue = 'bench'"
+            " AND status = 'new' ORDER BY id LIMIT 1) RETURNING id, payload"
+        ).fetchone()
+        conn.execute("COMMIT")
+        return row is not None
 
 
 class MinSqliteSettle(MinSqlite):
@@ -159,40 +162,16 @@ class MinSqliteSettle(MinSqlite):
 
     label = "min: 10 threads claim, then mark done (2 transactions a job)"
 
-    def process(self, n: int) -> float:
-        conn = self._connect()
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO jobs (queue, payload) VALUES (?, ?)", [("bench", f'{{"i": {i}}}') for i in range(n)]
-        )
+    def _one(self, conn: sqlite3.Connection) -> bool:
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute(
+            "UPDATE jobs SET status = 'running' WHERE id = (SELECT id FROM jobs WHERE queue = 'bench'"
+            " AND status = 'new' ORDER BY id LIMIT 1) RETURNING id, payload"
+        ).fetchone()
         conn.execute("COMMIT")
-        conn.close()
-        done = Countdown(n)
-
-        def work() -> None:
-            conn = self._connect()
-            try:
-                while True:
-                    conn.execute("BEGIN IMMEDIATE")
-                    row = conn.execute(
-                        "UPDATE jobs SET status = 'running' WHERE id = (SELECT id FROM jobs WHERE queue = 'bench'"
-                        " AND status = 'new' ORDER BY id LIMIT 1) RETURNING id, payload"
-                    ).fetchone()
-                    conn.execute("COMMIT")
-                    if row is None:
-                        return
-                    done.tick()
-                    conn.execute("BEGIN IMMEDIATE")
-                    conn.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (row[0],))
-                    conn.execute("COMMIT")
-            finally:
-                conn.close()
-
-        start = time.perf_counter()
-        threads = [threading.Thread(target=work, daemon=True) for _ in range(CONCURRENCY)]
-        for thread in threads:
-            thread.start()
-        finished = done.wait(TIMEOUT)
-        for thread in threads:
-            thread.join()
-        return finished - start
+        if row is None:
+            return False
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (row[0],))
+        conn.execute("COMMIT")
+        return True

@@ -10,7 +10,6 @@ from myfixtures import connect
 
 import neoq
 from neoq import DuplicateJobError, Handler, Job, JobStatus, RateLimit
-from neoq.backends.mysql.flow import FLOW_CAPABILITIES
 from neoq.testing import wait_for
 
 pytestmark = pytest.mark.mysql
@@ -105,8 +104,6 @@ def test_unique_for_holds_whatever_became_of_the_job_and_in_the_callers_transact
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_rate_limit_is_shared_by_two_clients(mysql_clean: str, mode: str) -> None:
-    if "rate_limit" not in FLOW_CAPABILITIES:
-        pytest.skip("not declared yet")
     starts: list[float] = []
     lock = threading.Lock()
 
@@ -133,8 +130,6 @@ def test_a_rate_limit_is_shared_by_two_clients(mysql_clean: str, mode: str) -> N
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_global_limit_is_shared_by_two_clients(mysql_clean: str, mode: str) -> None:
-    if "global_limit" not in FLOW_CAPABILITIES:
-        pytest.skip("not declared yet")
     lock = threading.Lock()
     running = [0]
     peak = [0]

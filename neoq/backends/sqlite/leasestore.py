@@ -28,7 +28,7 @@ from typing import Any
 from ...job import JobStatus
 from ..lease import Leased, LeaseToken, Lost, Settlement
 from .connections import Connections
-from .rows import COLUMNS, NCOLUMNS, job_from_row, micros, now_micros, when
+from .rows import COLUMNS, NCOLUMNS, job_from_row, micros, now_micros, values, when
 
 __all__ = ["SqliteLeaseStore"]
 
@@ -66,7 +66,6 @@ _LEASED = (
 #: The outcomes of up to ``_SETTLE_ROWS`` jobs in one statement, each row fenced by its token. No
 #: traceback with the job's error unchanged (a cancellation, a put-back) keeps the stored one. One
 #: statement for many rows costs about half as much as a statement per row.
-_SETTLE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SETTLE = (
     "WITH v (id, token, status, error, traceback, result, run_after, retries, finished_at, snoozed) AS"
     " (VALUES {rows})"
@@ -212,9 +211,8 @@ class SqliteLeaseStore:
         # The statements are made before the write lock is taken.
         chunks = []
         for start in range(0, len(rows), _SETTLE_ROWS):
-            chunk = rows[start : start + _SETTLE_ROWS]
-            values = ",".join([_SETTLE_ROW] * len(chunk))
-            chunks.append((_SETTLE.format(rows=values), [value for row in chunk for value in row]))
+            rows_sql, params = values(rows[start : start + _SETTLE_ROWS])
+            chunks.append((_SETTLE.format(rows=rows_sql), params))
 
         def write(conn: sqlite3.Connection) -> set[Any]:
             before = conn.total_changes

@@ -16,20 +16,19 @@ from ...errors import DuplicateJobError, JobNotFoundError
 from ...job import Job, JobStatus, encode_payload
 from .connections import Connections
 from .flow import open_windows
-from .rows import COLUMNS, NCOLUMNS, STATE, job_from_row, micros, now_micros, when
+from .rows import COLUMNS, NCOLUMNS, STATE, job_from_row, micros, now_micros, values, when
 
 __all__ = ["Store"]
 
-_INSERT = (
+_INSERT_INTO = (
     "INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, created_at, priority)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES "
 )
+_INSERT = _INSERT_INTO + "(?, ?, ?, ?, ?, ?, ?, ?)"
 
 #: A batch is stored by multi-row INSERTs of up to ``_INSERT_ROWS`` rows (8 parameters each, under
 #: SQLite's oldest limit of 999): half the instructions of ``executemany``'s statement per row.
 _INSERT_ROWS = 100
-_INSERT_ROW = ", (?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_WIDTH = 8
 
 #: The waiting or running job with a fingerprint, stored before the batch being refused (id below ``?``).
 _HOLDER = "SELECT id FROM neoq_jobs WHERE queue = ? AND fingerprint = ? AND status = 'new' AND id < ?"
@@ -78,42 +77,40 @@ class Store:
         # The parameters are made before the write lock is taken: the file is locked for the inserts only.
         now = now_micros()
         windowed = any(job.unique_for is not None for job in jobs)
-        params: list[object] = []
+        rows = []
         delays: dict[str, float] = {}
         for job, text in zip(jobs, texts, strict=True):
             run_after = now if job.run_after is None else micros(job.run_after)
             deadline = None if job.deadline is None else micros(job.deadline)
-            params.extend((job.queue, job.fingerprint, text, run_after, deadline, job.max_retries, now, job.priority))
+            rows.append((job.queue, job.fingerprint, text, run_after, deadline, job.max_retries, now, job.priority))
             if run_after > now:
                 delay = (run_after - now) / 1e6
                 delays[job.queue] = min(delay, delays.get(job.queue, delay))
             else:
                 delays[job.queue] = 0.0
-        width = _INSERT_WIDTH
-        chunks = [
-            (
-                _INSERT + _INSERT_ROW * (min(_INSERT_ROWS, len(jobs) - start) - 1),
-                params[start * width : (start + _INSERT_ROWS) * width],
-            )
-            for start in range(0, len(jobs) if len(jobs) > 1 else 0, _INSERT_ROWS)
-        ]
+        # One job is inserted as it is (``values`` costs more than it saves for one row).
+        chunks = []
+        for start in range(0, len(rows) if len(rows) > 1 else 0, _INSERT_ROWS):
+            chunk = rows[start : start + _INSERT_ROWS]
+            rows_sql, params = values(chunk)
+            chunks.append((_INSERT_INTO + rows_sql, params, len(chunk)))
 
         def insert(conn: sqlite3.Connection) -> list[str]:
             start = 0
             first = _NO_ID  # the batch's first id, once a chunk is in
             try:
-                if len(jobs) == 1:
-                    ids = [str(conn.execute(_INSERT, params).lastrowid)]
+                if len(rows) == 1:
+                    ids = [str(conn.execute(_INSERT, rows[0]).lastrowid)]
                 else:
-                    for index, (sql, values) in enumerate(chunks):
+                    for index, (sql, params, count) in enumerate(chunks):
                         start = index * _INSERT_ROWS
-                        last = conn.execute(sql, values).lastrowid
+                        last = conn.execute(sql, params).lastrowid
                         if first == _NO_ID and last:
-                            first = last - len(values) // width + 1
+                            first = last - count + 1
                     # The write lock is held and ids are AUTOINCREMENT, given row after row in the
                     # order of the VALUES: the batch took the last ids, in its order.
                     last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'neoq_jobs'").fetchone()[0]
-                    ids = [str(job_id) for job_id in range(last - len(jobs) + 1, last + 1)]
+                    ids = [str(job_id) for job_id in range(last - len(rows) + 1, last + 1)]
             except sqlite3.IntegrityError as exc:
                 # Two jobs of the batch alike, or a holder stored before: the chunks before the
                 # refused one had no holder; their rows are rolled back with it.
@@ -122,7 +119,7 @@ class Store:
                 open_windows(conn, jobs, ids, now)
             return ids
 
-        ids = self._conns.write(insert, f"storing {len(jobs)} job(s)", rows=len(jobs))
+        ids = self._conns.write(insert, f"storing {len(jobs)} job(s)", rows=len(rows))
         self._woken(delays)
         return ids
 

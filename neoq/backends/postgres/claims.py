@@ -163,7 +163,7 @@ class TransactionClaims:
                 return None
             # The queue has nothing due: the claim loop goes straight to waiting.
             return Look(due_in=next_due, held=busy)
-        if not row[14]:
+        if self._prioritized and not row[14]:
             self._prioritized.discard(queue)
         held.returned = True  # the connection is the next claim's now
         settles.forget(held)

@@ -4,16 +4,18 @@ a job's fields as the flat lists the scripts take and return."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 from ...errors import DuplicateJobError
-from ...job import Job, JobStatus
+from ...job import Job, JobStatus, encode_payload
 from ...uniqueness import unique_seconds
+from ..base import PrepareJob
 
 __all__ = [
     "ROW_WIDTH",
+    "Wakes",
     "decode_json",
     "from_us",
     "job_args",
@@ -22,6 +24,7 @@ __all__ = [
     "safe_text",
     "stored_ids",
     "to_us",
+    "with_text",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -58,34 +61,63 @@ def safe_text(text: str) -> str:
 
 
 _encode_jobs = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: A str as JSON text, as _encode_jobs writes it (a prepared job's fingerprint is a str).
+_encode_text: Callable[[Any], str] = json.encoder.encode_basestring
+
+#: What a batch's enqueue wakes once stored: (queue, run_after) pairs, run_after None for now.
+Wakes = list[tuple[str, datetime | None]]
 
 
-def jobs_text(prepared: Sequence[tuple[Job, str]]) -> str:
-    """The JSON array enqueue_jobs (common.lua) takes: one array of strings a job (queue,
-    fingerprint, payload text, run_after, deadline, max_retries, priority, unique_for in
-    microseconds; "" for none), cut after the payload when the rest are all none and the
-    priority 0 (most jobs: less to build here and to decode there). One argument for
-    the whole batch: Lua's cjson decodes it faster than redis-py sends thousands of arguments."""
-    rows: list[tuple[str | None, ...]] = []
+def jobs_text(jobs: Sequence[object], prepare: PrepareJob) -> tuple[str, Wakes]:
+    """The JSON array enqueue_jobs (common.lua) takes, of ``jobs`` each prepared by ``prepare``:
+    one array of strings a job (queue, fingerprint, payload text, run_after, deadline,
+    max_retries, priority, unique_for in microseconds; "" for none), cut after the payload when
+    the rest are all none and the priority 0 (most jobs: less to build here and to decode there).
+    One argument for the whole batch: Lua's cjson decodes it faster than redis-py sends thousands
+    of arguments. With it, what to wake once it is stored (``Wakes``).
+
+    Each job's array is written as text and the prepared job dropped at once: nothing of the
+    batch but strings outlives its step, so a large batch gives the garbage collector no work."""
+    rows: list[str] = []
     append = rows.append
-    for job, payload in prepared:
-        run_after, deadline, max_retries, window = job.run_after, job.deadline, job.max_retries, job.unique_for
-        if run_after is None and deadline is None and max_retries is None and window is None and not job.priority:
-            append((job.queue, job.fingerprint, payload))
+    queues: dict[str, str] = {}  # the queues of jobs due now, each one's JSON text
+    later: Wakes = []
+    for index, job in enumerate(jobs):
+        prepared, payload = prepare(job, index)
+        queue, run_after, deadline = prepared.queue, prepared.run_after, prepared.deadline
+        max_retries, window = prepared.max_retries, prepared.unique_for
+        if run_after is None and deadline is None and max_retries is None and window is None and not prepared.priority:
+            name = queues.get(queue)
+            if name is None:
+                name = queues[queue] = _encode_text(queue)
+            append(f"[{name},{_encode_text(prepared.fingerprint)},{_encode_text(payload)}]")
             continue
+        if run_after is None:
+            queues.setdefault(queue, _encode_text(queue))
+        else:
+            later.append((queue, run_after))
         append(
-            (
-                job.queue,
-                job.fingerprint,
-                payload,
-                "" if run_after is None else str(to_us(run_after)),
-                "" if deadline is None else str(to_us(deadline)),
-                "" if max_retries is None else str(max_retries),
-                str(job.priority),
-                "" if window is None else str(int(unique_seconds(job) * 1_000_000)),
+            _encode_jobs(
+                (
+                    queue,
+                    prepared.fingerprint,
+                    payload,
+                    "" if run_after is None else str(to_us(run_after)),
+                    "" if deadline is None else str(to_us(deadline)),
+                    "" if max_retries is None else str(max_retries),
+                    str(prepared.priority),
+                    "" if window is None else str(int(unique_seconds(prepared) * 1_000_000)),
+                )
             )
         )
-    return _encode_jobs(rows)
+    now: Wakes = [(queue, None) for queue in queues]
+    return f"[{','.join(rows)}]", now + later
+
+
+def with_text(job: object, _index: int) -> tuple[Job, str]:
+    """``PrepareJob`` for a job prepared already (``Backend.enqueue``): it, with its payload's JSON text."""
+    prepared = cast(Job, job)
+    return prepared, encode_payload(prepared.payload)
 
 
 def job_args(job: Job, payload: str) -> list[Any]:
@@ -132,14 +164,15 @@ def job_from_row(row: Sequence[Any]) -> Job:
     )
 
 
-def stored_ids(reply: Any, prepared: Sequence[tuple[Job, str]]) -> list[str]:
-    """The ids an enqueue script stored (it answers the first: they are consecutive), or the
-    ``DuplicateJobError`` it found: a waiting or running job's fingerprint, or a ``unique_for``
-    window (its answer then also holds the age of the earlier enqueue, in microseconds)."""
+def stored_ids(reply: Any, count: int, job_at: Callable[[int], Job]) -> list[str]:
+    """The ids an enqueue script stored of ``count`` jobs (it answers the first: they are
+    consecutive), or the ``DuplicateJobError`` it found: a waiting or running job's fingerprint,
+    or a ``unique_for`` window (its answer then also holds the age of the earlier enqueue, in
+    microseconds); ``job_at(index)`` gives the job it names, prepared."""
     if isinstance(reply, int):
-        return [str(job_id) for job_id in range(reply, reply + len(prepared))]
+        return [str(job_id) for job_id in range(reply, reply + count)]
     index = int(reply[1])
-    job = prepared[index][0]
+    job = job_at(index)
     existing = reply[2] or None
     if len(reply) > 3:
         raise DuplicateJobError(

@@ -84,27 +84,16 @@ local function enqueue_jobs(now, origin, jobs)
     local base = redis.call('INCRBY', P .. 'seq', n) - n
     local created = int(now)
     local jp = P .. 'job:'
-    -- Below 1e14, tostring writes an id exactly (14 digits); when the first and the last id have
-    -- as many digits, member(id) is one run of zeros before each (cheaper than two formats).
-    local low, high = tostring(base + 1), tostring(base + n)
-    local pad = base + n < 1e14 and #low == #high and string.rep('0', 15 - #low)
     for _, q in ipairs(order) do
         local g = groups[q]
         local plain = P .. 'due:' .. q
         local due, fps, index, windows = {}, {}, {}, {}
         local d, k = 0, 0  -- the lengths of due, and of fps and index
-        for c = 1, #g do
-            local i = g[c]
+        for _, i in ipairs(g) do
             local job = jobs[i]
             local number = base + i
-            local id, m
-            if pad then
-                id = tostring(number)
-                m = pad .. id
-            else
-                id = int(number)
-                m = string.format('%015.0f', number)  -- member(id)
-            end
+            local id = int(number)
+            local m = string.format('%015.0f', number)  -- member(id)
             local ra = job[4]
             if not ra or ra == '' then
                 ra = created

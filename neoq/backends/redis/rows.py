@@ -70,38 +70,42 @@ Wakes = list[tuple[str, datetime | None]]
 
 def jobs_text(jobs: Sequence[object], prepare: PrepareJob) -> tuple[str, Wakes]:
     """The JSON array enqueue_jobs (common.lua) takes, of ``jobs`` each prepared by ``prepare``:
-    one array of strings a job (queue, fingerprint, payload text, run_after, deadline,
-    max_retries, priority, unique_for in microseconds; "" for none), cut after the payload when
-    the rest are all none and the priority 0 (most jobs: less to build here and to decode there).
-    One argument for the whole batch: Lua's cjson decodes it faster than redis-py sends thousands
-    of arguments. With it, what to wake once it is stored (``Wakes``).
+    [queues, extras, fingerprint, payload text, fingerprint, payload text, ...]: two strings a job
+    after ``queues`` (the queue of all, or a list of each one's) and ``extras`` (one list [index,
+    run_after, deadline, max_retries, priority, unique_for in microseconds; "" for none] a job
+    with any of them or a priority but 0: most jobs have none, and no list a job is less to build
+    here and to decode there). One argument for the whole batch: Lua's cjson decodes it faster
+    than the server takes thousands of arguments. With it, what to wake once it is stored.
 
-    Each job's array is written as text and the prepared job dropped at once: nothing of the
-    batch but strings outlives its step, so a large batch gives the garbage collector no work."""
-    rows: list[str] = []
-    append = rows.append
-    queues: dict[str, str] = {}  # the queues of jobs due now, each one's JSON text
+    Each job is written as text and its prepared copy dropped at once: nothing of the batch but
+    strings outlives its step, so a large batch gives the garbage collector no work."""
+    parts: list[str] = []
+    append = parts.append
+    names: list[str] = []  # each job's queue
+    name = names.append
+    extras: list[str] = []
     later: Wakes = []
+    delayed: set[int] = set()  # the jobs with a run_after
     for index, job in enumerate(jobs):
         prepared, payload = prepare(job, index)
-        queue, run_after, deadline = prepared.queue, prepared.run_after, prepared.deadline
-        max_retries, window = prepared.max_retries, prepared.unique_for
+        name(prepared.queue)
+        append(_encode_text(prepared.fingerprint))
+        append(_encode_text(payload))
+        run_after, deadline, max_retries, window = (
+            prepared.run_after,
+            prepared.deadline,
+            prepared.max_retries,
+            prepared.unique_for,
+        )
         if run_after is None and deadline is None and max_retries is None and window is None and not prepared.priority:
-            name = queues.get(queue)
-            if name is None:
-                name = queues[queue] = _encode_text(queue)
-            append(f"[{name},{_encode_text(prepared.fingerprint)},{_encode_text(payload)}]")
             continue
-        if run_after is None:
-            queues.setdefault(queue, _encode_text(queue))
-        else:
-            later.append((queue, run_after))
-        append(
+        if run_after is not None:
+            later.append((prepared.queue, run_after))
+            delayed.add(index)
+        extras.append(
             _encode_jobs(
                 (
-                    queue,
-                    prepared.fingerprint,
-                    payload,
+                    index,
                     "" if run_after is None else str(to_us(run_after)),
                     "" if deadline is None else str(to_us(deadline)),
                     "" if max_retries is None else str(max_retries),
@@ -110,8 +114,13 @@ def jobs_text(jobs: Sequence[object], prepare: PrepareJob) -> tuple[str, Wakes]:
                 )
             )
         )
-    now: Wakes = [(queue, None) for queue in queues]
-    return f"[{','.join(rows)}]", now + later
+    one = names[0] if names else ""
+    queues = _encode_text(one) if names.count(one) == len(names) else _encode_jobs(names)
+    # Woken now: the queues of the jobs without a run_after (the others when due, or now if past).
+    now = [queue for index, queue in enumerate(names) if index not in delayed] if delayed else names
+    body = ",".join(parts)
+    text = f"[{queues},[{','.join(extras)}]{',' if body else ''}{body}]"
+    return text, [(queue, None) for queue in dict.fromkeys(now)] + later
 
 
 def with_text(job: object, _index: int) -> tuple[Job, str]:

@@ -40,6 +40,31 @@ end
 -- windows are ``uf:<queue>``: fingerprint -> "time id" of its last enqueue with a unique_for.
 -- Returns the first job's id, an integer: the ids are consecutive. A duplicate: {'dup', index,
 -- id} (id '' for one within the batch). One HSET a job; the rest is one call per queue.
+-- ``chunked`` for HSET into a hash or ZADD into a sorted set that ``list`` may take past its
+-- listpack size (hash-max-listpack-entries, 512 by default; zset-max-listpack-entries, 128): a
+-- listpack scans all its entries for each one added, so it is made a hash table (a skiplist)
+-- first, by an entry too long for a listpack (no fingerprint or member can be it: it has a NUL)
+-- added and removed around the call. Checked for lists of half that size or more only.
+local WIDE = '\0' .. string.rep('-', 64)
+local function chunked_wide(command, key, list)
+    local hash, n = command == 'HSET', #list / 2
+    local limit = hash and 512 or 128
+    if n * 2 < limit then
+        return chunked(command, key, list)
+    end
+    local size = redis.call(hash and 'HLEN' or 'ZCARD', key)
+    if size > limit or size + n <= limit then
+        return chunked(command, key, list)
+    end
+    if hash then
+        redis.call('HSET', key, WIDE, '')
+    else
+        redis.call('ZADD', key, 0, WIDE)
+    end
+    chunked(command, key, list)
+    redis.call(hash and 'HDEL' or 'ZREM', key, WIDE)
+end
+
 local DIGITS = {}  -- '000' to '999', made as enqueue_jobs needs them
 local function enqueue_jobs(now, origin, text)
     local t = cjson.decode(text)
@@ -164,9 +189,9 @@ local function enqueue_jobs(now, origin, text)
             index[k + 2] = id
             k = k + 2
         end
-        chunked('ZADD', plain, due)
-        chunked('HSET', P .. 'fp:' .. q, fps)
-        chunked('ZADD', P .. 'jobs:' .. q, index)
+        chunked_wide('ZADD', plain, due)
+        chunked_wide('HSET', P .. 'fp:' .. q, fps)
+        chunked_wide('ZADD', P .. 'jobs:' .. q, index)
         if #windows > 0 then
             chunked('HSET', P .. 'uf:' .. q, windows)
         end

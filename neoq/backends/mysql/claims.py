@@ -43,7 +43,7 @@ from ..base import Claim, Outcome
 from .pools import Conn, Pool, wrap
 from .rows import db_time
 from .settings import MySQLSettings
-from .store import Cursor, Runner, probe
+from .store import Cursor, Runner, probe, row_of, skip
 
 __all__ = ["Held", "TransactionClaims"]
 
@@ -228,7 +228,7 @@ class TransactionClaims:
             claim = self._claims.get(queue)
             if claim is None:
                 claim = self._claims[queue] = _CLAIM % {"queue": conn.escape(queue)}
-            row = _row_of(conn, prefix + claim, statements + 1, 2)  # after: the marker, the SAVEPOINT
+            row = row_of(conn, prefix + claim, statements + 1, 2)  # after: the marker, the SAVEPOINT
             if row is None:
                 with conn.cursor() as cur:
                     cur.execute(_IDLE, (queue, queue))
@@ -301,7 +301,7 @@ class TransactionClaims:
         try:
             sql = _settle_sql(outcome) + "; COMMIT"
             conn.query(sql % _escaped(conn, _settle_params(held, outcome, counted)))
-            _skip(conn, sql.count(";") - 1)
+            skip(conn, sql.count(";") - 1)
             conn.next_result()
         except (pymysql.err.MySQLError, OSError) as exc:
             held.broken = True
@@ -417,26 +417,6 @@ def _settle_params(held: Held, outcome: Outcome, counted: int = 1) -> dict[str, 
 def _escaped(conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` as SQL literals (PyMySQL's escaping, as ``execute`` does it), for a multi-statement text."""
     return {key: conn.escape(value) for key, value in params.items()}
-
-
-def _skip(conn: Conn, results: int) -> None:
-    """Read past the results of ``results`` statements of a multi-statement text, each an OK packet
-    (an error packet raises), without parsing them: none is the text's last result, whose status
-    the connection keeps (``next_result``)."""
-    for _ in range(results):
-        conn._read_packet()
-
-
-def _row_of(conn: Conn, text: str, before: int, after: int) -> Any:
-    """Run ``text``: ``before`` statements, a SELECT of one row at most, then ``after`` statements;
-    return the SELECT's row (None: no row). Only the SELECT's result and the last are parsed."""
-    conn.query(text)  # the first statement's result
-    _skip(conn, before - 1)
-    conn.next_result()
-    rows = getattr(conn, "_result").rows  # noqa: B009 - PyMySQL's result of the statement just read
-    _skip(conn, after - 1)
-    conn.next_result()
-    return rows[0] if rows else None
 
 
 _decode = json.JSONDecoder().decode

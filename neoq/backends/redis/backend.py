@@ -39,7 +39,7 @@ import redis
 from ...clock import Clock
 from ...errors import BackendConnectionError, BackendError, ConfigurationError
 from ...handler import HANDLER_MODES, Handler
-from ...job import Job, JobStatus, encode_payload
+from ...job import Job, JobStatus
 from ...waiting import Look
 from ..base import Backend, Claim, Outcome, PrepareJob
 from ..capabilities import GLOBAL_LIMIT, NOTIFY, PAUSE, PRIORITY, RATE_LIMIT, SHARED, SNOOZE, UNIQUE_FOR
@@ -50,7 +50,7 @@ from .connections import open_client
 from .flow import pause, paused_queues, rated_look
 from .inspection import Inspection, check_durability
 from .listener import Listener
-from .rows import job_args, jobs_text, stored_ids, to_us
+from .rows import Wakes, job_args, jobs_text, stored_ids, to_us, with_text
 from .scripts import Scripts, wrap_error
 from .settings import RedisOptions, RedisSettings, parse_settings
 from .store import RedisLeaseStore
@@ -222,45 +222,45 @@ class RedisBackend(Backend):
     # -- producing -------------------------------------------------------------------------
 
     def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[str]:
-        if connection is not None:
-            raise ConfigurationError("the Redis backend cannot enqueue through a connection (no transactions)")
-        return self._enqueue([(job, encode_payload(job.payload)) for job in jobs])
+        return self.enqueue_prepared(jobs, with_text, connection=connection)
 
     def enqueue_prepared(self, jobs: Sequence[object], prepare: PrepareJob, *, connection: Any = None) -> list[str]:
         """Prepare every job, keeping its payload's JSON text, then store them in one script call."""
         if connection is not None:
             raise ConfigurationError("the Redis backend cannot enqueue through a connection (no transactions)")
-        prepared = [prepare(job, index) for index, job in enumerate(jobs)]
-        return self._enqueue(prepared) if prepared else []
-
-    def _enqueue(self, prepared: list[tuple[Job, str]]) -> list[str]:
+        if len(jobs) != 1:
+            if not jobs:
+                self._ready()
+                return []
+            text, wakes = jobs_text(jobs, prepare)  # each job prepared and written, then dropped
+            opened = self._ready()
+            reply = opened.scripts.run("enqueue", [opened.origin, text], f"enqueueing {len(jobs)} jobs")
+            ids = stored_ids(reply, len(jobs), lambda index: prepare(jobs[index], index)[0])
+            self._wake(wakes)
+            return ids
+        job, payload = prepare(jobs[0], 0)
         opened = self._ready()
-        if len(prepared) == 1:
-            job, payload = prepared[0]
-            args, queue = [opened.origin, *job_args(job, payload)], job.queue
-            engine, store = opened.engine, opened.store
-            if engine and store and queue in self._prefetch and queue not in self._rates and wants(engine, queue):
-                # This client's loops of the queue wait: the enqueue leases for them (handoff.py).
-                reply, taken = store.enqueue_handing(engine, queue, args)
-                if taken:
-                    return stored_ids(reply, prepared)
-            else:
-                reply = opened.scripts.run("enqueue_one", args, "enqueueing a job")
+        args, queue = [opened.origin, *job_args(job, payload)], job.queue
+        engine, store = opened.engine, opened.store
+        if engine and store and queue in self._prefetch and queue not in self._rates and wants(engine, queue):
+            # This client's loops of the queue wait: the enqueue leases for them (handoff.py).
+            reply, taken = store.enqueue_handing(engine, queue, args)
+            if taken:
+                return stored_ids(reply, 1, lambda _index: job)
         else:
-            what = f"enqueueing {len(prepared)} jobs"
-            reply = opened.scripts.run("enqueue", [opened.origin, jobs_text(prepared)], what)
-        ids = stored_ids(reply, prepared)
-        self._wake(prepared)
+            reply = opened.scripts.run("enqueue_one", args, "enqueueing a job")
+        ids = stored_ids(reply, 1, lambda _index: job)
+        self._wake([(queue, job.run_after)])
         return ids
 
-    def _wake(self, prepared: list[tuple[Job, str]]) -> None:
+    def _wake(self, wakes: Wakes) -> None:
+        """Tell this client's waiting claim loops of the jobs just stored: now, or when due."""
         waiting = self._waiting
         if waiting is None:
             return
         now: datetime | None = None
         woken: set[str] = set()
-        for job, _ in prepared:
-            queue, run_after = job.queue, job.run_after
+        for queue, run_after in wakes:
             if run_after is not None:
                 now = now or datetime.now(timezone.utc)
                 if run_after > now:
@@ -272,13 +272,12 @@ class RedisBackend(Backend):
 
     def enqueue_tick(self, job: Job, key: str, tick: datetime) -> str | None:
         opened = self._ready()
-        text = encode_payload(job.payload)
-        args: list[Any] = [opened.origin, key, to_us(tick), jobs_text([(job, text)])]
-        reply = opened.scripts.run("tick", args, "enqueueing a cron tick")
+        text, wakes = jobs_text((job,), with_text)
+        reply = opened.scripts.run("tick", [opened.origin, key, to_us(tick), text], "enqueueing a cron tick")
         if reply == ["seen"]:
             return None
-        (job_id,) = stored_ids(reply, [(job, text)])
-        self._wake([(job, text)])
+        (job_id,) = stored_ids(reply, 1, lambda _index: job)
+        self._wake(wakes)
         return job_id
 
     # -- consuming -------------------------------------------------------------------------

@@ -30,37 +30,76 @@ local function row(id, now, out)
     return true
 end
 
--- Store the jobs of ``jobs`` (a JSON array: one [queue, fingerprint, payload text, run_after or
--- "", deadline or "", max_retries or "", priority, unique_for in microseconds or ""] a job, cut
--- after the payload when the rest are none and the priority 0), all or none. A job with a unique_for is refused when the same queue and fingerprint were enqueued
--- with one less than its unique_for ago ({'dup', index, id, age in microseconds}); the windows
--- are ``uf:<queue>``: fingerprint -> "time id" of its last enqueue with a unique_for. Returns the first job's id, an
--- integer: the ids are consecutive. A duplicate: {'dup', index, id} (id '' for one within the
--- batch). One HSET a job; the rest is one call per queue.
-local function enqueue_jobs(now, origin, jobs)
-    jobs = cjson.decode(jobs)
-    local n = #jobs
-    local groups, order = {}, {}
-    for i = 1, n do
-        local q = jobs[i][1]
-        local g = groups[q]
-        if not g then
-            g = {}
-            groups[q] = g
-            order[#order + 1] = q
+-- Store the jobs of ``text``, all or none: a JSON array [queues, extras, fingerprint, payload
+-- text, fingerprint, payload text, ...], two strings a job after the first two items (no array a
+-- job: less to decode). ``queues`` is every job's queue (a string) or each job's (an array);
+-- ``extras`` has one array [index from 0, run_after or "", deadline or "", max_retries or "",
+-- priority, unique_for in microseconds or ""] for each job with more than its queue, fingerprint
+-- and payload. A job with a unique_for is refused when the same queue and fingerprint were
+-- enqueued with one less than its unique_for ago ({'dup', index, id, age in microseconds}); the
+-- windows are ``uf:<queue>``: fingerprint -> "time id" of its last enqueue with a unique_for.
+-- Returns the first job's id, an integer: the ids are consecutive. A duplicate: {'dup', index,
+-- id} (id '' for one within the batch). One HSET a job; the rest is one call per queue.
+-- ``chunked`` for HSET into a hash or ZADD into a sorted set that ``list`` may take past its
+-- listpack size (hash-max-listpack-entries, 512 by default; zset-max-listpack-entries, 128): a
+-- listpack scans all its entries for each one added, so it is made a hash table (a skiplist)
+-- first, by an entry too long for a listpack (no fingerprint or member can be it: it has a NUL)
+-- added and removed around the call. Checked for lists of half that size or more only.
+local WIDE = '\0' .. string.rep('-', 64)
+local function chunked_wide(command, key, list)
+    local hash, n = command == 'HSET', #list / 2
+    local limit = hash and 512 or 128
+    if n * 2 < limit then
+        return chunked(command, key, list)
+    end
+    local size = redis.call(hash and 'HLEN' or 'ZCARD', key)
+    if size > limit or size + n <= limit then
+        return chunked(command, key, list)
+    end
+    if hash then
+        redis.call('HSET', key, WIDE, '')
+    else
+        redis.call('ZADD', key, 0, WIDE)
+    end
+    chunked(command, key, list)
+    redis.call(hash and 'HDEL' or 'ZREM', key, WIDE)
+end
+
+local DIGITS = {}  -- '000' to '999', made as enqueue_jobs needs them
+local function enqueue_jobs(now, origin, text)
+    local t = cjson.decode(text)
+    local queues, n, extras = t[1], (#t - 2) / 2, {}
+    for _, x in ipairs(t[2]) do
+        extras[x[1] + 1] = x
+    end
+    -- By queue: ``order`` the queues, ``groups[q]`` its jobs' indexes (none when one queue has all).
+    local order, groups, sizes = {queues}, {}, {[queues] = n}
+    if type(queues) == 'table' then
+        order, sizes = {}, {}
+        for i = 1, n do
+            local q = queues[i]
+            local g = groups[q]
+            if g then
+                local size = sizes[q] + 1
+                g[size] = i
+                sizes[q] = size
+            else
+                groups[q] = {i}
+                sizes[q] = 1
+                order[#order + 1] = q
+            end
         end
-        g[#g + 1] = i
     end
     for _, q in ipairs(order) do
-        local g, seen = groups[q], {}
-        for c = 1, #g, 1000 do
-            local fps = {}
-            for k = c, math.min(c + 999, #g) do
-                fps[#fps + 1] = jobs[g[k]][2]
+        local g, size, seen = groups[q], sizes[q], {}
+        for c = 1, size, 1000 do
+            local fps, last = {}, math.min(c + 999, size)
+            for k = c, last do
+                fps[k - c + 1] = t[2 * (g and g[k] or k) + 1]
             end
             local found = redis.call('HMGET', P .. 'fp:' .. q, unpack(fps))
-            for k = 1, #fps do
-                local i = g[c + k - 1]
+            for k = 1, last - c + 1 do
+                local i = g and g[c + k - 1] or c + k - 1
                 if found[k] then
                     return {'dup', tostring(i - 1), found[k]}
                 end
@@ -68,12 +107,12 @@ local function enqueue_jobs(now, origin, jobs)
                     return {'dup', tostring(i - 1), ''}
                 end
                 seen[fps[k]] = true
-                local window = jobs[i][8]
-                if window and window ~= '' then
-                    local last = redis.call('HGET', P .. 'uf:' .. q, fps[k])
-                    if last then
-                        local at, id = string.match(last, '^(%d+) (%d+)$')
-                        if now - tonumber(at) < tonumber(window) then
+                local x = extras[i]
+                if x and x[6] ~= '' then
+                    local last_at = redis.call('HGET', P .. 'uf:' .. q, fps[k])
+                    if last_at then
+                        local at, id = string.match(last_at, '^(%d+) (%d+)$')
+                        if now - tonumber(at) < tonumber(x[6]) then
                             return {'dup', tostring(i - 1), id, int(now - tonumber(at))}
                         end
                     end
@@ -84,63 +123,79 @@ local function enqueue_jobs(now, origin, jobs)
     local base = redis.call('INCRBY', P .. 'seq', n) - n
     local created = int(now)
     local jp = P .. 'job:'
+    -- An id and its member (member(id)) as a head (the thousands) and three digits: no float
+    -- formatting a job (it was a tenth of the script's time), the head's made once a thousand.
+    local at, head, zeros = -1, '', ''
     for _, q in ipairs(order) do
         local g = groups[q]
         local plain = P .. 'due:' .. q
         local due, fps, index, windows = {}, {}, {}, {}
         local d, k = 0, 0  -- the lengths of due, and of fps and index
-        for _, i in ipairs(g) do
-            local job = jobs[i]
+        for c = 1, sizes[q] do
+            local i = g and g[c] or c
+            local f = t[2 * i + 1]
             local number = base + i
-            local id = int(number)
-            local m = string.format('%015.0f', number)  -- member(id)
-            local ra = job[4]
-            if not ra or ra == '' then
-                ra = created
+            local low = number % 1000
+            local high = (number - low) / 1000
+            if high ~= at then
+                at = high
+                head = high > 0 and int(high) or ''
+                zeros = string.format('%012.0f', high)
             end
-            local pr = job[7]
-            if #job == 3 then  -- queue, fingerprint and payload only: the most jobs
-                redis.call('HSET', jp .. id, 'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created)
+            local digits = DIGITS[low]
+            if not digits then
+                digits = string.format('%03d', low)
+                DIGITS[low] = digits
+            end
+            local id = head == '' and tostring(low) or head .. digits
+            local m = zeros .. digits  -- member(id)
+            local x, ra, pr = extras[i], created, '0'
+            if not x then  -- a queue, a fingerprint and a payload only: the most jobs
+                redis.call('HSET', jp .. id, 'q', q, 'f', f, 'p', t[2 * i + 2], 's', 'new', 'ra', ra, 'ca', created)
             else
-                local fields = {'q', q, 'f', job[2], 'p', job[3], 's', 'new', 'ra', ra, 'ca', created}
-                if job[5] ~= '' then
-                    fields[13] = 'dl'
-                    fields[14] = job[5]
+                if x[2] ~= '' then
+                    ra = x[2]
                 end
-                if job[6] ~= '' then
+                pr = x[5]
+                local fields = {'q', q, 'f', f, 'p', t[2 * i + 2], 's', 'new', 'ra', ra, 'ca', created}
+                if x[3] ~= '' then
+                    fields[13] = 'dl'
+                    fields[14] = x[3]
+                end
+                if x[4] ~= '' then
                     fields[#fields + 1] = 'mr'
-                    fields[#fields + 1] = job[6]
+                    fields[#fields + 1] = x[4]
                 end
                 if pr ~= '0' then
                     fields[#fields + 1] = 'pr'
                     fields[#fields + 1] = pr
                 end
                 redis.call('HSET', jp .. id, unpack(fields))
-                if job[8] ~= '' then
-                    windows[#windows + 1] = job[2]
+                if x[6] ~= '' then
+                    windows[#windows + 1] = f
                     windows[#windows + 1] = created .. ' ' .. id
                 end
             end
-            if pr and pr ~= '0' then
+            if pr ~= '0' then
                 redis.call('ZADD', due_key(q, pr), ra, m)
             else
                 due[d + 1] = ra
                 due[d + 2] = m
                 d = d + 2
             end
-            fps[k + 1] = job[2]
+            fps[k + 1] = f
             fps[k + 2] = id
             index[k + 1] = id
             index[k + 2] = id
             k = k + 2
         end
-        chunked('ZADD', plain, due)
-        chunked('HSET', P .. 'fp:' .. q, fps)
-        chunked('ZADD', P .. 'jobs:' .. q, index)
+        chunked_wide('ZADD', plain, due)
+        chunked_wide('HSET', P .. 'fp:' .. q, fps)
+        chunked_wide('ZADD', P .. 'jobs:' .. q, index)
         if #windows > 0 then
             chunked('HSET', P .. 'uf:' .. q, windows)
         end
-        if redis.call('HINCRBY', P .. 'count:' .. q, 'new', #g) == #g then
+        if redis.call('HINCRBY', P .. 'count:' .. q, 'new', sizes[q]) == sizes[q] then
             redis.call('SADD', P .. 'queues', q)  -- the queue's first jobs (or first since it was empty)
         end
         redis.call('PUBLISH', P .. 'wake', 'q:' .. origin .. ':' .. q)

@@ -308,7 +308,8 @@ def test_a_failed_attempt_counter_is_never_lost_silently(pg_clean: str, failures
 
 def test_a_claim_that_fails_after_a_settle_leaves_the_outcome_committed(pg_clean: str) -> None:
     # The settle and the next claim share one round trip; the handler drops the claim statement
-    # of its own connection, so that claim fails after the COMMIT: the outcome stays stored.
+    # of its own connection (claim_plain: no job has a priority), so that claim fails after the
+    # COMMIT: the outcome stays stored.
     with neoq.new(pg_clean, pool_max_size=1) as nq:
         ids = nq.enqueue_many([Job(queue="hot-failclaim", payload={"i": i}) for i in range(3)])
         seen: list[int] = []
@@ -317,7 +318,7 @@ def test_a_claim_that_fails_after_a_settle_leaves_the_outcome_committed(pg_clean
             context = neoq.job_context()
             assert context is not None
             if not seen:
-                context.transaction.execute("DEALLOCATE neoq_claim")
+                context.transaction.execute("DEALLOCATE neoq_claim_plain")
             seen.append(job.payload["i"])
 
         nq.handler("hot-failclaim", concurrency=1)(handler)
@@ -325,7 +326,25 @@ def test_a_claim_that_fails_after_a_settle_leaves_the_outcome_committed(pg_clean
         assert sorted(seen) == [0, 1, 2]
         with nq.backend._pools.work.connection() as conn:  # type: ignore[attr-defined]
             names = {row[0] for row in conn.execute("SELECT name FROM pg_prepared_statements")}
-        assert "neoq_claim" in names  # prepared again
+        assert "neoq_claim_plain" in names  # prepared again
         for job_id in ids:
             job = nq.get_job(job_id)
             assert job is not None and job.status is JobStatus.PROCESSED and job.attempts == 1
+
+
+def test_the_chained_claim_takes_a_job_of_higher_priority_enqueued_while_one_ran(pg_clean: str) -> None:
+    # The chained claim tries the single range of priority-0 jobs first (claim_plain); a job above
+    # priority 0 that came due while the first job ran is taken next, and jobs below 0 after every 0.
+    with neoq.new(pg_clean, pool_max_size=1) as nq:
+        nq.enqueue_many([Job(queue="hot-prio", payload={"i": i}) for i in range(3)])
+        nq.enqueue(Job(queue="hot-prio", payload={"i": "low"}, priority=-1))
+        seen: list[Any] = []
+
+        def handler(job: Job) -> None:
+            if not seen:
+                nq.enqueue(Job(queue="hot-prio", payload={"i": "high"}, priority=5))
+            seen.append(job.payload["i"])
+
+        nq.handler("hot-prio", concurrency=1)(handler)
+        nq.drain()
+        assert seen == [0, "high", 1, 2, "low"]

@@ -249,3 +249,29 @@ def test_a_client_opened_before_fork_works_in_the_child_and_stays_usable_in_the_
         nq.start("before", lambda job: None)  # the parent's connections still work
         nq.enqueue(Job(queue="before", payload={"again": True}))
         wait_for(lambda: nq.stats()["before"]["processed"] == 2, 10)
+
+
+def test_prune_forgets_unique_for_windows_older_than_the_failed_jobs_cutoff(redis_url: str) -> None:
+    backend = RedisBackend(redis_url, check_config=False)
+    backend.open()
+    client = redis.Redis.from_url(redis_url.split("?")[0], decode_responses=True)
+    try:
+        hour = timedelta(hours=1)
+        one, _ = prepare_job(Job(queue="a b", payload={"n": 1}, unique_for=hour))  # enqueue_one.lua
+        batch = [prepare_job(Job(queue=q, payload={"n": 2}, unique_for=hour))[0] for q in ("a b", "c")]
+        ids = backend.enqueue([one]) + backend.enqueue(batch)  # the batch script
+        for job_id in ids:
+            backend.cancel_job(job_id)
+        key = backend._settings.key
+        assert client.hlen(key("uf:a b")) == 2 and client.hlen(key("uf:c")) == 1
+        before = datetime.now(timezone.utc) - hour
+        backend.prune({JobStatus.FAILED: before}, 100)
+        assert client.zcard(key("ufat")) == 3  # opened after the cutoff: kept
+        with pytest.raises(neoq.DuplicateJobError):
+            backend.enqueue([one])
+        backend.prune({JobStatus.FAILED: datetime.now(timezone.utc) + timedelta(seconds=1)}, 100)
+        assert client.exists(key("uf:a b"), key("uf:c"), key("ufat")) == 0
+        assert backend.enqueue([one])  # its window is forgotten, as retention_failed documents
+    finally:
+        client.close()
+        backend.close()

@@ -101,6 +101,9 @@ class TransactionClaims:
         self.global_limits: dict[str, int] = {}
         #: The work connections the limited claims are prepared on.
         self._limited_ready: weakref.WeakSet[Conn] = weakref.WeakSet()
+        #: Queues whose last chained claim took a job of non-zero priority: their next one reads the
+        #: three ranges at once (claim) instead of trying the single range first (claim_plain).
+        self._prioritized: set[str] = set()
 
     def look(self, queue: str) -> Look[Claim]:
         """Claim a due job of ``queue`` now, or say when the next comes due (``Backend.look``)."""
@@ -160,6 +163,8 @@ class TransactionClaims:
                 return None
             # The queue has nothing due: the claim loop goes straight to waiting.
             return Look(due_in=next_due, held=busy)
+        if self._prioritized and not row[14]:
+            self._prioritized.discard(queue)
         held.returned = True  # the connection is the next claim's now
         settles.forget(held)
         try:
@@ -240,9 +245,10 @@ class TransactionClaims:
             self.settles.processed(job, held),
             (_COMMIT, None, False),
         )
+        plain = not self.global_limits and queue not in self._prioritized
         claim: tuple[_Command, ...] = (
             (_BEGIN, None, False),
-            (hot.claim, (queue.encode(encoding),), hot.prepared)
+            (hot.claim_plain if plain else hot.claim, (queue.encode(encoding),), hot.prepared)
             if not self.global_limits
             else self._claim_command(conn, queue, probe=False),
             (_SAVEPOINT_B, None, False),
@@ -274,7 +280,33 @@ class TransactionClaims:
                     else:
                         conn.rollback()
                 return None
-        return _load_row(conn, claimed[1])
+        row = _load_row(conn, claimed[1])
+        if plain and row is None:
+            row = self._claim_ranges(conn, queue)
+        return row
+
+    def _claim_ranges(self, conn: Conn, queue: str) -> tuple[Any, ...] | None:
+        """After claim_plain found no job (a job of non-zero priority is due, the queue is paused,
+        or nothing is due), the claim of every range, in the same transaction and one more round
+        trip; the queue keeps the three-range claim while it hands out jobs of non-zero priority.
+        None when the claim failed (the transaction is rolled back) or found nothing (still open)."""
+        hot = self._hot
+        commands: tuple[_Command, ...] = (
+            (_RELEASE_SAVEPOINT_B, None, False),
+            (hot.claim, (queue.encode(conn.info.encoding),), hot.prepared),
+            (_SAVEPOINT_B, None, False),
+        )
+        try:
+            row = _load_row(conn, _exchange(conn, commands)[1])
+        except psycopg.Error as exc:
+            logger.debug("neoq: claiming a job of queue %r failed: %s", queue, exc)
+            with suppress(psycopg.Error):
+                if not conn.closed:
+                    conn.rollback()
+            return None
+        if row is not None and row[14]:
+            self._prioritized.add(queue)
+        return row
 
     # -- making a claim --------------------------------------------------------------------
 

@@ -47,10 +47,10 @@ _PREPARED = {
     name: (f"neoq_{name}".encode(), *_numbered(QUERIES[name]))
     for name in (
         *("claim", "claim_probe", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one"),
-        *("claim_limited", "claim_probe_limited"),
+        *("claim_plain", "claim_limited", "claim_probe_limited"),
     )
 }
-_WORK_STATEMENTS = ("claim", "claim_probe", "claim_idle", "settle", "settle_processed")
+_WORK_STATEMENTS = ("claim", "claim_plain", "claim_probe", "claim_idle", "settle", "settle_processed")
 #: Prepared on a work connection the first time it claims for a queue with a global limit.
 _LIMITED_STATEMENTS = ("claim_limited", "claim_probe_limited")
 _COUNTER_STATEMENTS = ("count_attempt",)
@@ -75,6 +75,7 @@ class _Hot(NamedTuple):
 
     prepared: bool
     claim: bytes
+    claim_plain: bytes
     claim_probe: bytes
     claim_idle: bytes
     settle: bytes
@@ -83,7 +84,10 @@ class _Hot(NamedTuple):
     enqueue_one: bytes
 
 
-_HOT_NAMES = ("claim", "claim_probe", "claim_idle", "settle", "settle_processed", "count_attempt", "enqueue_one")
+_HOT_NAMES = (
+    *("claim", "claim_plain", "claim_probe", "claim_idle", "settle", "settle_processed", "count_attempt"),
+    "enqueue_one",
+)
 _HOT_PREPARED = _Hot(True, *(_PREPARED[name][0] for name in _HOT_NAMES))
 _HOT_UNNAMED = _Hot(False, *(_PREPARED[name][1] for name in _HOT_NAMES))
 

@@ -109,6 +109,27 @@ FROM job;
         FROM neoq_jobs n
         WHERE n.queue = %(queue)s AND n.status = 'new' AND n.run_after > now()) AS next_due
 
+-- name: claim_plain
+-- claim for a queue none of whose due jobs has a priority above 0 (the usual queue): one range of
+-- neoq_jobs_due in (run_after, id) order, the claim order among priority-0 jobs, so the two ranges
+-- of non-zero priorities (claimed_job) are neither planned nor read. Both checks are one-time
+-- filters, read before the range: with the queue paused, or a job above priority 0 due (held by
+-- others or not), no row comes back, and so it does when only jobs below 0 are due; the caller
+-- then sends claim (claims.TransactionClaims._settle_and_claim).
+WITH job AS (
+-- include: due_job
+      AND j.priority = 0
+      AND
+-- include: not_paused
+      AND NOT EXISTS (SELECT 1 FROM neoq_jobs h
+                      WHERE h.queue = %(queue)s AND h.status = 'new' AND h.priority > 0 AND h.run_after <= now())
+    ORDER BY j.run_after, j.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+-- include: claimed_columns
+FROM job;
+
 -- name: claim_probe
 -- The claim of a claim loop that was waiting (a look), with probe_columns.
 -- include: claimed_job

@@ -37,7 +37,8 @@ end
 -- priority, unique_for in microseconds or ""] for each job with more than its queue, fingerprint
 -- and payload. A job with a unique_for is refused when the same queue and fingerprint were
 -- enqueued with one less than its unique_for ago ({'dup', index, id, age in microseconds}); the
--- windows are ``uf:<queue>``: fingerprint -> "time id" of its last enqueue with a unique_for.
+-- windows are ``uf:<queue>``: fingerprint -> "time id" of its last enqueue with a unique_for; ``ufat``
+-- scores each "<queue>\0<fingerprint>" by that time, for prune.
 -- Returns the first job's id, an integer: the ids are consecutive. A duplicate: {'dup', index,
 -- id} (id '' for one within the batch). One HSET a job; the rest is one call per queue.
 -- ``chunked`` for HSET into a hash or ZADD into a sorted set that ``list`` may take past its
@@ -129,7 +130,7 @@ local function enqueue_jobs(now, origin, text)
     for _, q in ipairs(order) do
         local g = groups[q]
         local plain = P .. 'due:' .. q
-        local due, fps, index, windows = {}, {}, {}, {}
+        local due, fps, index, windows, opened = {}, {}, {}, {}, {}
         local d, k = 0, 0  -- the lengths of due, and of fps and index
         for c = 1, sizes[q] do
             local i = g and g[c] or c
@@ -174,6 +175,8 @@ local function enqueue_jobs(now, origin, text)
                 if x[6] ~= '' then
                     windows[#windows + 1] = f
                     windows[#windows + 1] = created .. ' ' .. id
+                    opened[#opened + 1] = created
+                    opened[#opened + 1] = q .. '\0' .. f
                 end
             end
             if pr ~= '0' then
@@ -194,6 +197,7 @@ local function enqueue_jobs(now, origin, text)
         chunked_wide('ZADD', P .. 'jobs:' .. q, index)
         if #windows > 0 then
             chunked('HSET', P .. 'uf:' .. q, windows)
+            chunked('ZADD', P .. 'ufat', opened)
         end
         if redis.call('HINCRBY', P .. 'count:' .. q, 'new', sizes[q]) == sizes[q] then
             redis.call('SADD', P .. 'queues', q)  -- the queue's first jobs (or first since it was empty)

@@ -33,6 +33,7 @@ if window ~= '' then
         end
     end
     redis.call('HSET', uf, f, created .. ' ' .. id)
+    redis.call('ZADD', P .. 'ufat', created, q .. '\0' .. f)  -- for prune
 end
 local ra = ARGV[6]
 if ra == '' then

@@ -153,6 +153,28 @@ def test_a_held_claim_blocks_no_enqueue_and_reads_running(mysql_clean: str) -> N
         wait_for(lambda: nq.get_job(held).status is JobStatus.PROCESSED, 10)  # type: ignore[union-attr]
 
 
+def test_a_transaction_mode_claim_reads_every_field_whatever_its_text(mysql_clean: str) -> None:
+    """The claim's row comes back packed ('|'-separated fields, the fingerprint last): texts holding '|' survive."""
+    odd = "a|b||ü 'x' \\ %s|"
+    seen: list[Job] = []
+
+    def handler(job: Job) -> None:
+        seen.append(job)
+        if len(seen) == 1:
+            raise RuntimeError(odd)
+
+    with neoq.new(mysql_clean, mode="transaction") as nq:
+        job_id = nq.enqueue(Job(queue=odd, payload={"odd": odd}, fingerprint=odd, priority=3, max_retries=2))
+        nq.start(odd, Handler(handler, backoff=lambda retries: 0))
+        wait_for(lambda: nq.get_job(job_id).status is JobStatus.PROCESSED, 10)  # type: ignore[union-attr]
+    first, second = seen
+    assert [(j.id, j.queue, j.fingerprint, j.payload, j.priority, j.max_retries) for j in seen] == [
+        (job_id, odd, odd, {"odd": odd}, 3, 2)
+    ] * 2
+    assert (first.attempts, first.error, first.retries) == (1, None, 0)
+    assert (second.attempts, second.retries, odd in (second.error or "")) == (2, 1, True)
+
+
 def test_a_handler_writes_through_its_transaction(mysql_clean: str) -> None:
     with neoq.new(mysql_clean, mode="transaction") as nq:
         setup = connect(mysql_clean, autocommit=True)

@@ -43,7 +43,7 @@ from ..base import Claim, Outcome
 from .pools import Conn, Pool, wrap
 from .rows import db_time
 from .settings import MySQLSettings
-from .store import Cursor, Runner, probe
+from .store import Cursor, Runner, probe, row_of, skip
 
 __all__ = ["Held", "TransactionClaims"]
 
@@ -56,12 +56,15 @@ _ER_NO_SUCH_THREAD = 1094
 # written for that job; a dead attempt's marker is kept (INSERT IGNORE) for the claim to count.
 _CLAIM = (
     "SET @neoq_claimed = NULL;"
-    " SELECT @neoq_claimed := j.id, j.queue, j.fingerprint, j.payload, j.error,"
-    # The other fields as one text: each column costs PyMySQL a packet to parse (most of a claim's CPU).
-    " CONCAT_WS('|', j.run_after, IFNULL(j.deadline, ''), IFNULL(j.max_retries, ''), j.retries,"
+    # Three columns: each costs PyMySQL a packet to parse (much of a claim's CPU). The first is the
+    # fields joined by '|' (none holds one; the queue is the one claimed), then the fingerprint
+    # (at most 1,024 bytes, it may hold a '|'); the error and the payload are as large as stored.
+    " SELECT CONCAT(CONCAT_WS('|', @neoq_claimed := j.id, j.run_after, IFNULL(j.deadline, ''),"
+    " IFNULL(j.max_retries, ''), j.retries,"
     " j.attempts + COALESCE((SELECT a.attempts FROM neoq_attempts a WHERE a.job_id = j.id), 0), j.created_at,"
     " EXISTS (SELECT 1 FROM neoq_cancellations c WHERE c.job_id = j.id),"
-    " IFNULL((SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id), ''), UTC_TIMESTAMP(6), j.priority, j.snoozes)"
+    " IFNULL((SELECT m.ran_at FROM neoq_claims m WHERE m.job_id = j.id), ''), UTC_TIMESTAMP(6), j.priority, j.snoozes),"
+    " '|', j.fingerprint), j.error, j.payload"
     " FROM neoq_jobs j WHERE j.queue = %(queue)s AND j.status = 'new' AND j.run_after <= UTC_TIMESTAMP(6)"
     " AND NOT EXISTS (SELECT 1 FROM neoq_queue_pauses p WHERE p.queue = j.queue)"  # flow.py: paused
     # An attempt being ended from outside: its outcome is on its way (see _FENCE).
@@ -222,53 +225,53 @@ class TransactionClaims:
         """Run ``prefix`` (``statements`` escaped statements: a settle and COMMIT, or nothing) and the
         claim in one round trip; then mark the claim. None: the job found was cancelled unrun."""
         try:
-            with conn.cursor() as cur:
-                claim = self._claims.get(queue)
-                if claim is None:
-                    claim = self._claims[queue] = _CLAIM % {"queue": conn.escape(queue)}
-                cur.execute(prefix + claim)
-                _skip(cur, statements + 1)
-                row = cur.fetchone()
-                _skip(cur, 2)  # the marker, the SAVEPOINT
-                if row is None:
+            claim = self._claims.get(queue)
+            if claim is None:
+                claim = self._claims[queue] = _CLAIM % {"queue": conn.escape(queue)}
+            row = row_of(conn, prefix + claim, statements + 1, 2)  # after: the marker, the SAVEPOINT
+            if row is None:
+                with conn.cursor() as cur:
                     cur.execute(_IDLE, (queue, queue))
                     idle = cur.fetchone()
-                    conn.rollback()
-                    due_in = None if idle is None or idle[0] is None else max(0.0, int(idle[0]) / 1e6)
-                    return Look(due_in=due_in, held=bool(idle and idle[1]))
-                job_id = int(row[0])
-                packed = _text(row[5]).split("|")
-                lost = packed[7] or None
-                if lost:  # an attempt ended without a settle: count it durably, then mark this one
-                    self._aux.run("counting a lost attempt", lambda aux: aux.execute(_COUNT_LOST, (job_id, lost)))
+                conn.rollback()
+                due_in = None if idle is None or idle[0] is None else max(0.0, int(idle[0]) / 1e6)
+                return Look(due_in=due_in, held=bool(idle and idle[1]))
+            # id, run_after, deadline, max_retries, retries, attempts, created_at, cancelled, lost, now,
+            # priority, snoozes, fingerprint
+            packed = _text(row[0]).split("|", 12)
+            job_id = int(packed[0])
+            lost = packed[8] or None
+            if lost:  # an attempt ended without a settle: count it durably, then mark this one
+                self._aux.run("counting a lost attempt", lambda aux: aux.execute(_COUNT_LOST, (job_id, lost)))
+                with conn.cursor() as cur:
                     cur.execute(_MARK, (job_id,))
-                session = int(conn.thread_id())  # type: ignore[no-untyped-call]
-                held = Held(conn, job_id, _text(row[1]), session)
-                if packed[6] == "1":  # cancelled while it waited (or while a dead worker held it): never run
-                    self._settle_here(held, Outcome(JobStatus.CANCELLED, row[4]), counted=0)
-                    held.settled = True
-                    return None
+            session = int(conn.thread_id())  # type: ignore[no-untyped-call]
+            held = Held(conn, job_id, queue, session)  # the row's queue is the one claimed (a binary match)
+            if packed[7] == "1":  # cancelled while it waited (or while a dead worker held it): never run
+                self._settle_here(held, Outcome(JobStatus.CANCELLED, row[1]), counted=0)
+                held.settled = True
+                return None
         except NeoqError:
             raise
         except (pymysql.err.MySQLError, OSError) as exc:
             raise self._wrap(exc, f"claiming a job of queue {queue!r}") from exc
-        held.ran_at = now = _time(packed[8])  # the server's clock, as finished_at will be
+        held.ran_at = now = _time(packed[9])  # the server's clock, as finished_at will be
         job = Job(
             id=str(job_id),
-            queue=held.queue,
-            fingerprint=_text(row[2]),
-            payload=_decode(row[3]),
-            error=row[4],
-            run_after=_time(packed[0]),
-            deadline=_time(packed[1]) if packed[1] else None,
-            max_retries=int(packed[2]) if packed[2] else None,
-            retries=int(packed[3]),
-            attempts=int(packed[4]) + (1 if lost else 0) + 1,
-            created_at=_time(packed[5]),
+            queue=queue,
+            fingerprint=packed[12],
+            payload=_decode(row[2]),
+            error=row[1],
+            run_after=_time(packed[1]),
+            deadline=_time(packed[2]) if packed[2] else None,
+            max_retries=int(packed[3]) if packed[3] else None,
+            retries=int(packed[4]),
+            attempts=int(packed[5]) + (1 if lost else 0) + 1,
+            created_at=_time(packed[6]),
             ran_at=now,
             status=JobStatus.RUNNING,
-            priority=int(packed[9]),
-            snoozes=int(packed[10]),
+            priority=int(packed[10]),
+            snoozes=int(packed[11]),
         )
         self._register(held)
         return Look(Claim(job, conn, held))
@@ -296,10 +299,10 @@ class TransactionClaims:
         """The outcome, the marker's removal and COMMIT, in the claim's transaction: one round trip."""
         conn = held.conn
         try:
-            with conn.cursor() as cur:
-                sql = _settle_sql(outcome) + "; COMMIT"
-                cur.execute(sql % _escaped(conn, _settle_params(held, outcome, counted)))
-                _skip(cur, sql.count(";"))
+            sql = _settle_sql(outcome) + "; COMMIT"
+            conn.query(sql % _escaped(conn, _settle_params(held, outcome, counted)))
+            skip(conn, sql.count(";") - 1)
+            conn.next_result()
         except (pymysql.err.MySQLError, OSError) as exc:
             held.broken = True
             try:
@@ -414,12 +417,6 @@ def _settle_params(held: Held, outcome: Outcome, counted: int = 1) -> dict[str, 
 def _escaped(conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` as SQL literals (PyMySQL's escaping, as ``execute`` does it), for a multi-statement text."""
     return {key: conn.escape(value) for key, value in params.items()}
-
-
-def _skip(cur: Cursor, results: int) -> None:
-    """Read past the results of the first ``results`` statements of a multi-statement text."""
-    for _ in range(results):
-        cur.nextset()
 
 
 _decode = json.JSONDecoder().decode

@@ -1,9 +1,9 @@
-"""Short transactions on the pool's connections: how every call outside a claim runs."""
+"""Short transactions on the pool's connections: how every call outside a claim runs; multi-statement results read."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pymysql
 
@@ -11,7 +11,7 @@ from ...errors import BackendConnectionError, NeoqError
 from .pools import Conn, Pool, wrap
 from .settings import MySQLSettings
 
-__all__ = ["Cursor", "Runner", "probe"]
+__all__ = ["Cursor", "Runner", "probe", "row_of", "skip"]
 
 T = TypeVar("T")
 Cursor = pymysql.cursors.Cursor
@@ -73,6 +73,33 @@ def probe(cur: Cursor, queue: str) -> tuple[bool, float | None]:
         return False, None
     due_in = None if row[1] is None else max(0.0, int(row[1]) / 1e6)
     return bool(row[0]), due_in
+
+
+#: PyMySQL's reading of one packet (an error packet raises): an OK result read without parsing it.
+_READ_PACKET: Callable[[Conn], object] | None = getattr(pymysql.connections.Connection, "_read_packet", None)
+
+
+def skip(conn: Conn, results: int) -> None:
+    """Read past the results of ``results`` statements of a multi-statement text, each an OK packet
+    (an error packet raises), without parsing them: none is the text's last result, whose status
+    the connection keeps (``next_result``)."""
+    for _ in range(results):
+        if _READ_PACKET is None:
+            conn.next_result()
+        else:
+            _READ_PACKET(conn)
+
+
+def row_of(conn: Conn, text: str, before: int, after: int) -> Any:
+    """Run ``text``: ``before`` statements, a SELECT of one row at most, then ``after`` statements;
+    return the SELECT's row (None: no row). Only the SELECT's result and the last are parsed."""
+    conn.query(text)  # the first statement's result
+    skip(conn, before - 1)
+    conn.next_result()
+    rows = getattr(conn, "_result").rows  # noqa: B009 - PyMySQL's result of the statement just read
+    skip(conn, after - 1)
+    conn.next_result()
+    return rows[0] if rows else None
 
 
 def _rollback(conn: Conn) -> None:

@@ -10,7 +10,8 @@ process. Each call that writes is one short ``BEGIN IMMEDIATE`` transaction:
   their attempts (one more). An idle queue's look costs one index read; a fetch right after one
   that got all it asked for skips that read. The jobs are built after the commit.
 - ``settle_many`` writes a whole batch of outcomes in one transaction (one statement for each 99),
-  each fenced by its token.
+  each fenced by its token. It learns that every outcome was written from the count of rows
+  changed; only when a lease was lost meanwhile does it write again, with the ids returned.
 - ``renew`` reads which leases need renewing or were lost; it writes only for the ones to renew.
 - ``give_back`` puts unstarted jobs back as they were, their attempt uncounted.
 
@@ -27,7 +28,7 @@ from typing import Any
 from ...job import JobStatus
 from ..lease import Leased, LeaseToken, Lost, Settlement
 from .connections import Connections
-from .rows import COLUMNS, NCOLUMNS, job_from_row, micros, now_micros, when
+from .rows import COLUMNS, NCOLUMNS, job_from_row, micros, now_micros, values, when
 
 __all__ = ["SqliteLeaseStore"]
 
@@ -62,10 +63,9 @@ _LEASED = (
     "SELECT count(*) FROM neoq_jobs WHERE queue = ? AND status = 'new' AND run_after > ? AND lease_owner IS NOT NULL"
 )
 
-#: The outcomes of up to ``_SETTLE_ROWS`` jobs in one statement, each row fenced by its token; the
-#: ids written come back. No traceback with the job's error unchanged (a cancellation, a put-back)
-#: keeps the stored one. One statement for many rows costs about half as much as a statement per row.
-_SETTLE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: The outcomes of up to ``_SETTLE_ROWS`` jobs in one statement, each row fenced by its token. No
+#: traceback with the job's error unchanged (a cancellation, a put-back) keeps the stored one. One
+#: statement for many rows costs about half as much as a statement per row.
 _SETTLE = (
     "WITH v (id, token, status, error, traceback, result, run_after, retries, finished_at, snoozed) AS"
     " (VALUES {rows})"
@@ -75,8 +75,10 @@ _SETTLE = (
     " result = v.result, run_after = v.run_after, retries = coalesce(v.retries, neoq_jobs.retries),"
     " finished_at = v.finished_at, snoozes = neoq_jobs.snoozes + v.snoozed, lease_owner = NULL"
     " FROM v WHERE neoq_jobs.id = v.id AND neoq_jobs.lease_token = v.token AND neoq_jobs.status = 'new'"
-    " RETURNING neoq_jobs.id"
 )
+#: The same, naming the rows written: one step of the statement per row, and the write lock is held
+#: while Python takes the GIL back after each (a lost lease only, see ``settle_many``).
+_RETURNING = " RETURNING neoq_jobs.id"
 #: Rows of one settling statement: 10 parameters each, under SQLite's oldest limit of 999.
 _SETTLE_ROWS = 99
 
@@ -92,6 +94,10 @@ _GIVE_BACK = (
     "UPDATE neoq_jobs SET run_after = ?, lease_owner = NULL, attempts = max(attempts - 1, 0)"
     " WHERE id = ? AND lease_token = ? AND status = 'new' RETURNING queue"
 )
+
+
+class _LeaseLost(Exception):
+    """A settling transaction changed fewer rows than it had outcomes: some lease was lost meanwhile."""
 
 
 class SqliteLeaseStore:
@@ -202,16 +208,31 @@ class SqliteLeaseStore:
                 )
             )
 
+        # The statements are made before the write lock is taken.
+        chunks = []
+        for start in range(0, len(rows), _SETTLE_ROWS):
+            rows_sql, params = values(rows[start : start + _SETTLE_ROWS])
+            chunks.append((_SETTLE.format(rows=rows_sql), params))
+
         def write(conn: sqlite3.Connection) -> set[Any]:
+            before = conn.total_changes
+            for sql, params in chunks:
+                conn.execute(sql, params)
+            if conn.total_changes - before != len(rows):
+                raise _LeaseLost  # rolled back: written again below, naming the rows it writes
+            return {row[0] for row in rows}
+
+        def write_naming(conn: sqlite3.Connection) -> set[Any]:
             written: set[Any] = set()
-            execute = conn.execute
-            for start in range(0, len(rows), _SETTLE_ROWS):
-                chunk = rows[start : start + _SETTLE_ROWS]
-                sql = _SETTLE.format(rows=",".join([_SETTLE_ROW] * len(chunk)))
-                written.update(row[0] for row in execute(sql, [value for row in chunk for value in row]))
+            for sql, params in chunks:
+                written.update(row[0] for row in conn.execute(sql + _RETURNING, params))
             return written
 
-        written = self._conns.write(write, f"writing the outcomes of {len(batch)} jobs", rows=len(rows))
+        doing = f"writing the outcomes of {len(batch)} jobs"
+        try:
+            written = self._conns.write(write, doing, rows=len(rows))
+        except _LeaseLost:
+            written = self._conns.write(write_naming, doing, rows=len(rows))
         for pending, row in zip(batch, rows, strict=True):
             if row[8] is None and row[0] in written:  # a retry written: due at run_after
                 queue = pending.lease.queue

@@ -16,19 +16,19 @@ from ...errors import DuplicateJobError, JobNotFoundError
 from ...job import Job, JobStatus, encode_payload
 from .connections import Connections
 from .flow import open_windows
-from .rows import COLUMNS, NCOLUMNS, STATE, job_from_row, micros, now_micros, when
+from .rows import COLUMNS, NCOLUMNS, STATE, job_from_row, micros, now_micros, values, when
 
 __all__ = ["Store"]
 
-_INSERT = (
+_INSERT_INTO = (
     "INSERT INTO neoq_jobs (queue, fingerprint, payload, run_after, deadline, max_retries, created_at, priority)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES "
 )
+_INSERT = _INSERT_INTO + "(?, ?, ?, ?, ?, ?, ?, ?)"
 
 #: A batch is stored by multi-row INSERTs of up to ``_INSERT_ROWS`` rows (8 parameters each, under
 #: SQLite's oldest limit of 999): half the instructions of ``executemany``'s statement per row.
 _INSERT_ROWS = 100
-_INSERT_ROW = ", (?, ?, ?, ?, ?, ?, ?, ?)"
 
 #: The waiting or running job with a fingerprint, stored before the batch being refused (id below ``?``).
 _HOLDER = "SELECT id FROM neoq_jobs WHERE queue = ? AND fingerprint = ? AND status = 'new' AND id < ?"
@@ -42,6 +42,20 @@ def _job_id(job_id: str) -> int | None:
     if not isinstance(job_id, str) or not job_id.isascii() or not job_id.isdigit() or len(job_id) > 18:
         return None
     return int(job_id)
+
+
+def _twins(jobs: Sequence[Job]) -> DuplicateJobError | None:
+    """The error for a batch holding two jobs of the same queue and fingerprint, if it does (the
+    unique index refused the batch: this is looked for only then)."""
+    seen: set[tuple[str, str | None]] = set()
+    for job in jobs:
+        key = (job.queue, job.fingerprint)
+        if key in seen:
+            return DuplicateJobError(
+                f"two jobs of the batch have the same queue {key[0]!r} and fingerprint: nothing was stored"
+            )
+        seen.add(key)
+    return None
 
 
 class Store:
@@ -58,20 +72,9 @@ class Store:
         """Store ``jobs`` (with their payloads' JSON ``texts`` when known) in one transaction."""
         if not jobs:
             return []
-        if len(jobs) > 1:
-            keys = {(job.queue, job.fingerprint) for job in jobs}
-            if len(keys) < len(jobs):
-                seen: set[tuple[str, str | None]] = set()
-                for job in jobs:
-                    key = (job.queue, job.fingerprint)
-                    if key in seen:
-                        raise DuplicateJobError(
-                            f"two jobs of the batch have the same queue {key[0]!r} and fingerprint: nothing was stored"
-                        )
-                    seen.add(key)
         if texts is None:
             texts = [encode_payload(job.payload) for job in jobs]
-        # The rows are built before the write lock is taken: the file is locked for the inserts only.
+        # The parameters are made before the write lock is taken: the file is locked for the inserts only.
         now = now_micros()
         windowed = any(job.unique_for is not None for job in jobs)
         rows = []
@@ -85,6 +88,12 @@ class Store:
                 delays[job.queue] = min(delay, delays.get(job.queue, delay))
             else:
                 delays[job.queue] = 0.0
+        # One job is inserted as it is (``values`` costs more than it saves for one row).
+        chunks = []
+        for start in range(0, len(rows) if len(rows) > 1 else 0, _INSERT_ROWS):
+            chunk = rows[start : start + _INSERT_ROWS]
+            rows_sql, params = values(chunk)
+            chunks.append((_INSERT_INTO + rows_sql, params, len(chunk)))
 
         def insert(conn: sqlite3.Connection) -> list[str]:
             start = 0
@@ -93,20 +102,19 @@ class Store:
                 if len(rows) == 1:
                     ids = [str(conn.execute(_INSERT, rows[0]).lastrowid)]
                 else:
-                    for start in range(0, len(rows), _INSERT_ROWS):
-                        chunk = rows[start : start + _INSERT_ROWS]
-                        last = conn.execute(
-                            _INSERT + _INSERT_ROW * (len(chunk) - 1), [v for row in chunk for v in row]
-                        ).lastrowid
+                    for index, (sql, params, count) in enumerate(chunks):
+                        start = index * _INSERT_ROWS
+                        last = conn.execute(sql, params).lastrowid
                         if first == _NO_ID and last:
-                            first = last - len(chunk) + 1
+                            first = last - count + 1
                     # The write lock is held and ids are AUTOINCREMENT, given row after row in the
                     # order of the VALUES: the batch took the last ids, in its order.
                     last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'neoq_jobs'").fetchone()[0]
                     ids = [str(job_id) for job_id in range(last - len(rows) + 1, last + 1)]
             except sqlite3.IntegrityError as exc:
-                # The chunks before the refused one had no holder; their rows are rolled back with it.
-                raise self._duplicate(conn, jobs[start:], first) from exc
+                # Two jobs of the batch alike, or a holder stored before: the chunks before the
+                # refused one had no holder; their rows are rolled back with it.
+                raise (_twins(jobs) or self._duplicate(conn, jobs[start:], first)) from exc
             if windowed:
                 open_windows(conn, jobs, ids, now)
             return ids

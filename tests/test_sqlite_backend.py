@@ -79,6 +79,47 @@ def test_a_forked_child_uses_its_own_connections_and_threads(tmp_path: Path) -> 
         wait_for(lambda: seen == ["before", "after"], 10)
 
 
+def test_a_fork_waits_for_a_write_under_way_so_the_child_can_write(tmp_path: Path) -> None:
+    # SQLite keeps a file's locks in the process's memory too: a child forked while a thread of its
+    # parent was inside a write would inherit "the write lock is held" and wait out busy_timeout.
+    backend = SqliteBackend(str(tmp_path / "jobs.db"), busy_timeout=3)
+    backend.open()
+    try:
+        conns = backend._conns
+        assert conns is not None
+        inside, go = threading.Event(), threading.Event()
+
+        def slow_write(conn: object) -> None:
+            inside.set()
+            go.wait(10)
+
+        writer = threading.Thread(target=conns.write, args=(slow_write, "a slow write"))
+        writer.start()
+        assert inside.wait(10)
+        threading.Timer(0.2, go.set).start()  # the write ends while fork() waits for it
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                os.close(read)
+                (job_id,) = backend.enqueue([prepare_job(Job(queue="child", payload={}))[0]])
+                os.write(write, job_id.encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        assert go.is_set()  # fork() returned only once the write had ended
+        _, status = os.waitpid(pid, 0)
+        child_job = os.read(read, 100).decode()
+        os.close(read)
+        writer.join(10)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert backend.get_job(child_job) is not None
+    finally:
+        backend.close()
+
+
 def test_a_lease_that_ran_out_is_taken_over_and_the_old_outcome_is_fenced_off(tmp_path: Path) -> None:
     path = str(tmp_path / "jobs.db")
     first, second = SqliteBackend(path, lease=0.3), SqliteBackend(path, lease=0.3)

@@ -23,6 +23,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -38,6 +39,13 @@ _abandoned: list[object] = []
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: The open pools of this process: ``os.fork()`` waits for their write transactions and checkpoints
+#: to end (``_before_fork``). SQLite keeps a file's locks in the process's memory as well as in the
+#: file: a child forked in the middle of one would inherit "this process holds the WAL write lock",
+#: which no thread of its own ever releases, and its writes would wait out ``busy_timeout``.
+_pools: weakref.WeakSet[Connections] = weakref.WeakSet()
+_held_at_fork: list[threading.Lock] = []
 
 #: SQLite's own wait for a lock inside one statement (ms): the retry loop waits beyond it.
 _STATEMENT_BUSY_MS = 2000
@@ -116,6 +124,13 @@ class Connections:
         #: Writes since the last WAL checkpoint (see ``checkpoint``; counted under the write lock).
         self._unchecked = 0
         self._checkpointing = False
+        #: Held while a checkpoint runs (a fork waits for it, as for a write).
+        self._checkpoint_lock = threading.Lock()
+        _pools.add(self)
+
+    def fork_locks(self) -> tuple[threading.Lock, threading.Lock]:
+        """The locks a fork takes first, so that it never lands inside a write or a checkpoint."""
+        return self._write_lock, self._checkpoint_lock
 
     # -- the pool --------------------------------------------------------------------------
 
@@ -165,6 +180,7 @@ class Connections:
         self._pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
         self._write_lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
         self._checkpointing = False  # a parent's thread may have been checkpointing at the fork
 
     def close(self) -> None:
@@ -252,8 +268,9 @@ class Connections:
             self._unchecked = 0
         conn = None
         try:
-            conn = self._acquire()
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            with self._checkpoint_lock:
+                conn = self._acquire()
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except (sqlite3.Error, NeoqError) as exc:
             logger.debug("neoq: a WAL checkpoint of %r failed: %s", self._path, exc)
         finally:
@@ -299,3 +316,22 @@ class Connections:
                     self._give(conn, broken=broken)
             time.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 0.1)
+
+
+def _before_fork() -> None:
+    # A write holds its lock for one short transaction (a writer waiting for another process
+    # gives it up between tries), so the fork waits milliseconds, at most a statement's busy wait.
+    for pool in list(_pools):
+        for lock in pool.fork_locks():
+            lock.acquire()
+            _held_at_fork.append(lock)
+
+
+def _after_fork() -> None:
+    # In the parent, the locks go back to its threads; in the child, the pools get new ones anyway.
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 __all__ = ["RateLimit", "Snooze", "check_global_limit"]
 
 
+#: The most a rate limit's window is counted longer than its ``per`` (seconds; ``RateLimit.window``).
+RATE_MARGIN = 0.075
+
+
 class RateLimit:
     """At most ``count`` starts of a queue's jobs in any window of length ``per``, across every process.
 
@@ -46,6 +50,17 @@ class RateLimit:
         self.per: float = seconds
         #: ``key(job) -> str``: one window per key; ``None``: one window for the queue.
         self.key: Callable[[Job], str] | None = key
+
+    @property
+    def window(self) -> float:
+        """The window a store counts this limit's starts in (seconds): ``per`` and a margin.
+
+        A start is taken when its job is claimed, and the handler starts a moment later, a moment
+        that grows with the machine's load (tens of milliseconds on two busy cores). Counted
+        ``min(RATE_MARGIN, 7.5% of per)`` longer, no window of the limit's own length sees more handler
+        starts than ``count``. The cost: 50 a second lets about 46.5 a second through.
+        """
+        return self.per + min(RATE_MARGIN, self.per * 0.075)
 
     def key_of(self, job: Job) -> str:
         """The window ``job`` starts in: ``key(job)`` as a ``str`` (``""`` without a key)."""

@@ -79,10 +79,6 @@ FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT
 #: The longest ``pause_queue`` waits for claim statements that began before it (seconds).
 PAUSE_WAIT = 10.0
 
-#: Added to a rate limit's window (seconds; at most a twentieth of it): a start is taken once its
-#: job is claimed and the handler starts a moment later (as PostgreSQL's ``RATE_MARGIN``).
-RATE_MARGIN = 0.05
-
 #: The sessions running a claim (a locking read that names the paused queues), but this one.
 _CLAIMS_UNDER_WAY = (
     "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()"
@@ -298,7 +294,7 @@ class MySQLFlow:
 
     def _take_start(self, queue: str, key: str, rate: RateLimit) -> float:
         """Take a start of ``(queue, key)`` if its window has room: 0; else the seconds until it has."""
-        per_us = int((rate.per + min(RATE_MARGIN, rate.per / 20)) * 1e6)
+        per_us = int(rate.window * 1e6)
         stored = key if len(key.encode()) <= 64 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
         def take(cur: Cursor) -> float:

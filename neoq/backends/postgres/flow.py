@@ -81,14 +81,6 @@ FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT
 PAUSE_WAIT = 10.0
 
 
-#: Added to a rate limit's window, at most (seconds; and at most a twentieth of the window): a start
-#: is taken once its job is claimed, and its handler starts a moment later, a moment that varies
-#: with the load of the machine (measured up to 15 ms with three worker processes on two busy
-#: cores); counted this much longer, no window of the limit's own length sees more handler starts
-#: than the limit. The cost: a limit of 50 a second lets about 47.6 a second through.
-RATE_MARGIN = 0.05
-
-
 class PostgresFlow:
     """``pause_queue``, ``resume_queue``, ``paused_queues`` (on the backend's aux connections)."""
 
@@ -180,7 +172,7 @@ class PostgresFlow:
             return look()
 
         def take_start(key: str) -> float:
-            per = rate.per + min(RATE_MARGIN, rate.per / 20)
+            per = rate.window
             params = {"queue": queue, "key": key, "count": rate.count, "per": per}
             with self._conns.aux(f"taking a start of queue {queue!r}") as conn:
                 row = conn.execute(QUERIES["rate_take"], params).fetchone()

@@ -34,15 +34,9 @@ if TYPE_CHECKING:
     from .scripts import Scripts
     from .store import RedisLeaseStore
 
-__all__ = ["RATE_MARGIN", "pause", "paused_queues", "rated_look"]
+__all__ = ["pause", "paused_queues", "rated_look"]
 
 logger = logging.getLogger("neoq.backends.redis")
-
-#: Added to a rate limit's window, at most (seconds; and at most a twentieth of the window): a
-#: start is taken once its job is leased, and its handler starts a moment later (a moment that
-#: grows with the machine's load); counted this much longer, no window of the limit's own length
-#: sees more handler starts than the limit.
-RATE_MARGIN = 0.05
 
 
 def pause(scripts: Scripts, queue: str, paused: bool) -> None:
@@ -63,7 +57,7 @@ def rated_look(
     engine: LeaseEngine, store: RedisLeaseStore, scripts: Scripts, queue: str, rate: RateLimit
 ) -> Look[Claim]:
     """``look`` for a rate-limited queue: a lease, then a start of its key's window."""
-    per = int((rate.per + min(RATE_MARGIN, rate.per / 20)) * 1_000_000)
+    per = int(rate.window * 1_000_000)
 
     def take_start(key: str) -> float:
         wait = int(scripts.run("rate", [queue, key, rate.count, per], f"taking a start of queue {queue!r}"))

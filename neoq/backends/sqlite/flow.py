@@ -56,10 +56,6 @@ logger = logging.getLogger(__name__)
 #: The flow-control capabilities of the SQLite backend.
 FLOW_CAPABILITIES = frozenset({PRIORITY, PAUSE, SNOOZE, UNIQUE_FOR, GLOBAL_LIMIT, RATE_LIMIT})
 
-#: Added to a rate limit's window (seconds; at most a twentieth of it): a start is taken once its
-#: job is claimed and the handler starts a moment later (as PostgreSQL's ``RATE_MARGIN``).
-RATE_MARGIN = 0.05
-
 _TAKE_COUNT = "SELECT count(*), min(started_at) FROM neoq_rate_starts WHERE queue = ? AND key = ? AND started_at > ?"
 
 
@@ -173,7 +169,7 @@ class SqliteFlow:
 
     def _take_start(self, queue: str, key: str, rate: RateLimit) -> float:
         """Take a start of ``(queue, key)`` if its window has room: 0; else the seconds until it has."""
-        per_us = int((rate.per + min(RATE_MARGIN, rate.per / 20)) * 1e6)
+        per_us = int(rate.window * 1e6)
 
         def take(conn: sqlite3.Connection) -> float:
             now = now_micros()

@@ -8,6 +8,7 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -44,6 +45,25 @@ def test_the_command_line_works_on_a_file(tmp_path: Path) -> None:
         assert nq.get_job(job_id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
 
 
+def _in_a_forked_child(work: Callable[[], object]) -> tuple[int, object]:
+    """Run ``work`` in a child forked now: its exit code, and what it returned (as JSON)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(read)
+            os.write(write, json.dumps(work()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    answer = json.loads(os.read(read, 1000) or b"null")
+    os.close(read)
+    return os.waitstatus_to_exitcode(status), answer
+
+
 def test_a_forked_child_uses_its_own_connections_and_threads(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     with neoq.new(url) as nq:
@@ -51,30 +71,21 @@ def test_a_forked_child_uses_its_own_connections_and_threads(tmp_path: Path) -> 
         nq.start("parent", Handler(lambda job: seen.append(job.payload["who"]), concurrency=2))
         nq.enqueue(Job(queue="parent", payload={"who": "before"}))
         wait_for(lambda: seen == ["before"], 10)
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            code = 1
-            try:
-                os.close(read)
-                child = nq.backend
-                (job_id,) = child.enqueue([prepare_job(Job(queue="child", payload={"n": 1}))[0]])
-                claim = child.look("child").claim
-                assert claim is not None and claim.job.id == job_id
-                child.settle(claim, Outcome(JobStatus.PROCESSED))
-                job = child.get_job(job_id)
-                os.write(write, json.dumps([job_id, job.status.value if job else None]).encode())
-                child.close()
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        _, status = os.waitpid(pid, 0)
-        answer = json.loads(os.read(read, 1000) or b"null")
-        os.close(read)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert answer[1] == "processed"
-        assert nq.get_job(answer[0]).status is JobStatus.PROCESSED  # type: ignore[union-attr]
+
+        def in_the_child() -> object:
+            child = nq.backend
+            (job_id,) = child.enqueue([prepare_job(Job(queue="child", payload={"n": 1}))[0]])
+            claim = child.look("child").claim
+            assert claim is not None and claim.job.id == job_id
+            child.settle(claim, Outcome(JobStatus.PROCESSED))
+            job = child.get_job(job_id)
+            child.close()
+            return [job_id, job.status.value if job else None]
+
+        code, answer = _in_a_forked_child(in_the_child)
+        assert code == 0
+        assert answer[1] == "processed"  # type: ignore[index]
+        assert nq.get_job(answer[0]).status is JobStatus.PROCESSED  # type: ignore[index, union-attr]
         nq.enqueue(Job(queue="parent", payload={"who": "after"}))  # the parent goes on as before
         wait_for(lambda: seen == ["before", "after"], 10)
 
@@ -97,25 +108,17 @@ def test_a_fork_waits_for_a_write_under_way_so_the_child_can_write(tmp_path: Pat
         writer.start()
         assert inside.wait(10)
         threading.Timer(0.2, go.set).start()  # the write ends while fork() waits for it
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            code = 1
-            try:
-                os.close(read)
-                (job_id,) = backend.enqueue([prepare_job(Job(queue="child", payload={}))[0]])
-                os.write(write, job_id.encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        assert go.is_set()  # fork() returned only once the write had ended
-        _, status = os.waitpid(pid, 0)
-        child_job = os.read(read, 100).decode()
-        os.close(read)
+
+        def in_the_child() -> object:
+            ended_before_the_fork = go.is_set()  # the parent's memory as it was at the fork
+            (job_id,) = backend.enqueue([prepare_job(Job(queue="child", payload={}))[0]])
+            return [ended_before_the_fork, job_id]
+
+        code, answer = _in_a_forked_child(in_the_child)
         writer.join(10)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert backend.get_job(child_job) is not None
+        assert code == 0
+        assert answer[0] is True  # type: ignore[index]  # fork() waited for the write to end
+        assert backend.get_job(answer[1]) is not None  # type: ignore[index]
     finally:
         backend.close()
 
